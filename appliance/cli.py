@@ -1,0 +1,136 @@
+"""Command-line interface, console script ``appliance``; the composition root.
+
+This is the only module that picks concrete parts (listeners, robots, TLS
+contexts) and wires them together from the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance.config import Config, load_config
+from appliance.errors import ApplianceError, ConfigError
+from appliance.log import setup_logging
+
+LOGGER = logging.getLogger("appliance")
+
+Command = Callable[[argparse.Namespace, Config], int]
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    """Run every enabled service until SIGTERM/SIGINT."""
+    from appliance.core import Appliance
+    from appliance.dicom.server import DicomNode
+
+    setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
+    app = Appliance(cfg)
+    app.start()
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: Any) -> None:
+        LOGGER.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    node = DicomNode(app)
+    try:
+        node.start()
+        LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
+        stop.wait()
+    finally:
+        node.stop()
+        app.stop()
+        LOGGER.info("appliance stopped")
+    return 0
+
+
+def cmd_echo(args: argparse.Namespace, cfg: Config) -> int:
+    """C-ECHO a node and say Online/Offline with the reason."""
+    from appliance.dicom.scu import echo
+
+    result = echo(args.host, args.port, args.aet, args.calling_aet or cfg.dicom.ae_title, args.timeout,
+                  _client_tls(cfg) if args.tls else None)
+    print(f"{args.aet}@{args.host}:{args.port}: {result}")
+    return 0 if result.online else 1
+
+
+def cmd_import(args: argparse.Namespace, cfg: Config) -> int:
+    """Send every DICOM file under PATH by C-STORE and print a report."""
+    from appliance.dicom.scu import import_files
+
+    root = Path(args.path)
+    if not root.exists():
+        raise ApplianceError(f"{root} does not exist")
+    port = args.port or cfg.dicom.port
+    try:
+        report = import_files(root, args.host, port, args.aet or cfg.dicom.ae_title,
+                              args.calling_aet or "IMPORT", args.timeout, _client_tls(cfg) if args.tls else None)
+    except ConnectionError as exc:
+        print(f"cannot send to {args.host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0 if not report.failed and not report.unreadable else 1
+
+
+def _client_tls(cfg: Config) -> Any:
+    raise ConfigError("TLS client connections need the tls package settings ([tls] cert, key, ca)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (also read by the documentation test)."""
+    parser = argparse.ArgumentParser(prog="appliance", description="DICOM store / worklist appliance that "
+                                     "publishes patient discs.")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: $APPLIANCE_CONFIG, else "
+                        "./appliance.toml, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run every enabled service until SIGTERM/SIGINT")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("echo", parents=[common], help="C-ECHO a DICOM node and say Online/Offline with the reason")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("aet", help="the node's AE title")
+    p.add_argument("--tls", action="store_true", help="connect with TLS using the [tls] client certificate")
+    p.add_argument("--calling-aet", help="our AE title in the request (default: [dicom] ae_title)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.set_defaults(func=cmd_echo)
+
+    p = sub.add_parser("import", parents=[common], help="send every DICOM file under PATH by C-STORE")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--host", default="127.0.0.1", help="receiver address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="receiver port (default: [dicom] port)")
+    p.add_argument("--aet", help="receiver AE title (default: [dicom] ae_title)")
+    p.add_argument("--calling-aet", help="our AE title (default IMPORT)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS using the [tls] client certificate")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)")
+    p.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``appliance`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.command != "serve":
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+            # Commands explain failures themselves; pynetdicom's own errors would repeat them.
+            logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+        result: int = args.func(args, cfg)
+        return result
+    except ApplianceError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,271 @@
+"""The appliance core: one object that stores, indexes, answers queries and finds files.
+
+Protocol front ends (DICOM, HL7, web) call :class:`Appliance` and translate its
+answers; it knows nothing of sockets. It is built once by the CLI (the
+composition root) from the configuration.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from appliance import __version__
+from appliance.config import Config, NodeConfig
+from appliance.db import Database
+from appliance.errors import IndexFailure, InvalidDataset
+from appliance.index import Index, InstanceRecord, StoredInstance, extract
+from appliance.query import find, match_instances
+from appliance.store import FileStore
+
+LOGGER = logging.getLogger(__name__)
+
+IMPLEMENTATION_VERSION = f"APPLIANCE_{__version__}"[:16]
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_CLEAN_MARKER = "running"
+
+#: Suffix of a called AE title -> what happens to the instances received under it.
+BURN_SUFFIXES = {"_E": "epson", "_P": "primera", "_TE": "epson", "_TP": "primera"}
+
+
+class StoreOutcome(Enum):
+    """What :meth:`Appliance.store` did with an instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """The result of storing one instance."""
+
+    outcome: StoreOutcome
+    record: InstanceRecord
+    path: str
+
+
+#: Called after every stored instance: (result, calling AE, called AE, association id).
+StoredListener = Callable[[StoreResult, str, str, str], None]
+#: Called when an association that stored something ends:
+#: (called AE, association id, SOP Instance UIDs, released normally rather than aborted).
+ReleasedListener = Callable[[str, str, list[str], bool], None]
+
+
+class Appliance:
+    """The store, the index and the policies around them.
+
+    Parameters
+    ----------
+    config : Config
+        The loaded configuration.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.database)
+        self.index = Index(self.db)
+        self.store_area = FileStore(config.store_dir, config.dicom.free_space_limit_mb)
+        self.stored_listeners: list[StoredListener] = []
+        self.released_listeners: list[ReleasedListener] = []
+        self._received: dict[str, list[str]] = {}
+        self._received_lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from an unclean stop, then mark the data folder as in use."""
+        self.store_area.clean_tmp()
+        marker = self.config.data_dir / _CLEAN_MARKER
+        if marker.exists():
+            LOGGER.warning("the previous run did not stop cleanly: checking store and index agree")
+            self.reconcile()
+        marker.write_text("appliance is running; this file is removed on a clean stop\n")
+
+    def stop(self) -> None:
+        """Mark a clean stop and close the database."""
+        (self.config.data_dir / _CLEAN_MARKER).unlink(missing_ok=True)
+        self.db.close()
+
+    def reconcile(self) -> tuple[int, int]:
+        """Make the index and the files agree after a crash.
+
+        A file renamed into the store but not yet indexed was never acknowledged;
+        it is complete (it was flushed before the rename), so it is indexed rather
+        than thrown away. Index rows whose file is gone are dropped.
+
+        Returns
+        -------
+        tuple of int
+            (files indexed, rows dropped).
+        """
+        on_disk = set(self.store_area.iter_files())
+        indexed = self.index.all_paths()
+        added = 0
+        for rel in sorted(on_disk - indexed):
+            try:
+                ds = dcmread(self.store_area.path(rel), stop_before_pixels=True)
+                rec = extract(ds)
+                ts = str(ds.file_meta.TransferSyntaxUID)
+                if self.index.lookup(rec.sop_uid) is not None:
+                    self.store_area.delete(rel)  # a copy already indexed elsewhere
+                    continue
+                size = self.store_area.path(rel).stat().st_size
+                self.index.record(rec, ts, rel, size)
+                added += 1
+            except Exception as exc:
+                LOGGER.error("unreadable file %s left in the store is removed: %s", rel, exc)
+                self.store_area.delete(rel)
+        dropped = self.index.remove_paths(indexed - on_disk)
+        if added or dropped:
+            LOGGER.warning("reconciled store: %d file(s) indexed, %d row(s) without a file dropped", added,
+                           dropped)
+        return added, dropped
+
+    # -- policy -----------------------------------------------------------------------------------
+
+    def ae_titles(self) -> set[str]:
+        """Every AE title this node answers to: the main title and its burn forms."""
+        base = self.config.dicom.ae_title
+        return {base} | {base + suffix for suffix in BURN_SUFFIXES}
+
+    def node(self, ae_title: str) -> NodeConfig | None:
+        """The known node with this AE title."""
+        return self.config.dicom.node(ae_title)
+
+    def may(self, calling_ae: str, right: str) -> bool:
+        """Whether ``calling_ae`` may use a service (store, find, move, get, mwl)."""
+        node = self.node(calling_ae)
+        if node is not None:
+            return node.may(right)
+        return self.config.dicom.accept_any_ae
+
+    def may_associate(self, calling_ae: str) -> bool:
+        """Whether an association from ``calling_ae`` is accepted at all."""
+        return self.config.dicom.accept_any_ae or self.node(calling_ae) is not None
+
+    # -- store ------------------------------------------------------------------------------------
+
+    def store(
+        self,
+        dataset: bytes,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        calling_ae: str = "",
+        called_ae: str = "",
+        association_id: str = "",
+    ) -> StoreResult:
+        """Store one received data set durably and index it.
+
+        The file is flushed and renamed into place and the index committed before
+        this returns, so the caller may acknowledge the instance.
+
+        Parameters
+        ----------
+        dataset : bytes
+            The data set as received (no file meta), encoded in ``transfer_syntax``.
+        transfer_syntax, sop_class_uid, sop_instance_uid : str
+            From the presentation context and the C-STORE request.
+        calling_ae, called_ae, association_id : str
+            Who sent it, to which of our AE titles, on which association.
+
+        Raises
+        ------
+        InvalidDataset
+            The data set cannot be parsed or lacks a UID; nothing is stored.
+        OutOfResources
+            The store's disk is below the free-space limit; nothing is stored.
+        IndexFailure
+            The index could not be written; the file is removed again.
+        """
+        content = self._part10(dataset, transfer_syntax, sop_class_uid, sop_instance_uid, calling_ae)
+        try:
+            ds = dcmread(io.BytesIO(content), stop_before_pixels=True)
+        except Exception as exc:
+            raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
+        rec = extract(ds)
+        if rec.sop_uid != sop_instance_uid:
+            LOGGER.warning(
+                "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
+                " set's", rec.sop_uid, sop_instance_uid)
+            content = self._part10(dataset, transfer_syntax, rec.sop_class_uid or sop_class_uid, rec.sop_uid,
+                                   calling_ae)
+        if self.index.lookup(rec.sop_uid) is not None and not self.config.dicom.overwrite:
+            LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
+            result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
+        else:
+            rel = self.store_area.write([content])
+            try:
+                replaced = self.index.record(rec, transfer_syntax, rel, len(content), calling_ae, called_ae)
+            except Exception as exc:
+                self.store_area.delete(rel)
+                raise IndexFailure(f"index could not record {rec.sop_uid}: {exc}") from exc
+            if replaced:
+                self.store_area.delete(replaced)
+                LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
+            result = StoreResult(StoreOutcome.REPLACED if replaced else StoreOutcome.STORED, rec, rel)
+        if association_id:
+            with self._received_lock:
+                self._received.setdefault(association_id, []).append(rec.sop_uid)
+        for listener in self.stored_listeners:
+            try:
+                listener(result, calling_ae, called_ae, association_id)
+            except Exception:
+                LOGGER.exception("a store listener failed for %s", rec.sop_uid)
+        return result
+
+    @staticmethod
+    def _part10(dataset: bytes, ts: str, sop_class: str, sop_uid: str, source_ae: str) -> bytes:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = UID(sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+        meta.TransferSyntaxUID = UID(ts)
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        if source_ae:
+            meta.SourceApplicationEntityTitle = source_ae
+        buf = io.BytesIO()
+        buf.write(_PREAMBLE)
+        write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
+        buf.write(dataset)
+        return buf.getvalue()
+
+    def association_ended(self, called_ae: str, association_id: str, released: bool = True) -> None:
+        """Tell the listeners that an association which stored instances has ended."""
+        with self._received_lock:
+            received = self._received.pop(association_id, [])
+        if not received:
+            return
+        for listener in self.released_listeners:
+            try:
+                listener(called_ae, association_id, received, released)
+            except Exception:
+                LOGGER.exception("an association listener failed for %s", association_id)
+
+    # -- query and retrieve -----------------------------------------------------------------------
+
+    def find(self, identifier: Dataset, level: str, limit: int = 0) -> Iterator[Dataset]:
+        """Answer a C-FIND identifier at a query level (see :func:`appliance.query.find`)."""
+        return find(self.db.conn, identifier, level, self.config.dicom.ae_title, limit)
+
+    def retrieve(self, identifier: Dataset, level: str) -> list[StoredInstance]:
+        """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
+        uids = match_instances(self.db.conn, identifier, level)
+        found = [self.index.lookup(uid) for uid in uids]
+        return [f for f in found if f is not None]
+
+    def file_path(self, instance: StoredInstance) -> Path:
+        """Absolute path of a stored instance's file."""
+        return self.store_area.path(instance.path)

@@ -1,0 +1,1 @@
+"""The DICOM front end: pynetdicom server, thin handlers, and the SCU side (echo, import)."""

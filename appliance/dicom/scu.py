@@ -1,0 +1,211 @@
+"""The SCU side: C-ECHO a node and import files by C-STORE."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from appliance.core import IMPLEMENTATION_VERSION
+
+LOGGER = logging.getLogger("appliance.dicom")
+
+_REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded (too many associations)",
+}
+
+
+@dataclass
+class EchoResult:
+    """Outcome of a C-ECHO."""
+
+    online: bool
+    reason: str
+
+    def __str__(self) -> str:
+        return "Online" if self.online else f"Offline: {self.reason}"
+
+
+def _ae(calling_ae: str, timeout: float) -> AE:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    ae.implementation_version_name = IMPLEMENTATION_VERSION
+    return ae
+
+
+def _tls_args(context: ssl.SSLContext | None, host: str) -> tuple[ssl.SSLContext, str] | None:
+    return (context, host) if context is not None else None
+
+
+def _why_not(assoc: Association, host: str, port: int, timeout: float) -> str:
+    """Explain a failed association in the words an administrator needs."""
+    if assoc.is_rejected and assoc.acceptor.primitive is not None:
+        prim = assoc.acceptor.primitive
+        source, diag = int(prim.result_source or 0), int(prim.diagnostic or 0)
+        kind = "permanently" if prim.result == 1 else "transiently"
+        return f"association rejected {kind}: {_REJECT_REASONS.get((source, diag), f'reason {source}/{diag}')}"
+    # pynetdicom does not say why a connection failed: try the TCP connect ourselves.
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port} (nothing listening on that port?)"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g} s (firewall or wrong address?)"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    if assoc.is_aborted:
+        return "the peer aborted the association (TLS or protocol mismatch?)"
+    return "no association (the peer did not answer the association request)"
+
+
+def echo(host: str, port: int, called_ae: str, calling_ae: str = "APPLIANCE", timeout: float = 10.0,
+         ssl_context: ssl.SSLContext | None = None) -> EchoResult:
+    """C-ECHO a node and say whether it answered.
+
+    Parameters
+    ----------
+    host, port, called_ae : str, int, str
+        The node to verify.
+    calling_ae : str
+        Our AE title in the request.
+    timeout : float
+        Seconds to wait for the connection and each answer.
+    ssl_context : ssl.SSLContext, optional
+        Client TLS context for a TLS port.
+    """
+    ae = _ae(calling_ae, timeout)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(host, port, ae_title=called_ae, tls_args=_tls_args(ssl_context, host))
+    if not assoc.is_established:
+        return EchoResult(False, _why_not(assoc, host, port, timeout))
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if status is None or "Status" not in status:
+        return EchoResult(False, "no C-ECHO response (timeout or aborted)")
+    if status.Status != 0:
+        return EchoResult(False, f"C-ECHO answered with status 0x{int(status.Status):04X}")
+    return EchoResult(True, "")
+
+
+@dataclass
+class ImportReport:
+    """What ``appliance import`` did."""
+
+    sent: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self) -> Iterator[str]:
+        """The report as text lines."""
+        yield f"{self.sent} instance(s) sent"
+        if self.unreadable:
+            yield f"{len(self.unreadable)} file(s) could not be read:"
+            for path, why in self.unreadable:
+                yield f"  {path}: {why}"
+        if self.failed:
+            yield f"{len(self.failed)} file(s) could not be sent:"
+            for path, why in self.failed:
+                yield f"  {path}: {why}"
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.upper() != "DICOMDIR":
+                yield Path(dirpath) / name
+
+
+def import_files(root: Path, host: str, port: int, called_ae: str, calling_ae: str = "APPLIANCE",
+                 timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> ImportReport:
+    """Send every DICOM file under ``root`` (any depth) by C-STORE.
+
+    Files are read header-only to build the presentation contexts, then sent over
+    as few associations as the 128-context limit allows.
+
+    Raises
+    ------
+    ConnectionError
+        When no association can be made at all.
+    """
+    report = ImportReport()
+    files: list[tuple[Path, str, str]] = []
+    for path in _walk(root):
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+            sop_class = str(ds.file_meta.MediaStorageSOPClassUID if "MediaStorageSOPClassUID" in ds.file_meta
+                            else ds.SOPClassUID)
+            ts = str(ds.file_meta.TransferSyntaxUID)
+        except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError) as exc:
+            report.unreadable.append((str(path), str(exc) or type(exc).__name__))
+            continue
+        files.append((path, sop_class, ts))
+    # Group into batches of at most 120 (SOP class, transfer syntax) pairs.
+    batches: list[list[tuple[Path, str, str]]] = []
+    pairs: list[set[tuple[str, str]]] = []
+    for item in files:
+        pair = (item[1], item[2])
+        for i, known in enumerate(pairs):
+            if pair in known or len(known) < 120:
+                known.add(pair)
+                batches[i].append(item)
+                break
+        else:
+            pairs.append({pair})
+            batches.append([item])
+    for batch, batch_pairs in zip(batches, pairs, strict=True):
+        ae = _ae(calling_ae, timeout)
+        for sop_class, ts in sorted(batch_pairs):
+            ae.add_requested_context(sop_class, [ts, ExplicitVRLittleEndian] if ts != ExplicitVRLittleEndian else [ts])
+        assoc = ae.associate(host, port, ae_title=called_ae, tls_args=_tls_args(ssl_context, host))
+        if not assoc.is_established:
+            raise ConnectionError(_why_not(assoc, host, port, timeout))
+        try:
+            for path, _, _ in batch:
+                if not assoc.is_established:
+                    report.failed.append((str(path), "association lost"))
+                    continue
+                try:
+                    status = assoc.send_c_store(dcmread(path))
+                except Exception as exc:
+                    report.failed.append((str(path), str(exc)))
+                    continue
+                code = int(status.Status) if status is not None and "Status" in status else None
+                if code is None:
+                    report.failed.append((str(path), "no response"))
+                elif code in (0x0000, 0xB000, 0xB006, 0xB007):
+                    report.sent += 1
+                else:
+                    comment = status.get("ErrorComment", "")
+                    report.failed.append((str(path), f"status 0x{code:04X} {comment}".strip()))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    return report

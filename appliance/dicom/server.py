@@ -1,0 +1,410 @@
+"""The DICOM Application Entity: presentation contexts, association policy, listeners.
+
+pynetdicom provides the protocol machine; this module adapts it in four places,
+each for a reason found by measurement or by reading its source:
+
+* **Association policy.** pynetdicom checks one called AE title; we answer to
+  ``AET`` and its burn forms (``_E``, ``_P``, ``_TE``, ``_TP``), refuse unknown
+  calling AEs when ``accept_any_ae = false`` (A-ASSOCIATE-RJ 1/1/3), unknown
+  called AEs (1/1/7), and strip the query/retrieve contexts a known node may not
+  use, so its C-FIND/C-MOVE/C-GET is refused at negotiation.
+* **TLS handshake off the accept loop.** pynetdicom wraps the socket in the
+  accept loop, so one silent client on the TLS port blocks every other TLS
+  association; the handshake runs in the connection's own thread here.
+* **Receive path.** Reads whole PDUs with ``recv_into`` instead of 4 KiB
+  ``recv`` calls, re-arms ``TCP_QUICKACK`` so a Nagle-enabled sender (DCMTK's
+  default) is not stalled by delayed ACKs, and sets ``TCP_NODELAY``.
+* **Shutdown.** Stop accepting, let open associations finish for a grace period,
+  then abort the rest; the store is atomic so an abort leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, cast
+
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config, evt
+from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from appliance.core import IMPLEMENTATION_VERSION, Appliance
+from appliance.dicom import handlers
+
+LOGGER = logging.getLogger("appliance.dicom")
+
+# Accept private and future storage SOP classes as storage (PS3.4 B.5 allows
+# any storage class; modalities send vendor-private ones).
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+# Identifiers are logged by our handlers at the level the admin chose, not by pynetdicom.
+_config.LOG_HANDLER_LEVEL = "none"
+
+#: Transfer syntaxes accepted for storage: received files are kept as they came.
+STORAGE_SYNTAXES: list[str | bytes | UID] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
+    RLELossless,
+]
+QUERY_SYNTAXES: list[str | bytes | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+#: Query/retrieve SOP classes and the right a known node needs to use them.
+RIGHTS = {
+    PatientRootQueryRetrieveInformationModelFind: "find",
+    StudyRootQueryRetrieveInformationModelFind: "find",
+    PatientRootQueryRetrieveInformationModelMove: "move",
+    StudyRootQueryRetrieveInformationModelMove: "move",
+    PatientRootQueryRetrieveInformationModelGet: "get",
+    StudyRootQueryRetrieveInformationModelGet: "get",
+}
+
+RejectReason = tuple[int, int, int]
+CALLING_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x03)
+CALLED_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x07)
+
+
+class PolicyACSE(ACSE):
+    """ACSE that applies the appliance's association policy before negotiating."""
+
+    def __init__(self, assoc: Association, app: Appliance) -> None:
+        super().__init__(assoc)
+        self.app = app
+
+    def _negotiate_as_acceptor(self) -> None:
+        rq = self.requestor.primitive
+        calling = str(rq.calling_ae_title).strip()  # type: ignore[union-attr]
+        called = str(rq.called_ae_title).strip()  # type: ignore[union-attr]
+        self.requestor.ae_title = calling
+        peer_info = self.requestor.address_info
+        peer = peer_info.address if peer_info is not None else "?"
+        reject: RejectReason | None = None
+        if not self.app.may_associate(calling):
+            LOGGER.warning("association from %s (%s) rejected: calling AE not known", calling, peer)
+            reject = CALLING_AE_NOT_RECOGNISED
+        elif called not in self.app.ae_titles():
+            LOGGER.warning("association from %s (%s) rejected: called AE %r is not ours (%s)", calling,
+                           peer, called, ", ".join(sorted(self.app.ae_titles())))
+            reject = CALLED_AE_NOT_RECOGNISED
+        if reject:
+            self.send_reject(*reject)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
+        # The AC echoes the title that was called, burn suffix included.
+        self.acceptor.ae_title = called
+        denied = {str(uid) for uid, right in RIGHTS.items() if not self.app.may(calling, right)}
+        if denied:
+            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
+                        " are rejected", calling, len(denied))
+            self.acceptor.supported_contexts = [
+                cx for cx in self.acceptor.supported_contexts if str(cx.abstract_syntax) not in denied
+            ]
+        super()._negotiate_as_acceptor()
+
+
+class FastSocket(AssociationSocket):
+    """AssociationSocket that reads whole PDUs at once and keeps ACKs prompt."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = cast(socket.socket, self.socket)
+        buf = bytearray(nr_bytes)
+        view = memoryview(buf)
+        got = 0
+        while got < nr_bytes:
+            if _QUICKACK is not None and not isinstance(sock, ssl.SSLSocket):
+                # Linux clears QUICKACK after a while; re-arm it so a Nagle-enabled
+                # sender does not wait ~40 ms for our delayed ACK on every message.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if not n:
+                del buf[got:]
+                return buf
+            got += n
+        return buf
+
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class PolicyRequestHandler(RequestHandler):
+    """Creates acceptor associations with our ACSE and socket classes."""
+
+    server: ApplianceServer
+
+    def _create_association(self) -> Association:
+        ae = self.ae
+        assoc = Association(ae, "acceptor")
+        assoc._server = self.server
+        assoc.acse = PolicyACSE(assoc, self.server.app)
+        assoc.name = f"Acceptor@{datetime.now():%Y%m%d%H%M%S}"
+        sock = FastSocket(assoc, client_socket=cast(socket.socket, self.request))
+        assoc.set_socket(sock)
+        assoc.acceptor.maximum_length = ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, bound in self.server._handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in bound:  # type: ignore[misc]
+                    assoc.bind(event, handler, args)
+        return assoc
+
+
+class ApplianceServer(ThreadedAssociationServer):
+    """Threaded association server with the TLS handshake done per connection."""
+
+    app: Appliance
+    handshake_timeout: float = 30.0
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        sock = cast(socket.socket, self.socket)
+        client, address = sock.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request = handshake(request, self.ssl_context, self.handshake_timeout)
+            except (OSError, ssl.SSLError) as exc:
+                LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0],
+                               describe_tls_failure(exc))
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+        super().process_request_thread(request, client_address)
+
+
+def handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    """TLS server handshake on an accepted socket, bounded by ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    tls.do_handshake()
+    tls.settimeout(None)
+    return tls
+
+
+def describe_tls_failure(exc: BaseException) -> str:
+    """A sentence for the log about why a TLS handshake failed."""
+    text = str(exc)
+    if "HTTP_REQUEST" in text or "WRONG_VERSION_NUMBER" in text or "UNKNOWN_PROTOCOL" in text:
+        return "the client spoke plain DICOM (or another protocol) to the TLS port"
+    if "CERTIFICATE" in text.upper():
+        return f"certificate refused: {text}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "the client sent nothing (handshake timed out)"
+    return text
+
+
+def presentation_contexts() -> list[PresentationContext]:
+    """Every context the node accepts: verification, storage (all classes, all syntaxes), Q/R."""
+    contexts = []
+    verification = PresentationContext()
+    verification.abstract_syntax = Verification
+    verification.transfer_syntax = QUERY_SYNTAXES
+    contexts.append(verification)
+    for storage in AllStoragePresentationContexts:
+        cx = PresentationContext()
+        cx.abstract_syntax = storage.abstract_syntax
+        cx.transfer_syntax = STORAGE_SYNTAXES
+        # C-GET sends instances back as C-STORE over the same association: the
+        # peer proposes the SCP role for the storage classes it wants.
+        cx.scu_role = True
+        cx.scp_role = True
+        contexts.append(cx)
+    for uid in RIGHTS:
+        cx = PresentationContext()
+        cx.abstract_syntax = uid
+        cx.transfer_syntax = QUERY_SYNTAXES
+        contexts.append(cx)
+    return contexts
+
+
+class DicomNode:
+    """The appliance's DICOM listeners (plain port and, optionally, TLS port).
+
+    Parameters
+    ----------
+    app : Appliance
+        The core that stores and answers.
+    ssl_context : ssl.SSLContext, optional
+        Server context for the TLS port; the TLS port stays closed without it.
+    """
+
+    def __init__(self, app: Appliance, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.app = app
+        self.ssl_context = ssl_context
+        cfg = app.config.dicom
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_associations = cfg.max_associations
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.acse_timeout = cfg.acse_timeout
+        ae.dimse_timeout = cfg.dimse_timeout
+        ae.network_timeout = cfg.network_timeout
+        ae.implementation_version_name = IMPLEMENTATION_VERSION
+        # Used for C-MOVE sub-associations; the policy is ours, not pynetdicom's.
+        ae.require_called_aet = False
+        ae.require_calling_aet = []
+        self.ae = ae
+        self.servers: list[ApplianceServer] = []
+        self._contexts = presentation_contexts()
+
+    def _handlers(self) -> list[Any]:
+        app = self.app
+        return [
+            (evt.EVT_C_ECHO, handlers.handle_echo),
+            (evt.EVT_C_STORE, _counting_store, [app]),
+            (evt.EVT_C_FIND, handlers.handle_find, [app]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [app]),
+            (evt.EVT_C_GET, handlers.handle_get, [app]),
+            (evt.EVT_ESTABLISHED, _on_established),
+            (evt.EVT_RELEASED, _on_ended, ["released"]),
+            (evt.EVT_ABORTED, _on_ended, ["aborted"]),
+            (evt.EVT_CONN_CLOSE, _on_closed, [app]),
+        ]
+
+    def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> ApplianceServer:
+        cfg = self.app.config.dicom
+        server = cast(ApplianceServer, self.ae.make_server(
+            (cfg.bind, port),
+            ae_title=cfg.ae_title,
+            contexts=self._contexts,
+            ssl_context=ssl_context,
+            evt_handlers=self._handlers(),
+            server_class=ApplianceServer,
+            request_handler=PolicyRequestHandler,
+        ))
+        server.app = self.app
+        server.handshake_timeout = cfg.acse_timeout
+        thread = threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)
+        self.servers.append(server)
+        return server
+
+    def start(self) -> None:
+        """Open the plain and TLS ports that the configuration enables."""
+        cfg = self.app.config.dicom
+        if cfg.port:
+            server = self._serve(cfg.port, None)
+            LOGGER.info("DICOM %s listening on %s:%d", cfg.ae_title, cfg.bind, server.server_address[1])
+        if cfg.tls_port and self.ssl_context is not None:
+            server = self._serve(cfg.tls_port, self.ssl_context)
+            LOGGER.info("DICOM %s listening with TLS on %s:%d", cfg.ae_title, cfg.bind, server.server_address[1])
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports, plain first (useful when the config asked for port 0 in tests)."""
+        return [int(s.server_address[1]) for s in self.servers]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, wait up to ``grace`` seconds for open associations, abort the rest."""
+        for server in self.servers:
+            server.shutdown()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.active():
+            time.sleep(0.05)
+        for assoc in self.active():
+            LOGGER.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
+            assoc.abort()
+        self.servers.clear()
+
+    def active(self) -> list[Association]:
+        """Open acceptor associations."""
+        return [a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()]
+
+
+def _counting_store(event: evt.Event, app: Appliance) -> Any:
+    result = handlers.handle_store(event, app)
+    code = result if isinstance(result, int) else int(result.Status)
+    stats = _stats(event.assoc)
+    stats["stored" if code == 0 else "failed"] += 1
+    return result
+
+
+def _stats(assoc: Association) -> dict[str, Any]:
+    stats: dict[str, Any] | None = getattr(assoc, "_appliance_stats", None)
+    if stats is None:
+        stats = {"stored": 0, "failed": 0, "end": "closed", "start": time.monotonic()}
+        assoc._appliance_stats = stats  # type: ignore[attr-defined]
+    return stats
+
+
+def _on_established(event: evt.Event) -> None:
+    assoc = event.assoc
+    _stats(assoc)
+    LOGGER.info("association from %s (%s:%s) to %s accepted", handlers.calling_ae(event),
+                assoc.requestor.address, assoc.requestor.port, handlers.called_ae(event))
+
+
+def _on_ended(event: evt.Event, how: str) -> None:
+    _stats(event.assoc)["end"] = how
+
+
+def _on_closed(event: evt.Event, app: Appliance) -> None:
+    assoc = event.assoc
+    stats = getattr(assoc, "_appliance_stats", None)
+    if stats is None:  # rejected or never established
+        return
+    app.association_ended(handlers.called_ae(event), handlers.assoc_id(event), stats["end"] == "released")
+    LOGGER.info("association from %s to %s %s after %.1f s: %d stored, %d failed", handlers.calling_ae(event),
+                handlers.called_ae(event), stats["end"], time.monotonic() - stats["start"], stats["stored"],
+                stats["failed"])
+
+
+ListenerFactory = Callable[[Appliance], DicomNode]

@@ -1,0 +1,60 @@
+"""Logging set-up: levels TRACE..FATAL, a console handler and a rotating file."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+logging.addLevelName(logging.CRITICAL, "FATAL")
+
+_LEVELS = {
+    "TRACE": TRACE,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "FATAL": logging.CRITICAL,
+}
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_FILE = "appliance.log"
+
+
+def level_number(name: str) -> int:
+    """Return the numeric level of a level name (TRACE, DEBUG, INFO, WARNING, ERROR, FATAL)."""
+    return _LEVELS[name.upper()]
+
+
+def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backups: int = 10) -> None:
+    """Send log records to stderr and, when ``log_dir`` is given, to a rotating file.
+
+    Parameters
+    ----------
+    level : str
+        Lowest level written.
+    log_dir : Path, optional
+        Folder of ``appliance.log`` and its rotated copies.
+    max_mb, backups : float, int
+        Size at which the file rotates, and how many old files are kept.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level_number(level))
+    formatter = logging.Formatter(FORMAT)
+    console = logging.StreamHandler()
+    console.setFormatter(formatter)
+    root.addHandler(console)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        rotating = logging.handlers.RotatingFileHandler(
+            log_dir / LOG_FILE, maxBytes=int(max_mb * 1024 * 1024), backupCount=backups, encoding="utf-8"
+        )
+        rotating.setFormatter(formatter)
+        root.addHandler(rotating)
+    # pynetdicom logs every PDU at DEBUG; keep its chatter one level below ours.
+    logging.getLogger("pynetdicom").setLevel(max(level_number(level), logging.WARNING))

@@ -1,0 +1,309 @@
+"""C-FIND matching over the index, after PS3.4 C.2.2.2.
+
+A query identifier becomes one SQL statement over the level's table joined with
+the levels above it, so each patient, study, series or instance is answered once.
+Matching rules:
+
+* universal: an empty value (or ``*``) places no condition and returns the value;
+* single value: exact, case-sensitive, except PN which is case-insensitive (as
+  Orthanc does: front-desk users type names in any case);
+* wildcard: ``*`` and ``?`` through SQLite ``GLOB`` with every other GLOB
+  metacharacter escaped, so stored ``[``, ``%`` or ``_`` match literally;
+* range: ``a-b``, ``a-``, ``-b`` for DA and TM (TM bounds padded to their precision);
+* list of UIDs: ``uid1\\uid2``; a backslash list on other keys matches any value;
+* ModalitiesInStudy matches a study holding any of the listed modalities.
+
+Keys the index does not hold are returned with zero length.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from appliance.index import norm_date, norm_time, pn_key
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+_FROM = {
+    "PATIENT": "patients p",
+    "STUDY": "studies st JOIN patients p ON p.id = st.patient_fk",
+    "SERIES": "series s JOIN studies st ON st.id = s.study_fk JOIN patients p ON p.id = st.patient_fk",
+    "IMAGE": "instances i JOIN series s ON s.id = i.series_fk JOIN studies st ON st.id = s.study_fk "
+    "JOIN patients p ON p.id = st.patient_fk",
+}
+_ORDER = {
+    "PATIENT": "p.patient_id",
+    "STUDY": "st.study_date, st.study_time, st.id",
+    "SERIES": "CAST(s.series_number AS INTEGER), s.id",
+    "IMAGE": "CAST(i.instance_number AS INTEGER), i.id",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """An attribute the index can match and return."""
+
+    level: str
+    column: str
+    kind: str = "str"  # str | pn | uid | date | time | multi | int
+    #: Column to match against when it differs from the returned one (PN keys).
+    match_column: str = ""
+
+
+KEYS: dict[str, Key] = {
+    "PatientID": Key("PATIENT", "p.patient_id"),
+    "IssuerOfPatientID": Key("PATIENT", "p.issuer"),
+    "PatientName": Key("PATIENT", "p.patient_name", "pn", "p.patient_name_key"),
+    "PatientBirthDate": Key("PATIENT", "p.birth_date", "date"),
+    "PatientSex": Key("PATIENT", "p.sex"),
+    "NumberOfPatientRelatedStudies": Key(
+        "PATIENT", "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)", "int"
+    ),
+    "NumberOfPatientRelatedSeries": Key(
+        "PATIENT", "(SELECT TOTAL(x.num_series) FROM studies x WHERE x.patient_fk = p.id)", "int"
+    ),
+    "NumberOfPatientRelatedInstances": Key(
+        "PATIENT", "(SELECT TOTAL(x.num_instances) FROM studies x WHERE x.patient_fk = p.id)", "int"
+    ),
+    "StudyInstanceUID": Key("STUDY", "st.study_uid", "uid"),
+    "StudyDate": Key("STUDY", "st.study_date", "date"),
+    "StudyTime": Key("STUDY", "st.study_time", "time"),
+    "AccessionNumber": Key("STUDY", "st.accession"),
+    "StudyID": Key("STUDY", "st.study_id"),
+    "StudyDescription": Key("STUDY", "st.description"),
+    "ReferringPhysicianName": Key("STUDY", "st.referring", "pn", "st.referring_key"),
+    "ModalitiesInStudy": Key("STUDY", "st.modalities", "multi"),
+    "NumberOfStudyRelatedSeries": Key("STUDY", "st.num_series", "int"),
+    "NumberOfStudyRelatedInstances": Key("STUDY", "st.num_instances", "int"),
+    "SOPClassesInStudy": Key(
+        "STUDY",
+        "(SELECT GROUP_CONCAT(DISTINCT y.sop_class_uid) FROM instances y JOIN series z ON z.id = y.series_fk "
+        "WHERE z.study_fk = st.id)",
+        "multi",
+    ),
+    "SeriesInstanceUID": Key("SERIES", "s.series_uid", "uid"),
+    "Modality": Key("SERIES", "s.modality"),
+    "SeriesNumber": Key("SERIES", "s.series_number"),
+    "SeriesDescription": Key("SERIES", "s.description"),
+    "BodyPartExamined": Key("SERIES", "s.body_part"),
+    "SeriesDate": Key("SERIES", "s.series_date", "date"),
+    "SeriesTime": Key("SERIES", "s.series_time", "time"),
+    "NumberOfSeriesRelatedInstances": Key("SERIES", "s.num_instances", "int"),
+    "SOPInstanceUID": Key("IMAGE", "i.sop_uid", "uid"),
+    "SOPClassUID": Key("IMAGE", "i.sop_class_uid", "uid"),
+    "InstanceNumber": Key("IMAGE", "i.instance_number"),
+    "NumberOfFrames": Key("IMAGE", "i.frames", "int"),
+}
+
+#: Keys that identify the entities of each level, in the order the levels nest.
+UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+          "IMAGE": "SOPInstanceUID"}
+
+
+class QueryError(ValueError):
+    """The identifier cannot be answered (bad level, bad value)."""
+
+
+def _glob_escape(text: str) -> str:
+    """Escape GLOB metacharacters so they match literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _wildcard_to_glob(value: str) -> str:
+    return "".join({"*": "*", "?": "?"}.get(c, _glob_escape(c)) for c in value)
+
+
+def _time_bounds(value: str) -> tuple[str, str]:
+    """Lowest and highest normalised times a TM value (of any precision) stands for."""
+    value = value.replace(":", "").strip()
+    low = norm_time(value)
+    whole, _, frac = value.partition(".")
+    # "0830" stands for 08:30:00-08:30:59.999999; padding with 9s gives an upper
+    # bound that no later valid time can pass.
+    high = (whole + "999999")[:6] + "." + (frac + "999999")[:6]
+    return low, high
+
+
+def _condition(key: Key, value: str, params: list[Any]) -> str | None:
+    """SQL condition for one matching key, or None for universal matching."""
+    value = value.strip() if key.kind != "uid" else value.strip().strip("\x00")
+    if value in ("", "*"):
+        return None
+    column = key.match_column or key.column
+    if key.kind == "uid":
+        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        params.extend(uids)
+        return f"{column} IN ({', '.join('?' * len(uids))})"
+    if key.kind == "int":
+        params.append(value)
+        return f"CAST({column} AS TEXT) = ?"
+    alternatives = value.split("\\")
+    parts = []
+    for alt in alternatives:
+        part = _single(key, column, alt, params)
+        if part is not None:
+            parts.append(part)
+    if len(parts) < len(alternatives):  # one alternative is universal
+        return None
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _single(key: Key, column: str, value: str, params: list[Any]) -> str | None:
+    if value in ("", "*"):
+        return None
+    if key.kind in ("date", "time"):
+        norm = norm_date if key.kind == "date" else norm_time
+        if "-" in value:
+            low, _, high = value.partition("-")
+            conds = []
+            if low.strip():
+                params.append(norm(low) if key.kind == "date" else _time_bounds(low)[0])
+                conds.append(f"{column} >= ?")
+            if high.strip():
+                params.append(norm(high) if key.kind == "date" else _time_bounds(high)[1])
+                conds.append(f"{column} <= ?")
+            # A range never matches a missing value.
+            conds.append(f"{column} != ''")
+            return "(" + " AND ".join(conds) + ")"
+        if key.kind == "time":
+            low, high = _time_bounds(value)
+            params.extend([low, high])
+            return f"({column} >= ? AND {column} <= ?)"
+        params.append(norm(value))
+        return f"{column} = ?"
+    if key.kind == "pn":
+        pattern = pn_key(value)
+        if "*" in pattern or "?" in pattern:
+            glob = _wildcard_to_glob(pattern)
+            params.extend([glob, glob + "=*"])
+            return f"({column} GLOB ? OR {column} GLOB ?)"
+        # A name without '=' matches the alphabetic group of a multi-group name.
+        params.extend([pattern, _glob_escape(pattern) + "=*"])
+        return f"({column} = ? OR {column} GLOB ?)"
+    if key.kind == "multi":
+        params.append("*\\" + _wildcard_to_glob(value) + "\\*")
+        return f"('\\' || REPLACE({column}, ',', '\\') || '\\') GLOB ?"
+    if "*" in value or "?" in value:
+        params.append(_wildcard_to_glob(value))
+        return f"{column} GLOB ?"
+    params.append(value)
+    return f"{column} = ?"
+
+
+def _output(key: Key, value: Any) -> Any:
+    if value is None:
+        return "" if key.kind != "int" else 0
+    if key.kind == "int":
+        return int(value)
+    if key.kind == "time" and value:
+        whole, _, frac = str(value).partition(".")
+        frac = frac.rstrip("0")
+        return whole + ("." + frac if frac else "")
+    if key.kind == "multi" and key.column.startswith("(SELECT GROUP_CONCAT"):
+        return str(value).split(",")
+    if key.kind == "multi":
+        return str(value).split("\\") if value else ""
+    return value
+
+
+def _build(identifier: Dataset, level: str) -> tuple[list[tuple[str, Key]], list[str], list[Any],
+                                                   list[tuple[int, str]]]:
+    """Split an identifier into selected keys, SQL conditions, parameters and requested tags."""
+    if level not in LEVELS:
+        raise QueryError(f"unsupported QueryRetrieveLevel {level!r}")
+    depth = LEVELS.index(level)
+    selects: list[tuple[str, Key]] = []
+    conds: list[str] = []
+    params: list[Any] = []
+    requested: list[tuple[int, str]] = []  # (tag, keyword)
+    for elem in identifier:
+        if elem.tag.group in (0x0000, 0x0002) or elem.tag.element == 0x0000:
+            continue  # group lengths and meta never come back (PS3.4 C.4.1.1.3)
+        keyword = elem.keyword or keyword_for_tag(elem.tag)
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        requested.append((elem.tag, keyword))
+        key = KEYS.get(keyword)
+        if key is None or LEVELS.index(key.level) > depth:
+            continue
+        selects.append((keyword, key))
+        if elem.VR != "SQ" and elem.value is not None:
+            raw = elem.value
+            text = "\\".join(str(v) for v in raw) if isinstance(raw, (list, tuple)) or (
+                type(raw).__name__ == "MultiValue") else str(raw)
+            cond = _condition(key, text, params)
+            if cond:
+                conds.append(cond)
+    return selects, conds, params, requested
+
+
+def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "",
+         limit: int = 0) -> Iterator[Dataset]:
+    """Yield one answer data set per matching entity.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        Connection to the index.
+    identifier : Dataset
+        The C-FIND request identifier (decoded with its Specific Character Set).
+    level : str
+        PATIENT, STUDY, SERIES or IMAGE.
+    retrieve_ae : str
+        Our AE title, returned as RetrieveAETitle when asked for.
+    limit : int
+        Stop after this many answers (0: no limit).
+
+    Raises
+    ------
+    QueryError
+        For an unknown level.
+    """
+    selects, conds, params, requested = _build(identifier, level)
+    columns = ", ".join(k.column for _, k in selects) or "1"
+    sql = f"SELECT {columns} FROM {_FROM[level]}"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    sql += f" ORDER BY {_ORDER[level]}"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    for row in conn.execute(sql, params):
+        values = {kw: _output(k, row[i]) for i, (kw, k) in enumerate(selects)}
+        answer = Dataset()
+        for tag, keyword in requested:
+            vr = dictionary_VR(tag) if keyword else "UN"
+            if keyword == "RetrieveAETitle":
+                answer.add_new(tag, vr, retrieve_ae)
+            elif keyword == "InstanceAvailability":
+                answer.add_new(tag, vr, "ONLINE")
+            elif keyword in values:
+                answer.add_new(tag, vr, values[keyword])
+            elif vr == "SQ":
+                answer.add_new(tag, vr, [])
+            else:
+                answer.add_new(Tag(tag), vr, None)
+        answer.QueryRetrieveLevel = level
+        yield answer
+
+
+def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -> list[str]:
+    """SOP Instance UIDs of every instance below the entities a C-MOVE/C-GET identifier names.
+
+    Raises
+    ------
+    QueryError
+        For an unknown level.
+    """
+    _, conds, params, _ = _build(identifier, level)
+    sql = f"SELECT i.sop_uid FROM {_FROM['IMAGE']}"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    sql += " ORDER BY st.id, s.id, CAST(i.instance_number AS INTEGER), i.id"
+    return [r[0] for r in conn.execute(sql, params)]

@@ -1,0 +1,122 @@
+"""The file store: received instances as Part 10 files, written so that none is ever half there.
+
+A file is written under ``tmp/``, flushed to disk (``fsync``) and renamed into its
+final place, so a reader or a crash sees either nothing or the whole file. Each
+receipt gets a fresh name (``YYYY/MM/DD/<uuid>.dcm``), so overwriting an instance
+never touches the old file before the index points at the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from appliance.errors import OutOfResources
+
+LOGGER = logging.getLogger(__name__)
+
+TMP = "tmp"
+
+
+class FileStore:
+    """Part 10 files on a local file system.
+
+    Parameters
+    ----------
+    root : Path
+        Folder of the store; created when missing.
+    free_space_limit_mb : int
+        Writes are refused while the file system has less free space than this.
+    """
+
+    def __init__(self, root: Path, free_space_limit_mb: int = 0) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / TMP
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.free_space_limit = free_space_limit_mb * 1024 * 1024
+
+    def free_bytes(self) -> int:
+        """Free space on the store's file system, in bytes."""
+        return shutil.disk_usage(self.root).free
+
+    def check_space(self, incoming: int = 0) -> None:
+        """Raise :class:`OutOfResources` when ``incoming`` bytes would cross the free-space limit."""
+        free = self.free_bytes()
+        if free - incoming < self.free_space_limit:
+            raise OutOfResources(
+                f"store disk has {free // (1024 * 1024)} MB free, "
+                f"limit is {self.free_space_limit // (1024 * 1024)} MB"
+            )
+
+    def write(self, chunks: list[bytes | memoryview]) -> str:
+        """Write one file durably and return its path relative to the store root.
+
+        Parameters
+        ----------
+        chunks : list of bytes
+            The file's content, in order.
+
+        Raises
+        ------
+        OutOfResources
+            When the limit would be crossed or the disk fills during the write;
+            nothing is left behind.
+        """
+        size = sum(len(c) for c in chunks)
+        self.check_space(size)
+        now = datetime.now()
+        rel = f"{now:%Y/%m/%d}/{uuid.uuid4().hex}.dcm"
+        final = self.root / rel
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+                raise OutOfResources(f"store disk is full: {exc.strerror}") from exc
+            raise
+        return rel
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of a stored file."""
+        return self.root / rel
+
+    def delete(self, rel: str) -> None:
+        """Remove a stored file, if it is there."""
+        (self.root / rel).unlink(missing_ok=True)
+
+    def clean_tmp(self) -> int:
+        """Remove unfinished writes left by a crash; return how many there were."""
+        count = 0
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            count += 1
+        if count:
+            LOGGER.warning("removed %d unfinished file(s) left in %s by an interrupted store", count, self.tmp)
+        return count
+
+    def iter_files(self) -> list[str]:
+        """Every stored file, as paths relative to the root (excluding ``tmp/``)."""
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if Path(dirpath) == self.root and TMP in dirnames:
+                dirnames.remove(TMP)
+            for name in filenames:
+                if name.endswith(".dcm"):
+                    found.append(os.path.relpath(os.path.join(dirpath, name), self.root))
+        return found

@@ -1,0 +1,292 @@
+"""Every error code the vendor documents, as readable English plus what staff and the core can do about it.
+
+Sources: specs/robots.md §1.6 (TD Bridge) and §2.4 (PTBurn App. C).  Where the spec names a range of codes
+without the meaning of each one, the whole range gets one honest description (``JDF15xx``: "the label template
+... is invalid or missing").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What one vendor code means.
+
+    Attributes
+    ----------
+    reason : str
+        Readable sentence for staff.
+    retry_possible : bool
+        The same request can succeed when submitted again (after the cause is removed).
+    needs_staff : bool
+        A person must act at the robot or the bridge PC.
+    """
+
+    reason: str
+    retry_possible: bool
+    needs_staff: bool
+
+
+def _bad_job(text: str) -> ErrorInfo:
+    # The job file itself is wrong: resubmitting the same request fails the same way; fix config or software.
+    return ErrorInfo(text, False, False)
+
+
+def _setup(text: str) -> ErrorInfo:
+    # Bridge or robot setup problem: works again once someone fixes it.
+    return ErrorInfo(text, True, True)
+
+
+def _staff(text: str) -> ErrorInfo:
+    return ErrorInfo(text, True, True)
+
+
+def _transient(text: str) -> ErrorInfo:
+    return ErrorInfo(text, True, False)
+
+
+# ------------------------------------------------------------------------------------------- Epson TD Bridge
+
+EPSON_CODES: dict[str, ErrorInfo] = {
+    "SYS001": _setup("TD Bridge could not accept the job; check TD Bridge on the publishing PC"),
+    "SYS002": _staff("communication error with the publisher; check its power and USB/network cable"),
+    "SYS003": _staff("the publisher's hard disk is full; delete old jobs on the publisher"),
+    "JDF0000": _bad_job("the CD job has no data to write"),
+    "JDF0001": _bad_job("the DVD job has no data to write"),
+    "JDF0002": _bad_job("the BD job has no data to write"),
+    "JDF0003": _bad_job("the job has no print data"),
+    "JDF0100": _transient("JOB_ID is already in use; submit again to get a new id"),
+    "JDF0101": _bad_job("JOB_ID is longer than 40 characters"),
+    "JDF0102": _bad_job("JOB_ID contains characters other than A-Z a-z 0-9 _ -"),
+    "JDF0200": _setup("PUBLISHER is not a publisher registered in EPSON Total Disc Setup"),
+    "JDF0201": _setup("several publishers are registered and the job names none; set 'publisher'"),
+    "JDF0202": _setup("the publisher's current mode does not support this job"),
+    "JDF0203": _setup("no publisher is registered in EPSON Total Disc Setup"),
+    "JDF0300": _bad_job("COPIES is missing a valid number or is over the limit for the publisher's mode"),
+    "JDF0400": _bad_job("OUT_STACKER has a value this publisher does not accept"),
+    "JDF0500": _staff("DISC_TYPE does not match the discs set for the input stacker; load the right media"),
+    "JDF0501": _bad_job("DISC_TYPE is missing"),
+    "JDF0502": _bad_job("DISC_TYPE has a value this publisher does not support"),
+    "JDF0600": _bad_job("WRITING_SPEED is not a valid speed"),
+    "JDF0700": _bad_job("COMPARE must be YES or NO"),
+    "JDF0800": _bad_job("CLOSE_DISC must be YES or NO"),
+    "JDF0900": _bad_job("a DATA line has no source or destination"),
+    "JDF0901": _bad_job("two DATA items have the same name in one folder"),
+    "JDF0902": _bad_job("a file or folder name is not allowed by the disc FORMAT"),
+    "JDF0903": _bad_job("the data is larger than the disc; use a bigger medium or split the job"),
+    "JDF0904": _bad_job("the folders are nested deeper than 128 levels"),
+    "JDF0905": _setup("the drive holding the DATA source is not available to TD Bridge"),
+    "JDF0906": _setup("a DATA source does not exist on the publishing PC; check the path mapping"),
+    "JDF0907": _setup("TD Bridge has no permission to read a DATA source; check the share permissions"),
+    "JDF0908": _transient("a DATA source is in use by another program"),
+    "JDF0914": _bad_job("a single file is larger than 4095 MB"),
+    "JDF1000": _bad_job("VOLUME_LABEL is not valid"),
+    "JDF1300": _bad_job("IMAGE is not a supported disc image format"),
+    "JDF1301": _bad_job("IMAGE is too large for the disc"),
+    "JDF1302": _setup("the IMAGE file does not exist on the publishing PC; check the path mapping"),
+    "JDF1303": _setup("TD Bridge has no permission to read the IMAGE file"),
+    "JDF1304": _transient("the IMAGE file is in use by another program"),
+    "JDF1305": _setup("the drive holding the IMAGE file is not available"),
+    "JDF1306": _staff("the IMAGE does not match the disc type loaded in the stacker"),
+    "JDF1604": _bad_job("the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters "
+                        "or more than 255 fields"),
+    "JDF2000": _bad_job("LABEL_AREA outer diameter must be 700-1194 (70-119.4 mm)"),
+    "JDF2001": _bad_job("LABEL_AREA inner diameter must be 180-500 (18-50 mm)"),
+    "JDF2300": _bad_job("PRIORITY must be HIGH"),
+    "JDF2500": _bad_job("LABEL_TYPE must be 1, 2 or 3"),
+    "JDF2501": _bad_job("LABEL_TYPE is not allowed with this publisher or print mode"),
+    "JDF2700": _bad_job("IN_STACKER must be 1, 2 or AUTO"),
+    "JDF2800": _bad_job("MEASURE must be 1 or 2"),
+    "JDF2801": _bad_job("MEASURE is not allowed for this job"),
+    "JDF2900": _bad_job("ARCHIVE_DISC_ONLY must be YES or NO"),
+    "CAN000": _staff("a disc could not be taken out of the drive or printer; remove it and check the robot"),
+    "CAN001": _staff("a disc was dropped; remove it and check the robot"),
+    "CAN004": _staff("output stacker 3 is full (batch mode); empty it"),
+    "CAN005": _staff("robot arm error; turn the publisher off and on"),
+    "CAN006": _staff("arm motor overheated; let the publisher cool down"),
+    "CAN008": _transient("drive error while writing; the job can be submitted again"),
+    "CAN010": _transient("drive error; the job can be submitted again"),
+    "CAN011": _staff("communication error with the printer; check the publisher"),
+    "CAN012": _setup("the printer (EPJ) named in the job was not found; check EPSON Total Disc Setup"),
+    "CAN013": _staff("the publisher needs maintenance; call Epson service"),
+    "CAN014": _staff("the waste-ink pad needs service; call Epson service"),
+    "CAN016": _transient("the source data could not be read"),
+    "CAN017": ErrorInfo("the publisher's firmware is not supported by this TD Bridge", False, True),
+    "CAN018": _setup("the publisher's mode differs from the job's mode"),
+    "CAN019": _setup("the job's source path is invalid on the publishing PC"),
+    "CAN020": _staff("communication error with the printer; check the publisher"),
+    "CAN021": _transient("the error-rate log could not be saved"),
+    "STP000": _staff("paused: wrong disc type or retry limit reached; check the discs, then resume"),
+    "STP001": _staff("paused: retry limit reached; check the discs, then resume"),
+    "STP002": _staff("paused: too many consecutive bad discs; load other media, then resume"),
+    "RTN000": _staff("input stacker empty: load blank discs"),
+    "RTN001": _staff("output stacker full: remove the finished discs"),
+    "RTN002": _staff("disc cover open: close it"),
+    "RTN003": _staff("ink cover open: close it"),
+    "RTN004": _staff("ink low or out: replace the ink cartridge"),
+    "RTN005": _staff("ink cartridge missing: install it"),
+    "RTN006": _staff("a stacker is not installed: install it"),
+    "RTN009": _staff("several discs were fed at once: separate the discs in the stacker"),
+    "RTN010": _staff("several discs were fed at once: separate the discs in the stacker"),
+    "RTN011": _staff("ink cartridge not recognised: reinstall or replace it"),
+    "RTN012": _staff("could not pick a disc (discs stuck together): fan the discs and reload"),
+    "RTN013": _staff("too many discs in the input stacker: remove some"),
+    "OTH000": _setup("TD Bridge cannot obtain the job status"),
+}
+
+# (prefix, first, last, info): codes the spec documents only as a family.
+EPSON_RANGES: tuple[tuple[str, int, int, ErrorInfo], ...] = (
+    ("JDF", 909, 913, _bad_job("the DATA_LIST file is missing, unreadable or malformed")),
+    ("JDF", 1100, 1299, _bad_job("the VIDEO settings are invalid")),
+    ("JDF", 1400, 1499, _bad_job("FORMAT is invalid or not allowed for this disc type")),
+    ("JDF", 1500, 1599, _setup("the label template (LABEL) is invalid or missing, or a file or drive it "
+                               "refers to is not available")),
+    ("JDF", 1610, 1619, _bad_job("a barcode merge field (REPLACE_FIELD) is invalid")),
+    ("JDF", 1620, 1629, _setup("an image merge field (REPLACE_FIELD) refers to a missing or invalid image")),
+    ("JDF", 1600, 1699, _setup("the merge file (REPLACE_FIELD) is missing or invalid")),
+    ("JDF", 1700, 1999, _bad_job("the audio settings are invalid")),
+    ("JDF", 2600, 2699, _bad_job("PRINT_MODE must be 1, 2 or 3 (2 and 3 not with LABEL_TYPE 3)")),
+    ("RTN", 14, 17, _staff("maintenance box problem: check or replace the maintenance box")),
+    ("JDF", 0, 9999, _bad_job("TD Bridge rejected the job file")),
+    ("CAN", 0, 999, _staff("the publisher cancelled the job")),
+    ("STP", 0, 999, _staff("the publisher paused the job; check it, then resume")),
+    ("RTN", 0, 999, _staff("the publisher waits for an operator")),
+    ("SYS", 0, 999, _setup("TD Bridge system error")),
+)
+
+
+def describe_epson(code: str) -> ErrorInfo:
+    """Explain a TD Bridge error code (``"RTN000"``, ``"JDF0300"``).
+
+    Parameters
+    ----------
+    code : str
+
+    Returns
+    -------
+    ErrorInfo
+        Unknown codes get a generic description that still says whether staff must act.
+    """
+    code = code.strip().upper()
+    info = EPSON_CODES.get(code)
+    if info is None:
+        info = _lookup_range(code, EPSON_RANGES)
+    if info is None:
+        return ErrorInfo(f"TD Bridge error {code}", True, True)
+    return ErrorInfo(f"{info.reason} ({code})", info.retry_possible, info.needs_staff)
+
+
+def _lookup_range(code: str, ranges: tuple[tuple[str, int, int, ErrorInfo], ...]) -> ErrorInfo | None:
+    for prefix, first, last, info in ranges:
+        digits = code[len(prefix):]
+        if code.startswith(prefix) and digits.isdigit() and first <= int(digits) <= last:
+            return info
+    return None
+
+
+# ------------------------------------------------------------------------------------------- Primera PTBurn
+
+PRIMERA_SYSTEM: dict[int, ErrorInfo] = {
+    1: _staff("printer tray movement error: check the printer tray"),
+    2: _staff("invalid ink cartridge: install a supported cartridge"),
+    3: _staff("input bin empty: load blank discs"),
+    4: _staff("internal printer communication error: turn the robot off and on"),
+    5: _staff("colour ink low: replace the colour cartridge (or ignore the warning)"),
+    6: _staff("black ink low: replace the black cartridge (or ignore the warning)"),
+    7: _staff("colour and black ink low: replace the cartridges (or ignore the warning)"),
+    8: _staff("failed to pick a disc: check the input bin"),
+    9: _staff("robot arm mechanical error: check the arm"),
+    10: _staff("cartridge carrier mechanical error: check the printer"),
+    11: _setup("PTBurn has no local administrator rights on the publishing PC"),
+    12: _setup("internal PTBurn software error: restart the PTBurn service"),
+    13: _setup("no robotic drives found: check the robot's connection"),
+    14: _staff("robot offline: turn it on and check the cable"),
+    15: _staff("cover open too long: close the cover"),
+    16: _staff("picking a disc from the printer failed"),
+    17: _staff("several discs were picked at once: separate the discs"),
+    18: _staff("a disc was dropped in the recorder: remove it"),
+    19: _staff("a disc was dropped in the printer: remove it"),
+    20: _staff("a disc was dropped in the left bin: remove it"),
+    21: _staff("a disc was dropped in the reject area: remove it"),
+    22: _staff("printer needs alignment: run printer alignment"),
+    31: _staff("the alignment print failed: run it again"),
+    35: _staff("colour cartridge empty: replace it"),
+    36: _staff("black cartridge empty: replace it"),
+    37: _staff("colour and black cartridges empty: replace them"),
+    38: _staff("timed out waiting for the printer: check the printer"),
+    39: _staff("a disc was dropped: remove it"),
+    40: _staff("disc missing from the printer tray"),
+    42: _staff("the robot does not respond: turn it off and on"),
+}
+PRIMERA_SYSTEM_RANGES: tuple[tuple[int, int, ErrorInfo], ...] = (
+    (23, 30, _staff("ink cartridge invalid, missing, swapped or pigment-incompatible: check the cartridges")),
+)
+
+PRIMERA_JOB: dict[int, ErrorInfo] = {
+    2: _transient("PTBurn job processor error"),
+    3: _staff("robotics error during the job: check the robot"),
+    4: _setup("invalid files to burn (missing or unreadable on the publishing PC; check the path mapping)"),
+    5: _bad_job("more than 99 Data items in one job"),
+    6: _bad_job("nothing to burn or print"),
+    7: _setup("invalid print file (not .std/.bmp/.jpg/.prn, or a .prn made for another printer)"),
+    8: _bad_job("invalid job request file"),
+    10: _staff("invalid media in the drive: load the right discs"),
+    11: _bad_job("not enough space on the disc; use a bigger medium or split the job"),
+    12: _staff("the disc is not blank: load blank discs"),
+    13: _staff("drive open/close error"),
+    14: _transient("drive not ready"),
+    15: _setup("the drive is not a robotic drive"),
+    16: ErrorInfo("aborted", True, False),
+    17: _transient("DVD structure error"),
+    18: _transient("record error while writing the disc"),
+    19: _transient("verify error: the disc does not match the source"),
+    20: _staff("reject limit exceeded: too many bad discs in a row; check the media"),
+    21: _bad_job("multisession error"),
+    23: _transient("client message error"),
+    24: _bad_job("unknown job type"),
+    25: _bad_job("a critical key in the job request is invalid"),
+    26: _setup("not enough temporary space on the publishing PC"),
+    27: _bad_job("CD-Text error"),
+    28: _setup("the print application is missing on the publishing PC"),
+    29: _setup("the print file is missing on the publishing PC; check the path mapping"),
+    30: _staff("the installed cartridge does not fit the print file"),
+    31: _bad_job("read job error"),
+    32: _bad_job("read job error"),
+    33: _bad_job("PVD field error"),
+    34: _bad_job("PVD field error"),
+    35: _transient("image creation error"),
+    36: _transient("unable to get status"),
+    37: _bad_job("feature not supported"),
+    38: _bad_job("invalid job id"),
+    39: _bad_job("a string in the job request is too long"),
+    40: _transient("printing exception"),
+}
+
+
+def describe_primera(number: int, system: bool) -> ErrorInfo:
+    """Explain a PTBurn ``SysErrorNumber`` (``system=True``) or ``JobErrorNumber``/``DiscErrorNumberX``.
+
+    Parameters
+    ----------
+    number : int
+    system : bool
+
+    Returns
+    -------
+    ErrorInfo
+    """
+    if system:
+        info = PRIMERA_SYSTEM.get(number)
+        if info is None:
+            info = next((i for lo, hi, i in PRIMERA_SYSTEM_RANGES if lo <= number <= hi), None)
+        code = f"system-{number}"
+        fallback = ErrorInfo(f"PTBurn system error {number}", True, True)
+    else:
+        info = PRIMERA_JOB.get(number)
+        code = f"job-{number}"
+        fallback = ErrorInfo(f"PTBurn job error {number}", True, True)
+    if info is None:
+        return fallback
+    return ErrorInfo(f"{info.reason} ({code})", info.retry_possible, info.needs_staff)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine, then run it.
+# Used by the README and by .ci/run, so a developer and CI run exactly the same thing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS="dcmtk poppler-utils zbar-tools xorriso chromium fonts-dejavu-core fonts-wqy-zenhei libusb-1.0-0"
+missing=""
+for deb in $DEBS; do
+    dpkg -s "$deb" >/dev/null 2>&1 || missing="$missing $deb"
+done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+python3 -m pip install -q -e ".[test]"
+
+python3 -m ruff check appliance robots hl7 webui tls labels tests bench
+python3 -m mypy
+python3 -m pytest "$@"
