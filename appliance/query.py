@@ -267,6 +267,11 @@ def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae:
         For an unknown level.
     """
     selects, conds, params, requested = _build(identifier, level)
+    return _answers(conn, level, selects, conds, params, requested, retrieve_ae, limit)
+
+
+def _answers(conn: sqlite3.Connection, level: str, selects: list[tuple[str, Key]], conds: list[str],
+             params: list[Any], requested: list[tuple[int, str]], retrieve_ae: str, limit: int) -> Iterator[Dataset]:
     columns = ", ".join(k.column for _, k in selects) or "1"
     sql = f"SELECT {columns} FROM {_FROM[level]}"
     if conds:

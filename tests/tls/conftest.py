@@ -1,7 +1,8 @@
 """Fixtures for the tls tests: PKIs made in temporary folders, certificates built by hand, loopback servers.
 
-No __init__.py in this folder on purpose: with one, pytest would import it as the package ``tls`` and shadow
-the real one. Test modules therefore carry a ``test_tls_`` prefix to keep their names unique.
+Helpers are handed out as fixtures (``make_cert``, ``roundtrip``), since test modules cannot import a
+conftest. No __init__.py here: the folder must never be importable as a second ``tls``. Test modules carry a
+``test_tls_`` prefix to keep their names unique across the suite.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from tls.certs import Paths, init_pki
 from tls.errors import HandshakeError
 from tls.handshake import DeferredHandshakeMixin
 
-TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
-NOW = dt.datetime.now(dt.UTC)
-
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """A CA with a server certificate for localhost/127.0.0.1 and a client certificate."""
-    return init_pki(tmp_path_factory.mktemp("pki"), ["localhost"], ["127.0.0.1"], org="Test Org", country="FR")
+    directory = tmp_path_factory.mktemp("pki")
+    return init_pki(directory, ["localhost"], ["127.0.0.1"], org="Test Org", country="FR")
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +97,12 @@ def make_cert(
     return files
 
 
+@pytest.fixture(name="make_cert", scope="session")
+def make_cert_fixture() -> Callable[..., CertFiles]:
+    """The :func:`make_cert` helper."""
+    return make_cert
+
+
 @pytest.fixture(scope="session")
 def expired_server(pki: Paths, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     """A server certificate signed by `pki`'s CA that expired on 2020-01-31."""
@@ -110,7 +115,7 @@ def expired_server(pki: Paths, tmp_path_factory: pytest.TempPathFactory) -> Cert
     )
 
 
-# --- loopback servers --------------------------------------------------------------------------------------
+# --- loopback servers ---------------------------------------------------------------------------------------
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -120,7 +125,8 @@ class EchoHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock = self.request
-        self.server.accepted.put({"version": sock.version(), "cipher": sock.cipher(), "peer": sock.getpeercert()})
+        session = {"version": sock.version(), "cipher": sock.cipher(), "peer": sock.getpeercert()}
+        self.server.accepted.put(session)
         data = sock.recv(64)
         if data:
             sock.sendall(data)
@@ -169,7 +175,9 @@ def tls_server() -> Iterator[Callable[..., LoopbackTLSServer]]:
         server.server_close()
 
 
-def roundtrip(ctx: ssl.SSLContext, port: int, server_hostname: str = "localhost", timeout: float = 5.0) -> str:
+def roundtrip(
+    ctx: ssl.SSLContext, port: int, server_hostname: str = "localhost", timeout: float = 5.0
+) -> str:
     """Connect, handshake, send b"ping" and expect it back; return the negotiated TLS version.
 
     Raises OSError (ssl.SSLError, ConnectionError, TimeoutError) when the server refuses. With TLS 1.3 a
@@ -188,8 +196,7 @@ def roundtrip(ctx: ssl.SSLContext, port: int, server_hostname: str = "localhost"
         return version
 
 
-def pin_version(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> ssl.SSLContext:
-    """Make a client context offer exactly one TLS version."""
-    ctx.minimum_version = version
-    ctx.maximum_version = version
-    return ctx
+@pytest.fixture(name="roundtrip", scope="session")
+def roundtrip_fixture() -> Callable[..., str]:
+    """The :func:`roundtrip` helper."""
+    return roundtrip

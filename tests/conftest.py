@@ -1,0 +1,124 @@
+"""Shared fixtures: free ports, a running DICOM node on loopback, DCMTK helpers, sample data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dicomdata
+from appliance.config import Config, NodeConfig, parse_config
+from appliance.core import Appliance
+from appliance.dicom.server import DicomNode
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120, check: bool = False,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK command-line tool and return its completed process (output as text)."""
+    # pynetdicom installs console scripts with the same names (storescu, findscu...): use DCMTK's.
+    exe = shutil.which(tool, path="/usr/bin:/bin")
+    assert exe, f"DCMTK tool {tool} is not installed (scripts/test.sh installs dcmtk)"
+    full_env = dict(os.environ, TCP_NODELAY="1", **(env or {}))
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
+                          errors="replace")
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class Node:
+    """A running appliance node for a test."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.app = Appliance(cfg)
+        self.app.start()
+        self.dicom = DicomNode(self.app)
+        self.dicom.start()
+        self.port = cfg.dicom.port
+        self.aet = cfg.dicom.ae_title
+
+    def stop(self) -> None:
+        self.dicom.stop(grace=2.0)
+        self.app.stop()
+
+
+def make_config(data_dir: Path, **dicom: Any) -> Config:
+    """A test configuration on loopback with a free port; ``dicom`` overrides [dicom] keys."""
+    table: dict[str, Any] = {"bind": HOST, "port": free_port(), "free_space_limit_mb": 1}
+    table.update(dicom)
+    return parse_config({"appliance": {"data_dir": str(data_dir)}, "dicom": table})
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start nodes with [dicom] overrides; all are stopped at the end of the test."""
+    nodes: list[Node] = []
+
+    def start(data_dir: Path | None = None, **dicom: Any) -> Node:
+        node = Node(make_config(data_dir or tmp_path / f"node{len(nodes)}", **dicom))
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def node(node_factory: Callable[..., Node]) -> Node:
+    """A node with the default policy (accept any AE)."""
+    return node_factory()
+
+
+@pytest.fixture(scope="session")
+def archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Part 10 files of :func:`dicomdata.sample_archive`, one file per instance."""
+    folder = tmp_path_factory.mktemp("archive")
+    for inst in dicomdata.sample_archive():
+        inst.write(folder)
+    return folder
+
+
+@pytest.fixture
+def loaded_node(node: Node, archive_dir: Path) -> Node:
+    """A node holding the sample archive, sent with DCMTK storescu."""
+    dcmtk("storescu", "-aec", node.aet, "+sd", HOST, str(node.port), str(archive_dir), check=True)
+    return node
+
+
+def known(*nodes: NodeConfig) -> tuple[NodeConfig, ...]:
+    """Helper for readability in tests that set [[dicom.nodes]]."""
+    return nodes
+
+
+__all__ = ["HOST", "Node", "dcmtk", "free_port", "known", "make_config", "replace", "wait_until"]
