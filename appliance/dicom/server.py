@@ -166,7 +166,8 @@ class FastSocket(AssociationSocket):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:
+            if not n:  # peer closed: return what arrived, as pynetdicom expects
+                view.release()
                 del buf[got:]
                 return buf
             got += n
