@@ -17,8 +17,9 @@ from typing import Any
 
 from appliance import __version__
 from appliance.config import Config, load_config
-from appliance.errors import ApplianceError, ConfigError
+from appliance.errors import ApplianceError
 from appliance.log import setup_logging
+from tls import TLSError
 
 LOGGER = logging.getLogger("appliance")
 
@@ -27,11 +28,15 @@ Command = Callable[[argparse.Namespace, Config], int]
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
+    from appliance import security
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
 
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
-    app = Appliance(cfg)
+    server_tls = security.server_context(cfg) if cfg.dicom.tls_port else None
+    for warning in security.expiry_warnings(cfg):
+        LOGGER.warning(warning)
+    app = Appliance(cfg, client_tls=lambda: security.client_context(cfg))
     app.start()
     stop = threading.Event()
 
@@ -41,7 +46,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
 
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
-    node = DicomNode(app)
+    node = DicomNode(app, server_tls)
     try:
         node.start()
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
@@ -83,7 +88,26 @@ def cmd_import(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _client_tls(cfg: Config) -> Any:
-    raise ConfigError("TLS client connections need the tls package settings ([tls] cert, key, ca)")
+    from appliance import security
+
+    return security.client_context(cfg)
+
+
+def cmd_tls_init(args: argparse.Namespace, cfg: Config) -> int:
+    """Create a CA, a server and a client certificate with keys."""
+    import tls
+
+    print(tls.cmd_init(args.dir, args.host or [], args.ip or [], org=args.org, country=args.country,
+                       days=args.days, overwrite=args.force))
+    return 0
+
+
+def cmd_tls_show(args: argparse.Namespace, cfg: Config) -> int:
+    """Print a certificate's subject, validity and whether a key matches it."""
+    import tls
+
+    print(tls.cmd_show(args.file, args.key))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", action="store_true", help="connect with TLS using the [tls] client certificate")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("tls", help="certificate tooling: init, show")
+    tls_sub = p.add_subparsers(dest="tls_command", metavar="TLS_COMMAND", required=True)
+    q = tls_sub.add_parser("init", parents=[common], help="create a CA, a server and a client certificate in DIR")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("--host", action="append", help="a host name peers use to reach the appliance (repeatable)")
+    q.add_argument("--ip", action="append", help="an IP address peers use to reach the appliance (repeatable)")
+    q.add_argument("--org", default="Appliance", help="organisation name in the certificates")
+    q.add_argument("--country", help="two-letter country code")
+    q.add_argument("--days", type=int, default=825, help="validity of the server and client certificates")
+    q.add_argument("--force", action="store_true", help="replace existing files (this makes a new CA)")
+    q.set_defaults(func=cmd_tls_init)
+    q = tls_sub.add_parser("show", parents=[common], help="show a certificate and check a key against it")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--key", metavar="KEY", help="private key to check against the certificate")
+    q.set_defaults(func=cmd_tls_show)
     return parser
 
 
@@ -134,3 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApplianceError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return exc.exit_code
+    except TLSError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return int(exc.exit_code)

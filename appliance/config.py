@@ -85,7 +85,8 @@ class DicomConfig:
     #: Address the listeners bind to; ``0.0.0.0`` listens on every network card.
     bind: str = "0.0.0.0"
     port: int = 11112
-    tls_port: int = 0
+    #: 2762 is the IANA port for DICOM over TLS; with no [tls] certificate a demo set is made.
+    tls_port: int = 2762
     accept_any_ae: bool = True
     #: A second instance with a known SOP Instance UID replaces the first instead of being ignored.
     overwrite: bool = False
@@ -136,6 +137,22 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Certificates for the TLS listeners and outgoing TLS connections (see docs/certificates.md)."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    verify_peer: bool = False
+    client_cert: str = ""
+    client_key: str = ""
+    check_hostname: bool = True
+    key_permissions: str = "warn"
+    handshake_timeout: float = 10.0
+    expiry_warning_days: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -151,7 +168,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
-    tls: Mapping[str, Any] = field(default_factory=dict)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     #: The file this configuration was read from, if any.
     source: Path | None = None
 
@@ -255,6 +272,13 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     _check_port(hl7.port, "[hl7] port")
     web = _build(WebConfig, data.get("web", {}), "web")
     _check_port(web.port, "[web] port")
+    tls = _build(TlsConfig, data.get("tls", {}), "tls")
+    if tls.key_permissions not in ("refuse", "warn", "ignore"):
+        raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
+    if base_dir is not None:
+        # Certificate paths in the file are relative to the file's folder.
+        tls = replace(tls, **{k: str(base_dir / v) for k in ("cert", "key", "ca", "client_cert", "client_key")
+                              if (v := getattr(tls, k)) and not Path(v).is_absolute()})
     return replace(
         cfg,
         data_dir=data_dir,
@@ -265,7 +289,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         web=web,
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
-        tls=dict(data.get("tls", {})),
+        tls=tls,
     )
 
 

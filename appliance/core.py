@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from appliance.errors import IndexFailure, InvalidDataset
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
 from appliance.query import find, match_instances
 from appliance.store import FileStore
+from appliance.validate import check_structure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,10 +71,13 @@ class Appliance:
     ----------
     config : Config
         The loaded configuration.
+    client_tls : callable, optional
+        Makes the client TLS context for outgoing associations to nodes with ``tls = true``.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, client_tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         self.config = config
+        self.client_tls = client_tls
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database)
         self.index = Index(self.db)
@@ -190,6 +195,9 @@ class Appliance:
         IndexFailure
             The index could not be written; the file is removed again.
         """
+        ts = UID(transfer_syntax)
+        if not ts.is_deflated:
+            check_structure(dataset, ts.is_implicit_VR, ts.is_little_endian)
         content = self._part10(dataset, transfer_syntax, sop_class_uid, sop_instance_uid, calling_ae)
         try:
             ds = dcmread(io.BytesIO(content), stop_before_pixels=True)

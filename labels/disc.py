@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from PIL import Image
@@ -19,14 +20,24 @@ from labels.drawing import (
     Span,
     TextLine,
     fit_spans,
+    load_logo,
     place_line,
 )
 from labels.fields import DiscLabelFields, format_person_name
 from labels.fonts import FontSet, font_set
 from labels.layout import LabelLayout
+from labels.render import rasterize, write_bmp, write_jpeg, write_pdf
+from labels.robotfields import write_epson_fields
 from labels.values import label_values, study_values
 
-__all__ = ["DISC_MM", "ComposedLabel", "compose_disc_label"]
+__all__ = [
+    "DISC_MM",
+    "ComposedLabel",
+    "LabelFormat",
+    "RenderedLabel",
+    "compose_disc_label",
+    "render_disc_label",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +45,7 @@ DISC_MM = 120.0
 _CENTRE = DISC_MM / 2  # the disc's centre on the page; the layout works around (0, 0)
 _LEADING = 1.25  # line slot height / font size
 _PICTURE_GAP = 1.2  # mm above and below a picture
+_MAX_GAP = 1.8  # mm added between the lines of a zone at most, when there is room
 _BOLD = frozenset({"institution", "patient_name", "content_type"})
 
 
@@ -46,11 +58,14 @@ class ComposedLabel:
     warnings: tuple[str, ...] = ()
 
 
+_Placed = TextLine | Picture | QRCode | None
+
+
 @dataclass
 class _Item:
     """One line of a zone before placement: text spans, or a picture of a given aspect ratio."""
 
-    field: str
+    name: str
     size: float = 0.0  # font size (pt) of text, or picture height (mm)
     spans: list[Span] = field(default_factory=list)
     image: Image.Image | None = None
@@ -62,13 +77,6 @@ class _Item:
 
     def slot(self) -> float:
         return self.size + 2 * _PICTURE_GAP if self.picture else self.size * _LEADING * PT
-
-
-@functools.lru_cache(maxsize=4)
-def _logo(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGBA")
 
 
 class _Composer:
@@ -109,7 +117,7 @@ class _Composer:
             first = line[0]
             if first == "logo":
                 if self.layout.logo is not None:
-                    items.append(_Item("logo", self.layout.logo_height_mm, image=_logo(self.layout.logo)))
+                    items.append(_Item("logo", self.layout.logo_height_mm, image=load_logo(self.layout.logo)))
             elif first == "qr":
                 if self.values["token_url"]:
                     items.append(_Item("qr", self.layout.qr_size_mm, qr=self.values["token_url"]))
@@ -129,7 +137,8 @@ class _Composer:
                 continue
             if spans:
                 spans.append(Span("   "))
-            caption = self.layout.caption(name) if name not in ("disc_number",) else ""
+            # The disc number's caption is its whole text ("Disc {n} of {m}"), already in the value.
+            caption = "" if name == "disc_number" else self.layout.caption(name)
             if caption:
                 spans.append(Span(caption + " ", muted=True))
             spans.append(Span(value, bold=name in _BOLD or len(names) > 1))
@@ -168,30 +177,61 @@ class _Composer:
                 item.size = max(self.layout.min_font_size, item.size * scale)
         while items and sum(item.slot() for item in items) > height:
             dropped = items.pop()
-            self.warn(f"{zone} zone is full: left out {dropped.field}")
+            self.warn(f"{zone} zone is full: left out {dropped.name}")
         return items
 
     def place_zone(self, zone: str, items: list[_Item], low: float, high: float) -> None:
-        """Stack `items` centred between `low` and `high` (mm from the centre), each in its own slot."""
+        """Stack `items` centred between `low` and `high` (mm from the centre), each in its own slot.
+
+        Two passes: the first finds the size at which each line fits where it sits; lines of one
+        field (the study lines) then share their smallest size, and the block is stacked again. A
+        shrunk line takes less height, so the block moves towards the hub where chords are wider;
+        the second pass fits every line afresh at its final place, so the result always holds.
+        """
         items = self.fit_height(zone, items, high - low)
-        top = high - (high - low - sum(item.slot() for item in items)) / 2
+        smallest: dict[str, float] = {}
+        for item, (placed, _) in zip(items, self._stack(zone, items, low, high), strict=True):
+            if isinstance(placed, TextLine) and placed.runs:
+                size = min(run.size for run in placed.runs)
+                smallest[item.name] = min(size, smallest.get(item.name, size))
+        for item in items:
+            if not item.picture and item.name in smallest:
+                item.size = smallest[item.name]
+        for placed, warning in self._stack(zone, items, low, high):
+            if warning:
+                self.warn(warning)
+            if isinstance(placed, TextLine):
+                self.lines.append(placed)
+            elif isinstance(placed, QRCode):
+                self.qr_codes.append(placed)
+            elif isinstance(placed, Picture):
+                self.pictures.append(placed)
+
+    def _stack(self, zone: str, items: list[_Item], low: float, high: float) -> list[tuple[_Placed, str]]:
+        spare = high - low - sum(item.slot() for item in items)
+        # Spare height opens the lines up a little (a tight block looks cramped on a disc), then the
+        # block is centred in the zone.
+        gap = min(_MAX_GAP, spare / (len(items) + 1)) if items else 0.0
+        top = high - (spare - gap * (len(items) - 1)) / 2
+        out = []
         for item in items:
             slot = item.slot()
             if item.picture:
-                self._place_picture(zone, item, top - slot / 2)
+                out.append(self._place_picture(zone, item, top - slot / 2))
             else:
-                self._place_text(zone, item, top, slot)
-            top -= slot
+                out.append(self._place_text(zone, item, top, slot))
+            top -= slot + gap
+        return out
 
     def _segment(self, zone: str, y0: float, y1: float) -> tuple[float, float] | None:
         segments = self.ring.segments(y0, y1)
         if not segments:
             return None
-        return segments[0] if zone == "left" else segments[-1] if zone == "right" else max(
-            segments, key=lambda s: s[1] - s[0]
-        )
+        if zone in ("left", "right"):
+            return segments[0] if zone == "left" else segments[-1]
+        return max(segments, key=lambda s: s[1] - s[0])
 
-    def _place_text(self, zone: str, item: _Item, top: float, slot: float) -> None:
+    def _place_text(self, zone: str, item: _Item, top: float, slot: float) -> tuple[_Placed, str]:
         ascent, descent = 0.0, 0.0
         for span in item.spans:
             a, d = self.fonts.extent(span.text, span.bold)
@@ -200,17 +240,15 @@ class _Composer:
         baseline = top - (slot - ink) / 2 - ascent * item.size * PT
         segment = self._segment(zone, baseline - descent * item.size * PT, baseline + ascent * item.size * PT)
         if segment is None:
-            self.warn(f"no room for {item.field} in the {zone} zone")
-            return
+            return None, f"no room for {item.name} in the {zone} zone"
         width = segment[1] - segment[0]
         spans, size, cut = fit_spans(self.fonts, item.spans, width, item.size, self.layout.min_font_size)
-        if cut:
-            self.warn(f"{item.field} was too long and was shortened")
         width = sum(self.fonts.width(span.text, size, span.bold) for span in spans) * PT
         left = (segment[0] + segment[1] - width) / 2 + _CENTRE
-        self.lines.append(place_line(self.fonts, item.field, spans, left, baseline + _CENTRE, size, size < item.size, cut))
+        line = place_line(self.fonts, item.name, spans, left, baseline + _CENTRE, size, size < item.size, cut)
+        return line, f"{item.name} was too long and was shortened" if cut else ""
 
-    def _place_picture(self, zone: str, item: _Item, middle: float) -> None:
+    def _place_picture(self, zone: str, item: _Item, middle: float) -> tuple[_Placed, str]:
         aspect = item.image.width / item.image.height if item.image is not None else 1.0
         height = item.size
         segment = self._segment(zone, middle - height / 2, middle + height / 2)
@@ -219,17 +257,15 @@ class _Composer:
             height = (segment[1] - segment[0]) / aspect
             segment = self._segment(zone, middle - height / 2, middle + height / 2)
         if segment is None or height <= 0:
-            self.warn(f"no room for the {item.field} in the {zone} zone")
-            return
-        if item.qr and height < self.layout.qr_min_size_mm:
-            self.warn(f"the QR code is only {height:.1f} mm wide and may not scan")
+            return None, f"no room for the {item.name} in the {zone} zone"
         x = (segment[0] + segment[1]) / 2 + _CENTRE
         y = middle + _CENTRE
         box = Box(x - height * aspect / 2, y - height / 2, x + height * aspect / 2, y + height / 2)
         if item.qr:
-            self.qr_codes.append(QRCode(box, QRCode.matrix(item.qr), item.qr))
-        elif item.image is not None:
-            self.pictures.append(Picture(box, item.image))
+            small = height < self.layout.qr_min_size_mm
+            warning = f"the QR code is only {height:.1f} mm wide and may not scan" if small else ""
+            return QRCode(box, QRCode.matrix(item.qr), item.qr), warning
+        return (Picture(box, item.image) if item.image is not None else None), ""
 
 
 def compose_disc_label(fields: DiscLabelFields, layout: LabelLayout) -> ComposedLabel:
@@ -245,8 +281,8 @@ def compose_disc_label(fields: DiscLabelFields, layout: LabelLayout) -> Composed
     ComposedLabel
         The drawing on a 120 mm square page with the disc centred on it, and the disc's outline,
         printable ring and hub as `guides`. `ring` is the printable ring (margins applied) around the
-        disc's centre; every text and picture box of the drawing, moved back by 60 mm, lies inside it. `warnings` lists what was shortened,
-        shrunk below its minimum or left out.
+        disc's centre; every text and picture box of the drawing, moved back by 60 mm, lies inside it.
+        `warnings` lists what was shortened, shrunk below its minimum or left out.
     """
     composer = _Composer(fields, layout)
     ring = composer.ring
@@ -268,3 +304,111 @@ def compose_disc_label(fields: DiscLabelFields, layout: LabelLayout) -> Composed
         ),
     )
     return ComposedLabel(drawing, ring, tuple(composer.warnings))
+
+
+class LabelFormat(StrEnum):
+    """Files :func:`render_disc_label` can produce, with their names in the output directory."""
+
+    PDF = "pdf"
+    """``label.pdf``: 120 mm square preview with the disc outline, printable ring and hub as guides."""
+    PRIMERA_JPG = "primera_jpg"
+    """``label-primera.jpg`` at ``primera_dpi``, for ``PrintLabel =`` of a PTBurn job."""
+    PRIMERA_BMP = "primera_bmp"
+    """``label-primera.bmp`` at ``primera_dpi``, the same image as a 24-bit BMP."""
+    EPSON_FIELDS = "epson_fields"
+    """``label-epson.dat``: the ``REPLACE_FIELD`` file for the site's ``.tdd`` template."""
+    EPSON_JPG = "epson_jpg"
+    """``label-epson.jpg`` at ``epson_dpi``, for TD Bridge versions that take an image as ``LABEL=``."""
+
+
+FILE_NAMES = {
+    LabelFormat.PDF: "label.pdf",
+    LabelFormat.PRIMERA_JPG: "label-primera.jpg",
+    LabelFormat.PRIMERA_BMP: "label-primera.bmp",
+    LabelFormat.EPSON_FIELDS: "label-epson.dat",
+    LabelFormat.EPSON_JPG: "label-epson.jpg",
+}
+
+
+@dataclass(frozen=True)
+class RenderedLabel:
+    """The files :func:`render_disc_label` wrote (None for formats not asked for) and its warnings."""
+
+    pdf: Path | None = None
+    primera_jpg: Path | None = None
+    primera_bmp: Path | None = None
+    epson_fields: Path | None = None
+    epson_jpg: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+    def path(self, fmt: LabelFormat) -> Path | None:
+        """The file written for `fmt`, if any."""
+        value: Path | None = getattr(self, fmt.value)
+        return value
+
+
+def render_disc_label(
+    fields: DiscLabelFields,
+    layout: LabelLayout,
+    out_dir: Path,
+    formats: Iterable[LabelFormat | str] = (LabelFormat.PDF,),
+) -> RenderedLabel:
+    """Render a disc label into `out_dir`.
+
+    Parameters
+    ----------
+    fields : DiscLabelFields
+        What to print.
+    layout : LabelLayout
+        The site's template and settings (``LabelLayout()`` for the defaults).
+    out_dir : Path
+        The disc job's folder (created if missing); files get the names of :class:`LabelFormat`
+        and are written atomically, replacing older ones.
+    formats : iterable of LabelFormat or str
+        What to produce; the robot driver asks for what its bridge takes (Epson: ``epson_fields``,
+        Primera: ``primera_jpg``), the preview needs ``pdf``.
+
+    Returns
+    -------
+    RenderedLabel
+        The paths written and the warnings (text shortened or shrunk to its minimum, missing fonts,
+        characters the Epson encoding cannot hold), also logged.
+
+    Raises
+    ------
+    ValueError
+        For an unknown format name.
+    OSError
+        If a file cannot be written.
+    """
+    wanted = [LabelFormat(f) for f in formats]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    composed = compose_disc_label(fields, layout)
+    warnings = list(composed.warnings)
+    written: dict[str, Path] = {}
+    images: dict[int, Image.Image] = {}
+
+    def raster(dpi: int) -> Image.Image:
+        if dpi not in images:
+            images[dpi] = rasterize(composed.drawing, dpi)
+        return images[dpi]
+
+    for fmt in dict.fromkeys(wanted):
+        path = out_dir / FILE_NAMES[fmt]
+        if fmt is LabelFormat.PDF:
+            title = f"Disc label {fields.disc_number}/{fields.disc_count}"
+            written[fmt.value] = write_pdf(composed.drawing, path, title=title)
+        elif fmt is LabelFormat.PRIMERA_JPG:
+            written[fmt.value] = write_jpeg(
+                raster(layout.primera_dpi), path, layout.primera_dpi, layout.jpeg_quality
+            )
+        elif fmt is LabelFormat.PRIMERA_BMP:
+            written[fmt.value] = write_bmp(raster(layout.primera_dpi), path, layout.primera_dpi)
+        elif fmt is LabelFormat.EPSON_JPG:
+            written[fmt.value] = write_jpeg(
+                raster(layout.epson_dpi), path, layout.epson_dpi, layout.jpeg_quality
+            )
+        else:
+            written[fmt.value], epson_warnings = write_epson_fields(fields, layout, path)
+            warnings.extend(epson_warnings)
+    return RenderedLabel(**written, warnings=tuple(warnings))

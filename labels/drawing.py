@@ -7,8 +7,10 @@ and tests can check the computed boxes without rendering anything.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import qrcode
 from PIL import Image
@@ -16,7 +18,18 @@ from qrcode.constants import ERROR_CORRECT_M
 
 from labels.fonts import FontFace, FontSet
 
-__all__ = ["Box", "Drawing", "Picture", "QRCode", "Ring", "Span", "TextLine", "TextRun", "fit_spans", "wrap_text"]
+__all__ = [
+    "Box",
+    "Drawing",
+    "Picture",
+    "QRCode",
+    "Ring",
+    "Span",
+    "TextLine",
+    "TextRun",
+    "fit_spans",
+    "wrap_text",
+]
 
 PT = 25.4 / 72  # millimetres per point
 ELLIPSIS = "…"
@@ -36,6 +49,10 @@ class Box:
     def corners(self) -> tuple[tuple[float, float], ...]:
         """The four corners."""
         return ((self.x0, self.y0), (self.x0, self.y1), (self.x1, self.y0), (self.x1, self.y1))
+
+    def moved(self, dx: float, dy: float) -> Box:
+        """The same box shifted by (dx, dy)."""
+        return Box(self.x0 + dx, self.y0 + dy, self.x1 + dx, self.y1 + dy)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,11 @@ class TextLine:
     def text(self) -> str:
         """The text as drawn."""
         return "".join(run.text for run in self.runs)
+
+    def moved(self, dx: float, dy: float) -> TextLine:
+        """The same line shifted by (dx, dy)."""
+        runs = tuple(replace(run, x=run.x + dx, y=run.y + dy) for run in self.runs)
+        return replace(self, runs=runs, box=self.box.moved(dx, dy))
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,14 @@ class Ring:
         return inside and math.hypot(near_x, near_y) >= self.inner - 1e-9
 
 
+@functools.lru_cache(maxsize=4)
+def load_logo(path: Path) -> Image.Image:
+    """The site logo as RGBA, read once per process (the file is checked by the config already)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGBA")
+
+
 def fit_spans(
     fonts: FontSet, spans: list[Span], width: float, size: float, min_size: float
 ) -> tuple[list[Span], float, bool]:
@@ -158,9 +188,10 @@ def fit_spans(
     Returns
     -------
     spans, size, ellipsised
-        The spans to draw (the last ones shortened if needed), the font size, and whether text was
-        cut. The width at a size is linear in the size, so one division finds the size; rounding it
-        down to 0.1 pt keeps the result inside `width`.
+        The spans to draw (values shortened, widest first, if needed; captions are kept), the font
+        size, and whether text was cut. The width at a size is linear in the size, so one division
+        finds the size; rounding it down to 0.1 pt keeps the result inside `width`. A line whose
+        captions alone are too wide comes back empty.
     """
 
     def measure(items: list[Span], at: float) -> float:
@@ -173,17 +204,18 @@ def fit_spans(
     if fitted >= min_size:
         return spans, fitted, False
     size = min_size
-    out = [Span(s.text, s.bold, s.muted) for s in spans]
-    while out:
-        last = out[-1]
-        text = last.text.rstrip(ELLIPSIS).rstrip()
-        if not text:
-            out.pop()
-            continue
-        out[-1] = Span(text[:-1].rstrip() + ELLIPSIS, last.bold, last.muted)
+    out = list(spans)
+    while True:
+        # Cut the widest value (never a caption), so a line with an ID and a birth date keeps
+        # both, each shortened, rather than losing the date to a long ID.
+        values = [i for i, s in enumerate(out) if not s.muted and s.text.strip(ELLIPSIS + " ")]
+        if not values:
+            return [], size, True
+        i = max(values, key=lambda k: fonts.width(out[k].text, size, out[k].bold))
+        text = out[i].text.rstrip(ELLIPSIS).rstrip()
+        out[i] = Span(text[:-1].rstrip() + ELLIPSIS, out[i].bold, out[i].muted)
         if measure(out, size) <= width:
             return out, size, True
-    return [], size, True
 
 
 def wrap_text(fonts: FontSet, text: str, width: float, size: float, bold: bool = False) -> list[str]:
@@ -212,8 +244,14 @@ def wrap_text(fonts: FontSet, text: str, width: float, size: float, bold: bool =
 
 
 def place_line(
-    fonts: FontSet, field: str, spans: list[Span], left: float, baseline: float, size: float,
-    shrunk: bool = False, ellipsised: bool = False,
+    fonts: FontSet,
+    field: str,
+    spans: list[Span],
+    left: float,
+    baseline: float,
+    size: float,
+    shrunk: bool = False,
+    ellipsised: bool = False,
 ) -> TextLine:
     """Turn fitted spans into font runs starting at (`left`, `baseline`) and compute their ink box."""
     runs: list[TextRun] = []

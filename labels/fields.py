@@ -125,6 +125,8 @@ class TokenSlipFields:
         Heading of the slip.
     instructions : tuple of str
         Short lines on how to open the link; the defaults are English.
+    captions : tuple of str
+        Captions of the patient name, the study date and the expiry date.
     """
 
     link: str
@@ -140,6 +142,7 @@ class TokenSlipFields:
             "Keep this slip private: anyone who has the link can see your images.",
         )
     )
+    captions: tuple[str, str, str] = ("Patient", "Study date", "Available until")
 
 
 def normalise_text(value: str) -> str:
@@ -192,6 +195,26 @@ def format_date(value: dt.date, pattern: str = "%Y-%m-%d") -> str:
     return format_da(f"{value.year:04d}{value.month:02d}{value.day:02d}", pattern)
 
 
+# Greek capitals are written without accents and breathings (the tonos of "Παπαδόπουλος" is dropped
+# in "ΠΑΠΑΔΟΠΟΥΛΟΣ"); the diaeresis stays, it changes the pronunciation.
+_GREEK_CAPS_DROP = frozenset("\u0300\u0301\u0313\u0314\u0342\u0345")
+
+
+def upper_name(text: str) -> str:
+    """Uppercase a family name the way its script writes capitals."""
+    decomposed = unicodedata.normalize("NFD", text.upper())
+    kept: list[str] = []
+    base = ""
+    for char in decomposed:
+        if unicodedata.combining(char):
+            if char in _GREEK_CAPS_DROP and unicodedata.name(base, "").startswith("GREEK"):
+                continue
+        else:
+            base = char
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
 def _name_group(group: str, style: str, ideographic: bool) -> str:
     parts = [normalise_text(p) for p in group.split("^")]
     parts += [""] * (5 - len(parts))
@@ -206,7 +229,7 @@ def _name_group(group: str, style: str, ideographic: bool) -> str:
     elif style == "family_given":
         text = " ".join(p for p in (family, first) if p)
     else:
-        text = ", ".join(p for p in (family.upper(), first) if p)
+        text = ", ".join(p for p in (upper_name(family), first) if p)
     return f"{text}, {suffix}" if suffix and text else text or suffix
 
 

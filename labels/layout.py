@@ -102,7 +102,7 @@ class LabelConfigError(ValueError):
 
 
 def _pairs(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(mapping.items()))
+    return tuple(mapping.items())
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class LabelLayout:
     """How labels and slips look at this site. Every field has a working default.
 
     Lengths are in millimetres, font sizes in points. Tables (sizes, captions, Epson field names,
-    replacements) are kept as sorted tuples of pairs so the layout stays immutable and hashable;
+    replacements) are kept as tuples of pairs so the layout stays immutable and hashable;
     read them through :meth:`font_size`, :meth:`caption`, :attr:`epson_field_names` and
     :attr:`replacements`. See ``docs/labels.md`` for every key.
     """
@@ -121,7 +121,13 @@ class LabelLayout:
     """Hub: nothing is printed inside it. 43 mm suits every medium; hub-printable media allow ~23 mm."""
     margin_mm: float = 1.5
     """Extra clearance kept from both edges of the ring."""
-    top: Zone = (("logo",), ("institution",), ("department",), ("patient_name",), ("patient_id", "birth_date"))
+    top: Zone = (
+        ("logo",),
+        ("institution",),
+        ("department",),
+        ("patient_name",),
+        ("patient_id", "birth_date"),
+    )
     """Lines above the hub, top to bottom."""
     left: Zone = (("content_type",), ("disc_number",))
     """Lines left of the hub."""
@@ -130,25 +136,43 @@ class LabelLayout:
     bottom: Zone = (("studies",), ("created",))
     """Lines below the hub, top to bottom."""
     font_sizes: tuple[tuple[str, float], ...] = _pairs(_DEFAULT_SIZES)
+    """Nominal size of each text field; a line of several fields uses its first field's size."""
     min_font_size: float = 5.5
     """Text is shrunk down to this size before it is cut short with an ellipsis."""
     captions: tuple[tuple[str, str], ...] = _pairs(_DEFAULT_CAPTIONS)
+    """Muted words before values ("ID", "Born"), the content types and the "Disc {n} of {m}" text."""
     name_style: str = "family_comma_given"
+    """How a Latin-script name is written: one of :data:`labels.fields.NAME_STYLES`."""
     name_groups: tuple[str, ...] = ("alphabetic", "ideographic")
+    """PN component groups shown, in this order; the first is the main one, the others in brackets."""
     date_format: str = "%Y-%m-%d"
+    """Date pattern using only %Y, %m and %d, so no output depends on the machine's locale."""
     max_study_lines: int = 3
+    """Study lines on a disc; with more studies the last line says how many were left out."""
     logo: Path | None = None
+    """Site logo for the ``logo`` line of the label and the top of the slip."""
     logo_height_mm: float = 9.0
+    """Logo height on the disc; it shrinks if the chord at its place is too narrow."""
     qr_size_mm: float = 22.0
+    """QR code size on the disc, quiet zone included."""
     qr_min_size_mm: float = 14.0
+    """Smallest QR code size before a warning that it may not scan."""
     font_paths: tuple[str, ...] = ()
+    """Site fonts tried before the system's: ``path`` or ``path#index``."""
     primera_dpi: int = 300
+    """Resolution of the Primera JPG and BMP."""
     epson_dpi: int = 300
+    """Resolution of the Epson JPG."""
     jpeg_quality: int = 95
+    """JPEG quality of the robot images."""
     epson_encoding: str = "cp1252"
+    """Encoding of the Epson REPLACE_FIELD file (TD Bridge reads the Windows ANSI code page)."""
     epson_fields: tuple[tuple[str, str], ...] = _pairs(_DEFAULT_EPSON_FIELDS)
+    """Our field name -> the ``.tdd`` template's field name ("" leaves the field out)."""
     primera_merge_order: tuple[str, ...] = _DEFAULT_MERGE_ORDER
+    """Our field names in the order of a SureThing template's merge fields."""
     field_replace: tuple[tuple[str, str], ...] = _pairs(_DEFAULT_REPLACE)
+    """Characters replaced in robot field values, because they break the vendors' parsers."""
 
     def font_size(self, name: str) -> float:
         """Nominal font size of a field, in points."""
@@ -205,7 +229,9 @@ class LabelLayout:
             spec = _SPECS.get(key)
             if spec is None:
                 hint = difflib.get_close_matches(str(key), sorted(_SPECS), n=1)
-                parser.errors.append(f"labels.{key}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+                parser.errors.append(
+                    f"labels.{key}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                )
                 continue
             try:
                 values[key] = spec(parser, key, raw)
@@ -253,7 +279,9 @@ class _Parser:
         path = Path(text).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
-    def table(self, value: object, keys: tuple[str, ...] | None, item: Callable[[object], Any]) -> dict[str, Any]:
+    def table(
+        self, value: object, keys: tuple[str, ...] | None, item: Callable[[object], Any]
+    ) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise _Bad(f"expected a table, got {value!r} ({_type_name(value)})")
         out: dict[str, Any] = {}
@@ -268,7 +296,10 @@ class _Parser:
 
     def zone(self, value: object) -> Zone:
         if not isinstance(value, list):
-            raise _Bad(f"expected a list of field names such as [\"institution\", \"patient_id+birth_date\"], got {value!r}")
+            raise _Bad(
+                f'expected a list of field names such as ["institution", "patient_id+birth_date"], '
+                f"got {value!r}"
+            )
         lines = []
         for entry in value:
             names = tuple(n.strip() for n in self.string(entry).split("+"))
@@ -285,7 +316,8 @@ class _Parser:
         if layout.inner_radius + 10 > layout.outer_radius:
             self.errors.append(
                 f"labels.inner_diameter_mm: {layout.inner_diameter_mm:g} leaves less than 10 mm of printable "
-                f"ring inside outer_diameter_mm = {layout.outer_diameter_mm:g} (with margin_mm = {layout.margin_mm:g})"
+                f"ring inside outer_diameter_mm = {layout.outer_diameter_mm:g} "
+                f"(with margin_mm = {layout.margin_mm:g})"
             )
         seen: set[str] = set()
         for zone in ("top", "left", "right", "bottom"):
@@ -294,11 +326,20 @@ class _Parser:
                     if name in seen:
                         self.errors.append(f"labels.{zone}: field {name!r} is listed twice")
                     seen.add(name)
+        for key, name in layout.epson_fields:
+            try:
+                name.encode(layout.epson_encoding)
+            except UnicodeEncodeError:
+                self.errors.append(
+                    f"labels.epson_fields: {key} = {name!r} cannot be written in {layout.epson_encoding}"
+                )
         if layout.qr_min_size_mm > layout.qr_size_mm:
             self.errors.append("labels.qr_min_size_mm: must not be larger than qr_size_mm")
         sizes = dict(layout.font_sizes)
         if any(size < layout.min_font_size for size in sizes.values()):
-            self.errors.append(f"labels.font_sizes: every size must be at least min_font_size = {layout.min_font_size:g}")
+            self.errors.append(
+                f"labels.font_sizes: every size must be at least min_font_size = {layout.min_font_size:g}"
+            )
 
 
 def _opt_number(low: float, high: float, integer: bool = False) -> Callable[[_Parser, str, object], Any]:
@@ -334,7 +375,9 @@ def _opt_captions(p: _Parser, key: str, raw: object) -> tuple[tuple[str, str], .
         try:
             template.format(n=1, m=2, count=3)
         except (KeyError, IndexError, ValueError) as exc:
-            raise _Bad(f"entry {name!r}: bad placeholder in {template!r} ({exc}); use {{n}}, {{m}} or {{count}}") from None
+            raise _Bad(
+                f"entry {name!r}: bad placeholder in {template!r} ({exc}); use {{n}}, {{m}} or {{count}}"
+            ) from None
     return _pairs({**_DEFAULT_CAPTIONS, **captions})
 
 
@@ -351,7 +394,7 @@ def _opt_date_format(p: _Parser, key: str, raw: object) -> str:
     text = p.string(raw)
     stripped = text.replace("%Y", "").replace("%m", "").replace("%d", "")
     if "%" in stripped or "%Y" not in text:
-        raise _Bad(f"{text!r}: use %Y, %m and %d only (and %Y at least), e.g. \"%d.%m.%Y\"")
+        raise _Bad(f'{text!r}: use %Y, %m and %d only (and %Y at least), e.g. "%d.%m.%Y"')
     return text
 
 
@@ -371,7 +414,7 @@ def _opt_logo(p: _Parser, key: str, raw: object) -> Path | None:
 
 def _opt_font_paths(p: _Parser, key: str, raw: object) -> tuple[str, ...]:
     if not isinstance(raw, list):
-        raise _Bad(f"expected a list of font files (\"path\" or \"path#index\" for a .ttc), got {raw!r}")
+        raise _Bad(f'expected a list of font files ("path" or "path#index" for a .ttc), got {raw!r}')
     specs = []
     for item in raw:
         path_text, sep, index = p.string(item).partition("#")
@@ -389,7 +432,7 @@ def _opt_encoding(p: _Parser, key: str, raw: object) -> str:
     try:
         codecs.lookup(text)
     except LookupError:
-        raise _Bad(f"unknown encoding {text!r} (e.g. \"cp1252\", \"cp932\", \"utf-8\", \"utf-8-sig\")") from None
+        raise _Bad(f'unknown encoding {text!r} (e.g. "cp1252", "cp932", "utf-8", "utf-8-sig")') from None
     return text
 
 
@@ -415,8 +458,8 @@ def _opt_replace(p: _Parser, key: str, raw: object) -> tuple[tuple[str, str], ..
     for char, repl in table.items():
         if len(char) != 1:
             raise _Bad(f"keys must be single characters, got {char!r}")
-        if any(c in repl for c in ",\"=\r\n"):
-            raise _Bad(f"the replacement for {char!r} must not itself contain , \" = or line breaks")
+        if any(c in repl for c in ',"=\r\n'):
+            raise _Bad(f'the replacement for {char!r} must not itself contain , " = or line breaks')
     return _pairs({**_DEFAULT_REPLACE, **table})
 
 

@@ -8,6 +8,7 @@ raster backend places every character itself, because FreeType's hinted advances
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from labels.drawing import PT, Drawing, QRCode
 __all__ = ["rasterize", "write_atomic", "write_bmp", "write_jpeg", "write_pdf"]
 
 _GUIDE_GREY = (0.72, 0.72, 0.72)
+# reportlab keeps per-document subsetting state inside the shared TTFont objects, and the Pillow
+# fonts are cached and shared too; labels are rare, so one render at a time is the simple safe rule.
+_LOCK = threading.Lock()
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -35,7 +39,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def _qr_runs(code: QRCode) -> list[tuple[int, int, int]]:
-    """Dark modules as (row, first column, length) runs, so a PDF needs a few hundred rectangles, not thousands."""
+    """Dark modules as (row, first column, length): a PDF then needs hundreds of rectangles, not thousands."""
     runs = []
     for r, row in enumerate(code.modules):
         c = 0
@@ -71,6 +75,10 @@ def write_pdf(drawing: Drawing, path: Path, title: str = "", guides: bool = True
     """
 
     def write(tmp: Path) -> None:
+        with _LOCK:
+            draw_pdf(tmp)
+
+    def draw_pdf(tmp: Path) -> None:
         # invariant=1 leaves out the creation time and random IDs: the same label gives the same bytes.
         pdf = canvas.Canvas(str(tmp), pagesize=(drawing.width * mm, drawing.height * mm), invariant=1)
         pdf.setTitle(title)
@@ -88,15 +96,25 @@ def write_pdf(drawing: Drawing, path: Path, title: str = "", guides: bool = True
             pdf.line(rule.x0 * mm, rule.y0 * mm, rule.x1 * mm, rule.y1 * mm)
         for picture in drawing.pictures:
             b = picture.box
-            pdf.drawImage(ImageReader(picture.image), b.x0 * mm, b.y0 * mm, (b.x1 - b.x0) * mm, (b.y1 - b.y0) * mm,
-                          mask="auto")
+            pdf.drawImage(
+                ImageReader(picture.image),
+                b.x0 * mm,
+                b.y0 * mm,
+                (b.x1 - b.x0) * mm,
+                (b.y1 - b.y0) * mm,
+                mask="auto",
+            )
         pdf.setFillColorRGB(0, 0, 0)
         for code in drawing.qr_codes:
             b, n = code.box, len(code.modules)
             module = (b.x1 - b.x0) / n
+            # One path for all modules: rectangles filled one by one leave hairline seams between
+            # neighbours in anti-aliased viewers, which can break scanning from a screen.
+            path = pdf.beginPath()
             for row, col, length in _qr_runs(code):
-                pdf.rect((b.x0 + col * module) * mm, (b.y1 - (row + 1) * module) * mm, length * module * mm,
-                         module * mm, stroke=0, fill=1)
+                x, y = (b.x0 + col * module) * mm, (b.y1 - (row + 1) * module) * mm
+                path.rect(x, y, length * module * mm, module * mm)
+            pdf.drawPath(path, stroke=0, fill=1)
         for line in drawing.lines:
             for run in line.runs:
                 pdf.setFillColorRGB(*(c / 255 for c in run.color))
@@ -116,6 +134,11 @@ def rasterize(drawing: Drawing, dpi: int) -> Image.Image:
     PIL.Image.Image
         ``round(width_mm / 25.4 * dpi)`` by ``round(height_mm / 25.4 * dpi)`` pixels.
     """
+    with _LOCK:
+        return _rasterize(drawing, dpi)
+
+
+def _rasterize(drawing: Drawing, dpi: int) -> Image.Image:
     scale = dpi / 25.4
     width, height = round(drawing.width * scale), round(drawing.height * scale)
     image = Image.new("RGB", (width, height), "white")
@@ -125,7 +148,11 @@ def rasterize(drawing: Drawing, dpi: int) -> Image.Image:
         return x * scale, (drawing.height - y) * scale
 
     for rule in drawing.rules:
-        draw.line([px(rule.x0, rule.y0), px(rule.x1, rule.y1)], fill=(184, 184, 184), width=max(1, round(0.2 * scale)))
+        draw.line(
+            [px(rule.x0, rule.y0), px(rule.x1, rule.y1)],
+            fill=(184, 184, 184),
+            width=max(1, round(0.2 * scale)),
+        )
     for picture in drawing.pictures:
         b = picture.box
         left, top = px(b.x0, b.y1)
@@ -154,7 +181,8 @@ def rasterize(drawing: Drawing, dpi: int) -> Image.Image:
 def write_jpeg(image: Image.Image, path: Path, dpi: int, quality: int) -> Path:
     """Save `image` as a JPEG with no chroma subsampling (sharper small text) and its dpi recorded."""
     return write_atomic(
-        path, lambda tmp: image.save(tmp, "JPEG", quality=quality, subsampling=0, optimize=True, dpi=(dpi, dpi))
+        path,
+        lambda tmp: image.save(tmp, "JPEG", quality=quality, subsampling=0, optimize=True, dpi=(dpi, dpi)),
     )
 
 

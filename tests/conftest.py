@@ -58,13 +58,14 @@ def dcmtk(tool: str, *args: str, timeout: float = 120, check: bool = False,
 class Node:
     """A running appliance node for a test."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, server_tls: Any = None) -> None:
         self.cfg = cfg
         self.app = Appliance(cfg)
         self.app.start()
-        self.dicom = DicomNode(self.app)
+        self.dicom = DicomNode(self.app, server_tls)
         self.dicom.start()
         self.port = cfg.dicom.port
+        self.tls_port = cfg.dicom.tls_port
         self.aet = cfg.dicom.ae_title
 
     def stop(self) -> None:
@@ -74,7 +75,7 @@ class Node:
 
 def make_config(data_dir: Path, **dicom: Any) -> Config:
     """A test configuration on loopback with a free port; ``dicom`` overrides [dicom] keys."""
-    table: dict[str, Any] = {"bind": HOST, "port": free_port(), "free_space_limit_mb": 1}
+    table: dict[str, Any] = {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1}
     table.update(dicom)
     return parse_config({"appliance": {"data_dir": str(data_dir)}, "dicom": table})
 
@@ -84,8 +85,8 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     """Start nodes with [dicom] overrides; all are stopped at the end of the test."""
     nodes: list[Node] = []
 
-    def start(data_dir: Path | None = None, **dicom: Any) -> Node:
-        node = Node(make_config(data_dir or tmp_path / f"node{len(nodes)}", **dicom))
+    def start(data_dir: Path | None = None, server_tls: Any = None, **dicom: Any) -> Node:
+        node = Node(make_config(data_dir or tmp_path / f"node{len(nodes)}", **dicom), server_tls)
         nodes.append(node)
         return node
 

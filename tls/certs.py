@@ -126,12 +126,12 @@ class Paths:
         """Return the three certificate paths (CA, server, client)."""
         return (self.ca_cert, self.server_cert, self.client_cert)
 
-    def keys(self) -> tuple[Path, Path, Path]:
+    def private_keys(self) -> tuple[Path, Path, Path]:
         """Return the three private key paths (CA, server, client)."""
         return (self.ca_key, self.server_key, self.client_key)
 
     def __iter__(self) -> Iterator[Path]:
-        return iter((*self.certificates(), *self.keys()))
+        return iter((*self.certificates(), *self.private_keys()))
 
 
 @dataclass(frozen=True)
@@ -405,9 +405,13 @@ def check_key_permissions(path: StrPath, policy: KeyPolicy = "refuse") -> str | 
     ------
     KeyPermissionError
         Under ``"refuse"`` when group or others can access the file.
+    TLSConfigError
+        `policy` is not one of the three values.
     NoPrivateKeyError
         The file does not exist.
     """
+    if policy not in ("refuse", "warn", "ignore"):
+        raise TLSConfigError(f"Incorrect key permission policy: {policy!r}; use refuse, warn or ignore")
     if policy == "ignore" or os.name != "posix":
         # Windows has ACLs, not mode bits; st_mode there says nothing useful.
         return None
@@ -586,7 +590,7 @@ def expiry_warnings(
                 message = f"Certificate expires on {end.date().isoformat()} (in {left} days): {p} ({who})"
             else:
                 continue
-            warnings.append(ExpiryWarning(p, message, end, left if t <= end else min(left, -1)))
+            warnings.append(ExpiryWarning(p, message, end, left))
     return warnings
 
 
@@ -622,6 +626,13 @@ def write_atomic(path: StrPath, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if os.name == "posix":
+        # The rename itself must reach the disk too, or a power cut can bring back the old directory entry.
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _new_key(key_type: KeyType) -> CertificateIssuerPrivateKeyTypes:
@@ -772,8 +783,9 @@ def init_pki(
     """Create a CA, a server certificate and a client certificate, with their keys, in `directory`.
 
     The server certificate names every host name and address in its Subject Alternative Names and is for
-    TLS servers only (serverAuth); the client certificate is for TLS clients only (clientAuth). Keys are
-    PKCS#8 PEM, unencrypted, mode 0600; certificates are PEM, mode 0644. Each file is written atomically.
+    TLS servers only (serverAuth); the client certificate, with the same names, is for TLS clients only
+    (clientAuth), e.g. the appliance's outgoing DICOM and HL7 connections. Keys are PKCS#8 PEM,
+    unencrypted, mode 0600; certificates are PEM, mode 0644. Each file is written atomically.
 
     Parameters
     ----------
@@ -854,10 +866,14 @@ def init_pki(
         not_before=start,
         not_after=end,
         usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+        # Same names as the server: it is the appliance connecting out. Strict (RFC 5280 profile) verifiers
+        # require a SAN in client certificates too.
+        dns_names=hostnames,
+        ip_addresses=ip_addresses,
     )
 
     # Keys first: a certificate on disk without its key would look like a finished set to ensure_demo_certs.
-    for key_path, key in zip(paths.keys(), (ca_key, server_key, client_key), strict=True):
+    for key_path, key in zip(paths.private_keys(), (ca_key, server_key, client_key), strict=True):
         write_atomic(key_path, _pem_key(key), 0o600)
     for cert_path, cert in zip(paths.certificates(), (ca_cert, server_cert, client_cert), strict=True):
         write_atomic(cert_path, _pem_cert(cert), 0o644)

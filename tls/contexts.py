@@ -205,9 +205,7 @@ def client_context(
     NoCertificateError, IncorrectCertificateError, CertificateExpiredError, CertificateNotYetValidError
         As for :func:`server_context`.
     NoPrivateKeyError, IncorrectPrivateKeyError, KeyMismatchError, KeyPermissionError
-        As for :func:`server_context`.
-    TLSConfigError
-        `key` without `cert`.
+        As for :func:`server_context`. A `key` without `cert` raises :class:`NoCertificateError`.
     """
     if key is not None and cert is None:
         message = f"No certificate: a private key ({key}) is configured without its certificate"

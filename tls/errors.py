@@ -2,22 +2,13 @@
 
 Every message is written for the administrator who has to fix the configuration: it starts with what is
 wrong in plain words ("No certificate", "Key does not match certificate") and names the file. ``tls`` imports
-nothing of the appliance, so these do not derive from the appliance's base error; the CLI maps them through
-``exit_code`` (values from BSD ``sysexits.h``).
+nothing of the appliance, so these do not derive from its ``ApplianceError``; they carry the same
+``exit_code`` convention instead (1 general, 2 configuration, 5 network), so the CLI treats both alike.
 """
 
 from __future__ import annotations
 
 import os
-
-#: ``sysexits.h`` codes used below.
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_SOFTWARE = 70
-EX_CANTCREAT = 73
-EX_PROTOCOL = 76
-EX_NOPERM = 77
-EX_CONFIG = 78
 
 
 class TLSError(Exception):
@@ -29,7 +20,7 @@ class TLSError(Exception):
         Exit status the CLI should use when this error ends a command.
     """
 
-    exit_code: int = EX_SOFTWARE
+    exit_code: int = 1
 
 
 class TLSConfigError(TLSError):
@@ -43,7 +34,7 @@ class TLSConfigError(TLSError):
         The file at fault, kept for callers that want to show it separately.
     """
 
-    exit_code = EX_CONFIG
+    exit_code = 2
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
         super().__init__(message)
@@ -53,25 +44,17 @@ class TLSConfigError(TLSError):
 class NoCertificateError(TLSConfigError):
     """The certificate (or CA) file does not exist or cannot be read."""
 
-    exit_code = EX_NOINPUT
-
 
 class IncorrectCertificateError(TLSConfigError):
     """The file exists but holds no usable X.509 certificate."""
-
-    exit_code = EX_DATAERR
 
 
 class NoPrivateKeyError(TLSConfigError):
     """The private key file does not exist or cannot be read."""
 
-    exit_code = EX_NOINPUT
-
 
 class IncorrectPrivateKeyError(TLSConfigError):
     """The file exists but holds no usable (unencrypted) private key."""
-
-    exit_code = EX_DATAERR
 
 
 class KeyMismatchError(TLSConfigError):
@@ -89,19 +72,15 @@ class CertificateNotYetValidError(TLSConfigError):
 class KeyPermissionError(TLSConfigError):
     """A private key file can be read or written by users other than its owner."""
 
-    exit_code = EX_NOPERM
-
 
 class PKIExistsError(TLSError):
     """``init_pki`` would overwrite existing certificate or key files."""
-
-    exit_code = EX_CANTCREAT
 
 
 class HandshakeError(TLSError):
     """A client's TLS handshake failed; the connection has been closed."""
 
-    exit_code = EX_PROTOCOL
+    exit_code = 5
 
 
 class HandshakeTimeoutError(HandshakeError):

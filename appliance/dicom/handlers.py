@@ -195,10 +195,9 @@ def handle_move(event: Event, app: Appliance) -> Iterator[Any]:
 
 def app_tls_args(app: Appliance, hostname: str) -> tuple[Any, str]:
     """``(ssl_context, server_hostname)`` for an outgoing TLS association."""
-    factory = getattr(app, "client_ssl_context", None)
-    if factory is None:
+    if app.client_tls is None:
         raise RuntimeError("TLS destinations need the [tls] settings")
-    return factory(), hostname
+    return app.client_tls(), hostname
 
 
 def _store_contexts(instances: list[Any]) -> list[Any]:

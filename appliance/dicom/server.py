@@ -65,6 +65,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
 )
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
 from appliance.dicom import handlers
 
@@ -221,35 +222,11 @@ class ApplianceServer(ThreadedAssociationServer):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
             try:
-                request = handshake(request, self.ssl_context, self.handshake_timeout)
-            except (OSError, ssl.SSLError) as exc:
-                LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0],
-                               describe_tls_failure(exc))
-                with contextlib.suppress(OSError):
-                    request.close()
+                request = tls.handshake(request, self.ssl_context, self.handshake_timeout)
+            except tls.HandshakeError as exc:
+                LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0], exc)
                 return
         super().process_request_thread(request, client_address)
-
-
-def handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
-    """TLS server handshake on an accepted socket, bounded by ``timeout`` seconds."""
-    sock.settimeout(timeout)
-    tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-    tls.do_handshake()
-    tls.settimeout(None)
-    return tls
-
-
-def describe_tls_failure(exc: BaseException) -> str:
-    """A sentence for the log about why a TLS handshake failed."""
-    text = str(exc)
-    if "HTTP_REQUEST" in text or "WRONG_VERSION_NUMBER" in text or "UNKNOWN_PROTOCOL" in text:
-        return "the client spoke plain DICOM (or another protocol) to the TLS port"
-    if "CERTIFICATE" in text.upper():
-        return f"certificate refused: {text}"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "the client sent nothing (handshake timed out)"
-    return text
 
 
 def presentation_contexts() -> list[PresentationContext]:
@@ -331,7 +308,7 @@ class DicomNode:
             request_handler=PolicyRequestHandler,
         ))
         server.app = self.app
-        server.handshake_timeout = cfg.acse_timeout
+        server.handshake_timeout = self.app.config.tls.handshake_timeout
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}", daemon=True)
         thread.start()
         self.ae._servers.append(server)

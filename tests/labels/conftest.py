@@ -21,14 +21,6 @@ from PIL import Image
 from labels import DiscLabelFields, LabelStudy
 from labels.fonts import font_set
 
-#: Patient names in the scripts a label must handle, as DICOM PN values, with what must show.
-NAMES = {
-    "latin": ("Müller-Lüdenscheidt^Jürgen^Ole", ["MÜLLER-LÜDENSCHEIDT, Jürgen Ole"]),
-    "greek": ("Παπαδόπουλος^Γεώργιος", ["ΠΑΠΑΔΌΠΟΥΛΟΣ, Γεώργιος"]),
-    "cyrillic": ("Иванова^Анна^Сергеевна", ["ИВАНОВА, Анна Сергеевна"]),
-    "cjk": ("Yamada^Tarou=山田^太郎", ["YAMADA, Tarou", "山田 太郎"]),
-}
-
 
 def _run(*args: str) -> subprocess.CompletedProcess[bytes]:
     if shutil.which(args[0]) is None:

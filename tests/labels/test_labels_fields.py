@@ -22,7 +22,7 @@ from labels.fields import join_name_groups, normalise_text
         ("^John", "family_comma_given", ("John",)),
         ("Doe^John^^^", "given_family", ("John Doe",)),
         ("  Doe ^ John  ", "given_family", ("John Doe",)),
-        ("Παπαδόπουλος^Γεώργιος", "family_comma_given", ("ΠΑΠΑΔΌΠΟΥΛΟΣ, Γεώργιος",)),
+        ("Παπαδόπουλος^Γεώργιος", "family_comma_given", ("ΠΑΠΑΔΟΠΟΥΛΟΣ, Γεώργιος",)),
         ("Иванова^Анна^Сергеевна", "given_family", ("Анна Сергеевна Иванова",)),
         ("Yamada^Tarou=山田^太郎=やまだ^たろう", "given_family", ("Tarou Yamada", "山田 太郎")),
         ("=山田^太郎", "family_comma_given", ("山田 太郎",)),
@@ -79,3 +79,17 @@ def test_disc_number_must_be_within_count() -> None:
     with pytest.raises(ValueError, match="disc 3 of 2"):
         DiscLabelFields(disc_number=3, disc_count=2)
     assert DiscLabelFields(created=None).creation_date == dt.date.today()
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("Παπαδόπουλος", "ΠΑΠΑΔΟΠΟΥΛΟΣ"),
+        ("Ἀθηνᾶ", "ΑΘΗΝΑ"),
+        ("Αϋπνία", "ΑΫΠΝΙΑ"),
+        ("Müller", "MÜLLER"),
+        ("Éric", "ÉRIC"),
+    ],
+)
+def test_family_names_in_capitals_follow_their_script(family: str, expected: str) -> None:
+    assert format_person_name(f"{family}^X") == (f"{expected}, X",)

@@ -284,6 +284,8 @@ def test_key_permissions_private(pki: Paths, tmp_path: Path) -> None:
     assert check_key_permissions(key, "refuse") is None
     with pytest.raises(NoPrivateKeyError):
         check_key_permissions(tmp_path / "missing.key", "refuse")
+    with pytest.raises(TLSConfigError, match="Incorrect key permission policy: 'Refuse'"):
+        check_key_permissions(key, "Refuse")  # type: ignore[arg-type]
 
 
 # --- demo certificates --------------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""TLS contexts built from the configuration, through the ``tls`` package.
+
+With no ``[tls] cert`` the appliance makes (once) a self-signed demo set under
+``<data_dir>/tls-demo`` so the TLS port can be tried at once, and says loudly that
+it must be replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import tls
+from appliance.config import Config
+
+LOGGER = logging.getLogger(__name__)
+
+DEMO_DIR = "tls-demo"
+
+
+def server_context(cfg: Config) -> ssl.SSLContext:
+    """Server context for the TLS listeners (DICOM, HL7, HTTPS).
+
+    Raises
+    ------
+    tls.TLSConfigError
+        With the user's words: "No certificate", "Key does not match certificate"...
+    """
+    t = cfg.tls
+    if not t.cert:
+        paths = tls.ensure_demo_certs(cfg.data_dir / DEMO_DIR)
+        LOGGER.warning(tls.DEMO_WARNING.format(directory=cfg.data_dir / DEMO_DIR))
+        return tls.server_context(paths.server_cert, paths.server_key, paths.ca_cert, t.verify_peer,
+                                  key_policy=t.key_permissions)  # type: ignore[arg-type]
+    return tls.server_context(t.cert, t.key or None, t.ca or None, t.verify_peer,
+                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+
+
+def client_context(cfg: Config) -> ssl.SSLContext:
+    """Client context for outgoing TLS (C-ECHO, C-STORE, C-MOVE to a node with ``tls = true``)."""
+    t = cfg.tls
+    if not t.cert and not t.client_cert:
+        paths = tls.ensure_demo_certs(cfg.data_dir / DEMO_DIR)
+        return tls.client_context(paths.client_cert, paths.client_key, paths.ca_cert, t.check_hostname,
+                                  key_policy=t.key_permissions)  # type: ignore[arg-type]
+    return tls.client_context(t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname,
+                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+
+
+def expiry_warnings(cfg: Config) -> list[str]:
+    """Sentences about certificates that expire within ``expiry_warning_days`` (for the log and staff UI)."""
+    t = cfg.tls
+    files = [f for f in (t.cert, t.ca, t.client_cert) if f]
+    if not files:
+        demo = cfg.data_dir / DEMO_DIR
+        files = [str(p) for p in (demo / "server.crt", demo / "ca.crt") if p.exists()]
+    return [w.message for w in tls.expiry_warnings(files, days=t.expiry_warning_days)]

@@ -1,0 +1,142 @@
+"""Structural check of a received data set: every element fits in the bytes that arrived.
+
+pydicom reads leniently: a value whose declared length runs past the end of
+the data is returned short, without an error. A truncated data set (a sender
+that died mid-object, a corrupt file) must be refused rather than stored as if
+whole, so the element lengths are walked here, nested sequences and
+encapsulated pixel data included. The walk reads headers only.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from appliance.errors import InvalidDataset
+
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM = (0xFFFE, 0xE000)
+_ITEM_END = (0xFFFE, 0xE00D)
+_SEQ_END = (0xFFFE, 0xE0DD)
+
+
+class _Walker:
+    def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
+        self.data = data
+        self.implicit = implicit
+        self.end = "<" if little else ">"
+
+    def fail(self, pos: int, tag: tuple[int, int], what: str) -> InvalidDataset:
+        return InvalidDataset(f"data set is corrupt at byte {pos}, element ({tag[0]:04X},{tag[1]:04X}): {what}")
+
+    def tag_at(self, pos: int) -> tuple[int, int]:
+        if pos + 8 > len(self.data):
+            raise InvalidDataset(f"data set is truncated at byte {pos} (element header cut off)")
+        group, elem = struct.unpack_from(self.end + "HH", self.data, pos)
+        return group, elem
+
+    def elements(self, pos: int, stop: int, until: tuple[int, int] | None) -> int:
+        """Walk elements from ``pos``; return the position after the last one (or its delimiter)."""
+        while pos < stop:
+            tag = self.tag_at(pos)
+            if tag[0] == 0xFFFE:
+                (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
+                if until is not None and tag == until:
+                    return pos + 8
+                raise self.fail(pos, tag, "unexpected delimiter")
+            header = 8
+            vr = b""
+            if self.implicit:
+                (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
+            else:
+                vr = self.data[pos + 4 : pos + 6]
+                if vr in _LONG_VRS:
+                    if pos + 12 > len(self.data):
+                        raise self.fail(pos, tag, "header cut off")
+                    (length,) = struct.unpack_from(self.end + "I", self.data, pos + 8)
+                    header = 12
+                elif vr.isalpha() and vr.isupper():
+                    (length,) = struct.unpack_from(self.end + "H", self.data, pos + 6)
+                else:
+                    raise self.fail(pos, tag, f"invalid VR {vr!r}")
+            pos += header
+            if length == _UNDEFINED:
+                if tag == (0x7FE0, 0x0010):
+                    pos = self.fragments(pos, tag)
+                elif vr in (b"SQ", b"UN") or self.implicit:
+                    pos = self.items(pos, tag)
+                else:
+                    raise self.fail(pos, tag, "undefined length on a VR that does not allow it")
+            else:
+                if pos + length > stop:
+                    raise self.fail(pos, tag, f"value of {length} bytes runs past the end of the data")
+                if vr == b"SQ" and length:
+                    self.items_defined(pos, pos + length, tag)
+                pos += length
+        if until is not None:
+            raise InvalidDataset(f"data set is truncated: missing delimiter after byte {pos}")
+        return pos
+
+    def items(self, pos: int, tag: tuple[int, int]) -> int:
+        """Items of an undefined-length sequence, up to its delimiter."""
+        while True:
+            item = self.tag_at(pos)
+            (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
+            pos += 8
+            if item == _SEQ_END:
+                return pos
+            if item != _ITEM:
+                raise self.fail(pos - 8, tag, "sequence holds something other than items")
+            if length == _UNDEFINED:
+                pos = self.elements(pos, len(self.data), _ITEM_END)
+            else:
+                if pos + length > len(self.data):
+                    raise self.fail(pos, tag, "item runs past the end of the data")
+                self.elements(pos, pos + length, None)
+                pos += length
+
+    def items_defined(self, pos: int, stop: int, tag: tuple[int, int]) -> None:
+        """Items of a defined-length sequence."""
+        while pos < stop:
+            item = self.tag_at(pos)
+            (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
+            pos += 8
+            if item != _ITEM:
+                raise self.fail(pos - 8, tag, "sequence holds something other than items")
+            if length == _UNDEFINED:
+                pos = self.elements(pos, stop, _ITEM_END)
+            else:
+                if pos + length > stop:
+                    raise self.fail(pos, tag, "item runs past the end of its sequence")
+                self.elements(pos, pos + length, None)
+                pos += length
+
+    def fragments(self, pos: int, tag: tuple[int, int]) -> int:
+        """Encapsulated pixel data: items with defined lengths, then the sequence delimiter."""
+        while True:
+            item = self.tag_at(pos)
+            (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
+            pos += 8
+            if item == _SEQ_END:
+                return pos
+            if item != _ITEM or length == _UNDEFINED:
+                raise self.fail(pos - 8, tag, "bad fragment in encapsulated pixel data")
+            if pos + length > len(self.data):
+                raise self.fail(pos, tag, "pixel data fragment runs past the end of the data")
+            pos += length
+
+
+def check_structure(data: bytes, implicit: bool, little: bool) -> None:
+    """Raise :class:`InvalidDataset` unless every element of ``data`` fits in it.
+
+    Parameters
+    ----------
+    data : bytes
+        A data set (no preamble or file meta), not deflated.
+    implicit, little : bool
+        The transfer syntax's VR encoding and byte order.
+    """
+    try:
+        _Walker(data, implicit, little).elements(0, len(data), None)
+    except struct.error as exc:
+        raise InvalidDataset(f"data set is truncated: {exc}") from exc
