@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ def _tls_args(context: ssl.SSLContext | None, host: str) -> tuple[ssl.SSLContext
     return (context, host) if context is not None else None
 
 
-def _why_not(assoc: Association, host: str, port: int, timeout: float) -> str:
+def _why_not(assoc: Association, host: str, port: int, timeout: float, elapsed: float = 0.0) -> str:
     """Explain a failed association in the words an administrator needs."""
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
         prim = assoc.acceptor.primitive
@@ -75,6 +76,8 @@ def _why_not(assoc: Association, host: str, port: int, timeout: float) -> str:
         return f"no answer from {host}:{port} within {timeout:g} s (firewall or wrong address?)"
     except OSError as exc:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    if elapsed >= timeout * 0.9:
+        return f"connected, but the peer did not answer the association request within {timeout:g} s"
     if assoc.is_aborted:
         return "the peer aborted the association (TLS or protocol mismatch?)"
     return "no association (the peer did not answer the association request)"
@@ -97,9 +100,10 @@ def echo(host: str, port: int, called_ae: str, calling_ae: str = "APPLIANCE", ti
     """
     ae = _ae(calling_ae, timeout)
     ae.add_requested_context(Verification)
+    started = time.monotonic()
     assoc = ae.associate(host, port, ae_title=called_ae, tls_args=_tls_args(ssl_context, host))
     if not assoc.is_established:
-        return EchoResult(False, _why_not(assoc, host, port, timeout))
+        return EchoResult(False, _why_not(assoc, host, port, timeout, time.monotonic() - started))
     try:
         status = assoc.send_c_echo()
     finally:
