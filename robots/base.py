@@ -1,9 +1,9 @@
 """The one interface the disc-publishing core uses, with nothing vendor-specific in it.
 
-The core builds a :class:`BurnRequest`, hands it to a :class:`DiscRobot` and keeps the returned ticket (a plain
-string it can persist).  It then calls :meth:`DiscRobot.poll` until the :class:`JobProgress` is final.  Every
-driver keeps its state on the bridge's side (job files and status files), so a ticket stays valid across a
-restart of our process.
+The core builds a :class:`BurnRequest`, hands it to a :class:`DiscRobot` and keeps the returned ticket (a
+plain string it can persist).  It then calls :meth:`DiscRobot.poll` until the :class:`JobProgress` is final.
+Every driver keeps its state on the bridge's side (job files and status files), so a ticket stays valid across
+a restart of our process.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 #: Media the core may ask for.
 MEDIA: tuple[str, ...] = ("CD", "DVD", "DVD-DL", "BD")
 
-#: Job ids must fit both bridges: Epson allows 40 characters of ``[A-Za-z0-9_-]``, Primera 32 ASCII characters,
-#: and both use the id as a file name on Windows.
+#: Job ids must fit both bridges: Epson allows 40 characters of ``[A-Za-z0-9_-]``, Primera 32 ASCII
+#: characters, and both use the id as a file name on Windows.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -45,10 +45,6 @@ class UnknownTicketError(RobotError):
 
 class CancelError(RobotError):
     """The bridge refused to cancel the job, typically because it has already finished."""
-
-
-class UsbUnavailableError(RobotError):
-    """pyusb or its libusb backend is missing; raised only when detection was explicitly required."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +151,13 @@ class JobProgress:
     ----------
     state : JobState
     reason : str
-        One readable English sentence for staff ("burning disc 2 of 3", "input stacker empty: load blank discs").
+        One readable English sentence for staff ("publishing disc 2 of 3", "input stacker empty: ...").
     error_code : str or None
         The vendor's code (``"RTN000"``, ``"job-18"``) when there is one.
     retry_possible : bool
         Submitting the same request again can succeed (possibly after staff fixed the cause).
     needs_staff : bool
-        Someone has to act at the robot or the bridge PC (load discs, change ink, close a cover, fix the setup).
+        Someone has to act at the robot or the bridge PC (load discs, change ink, close a cover, setup).
     copies_done, copies_failed : int
         Discs finished well / rejected so far, when the bridge reports them.
     raw : dict
@@ -276,7 +272,8 @@ class DiscRobot(ABC):
     def submit(self, req: BurnRequest) -> str:
         """Hand a job to the robot and return its ticket.
 
-        Returns at once: a bridge that is not running only means the job waits (see :attr:`JobState.BRIDGE_OFFLINE`).
+        Returns at once: a bridge that is not running only means the job waits (see
+        :attr:`JobState.BRIDGE_OFFLINE`).
 
         Raises
         ------

@@ -90,8 +90,10 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "JDF1304": _transient("the IMAGE file is in use by another program"),
     "JDF1305": _setup("the drive holding the IMAGE file is not available"),
     "JDF1306": _staff("the IMAGE does not match the disc type loaded in the stacker"),
-    "JDF1604": _bad_job("the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters "
-                        "or more than 255 fields"),
+    "JDF1604": _bad_job(
+        "the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters "
+        "or more than 255 fields"
+    ),
     "JDF2000": _bad_job("LABEL_AREA outer diameter must be 700-1194 (70-119.4 mm)"),
     "JDF2001": _bad_job("LABEL_AREA inner diameter must be 180-500 (18-50 mm)"),
     "JDF2300": _bad_job("PRIORITY must be HIGH"),
@@ -141,8 +143,15 @@ EPSON_RANGES: tuple[tuple[str, int, int, ErrorInfo], ...] = (
     ("JDF", 909, 913, _bad_job("the DATA_LIST file is missing, unreadable or malformed")),
     ("JDF", 1100, 1299, _bad_job("the VIDEO settings are invalid")),
     ("JDF", 1400, 1499, _bad_job("FORMAT is invalid or not allowed for this disc type")),
-    ("JDF", 1500, 1599, _setup("the label template (LABEL) is invalid or missing, or a file or drive it "
-                               "refers to is not available")),
+    (
+        "JDF",
+        1500,
+        1599,
+        _setup(
+            "the label template (LABEL) is invalid or missing, or a file or drive it "
+            "refers to is not available"
+        ),
+    ),
     ("JDF", 1610, 1619, _bad_job("a barcode merge field (REPLACE_FIELD) is invalid")),
     ("JDF", 1620, 1629, _setup("an image merge field (REPLACE_FIELD) refers to a missing or invalid image")),
     ("JDF", 1600, 1699, _setup("the merge file (REPLACE_FIELD) is missing or invalid")),
@@ -180,7 +189,7 @@ def describe_epson(code: str) -> ErrorInfo:
 
 def _lookup_range(code: str, ranges: tuple[tuple[str, int, int, ErrorInfo], ...]) -> ErrorInfo | None:
     for prefix, first, last, info in ranges:
-        digits = code[len(prefix):]
+        digits = code[len(prefix) :]
         if code.startswith(prefix) and digits.isdigit() and first <= int(digits) <= last:
             return info
     return None

@@ -53,16 +53,41 @@ DEFAULT_FORMATS: Mapping[str, str] = {"CD": "JOLIET", "DVD": "UDF102", "DVD-DL":
 #: STF sections that are not job ids.
 STF_RESERVED = ("TDB_INFO", "ACTIVE_JOB", "COMPLETE_JOB")
 INK_KEYS: Mapping[str, str] = {
-    "INK_C": "cyan", "INK_M": "magenta", "INK_Y": "yellow",
-    "INK_LC": "light cyan", "INK_LM": "light magenta", "INK_B": "black",
+    "INK_C": "cyan",
+    "INK_M": "magenta",
+    "INK_Y": "yellow",
+    "INK_LC": "light cyan",
+    "INK_LM": "light magenta",
+    "INK_B": "black",
 }
-STACKER_MEDIA: Mapping[int, str] = {0: "output", 1: "CD", 4: "DVD", 7: "DVD-DL", 8: "BD", 9: "BD-DL", 99: "unused",
-                                    100: "source"}
-DRIVE_STATES: Mapping[int, str] = {1: "idle", 2: "writing", 3: "verifying", 4: "unused", 5: "error",
-                                   6: "transporting", 7: "stopped"}
+STACKER_MEDIA: Mapping[int, str] = {
+    0: "output",
+    1: "CD",
+    4: "DVD",
+    7: "DVD-DL",
+    8: "BD",
+    9: "BD-DL",
+    99: "unused",
+    100: "source",
+}
+DRIVE_STATES: Mapping[int, str] = {
+    1: "idle",
+    2: "writing",
+    3: "verifying",
+    4: "unused",
+    5: "error",
+    6: "transporting",
+    7: "stopped",
+}
 DETAIL_TEXT: Mapping[int, str] = {
-    1: "TD Bridge is checking the job", 2: "waiting for the publisher", 3: "publishing", 4: "pausing",
-    5: "waiting to resume", 6: "cancelling", 7: "paused", 8: "waiting to resume",
+    1: "TD Bridge is checking the job",
+    2: "waiting for the publisher",
+    3: "publishing",
+    4: "pausing",
+    5: "waiting to resume",
+    6: "cancelling",
+    7: "paused",
+    8: "waiting to resume",
 }
 #: Merge-file limits (JDF1604).
 MAX_FIELDS = 255
@@ -89,9 +114,9 @@ class EpsonConfig(HotFolderConfig):
         if len(self.publisher) > 64:
             raise RobotConfigError("publisher: at most 64 characters")
         if self.in_stacker not in ("", "1", "2", "AUTO"):
-            raise RobotConfigError("in_stacker: use \"1\", \"2\" or \"AUTO\"")
+            raise RobotConfigError('in_stacker: use "1", "2" or "AUTO"')
         if self.close_disc not in ("", "YES", "NO"):
-            raise RobotConfigError("close_disc: use \"YES\" or \"NO\" (or leave it out)")
+            raise RobotConfigError('close_disc: use "YES" or "NO" (or leave it out)')
         if self.label_type not in (0, 1, 2, 3) or self.print_mode not in (0, 1, 2, 3):
             raise RobotConfigError("label_type and print_mode: use 1, 2 or 3 (0 leaves the key out)")
         for media, fmt in self.formats.items():
@@ -166,9 +191,9 @@ class EpsonRobot(HotFolderRobot):
 
     def _label_lines(self, req: BurnRequest, ticket: str) -> tuple[list[str], bytes | None]:
         cfg = self.config
-        template = req.label.tdd or (Path(cfg.label_template) if cfg.label_template else None)
-        if template is not None:
-            lines = [f"LABEL={self.paths.to_bridge(template)}"]
+        template = self.template_path(req.label.tdd)
+        if template:
+            lines = [f"LABEL={template}"]
             if not req.label.fields:
                 return lines, None
             merge_path = self.hotfolder / f"{ticket}.DAT"
@@ -178,8 +203,11 @@ class EpsonRobot(HotFolderRobot):
         if cfg.image_labels and image is not None:
             return [f"LABEL={self.paths.to_bridge(image)}"], None
         if req.label.fields or image is not None:
-            LOGGER.warning("%s: job %s has label data but no .tdd template (label_template); printing nothing",
-                           self.name, ticket)
+            LOGGER.warning(
+                "%s: job %s has label data but no .tdd template (label_template); printing nothing",
+                self.name,
+                ticket,
+            )
         return [], None
 
     # ------------------------------------------------------------------------------------------ status file
@@ -220,7 +248,9 @@ class EpsonRobot(HotFolderRobot):
             waited = self._pending_seconds(ticket, files["JDF"])
             if waited > self.config.offline_timeout:
                 return self._offline(waited)
-            return JobProgress(JobState.PENDING, "waiting for TD Bridge to pick up the job", retry_possible=True)
+            return JobProgress(
+                JobState.PENDING, "waiting for TD Bridge to pick up the job", retry_possible=True
+            )
         if _active(files):
             if not fresh:
                 since = age if stf is not None else self._pending_seconds(ticket, next(iter(files.values())))
@@ -255,7 +285,9 @@ class EpsonRobot(HotFolderRobot):
             return bool({"CDN", "CER"} & job_files(self.hotfolder, ticket).keys())
 
         if not wait_until(answered, self.config.cancel_timeout, 0.1):
-            LOGGER.warning("%s: no answer to cancelling %s yet; the .JCF stays for TD Bridge", self.name, ticket)
+            LOGGER.warning(
+                "%s: no answer to cancelling %s yet; the .JCF stays for TD Bridge", self.name, ticket
+            )
             return
         if "CER" in job_files(self.hotfolder, ticket):
             raise CancelError(f"TD Bridge could not cancel job {ticket} (it may be finishing)")
@@ -267,11 +299,18 @@ class EpsonRobot(HotFolderRobot):
         stf, age = self._read_stf()
         if stf is None or age > self.config.status_timeout:
             seconds = "ever" if stf is None else f"{int(age)} s"
-            reason = (f"bridge offline: no answer from TD Bridge for {seconds}" if stf is not None
-                      else f"bridge offline: no {self.config.status_file} in {self.hotfolder}")
+            reason = (
+                f"bridge offline: no answer from TD Bridge for {seconds}"
+                if stf is not None
+                else f"bridge offline: no {self.config.status_file} in {self.hotfolder}"
+            )
             return RobotStatus(False, RobotState.OFFLINE, reason=reason, raw=stf or {})
         pub = _publisher_section(stf, self.config.publisher)
-        ink = {label: v for key, label in INK_KEYS.items() if (v := as_int(pub.get(key), -1)) is not None and v >= 0}
+        ink = {
+            label: v
+            for key, label in INK_KEYS.items()
+            if (v := as_int(pub.get(key), -1)) is not None and v >= 0
+        }
         media: dict[str, int] = {}
         for n in range(1, 5):
             level = as_int(pub.get(f"STACKER{n}"), -1)
@@ -285,16 +324,24 @@ class EpsonRobot(HotFolderRobot):
             code = as_int(pub.get(f"DRIVE{n}_STATUS"))
             if code is None and f"DRIVE{n}_PROGRESS" not in pub:
                 continue
-            drives.append(DriveStatus(f"drive {n}", DRIVE_STATES.get(code or 0, "unknown"),
-                                      as_int(pub.get(f"DRIVE{n}_PROGRESS"))))
+            drives.append(
+                DriveStatus(
+                    f"drive {n}",
+                    DRIVE_STATES.get(code or 0, "unknown"),
+                    as_int(pub.get(f"DRIVE{n}_PROGRESS")),
+                )
+            )
         active = _job_list(stf, "ACTIVE_JOB")
         errors = []
         for job in active:
             code_s = stf.get(job, {}).get("ERROR", "")
             if code_s and code_s != "0":
                 errors.append(f"{job}: {describe_epson(code_s).reason}")
-        current_error = bool(errors) or as_int(pub.get("PRINTER_STATUS")) in (5, 7) or any(
-            d.state == "error" for d in drives)
+        current_error = (
+            bool(errors)
+            or as_int(pub.get("PRINTER_STATUS")) in (5, 7)
+            or any(d.state == "error" for d in drives)
+        )
         for job in _job_list(stf, "COMPLETE_JOB")[:5]:
             sec = stf.get(job, {})
             if as_int(sec.get("STATUS")) in (5, 6) and sec.get("ERROR"):
@@ -306,9 +353,18 @@ class EpsonRobot(HotFolderRobot):
         else:
             state, reason = RobotState.IDLE, "idle"
         version = stf.get("TDB_INFO", {}).get("VERSION", "")
-        return RobotStatus(True, state, reason=reason, ink=ink, media=media, media_unit="%",
-                           drives=tuple(drives), errors=tuple(errors),
-                           bridge=f"TD Bridge {version}".strip(), raw=stf)
+        return RobotStatus(
+            True,
+            state,
+            reason=reason,
+            ink=ink,
+            media=media,
+            media_unit="%",
+            drives=tuple(drives),
+            errors=tuple(errors),
+            bridge=f"TD Bridge {version}".strip(),
+            raw=stf,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -334,7 +390,7 @@ def merge_file(fields: Mapping[str, str], encoding: str) -> bytes:
     for name, value in fields.items():
         if not name or re.search(r"[=\r\n]", name):
             raise RequestError(f"merge field name {name!r} must be non-empty without '=' or line breaks")
-        # Patient names often hold characters the ANSI code page lacks: transliterate rather than fail the disc.
+        # Patient names often hold characters the ANSI code page lacks: transliterate, never fail the disc.
         lines.append(f"{name}={transliterate(clean_field(value, MAX_FIELD_CHARS), encoding)}")
     return encode_text(lines, encoding, "merge file")
 
@@ -345,7 +401,9 @@ def _active(files: Mapping[str, Path]) -> bool:
 
 def _job_list(stf: Ini, section: str) -> list[str]:
     entries = stf.get(section, {})
-    keyed = sorted((as_int(k[3:], 0) or 0, v) for k, v in entries.items() if k.upper().startswith("JOB") and v)
+    keyed = sorted(
+        (as_int(k[3:], 0) or 0, v) for k, v in entries.items() if k.upper().startswith("JOB") and v
+    )
     return [v for _, v in keyed]
 
 
@@ -368,8 +426,14 @@ def _finished(section: Mapping[str, str], failed: bool) -> JobProgress:
     done, bad = _counts(section)
     raw = dict(section)
     if detail == 12:
-        return JobProgress(JobState.CANCELLED, "cancelled by a user at the publisher", retry_possible=True,
-                           copies_done=done, copies_failed=bad, raw=raw)
+        return JobProgress(
+            JobState.CANCELLED,
+            "cancelled by a user at the publisher",
+            retry_possible=True,
+            copies_done=done,
+            copies_failed=bad,
+            raw=raw,
+        )
     code = section.get("ERROR", "").strip()
     if not failed and detail != 13:
         reason = f"{done} disc(s) published"
@@ -377,11 +441,26 @@ def _finished(section: Mapping[str, str], failed: bool) -> JobProgress:
             reason += f", {bad} error disc(s)" if bad else " with an alarm"
         return JobProgress(JobState.DONE, reason, copies_done=done, copies_failed=bad, raw=raw)
     if not code or code == "0":
-        return JobProgress(JobState.FAILED, "TD Bridge reported an error without a code", retry_possible=True,
-                           needs_staff=True, copies_done=done, copies_failed=bad, raw=raw)
+        return JobProgress(
+            JobState.FAILED,
+            "TD Bridge reported an error without a code",
+            retry_possible=True,
+            needs_staff=True,
+            copies_done=done,
+            copies_failed=bad,
+            raw=raw,
+        )
     info = describe_epson(code)
-    return JobProgress(JobState.FAILED, info.reason, error_code=code, retry_possible=info.retry_possible,
-                       needs_staff=info.needs_staff, copies_done=done, copies_failed=bad, raw=raw)
+    return JobProgress(
+        JobState.FAILED,
+        info.reason,
+        error_code=code,
+        retry_possible=info.retry_possible,
+        needs_staff=info.needs_staff,
+        copies_done=done,
+        copies_failed=bad,
+        raw=raw,
+    )
 
 
 def _running(files: Mapping[str, Path], section: Mapping[str, str], stf: Ini, ticket: str) -> JobProgress:
@@ -393,8 +472,16 @@ def _running(files: Mapping[str, Path], section: Mapping[str, str], stf: Ini, ti
     info = describe_epson(code) if code and code != "0" else None
     if "STP" in files or status == 3:
         reason = info.reason if info else "paused in EPSON Total Disc Monitor or cover open"
-        return JobProgress(JobState.PAUSED, reason, error_code=code or None, retry_possible=True,
-                           needs_staff=True, copies_done=done, copies_failed=bad, raw=raw)
+        return JobProgress(
+            JobState.PAUSED,
+            reason,
+            error_code=code or None,
+            retry_possible=True,
+            needs_staff=True,
+            copies_done=done,
+            copies_failed=bad,
+            raw=raw,
+        )
     if "RJD" in files:
         return JobProgress(JobState.ACCEPTED, "TD Bridge is checking the job", retry_possible=True, raw=raw)
     if status == 2:
@@ -406,8 +493,16 @@ def _running(files: Mapping[str, Path], section: Mapping[str, str], stf: Ini, ti
         ahead = active.index(ticket) if ticket in active else 0
         reason = "waiting for the publisher" + (f" ({ahead} job(s) ahead)" if ahead else "")
     if info is not None:  # RTN codes: the job waits until an operator fixes the robot
-        return JobProgress(state, info.reason, error_code=code, retry_possible=True, needs_staff=True,
-                           copies_done=done, copies_failed=bad, raw=raw)
+        return JobProgress(
+            state,
+            info.reason,
+            error_code=code,
+            retry_possible=True,
+            needs_staff=True,
+            copies_done=done,
+            copies_failed=bad,
+            raw=raw,
+        )
     detail = as_int(section.get("DETAIL_STATUS"))
     if detail in (4, 5, 6, 8):
         reason = DETAIL_TEXT[detail]

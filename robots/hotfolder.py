@@ -1,13 +1,14 @@
 """Helpers shared by the hot-folder drivers and simulators.
 
-Both vendors' bridges watch a folder, rename job files as the job moves on, and rewrite an INI status file every
-few seconds.  This module holds what does not depend on the vendor: atomic writes, finding a job's files, reading
-a status file that the bridge may be rewriting at that moment, path translation to the bridge PC, and the
-liveness clock that turns "no answer" into ``bridge_offline``.
+Both vendors' bridges watch a folder, rename job files as the job moves on, and rewrite an INI status file
+every few seconds.  This module holds what does not depend on the vendor: atomic writes, finding a job's
+files, reading a status file that the bridge may be rewriting at that moment, path translation to the bridge
+PC, and the liveness clock that turns "no answer" into ``bridge_offline``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ntpath
 import os
@@ -73,10 +74,8 @@ def atomic_write(folder: Path, name: str, data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.replace(temp, final)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise HotFolderError(f"cannot write {final}: {exc.strerror or exc}") from exc
     _fsync_dir(folder)
     return final
@@ -137,7 +136,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
-# ---------------------------------------------------------------------------------------------------- INI files
+# ----------------------------------------------------------------------------------------------- INI files
 
 
 def decode_text(data: bytes, encoding: str) -> str:
@@ -179,8 +178,8 @@ def read_ini(
     """Read a status file that the bridge rewrites in place, retrying on a partial read.
 
     The file is opened, read in one go and closed at once (TD Bridge cannot rewrite it while someone holds it
-    open).  A read counts as partial when it is empty, contains NUL bytes (space the writer has reserved but not
-    filled), lacks one of the ``required`` sections, or fails with a sharing violation.
+    open).  A read counts as partial when it is empty, contains NUL bytes (space the writer has reserved but
+    not filled), lacks one of the ``required`` sections, or fails with a sharing violation.
 
     Parameters
     ----------
@@ -246,8 +245,8 @@ class PathMap:
     """Translate our local paths to the paths the bridge PC sees, and back.
 
     Each pair is ``(local_root, bridge_root)``, e.g. ``("/var/app/discs", r"\\\\PC\\share\\discs")`` or
-    ``("/var/app/discs", "D:\\\\discs")``.  The longest matching root wins.  With no pairs, paths pass unchanged
-    (the bridge reads the same file system, as the simulator does).
+    ``("/var/app/discs", "D:\\\\discs")``.  The longest matching root wins.  With no pairs, paths pass
+    unchanged (the bridge reads the same file system, as the simulator does).
     """
 
     pairs: tuple[tuple[str, str], ...] = ()
@@ -276,7 +275,7 @@ class PathMap:
             return local
         for root, bridge in self.pairs:
             if local == root or local.startswith(root.rstrip("/") + "/"):
-                rest = PurePosixPath(local[len(root):].lstrip("/")).parts
+                rest = PurePosixPath(local[len(root) :].lstrip("/")).parts
                 if _is_windows_path(bridge):
                     return ntpath.join(bridge, *rest) if rest else bridge
                 return str(PurePosixPath(bridge, *rest))
@@ -291,16 +290,18 @@ class PathMap:
             if _is_windows_path(bridge):
                 norm = bridge_path.replace("/", "\\")
                 broot = bridge.replace("/", "\\")
-                if norm.lower() == broot.lower() or norm.lower().startswith(broot.lower().rstrip("\\") + "\\"):
-                    rest = [part for part in norm[len(broot):].split("\\") if part]
+                if norm.lower() == broot.lower() or norm.lower().startswith(
+                    broot.lower().rstrip("\\") + "\\"
+                ):
+                    rest = [part for part in norm[len(broot) :].split("\\") if part]
                     return Path(root, *rest)
             elif bridge_path == bridge or bridge_path.startswith(bridge.rstrip("/") + "/"):
-                rest = [part for part in bridge_path[len(bridge):].split("/") if part]
+                rest = [part for part in bridge_path[len(bridge) :].split("/") if part]
                 return Path(root, *rest)
         return None
 
 
-# ---------------------------------------------------------------------------------------------------- liveness
+# ------------------------------------------------------------------------------------------------ liveness
 
 
 class Liveness:
@@ -342,7 +343,7 @@ def file_age(path: Path) -> float | None:
 
 
 def clean_field(value: str, limit: int) -> str:
-    """Make a merge-field value safe for a one-line ``key=value`` file: no line breaks, at most ``limit`` chars."""
+    """Make a merge-field value fit a one-line ``key=value`` file: no line breaks, ``limit`` chars."""
     return re.sub(r"[\r\n\t]+", " ", value).strip()[:limit]
 
 
@@ -358,12 +359,12 @@ def encode_text(lines: Iterable[str], encoding: str, what: str) -> bytes:
     try:
         return text.encode(encoding)
     except UnicodeEncodeError as exc:
-        bad = text[exc.start:exc.end]
+        bad = text[exc.start : exc.end]
         raise RequestError(f"{what}: {bad!r} cannot be written in the bridge's code page {encoding}") from exc
 
 
 def transliterate(value: str, encoding: str) -> str:
-    """Replace characters the code page lacks with their closest ASCII form (``"Łódź"`` -> ``"Lodz"``), else ``?``."""
+    """Replace characters the code page lacks by their ASCII form (``"Łódź"`` -> ``"Lodz"``), else ``?``."""
     out = []
     for ch in value:
         try:
@@ -422,7 +423,7 @@ class HotFolderConfig:
 
 
 class HotFolderRobot(DiscRobot):
-    """What the Epson and Primera drivers share: ticket allocation, atomic submission, withdrawal, liveness."""
+    """What the vendor drivers share: ticket allocation, atomic submission, withdrawal, liveness."""
 
     #: Readable name of the bridge software, used in reasons.
     bridge_name = "bridge"
@@ -460,6 +461,19 @@ class HotFolderRobot(DiscRobot):
             if candidate.upper() not in used:
                 return candidate
         raise RequestError(f"job id {job_id!r} has been used 999 times in {self.hotfolder}; clean the folder")
+
+    def template_path(self, requested: Path | None) -> str:
+        """The bridge's path of the label template: the request's, else ``label_template``, else ``""``.
+
+        A ``label_template`` written as a Windows path (``C:\\Labels\\patient.tdd``) is taken as the bridge
+        PC's own path and passed through unchanged; a local path is mapped like every other path.
+        """
+        if requested is not None:
+            return self.paths.to_bridge(requested)
+        configured = self.config.label_template
+        if not configured:
+            return ""
+        return configured if _is_windows_path(configured) else self.paths.to_bridge(configured)
 
     def _check_sources(self, req: BurnRequest) -> None:
         sources = [req.image_path] if req.image_path else list(req.data_paths)
@@ -522,8 +536,11 @@ class HotFolderRobot(DiscRobot):
         return True
 
     def _withdrawn(self) -> JobProgress:
-        return JobProgress(JobState.CANCELLED, reason=f"cancelled before {self.bridge_name} picked the job up",
-                           retry_possible=True)
+        return JobProgress(
+            JobState.CANCELLED,
+            reason=f"cancelled before {self.bridge_name} picked the job up",
+            retry_possible=True,
+        )
 
     def _status_age(self, path: Path, signature: object) -> float:
         try:

@@ -1,4 +1,4 @@
-"""Fixtures for the robot tests: a disc's worth of files, drivers bound to running simulators, a deadline helper."""
+"""Robot test fixtures: a disc's worth of files, drivers bound to running simulators, a deadline."""
 
 from __future__ import annotations
 
@@ -54,8 +54,16 @@ def disc(tmp_path: Path) -> dict[str, Path]:
     jpg.write_bytes(b"\xff\xd8\xff")
     hot = tmp_path / "hot"
     hot.mkdir()
-    return {"root": root, "fileset": study, "viewer": viewer, "iso": iso, "tdd": templates / "label.tdd",
-            "std": templates / "label.std", "jpg": jpg, "hot": hot}
+    return {
+        "root": root,
+        "fileset": study,
+        "viewer": viewer,
+        "iso": iso,
+        "tdd": templates / "label.tdd",
+        "std": templates / "label.std",
+        "jpg": jpg,
+        "hot": hot,
+    }
 
 
 @pytest.fixture
@@ -63,10 +71,16 @@ def rig(disc: dict[str, Path]) -> Iterator[Callable[..., tuple[DiscRobot, Bridge
     """Build (driver, simulator) pairs from one options table; every simulator is stopped afterwards."""
     sims: list[BridgeSimulator] = []
 
-    def build(kind: str, start: bool = True, sim: dict[str, Any] | None = None,
-              **options: Any) -> tuple[DiscRobot, BridgeSimulator]:
-        table: dict[str, Any] = {"hotfolder": str(disc["hot"]), "offline_timeout": 2.0, "status_timeout": 2.0,
-                                 "cancel_timeout": 5.0, "simulator": {**FAST_SIM, **(sim or {})}}
+    def build(
+        kind: str, start: bool = True, sim: dict[str, Any] | None = None, **options: Any
+    ) -> tuple[DiscRobot, BridgeSimulator]:
+        table: dict[str, Any] = {
+            "hotfolder": str(disc["hot"]),
+            "offline_timeout": 2.0,
+            "status_timeout": 2.0,
+            "cancel_timeout": 5.0,
+            "simulator": {**FAST_SIM, **(sim or {})},
+        }
         table.update(options)
         robot = create_robot(kind, table)
         simulator = create_simulator(kind, table)
@@ -90,8 +104,9 @@ def make_request(disc: dict[str, Path]) -> Callable[..., BurnRequest]:
         copies, media = kw.pop("copies", 1), kw.pop("media", "CD")
         if image:
             return BurnRequest(job_id, copies, media, "DOE_JANE", image_path=disc["iso"], label=label, **kw)
-        return BurnRequest(job_id, copies, media, "DOE JANE", data_paths=(disc["viewer"], disc["fileset"]),
-                           label=label, **kw)
+        return BurnRequest(
+            job_id, copies, media, "DOE JANE", data_paths=(disc["viewer"], disc["fileset"]), label=label, **kw
+        )
 
     return make
 
