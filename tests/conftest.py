@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-import dicomdata
 from appliance.config import Config, NodeConfig, parse_config
 from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
+
+import dicomdata
 
 HOST = "127.0.0.1"
 

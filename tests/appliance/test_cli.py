@@ -10,12 +10,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import HOST, Node, free_port
 
-import dicomdata
 from appliance.cli import main
 from appliance.config import ConfigError, load_config, parse_config
 from appliance.log import TRACE, setup_logging
+
+import dicomdata
+from conftest import HOST, Node, free_port
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HOST, Node, dcmtk, free_port
+
+import tls
 
 import dicomdata
-import tls
+from conftest import HOST, Node, dcmtk, free_port
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import HOST, Node, free_port, wait_until
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -17,6 +16,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 import dicomdata
+from conftest import HOST, Node, free_port, wait_until
 
 
 def _raw_store(node: Node, payload: bytes, tmp_path: Path, sop_uid: str = "1.2.3.4.5") -> tuple[int, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import HOST, Node, dcmtk
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -13,6 +12,8 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
+
+from conftest import HOST, Node, dcmtk
 
 
 def findscu(node: Node, tmp_path: Path, *keys: str, model: str = "-S", extra: tuple[str, ...] = ()) -> list[Dataset]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HOST, Node, dcmtk
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 
-import dicomdata
 from appliance.config import ConfigError, parse_config, validate_ae_title
+
+import dicomdata
+from conftest import HOST, Node, dcmtk
 
 NODES = [
     {"ae_title": "FULL", "host": HOST, "port": 104},

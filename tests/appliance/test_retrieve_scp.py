@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HOST, Node, dcmtk, free_port, wait_until
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
 import dicomdata
+from conftest import HOST, Node, dcmtk, free_port, wait_until
 
 
 @pytest.fixture

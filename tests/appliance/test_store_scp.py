@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import HOST, Node, dcmtk
 from pydicom import dcmread
 
 import dicomdata
+from conftest import HOST, Node, dcmtk
 
 
 def stored_files(node: Node) -> list[Path]:
