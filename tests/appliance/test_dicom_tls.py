@@ -77,3 +77,96 @@ def test_silent_client_does_not_block_the_tls_port(node_factory, pki: tls.Paths)
         time.sleep(0.2)  # let the server accept it; it now waits for a ClientHello that never comes
         proc = dcmtk("echoscu", *_tls_args(pki), "-to", "5", "-aec", node.aet, HOST, str(node.tls_port), timeout=30)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_expired_client_certificate_is_refused(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
+    import datetime as dt
+
+    # Same CA name, but a client certificate that expired years ago.
+    old = tls.init_pki(tmp_path / "old", ["localhost"], ["127.0.0.1"], days=30,
+                       now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    node = node_factory(server_tls=tls.server_context(pki.server_cert, pki.server_key, old.ca_cert,
+                                                      verify_peer=True), tls_port=free_port())
+    expired = ["+tls", str(old.client_key), str(old.client_cert), "+cf", str(pki.ca_cert)]
+    assert dcmtk("echoscu", *expired, "-aec", node.aet, HOST, str(node.tls_port)).returncode != 0
+    assert dcmtk("echoscu", "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert), "-aec",
+                 node.aet, HOST, str(node.tls_port)).returncode != 0  # signed by another CA
+
+
+def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, StoragePresentationContexts, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset.SOPInstanceUID)
+        return 0
+
+    dest_port = free_port()
+    dest = AE(ae_title="TLSDEST")
+    dest.supported_contexts = StoragePresentationContexts
+    server = dest.start_server((HOST, dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                               ssl_context=tls.server_context(pki.server_cert, pki.server_key, pki.ca_cert,
+                                                              verify_peer=True))
+    try:
+        node = node_factory(nodes=[{"ae_title": "TLSDEST", "host": HOST, "port": dest_port, "tls": True}])
+        node.app.client_tls = lambda: tls.client_context(pki.client_cert, pki.client_key, pki.ca_cert)
+        items = dicomdata.study("PMTLS", "MOVE^TLS", ("CT",), 3)
+        for i in items:
+            i.write(tmp_path)
+        dcmtk("storescu", "-aec", node.aet, "+sd", HOST, str(node.port), str(tmp_path), check=True)
+        ae = AE(ae_title="ASKER")
+        ae.add_requested_context(Move)
+        assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        q.StudyInstanceUID = items[0].study_uid
+        final = list(assoc.send_c_move(q, "TLSDEST", Move))[-1][0]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert (final.Status, final.NumberOfCompletedSuboperations) == (0, 3)
+    assert sorted(received) == sorted(i.sop_uid for i in items)
+
+
+def test_cli_echo_over_tls(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    node = _node(node_factory, pki, verify=True)
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(f'[tls]\nclient_cert = "{pki.client_cert}"\nclient_key = "{pki.client_key}"\nca = "{pki.ca_cert}"\n')
+    proc = subprocess.run([sys.executable, "-m", "appliance", "echo", "--config", str(cfg), "--tls", "localhost",
+                           str(node.tls_port), node.aet], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Online" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "appliance", "echo", "--config", str(cfg), "localhost",
+                           str(node.tls_port), node.aet, "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Offline" in proc.stdout
+
+
+def test_serve_makes_demo_certificates(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_until
+
+    port, tls_port = free_port(), free_port()
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(f'[appliance]\ndata_dir = "var"\n[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = {tls_port}\n'
+                   "free_space_limit_mb = 1\n[hl7]\nport = 0\n[web]\nport = 0\n")
+    server = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        demo = tmp_path / "var" / "tls-demo"
+        wait_until(lambda: (demo / "ca.crt").exists() and
+                   dcmtk("echoscu", "-aec", "DISCPACS", HOST, str(port)).returncode == 0, timeout=60)
+        proc = dcmtk("echoscu", "+tla", "+cf", str(demo / "ca.crt"), "-aec", "DISCPACS", HOST, str(tls_port))
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    assert "demo" in out.decode().lower()
