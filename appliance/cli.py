@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, cli_web
 from appliance.config import Config, load_config
 from appliance.errors import ApplianceError
 from appliance.log import setup_logging
@@ -29,11 +29,13 @@ Command = Callable[[argparse.Namespace, Config], int]
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
     from appliance import security
+    from appliance.cli_discs import build_publishing
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
 
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
-    server_tls = security.server_context(cfg) if cfg.dicom.tls_port else None
+    hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
+    server_tls = security.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
     for warning in security.expiry_warnings(cfg):
         LOGGER.warning(warning)
     app = Appliance(cfg, client_tls=lambda: security.client_context(cfg))
@@ -47,12 +49,29 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
     node = DicomNode(app, server_tls)
+    # Attaches the patient-token store listener before the node opens its ports; serves [web] port.
+    web = cli_web.build_web(app, cfg)
+    # Listens to the core before the node opens its ports, so no instance misses its burn route.
+    publishing = build_publishing(app, cfg)
+    hl7_listener = None
+    if cfg.hl7.port:
+        from hl7.listener import HL7Listener
+
+        hl7_listener = HL7Listener(app, server_tls if hl7_tls else None)
     try:
         node.start()
+        web.start()
+        publishing.start()
+        if hl7_listener is not None:
+            hl7_listener.start()
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
         stop.wait()
     finally:
+        if hl7_listener is not None:
+            hl7_listener.stop()
+        web.stop()
         node.stop()
+        publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
     return 0
@@ -110,6 +129,64 @@ def cmd_tls_show(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _worklist(cfg: Config) -> Any:
+    from appliance.db import Database
+    from appliance.worklist import Worklist
+
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    return Worklist(Database(cfg.database), cfg.worklist, cfg.hl7.reject_merged_ids)
+
+
+def cmd_worklist_import(args: argparse.Namespace, cfg: Config) -> int:
+    """Add worklist items from DICOM worklist files (.wl) or folders of them."""
+    from appliance.worklist_files import import_files
+
+    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths])
+    for path, reason in failed:
+        print(f"refused: {path}: {reason}", file=sys.stderr)
+    print(f"{len(stored)} worklist item(s) imported, {len(failed)} file(s) refused")
+    return 0 if not failed else 1
+
+
+def cmd_worklist_list(args: argparse.Namespace, cfg: Config) -> int:
+    """List worklist steps."""
+    rows = _worklist(cfg).items(args.status, args.patient, args.date, args.station, args.limit)
+    if not rows:
+        print("no worklist items")
+        return 0
+    print(f"{'ID':>6}  {'STATUS':<12} {'START':<15} {'STATION':<16} {'MOD':<4} {'PATIENT ID':<16} "
+          f"{'PATIENT NAME':<28} {'ACCESSION':<16} STUDY UID / SPS ID")
+    for r in rows:
+        print(f"{r.id:>6}  {r.status:<12} {r.start_date + ' ' + r.start_time[:6]:<15} {r.station_aet:<16} "
+              f"{r.modality:<4} {r.patient_id:<16} {r.patient_name[:28]:<28} {r.accession:<16} "
+              f"{r.study_uid} / {r.sps_id}")
+    return 0
+
+
+def cmd_worklist_delete(args: argparse.Namespace, cfg: Config) -> int:
+    """Delete steps by ID, or every step of a study."""
+    wl = _worklist(cfg)
+    if not args.ids and not args.study:
+        raise ApplianceError("name the steps to delete (IDs from 'appliance worklist list') or --study UID")
+    n = wl.delete_steps(args.ids) if args.ids else 0
+    if args.study:
+        n += wl.delete_study(args.study)
+    print(f"{n} worklist step(s) deleted")
+    return 0
+
+
+def cmd_worklist_purge(args: argparse.Namespace, cfg: Config) -> int:
+    """Delete every COMPLETED, DISCONTINUED and CANCELED step."""
+    print(f"{_worklist(cfg).purge()} worklist step(s) deleted")
+    return 0
+
+
+def cmd_worklist_reset(args: argparse.Namespace, cfg: Config) -> int:
+    """Set steps back to SCHEDULED."""
+    print(f"{_worklist(cfg).reset(args.ids)} worklist step(s) set to SCHEDULED")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (also read by the documentation test)."""
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM store / worklist appliance that "
@@ -157,6 +234,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file", metavar="FILE")
     q.add_argument("--key", metavar="KEY", help="private key to check against the certificate")
     q.set_defaults(func=cmd_tls_show)
+
+    p = sub.add_parser("worklist", help="manage the Modality Worklist: import, list, delete, purge, reset")
+    wl_sub = p.add_subparsers(dest="worklist_command", metavar="WORKLIST_COMMAND", required=True)
+    q = wl_sub.add_parser("import", parents=[common], help="add items from DICOM worklist files (.wl) or folders")
+    q.add_argument("paths", metavar="PATH", nargs="+")
+    q.set_defaults(func=cmd_worklist_import)
+    q = wl_sub.add_parser("list", parents=[common], help="list worklist steps, earliest start first")
+    q.add_argument("--status", help="only this status (SCHEDULED, STARTED, COMPLETED, DISCONTINUED, CANCELED)")
+    q.add_argument("--patient", help="patient ID, or name (prefix, or pattern with * and ?)")
+    q.add_argument("--date", help="start date YYYYMMDD or range YYYYMMDD-YYYYMMDD")
+    q.add_argument("--station", help="Scheduled Station AE Title")
+    q.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    q.set_defaults(func=cmd_worklist_list)
+    q = wl_sub.add_parser("delete", parents=[common], help="delete steps by ID, or a whole item with --study")
+    q.add_argument("ids", metavar="ID", nargs="*", type=int, help="step IDs from 'appliance worklist list'")
+    q.add_argument("--study", metavar="UID", help="delete every step of this Study Instance UID")
+    q.set_defaults(func=cmd_worklist_delete)
+    q = wl_sub.add_parser("purge", parents=[common], help="delete every COMPLETED, DISCONTINUED and CANCELED step")
+    q.set_defaults(func=cmd_worklist_purge)
+    q = wl_sub.add_parser("reset", parents=[common], help="set steps back to SCHEDULED")
+    q.add_argument("ids", metavar="ID", nargs="+", type=int, help="step IDs from 'appliance worklist list'")
+    q.set_defaults(func=cmd_worklist_reset)
+    from appliance import cli_discs
+
+    cli_discs.add_parsers(sub, common)
+    cli_web.add_parsers(sub, common)
     return parser
 
 

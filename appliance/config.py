@@ -110,30 +110,142 @@ class DicomConfig:
         return None
 
 
+#: Disc media, smallest first (the names robots.MEDIA uses).
+DISC_MEDIA = ("CD", "DVD", "DVD-DL", "BD")
+#: PS3.11 media application profiles the disc author knows; appliance/fileset.py holds their transfer syntaxes.
+MEDIA_PROFILES = (
+    "STD-GEN-CD", "STD-GEN-DVD-RAM", "STD-GEN-BD", "STD-GEN-DVD-JPEG", "STD-GEN-DVD-J2K", "STD-GEN-BD-JPEG",
+    "STD-GEN-BD-J2K", "STD-GEN-USB-JPEG", "STD-GEN-USB-J2K",
+)
+#: What a burn AE title does: one disc per association, one disc per quiet group, or only store.
+ROUTE_MODES = ("association", "delayed", "store")
+#: The built-in routes (called-AE suffix -> route), as the design names them.
+DEFAULT_ROUTES: Mapping[str, Mapping[str, Any]] = {
+    "_E": {"robot": "epson", "mode": "association"},
+    "_P": {"robot": "primera", "mode": "association"},
+    "_TE": {"robot": "epson", "mode": "delayed"},
+    "_TP": {"robot": "primera", "mode": "delayed"},
+}
+
+
 @dataclass(frozen=True)
 class BurnConfig:
-    """Disc publishing."""
+    """Disc publishing: burn AE titles, delayed groups, disc authoring and jobs (docs/publishing.md)."""
 
+    #: Seconds without a new instance after which a delayed (_TE/_TP) group becomes a disc job.
     delay: float = 120.0
+    #: What one delayed disc holds: "patient_id" or "study_uid".
     group_by: str = "patient_id"
+    #: Robot of `appliance burn` without --robot; empty: the first configured robot.
+    default_robot: str = ""
+    #: Discs burned per job unless the route or the command says otherwise.
+    copies: int = 1
+    #: "auto" (the smallest of auto_media that holds the content) or a pinned medium: CD, DVD, DVD-DL, BD.
+    media: str = "auto"
+    #: Media "auto" may choose from; content larger than the biggest spans several discs of it.
+    auto_media: tuple[str, ...] = ("CD", "DVD", "DVD-DL", "BD")
+    #: Capacities in MB (10^6 bytes) replacing the built-in ones, e.g. {CD = 650}.
+    capacity_mb: Mapping[str, float] = field(default_factory=dict)
+    #: Percent of each medium kept free for file-system overhead when content is planned.
+    capacity_margin: float = 3.0
+    #: PS3.11 media application profile; decides which transfer syntaxes go on the disc.
+    profile: str = "STD-GEN-CD"
+    #: Folder whose content (a DICOM viewer) is copied to every disc; empty: no viewer.
+    viewer_dir: str = ""
+    #: The viewer's start file, relative to viewer_dir, named in README.TXT and linked from INDEX.HTM.
+    viewer_entry: str = ""
+    #: Contact line printed in README.TXT (phone, e-mail of the imaging department).
+    contact: str = ""
+    #: The robot compares each disc with the image after writing.
+    verify: bool = True
+    #: Hours after which a finished job's staged files and images are deleted (labels and job files stay).
+    staging_purge_hours: float = 72.0
+    #: Staging stops with a clear error rather than leave less free space than this on the data disk.
+    staging_free_space_mb: int = 1000
+    #: Seconds between two looks at the robots' job status.
+    poll_interval: float = 2.0
+    #: Called-AE suffix -> {robot, mode ("association", "delayed" or "store"), copies}; added to the built-in
+    #: _E, _P (association) and _TE, _TP (delayed) routes to the robots "epson" and "primera".
+    routes: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
 
 @dataclass(frozen=True)
 class HL7Config:
-    """The HL7 MLLP listener."""
+    """The HL7 MLLP listener and how orders become worklist items (docs/hl7-worklist.md)."""
 
     bind: str = "0.0.0.0"
+    #: 0 disables the listener.
     port: int = 2575
+    #: The port speaks MLLP inside TLS (certificates from [tls]).
+    tls: bool = False
+    #: MSH-3 / MSH-4 of our ACKs; empty: the incoming MSH-5 / MSH-6.
+    sending_application: str = "APPLIANCE"
+    sending_facility: str = ""
+    #: false: apply messages but send no ACK (for senders that do not read them).
+    send_ack: bool = True
+    #: Character set of messages whose MSH-18 is empty: an HL7 name (8859/1, UNICODE UTF-8) or a Python codec.
+    default_charset: str = "8859/1"
+    #: Days the message log keeps messages and ACKs; 0 keeps none in the database.
+    log_retention_days: int = 30
+    #: Largest accepted message; a bigger frame is answered AR and skipped.
+    max_message_kb: int = 16384
+    #: Seconds a connection may stay silent before it is closed.
+    idle_timeout: float = 300.0
+    max_connections: int = 50
+    #: "App|Facility" (or "App") of accepted senders; empty: accept every sender.
+    accepted_senders: tuple[str, ...] = ()
+    #: Scheduled Station AE Title by modality, when the order names none (e.g. {CT = "CT1"}).
+    station_aets: Mapping[str, str] = field(default_factory=dict)
+    #: Scheduled Station AE Title when neither the order nor station_aets gives one; empty: reject the order.
+    default_station_aet: str = ""
+    #: HL7 modality codes translated to DICOM ones, on top of the built-in table-0074 translations.
+    modalities: Mapping[str, str] = field(default_factory=dict)
+    #: Order without Study Instance UID: "reject", "generate" (random 2.25 UID) or "accession" (derived from it).
+    missing_study_uid: str = "reject"
+    #: Reject orders for a patient ID that ADT^A40 merged into another one.
+    reject_merged_ids: bool = True
+
+
+@dataclass(frozen=True)
+class WorklistConfig:
+    """The Modality Worklist kept by the core."""
+
+    #: Statuses a worklist C-FIND returns only when the query asks for them by value.
+    hidden_statuses: tuple[str, ...] = ("CANCELED", "DISCONTINUED", "COMPLETED")
+    #: An order update that no longer lists a step: "delete" it or mark it "cancel"ed.
+    dropped_steps: str = "delete"
+    #: A value longer than its DICOM VR allows: "reject" the order, or "truncate" it and log a warning.
+    long_values: str = "reject"
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    """The web site."""
+    """The web site: the patient token site and the staff UI (docs/web.md)."""
 
     bind: str = "0.0.0.0"
+    #: 0 disables the web site.
     port: int = 3000
-    token_days: int = 60
+    #: How long a patient link works after the study date: a number of days, or "6 months", "1 year"...
+    token_days: int | str = 60
+    #: Host name printed in patient links; empty: this machine's address.
     server_name: str = ""
+    #: Serve HTTPS with the [tls] certificate (a demo one when none is set) instead of plain HTTP.
+    https: bool = False
+    #: Worker threads of the WSGI server.
+    threads: int = 8
+    #: A staff session ends after this many minutes without a request.
+    session_minutes: int = 30
+    #: Lifetime of the cookie a patient link is exchanged for; then the link must be opened again.
+    patient_session_minutes: int = 60
+    #: Failed token or login attempts allowed per client address within rate_window seconds.
+    rate_limit: int = 10
+    rate_window: int = 60
+    #: Patient and staff study zips: "none" (files as received) or "jpeg-lossless".
+    zip_compression: str = "none"
+    #: Zips built at the same time; more requests wait, then get "busy, try again".
+    max_zip_builds: int = 2
+    #: Paper of the printed token slip: "A4", "Letter" or "receipt80".
+    slip_paper: str = "A4"
 
 
 @dataclass(frozen=True)
@@ -165,6 +277,7 @@ class Config:
     dicom: DicomConfig = field(default_factory=DicomConfig)
     burn: BurnConfig = field(default_factory=BurnConfig)
     hl7: HL7Config = field(default_factory=HL7Config)
+    worklist: WorklistConfig = field(default_factory=WorklistConfig)
     web: WebConfig = field(default_factory=WebConfig)
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
@@ -229,7 +342,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "web", "robots", "labels", "tls"}
+    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -265,13 +378,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         nodes.append(node)
     dicom = replace(dicom, nodes=tuple(nodes))
 
-    burn = _build(BurnConfig, data.get("burn", {}), "burn")
-    if burn.group_by not in ("patient_id", "study_uid"):
-        raise ConfigError(f"[burn] group_by must be 'patient_id' or 'study_uid', not {burn.group_by!r}")
-    hl7 = _build(HL7Config, data.get("hl7", {}), "hl7")
-    _check_port(hl7.port, "[hl7] port")
-    web = _build(WebConfig, data.get("web", {}), "web")
-    _check_port(web.port, "[web] port")
+    burn = _burn_config(data.get("burn", {}), dicom.ae_title, base_dir)
+    hl7 = _hl7_config(data.get("hl7", {}))
+    worklist = _worklist_config(data.get("worklist", {}))
+    web = _web_config(data.get("web", {}))
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
@@ -286,11 +396,181 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         dicom=dicom,
         burn=burn,
         hl7=hl7,
+        worklist=worklist,
         web=web,
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
     )
+
+
+_SPS_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "DEPARTED", "COMPLETED", "DISCONTINUED", "CANCELED")
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{what} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{what} must be a table of strings (e.g. {{CT = \"CT1\"}}), not {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
+    table = dict(table)
+    special = {
+        "accepted_senders": _str_list(table.pop("accepted_senders", []), "[hl7] accepted_senders"),
+        "station_aets": _str_map(table.pop("station_aets", {}), "[hl7] station_aets"),
+        "modalities": _str_map(table.pop("modalities", {}), "[hl7] modalities"),
+    }
+    hl7: HL7Config = replace(_build(HL7Config, table, "hl7"), **special)
+    _check_port(hl7.port, "[hl7] port")
+    for modality, aet in hl7.station_aets.items():
+        validate_ae_title(aet, f"[hl7] station_aets {modality}")
+    if hl7.default_station_aet:
+        validate_ae_title(hl7.default_station_aet, "[hl7] default_station_aet")
+    if hl7.missing_study_uid not in ("reject", "generate", "accession"):
+        raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
+                          f"{hl7.missing_study_uid!r}")
+    for key in ("log_retention_days", "max_message_kb", "max_connections"):
+        if getattr(hl7, key) < (0 if key == "log_retention_days" else 1):
+            raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
+    if hl7.idle_timeout <= 0:
+        raise ConfigError("[hl7] idle_timeout must be positive")
+    return hl7
+
+
+def _worklist_config(table: Mapping[str, Any]) -> WorklistConfig:
+    table = dict(table)
+    hidden = _str_list(table.pop("hidden_statuses", list(WorklistConfig.hidden_statuses)),
+                       "[worklist] hidden_statuses")
+    for status in hidden:
+        if status not in _SPS_STATUSES:
+            raise ConfigError(f"[worklist] hidden_statuses: {status!r} is not one of {', '.join(_SPS_STATUSES)}")
+    wl: WorklistConfig = replace(_build(WorklistConfig, table, "worklist"), hidden_statuses=hidden)
+    if wl.dropped_steps not in ("delete", "cancel"):
+        raise ConfigError(f"[worklist] dropped_steps must be 'delete' or 'cancel', not {wl.dropped_steps!r}")
+    if wl.long_values not in ("reject", "truncate"):
+        raise ConfigError(f"[worklist] long_values must be 'reject' or 'truncate', not {wl.long_values!r}")
+    return wl
+
+
+_TOKEN_UNITS = {"day": 1, "week": 7, "month": 0, "year": 0}
+
+
+def parse_validity(value: int | str) -> tuple[int, str]:
+    """Read a token validity: ``60``, ``"60 days"``, ``"2 weeks"``, ``"6 months"``, ``"1 year"``.
+
+    Parameters
+    ----------
+    value : int or str
+        A number of days, or a count and a unit (day, week, month, year; singular or plural).
+
+    Returns
+    -------
+    tuple of (int, str)
+        The count and the unit, ``"days"`` (weeks become days), ``"months"`` or ``"years"``.
+
+    Raises
+    ------
+    ConfigError
+        If the value is neither.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        count, unit = value, "day"
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*(day|week|month|year)s?\s*", value.lower())):
+        count, unit = int(m.group(1)), m.group(2)
+    else:
+        raise ConfigError(f"[web] token_days must be a number of days or a text such as \"6 months\", not {value!r}")
+    if count < 1:
+        raise ConfigError("[web] token_days must be at least 1")
+    if unit in ("day", "week"):
+        return count * _TOKEN_UNITS[unit], "days"
+    return count, unit + "s"
+
+
+def _web_config(table: Mapping[str, Any]) -> WebConfig:
+    table = dict(table)
+    token_days = table.pop("token_days", WebConfig.token_days)
+    parse_validity(token_days)
+    web: WebConfig = replace(_build(WebConfig, table, "web"), token_days=token_days)
+    _check_port(web.port, "[web] port")
+    for key in ("threads", "session_minutes", "patient_session_minutes", "rate_limit", "rate_window",
+                "max_zip_builds"):
+        if getattr(web, key) < 1:
+            raise ConfigError(f"[web] {key} must be at least 1")
+    if web.zip_compression not in ("none", "jpeg-lossless"):
+        raise ConfigError(f"[web] zip_compression must be 'none' or 'jpeg-lossless', not {web.zip_compression!r}")
+    if web.slip_paper not in ("A4", "Letter", "receipt80"):
+        raise ConfigError(f"[web] slip_paper must be 'A4', 'Letter' or 'receipt80', not {web.slip_paper!r}")
+    return web
+
+
+_ROUTE_SUFFIX_RE = re.compile(r"^_[A-Z0-9_]{1,14}$")
+
+
+def _burn_config(table: Mapping[str, Any], ae_title: str, base_dir: Path | None) -> BurnConfig:
+    """Build and check ``[burn]``: the scalar keys via :func:`_build`, lists and tables here."""
+    table = dict(table)
+    auto_media = table.pop("auto_media", list(DISC_MEDIA))
+    if not isinstance(auto_media, list | tuple) or not auto_media or any(m not in DISC_MEDIA for m in auto_media):
+        raise ConfigError(f"[burn] auto_media must be a non-empty list of {', '.join(DISC_MEDIA)}, not {auto_media!r}")
+    capacity = table.pop("capacity_mb", {})
+    if not isinstance(capacity, Mapping):
+        raise ConfigError(f"[burn] capacity_mb must be a table such as {{CD = 650}}, not {capacity!r}")
+    for medium, mb in capacity.items():
+        if medium not in DISC_MEDIA or isinstance(mb, bool) or not isinstance(mb, int | float) or mb <= 0:
+            raise ConfigError(f"[burn] capacity_mb.{medium} = {mb!r}: use {', '.join(DISC_MEDIA)} with a size in MB")
+    routes: dict[str, Mapping[str, Any]] = dict(DEFAULT_ROUTES)
+    raw_routes = table.pop("routes", {})
+    if not isinstance(raw_routes, Mapping):
+        raise ConfigError(f"[burn] routes must be a table of suffix = {{robot, mode}}, not {raw_routes!r}")
+    for suffix, route in raw_routes.items():
+        where = f"[burn.routes] {suffix!r}"
+        if not _ROUTE_SUFFIX_RE.match(suffix):
+            raise ConfigError(f"{where}: a suffix is '_' and 1-14 characters from A-Z 0-9 _")
+        if len(ae_title + suffix) > 16:
+            raise ConfigError(f"{where}: {ae_title + suffix!r} is longer than the 16 characters of an AE title")
+        if not isinstance(route, Mapping) or set(route) - {"robot", "mode", "copies"}:
+            raise ConfigError(f"{where}: use a table with robot, mode and optionally copies")
+        mode = route.get("mode", "association")
+        robot = route.get("robot", "")
+        copies = route.get("copies", 0)
+        if mode not in ROUTE_MODES:
+            raise ConfigError(f"{where}: mode must be one of {', '.join(ROUTE_MODES)}, not {mode!r}")
+        if mode != "store" and (not isinstance(robot, str) or not robot):
+            raise ConfigError(f"{where}: robot (the name of a [robots.<name>] table) is required")
+        if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= 99:
+            raise ConfigError(f"{where}: copies must be a whole number 1-99")
+        routes[suffix] = {"robot": robot, "mode": mode, "copies": copies}
+    burn: BurnConfig = replace(_build(BurnConfig, table, "burn"), auto_media=tuple(auto_media),
+                               capacity_mb=dict(capacity), routes=routes)
+    if burn.group_by not in ("patient_id", "study_uid"):
+        raise ConfigError(f"[burn] group_by must be 'patient_id' or 'study_uid', not {burn.group_by!r}")
+    if burn.media != "auto" and burn.media not in DISC_MEDIA:
+        raise ConfigError(f"[burn] media must be 'auto' or one of {', '.join(DISC_MEDIA)}, not {burn.media!r}")
+    if burn.profile not in MEDIA_PROFILES:
+        raise ConfigError(f"[burn] profile {burn.profile!r} is not one of {', '.join(MEDIA_PROFILES)}")
+    checks = {
+        "delay": burn.delay >= 0,
+        "copies": 1 <= burn.copies <= 99,
+        "capacity_margin": 0 <= burn.capacity_margin < 50,
+        "staging_purge_hours": burn.staging_purge_hours >= 0,
+        "staging_free_space_mb": burn.staging_free_space_mb >= 0,
+        "poll_interval": burn.poll_interval > 0,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"[burn] {key} {getattr(burn, key)!r} is out of range")
+    if burn.viewer_dir:
+        viewer = Path(burn.viewer_dir)
+        if not viewer.is_absolute() and base_dir is not None:
+            viewer = base_dir / viewer
+        burn = replace(burn, viewer_dir=str(viewer))
+    return burn
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -7,6 +7,7 @@ composition root) from the configuration.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import ssl
@@ -17,23 +18,26 @@ from enum import Enum
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from appliance import __version__
 from appliance.config import Config, NodeConfig
 from appliance.db import Database
 from appliance.errors import IndexFailure, InvalidDataset
+from appliance.hl7log import MessageLog
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
+from appliance.mpps import MppsService
+from appliance.nodes import NodeRegistry
+from appliance.part10 import file_meta
 from appliance.query import find, match_instances
+from appliance.scan import instance_record
 from appliance.store import FileStore
-from appliance.validate import check_structure
+from appliance.worklist import Worklist
 
 LOGGER = logging.getLogger(__name__)
 
 IMPLEMENTATION_VERSION = f"APPLIANCE_{__version__}"[:16]
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 _CLEAN_MARKER = "running"
 
 #: Suffix of a called AE title -> what happens to the instances received under it.
@@ -82,6 +86,9 @@ class Appliance:
         self.db = Database(config.database)
         self.index = Index(self.db)
         self.store_area = FileStore(config.store_dir, config.dicom.free_space_limit_mb)
+        self.worklist = Worklist(self.db, config.worklist, config.hl7.reject_merged_ids)
+        self.mpps = MppsService(self.db, self.worklist)
+        self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
         self._received: dict[str, list[str]] = {}
@@ -91,11 +98,11 @@ class Appliance:
 
     def start(self) -> None:
         """Recover from an unclean stop, then mark the data folder as in use."""
-        self.store_area.clean_tmp()
         marker = self.config.data_dir / _CLEAN_MARKER
         if marker.exists():
             LOGGER.warning("the previous run did not stop cleanly: checking store and index agree")
-            self.reconcile()
+            self.reconcile()  # before tmp/ is cleaned: it may finish renames a power cut undid
+        self.store_area.clean_tmp()
         marker.write_text("appliance is running; this file is removed on a clean stop\n")
 
     def stop(self) -> None:
@@ -108,7 +115,8 @@ class Appliance:
 
         A file renamed into the store but not yet indexed was never acknowledged;
         it is complete (it was flushed before the rename), so it is indexed rather
-        than thrown away. Index rows whose file is gone are dropped.
+        than thrown away. An indexed file still under ``tmp/`` (a power cut undid its
+        rename) is moved into place. Index rows whose file is gone are dropped.
 
         Returns
         -------
@@ -117,6 +125,10 @@ class Appliance:
         """
         on_disk = set(self.store_area.iter_files())
         indexed = self.index.all_paths()
+        for rel in indexed - on_disk:
+            if self.store_area.finish_interrupted(rel):
+                LOGGER.warning("stored file %s was still under tmp/: moved into place", rel)
+                on_disk.add(rel)
         added = 0
         for rel in sorted(on_disk - indexed):
             try:
@@ -141,13 +153,18 @@ class Appliance:
     # -- policy -----------------------------------------------------------------------------------
 
     def ae_titles(self) -> set[str]:
-        """Every AE title this node answers to: the main title and its burn forms."""
+        """Every AE title this node answers to: the main title and its burn forms ([burn] routes)."""
         base = self.config.dicom.ae_title
-        return {base} | {base + suffix for suffix in BURN_SUFFIXES}
+        return {base} | {base + suffix for suffix in (*BURN_SUFFIXES, *self.config.burn.routes)}
+
+    @functools.cached_property
+    def node_registry(self) -> NodeRegistry:
+        """Known nodes: the config file's and those added in the staff UI (see :mod:`appliance.nodes`)."""
+        return NodeRegistry(self.db, self.config.dicom.nodes)
 
     def node(self, ae_title: str) -> NodeConfig | None:
-        """The known node with this AE title."""
-        return self.config.dicom.node(ae_title)
+        """The known node with this AE title (config file first, then the nodes added in the staff UI)."""
+        return self.node_registry.get(ae_title)
 
     def may(self, calling_ae: str, right: str) -> bool:
         """Whether ``calling_ae`` may use a service (store, find, move, get, mwl)."""
@@ -196,27 +213,33 @@ class Appliance:
             The index could not be written; the file is removed again.
         """
         ts = UID(transfer_syntax)
+        rec: InstanceRecord | None = None
         if not ts.is_deflated:
-            check_structure(dataset, ts.is_implicit_VR, ts.is_little_endian)
-        content = self._part10(dataset, transfer_syntax, sop_class_uid, sop_instance_uid, calling_ae)
-        try:
-            ds = dcmread(io.BytesIO(content), stop_before_pixels=True)
-        except Exception as exc:
-            raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
-        rec = extract(ds)
+            # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
+            # pydicom decodes only what that pass leaves to it (None).
+            rec = instance_record(dataset, ts.is_implicit_VR, ts.is_little_endian)
+        meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
+        if rec is None:
+            try:
+                ds = dcmread(io.BytesIO(meta + dataset), stop_before_pixels=True)
+            except Exception as exc:
+                raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
+            rec = extract(ds)
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
                 "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
                 " set's", rec.sop_uid, sop_instance_uid)
-            content = self._part10(dataset, transfer_syntax, rec.sop_class_uid or sop_class_uid, rec.sop_uid,
-                                   calling_ae)
+            meta = file_meta(rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax,
+                             IMPLEMENTATION_VERSION, calling_ae)
         if self.index.lookup(rec.sop_uid) is not None and not self.config.dicom.overwrite:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
-            rel = self.store_area.write([content])
+            # Meta and data set go to the file as two chunks: no copy of the data set to join them.
+            rel = self.store_area.write([meta, dataset])
             try:
-                replaced = self.index.record(rec, transfer_syntax, rel, len(content), calling_ae, called_ae)
+                replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
+                                             called_ae)
             except Exception as exc:
                 self.store_area.delete(rel)
                 raise IndexFailure(f"index could not record {rec.sop_uid}: {exc}") from exc
@@ -233,22 +256,6 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
-
-    @staticmethod
-    def _part10(dataset: bytes, ts: str, sop_class: str, sop_uid: str, source_ae: str) -> bytes:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = UID(sop_class)
-        meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-        meta.TransferSyntaxUID = UID(ts)
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-        if source_ae:
-            meta.SourceApplicationEntityTitle = source_ae
-        buf = io.BytesIO()
-        buf.write(_PREAMBLE)
-        write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
-        buf.write(dataset)
-        return buf.getvalue()
 
     def association_ended(self, called_ae: str, association_id: str, released: bool = True) -> None:
         """Tell the listeners that an association which stored instances has ended."""

@@ -22,6 +22,20 @@ PATIENTS = "patients"
 STUDIES = "studies"
 SERIES = "series"
 INSTANCES = "instances"
+WORKLIST = "worklist_items"
+MERGED_PATIENTS = "merged_patients"
+MPPS = "mpps"
+HL7_MESSAGES = "hl7_messages"
+TOKENS = "tokens"
+USERS = "users"
+DICOM_NODES = "dicom_nodes"
+AUDIT_LOG = "audit_log"
+DISC_JOBS = "disc_jobs"
+DISC_JOB_EVENTS = "disc_job_events"
+DISC_JOB_INSTANCES = "disc_job_instances"
+DISC_JOB_DISCS = "disc_job_discs"
+BURN_GROUPS = "burn_groups"
+BURN_GROUP_INSTANCES = "burn_group_instances"
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -106,8 +120,227 @@ def _m1_index(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m2_worklist(conn: sqlite3.Connection) -> None:
+    # One row per scheduled procedure step: the columns hold the matching keys,
+    # ``attrs`` the whole MWL item as JSON (DICOM keyword -> value).
+    run_script(
+        conn,
+        """
+        CREATE TABLE worklist_items (
+            id INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL,
+            sps_id TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            issuer TEXT NOT NULL DEFAULT '',
+            patient_name TEXT NOT NULL DEFAULT '',
+            patient_name_key TEXT NOT NULL DEFAULT '',
+            birth_date TEXT NOT NULL DEFAULT '',
+            accession TEXT NOT NULL DEFAULT '',
+            rp_id TEXT NOT NULL DEFAULT '',
+            modality TEXT NOT NULL DEFAULT '',
+            station_aet TEXT NOT NULL DEFAULT '',
+            start_date TEXT NOT NULL DEFAULT '',
+            start_time TEXT NOT NULL DEFAULT '',
+            performing_key TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            charset TEXT NOT NULL DEFAULT '',
+            attrs TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            UNIQUE (study_uid, sps_id)
+        );
+        CREATE INDEX worklist_start ON worklist_items (start_date, start_time);
+        CREATE INDEX worklist_station ON worklist_items (station_aet, start_date);
+        CREATE INDEX worklist_patient ON worklist_items (patient_id);
+        CREATE INDEX worklist_accession ON worklist_items (accession);
+        CREATE INDEX worklist_status ON worklist_items (status);
+        CREATE TABLE merged_patients (
+            patient_id TEXT NOT NULL,
+            issuer TEXT NOT NULL DEFAULT '',
+            merged_into TEXT NOT NULL,
+            merged_into_issuer TEXT NOT NULL DEFAULT '',
+            merged TEXT NOT NULL,
+            PRIMARY KEY (patient_id, issuer)
+        );
+        CREATE TABLE mpps (
+            sop_uid TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            calling_ae TEXT NOT NULL DEFAULT '',
+            steps TEXT NOT NULL,
+            attrs TEXT NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE hl7_messages (
+            id INTEGER PRIMARY KEY,
+            received TEXT NOT NULL,
+            peer TEXT NOT NULL DEFAULT '',
+            message_type TEXT NOT NULL DEFAULT '',
+            control_id TEXT NOT NULL DEFAULT '',
+            ack_code TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            message BLOB NOT NULL,
+            ack TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX hl7_messages_received ON hl7_messages (received);
+        """
+    )
+
+
+
+def _m_web(conn: sqlite3.Connection) -> None:
+    # Patient tokens (only a hash of each; see appliance/tokens.py), staff users, DICOM nodes added in the
+    # staff UI (the config file's nodes are not copied here), and the append-only audit log of the web site.
+    run_script(
+        conn,
+        """
+        CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE,
+            seed TEXT NOT NULL,
+            created TEXT NOT NULL,
+            valid_until TEXT NOT NULL,
+            revoked TEXT NOT NULL DEFAULT '',
+            last_access TEXT NOT NULL DEFAULT '',
+            accesses INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX tokens_valid_until ON tokens (valid_until);
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created TEXT NOT NULL,
+            last_login TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE dicom_nodes (
+            ae_title TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            tls INTEGER NOT NULL DEFAULT 0,
+            description TEXT NOT NULL DEFAULT '',
+            store INTEGER NOT NULL DEFAULT 1,
+            find INTEGER NOT NULL DEFAULT 1,
+            move INTEGER NOT NULL DEFAULT 1,
+            get INTEGER NOT NULL DEFAULT 1,
+            mwl INTEGER NOT NULL DEFAULT 1,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            actor TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            user_agent TEXT NOT NULL DEFAULT '',
+            action TEXT NOT NULL,
+            study_uid TEXT NOT NULL DEFAULT '',
+            token_id INTEGER,
+            detail TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL DEFAULT 'success'
+        );
+        CREATE INDEX audit_log_study ON audit_log (study_uid, time);
+        CREATE INDEX audit_log_time ON audit_log (time)
+        """
+    )
+    # Trigger bodies hold ';', which run_script would split: one statement each.
+    for verb in ("UPDATE", "DELETE"):
+        conn.execute(
+            f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+
+
+def _m_disc_publishing(conn: sqlite3.Connection) -> None:
+    # Disc jobs with their state history, content (SOP Instance UIDs) and discs (one robot ticket each), and the
+    # pending delayed groups of _TE/_TP AE titles with their absolute due time, so a restart resumes them.
+    run_script(
+        conn,
+        """
+        CREATE TABLE disc_jobs (
+            id INTEGER PRIMARY KEY,
+            state TEXT NOT NULL,
+            robot TEXT NOT NULL,
+            copies INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            called_ae TEXT NOT NULL DEFAULT '',
+            parent_id INTEGER REFERENCES disc_jobs (id),
+            patient_id TEXT NOT NULL DEFAULT '',
+            patient_name TEXT NOT NULL DEFAULT '',
+            studies TEXT NOT NULL DEFAULT '',
+            instances INTEGER NOT NULL DEFAULT 0,
+            media TEXT NOT NULL DEFAULT '',
+            disc_count INTEGER NOT NULL DEFAULT 0,
+            size INTEGER NOT NULL DEFAULT 0,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            error TEXT NOT NULL DEFAULT '',
+            message TEXT NOT NULL DEFAULT '',
+            needs_staff INTEGER NOT NULL DEFAULT 0,
+            purged TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE INDEX disc_jobs_state ON disc_jobs (state, id);
+        CREATE TABLE disc_job_events (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES disc_jobs (id) ON DELETE CASCADE,
+            at TEXT NOT NULL,
+            from_state TEXT NOT NULL DEFAULT '',
+            to_state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX disc_job_events_job ON disc_job_events (job_id, id);
+        CREATE TABLE disc_job_instances (
+            job_id INTEGER NOT NULL REFERENCES disc_jobs (id) ON DELETE CASCADE,
+            sop_uid TEXT NOT NULL,
+            PRIMARY KEY (job_id, sop_uid)
+        ) WITHOUT ROWID;
+        CREATE TABLE disc_job_discs (
+            job_id INTEGER NOT NULL REFERENCES disc_jobs (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            media TEXT NOT NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            volume TEXT NOT NULL DEFAULT '',
+            robot_job_id TEXT NOT NULL DEFAULT '',
+            ticket TEXT NOT NULL DEFAULT '',
+            submitting INTEGER NOT NULL DEFAULT 0,
+            robot_state TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            error_code TEXT NOT NULL DEFAULT '',
+            needs_staff INTEGER NOT NULL DEFAULT 0,
+            files TEXT NOT NULL DEFAULT '{}',
+            updated TEXT NOT NULL,
+            PRIMARY KEY (job_id, number)
+        );
+        CREATE TABLE burn_groups (
+            id INTEGER PRIMARY KEY,
+            robot TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            called_ae TEXT NOT NULL DEFAULT '',
+            copies INTEGER NOT NULL DEFAULT 1,
+            patient_id TEXT NOT NULL DEFAULT '',
+            patient_name TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            created TEXT NOT NULL,
+            last_at REAL NOT NULL,
+            due REAL NOT NULL,
+            job_id INTEGER REFERENCES disc_jobs (id)
+        );
+        CREATE UNIQUE INDEX burn_groups_pending ON burn_groups (robot, group_key) WHERE state = 'pending';
+        CREATE INDEX burn_groups_due ON burn_groups (state, due);
+        CREATE TABLE burn_group_instances (
+            group_id INTEGER NOT NULL REFERENCES burn_groups (id) ON DELETE CASCADE,
+            sop_uid TEXT NOT NULL,
+            PRIMARY KEY (group_id, sop_uid)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing]
 
 
 class Database:

@@ -48,3 +48,60 @@ class NetworkError(ApplianceError):
     """A remote DICOM node could not be reached or refused us."""
 
     exit_code = 5
+
+
+class WorklistError(ApplianceError):
+    """A worklist order or item cannot be applied; nothing was changed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, for the log and the sender.
+    attribute : str
+        DICOM keyword of the attribute at fault ('' when none applies); the HL7
+        front end maps it back to the field it came from.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, attribute: str = "") -> None:
+        super().__init__(message)
+        self.attribute = attribute
+
+
+class IncompleteItem(WorklistError):
+    """A worklist item would lack a value that worklist clients require (a type 1 return key)."""
+
+
+class InvalidItem(WorklistError):
+    """A value of a worklist item is malformed (a date that is no date, an over-long code)."""
+
+
+class UnknownPatient(WorklistError):
+    """The order names a patient ID that was merged into another one (ADT^A40)."""
+
+
+class PatientMismatch(WorklistError):
+    """The order's study already belongs to another patient."""
+
+
+class InvalidValue(ApplianceError):
+    """A value typed by a person (web form, command line) cannot be used; the message says why and what fits."""
+
+
+class PublishError(ApplianceError):
+    """A disc job cannot be authored, submitted or changed; the job says why."""
+
+    exit_code = 7
+
+
+class InvalidTransition(PublishError):
+    """A disc job cannot move from its current state to the one asked for (e.g. cancel a finished job)."""
+
+
+class AuthoringError(PublishError):
+    """The disc content cannot be built (an instance is missing or unreadable, a file-set is invalid)."""
+
+
+class StagingSpaceError(AuthoringError):
+    """The disk holding ``<data_dir>/discs`` has too little free space to stage a disc."""

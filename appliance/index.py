@@ -9,7 +9,7 @@ count over millions of rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +78,53 @@ class InstanceRecord:
     frames: int
 
 
+def build_record(text: Callable[[str], str]) -> InstanceRecord:
+    """Make the record from ``text(keyword)``, the indexed attributes as :func:`extract` reads them.
+
+    Shared by :func:`extract` (values from a pydicom data set) and :func:`appliance.scan.instance_record`
+    (values read from the raw bytes), so both give the same record.
+
+    Raises
+    ------
+    InvalidDataset
+        When Study, Series or SOP Instance UID is missing.
+    """
+    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if not text(k)]
+    if missing:
+        raise InvalidDataset(f"data set has no {', '.join(missing)}")
+    frames_text = text("NumberOfFrames")
+    return InstanceRecord(
+        patient_id=text("PatientID"),
+        issuer=text("IssuerOfPatientID"),
+        patient_name=text("PatientName"),
+        birth_date=norm_date(text("PatientBirthDate")),
+        sex=text("PatientSex"),
+        study_uid=text("StudyInstanceUID"),
+        study_date=norm_date(text("StudyDate")),
+        study_time=norm_time(text("StudyTime")),
+        accession=text("AccessionNumber"),
+        study_id=text("StudyID"),
+        study_description=text("StudyDescription"),
+        referring=text("ReferringPhysicianName"),
+        series_uid=text("SeriesInstanceUID"),
+        modality=text("Modality"),
+        series_number=text("SeriesNumber"),
+        series_description=text("SeriesDescription"),
+        body_part=text("BodyPartExamined"),
+        series_date=norm_date(text("SeriesDate")),
+        series_time=norm_time(text("SeriesTime")),
+        sop_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        instance_number=text("InstanceNumber"),
+        frames=int(frames_text) if frames_text.isdigit() else 1,
+    )
+
+
+def text_value(ds: Dataset, keyword: str) -> str:
+    """One indexed attribute of a pydicom data set as :func:`extract` reads it ('' when absent)."""
+    return _text(ds, keyword)
+
+
 def extract(ds: Dataset) -> InstanceRecord:
     """Read the indexed attributes of a data set.
 
@@ -87,35 +134,7 @@ def extract(ds: Dataset) -> InstanceRecord:
         When Study, Series or SOP Instance UID is missing, or a value cannot be decoded.
     """
     try:
-        missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if not _text(ds, k)]
-        if missing:
-            raise InvalidDataset(f"data set has no {', '.join(missing)}")
-        frames_text = _text(ds, "NumberOfFrames")
-        return InstanceRecord(
-            patient_id=_text(ds, "PatientID"),
-            issuer=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName"),
-            birth_date=norm_date(_text(ds, "PatientBirthDate")),
-            sex=_text(ds, "PatientSex"),
-            study_uid=_text(ds, "StudyInstanceUID"),
-            study_date=norm_date(_text(ds, "StudyDate")),
-            study_time=norm_time(_text(ds, "StudyTime")),
-            accession=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring=_text(ds, "ReferringPhysicianName"),
-            series_uid=_text(ds, "SeriesInstanceUID"),
-            modality=_text(ds, "Modality"),
-            series_number=_text(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part=_text(ds, "BodyPartExamined"),
-            series_date=norm_date(_text(ds, "SeriesDate")),
-            series_time=norm_time(_text(ds, "SeriesTime")),
-            sop_uid=_text(ds, "SOPInstanceUID"),
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            instance_number=_text(ds, "InstanceNumber"),
-            frames=int(frames_text) if frames_text.isdigit() else 1,
-        )
+        return build_record(lambda keyword: _text(ds, keyword))
     except InvalidDataset:
         raise
     except Exception as exc:  # pydicom raises many types on corrupt values

@@ -5,6 +5,10 @@ the data is returned short, without an error. A truncated data set (a sender
 that died mid-object, a corrupt file) must be refused rather than stored as if
 whole, so the element lengths are walked here, nested sequences and
 encapsulated pixel data included. The walk reads headers only.
+
+:func:`scan` is the same walk that also notes where a chosen set of top-level
+elements lies, so the receive path checks structure and finds the indexed
+values in one pass over the bytes (see :mod:`appliance.scan`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _ITEM = (0xFFFE, 0xE000)
 _ITEM_END = (0xFFFE, 0xE00D)
 _SEQ_END = (0xFFFE, 0xE0DD)
+#: Float, double float and integer pixel data: pydicom's ``stop_before_pixels`` stops at the first of them.
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 
 class _Walker:
@@ -25,6 +31,11 @@ class _Walker:
         self.data = data
         self.implicit = implicit
         self.end = "<" if little else ">"
+        #: Top-level tags to note (``tag -> (VR or None, value offset, length)`` in :attr:`found`).
+        self.wanted: frozenset[int] = frozenset()
+        self.found: dict[int, tuple[bytes | None, int, int]] = {}
+        #: A wanted element has an undefined length (pydicom would parse it as a sequence).
+        self.odd = False
 
     def fail(self, pos: int, tag: tuple[int, int], what: str) -> InvalidDataset:
         return InvalidDataset(f"data set is corrupt at byte {pos}, element ({tag[0]:04X},{tag[1]:04X}): {what}")
@@ -35,8 +46,13 @@ class _Walker:
         group, elem = struct.unpack_from(self.end + "HH", self.data, pos)
         return group, elem
 
-    def elements(self, pos: int, stop: int, until: tuple[int, int] | None) -> int:
-        """Walk elements from ``pos``; return the position after the last one (or its delimiter)."""
+    def elements(self, pos: int, stop: int, until: tuple[int, int] | None, top: bool = False) -> int:
+        """Walk elements from ``pos``; return the position after the last one (or its delimiter).
+
+        With ``top``, wanted elements before the pixel data are noted in :attr:`found`
+        (pydicom's ``stop_before_pixels`` reads nothing after them either).
+        """
+        collect = top and bool(self.wanted)
         while pos < stop:
             tag = self.tag_at(pos)
             if tag[0] == 0xFFFE:
@@ -60,6 +76,15 @@ class _Walker:
                 else:
                     raise self.fail(pos, tag, f"invalid VR {vr!r}")
             pos += header
+            if collect:
+                number = (tag[0] << 16) | tag[1]
+                if number in self.wanted:
+                    if length == _UNDEFINED:
+                        self.odd = True
+                    # A repeated tag overwrites, as in pydicom's reader (the last one wins).
+                    self.found[number] = (vr or None, pos, length)
+                elif number in _PIXEL_TAGS:
+                    collect = False
             if length == _UNDEFINED:
                 if tag == (0x7FE0, 0x0010):
                     pos = self.fragments(pos, tag)
@@ -140,3 +165,38 @@ def check_structure(data: bytes, implicit: bool, little: bool) -> None:
         _Walker(data, implicit, little).elements(0, len(data), None)
     except struct.error as exc:
         raise InvalidDataset(f"data set is truncated: {exc}") from exc
+
+
+def scan(data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> tuple[
+        dict[int, tuple[bytes | None, int, int]], bool]:
+    """Check the structure like :func:`check_structure` and locate wanted top-level elements.
+
+    Parameters
+    ----------
+    data : bytes
+        A data set (no preamble or file meta), not deflated.
+    implicit, little : bool
+        The transfer syntax's VR encoding and byte order.
+    wanted : frozenset of int
+        Tags (``group << 16 | element``) to locate.
+
+    Returns
+    -------
+    found : dict
+        ``tag -> (explicit VR or None, value offset, value length)`` for each wanted
+        element before the pixel data; a repeated tag keeps its last occurrence.
+    odd : bool
+        True when a wanted element has an undefined length.
+
+    Raises
+    ------
+    InvalidDataset
+        With the same message :func:`check_structure` gives, when an element does not fit.
+    """
+    walker = _Walker(data, implicit, little)
+    walker.wanted = wanted
+    try:
+        walker.elements(0, len(data), None, top=True)
+    except struct.error as exc:
+        raise InvalidDataset(f"data set is truncated: {exc}") from exc
+    return walker.found, walker.odd

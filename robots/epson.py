@@ -255,7 +255,7 @@ class EpsonRobot(HotFolderRobot):
             if not fresh:
                 since = age if stf is not None else self._pending_seconds(ticket, next(iter(files.values())))
                 return self._offline(since)
-            return _running(files, section, stf or {}, ticket)
+            return self._forward_only(ticket, _running(files, section, stf or {}, ticket))
         if "CANCELLED" in files:
             return self._withdrawn()
         status = as_int(section.get("STATUS"))

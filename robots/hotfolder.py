@@ -9,6 +9,7 @@ PC, and the liveness clock that turns "no answer" into ``bridge_offline``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import ntpath
 import os
@@ -439,7 +440,29 @@ class HotFolderRobot(DiscRobot):
         self.paths = config.path_map()
         self._lock = threading.Lock()
         self._submitted: dict[str, float] = {}
+        self._progress: dict[str, JobState] = {}
         self.liveness = Liveness()
+
+    #: Order of the states a running job passes through.
+    _RUNNING_ORDER = (JobState.PENDING, JobState.ACCEPTED, JobState.BURNING)
+
+    def _forward_only(self, ticket: str, progress: JobProgress) -> JobProgress:
+        """Never report a running job as going back (burning -> accepted).
+
+        The status file is rewritten by the bridge on its own schedule and can lag
+        behind the job file's rename; staff watching the queue must not see a disc
+        "un-start".
+        """
+        state = progress.state
+        if state not in self._RUNNING_ORDER:
+            if state.final:
+                self._progress.pop(ticket, None)
+            return progress
+        last = self._progress.get(ticket)
+        if last is not None and self._RUNNING_ORDER.index(last) > self._RUNNING_ORDER.index(state):
+            return dataclasses.replace(progress, state=last)
+        self._progress[ticket] = state
+        return progress
 
     @property
     def name(self) -> str:

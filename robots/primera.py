@@ -239,7 +239,7 @@ class PrimeraRobot(HotFolderRobot):
                     age if system is not None else self._pending_seconds(ticket, next(iter(files.values())))
                 )
                 return self._offline(since)
-            return _running("INP" in files, section, (system or {}).get(robot, {}))
+            return self._forward_only(ticket, _running("INP" in files, section, (system or {}).get(robot, {})))
         if "CANCELLED" in files:
             return self._withdrawn()
         job_state = as_int(section.get("JobState"))

@@ -47,12 +47,14 @@ def test_every_config_key_is_documented() -> None:
         "dicom.nodes": config.NodeConfig,
         "burn": config.BurnConfig,
         "hl7": config.HL7Config,
+        "worklist": config.WorklistConfig,
         "web": config.WebConfig,
         "tls": config.TlsConfig,
     }
-    skip = {"dicom", "burn", "hl7", "web", "robots", "labels", "tls", "source", "nodes"}
+    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes"}
     for table, cls in tables.items():
-        section = text.split(f"`[{table}]`" if table != "dicom.nodes" else "`[[dicom.nodes]]`", 1)
+        heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
+        section = text.split(heading, 1)
         assert len(section) == 2, f"docs/configuration.md has no section for [{table}]"
         body = section[1].split("\n## ", 1)[0]
         for f in dataclasses.fields(cls):

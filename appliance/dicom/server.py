@@ -53,8 +53,11 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -67,7 +70,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
-from appliance.dicom import handlers
+from appliance.dicom import fastpath, handlers, worklist_handlers
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -106,11 +109,14 @@ RIGHTS = {
     StudyRootQueryRetrieveInformationModelMove: "move",
     PatientRootQueryRetrieveInformationModelGet: "get",
     StudyRootQueryRetrieveInformationModelGet: "get",
+    ModalityWorklistInformationFind: "mwl",
+    ModalityPerformedProcedureStep: "mwl",
 }
 
 RejectReason = tuple[int, int, int]
 CALLING_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x07)
+LOCAL_LIMIT_EXCEEDED: RejectReason = (0x02, 0x03, 0x02)
 
 
 class PolicyACSE(ACSE):
@@ -135,6 +141,8 @@ class PolicyACSE(ACSE):
             LOGGER.warning("association from %s (%s) rejected: called AE %r is not ours (%s)", calling,
                            peer, called, ", ".join(sorted(self.app.ae_titles())))
             reject = CALLED_AE_NOT_RECOGNISED
+        elif fastpath.over_limit(self.assoc):  # pynetdicom counts only its own associations
+            reject = LOCAL_LIMIT_EXCEEDED
         if reject:
             self.send_reject(*reject)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
@@ -143,6 +151,7 @@ class PolicyACSE(ACSE):
         # The AC echoes the title that was called, burn suffix included.
         self.acceptor.ae_title = called
         denied = {str(uid) for uid, right in RIGHTS.items() if not self.app.may(calling, right)}
+        self._denied = denied
         if denied:
             LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
                         " are rejected", calling, len(denied))
@@ -151,11 +160,37 @@ class PolicyACSE(ACSE):
             ]
         super()._negotiate_as_acceptor()
 
+    def send_accept(self) -> None:
+        # Unrestricted storage accepts any class whose pynetdicom keyword differs from pydicom's
+        # (MWL Find is "ModalityWorklistInformationModelFind" in pydicom), stripped ones included.
+        denied: set[str] = getattr(self, "_denied", set())
+        for cx_id, cx in list(self.assoc._accepted_cx.items()):
+            if str(cx.abstract_syntax) in denied:
+                cx.result = 0x01  # user rejection
+                self.assoc._rejected_cx.append(self.assoc._accepted_cx.pop(cx_id))
+        super().send_accept()
+
 
 class FastSocket(AssociationSocket):
     """AssociationSocket that reads whole PDUs at once and keeps ACKs prompt."""
 
+    def __init__(self, assoc: Association, client_socket: socket.socket) -> None:
+        # A connection the fast path handed over comes with its A-ASSOCIATE-RQ already read: replay it first.
+        client_socket, self._replay = fastpath.take_prefix(client_socket)
+        super().__init__(assoc, client_socket=client_socket)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._replay) or bool(super().ready)
+
     def recv(self, nr_bytes: int) -> bytearray:
+        if self._replay:
+            head = self._replay[:nr_bytes]
+            del self._replay[:nr_bytes]
+            return head if len(head) == nr_bytes else head + self._recv_socket(nr_bytes - len(head))
+        return self._recv_socket(nr_bytes)
+
+    def _recv_socket(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
         buf = bytearray(nr_bytes)
         view = memoryview(buf)
@@ -198,6 +233,7 @@ class PolicyRequestHandler(RequestHandler):
         assoc.acceptor.implementation_version_name = ae.implementation_version_name
         assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
         assoc.requestor.address_info = self.remote
+        _guard_state_machine(assoc)
         for event, bound in self.server._handlers.items():
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)
@@ -207,11 +243,54 @@ class PolicyRequestHandler(RequestHandler):
         return assoc
 
 
+def _guard_state_machine(assoc: Association) -> None:
+    """Abort the association when a malformed message makes pynetdicom's state machine raise.
+
+    pynetdicom runs state-machine actions outside its reactor's exception guard: a
+    command set without CommandField, for one, kills the DUL thread and leaves the
+    association counted as active forever (a slow denial of service through
+    max_associations). Here such an error aborts the association as any protocol
+    error would.
+    """
+    dul = assoc.dul
+    machine = dul.state_machine
+    action = machine.do_action
+
+    def guarded(event: str) -> None:
+        try:
+            action(event)
+        except Exception as exc:
+            LOGGER.error("association from %s aborted: malformed message (%s: %s)", assoc.requestor.ae_title,
+                         type(exc).__name__, exc)
+            abort = A_ABORT_RQ()
+            abort.source = 0x02
+            abort.reason_diagnostic = 0x00
+            with contextlib.suppress(Exception):
+                dul.socket.send(abort.encode())  # type: ignore[union-attr]
+            assoc.is_aborted = True
+            assoc.is_established = False
+            assoc._kill = True
+            dul._kill_thread = True
+            with contextlib.suppress(Exception):
+                dul.socket.close()  # type: ignore[union-attr]
+
+    machine.do_action = guarded  # type: ignore[method-assign]
+
+
 class ApplianceServer(ThreadedAssociationServer):
     """Threaded association server with the TLS handshake done per connection."""
 
     app: Appliance
     handshake_timeout: float = 30.0
+    #: Storage and verification associations are served by appliance.dicom.fastpath (False: all by pynetdicom).
+    fast_path: bool = True
+    #: The fast path's open associations, shared by the listeners of one node (set by DicomNode).
+    fast: fastpath.Registry
+    # The fast path serves a whole association in the connection's thread: closing the listener must not
+    # wait for them (DicomNode.stop aborts them after its grace period), and like pynetdicom's association
+    # threads they must not keep the process alive.
+    block_on_close = False
+    daemon_threads = True
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock = cast(socket.socket, self.socket)
@@ -226,6 +305,9 @@ class ApplianceServer(ThreadedAssociationServer):
             except tls.HandshakeError as exc:
                 LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0], exc)
                 return
+        request = fastpath.serve(self, request, client_address)
+        if request is None:  # served (or closed) by the fast path
+            return
         super().process_request_thread(request, client_address)
 
 
@@ -281,13 +363,16 @@ class DicomNode:
         self.ae = ae
         self.servers: list[ApplianceServer] = []
         self._contexts = presentation_contexts()
+        self.fast = fastpath.Registry()
 
     def _handlers(self) -> list[Any]:
         app = self.app
         return [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, _counting_store, [app]),
-            (evt.EVT_C_FIND, handlers.handle_find, [app]),
+            (evt.EVT_C_FIND, worklist_handlers.handle_c_find, [app]),
+            (evt.EVT_N_CREATE, worklist_handlers.handle_n_create, [app]),
+            (evt.EVT_N_SET, worklist_handlers.handle_n_set, [app]),
             (evt.EVT_C_MOVE, handlers.handle_move, [app]),
             (evt.EVT_C_GET, handlers.handle_get, [app]),
             (evt.EVT_ESTABLISHED, _on_established),
@@ -309,6 +394,7 @@ class DicomNode:
         ))
         server.app = self.app
         server.handshake_timeout = self.app.config.tls.handshake_timeout
+        server.fast = self.fast
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}", daemon=True)
         thread.start()
         self.ae._servers.append(server)
@@ -342,9 +428,11 @@ class DicomNode:
             assoc.abort()
         self.servers.clear()
 
-    def active(self) -> list[Association]:
-        """Open acceptor associations."""
-        return [a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()]
+    def active(self) -> list[Association | fastpath.FastAssociation]:
+        """Open acceptor associations (pynetdicom's and the fast path's)."""
+        pynetdicom: list[Association | fastpath.FastAssociation] = [
+            a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()]
+        return pynetdicom + self.fast.active()
 
 
 def _counting_store(event: evt.Event, app: Appliance) -> Any:

@@ -113,3 +113,16 @@ def test_burn_request_validation() -> None:
         with pytest.raises(RequestError, match=message):
             BurnRequest(**args)
     assert JobState.CANCELLED.final and not JobState.BRIDGE_OFFLINE.final
+
+
+def test_running_state_never_goes_back(tmp_path) -> None:
+    """A status file lagging behind the job file's rename must not make a burning disc look queued again."""
+    from robots import JobProgress, JobState
+    from robots.registry import create_robot
+
+    robot = create_robot("epson", {"hotfolder": str(tmp_path)})
+    seen = [robot._forward_only("T1", JobProgress(state, "x")).state  # type: ignore[attr-defined]
+            for state in (JobState.PENDING, JobState.BURNING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE)]
+    assert seen == [JobState.PENDING, JobState.BURNING, JobState.BURNING, JobState.BURNING, JobState.DONE]
+    # A new job with the same ticket after a final state starts afresh.
+    assert robot._forward_only("T1", JobProgress(JobState.ACCEPTED, "x")).state == JobState.ACCEPTED  # type: ignore[attr-defined]

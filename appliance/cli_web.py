@@ -1,0 +1,179 @@
+"""CLI parts of the web site: ``appliance token``, ``appliance user ...`` and the web server in ``serve``.
+
+Kept apart from :mod:`appliance.cli` so that it stays readable; :mod:`appliance.cli` remains the composition
+root and calls :func:`build_web` and :func:`add_parsers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config
+from appliance.errors import ApplianceError, InvalidValue, NotFound
+
+LOGGER = logging.getLogger("appliance")
+
+
+class WebService:
+    """The patient-token store listener, and the web server when ``[web] port`` is set.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core.
+    cfg : Config
+        The configuration.
+    """
+
+    def __init__(self, app: Any, cfg: Config) -> None:
+        from appliance.site import Site
+
+        self.server: Any = None
+        if cfg.web.port:
+            from appliance import security
+            from webui import create_app
+            from webui.server import WebServer
+
+            context = security.server_context(cfg) if cfg.web.https else None
+            flask = create_app(cfg, app)
+            self.site: Site = flask.extensions["appliance"].site
+            try:
+                self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
+                                        cfg.tls.handshake_timeout)
+            except OSError as exc:
+                raise ApplianceError(f"[web] port {cfg.web.port} on {cfg.web.bind} cannot be opened: "
+                                     f"{exc.strerror or exc}") from None
+        else:
+            self.site = Site(app)
+        # Every stored study gets its token even with the web site off: disc labels and slips print the link.
+        self.site.attach()
+
+    def start(self) -> None:
+        """Forget tokens expired for over a year, then start serving (nothing when the web site is off)."""
+        purged = self.site.tokens.purge_expired(older_than_days=365)
+        if purged:
+            LOGGER.info("forgot %d patient token(s) that expired over a year ago", purged)
+        if self.server is not None:
+            self.server.start()
+
+    def stop(self) -> None:
+        """Stop serving: running requests may finish; queued audit rows are committed."""
+        if self.server is not None:
+            self.server.stop()
+        self.site.close()
+
+
+def build_web(app: Any, cfg: Config) -> WebService:
+    """The web service of ``appliance serve`` (call before the DICOM ports open, so no study misses its token)."""
+    return WebService(app, cfg)
+
+
+def _site(cfg: Config) -> Any:
+    from appliance.audit import Audit
+    from appliance.core import Appliance
+    from appliance.site import Site
+
+    site = Site(Appliance(cfg))
+    site.audit = Audit(site.app.db)  # a command ends at once: write its audit rows directly
+    return site
+
+
+def cmd_token(args: argparse.Namespace, cfg: Config) -> int:
+    """Print the patient link of a stored study (and write its slip with ``--slip``)."""
+    site = _site(cfg)
+    try:
+        if args.regenerate:
+            site.tokens.ensure(args.study_uid, site.study(args.study_uid)["study_date"])
+            site.tokens.regenerate(args.study_uid)
+        link = site.link(args.study_uid)
+    except NotFound:
+        raise NotFound(f"study {args.study_uid} is not stored") from None
+    info = site.tokens.get(args.study_uid)
+    site.audit.record("token.link", actor="cli", study_uid=args.study_uid, token_id=info.id if info else None)
+    print(link)
+    if info is not None:
+        state = info.state(site.today())
+        print(f"valid until {info.valid_until.isoformat()}" + ("" if state == "valid" else f" ({state})"),
+              file=sys.stderr)
+    if args.slip:
+        Path(args.slip).write_bytes(site.token_slip(args.study_uid, args.paper))
+        site.audit.record("token.slip", actor="cli", study_uid=args.study_uid, detail=args.slip)
+        print(f"token slip written to {args.slip}", file=sys.stderr)
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidValue("no password on standard input")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise InvalidValue("no terminal to ask for the password: use --password-stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise InvalidValue("the two passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace, cfg: Config) -> int:
+    """Create a staff user of the web UI (the first admin, for one)."""
+    site = _site(cfg)
+    user = site.users.add(args.name, _password(args), args.role)
+    site.audit.record("user.add", actor="cli", detail=f"{user.name} ({user.role})")
+    print(f"user {user.name} ({user.role}) created")
+    return 0
+
+
+def cmd_user_password(args: argparse.Namespace, cfg: Config) -> int:
+    """Set a staff user's password (a forgotten admin password, for one)."""
+    site = _site(cfg)
+    user = site.users.by_name(args.name)
+    if user is None:
+        raise NotFound(f"no user named {args.name!r}")
+    site.users.set_password(user.id, _password(args))
+    site.audit.record("user.password", actor="cli", detail=user.name)
+    print(f"password of {user.name} changed")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
+    """List the staff users."""
+    users = _site(cfg).users.all()
+    if not users:
+        print("no users: create the first admin with 'appliance user add NAME --role admin'")
+    for user in users:
+        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}")
+    return 0
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``token`` and ``user add|password|list`` to the CLI's subcommands."""
+    p = sub.add_parser("token", parents=[common], help="print the patient link of a stored study")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--regenerate", action="store_true", help="make a new link first (the old one stops working)")
+    p.add_argument("--slip", metavar="FILE.pdf", help="also write the patient's token slip (PDF) to this file")
+    p.add_argument("--paper", choices=("A4", "Letter", "receipt80"), help="paper of the slip (default: [web] "
+                   "slip_paper)")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("user", help="staff users of the web UI: add, password, list")
+    user_sub = p.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
+    q = user_sub.add_parser("add", parents=[common], help="create a web UI user (asks for the password)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--role", choices=("admin", "frontdesk"), required=True, help="admin or frontdesk")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from the first line of "
+                   "standard input instead of asking")
+    q.set_defaults(func=cmd_user_add)
+    q = user_sub.add_parser("password", parents=[common], help="set a web UI user's password")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    q.set_defaults(func=cmd_user_password)
+    q = user_sub.add_parser("list", parents=[common], help="list the web UI users and their roles")
+    q.set_defaults(func=cmd_user_list)
+

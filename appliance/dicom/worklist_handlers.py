@@ -1,0 +1,142 @@
+"""Thin pynetdicom handlers for the Modality Worklist (C-FIND) and MPPS (N-CREATE, N-SET).
+
+pynetdicom binds one handler per intervention event, so :func:`handle_c_find`
+sends Modality Worklist queries here and every other C-FIND to the Q/R handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+
+from appliance.core import Appliance
+from appliance.dicom import handlers, status
+from appliance.mpps import MppsDuplicate, MppsError, MppsFinal, MppsInvalidValue, MppsMissing, MppsUnknown
+from appliance.worklist import from_dataset
+from appliance.worklist_query import find_items
+
+LOGGER = logging.getLogger("appliance.dicom")
+
+#: MPPS failures -> DIMSE status (PS3.4 F.7.2, PS3.7 C.4.1-C.4.3).
+_MPPS_STATUS: list[tuple[type[MppsError], int]] = [
+    (MppsDuplicate, 0x0111),  # Duplicate SOP Instance
+    (MppsUnknown, 0x0112),  # No such SOP Instance
+    (MppsMissing, 0x0120),  # Missing attribute
+    (MppsInvalidValue, 0x0106),  # Invalid attribute value
+    (MppsFinal, 0x0110),  # Processing failure, error ID A710: may no longer be updated
+]
+
+
+def handle_c_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """C-FIND: Modality Worklist queries to :func:`handle_mwl_find`, the rest to Q/R."""
+    req: Any = event.request
+    if str(req.AffectedSOPClassUID) == ModalityWorklistInformationFind:
+        return handle_mwl_find(event, app)
+    return handlers.handle_find(event, app)
+
+
+def handle_mwl_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """Modality Worklist C-FIND: one pending answer per matching step.
+
+    Yields
+    ------
+    (status, identifier)
+        0xFF00 with each answer; 0xFE00 when cancelled; 0x0124 when the calling AE
+        has no mwl right; 0xC001 when the identifier cannot be decoded.
+    """
+    peer = handlers.calling_ae(event)
+    if not app.may(peer, "mwl"):
+        LOGGER.error("worklist C-FIND from %s refused: node has no mwl right", peer)
+        yield handlers._failure(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
+        return
+    try:
+        answers = find_items(app.db.conn, event.identifier, app.config.worklist.hidden_statuses)
+        count = 0
+        for answer in answers:
+            if event.is_cancelled:
+                LOGGER.info("worklist C-FIND from %s cancelled after %d answers", peer, count)
+                yield status.CANCEL, None
+                return
+            count += 1
+            yield status.PENDING, answer
+    except Exception as exc:
+        LOGGER.error("worklist C-FIND from %s cannot be processed: %s", peer, exc)
+        yield handlers._failure(status.UNABLE_TO_PROCESS, "identifier cannot be processed"), None
+        return
+    level = logging.INFO if app.config.dicom.log_worklist_queries else logging.DEBUG
+    LOGGER.log(level, "worklist C-FIND from %s: %d answer(s)", peer, count)
+
+
+def _mpps_failure(exc: MppsError) -> Dataset:
+    code = next((c for t, c in _MPPS_STATUS if isinstance(exc, t)), status.PROCESSING_FAILURE)
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = str(exc)[:64]
+    if isinstance(exc, MppsFinal):
+        ds.ErrorID = 0xA710
+    return ds
+
+
+def handle_n_create(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset | None]:
+    """MPPS N-CREATE: record the step IN PROGRESS and start the linked worklist steps.
+
+    Returns
+    -------
+    (status, attribute list)
+        0x0000 created; 0x0111 duplicate SOP Instance; 0x0120 Performed Procedure
+        Step Status missing; 0x0106 not IN PROGRESS; 0x0124 no mwl right; 0x0118
+        not an MPPS SOP class; 0x0110 any other failure.
+    """
+    peer = handlers.calling_ae(event)
+    req: Any = event.request  # N_CREATE / N_SET primitive
+    if not app.may(peer, "mwl"):
+        return status.NOT_AUTHORIZED, None
+    if str(req.AffectedSOPClassUID) != _MPPS_CLASS:
+        return 0x0118, None
+    try:
+        attrs = event.attribute_list
+        app.mpps.create(str(req.AffectedSOPInstanceUID or ""), from_dataset(attrs), peer)
+    except MppsError as exc:
+        LOGGER.error("MPPS N-CREATE from %s refused: %s", peer, exc)
+        return _mpps_failure(exc), None
+    except Exception as exc:
+        LOGGER.error("MPPS N-CREATE from %s failed: %s", peer, exc)
+        return status.PROCESSING_FAILURE, None
+    return status.SUCCESS, attrs
+
+
+def handle_n_set(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset | None]:
+    """MPPS N-SET: change a step IN PROGRESS; COMPLETED/DISCONTINUED moves the linked worklist steps.
+
+    Returns
+    -------
+    (status, modification list)
+        0x0000 set; 0x0112 no such SOP Instance; 0x0110 (error ID 0xA710) no
+        longer IN PROGRESS; 0x0106 invalid status; 0x0124 no mwl right; 0x0118 not
+        an MPPS SOP class.
+    """
+    peer = handlers.calling_ae(event)
+    req: Any = event.request  # N_CREATE / N_SET primitive
+    if not app.may(peer, "mwl"):
+        return status.NOT_AUTHORIZED, None
+    if str(req.RequestedSOPClassUID) != _MPPS_CLASS:
+        return 0x0118, None
+    try:
+        mods = event.modification_list
+        app.mpps.set(str(req.RequestedSOPInstanceUID), from_dataset(mods))
+    except MppsError as exc:
+        LOGGER.error("MPPS N-SET from %s refused: %s", peer, exc)
+        return _mpps_failure(exc), None
+    except Exception as exc:
+        LOGGER.error("MPPS N-SET from %s failed: %s", peer, exc)
+        return status.PROCESSING_FAILURE, None
+    return status.SUCCESS, mods
+
+
+_MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
+

@@ -1,0 +1,123 @@
+"""What the called AE title does with received instances: store only, one disc per association, or a group.
+
+The table is data: ``[burn] routes`` maps a suffix of our AE title to a robot and a mode, with the design's four
+built in (``_E``/``_P``: one disc per association on the Epson/Primera robot; ``_TE``/``_TP``: delayed groups).
+The router listens to the core (:attr:`Appliance.stored_listeners`, :attr:`Appliance.released_listeners`) and
+touches nothing of the DICOM side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from appliance.config import BurnConfig
+from appliance.core import Appliance, StoreResult
+from appliance.groups import GroupStore
+from appliance.jobs import JobStore
+
+LOGGER = logging.getLogger(__name__)
+
+STORE = "store"
+ASSOCIATION = "association"
+DELAYED = "delayed"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one called AE title does."""
+
+    ae_title: str
+    mode: str
+    robot: str = ""
+    copies: int = 1
+
+
+def routing_table(ae_title: str, burn: BurnConfig, robots: Collection[str]) -> dict[str, Route]:
+    """Build the called-AE table from the configuration.
+
+    Parameters
+    ----------
+    ae_title : str
+        Our AE title; it only stores.
+    burn : BurnConfig
+        ``routes`` (suffix -> robot, mode, copies) and the default ``copies``.
+    robots : collection of str
+        Configured robot names. A route to a robot that is not configured only stores, with a warning, so
+        nothing sent to it is lost.
+    """
+    table = {ae_title: Route(ae_title, STORE)}
+    for suffix, spec in burn.routes.items():
+        called = ae_title + suffix
+        mode = str(spec.get("mode", ASSOCIATION))
+        robot = str(spec.get("robot", ""))
+        if mode != STORE and robot not in robots:
+            LOGGER.warning("%s routes to robot %r, which is not configured: instances sent to it are stored, not "
+                           "burned (configured robots: %s)", called, robot, ", ".join(sorted(robots)) or "none")
+            mode = STORE
+        table[called] = Route(called, mode, robot, int(spec.get("copies") or burn.copies))
+    return table
+
+
+class Router:
+    """Turns received instances into disc jobs or delayed groups, by called AE title.
+
+    Parameters
+    ----------
+    routes : mapping of str to Route
+        From :func:`routing_table`.
+    jobs : JobStore
+    groups : GroupStore
+    group_by : str
+        ``patient_id`` or ``study_uid``.
+    delay : float
+        Seconds of quiet before a group is published.
+    on_job : callable, optional
+        Called after a job was queued (wakes the job engine).
+    on_group : callable, optional
+        Called after a group changed (wakes the group timer).
+    """
+
+    def __init__(self, routes: Mapping[str, Route], jobs: JobStore, groups: GroupStore, group_by: str,
+                 delay: float, on_job: Callable[[], None] | None = None,
+                 on_group: Callable[[], None] | None = None) -> None:
+        self.routes = dict(routes)
+        self.jobs = jobs
+        self.groups = groups
+        self.group_by = group_by
+        self.delay = delay
+        self.on_job = on_job
+        self.on_group = on_group
+
+    def attach(self, app: Appliance) -> None:
+        """Listen to the core's store and association events."""
+        app.stored_listeners.append(self.on_stored)
+        app.released_listeners.append(self.on_released)
+
+    def on_stored(self, result: StoreResult, calling_ae: str, called_ae: str, association_id: str) -> None:
+        """A stored instance joins its delayed group (if its AE title has one) and restarts the group's timer."""
+        route = self.routes.get(called_ae)
+        if route is None or route.mode != DELAYED:
+            return
+        rec = result.record
+        key = rec.study_uid if self.group_by == "study_uid" else rec.patient_id
+        self.groups.add(route.robot, key, rec.sop_uid, self.delay, called_ae, route.copies, rec.patient_id,
+                        rec.patient_name)
+        if self.on_group is not None:
+            self.on_group()
+
+    def on_released(self, called_ae: str, association_id: str, sop_uids: list[str], released: bool) -> None:
+        """An association to a one-disc AE title ended: queue its instances as one job, unless it was aborted."""
+        route = self.routes.get(called_ae)
+        if route is None or route.mode != ASSOCIATION:
+            return
+        if not released:
+            LOGGER.warning("association %s to %s was aborted after %d instance(s): they are stored but no disc is "
+                           "burned (send again, or queue the study with 'appliance burn')", association_id, called_ae,
+                           len(sop_uids))
+            return
+        self.jobs.create(route.robot, route.copies, sop_uids, ASSOCIATION, called_ae,
+                         reason=f"{len(sop_uids)} instance(s) received on {called_ae}")
+        if self.on_job is not None:
+            self.on_job()

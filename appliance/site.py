@@ -1,0 +1,462 @@
+"""What the web site asks of the core: one object, so that each Flask view is one call and a translation.
+
+:class:`Site` bundles the patient tokens, staff users, known nodes, the audit log, study search, pictures and
+downloads over one :class:`~appliance.core.Appliance`. It knows nothing of HTTP; ``webui`` holds all of that.
+The CLI builds it too (``appliance token``, ``appliance user add``) and attaches the token store listener in
+``appliance serve``, so studies get their token even when the web site is disabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import io
+import ipaddress
+import logging
+import queue
+import re
+import socket
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from appliance.audit import Audit, BatchWriter
+from appliance.catalog import Catalog
+from appliance.config import Config
+from appliance.core import Appliance
+from appliance.errors import NotFound
+from appliance.export import Exporter, ZipItem, series_label, zip_name
+from appliance.imaging import VIEW_SIZE, ThumbnailCache, Window, picture
+from appliance.log import LOG_FILE
+from appliance.tokens import Tokens, parse_da
+from appliance.users import Users
+
+LOGGER = logging.getLogger(__name__)
+
+#: Config keys whose values the settings page never shows.
+_SECRET_RE = re.compile(r"password|passphrase|secret|api_key|private|credential", re.IGNORECASE)
+_LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (TRACE|DEBUG|INFO|WARNING|ERROR|FATAL|CRITICAL)\s+"
+                     r"(\S+): (.*)$")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRecord:
+    """One record of the appliance log (continuation lines, such as tracebacks, in ``text``)."""
+
+    time: str
+    level: str
+    logger: str
+    text: str
+
+
+def machine_address() -> str:
+    """This machine's first non-loopback IPv4 address, else its host name."""
+    name = socket.gethostname()
+    try:
+        for info in socket.getaddrinfo(name, None, socket.AF_INET):
+            address = str(info[4][0])
+            if not ipaddress.ip_address(address).is_loopback:
+                return address
+    except OSError:
+        pass
+    return name
+
+
+def mask_settings(cfg: Config) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The effective configuration as (section, [(key, value)]) for display, secrets replaced by ``••••••``."""
+
+    def show(key: str, value: Any) -> str:
+        if _SECRET_RE.search(key) and value not in ("", None):
+            return "••••••"
+        if isinstance(value, Mapping):
+            return ", ".join(f"{k} = {show(str(k), v)}" for k, v in value.items()) or "(none)"
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value) or "(none)"
+        return str(value)
+
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
+    top: list[tuple[str, str]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            rows = []
+            for g in dataclasses.fields(value):
+                inner = getattr(value, g.name)
+                if g.name == "nodes":
+                    continue
+                rows.append((g.name, show(g.name, inner)))
+            sections.append((f.name, rows))
+        elif isinstance(value, Mapping):
+            flat = [(str(k), show(str(k), v)) for k, v in value.items() if not isinstance(v, Mapping)]
+            if flat:
+                sections.append((f.name, flat))
+            for name, table in value.items():
+                if isinstance(table, Mapping):
+                    sections.append((f"{f.name}.{name}", [(str(k), show(str(k), v)) for k, v in table.items()]))
+        else:
+            top.append((f.name, show(f.name, value)))
+    return [("appliance", top), *sections]
+
+
+class Site:
+    """The web site's view of the appliance.
+
+    Parameters
+    ----------
+    appliance : Appliance
+        The core, already constructed (started or not).
+    """
+
+    def __init__(self, appliance: Appliance) -> None:
+        self.app = appliance
+        self.config: Config = appliance.config
+        data = self.config.data_dir
+        self.writer = BatchWriter(appliance.db)
+        self.tokens = Tokens(appliance.db, data / "secrets" / "token.key", self.config.web.token_days,
+                             writer=self.writer)
+        self.users = Users(appliance.db)
+        self.audit = Audit(appliance.db, self.writer)
+        self.catalog = Catalog(appliance.db)
+        self.thumbs = ThumbnailCache(data / "cache" / "thumbs")
+        self._prerender_queue: queue.Queue[str | None] = queue.Queue()
+        self._prerender_thread: threading.Thread | None = None
+        self._prerender_lock = threading.Lock()
+
+    @property
+    def nodes(self) -> Any:
+        """The node registry that the DICOM policy consults too."""
+        return self.app.node_registry
+
+    @functools.cached_property
+    def exporter(self) -> Exporter:
+        """Download zip builder (made on first use: it empties its work folder)."""
+        web = self.config.web
+        return Exporter(self.config.data_dir / "cache" / "zips", web.zip_compression, web.max_zip_builds)
+
+    def attach(self) -> None:
+        """Give every newly stored study a patient token, and render thumbnails when an association ends."""
+        self.app.stored_listeners.append(self.tokens.on_stored)
+        self.app.released_listeners.append(self._prerender)
+
+    def _prerender(self, called_ae: str, association_id: str, sop_uids: list[str], released: bool) -> None:
+        """Association listener: queue the thumbnails of the series it stored (rendered in the background).
+
+        The first page view of a study then finds them cached instead of rendering them while the patient waits.
+        """
+        series = {inst.series_uid for uid in sop_uids if (inst := self.app.index.lookup(uid)) is not None}
+        with self._prerender_lock:
+            if self._prerender_thread is None:
+                self._prerender_thread = threading.Thread(target=self._prerender_loop, name="thumbnails",
+                                                          daemon=True)
+                self._prerender_thread.start()
+        for uid in sorted(series):
+            self._prerender_queue.put(uid)
+
+    def _prerender_loop(self) -> None:
+        while (series_uid := self._prerender_queue.get()) is not None:
+            try:
+                self.series_thumbnail(series_uid)
+            except Exception as exc:  # a thumbnail that fails now is rendered (or fails) on first view
+                LOGGER.debug("thumbnail of series %s not prerendered: %s", series_uid, exc)
+
+    def close(self) -> None:
+        """Commit the audit rows still queued and stop the thumbnail thread (call before the appliance stops)."""
+        self.writer.close()
+        with self._prerender_lock:
+            thread, self._prerender_thread = self._prerender_thread, None
+        if thread is not None:
+            self._prerender_queue.put(None)
+            thread.join(30)
+
+    # -- links --------------------------------------------------------------------------------------
+
+    def base_url(self) -> str:
+        """``http(s)://host:port`` of patient links: ``[web] server_name``, else the bind or machine address."""
+        web = self.config.web
+        scheme = "https" if web.https else "http"
+        host = web.server_name or (web.bind if web.bind not in ("0.0.0.0", "::", "") else machine_address())
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        default = 443 if web.https else 80
+        return f"{scheme}://{host}" + ("" if web.port == default else f":{web.port}")
+
+    def link(self, study_uid: str) -> str:
+        """The patient link of a stored study, giving it a token first if it has none.
+
+        Raises
+        ------
+        NotFound
+            If the study is not stored.
+        """
+        study = self.study(study_uid)
+        self.tokens.ensure(study_uid, study["study_date"])
+        return f"{self.base_url()}/token?{self.tokens.token(study_uid)}"
+
+    # -- studies ------------------------------------------------------------------------------------
+
+    def study(self, study_uid: str) -> dict[str, Any]:
+        """A stored study with its patient.
+
+        Raises
+        ------
+        NotFound
+            If it is not stored.
+        """
+        study = self.app.index.study(study_uid)
+        if study is None:
+            raise NotFound(f"study {study_uid} is not stored")
+        return study
+
+    def series(self, series_uid: str, study_uid: str | None = None) -> dict[str, Any]:
+        """A series (of ``study_uid``, when given).
+
+        Raises
+        ------
+        NotFound
+            If there is no such series in that study.
+        """
+        info = self.catalog.series_info(series_uid)
+        if info is None or (study_uid is not None and info["study_uid"] != study_uid):
+            raise NotFound(f"series {series_uid} is not stored")
+        return info
+
+    def instance(self, sop_uid: str, study_uid: str | None = None) -> dict[str, Any]:
+        """An instance (of ``study_uid``, when given).
+
+        Raises
+        ------
+        NotFound
+            If there is no such instance in that study.
+        """
+        info = self.catalog.instance(sop_uid)
+        if info is None or (study_uid is not None and info["study_uid"] != study_uid):
+            raise NotFound(f"instance {sop_uid} is not stored")
+        return info
+
+    # -- pictures -----------------------------------------------------------------------------------
+
+    def series_thumbnail(self, series_uid: str, study_uid: str | None = None) -> bytes:
+        """JPEG thumbnail of a series: its middle instance.
+
+        Raises
+        ------
+        NotFound
+            If the series is not stored (in that study).
+        """
+        self.series(series_uid, study_uid)
+        instances = self.catalog.instances(series_uid)
+        if not instances:
+            raise NotFound(f"series {series_uid} has no instances")
+        middle = instances[len(instances) // 2]
+        return self.thumbs.get(middle["sop_uid"], middle["path"], self.app.store_area.path(middle["path"]))
+
+    def view_image(self, sop_uid: str, study_uid: str | None = None, window: Window | None = None,
+                   size: int = VIEW_SIZE) -> tuple[bytes, Window | None]:
+        """JPEG of an instance for the viewer, with the window used.
+
+        Raises
+        ------
+        NotFound
+            If the instance is not stored (in that study).
+        """
+        info = self.instance(sop_uid, study_uid)
+        return picture(self.app.store_area.path(info["path"]), max(64, min(size, 2048)), window)
+
+    def viewer_series(self, study_uid: str) -> list[dict[str, Any]]:
+        """Series of a study with their instance UIDs, for the viewer."""
+        out = []
+        for s in self.catalog.series(study_uid):
+            s = dict(s)
+            s["instances"] = [i["sop_uid"] for i in self.catalog.instances(s["series_uid"])]
+            out.append(s)
+        return out
+
+    # -- downloads ----------------------------------------------------------------------------------
+
+    def _items(self, study_uid: str, series_uid: str | None) -> list[ZipItem]:
+        items = []
+        for index, s in enumerate(self.catalog.series(study_uid), start=1):
+            if series_uid is not None and s["series_uid"] != series_uid:
+                continue
+            label = series_label(s["series_number"], s["description"] or s["modality"], index)
+            for number, inst in enumerate(self.catalog.instances(s["series_uid"]), start=1):
+                items.append(ZipItem(self.app.store_area.path(inst["path"]), label, number))
+        return items
+
+    def download(self, kind: str, study_uid: str, series_uid: str | None = None) -> tuple[IO[bytes], str]:
+        """A zip of a study or one of its series: ``kind`` ``"dicom"`` (file-set) or ``"jpeg"``.
+
+        Returns
+        -------
+        tuple
+            An open, rewound file (already unlinked) and the download's file name.
+
+        Raises
+        ------
+        NotFound
+            If the study or series is not stored, or ``kind`` is unknown.
+        Busy
+            When too many zips are being built.
+        """
+        study = self.study(study_uid)
+        suffix = ""
+        if series_uid is not None:
+            s = self.series(series_uid, study_uid)
+            suffix = f"S{s['series_number'] or s['id']}"
+        if kind not in ("dicom", "jpeg"):
+            raise NotFound(f"unknown download {kind!r}")
+        items = self._items(study_uid, series_uid)
+        build = self.exporter.dicom_zip if kind == "dicom" else self.exporter.jpeg_zip
+        return build(items), zip_name(kind, study["study_date"], study["accession"], suffix)
+
+    # -- deletion -----------------------------------------------------------------------------------
+
+    def delete(self, study_uid: str, series_uid: str | None = None) -> int:
+        """Delete a study, or one series of it: files first, then index rows, thumbnails and the token.
+
+        Files go first: a crash in between leaves index rows without files, which the next start drops
+        (:meth:`Appliance.reconcile`); the other order would leave files that it would index again.
+
+        Returns
+        -------
+        int
+            Number of instances deleted.
+
+        Raises
+        ------
+        NotFound
+            If the study or series is not stored.
+        """
+        self.study(study_uid)
+        if series_uid is not None:
+            self.series(series_uid, study_uid)
+            instances = self.app.index.instances_of("SERIES", series_uid)
+        else:
+            instances = self.app.index.instances_of("STUDY", study_uid)
+        for inst in instances:
+            self.app.store_area.delete(inst.path)
+            self.thumbs.forget(inst.sop_uid, inst.path)
+        self.app.index.remove_paths([i.path for i in instances])
+        if self.app.index.study(study_uid) is None:
+            self.tokens.delete(study_uid)
+        LOGGER.info("deleted %d instance(s) of %s %s", len(instances), "series" if series_uid else "study",
+                    series_uid or study_uid)
+        return len(instances)
+
+    # -- token slip ---------------------------------------------------------------------------------
+
+    def token_slip(self, study_uid: str, paper: str | None = None) -> bytes:
+        """The patient's token slip as PDF bytes (labels.render_token_slip).
+
+        Raises
+        ------
+        NotFound
+            If the study is not stored.
+        """
+        from labels import LabelLayout, TokenSlipFields, render_token_slip
+
+        study = self.study(study_uid)
+        link = self.link(study_uid)
+        info = self.tokens.get(study_uid)
+        base = self.config.source.parent if self.config.source else None
+        layout = LabelLayout.from_options(self.config.labels, base_dir=base)
+        fields = TokenSlipFields(link=link, patient_name=study["patient_name"], study_date=study["study_date"],
+                                 expires=info.valid_until if info else None, institution=self.config.institution)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = render_token_slip(fields, paper or self.config.web.slip_paper, Path(tmp) / "slip.pdf", layout)
+            return out.read_bytes()
+
+    # -- nodes --------------------------------------------------------------------------------------
+
+    def echo(self, ae_title: str, timeout: float = 5.0) -> tuple[bool, str]:
+        """C-ECHO a known node: (online, reason).
+
+        Raises
+        ------
+        NotFound
+            If the node is not known.
+        """
+        from appliance.dicom.scu import echo
+
+        node = self.nodes.get(ae_title)
+        if node is None:
+            raise NotFound(f"no node with AE title {ae_title!r}")
+        tls = self.app.client_tls() if node.tls and self.app.client_tls else None
+        result = echo(node.host, node.port, node.ae_title, self.config.dicom.ae_title, timeout, tls)
+        return result.online, "Online" if result.online else result.reason
+
+    # -- administration -----------------------------------------------------------------------------
+
+    def settings(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The effective configuration, secrets masked."""
+        return mask_settings(self.config)
+
+    def log_files(self) -> list[Path]:
+        """The log file and its rotated copies, oldest first."""
+        folder = self.config.log_dir
+        files = sorted(folder.glob(LOG_FILE + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit()
+                       else 0)
+        current = folder / LOG_FILE
+        return files + ([current] if current.exists() else [])
+
+    def log_records(self, min_level: str = "INFO", limit: int = 500) -> list[LogRecord]:
+        """The newest ``limit`` records at ``min_level`` or above, newest first."""
+        wanted = set(LOG_LEVELS[LOG_LEVELS.index(min_level):]) | ({"CRITICAL"} if min_level != "TRACE" else set())
+        records: list[LogRecord] = []
+        for path in reversed(self.log_files()):
+            for record in reversed(list(self._parse(path))):
+                if record.level in wanted:
+                    records.append(record)
+                    if len(records) >= limit:
+                        return records
+        return records
+
+    @staticmethod
+    def _parse(path: Path, tail: int = 4 * 1024 * 1024) -> Iterator[LogRecord]:
+        with open(path, "rb") as fh:
+            fh.seek(0, io.SEEK_END)
+            fh.seek(max(0, fh.tell() - tail))
+            text = fh.read().decode("utf-8", "replace")
+        current: LogRecord | None = None
+        for line in text.splitlines():
+            m = _LOG_RE.match(line)
+            if m:
+                if current:
+                    yield current
+                level = "FATAL" if m.group(2) == "CRITICAL" else m.group(2)
+                current = LogRecord(m.group(1), level, m.group(3), m.group(4))
+            elif current:
+                current = dataclasses.replace(current, text=current.text + "\n" + line)
+        if current:
+            yield current
+
+    def logs_zip(self) -> IO[bytes]:
+        """Every log file in one zip, rewound."""
+        out = tempfile.TemporaryFile()  # noqa: SIM115
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in self.log_files():
+                zf.write(path, path.name)
+        out.seek(0)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Patients, studies, series and instances stored."""
+        return self.app.index.counts()
+
+    def free_space(self) -> int:
+        """Free bytes on the store's disk."""
+        return self.app.store_area.free_bytes()
+
+    def today(self) -> dt.date:
+        """Today, by the token clock."""
+        return self.tokens.today()
+
+    @staticmethod
+    def study_date(value: str) -> dt.date | None:
+        """A DA as a date (None when empty or invalid), for display."""
+        return parse_da(value)

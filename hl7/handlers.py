@@ -1,0 +1,187 @@
+"""HL7 message handlers: decode and parse, call the worklist once, build the ACK.
+
+Handlers are bound as data in :data:`HANDLERS` by (MSH-9.1, MSH-9.2). One guard,
+:meth:`MessageProcessor.process`, turns every failure into an ACK and logs it:
+
+* ``AA`` - the message was applied;
+* ``AE`` + ERR - the content is wrong (missing or malformed field, unknown order
+  control, incomplete worklist item, merged patient ID, bytes not valid in the
+  message's character set); nothing was changed;
+* ``AR`` + ERR - not HL7 (no MSH), unsupported message type (200) or event (201),
+  sender not accepted (103), message too large or an internal error (207).
+
+Every message and its ACK go to the log file and the database message log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.config import HL7Config
+from appliance.core import Appliance
+from appliance.errors import (
+    IncompleteItem,
+    InvalidItem,
+    PatientMismatch,
+    UnknownPatient,
+    WorklistError,
+)
+from hl7.ack import AckError, build_ack
+from hl7.er7 import ER7Error, Message, decode, msh_field, parse
+from hl7.mapping import MappingError, field_of, map_order, map_patient_update
+from hl7.mllp import Oversize
+
+LOGGER = logging.getLogger("hl7")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler reports: ACK code, error, and a line for the log."""
+
+    code: str
+    error: AckError | None = None
+    summary: str = ""
+
+
+Handler = Callable[[Message, Appliance, HL7Config], Outcome]
+
+
+def handle_order(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
+    """ORM^O01 / OMI^O23: create, update, cancel, discontinue or complete worklist steps.
+
+    Returns
+    -------
+    Outcome
+        AA; errors are raised (:class:`MappingError`, :class:`WorklistError`) and
+        turned into AE by the guard.
+    """
+    orders = map_order(msg, cfg)
+    result = app.worklist.apply_orders(orders)
+    return Outcome("AA", summary=result.summary())
+
+
+def handle_patient(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
+    """ADT^A08 / A31 (update) and ADT^A40 (merge): change every open item of the patient."""
+    update = map_patient_update(msg)
+    changed = app.worklist.update_patient(update)
+    merged = f" ({update.merged.patient_id} merged in)" if update.merged else ""
+    return Outcome("AA", summary=f"{changed} item(s) of patient {update.patient.patient_id} updated{merged}")
+
+
+#: (MSH-9.1, MSH-9.2) -> handler.
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("ORM", "O01"): handle_order,
+    ("OMI", "O23"): handle_order,
+    ("ADT", "A08"): handle_patient,
+    ("ADT", "A31"): handle_patient,
+    ("ADT", "A40"): handle_patient,
+}
+_KNOWN_TYPES = {t for t, _ in HANDLERS}
+
+#: Worklist errors -> (HL7 error code, default location).
+_WORKLIST_CODES: dict[type[WorklistError], int] = {
+    IncompleteItem: 101,
+    InvalidItem: 102,
+    UnknownPatient: 204,
+    PatientMismatch: 205,
+}
+
+
+class MessageProcessor:
+    """Turns MLLP frames into ACKs; the one place where HL7 failures are contained.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core.
+    cfg : HL7Config
+        The ``[hl7]`` settings.
+    """
+
+    def __init__(self, app: Appliance, cfg: HL7Config) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.handlers = dict(HANDLERS)
+        self.accepted = {s.strip().upper() for s in cfg.accepted_senders if s.strip()}
+
+    def __call__(self, payload: bytes | Oversize, peer: str) -> bytes | None:
+        """Process one frame; return the ACK bytes, or None when ACKs are off."""
+        raw = payload.head if isinstance(payload, Oversize) else payload
+        msg: Message | None = None
+        codec = "ascii"
+        if isinstance(payload, Oversize):
+            msg = _header_only(raw)
+            outcome = Outcome("AR", AckError(207, "", f"Message too large ({payload.size} bytes, limit "
+                                             f"{self.cfg.max_message_kb} KiB)"))
+        else:
+            try:
+                text, charset = decode(raw, self.cfg.default_charset)
+                codec = charset.codec
+                msg = parse(text, charset)
+                outcome = self.process(msg)
+            except ER7Error as exc:
+                # Undecodable text is wrong content (AE); no MSH at all is not HL7 (AR).
+                outcome = Outcome("AR" if exc.code == 100 else "AE", AckError(exc.code, exc.location, str(exc)))
+                msg = msg or _header_only(raw)
+        ack = build_ack(outcome.code, msg, self.cfg.sending_application, self.cfg.sending_facility, outcome.error)
+        self._log(peer, msg, raw, outcome, ack)
+        if not self.cfg.send_ack:
+            return None
+        return ack.encode(codec, "replace")
+
+    def process(self, msg: Message) -> Outcome:
+        """Run the handler of a parsed message inside the guard."""
+        kind, event = msg.message_type
+        if self.accepted:
+            sender = msg.msh.text(3).upper()
+            facility = msg.msh.text(4).upper()
+            if sender not in self.accepted and f"{sender}|{facility}" not in self.accepted:
+                return Outcome("AR", AckError(103, "MSH^1^3^1^1", f"Table value not found: sending application "
+                                              f"{sender}|{facility} is not accepted"))
+        handler = self.handlers.get((kind, event))
+        if handler is None:
+            if kind in _KNOWN_TYPES:
+                return Outcome("AR", AckError(201, "MSH^1^9^1^2", f"Unsupported event code {kind}^{event}"))
+            return Outcome("AR", AckError(200, "MSH^1^9^1^1", f"Unsupported message type {kind}^{event}"))
+        omi = kind == "OMI"
+        try:
+            return handler(msg, self.app, self.cfg)
+        except MappingError as exc:
+            return Outcome("AE", AckError(exc.code, exc.location, str(exc)))
+        except WorklistError as exc:
+            code = next((c for t, c in _WORKLIST_CODES.items() if isinstance(exc, t)), 207)
+            location = field_of(exc.attribute, omi)
+            if isinstance(exc, UnknownPatient) and kind == "ADT":
+                location = "PID^1^3^1^1"
+            return Outcome("AE", AckError(code, location, str(exc)))
+        except Exception as exc:
+            LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, msg.control_id)
+            return Outcome("AR", AckError(207, "", f"Application internal error: {type(exc).__name__}"))
+
+    def _log(self, peer: str, msg: Message | None, raw: bytes, outcome: Outcome, ack: str) -> None:
+        kind = "^".join(msg.message_type) if msg is not None else "?"
+        control = msg.control_id if msg is not None else ""
+        error = outcome.error.text if outcome.error else ""
+        if outcome.code == "AA":
+            LOGGER.info("HL7 %s %s from %s: AA, %s", kind, control, peer, outcome.summary)
+        else:
+            LOGGER.warning("HL7 %s %s from %s: %s, %s%s", kind, control, peer, outcome.code, error,
+                           f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")
+        try:
+            self.app.hl7_log.record(peer, kind, control, outcome.code, error, raw, ack)
+        except Exception:
+            LOGGER.exception("HL7 message %s could not be written to the message log", control)
+
+
+def _header_only(raw: bytes) -> Message | None:
+    """The MSH of a message that cannot be decoded or parsed, to address the ACK (MSH is ASCII)."""
+    if not msh_field(raw, 9):
+        return None
+    start = raw.find(b"MSH")
+    end = min([i for i in (raw.find(b"\r", start), raw.find(b"\n", start)) if i >= 0] or [len(raw)])
+    try:
+        return parse(raw[start:end].decode("ascii", "replace"))
+    except ER7Error:
+        return None

@@ -1,0 +1,223 @@
+"""The disc commands and `appliance serve` as a process: burn, jobs, label, robots, a crash with a pending group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from publishing_support import FAST_SIM
+
+from appliance.cli import main
+from appliance.config import load_config
+from appliance.db import Database
+from appliance.groups import GroupStore
+from appliance.jobs import JobState, JobStore
+
+import dicomdata
+from conftest import HOST, dcmtk, free_port, wait_until
+
+pytestmark = pytest.mark.dcmtk
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
+    """A config file for a serve process on loopback; ``robots=False`` leaves the demo defaults."""
+    lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', 'institution = "CLI Clinic"',
+             "[dicom]", f'bind = "{HOST}"', f"port = {free_port()}", "tls_port = 0", "free_space_limit_mb = 1",
+             "[hl7]", "port = 0", "[web]", "port = 0",
+             "[burn]", "poll_interval = 0.2", "staging_free_space_mb = 0"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in burn.items()]
+    if robots:
+        for name in ("epson", "primera"):
+            lines += [f"[robots.{name}]", f'hotfolder = "{folder / "var" / "robots" / name}"', "simulate = true",
+                      "status_timeout = 10.0", "offline_timeout = 10.0", f"simulator = {toml_value(FAST_SIM)}"]
+    path = folder / "appliance.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", *args, "--config", str(config)], capture_output=True,
+                          text=True, timeout=120)
+
+
+class Serve:
+    """``appliance serve`` as a child process."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.cfg = load_config(config)
+        self.log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, timeout=60)
+
+    def _listening(self) -> bool:
+        assert self.proc.poll() is None, (self.config.parent / "serve.log").read_text()
+        return dcmtk("echoscu", "-aec", self.cfg.dicom.ae_title, HOST, str(self.cfg.dicom.port)).returncode == 0
+
+    def send(self, folder: Path, suffix: str = "") -> None:
+        dcmtk("storescu", "-aec", self.cfg.dicom.ae_title + suffix, "+sd", HOST, str(self.cfg.dicom.port),
+              str(folder), check=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    started: list[Serve] = []
+
+    def start(config: Path) -> Serve:
+        s = Serve(config)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop(signal.SIGKILL)
+
+
+def jobs_of(config: Path) -> JobStore:
+    return JobStore(Database(load_config(config).database))
+
+
+def job_state(jobs: JobStore, job_id: int) -> JobState | None:
+    try:
+        return jobs.get(job_id).state
+    except Exception:
+        return None
+
+
+def study_folder(folder: Path, patient: str = "PIDCLI") -> tuple[Path, list[dicomdata.Instance]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    items = dicomdata.study(patient, "COMMAND^LINE", ("CT", "OT"), 2, study_description="CT THORAX")
+    for inst in items:
+        inst.write(folder)
+    return folder, items
+
+
+def test_burn_jobs_label_and_robots_commands(serve, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    server = serve(config)
+    folder, items = study_folder(tmp_path / "in")
+    server.send(folder)  # plain AE title: stored only
+    study = items[0].study_uid
+    jobs = jobs_of(config)
+    assert jobs.recent() == []
+
+    queued = cli(config, "burn", study, "--robot", "primera", "--copies", "2")
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.startswith(f"job 1 queued: study {study}, 4 instance(s), robot primera, 2 copies")
+    wait_until(lambda: job_state(jobs, 1) is JobState.DONE, timeout=60)
+    listing = cli(config, "jobs")
+    assert listing.returncode == 0
+    row = next(line for line in listing.stdout.splitlines() if line.strip().startswith("1 "))
+    assert row.split()[:6] == ["1", "done", "primera", "2", "CD", "1"] and "COMMAND^LINE (PIDCLI)" in row
+    shown = cli(config, "jobs", "show", "1")
+    assert "queued -> authoring" in shown.stdout and "-> done" in shown.stdout
+    assert "ticket J1D1A1" in shown.stdout
+    assert "Copies = 2" in (tmp_path / "var" / "discs" / "1" / "disc1" / "J1D1A1.JRQ").read_text()
+
+    again = cli(config, "jobs", "reburn", "1", "--copies", "1")
+    assert again.stdout.strip() == "job 2 queued: reburn of job 1"
+    wait_until(lambda: job_state(jobs, 2) is JobState.DONE, timeout=60)
+    refused = cli(config, "jobs", "cancel", "2")
+    assert refused.returncode == 7 and "job 2 is done" in refused.stderr
+    not_failed = cli(config, "jobs", "retry", "2")
+    assert not_failed.returncode == 7 and "it cannot become queued" in not_failed.stderr
+
+    label = cli(config, "label", "--study", study, "--out", str(tmp_path / "out" / "label.pdf"))
+    assert label.returncode == 0, label.stderr
+    assert (tmp_path / "out" / "label.pdf").read_bytes().startswith(b"%PDF")
+
+    robots = cli(config, "robots")
+    assert robots.returncode == 0
+    assert "  epson: Epson (TD Bridge)" in robots.stdout and "  primera: Primera (PTBurn)" in robots.stdout
+    assert robots.stdout.count("bridge: online") == 2 and "USB devices:" in robots.stdout
+
+    unknown = cli(config, "burn", "1.2.3.4")
+    assert unknown.returncode == 4 and "study 1.2.3.4 is not in the store" in unknown.stderr
+    no_robot = cli(config, "burn", study, "--robot", "rimage")
+    assert no_robot.returncode == 2 and "there is no robot 'rimage'" in no_robot.stderr
+    assert server.stop() == 0
+    assert "appliance stopped" in (tmp_path / "serve.log").read_text()
+
+
+def test_cancel_and_retry_from_the_command_line(serve, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    server = serve(config)
+    control = tmp_path / "var" / "robots" / "epson" / "simulator.ctl"
+    control.write_text("fault no_media\n")
+    wait_until(lambda: not control.exists())
+    folder, _ = study_folder(tmp_path / "in")
+    server.send(folder, "_E")
+    jobs = jobs_of(config)
+    wait_until(lambda: job_state(jobs, 1) is not None and jobs.get(1).needs_staff, timeout=60)
+    assert "RTN000" in cli(config, "jobs").stdout
+    cancelled = cli(config, "jobs", "cancel", "1")
+    assert cancelled.returncode == 0 and cancelled.stdout.strip() == "job 1 cancelled"
+    assert jobs.get(1).state is JobState.CANCELLED
+    control.write_text("clear\n")
+    wait_until(lambda: not control.exists())
+    retried = cli(config, "jobs", "retry", "1")
+    assert retried.stdout.strip() == "job 1 queued again (attempt 2)"
+    wait_until(lambda: job_state(jobs, 1) is JobState.DONE, timeout=60)
+
+
+def test_a_crash_with_a_pending_group_still_burns_exactly_one_disc(serve, tmp_path: Path) -> None:
+    config = write_config(tmp_path, delay=30.0)
+    server = serve(config)
+    folder, items = study_folder(tmp_path / "in", "PIDCRASH")
+    server.send(folder, "_TP")
+    jobs = jobs_of(config)
+    groups = GroupStore(jobs.db, jobs)
+    wait_until(lambda: groups.pending() and groups.pending()[0].instances == len(items))
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL  # a crash: no clean shutdown at all
+    assert jobs.recent() == []
+    # Down for 27 of the 30 seconds: the restarted appliance waits the 3 that remain.
+    jobs.db.conn.execute("UPDATE burn_groups SET due = due - 27, last_at = last_at - 27")
+    again = serve(config)
+    wait_until(lambda: job_state(jobs, 1) is JobState.DONE, timeout=60)
+    assert len(jobs.recent()) == 1 and groups.pending() == []
+    assert sorted(jobs.instances(1)) == sorted(i.sop_uid for i in items)
+    assert again.stop() == 0
+    assert "did not stop cleanly" in (tmp_path / "serve.log").read_text()
+
+
+def test_demo_robots_without_a_robots_table(serve, tmp_path: Path) -> None:
+    config = write_config(tmp_path, robots=False)
+    listing = cli(config, "robots")
+    assert "No [robots] table" in listing.stdout and "Simulated by 'appliance serve': epson, primera" in listing.stdout
+    assert listing.stdout.count("bridge: offline") == 2
+    server = serve(config)
+    for status in ("robots/epson/TDBStatus.txt", "robots/primera/Status/SystemStatus.txt"):
+        wait_until(lambda s=status: (tmp_path / "var" / s).is_file())
+    assert cli(config, "robots").stdout.count("bridge: online") == 2
+    folder, _ = study_folder(tmp_path / "in")
+    server.send(folder, "_P")
+    jobs = jobs_of(config)
+    wait_until(lambda: job_state(jobs, 1) is JobState.DONE, timeout=60)  # 2 s per disc in the demo simulator
+
+
+def test_jobs_command_in_process(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    assert main(["jobs", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "no disc jobs"
+    assert main(["jobs", "show", "9", "--config", str(config)]) == 4
+    assert "there is no disc job 9" in capsys.readouterr().err

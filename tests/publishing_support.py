@@ -1,0 +1,154 @@
+"""Helpers for the disc-publishing tests: a node with its publishing wired, fast simulated robots, checks."""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pycdlib
+import pytest
+
+from appliance.cli_discs import Publishing, build_publishing
+from appliance.config import Config, parse_config
+from appliance.core import Appliance
+from appliance.dicom.server import DicomNode
+from appliance.errors import NotFound
+from appliance.jobs import Job, JobState
+
+from conftest import HOST, dcmtk, free_port, wait_until
+
+FAST_SIM = {"disc_seconds": 0.1, "step_seconds": 0.05, "status_interval": 0.05, "scan_interval": 0.02}
+
+
+def robot_table(data_dir: Path, name: str, **extra: Any) -> dict[str, Any]:
+    """A simulated robot with fast timings under ``data_dir``."""
+    table: dict[str, Any] = {"hotfolder": str(data_dir / "robots" / name), "simulate": True,
+                             "simulator": dict(FAST_SIM), "offline_timeout": 10.0, "status_timeout": 10.0,
+                             "cancel_timeout": 5.0}
+    table.update(extra)
+    return table
+
+
+def publish_config(data_dir: Path, burn: dict[str, Any] | None = None, robots: dict[str, Any] | None = None,
+                   port: int | None = None, **top: Any) -> Config:
+    """A loopback config with both robots simulated, a short delay and fast polling."""
+    burn_table: dict[str, Any] = {"delay": 2.0, "poll_interval": 0.1, "staging_free_space_mb": 0}
+    burn_table.update(burn or {})
+    robot_tables = robots if robots is not None else {
+        "epson": robot_table(data_dir, "epson"), "primera": robot_table(data_dir, "primera")}
+    return parse_config({
+        "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital", **top},
+        "dicom": {"bind": HOST, "port": port or free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+        "burn": burn_table,
+        "robots": copy.deepcopy(robot_tables),
+    })
+
+
+class PublishNode:
+    """An appliance with its DICOM node and disc publishing running, as ``appliance serve`` wires them."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.app = Appliance(cfg)
+        self.app.start()
+        self.publishing: Publishing = build_publishing(self.app, cfg, housekeeping_interval=0.2)
+        self.dicom = DicomNode(self.app, None)
+        self.dicom.start()
+        self.publishing.start()
+        self.port = cfg.dicom.port
+        self.aet = cfg.dicom.ae_title
+        self.stopped = False
+
+    @property
+    def jobs(self) -> Any:
+        return self.publishing.jobs
+
+    def sim(self, name: str) -> Any:
+        return self.publishing.simulators[name]
+
+    def send(self, folder: Path, suffix: str = "", *extra: str) -> None:
+        """Send every file of ``folder`` on one association to our AE title + ``suffix`` (DCMTK storescu)."""
+        dcmtk("storescu", "-aec", self.aet + suffix, *extra, "+sd", HOST, str(self.port), str(folder), check=True)
+
+    def wait_state(self, job_id: int, *states: JobState, timeout: float = 60.0) -> Job:
+        """Wait until a job is in one of ``states`` and return it."""
+        return self.wait_job(job_id, lambda job: job.state in states, timeout)
+
+    def wait_job(self, job_id: int, condition: Callable[[Job], Any], timeout: float = 60.0) -> Job:
+        """Wait until a job exists and ``condition(job)`` holds; return the job."""
+        def reached() -> Job | None:
+            try:
+                job = self.jobs.get(job_id)
+            except NotFound:  # the association's release listener may run after storescu has exited
+                return None
+            return job if condition(job) else None
+
+        return wait_until(reached, timeout=timeout)
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.cfg.data_dir / "discs" / str(job_id)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.dicom.stop(grace=2.0)
+        self.publishing.stop()
+        self.app.stop()
+
+
+@pytest.fixture
+def publish_node(tmp_path: Path) -> Iterator[Callable[..., PublishNode]]:
+    """Start publishing nodes (``start(cfg)`` or ``start(burn=..., robots=...)``); all are stopped at the end."""
+    nodes: list[PublishNode] = []
+
+    def start(cfg: Config | None = None, **kwargs: Any) -> PublishNode:
+        node = PublishNode(cfg or publish_config(tmp_path / f"pub{len(nodes)}", **kwargs))
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def iso_files(iso_path: Path, joliet: bool = False) -> dict[str, bytes]:
+    """Every file of an ISO image (ISO 9660 names without ';1', or Joliet names) -> content."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_path))
+    out: dict[str, bytes] = {}
+    try:
+        facade = iso.get_joliet_facade() if joliet else iso.get_iso9660_facade()
+        for dirname, _, filenames in facade.walk("/"):
+            for name in filenames:
+                path = f"{dirname.rstrip('/')}/{name}"
+                buf = io.BytesIO()
+                facade.get_file_from_iso_fp(buf, path)
+                out[path.split(";")[0].rstrip(".")] = buf.getvalue()
+    finally:
+        iso.close()
+    return out
+
+
+def volume_label(iso_path: Path) -> str:
+    """The ISO 9660 volume identifier."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_path))
+    try:
+        return iso.pvd.volume_identifier.decode("ascii").strip()
+    finally:
+        iso.close()
+
+
+def dcmdump_ok(path: Path) -> str:
+    """Run DCMTK dcmdump on a file, fail on any error, return its output."""
+    proc = dcmtk("dcmdump", str(path), check=True)
+    assert "E:" not in proc.stderr, proc.stderr
+    return proc.stdout
+
+
+__all__ = ["FAST_SIM", "PublishNode", "dcmdump_ok", "free_port", "iso_files", "publish_config", "publish_node",
+           "robot_table", "volume_label", "wait_until"]

@@ -1,0 +1,48 @@
+"""The front-desk staff UI under ``/staff``: login, studies, patient links, nodes, settings, logs, users.
+
+Every request loads the signed-in user afresh (a deleted user or a changed role takes effect at once), ends
+the session after ``[web] session_minutes`` without a request, and checks the CSRF token of every POST.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, flash, g, redirect, request, session, url_for
+from werkzeug.wrappers import Response
+
+from webui.extensions import client_address, get_site, user_agent
+from webui.security import check_csrf
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+
+
+@bp.before_request
+def load_user() -> Response | None:
+    """Put the signed-in user in ``g.user``, end idle sessions, check CSRF on POST."""
+    g.user = None
+    uid = session.get("uid")
+    if uid is not None:
+        idle = time.time() - float(session.get("seen", 0))
+        user = get_site().users.get(int(uid))
+        if user is None or idle > current_app.config["STAFF_SESSION_SECONDS"]:
+            session.clear()
+            if user is not None:
+                flash("You were signed out after a period without activity. Please sign in again.", "info")
+            if request.endpoint != "staff.login":
+                return redirect(url_for("staff.login", next=request.path))
+        else:
+            g.user = user
+            session["seen"] = time.time()
+    check_csrf()
+    return None
+
+
+def audit(action: str, study_uid: str = "", detail: str = "", outcome: str = "success") -> None:
+    """Record a staff action in the audit log."""
+    user = g.get("user")
+    get_site().audit.record(action, actor=user.name if user else "", address=client_address(),
+                            user_agent=user_agent(), study_uid=study_uid, detail=detail, outcome=outcome)
+
+
+from webui.staff import admin, auth, nodes, studies  # noqa: E402,F401  (routes register on import)
