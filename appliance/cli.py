@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     web = cli_web.build_web(app, cfg)
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
     publishing = build_publishing(app, cfg)
+    web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener

@@ -1,8 +1,10 @@
 """Study and series downloads: a zip holding a DICOM file-set with DICOMDIR, or the pictures as JPEG files.
 
-The DICOM zip is a file-set as on a patient CD: ``DICOMDIR`` at the top, the instances under 8-character
-upper-case IDs (pydicom's ``FileSet``), either as received or re-encoded JPEG Lossless
-(``[web] zip_compression``), and a ``README.TXT`` telling a lay person what the files are. The JPEG zip holds
+The DICOM zip is a file-set as on a patient CD, written by the disc's file-set writer
+(:func:`appliance.fileset.write_fileset`: ``DICOMDIR`` at the top, the instances under 8-character upper-case
+File IDs, missing record values made up as ``dcmmkdir --invent`` does), the instances either as received or
+re-encoded JPEG Lossless (``[web] zip_compression``), and a ``README.TXT`` telling a lay person what the files
+are. Files no DICOMDIR record can be made for (not DICOM at all) go to an ``OTHER`` folder. The JPEG zip holds
 one picture per instance (first frame) in a folder per series.
 
 Zips are written to a temporary file in ``<data_dir>/cache/zips`` and handed to the caller as an open file
@@ -25,14 +27,17 @@ from pathlib import Path
 from typing import IO
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.fileset import FileSet
+from pydicom.uid import JPEGLosslessSV1
 
 from appliance import jpegll
 from appliance.errors import ApplianceError
+from appliance.fileset import StagedInstance, identity, stage_instance, unlistable, write_fileset
 from appliance.imaging import VIEW_SIZE, picture
 
 LOGGER = logging.getLogger(__name__)
+
+#: File-set ID of a download's DICOMDIR.
+FILESET_ID = "PATIENTDISC"
 
 README = """\
 These are medical images in DICOM format, the format used by hospitals.
@@ -110,9 +115,8 @@ class Exporter:
         try:
             out = self._temp()
             with tempfile.TemporaryDirectory(dir=self.work_dir) as staging:
-                fileset, left_out = self._fileset(items, Path(staging))
                 written = Path(staging) / "fileset"
-                fileset.write(written)
+                left_out = self._write_fileset(items, Path(staging) / "pool", written)
                 extra = ("\nThe images are compressed without loss (JPEG Lossless).\n"
                          if self.compression == "jpeg-lossless" else "")
                 if left_out:
@@ -129,35 +133,45 @@ class Exporter:
         finally:
             self._slots.release()
 
-    def _fileset(self, items: Sequence[ZipItem], staging: Path) -> tuple[FileSet, list[Path]]:
-        """The file-set of ``items``, and the files that could not go in it (kept in the zip all the same)."""
-        fileset = FileSet()
-        fileset.ID = "PATIENTDISC"
+    def _write_fileset(self, items: Sequence[ZipItem], pool: Path, root: Path) -> list[Path]:
+        """Write the file-set of ``items`` under ``root`` as a disc's (:func:`appliance.fileset.write_fileset`).
+
+        Returns the files that could not go in it (kept in the zip all the same): unreadable ones, and any that
+        no DICOMDIR record can be made for even with stand-in values.
+        """
+        pool.mkdir()
+        staged: list[StagedInstance] = []
+        source: dict[Path, Path] = {}
         left_out: list[Path] = []
         for n, item in enumerate(items):
-            staged = staging / f"{n:06d}.dcm"
             try:
-                if self.compression == "jpeg-lossless":
-                    ds = dcmread(item.file)
-                    if jpegll.compress(ds):
-                        ds.save_as(staged, enforce_file_format=True)
-                        fileset.add(staged)
-                        continue
-                fileset.add(item.file)
-            except ValueError:
-                # pydicom's DICOMDIR records need keys some senders leave out: fill them in on a copy.
-                try:
-                    ds = dcmread(staged if staged.exists() else item.file)
-                    _fill_record_keys(ds, item.number)
-                    ds.save_as(staged, enforce_file_format=True)
-                    fileset.add(staged)
-                except Exception as exc:
-                    LOGGER.warning("instance %s is outside the DICOMDIR of the download: %s", item.file.name, exc)
-                    left_out.append(item.file)
+                staged.append(self._stage(item.file, pool / f"{n:08d}"))
+                source[staged[-1].path] = item.file
             except Exception as exc:  # an unreadable file must not sink the whole download
                 LOGGER.warning("instance %s is outside the DICOMDIR of the download: %s", item.file.name, exc)
                 left_out.append(item.file)
-        return fileset, left_out
+        try:
+            write_fileset(root, FILESET_ID, staged)
+        except OSError:
+            raise
+        except Exception:  # rare: find the instances no record can be made for, then write the rest
+            bad = unlistable(staged)
+            for inst in bad:
+                LOGGER.warning("instance %s is outside the DICOMDIR of the download: no directory record can be "
+                               "made for it", source[inst.path].name)
+            left_out += [source[inst.path] for inst in bad]
+            write_fileset(root, FILESET_ID, [inst for inst in staged if inst not in bad])
+        return left_out
+
+    def _stage(self, file: Path, target: Path) -> StagedInstance:
+        """Put one instance at ``target``: JPEG Lossless when so configured and possible, else as received."""
+        sop_uid, _, transfer_syntax = identity(file)
+        if self.compression == "jpeg-lossless":
+            ds = dcmread(file)
+            if jpegll.compress(ds):
+                ds.save_as(target, enforce_file_format=True)
+                return StagedInstance(sop_uid, target, JPEGLosslessSV1, target.stat().st_size, True)
+        return stage_instance(file, target, sop_uid, transfer_syntax, None)
 
     def jpeg_zip(self, items: Sequence[ZipItem]) -> IO[bytes]:
         """A zip of one JPEG per instance (first frame) in a folder per series, rewound and ready to read.
@@ -180,15 +194,6 @@ class Exporter:
             return out
         finally:
             self._slots.release()
-
-
-def _fill_record_keys(ds: Dataset, number: int) -> None:
-    """Give a data set the keys pydicom's default DICOMDIR records require, where they are missing or empty."""
-    defaults = {"PatientID": "UNKNOWN", "StudyDate": "", "StudyTime": "", "StudyID": "1", "Modality": "OT",
-                "SeriesNumber": 1, "InstanceNumber": number}
-    for keyword, value in defaults.items():
-        if keyword not in ds or (ds[keyword].value in (None, "") and value != ""):
-            setattr(ds, keyword, value)
 
 
 def series_label(number: str, description: str, index: int) -> str:

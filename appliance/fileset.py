@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,15 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
-from appliance.dicomdir import SOP_CLASS, SOP_INSTANCE, TRANSFER_SYNTAX, Entry, read_fields, write_dicomdir
+from appliance.dicomdir import (
+    SOP_CLASS,
+    SOP_INSTANCE,
+    TRANSFER_SYNTAX,
+    Entry,
+    build_dicomdir,
+    read_fields,
+    write_dicomdir,
+)
 from appliance.errors import AuthoringError
 
 LOGGER = logging.getLogger(__name__)
@@ -81,8 +89,8 @@ class StagedInstance:
 
 
 def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: str,
-                   allowed: frozenset[str]) -> StagedInstance:
-    """Put one stored instance at ``target`` in an allowed transfer syntax.
+                   allowed: frozenset[str] | None) -> StagedInstance:
+    """Put one stored instance at ``target`` in an allowed transfer syntax (``allowed`` None: as it is).
 
     Raises
     ------
@@ -93,7 +101,7 @@ def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: st
     """
     if not source.is_file():
         raise AuthoringError(f"instance {sop_uid} is no longer in the store ({source} is missing)")
-    if transfer_syntax in allowed:
+    if allowed is None or transfer_syntax in allowed:
         _link_or_copy(source, target)
         return StagedInstance(sop_uid, target, transfer_syntax, target.stat().st_size, False)
     try:
@@ -154,16 +162,10 @@ def write_fileset(root: Path, fileset_id: str, staged: Sequence[StagedInstance])
         An instance lacks what a directory record needs and no value can be supplied.
     """
     invented: dict[str, int] = {}
-    entries = []
-    for item in staged:
-        entries.append(Entry(item.path, item.transfer_syntax))
-
-    def fix(ds: Dataset, exc: ValueError) -> bool:
-        return _supply_missing(ds, str(exc), invented)
-
+    entries = [Entry(item.path, item.transfer_syntax) for item in staged]
     root.mkdir(parents=True, exist_ok=True)
     try:
-        file_ids = write_dicomdir(root, fileset_id, entries, fix)
+        file_ids = write_dicomdir(root, fileset_id, entries, _supplier(invented))
     except ValueError as exc:
         raise AuthoringError(f"the instances cannot be listed in a DICOMDIR: {exc}") from exc
     if invented:
@@ -179,6 +181,29 @@ def write_fileset(root: Path, fileset_id: str, staged: Sequence[StagedInstance])
         os.replace(item.path, target)
         placed[item.sop_uid] = target
     return placed
+
+
+def unlistable(staged: Sequence[StagedInstance]) -> list[StagedInstance]:
+    """The instances that cannot be listed in a DICOMDIR even with stand-in values, each tried on its own.
+
+    Only worth calling after :func:`write_fileset` failed: it reads every header again.
+    """
+    bad = []
+    for item in staged:
+        try:
+            build_dicomdir("CHECK", [Entry(item.path, item.transfer_syntax)], _supplier({}))
+        except Exception:  # pydicom's record makers raise more than ValueError on odd headers
+            bad.append(item)
+    return bad
+
+
+def _supplier(invented: dict[str, int]) -> Callable[[Dataset, ValueError], bool]:
+    """The ``fix`` of :func:`~appliance.dicomdir.build_dicomdir`: stand-in values, counted in ``invented``."""
+
+    def fix(ds: Dataset, exc: ValueError) -> bool:
+        return _supply_missing(ds, str(exc), invented)
+
+    return fix
 
 
 def _supply_missing(ds: Dataset, message: str, invented: dict[str, int]) -> bool:
@@ -269,7 +294,7 @@ def validate_fileset(root: Path, allowed: frozenset[str], dcmdump: str | None = 
             problems.append(f"File ID {file_id} is not a PS3.10 File ID")
             continue
         try:
-            found = _identity(root.joinpath(*components))
+            found = identity(root.joinpath(*components))
         except FileNotFoundError:
             problems.append(f"{file_id}: the file is missing")
             continue
@@ -294,7 +319,7 @@ def validate_fileset(root: Path, allowed: frozenset[str], dcmdump: str | None = 
     return count
 
 
-def _identity(path: Path) -> tuple[str, str, str]:
+def identity(path: Path) -> tuple[str, str, str]:
     """SOP Instance UID, SOP Class UID and transfer syntax of a file (a raw scan, else pydicom)."""
     fields = read_fields(path)
     if fields and SOP_INSTANCE in fields and SOP_CLASS in fields:

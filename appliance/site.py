@@ -22,20 +22,39 @@ import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from appliance.audit import Audit, BatchWriter
 from appliance.catalog import Catalog
 from appliance.config import Config
 from appliance.core import Appliance
-from appliance.errors import NotFound
+from appliance.errors import InvalidTransition, InvalidValue, NotFound
 from appliance.export import Exporter, ZipItem, series_label, zip_name
 from appliance.imaging import VIEW_SIZE, ThumbnailCache, Window, picture
 from appliance.log import LOG_FILE
 from appliance.tokens import Tokens, parse_da
 from appliance.users import Users
 
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.cli_discs import Publishing
+    from appliance.jobs import Job, JobStore
+    from robots import DiscRobot
+
 LOGGER = logging.getLogger(__name__)
+
+#: Disc job actions and the job states that allow them (as ``appliance jobs retry|cancel|reburn|reprint``).
+JOB_ACTIONS: dict[str, tuple[str, ...]] = {
+    "retry": ("failed", "cancelled"),
+    "cancel": ("queued", "authoring", "submitted", "burning"),
+    "reburn": ("done",),
+    "reprint": ("done",),
+}
+_DONE_WORDS = {"retry": "retried", "cancel": "cancelled", "reburn": "burned again", "reprint": "reprinted"}
+#: Worklist step statuses the staff UI shows in green (done) and orange (ended without being done).
+WORKLIST_DONE = ("COMPLETED",)
+WORKLIST_ENDED = ("DISCONTINUED", "CANCELED", "CANCELLED", "MISSED")
+#: Seconds the certificate expiry warnings are cached (reading certificates on every page is wasteful).
+_CERT_CACHE_SECONDS = 600.0
 
 #: Config keys whose values the settings page never shows.
 _SECRET_RE = re.compile(r"password|passphrase|secret|api_key|private|credential", re.IGNORECASE)
@@ -126,6 +145,10 @@ class Site:
         self._prerender_queue: queue.Queue[str | None] = queue.Queue()
         self._prerender_thread: threading.Thread | None = None
         self._prerender_lock = threading.Lock()
+        self.publishing: Publishing | None = None
+        self._jobs: JobStore | None = None
+        self._robots: dict[str, DiscRobot] | None = None
+        self._cert_cache: tuple[float, list[str]] | None = None
 
     @property
     def nodes(self) -> Any:
@@ -460,3 +483,299 @@ class Site:
     def study_date(value: str) -> dt.date | None:
         """A DA as a date (None when empty or invalid), for display."""
         return parse_da(value)
+
+    # -- disc jobs ----------------------------------------------------------------------------------
+
+    def use_publishing(self, publishing: Publishing) -> None:
+        """Use the running disc publishing of ``appliance serve`` (its robots, engine and publisher)."""
+        self.publishing = publishing
+
+    @property
+    def jobs(self) -> JobStore:
+        """The disc job store (the running engine's, else one on the same database)."""
+        if self.publishing is not None:
+            return self.publishing.jobs
+        if self._jobs is None:
+            from appliance.jobs import JobStore
+
+            self._jobs = JobStore(self.app.db)
+        return self._jobs
+
+    @property
+    def robots(self) -> dict[str, DiscRobot]:
+        """The configured robots by name (the demo pair when there is no ``[robots.*]`` table)."""
+        if self.publishing is not None:
+            return self.publishing.robots
+        if self._robots is None:
+            from appliance.cli_discs import build_robots
+
+            self._robots = build_robots(self.config)
+        return self._robots
+
+    def robot_names(self) -> list[str]:
+        """Names of the configured robots, the default one first."""
+        from appliance.cli_discs import robot_tables
+
+        names = list(robot_tables(self.config))
+        default = self.config.burn.default_robot
+        return sorted(names, key=lambda n: n != default)
+
+    def _wake(self) -> None:
+        if self.publishing is not None:
+            self.publishing.engine.wake()
+
+    def burn(self, study_uid: str, robot: str = "", copies: int | None = None, actor: str = "") -> Job:
+        """Queue a disc job for a stored study, as ``appliance burn`` does.
+
+        Parameters
+        ----------
+        study_uid : str
+        robot : str
+            A configured robot; default ``[burn] default_robot``, else the first one.
+        copies : int, optional
+            1-99; default ``[burn] copies``.
+        actor : str
+            Who asked (kept in the job's first event).
+
+        Returns
+        -------
+        Job
+            The queued job.
+
+        Raises
+        ------
+        NotFound
+            The study is not stored.
+        InvalidValue
+            Unknown robot or copies out of range.
+        """
+        from appliance.content import study_instances
+
+        self.study(study_uid)
+        uids = study_instances(self.app.db, study_uid)
+        if not uids:
+            raise NotFound(f"study {study_uid} has no instances")
+        names = self.robot_names()
+        robot = robot or (names[0] if names else "")
+        if robot not in names:
+            raise InvalidValue(f"there is no robot {robot!r}; configured robots: {', '.join(names) or 'none'}")
+        copies = self.config.burn.copies if copies is None else copies
+        if not 1 <= copies <= 99:
+            raise InvalidValue(f"copies must be 1-99, not {copies}")
+        job_id = self.jobs.create(robot, copies, uids, "manual",
+                                  reason=f"burn requested on the web by {actor or 'staff'}: {len(uids)} instance(s)")
+        self._wake()
+        return self.jobs.get(job_id)
+
+    def job(self, job_id: int) -> Job:
+        """A disc job.
+
+        Raises
+        ------
+        NotFound
+        """
+        return self.jobs.get(job_id)
+
+    def job_rows(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest disc jobs as plain data for the burn queue page and its JSON.
+
+        Each row has ``id, state, patient_name, patient_id, studies, robot, media, discs, copies, size, source,
+        parent_id, attempt, note, needs_staff, progress`` (one text per disc), ``updated``, ``actions`` (those
+        its state allows) and ``labels`` (disc numbers with a label PDF to preview).
+        """
+        rows = []
+        for job in self.jobs.recent(limit=limit):
+            discs = self.jobs.discs(job.id)
+            progress = [f"disc {d.number}: {d.robot_state or 'waiting'}" + (f" – {d.reason}" if d.reason else "")
+                        for d in discs if d.ticket or d.robot_state]
+            rows.append({
+                "id": job.id, "state": job.state.value, "patient_name": job.patient_name,
+                "patient_id": job.patient_id, "studies": list(job.studies), "robot": job.robot,
+                "media": job.media, "discs": job.disc_count, "copies": job.copies, "size": job.size,
+                "source": job.source, "parent_id": job.parent_id, "attempt": job.attempt,
+                "note": job.error if job.state.value == "failed" else job.message,
+                "needs_staff": job.needs_staff, "progress": progress, "updated": job.updated,
+                "actions": [a for a, states in JOB_ACTIONS.items() if job.state.value in states],
+                "labels": [d.number for d in discs if self._label_path(d.files) is not None],
+            })
+        return rows
+
+    @staticmethod
+    def _label_path(files: Mapping[str, Any]) -> Path | None:
+        value = (files.get("label") or {}).get("pdf")
+        path = Path(value) if value else None
+        return path if path is not None and path.is_file() else None
+
+    def job_label(self, job_id: int, disc: int = 1) -> Path:
+        """The label PDF of one disc of a job.
+
+        Raises
+        ------
+        NotFound
+            No such job or disc, or its label is not (or no longer) staged.
+        """
+        self.jobs.get(job_id)
+        for d in self.jobs.discs(job_id):
+            if d.number == disc and (path := self._label_path(d.files)) is not None:
+                return path
+        raise NotFound(f"job {job_id} has no label for disc {disc}")
+
+    def job_action(self, job_id: int, action: str, actor: str = "") -> Job:
+        """Retry, cancel, reburn or reprint a job, as ``appliance jobs <action>``.
+
+        Returns
+        -------
+        Job
+            The job changed (retry, cancel) or the new job (reburn, reprint).
+
+        Raises
+        ------
+        NotFound
+            No such job or action.
+        InvalidTransition
+            The job's state does not allow it (the message says which states do).
+        PublishError
+            The robot refused to cancel.
+        """
+        if action not in JOB_ACTIONS:
+            raise NotFound(f"unknown job action {action!r}")
+        job = self.jobs.get(job_id)
+        by = f"on the web by {actor or 'staff'}"
+        if job.state.value not in JOB_ACTIONS[action]:
+            raise InvalidTransition(f"job {job_id} is {job.state.value}; only {' or '.join(JOB_ACTIONS[action])} "
+                                    f"jobs can be {_DONE_WORDS[action]}")
+        if action == "retry":
+            result = self.jobs.retry(job_id, f"retry requested {by}")
+        elif action == "cancel":
+            from appliance.publisher import DiscPublisher
+
+            publisher = self.publishing.publisher if self.publishing else DiscPublisher(self.jobs, self.robots)
+            result = publisher.cancel(job_id, f"cancelled {by}")
+        else:
+            result = self.jobs.get(self.jobs.repeat(job_id, action))
+        self._wake()
+        return result
+
+    # -- robots -------------------------------------------------------------------------------------
+
+    def robot_report(self) -> list[dict[str, Any]]:
+        """Every configured robot with its bridge status (``robot.status()``), as plain data."""
+        from robots import RobotError
+
+        out = []
+        for name, robot in self.robots.items():
+            row: dict[str, Any] = {"name": name, "vendor": robot.vendor, "location": robot.location,
+                                   "simulated": bool(self.publishing and name in self.publishing.simulators)}
+            try:
+                st = robot.status()
+            except RobotError as exc:
+                row.update(online=False, state="unknown", reason=f"status unavailable: {exc}", ink={}, media={},
+                           media_unit="%", drives=[], errors=[], bridge="")
+            else:
+                row.update(online=st.online, state=st.state.value, reason=st.reason, ink=dict(st.ink),
+                           media=dict(st.media), media_unit=st.media_unit, errors=list(st.errors), bridge=st.bridge,
+                           drives=[{"name": d.name, "state": d.state, "percent": d.percent} for d in st.drives])
+            out.append(row)
+        return out
+
+    @staticmethod
+    def usb_summary() -> dict[str, Any]:
+        """The USB detection: ``{"available", "devices": [text], "message"}``."""
+        from robots.detect import detect_usb
+
+        scan = detect_usb()
+        return {"available": scan.available, "devices": [d.describe() for d in scan.devices], "message": scan.message}
+
+    # -- worklist -----------------------------------------------------------------------------------
+
+    def worklist_items(self, status: str = "", patient: str = "", date: str = "",
+                       modality: str = "") -> list[dict[str, Any]]:
+        """Worklist items (one per requested procedure) with their steps, earliest first.
+
+        Parameters
+        ----------
+        status : str
+            Only steps of this status.
+        patient : str
+            Patient ID or name (from the start; ``*`` and ``?`` as wildcards).
+        date : str
+            ``YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD``.
+        modality : str
+            Only steps of this modality.
+        """
+        items: dict[str, dict[str, Any]] = {}
+        for row in self.app.worklist.items(status=status or None, patient=patient or None, date=date or None):
+            if modality and row.modality.upper() != modality.upper():
+                continue
+            item = items.setdefault(row.study_uid, {
+                "study_uid": row.study_uid, "patient_name": row.patient_name, "patient_id": row.patient_id,
+                "accession": row.accession, "source": row.source, "steps": []})
+            item["steps"].append({**dataclasses.asdict(row), "tone": worklist_tone(row.status)})
+        for item in items.values():
+            tones = {s["tone"] for s in item["steps"]}
+            item["tone"] = "done" if tones == {"done"} else "ended" if tones <= {"done", "ended"} else "open"
+        return list(items.values())
+
+    def worklist_delete_item(self, study_uid: str) -> int:
+        """Delete every step of a worklist item; the number deleted.
+
+        Raises
+        ------
+        NotFound
+        """
+        return self.app.worklist.delete_study(study_uid)
+
+    def worklist_delete_step(self, step_id: int) -> int:
+        """Delete one step.
+
+        Raises
+        ------
+        NotFound
+        """
+        return self.app.worklist.delete_steps([step_id])
+
+    def worklist_purge(self) -> int:
+        """Delete every COMPLETED, DISCONTINUED and CANCELED step."""
+        return self.app.worklist.purge()
+
+    def worklist_reset(self, step_id: int) -> int:
+        """Set a step back to SCHEDULED.
+
+        Raises
+        ------
+        NotFound
+        """
+        return self.app.worklist.reset([step_id])
+
+    # -- HL7 and certificates -----------------------------------------------------------------------
+
+    def hl7_messages(self, limit: int = 100, ack_code: str = "") -> list[dict[str, Any]]:
+        """The newest HL7 messages and their ACKs, newest first (text with one segment a line)."""
+        out = []
+        for m in self.app.hl7_log.recent(limit, ack_code or None):
+            out.append({"id": m.id, "received": m.received, "peer": m.peer, "type": m.message_type,
+                        "control_id": m.control_id, "ack_code": m.ack_code, "error": m.error,
+                        "text": m.message.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").strip(),
+                        "ack": m.ack.replace("\r", "\n").strip()})
+        return out
+
+    def cert_warnings(self) -> list[str]:
+        """Certificates that expire within ``[tls] expiry_warning_days`` (cached for a few minutes)."""
+        import time
+
+        from appliance import security
+
+        now = time.monotonic()
+        if self._cert_cache is None or now - self._cert_cache[0] > _CERT_CACHE_SECONDS:
+            try:
+                warnings = security.expiry_warnings(self.config)
+            except Exception as exc:  # a broken certificate file must not break every staff page
+                warnings = [f"The certificates could not be checked: {exc}"]
+            self._cert_cache = (now, warnings)
+        return self._cert_cache[1]
+
+
+def worklist_tone(status: str) -> str:
+    """``done`` (COMPLETED), ``ended`` (discontinued, cancelled, missed) or ``open``, for the status colour."""
+    status = status.upper()
+    return "done" if status in WORKLIST_DONE else "ended" if status in WORKLIST_ENDED else "open"

@@ -96,45 +96,32 @@ class _Walker:
                 if pos + length > stop:
                     raise self.fail(pos, tag, f"value of {length} bytes runs past the end of the data")
                 if vr == b"SQ" and length:
-                    self.items_defined(pos, pos + length, tag)
+                    self.items(pos, tag, pos + length)
                 pos += length
         if until is not None:
             raise InvalidDataset(f"data set is truncated: missing delimiter after byte {pos}")
         return pos
 
-    def items(self, pos: int, tag: tuple[int, int]) -> int:
-        """Items of an undefined-length sequence, up to its delimiter."""
-        while True:
+    def items(self, pos: int, tag: tuple[int, int], stop: int | None = None) -> int:
+        """Items of a sequence: up to its delimiter (undefined length, ``stop`` None) or up to ``stop``."""
+        end = len(self.data) if stop is None else stop
+        while stop is None or pos < stop:
             item = self.tag_at(pos)
             (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
             pos += 8
-            if item == _SEQ_END:
+            if item == _SEQ_END and stop is None:
                 return pos
             if item != _ITEM:
                 raise self.fail(pos - 8, tag, "sequence holds something other than items")
             if length == _UNDEFINED:
-                pos = self.elements(pos, len(self.data), _ITEM_END)
+                pos = self.elements(pos, end, _ITEM_END)
             else:
-                if pos + length > len(self.data):
-                    raise self.fail(pos, tag, "item runs past the end of the data")
+                if pos + length > end:
+                    raise self.fail(pos, tag, "item runs past the end of the data" if stop is None
+                                    else "item runs past the end of its sequence")
                 self.elements(pos, pos + length, None)
                 pos += length
-
-    def items_defined(self, pos: int, stop: int, tag: tuple[int, int]) -> None:
-        """Items of a defined-length sequence."""
-        while pos < stop:
-            item = self.tag_at(pos)
-            (length,) = struct.unpack_from(self.end + "I", self.data, pos + 4)
-            pos += 8
-            if item != _ITEM:
-                raise self.fail(pos - 8, tag, "sequence holds something other than items")
-            if length == _UNDEFINED:
-                pos = self.elements(pos, stop, _ITEM_END)
-            else:
-                if pos + length > stop:
-                    raise self.fail(pos, tag, "item runs past the end of its sequence")
-                self.elements(pos, pos + length, None)
-                pos += length
+        return pos
 
     def fragments(self, pos: int, tag: tuple[int, int]) -> int:
         """Encapsulated pixel data: items with defined lengths, then the sequence delimiter."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,23 +33,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence as DicomSequence
-
 from appliance.config import WorklistConfig
 from appliance.db import MERGED_PATIENTS, WORKLIST, Database
 from appliance.errors import IncompleteItem, InvalidItem, NotFound, PatientMismatch, UnknownPatient
 from appliance.index import norm_time, pn_key
+from appliance.worklist_items import SPS_SEQUENCE as SPS_SEQUENCE
+from appliance.worklist_items import TYPE2_SEQ, TYPE2_STEP, TYPE2_TOP, as_text, check_complete, check_values, step_of
+from appliance.worklist_items import Attrs as Attrs
+from appliance.worklist_items import from_dataset as from_dataset
+from appliance.worklist_items import to_dataset as to_dataset
 
 LOGGER = logging.getLogger(__name__)
-
-#: An MWL data set as plain data: DICOM keyword -> str, list of str (multi-valued),
-#: int, or list of nested mappings (sequences).
-Attrs = dict[str, Any]
-
-SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 
 
 class SpsStatus(StrEnum):
@@ -188,198 +181,6 @@ class ItemRow:
     updated: str
 
 
-# -- data set <-> plain data ----------------------------------------------------------------------
-
-
-def from_dataset(ds: Dataset) -> Attrs:
-    """Turn a data set into plain data (private, unknown and binary elements are left out)."""
-    out: Attrs = {}
-    for elem in ds:
-        if elem.tag.group in (0x0000, 0x0002) or elem.tag.is_private or elem.tag.element == 0:
-            continue
-        keyword = elem.keyword or keyword_for_tag(elem.tag)
-        if not keyword or keyword == "SpecificCharacterSet":
-            continue
-        if elem.VR == "SQ":
-            out[keyword] = [from_dataset(item) for item in elem.value]
-        elif elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
-            continue
-        elif elem.value is None:
-            out[keyword] = ""
-        elif isinstance(elem.value, MultiValue | list | tuple):
-            out[keyword] = [str(v) if not isinstance(v, int | float) else v for v in elem.value]
-        elif isinstance(elem.value, int | float):
-            out[keyword] = elem.value
-        else:
-            out[keyword] = str(elem.value)
-    return out
-
-
-def to_dataset(attrs: Mapping[str, Any]) -> Dataset:
-    """Turn plain data back into a data set (the inverse of :func:`from_dataset`)."""
-    ds = Dataset()
-    for keyword, value in attrs.items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            continue
-        vr = dictionary_VR(tag)
-        if vr == "SQ":
-            ds.add_new(tag, vr, DicomSequence([to_dataset(item) for item in value or []]))
-        elif value == "" or value is None:
-            ds.add_new(tag, vr, None)
-        elif vr in ("US", "SS", "UL", "SL", "UV", "SV") and not isinstance(value, list):
-            ds.add_new(tag, vr, int(value))
-        else:
-            ds.add_new(tag, vr, value)
-    return ds
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def step_of(item: Mapping[str, Any]) -> Attrs:
-    """The (single) Scheduled Procedure Step item of an MWL item."""
-    steps = item.get(SPS_SEQUENCE) or [{}]
-    step: Attrs = steps[0]
-    return step
-
-
-# -- validation ------------------------------------------------------------------------------------
-
-#: Type 1 return keys of the MWL C-FIND (PS3.4 K.6-1) as DCMTK's worklist code checks them.
-_REQUIRED_TOP = ("PatientName", "PatientID", "StudyInstanceUID", "RequestedProcedureID")
-_REQUIRED_STEP = ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-                  "Modality", "ScheduledProcedureStepID")
-#: Type 2 return keys: present in every stored item, empty when unknown.
-_TYPE2_TOP = ("AccessionNumber", "ReferringPhysicianName", "PatientBirthDate", "PatientSex", "PatientWeight",
-              "MedicalAlerts", "Allergies", "PregnancyStatus", "AdmissionID", "CurrentPatientLocation",
-              "PatientState", "RequestingPhysician", "RequestedProcedurePriority",
-              "PatientTransportArrangements")
-_TYPE2_SEQ = ("ReferencedStudySequence", "ReferencedPatientSequence")
-_TYPE2_STEP = ("ScheduledPerformingPhysicianName", "ScheduledStationName", "ScheduledProcedureStepLocation",
-               "PreMedication", "RequestedContrastAgent")
-
-#: Maximum value length per VR (PS3.5 6.2); PN is checked per component group.
-_MAX_LEN = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "PN": 64, "SH": 16, "ST": 1024,
-            "TM": 14, "UI": 64, "LT": 10240, "DT": 26}
-#: VRs that cannot hold a backslash (it separates values there).
-_NO_BACKSLASH = {"AE", "AS", "CS", "DA", "DS", "IS", "LO", "PN", "SH", "TM", "UI", "DT"}
-_DA_RE = re.compile(r"^\d{8}$")
-_TM_RE = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
-_UI_RE = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
-
-
-def _desc_and_codes_complete(container: Mapping[str, Any], desc: str, codes: str) -> bool:
-    # DCMTK: at least one of description / code sequence valued, neither present-but-empty,
-    # and every code item has a value and a scheme.
-    seq = container.get(codes)
-    if seq is not None:
-        if not seq:
-            return False
-        for code in seq:
-            if not code.get("CodeValue") or not code.get("CodingSchemeDesignator"):
-                return False
-    if desc in container:
-        return bool(container[desc])
-    return seq is not None
-
-
-def check_complete(item: Mapping[str, Any]) -> None:
-    """Check that worklist clients will accept an item (DCMTK ``DatasetIsComplete``).
-
-    Raises
-    ------
-    IncompleteItem
-        Naming the first missing attribute.
-    """
-    steps = item.get(SPS_SEQUENCE)
-    if not steps or len(steps) != 1:
-        raise IncompleteItem("the item must have exactly one scheduled procedure step", SPS_SEQUENCE)
-    step = steps[0]
-    for keyword in _REQUIRED_STEP:
-        if not step.get(keyword):
-            raise IncompleteItem(f"{keyword} is missing", keyword)
-    for keyword in _REQUIRED_TOP:
-        if not item.get(keyword):
-            raise IncompleteItem(f"{keyword} is missing", keyword)
-    if not _desc_and_codes_complete(step, "ScheduledProcedureStepDescription", "ScheduledProtocolCodeSequence"):
-        raise IncompleteItem("the step needs a description or a complete protocol code",
-                             "ScheduledProcedureStepDescription")
-    if not _desc_and_codes_complete(item, "RequestedProcedureDescription", "RequestedProcedureCodeSequence"):
-        raise IncompleteItem("the requested procedure needs a description or a complete code",
-                             "RequestedProcedureDescription")
-    for keyword in _TYPE2_SEQ:
-        if keyword not in item:
-            raise IncompleteItem(f"{keyword} is missing", keyword)
-        for ref in item[keyword]:
-            if not ref.get("ReferencedSOPClassUID") or not ref.get("ReferencedSOPInstanceUID"):
-                raise IncompleteItem(f"{keyword} has an incomplete item", keyword)
-
-
-def _check_value(keyword: str, value: Any, policy: str, where: str) -> Any:
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        return value
-    vr = dictionary_VR(tag)
-    if vr == "SQ":
-        return [check_values(v, policy, f"{where}{keyword} > ") for v in value or []]
-    values = value if isinstance(value, list) else [value]
-    out: list[Any] = []
-    for v in values:
-        if isinstance(v, int | float) or v is None:
-            out.append(v)
-            continue
-        text = str(v)
-        if vr in _NO_BACKSLASH and "\\" in text:
-            # "\" separates values; a name like O\Brien cannot be stored as one value.
-            LOGGER.warning("%s%s: backslash replaced by a space in %r", where, keyword, text)
-            text = text.replace("\\", " ")
-        if vr not in ("LT", "ST", "UT"):
-            text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-        if text and vr == "DA" and not _DA_RE.match(text):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a date (YYYYMMDD)", keyword)
-        if text and vr == "TM" and not _TM_RE.match(text):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a time (HHMMSS)", keyword)
-        if text and vr == "UI" and (not _UI_RE.match(text) or len(text) > 64):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a valid UID", keyword)
-        limit = _MAX_LEN.get(vr)
-        too_long = limit is not None and (max(len(g) for g in text.split("=")) > limit if vr == "PN"
-                                          else len(text) > limit)
-        if too_long and limit is not None:
-            if policy != "truncate":
-                raise InvalidItem(f"{where}{keyword} {text!r} is longer than {vr} allows ({limit})", keyword)
-            LOGGER.warning("%s%s %r truncated to %d characters", where, keyword, text, limit)
-            text = text[:limit]
-        out.append(text)
-    return out if isinstance(value, list) else out[0]
-
-
-def check_values(item: Mapping[str, Any], policy: str = "reject", where: str = "") -> Attrs:
-    """Check every value against its VR; return the item with line breaks and backslashes cleaned.
-
-    Parameters
-    ----------
-    item : Mapping
-        The item (or a nested sequence item).
-    policy : str
-        ``reject`` or ``truncate`` values longer than their VR allows.
-    where : str
-        Prefix for messages (nested items).
-
-    Raises
-    ------
-    InvalidItem
-        For a malformed date, time or UID, or an over-long value under ``reject``.
-    """
-    return {k: _check_value(k, v, policy, where) for k, v in item.items()}
-
-
-# -- the worklist ----------------------------------------------------------------------------------
-
-
 def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
@@ -392,22 +193,22 @@ def new_uid() -> str:
 def _columns(item: Mapping[str, Any], status: str) -> dict[str, Any]:
     """The matching-key columns of an item."""
     step = step_of(item)
-    name = _text(item.get("PatientName"))
+    name = as_text(item.get("PatientName"))
     return {
-        "study_uid": _text(item.get("StudyInstanceUID")),
-        "sps_id": _text(step.get("ScheduledProcedureStepID")),
-        "patient_id": _text(item.get("PatientID")),
-        "issuer": _text(item.get("IssuerOfPatientID")),
+        "study_uid": as_text(item.get("StudyInstanceUID")),
+        "sps_id": as_text(step.get("ScheduledProcedureStepID")),
+        "patient_id": as_text(item.get("PatientID")),
+        "issuer": as_text(item.get("IssuerOfPatientID")),
         "patient_name": name,
         "patient_name_key": pn_key(name),
-        "birth_date": _text(item.get("PatientBirthDate")),
-        "accession": _text(item.get("AccessionNumber")),
-        "rp_id": _text(item.get("RequestedProcedureID")),
-        "modality": _text(step.get("Modality")),
-        "station_aet": _text(step.get("ScheduledStationAETitle")),
-        "start_date": _text(step.get("ScheduledProcedureStepStartDate")),
-        "start_time": norm_time(_text(step.get("ScheduledProcedureStepStartTime"))),
-        "performing_key": pn_key(_text(step.get("ScheduledPerformingPhysicianName"))),
+        "birth_date": as_text(item.get("PatientBirthDate")),
+        "accession": as_text(item.get("AccessionNumber")),
+        "rp_id": as_text(item.get("RequestedProcedureID")),
+        "modality": as_text(step.get("Modality")),
+        "station_aet": as_text(step.get("ScheduledStationAETitle")),
+        "start_date": as_text(step.get("ScheduledProcedureStepStartDate")),
+        "start_time": norm_time(as_text(step.get("ScheduledProcedureStepStartTime"))),
+        "performing_key": pn_key(as_text(step.get("ScheduledPerformingPhysicianName"))),
         "status": status,
     }
 
@@ -417,7 +218,7 @@ def _apply(target: Attrs, changes: Mapping[str, Any]) -> None:
     for keyword, value in changes.items():
         if keyword in ("RequestedProcedureDescription", "ScheduledProcedureStepDescription") and value == "":
             target.pop(keyword, None)  # DCMTK refuses a present-but-empty description
-        elif keyword.endswith("CodeSequence") and not value and keyword not in _TYPE2_SEQ:
+        elif keyword.endswith("CodeSequence") and not value and keyword not in TYPE2_SEQ:
             target.pop(keyword, None)  # ...and an empty code sequence
         else:
             target[keyword] = value
@@ -542,7 +343,7 @@ class Worklist:
         return list(merged.values())
 
     def _reuse_or_new_uid(self, conn: sqlite3.Connection, order: Order) -> str:
-        accession = _text(order.attrs.get("AccessionNumber"))
+        accession = as_text(order.attrs.get("AccessionNumber"))
         if accession:
             row = conn.execute(f"SELECT study_uid FROM {WORKLIST} WHERE accession = ? AND patient_id = ? LIMIT 1",
                                (accession, order.patient.patient_id)).fetchone()
@@ -553,10 +354,10 @@ class Worklist:
         return uid
 
     def _new_item(self, order: Order, study_uid: str, step: StepOrder) -> Attrs:
-        item: Attrs = {k: "" for k in _TYPE2_TOP}
-        item.update({k: [] for k in _TYPE2_SEQ})
+        item: Attrs = {k: "" for k in TYPE2_TOP}
+        item.update({k: [] for k in TYPE2_SEQ})
         item["StudyInstanceUID"] = study_uid
-        sps: Attrs = {k: "" for k in _TYPE2_STEP}
+        sps: Attrs = {k: "" for k in TYPE2_STEP}
         if not step.attrs.get("ScheduledProcedureStepStartDate") and not step.attrs.get(
                 "ScheduledProcedureStepStartTime"):
             # IHE lets the DSS default a missing start to "now"; worklist clients need one.
@@ -578,7 +379,7 @@ class Worklist:
         if status not in SpsStatus.__members__:
             raise InvalidItem(f"unknown Scheduled Procedure Step Status {status!r}", "ScheduledProcedureStepStatus")
         item = self._validated(item)
-        key = ItemKey(_text(item["StudyInstanceUID"]), _text(step_of(item)["ScheduledProcedureStepID"]))
+        key = ItemKey(as_text(item["StudyInstanceUID"]), as_text(step_of(item)["ScheduledProcedureStepID"]))
         row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
                            (key.study_uid, key.sps_id)).fetchone()
         self._write(conn, row[0] if row else None, item, status, charset, source, _now())
@@ -687,21 +488,27 @@ class Worklist:
         NotFound
             When an ID does not exist; nothing was changed.
         """
-        ids = list(ids)
-        with self.db.transaction() as conn:
-            self._require(conn, ids)
-            for i in ids:
-                conn.execute(f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?",
-                             (SpsStatus.SCHEDULED.value, _now(), i))
-        return len(ids)
+        return self._each_step(ids, f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?",
+                               SpsStatus.SCHEDULED.value, _now())
 
     # -- management -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _require(conn: sqlite3.Connection, ids: list[int]) -> None:
-        for i in ids:
-            if conn.execute(f"SELECT 1 FROM {WORKLIST} WHERE id = ?", (i,)).fetchone() is None:
-                raise NotFound(f"worklist step {i} does not exist")
+    def _each_step(self, ids: Iterable[int], sql: str, *values: Any) -> int:
+        """Run ``sql`` (``values``, then the row ID, as parameters) on each step, all or none of them.
+
+        Raises
+        ------
+        NotFound
+            When an ID does not exist; nothing was changed.
+        """
+        ids = list(ids)
+        with self.db.transaction() as conn:
+            for i in ids:
+                if conn.execute(f"SELECT 1 FROM {WORKLIST} WHERE id = ?", (i,)).fetchone() is None:
+                    raise NotFound(f"worklist step {i} does not exist")
+            for i in ids:
+                conn.execute(sql, (*values, i))
+        return len(ids)
 
     def items(self, status: str | None = None, patient: str | None = None, date: str | None = None,
               station: str | None = None, limit: int = 0) -> list[ItemRow]:
@@ -755,8 +562,8 @@ class Worklist:
             step = step_of(json.loads(row["attrs"]))
             out.append(ItemRow(row["id"], row["study_uid"], row["sps_id"], row["patient_id"], row["patient_name"],
                                row["accession"], row["modality"], row["station_aet"], row["start_date"],
-                               _text(step.get("ScheduledProcedureStepStartTime")), row["status"],
-                               _text(step.get("ScheduledProcedureStepDescription")), row["source"], row["updated"]))
+                               as_text(step.get("ScheduledProcedureStepStartTime")), row["status"],
+                               as_text(step.get("ScheduledProcedureStepDescription")), row["source"], row["updated"]))
         return out
 
     def item(self, key: ItemKey) -> tuple[Attrs, str, str] | None:
@@ -775,12 +582,7 @@ class Worklist:
         NotFound
             When an ID does not exist; nothing was deleted.
         """
-        ids = list(ids)
-        with self.db.transaction() as conn:
-            self._require(conn, ids)
-            for i in ids:
-                conn.execute(f"DELETE FROM {WORKLIST} WHERE id = ?", (i,))
-        return len(ids)
+        return self._each_step(ids, f"DELETE FROM {WORKLIST} WHERE id = ?")
 
     def delete_study(self, study_uid: str) -> int:
         """Delete every step of a requested procedure (a whole item).

@@ -7,7 +7,7 @@ sends Modality Worklist queries here and every other C-FIND to the Q/R handler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -92,22 +92,14 @@ def handle_n_create(event: Event, app: Appliance) -> tuple[int | Dataset, Datase
         Step Status missing; 0x0106 not IN PROGRESS; 0x0124 no mwl right; 0x0118
         not an MPPS SOP class; 0x0110 any other failure.
     """
-    peer = handlers.calling_ae(event)
-    req: Any = event.request  # N_CREATE / N_SET primitive
-    if not app.may(peer, "mwl"):
-        return status.NOT_AUTHORIZED, None
-    if str(req.AffectedSOPClassUID) != _MPPS_CLASS:
-        return 0x0118, None
-    try:
+    req: Any = event.request  # N-CREATE primitive
+
+    def create(peer: str) -> Dataset:
         attrs = event.attribute_list
         app.mpps.create(str(req.AffectedSOPInstanceUID or ""), from_dataset(attrs), peer)
-    except MppsError as exc:
-        LOGGER.error("MPPS N-CREATE from %s refused: %s", peer, exc)
-        return _mpps_failure(exc), None
-    except Exception as exc:
-        LOGGER.error("MPPS N-CREATE from %s failed: %s", peer, exc)
-        return status.PROCESSING_FAILURE, None
-    return status.SUCCESS, attrs
+        return attrs
+
+    return _mpps_request(event, app, "N-CREATE", str(req.AffectedSOPClassUID), create)
 
 
 def handle_n_set(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset | None]:
@@ -120,22 +112,40 @@ def handle_n_set(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset |
         longer IN PROGRESS; 0x0106 invalid status; 0x0124 no mwl right; 0x0118 not
         an MPPS SOP class.
     """
-    peer = handlers.calling_ae(event)
-    req: Any = event.request  # N_CREATE / N_SET primitive
-    if not app.may(peer, "mwl"):
-        return status.NOT_AUTHORIZED, None
-    if str(req.RequestedSOPClassUID) != _MPPS_CLASS:
-        return 0x0118, None
-    try:
+    req: Any = event.request  # N-SET primitive
+
+    def set_(peer: str) -> Dataset:
         mods = event.modification_list
         app.mpps.set(str(req.RequestedSOPInstanceUID), from_dataset(mods))
+        return mods
+
+    return _mpps_request(event, app, "N-SET", str(req.RequestedSOPClassUID), set_)
+
+
+def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
+                  apply: Callable[[str], Dataset]) -> tuple[int | Dataset, Dataset | None]:
+    """The guard of N-CREATE and N-SET: the mwl right, the SOP Class, then ``apply(peer)`` with failures mapped.
+
+    Returns
+    -------
+    (status, data set)
+        0x0000 and what ``apply`` returned; 0x0124 no mwl right; 0x0118 not an MPPS SOP class; an
+        :class:`~appliance.mpps.MppsError` as :data:`_MPPS_STATUS` maps it; 0x0110 any other failure.
+    """
+    peer = handlers.calling_ae(event)
+    if not app.may(peer, "mwl"):
+        return status.NOT_AUTHORIZED, None
+    if sop_class != _MPPS_CLASS:
+        return 0x0118, None
+    try:
+        data = apply(peer)
     except MppsError as exc:
-        LOGGER.error("MPPS N-SET from %s refused: %s", peer, exc)
+        LOGGER.error("MPPS %s from %s refused: %s", verb, peer, exc)
         return _mpps_failure(exc), None
     except Exception as exc:
-        LOGGER.error("MPPS N-SET from %s failed: %s", peer, exc)
+        LOGGER.error("MPPS %s from %s failed: %s", verb, peer, exc)
         return status.PROCESSING_FAILURE, None
-    return status.SUCCESS, mods
+    return status.SUCCESS, data
 
 
 _MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"

@@ -67,7 +67,7 @@ def web_config(data_dir: Path, **web: Any) -> Config:
     return parse_config({"appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital",
                                        "log_level": "INFO"},
                          "dicom": {"bind": HOST, "port": 0, "tls_port": 0, "free_space_limit_mb": 1},
-                         "hl7": {"port": 0}, "web": table})
+                         "hl7": {"port": 0, "station_aets": {"CT": "CT1", "MR": "MR1"}}, "web": table})
 
 
 def csrf_of(text: str) -> str:

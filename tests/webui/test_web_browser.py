@@ -11,12 +11,22 @@ import pytest
 
 from appliance.config import NodeConfig
 
-from conftest import HOST
+from conftest import HOST, wait_until
 
 pytestmark = pytest.mark.browser
 
 ADMIN = ("admin", "admin-password-1")
 
+
+
+def wait_images(page) -> None:
+    """Wait until every image on the page has loaded.
+
+    Polled from Python: Playwright's wait_for_function evaluates its predicate with
+    eval() inside the page, which the site's Content-Security-Policy (rightly) forbids.
+    """
+    wait_until(lambda: page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)"),
+               timeout=30)
 
 def sign_in(page, url: str, who: tuple[str, str] = ADMIN) -> None:
     page.goto(url + "/staff/login")
@@ -39,7 +49,7 @@ def test_staff_find_a_study_and_look_at_it(live, browser, shot, node) -> None:
     page.get_by_role("link", name="SMITH, ANNA").click()
     page.wait_for_selector("#patient-name")
     assert page.locator("#patient-name").inner_text() == "SMITH, ANNA"
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    wait_images(page)
     assert page.locator("#token-state").inner_text() == "Works"
     assert page.locator("#print-slip").get_attribute("href").endswith("/slip.pdf")
     shot(page, "staff-study")
@@ -86,7 +96,7 @@ def test_patient_opens_link_and_scrolls_the_viewer(live, browser, shot) -> None:
     assert page.locator("#patient-name").inner_text() == "SMITH, ANNA"
     cookie = next(c for c in page.context.cookies() if c["name"] == "appliance_patient")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    wait_images(page)
     shot(page, "patient-study")
     page.locator(".series-tile a").first.click()
     page.wait_for_selector("#viewer[data-loaded='1']")
@@ -161,7 +171,7 @@ def test_patient_page_on_a_phone(live, browser, shot) -> None:
                                   device_scale_factor=2)
     page = context.new_page()
     page.goto(f"{site.url}/token?{site.env.token('ct')}")
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    wait_images(page)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the screen
     shot(page, "patient-study-phone")

@@ -1,4 +1,4 @@
-"""JSON API under ``/api``: health, study search and node echo for the staff pages' scripts."""
+"""JSON API under ``/api``: health, study search, node echo, burn queue and robots for the staff pages' scripts."""
 
 from __future__ import annotations
 
@@ -63,3 +63,17 @@ def echo(ae_title: str) -> dict[str, Any]:
 def whoami() -> dict[str, Any]:
     """The signed-in user (scripts check their session with it)."""
     return {"name": g.user.name, "role": g.user.role, "path": request.path}
+
+
+@bp.get("/jobs")
+@login_required
+def jobs() -> dict[str, Any]:
+    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see :meth:`Site.job_rows`)."""
+    return {"jobs": get_site().job_rows()}
+
+
+@bp.get("/robots")
+@login_required
+def robots() -> dict[str, Any]:
+    """Every robot's bridge status for the robots page's live refresh: ``{"robots": [...]}``."""
+    return {"robots": get_site().robot_report()}

@@ -45,4 +45,11 @@ def audit(action: str, study_uid: str = "", detail: str = "", outcome: str = "su
                             user_agent=user_agent(), study_uid=study_uid, detail=detail, outcome=outcome)
 
 
-from webui.staff import admin, auth, nodes, studies  # noqa: E402,F401  (routes register on import)
+@bp.context_processor
+def certificate_warnings() -> dict[str, list[str]]:
+    """Certificate expiry warnings for the admins' banner on every staff page."""
+    user = g.get("user")
+    return {"cert_warnings": get_site().cert_warnings() if user is not None and user.is_admin else []}
+
+
+from webui.staff import admin, auth, discs, nodes, studies, worklist  # noqa: E402,F401  (routes register on import)

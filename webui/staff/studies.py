@@ -67,7 +67,9 @@ def study(study_uid: str) -> str:
     token = site.tokens.get(study_uid)
     return render_template("staff/study.html", study=study, series=site.catalog.series(study_uid), token=token,
                            token_state=token.state(site.today()) if token else "none",
-                           accesses=accesses, today=site.today(),
+                           accesses=accesses, today=site.today(), robot_names=site.robot_names(),
+                           default_copies=site.config.burn.copies,
+                           queued_job=request.args.get("job", "") if request.args.get("job", "").isdigit() else "",
                            default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")))
 
 
