@@ -170,3 +170,22 @@ def test_serve_makes_demo_certificates(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=30)
     assert "demo" in out.decode().lower()
+
+
+def test_cli_import_over_tls(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    node = _node(node_factory, pki, verify=True)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for inst in dicomdata.study("PIMPTLS", "IMPORT^TLS", ("CT",), 3):
+        inst.write(folder)
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(f'[tls]\nclient_cert = "{pki.client_cert}"\nclient_key = "{pki.client_key}"\nca = "{pki.ca_cert}"\n')
+    proc = subprocess.run([sys.executable, "-m", "appliance", "import", str(folder), "--config", str(cfg), "--tls",
+                           "--host", "localhost", "--port", str(node.tls_port), "--aet", node.aet],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 instance(s) sent" in proc.stdout
+    assert node.app.index.counts()["instances"] == 3

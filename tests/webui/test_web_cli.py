@@ -155,6 +155,11 @@ def test_serve_https_with_the_demo_certificate(tmp_path: Path, serve) -> None:
         context.check_hostname = False
         status, _, headers = wait_until(lambda: _try(f"https://{HOST}:{port}/api/health", context), timeout=60)
         assert status == 200 and headers["Strict-Transport-Security"].startswith("max-age")
+        # A real client with full verification, host name included: curl --cacert.
+        curl = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(ca), f"https://localhost:{port}/api/health"],
+                              capture_output=True, text=True, timeout=60)
+        assert curl.returncode == 0, curl.stderr
+        assert "ok" in curl.stdout.lower()
         # A client that connects and says nothing does not hold up the others.
         with socket.create_connection((HOST, port)):
             start = time.monotonic()
