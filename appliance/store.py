@@ -14,6 +14,7 @@ moves it into place before ``tmp/`` is cleaned.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -93,9 +94,12 @@ class FileStore:
                 os.close(fd)
             self._rename(tmp, final)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
+                tmp.unlink(missing_ok=True)
             if exc.errno in (28, 122):  # ENOSPC, EDQUOT
                 raise OutOfResources(f"store disk is full: {exc.strerror}") from exc
+            if exc.errno == 30:  # EROFS
+                raise OutOfResources(f"store disk is read-only: {exc.strerror}") from exc
             raise
         return rel
 

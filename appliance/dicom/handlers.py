@@ -59,7 +59,7 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
     int or Dataset
         0x0000 stored (or a duplicate ignored); 0x0124 calling AE may not store;
         0xA700 out of resources (free-space limit, disk full); 0xC000 data set cannot
-        be parsed or lacks a UID; 0x0110 the index failed.
+        be parsed or lacks a UID; 0x0110 the index failed or the disk reported an error.
     """
     peer = calling_ae(event)
     if not app.may(peer, "store"):
@@ -85,6 +85,10 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
     except IndexFailure as exc:
         LOGGER.error("C-STORE %s from %s failed: %s", req.AffectedSOPInstanceUID, peer, exc)
         return _failure(status.PROCESSING_FAILURE, "index failure")
+    except OSError as exc:  # any other disk error (I/O error...): refuse, say why, keep serving
+        LOGGER.error("C-STORE %s from %s failed, nothing stored: store disk error: %s", req.AffectedSOPInstanceUID,
+                     peer, exc)
+        return _failure(status.PROCESSING_FAILURE, "store disk error")
     return status.SUCCESS
 
 

@@ -272,3 +272,24 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert not (data / "running").exists()
     log = (data / "logs" / "appliance.log").read_text()
     assert "appliance stopped" in log
+
+
+def test_disk_io_error_is_refused_and_logged(node: Node, monkeypatch, caplog) -> None:
+    import errno
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("appliance.store.os.fsync", broken_fsync)
+    ds = dicomdata.study("PEIO", "EIO^TEST", ("CT",), 1)[0].dataset()
+    ae = AE(ae_title="EIO")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+    status = assoc.send_c_store(ds)
+    monkeypatch.undo()
+    again = assoc.send_c_store(ds)  # the association and the listener carry on
+    assoc.release()
+    assert status.Status == 0x0110 and "disk" in status.ErrorComment
+    assert "store disk error" in caplog.text
+    assert again.Status == 0
+    _no_leftovers(node, 1)

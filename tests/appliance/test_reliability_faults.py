@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from hl7support import MLLPClient, orm, segments
-from publishing_support import FAST_SIM
+from publishing_support import FAST_SIM, PublishNode, publish_config
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
@@ -305,3 +305,117 @@ def test_locked_index_fails_the_store_and_recovers(node: Node, monkeypatch: pyte
     assert assoc.send_c_store(second.dataset()).Status == 0
     assoc.release()
     assert node.app.index.counts()["instances"] == 2
+
+
+# -- a read-only data disk (tmpfs remounted read-only) ---------------------------------------------------------------
+
+def mount_tmpfs(mnt: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` on ``mnt`` (created if needed); skip the test where mounting is not allowed."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this container does not allow mounting a tmpfs: {done.stderr.strip()}")
+
+
+def remount(mnt: Path, mode: str) -> None:
+    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], capture_output=True, text=True)
+    assert done.returncode == 0, f"remount,{mode} of {mnt} failed: {done.stderr.strip()}"
+
+
+@pytest.fixture
+def store_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB tmpfs at ``<data_dir>/store`` (the received files); ``data_dir`` is ``tmp_path / "var"``.
+
+    The database folder itself cannot be remounted read-only under a running node: the kernel refuses a read-only
+    remount (EBUSY) while any file of the mount is open for writing, and the node keeps its SQLite index open.
+    """
+    mnt = tmp_path / "var" / "store"
+    mount_tmpfs(mnt, "16m")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_read_only_data_disk_fails_the_store_and_recovers(store_fs: Path, node_factory,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    node = node_factory(data_dir=store_fs.parent, free_space_limit_mb=0)
+    first, second, third = dicomdata.study("PRO", "READ^ONLY", ("CT",), 3)
+    ae = AE(ae_title="ROTEST")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+    assert assoc.is_established
+    assert assoc.send_c_store(first.dataset()).Status == 0
+    assoc.release()
+    remount(store_fs, "ro")
+    try:
+        assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+        assert assoc.is_established
+        rsp = assoc.send_c_store(second.dataset())
+        assoc.release()
+    finally:
+        remount(store_fs, "rw")
+    assert rsp is not None and "Status" in rsp, "a C-STORE went unanswered on a read-only disk"
+    assert int(rsp.Status) != 0, "a store was acknowledged on a read-only disk"
+    assert "read-only" in caplog.text.lower() and second.sop_uid in caplog.text, caplog.text
+    # Nothing half-written: only the first instance is indexed and on disk, no temporary file is left.
+    assert node.app.index.lookup(second.sop_uid) is None
+    assert node.app.index.counts()["instances"] == 1
+    assert len(node.app.store_area.iter_files()) == 1
+    assert list(node.app.store_area.tmp.iterdir()) == []
+    # Writable again: the same running node stores both the refused instance and a new one.
+    assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+    assert assoc.send_c_store(second.dataset()).Status == 0
+    assert assoc.send_c_store(third.dataset()).Status == 0
+    assoc.release()
+    assert node.app.index.counts()["instances"] == 3
+    assert len(node.app.store_area.iter_files()) == 3
+
+
+# -- the disc staging disk fills up (tmpfs at <data_dir>/discs) ----------------------------------------------------
+
+def _tree_bytes(folder: Path, skip: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file() and p != skip}
+
+
+def test_staging_disk_full_fails_the_job_and_retry_burns(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pub"
+    discs = data_dir / "discs"
+    mount_tmpfs(discs, "8m")
+    node: PublishNode | None = None
+    try:
+        filler = discs / "filler"
+        filler.write_bytes(b"\0" * 4 * 1024 * 1024)  # 4 MB stay free: the instances fit, not the image too
+        node = PublishNode(publish_config(data_dir))
+        folder = tmp_path / "in"
+        folder.mkdir()
+        items = dicomdata.study("PSTAGE", "STAGING^FULL", ("CT",), 20, rows=256, columns=256)  # about 2.6 MB
+        for inst in items:
+            inst.write(folder)
+        node.send(folder, "_E")
+        store_before = {p: node.app.store_area.path(p).read_bytes() for p in node.app.store_area.iter_files()}
+        assert len(store_before) == len(items)
+        job = node.wait_state(1, JobState.FAILED, JobState.DONE, timeout=60)
+        assert job.state is JobState.FAILED, f"a disc that does not fit ended {job.state}"
+        reason = (job.error + " " + job.message).lower()
+        assert "space" in reason or "full" in reason, job
+        # The store is untouched; the staging area holds no half-staged instances or disc image.
+        assert {p: node.app.store_area.path(p).read_bytes() for p in node.app.store_area.iter_files()} == store_before
+        assert node.app.index.counts()["instances"] == len(items)
+        left = _tree_bytes(discs, filler)
+        assert not [name for name in left if name.endswith(".iso") or "/pool/" in name or name.endswith(".dcm")], left
+        assert sum(left.values()) < 200_000, left
+        # Free the space: retry authors and burns the disc.
+        filler.unlink()
+        node.jobs.retry(1)
+        job = node.wait_state(1, JobState.DONE, JobState.FAILED, timeout=120)
+        assert job.state is JobState.DONE, job
+        assert sorted(node.jobs.instances(1)) == sorted(i.sop_uid for i in items)
+        assert [j.id for j in node.jobs.recent()] == [1]
+    finally:
+        if node is not None:
+            node.stop()
+        subprocess.run(["umount", "-l", str(discs)], capture_output=True)
