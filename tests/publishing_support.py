@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import io
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pycdlib
 import pytest
 
 from appliance.cli_discs import Publishing, build_publishing
-from appliance.config import Config, parse_config
+from appliance.config import Config, load_config, parse_config
 from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
 from appliance.errors import NotFound
@@ -152,3 +155,30 @@ def dcmdump_ok(path: Path) -> str:
 
 __all__ = ["FAST_SIM", "PublishNode", "dcmdump_ok", "free_port", "iso_files", "publish_config", "publish_node",
            "robot_table", "volume_label", "wait_until"]
+
+
+class Serve:
+    """``appliance serve`` as a child process."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.cfg = load_config(config)
+        self.log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, timeout=60)
+
+    def _listening(self) -> bool:
+        assert self.proc.poll() is None, (self.config.parent / "serve.log").read_text()
+        return dcmtk("echoscu", "-aec", self.cfg.dicom.ae_title, HOST, str(self.cfg.dicom.port)).returncode == 0
+
+    def send(self, folder: Path, suffix: str = "") -> None:
+        dcmtk("storescu", "-aec", self.cfg.dicom.ae_title + suffix, "+sd", HOST, str(self.cfg.dicom.port),
+              str(folder), check=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.log.close()
+        return self.proc.returncode

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from publishing_support import FAST_SIM
+from publishing_support import FAST_SIM, Serve
 
 from appliance.cli import main
 from appliance.config import load_config
@@ -20,7 +20,7 @@ from appliance.groups import GroupStore
 from appliance.jobs import JobState, JobStore
 
 import dicomdata
-from conftest import HOST, dcmtk, free_port, wait_until
+from conftest import HOST, free_port, wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -50,33 +50,6 @@ def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "appliance", *args, "--config", str(config)], capture_output=True,
                           text=True, timeout=120)
-
-
-class Serve:
-    """``appliance serve`` as a child process."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.cfg = load_config(config)
-        self.log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._listening, timeout=60)
-
-    def _listening(self) -> bool:
-        assert self.proc.poll() is None, (self.config.parent / "serve.log").read_text()
-        return dcmtk("echoscu", "-aec", self.cfg.dicom.ae_title, HOST, str(self.cfg.dicom.port)).returncode == 0
-
-    def send(self, folder: Path, suffix: str = "") -> None:
-        dcmtk("storescu", "-aec", self.cfg.dicom.ae_title + suffix, "+sd", HOST, str(self.cfg.dicom.port),
-              str(folder), check=True)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from hl7support import MLLPClient, orm, segments
-from publishing_support import FAST_SIM, PublishNode, publish_config
+from publishing_support import FAST_SIM, PublishNode, Serve, publish_config
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
@@ -26,7 +26,7 @@ from appliance.db import Database
 from appliance.jobs import JobState, JobStore
 
 import dicomdata
-from conftest import HOST, Node, dcmtk, free_port, wait_until
+from conftest import HOST, Node, free_port, wait_until
 
 # -- `appliance serve` with simulated robots (as in test_publish_cli.py) ----------------------------------------
 
@@ -50,33 +50,6 @@ def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
     path = folder / "appliance.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-class Serve:
-    """``appliance serve`` as a child process."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.cfg = load_config(config)
-        self.log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._listening, timeout=60)
-
-    def _listening(self) -> bool:
-        assert self.proc.poll() is None, (self.config.parent / "serve.log").read_text()
-        return dcmtk("echoscu", "-aec", self.cfg.dicom.ae_title, HOST, str(self.cfg.dicom.port)).returncode == 0
-
-    def send(self, folder: Path, suffix: str = "") -> None:
-        dcmtk("storescu", "-aec", self.cfg.dicom.ae_title + suffix, "+sd", HOST, str(self.cfg.dicom.port),
-              str(folder), check=True)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
-        self.log.close()
-        return self.proc.returncode
 
 
 def jobs_of(config: Path) -> JobStore:
