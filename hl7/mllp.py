@@ -202,6 +202,9 @@ class MLLPServer(socketserver.ThreadingTCPServer):
         Seconds a TLS client has to finish its handshake.
     """
 
+    #: socketserver's default backlog is 5; a HIS may open several connections at once.
+    request_queue_size = 128
+
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False

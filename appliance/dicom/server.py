@@ -282,6 +282,8 @@ class ApplianceServer(ThreadedAssociationServer):
 
     app: Appliance
     handshake_timeout: float = 30.0
+    #: socketserver's default backlog is 5: a burst of modalities connecting at once would see refusals.
+    request_queue_size = 128
     #: Storage and verification associations are served by appliance.dicom.fastpath (False: all by pynetdicom).
     fast_path: bool = True
     #: The fast path's open associations, shared by the listeners of one node (set by DicomNode).
