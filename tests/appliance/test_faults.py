@@ -175,7 +175,7 @@ def test_reconcile_after_crash(node_factory, tmp_path: Path) -> None:
 def _write_config(path: Path, data_dir: Path, port: int) -> Path:
     path.write_text(
         f'[appliance]\ndata_dir = "{data_dir}"\nlog_level = "DEBUG"\n'
-        f'[dicom]\nbind = "{HOST}"\nport = {port}\nfree_space_limit_mb = 1\n'
+        f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1\n'
         "[hl7]\nport = 0\n[web]\nport = 0\n"
     )
     return path
