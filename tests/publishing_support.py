@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ import pytest
 from appliance.cli_discs import Publishing, build_publishing
 from appliance.config import Config, load_config, parse_config
 from appliance.core import Appliance
+from appliance.db import Database
 from appliance.dicom.server import DicomNode
 from appliance.errors import NotFound
-from appliance.jobs import Job, JobState
+from appliance.jobs import Job, JobState, JobStore
 
 from conftest import HOST, dcmtk, free_port, wait_until
 
@@ -182,3 +184,36 @@ class Serve:
             self.proc.wait(timeout=60)
         self.log.close()
         return self.proc.returncode
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
+    """A config file for a serve process on loopback; ``robots=False`` leaves the demo defaults."""
+    lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', 'institution = "CLI Clinic"',
+             "[dicom]", f'bind = "{HOST}"', f"port = {free_port()}", "tls_port = 0", "free_space_limit_mb = 1",
+             "[hl7]", "port = 0", "[web]", "port = 0",
+             "[burn]", "poll_interval = 0.2", "staging_free_space_mb = 0"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in burn.items()]
+    if robots:
+        for name in ("epson", "primera"):
+            lines += [f"[robots.{name}]", f'hotfolder = "{folder / "var" / "robots" / name}"', "simulate = true",
+                      "status_timeout = 10.0", "offline_timeout = 10.0", f"simulator = {toml_value(FAST_SIM)}"]
+    path = folder / "appliance.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def jobs_of(config: Path) -> JobStore:
+    return JobStore(Database(load_config(config).database))
+
+
+def job_state(jobs: JobStore, job_id: int) -> JobState | None:
+    try:
+        return jobs.get(job_id).state
+    except Exception:
+        return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -11,40 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from publishing_support import FAST_SIM, Serve
+from publishing_support import Serve, job_state, jobs_of, write_config
 
 from appliance.cli import main
-from appliance.config import load_config
-from appliance.db import Database
 from appliance.groups import GroupStore
-from appliance.jobs import JobState, JobStore
+from appliance.jobs import JobState
 
 import dicomdata
-from conftest import HOST, free_port, wait_until
+from conftest import wait_until
 
 pytestmark = pytest.mark.dcmtk
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
-    """A config file for a serve process on loopback; ``robots=False`` leaves the demo defaults."""
-    lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', 'institution = "CLI Clinic"',
-             "[dicom]", f'bind = "{HOST}"', f"port = {free_port()}", "tls_port = 0", "free_space_limit_mb = 1",
-             "[hl7]", "port = 0", "[web]", "port = 0",
-             "[burn]", "poll_interval = 0.2", "staging_free_space_mb = 0"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in burn.items()]
-    if robots:
-        for name in ("epson", "primera"):
-            lines += [f"[robots.{name}]", f'hotfolder = "{folder / "var" / "robots" / name}"', "simulate = true",
-                      "status_timeout = 10.0", "offline_timeout = 10.0", f"simulator = {toml_value(FAST_SIM)}"]
-    path = folder / "appliance.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,17 +39,6 @@ def serve() -> Iterator[Any]:
     yield start
     for s in started:
         s.stop(signal.SIGKILL)
-
-
-def jobs_of(config: Path) -> JobStore:
-    return JobStore(Database(load_config(config).database))
-
-
-def job_state(jobs: JobStore, job_id: int) -> JobState | None:
-    try:
-        return jobs.get(job_id).state
-    except Exception:
-        return None
 
 
 def study_folder(folder: Path, patient: str = "PIDCLI") -> tuple[Path, list[dicomdata.Instance]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,56 +11,25 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hl7support import MLLPClient, orm, segments
-from publishing_support import FAST_SIM, PublishNode, Serve, publish_config
+from publishing_support import (
+    PublishNode,
+    Serve,
+    job_state,
+    jobs_of,
+    publish_config,
+    write_config,
+)
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
 
-from appliance.config import load_config
-from appliance.db import Database
-from appliance.jobs import JobState, JobStore
+from appliance.jobs import JobState
 
 import dicomdata
 from conftest import HOST, Node, free_port, wait_until
-
-# -- `appliance serve` with simulated robots (as in test_publish_cli.py) ----------------------------------------
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
-    """A config file for a serve process on loopback; ``robots=False`` leaves the demo defaults."""
-    lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', 'institution = "CLI Clinic"',
-             "[dicom]", f'bind = "{HOST}"', f"port = {free_port()}", "tls_port = 0", "free_space_limit_mb = 1",
-             "[hl7]", "port = 0", "[web]", "port = 0",
-             "[burn]", "poll_interval = 0.2", "staging_free_space_mb = 0"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in burn.items()]
-    if robots:
-        for name in ("epson", "primera"):
-            lines += [f"[robots.{name}]", f'hotfolder = "{folder / "var" / "robots" / name}"', "simulate = true",
-                      "status_timeout = 10.0", "offline_timeout = 10.0", f"simulator = {toml_value(FAST_SIM)}"]
-    path = folder / "appliance.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def jobs_of(config: Path) -> JobStore:
-    return JobStore(Database(load_config(config).database))
-
-
-def job_state(jobs: JobStore, job_id: int) -> JobState | None:
-    try:
-        return jobs.get(job_id).state
-    except Exception:
-        return None
-
 
 # -- SIGKILL during disc authoring ---------------------------------------------------------------------------------
 
