@@ -317,6 +317,30 @@ class BridgeSimulator(ABC):
             self.ink[colour] = max(0.0, self.ink[colour] - self.sim.ink_per_disc)
         return True
 
+    def publish_step(self, job: SimJob, now: float, wait: Fault | None) -> bool:
+        """Advance a job by one tick of the robot; True once its last copy is done.
+
+        ``wait`` is the vendor's reason to hold the job (no media, ink out...): the
+        job then stays where it is with that error code until the cause is gone.
+        Otherwise each copy takes ``disc_seconds``, uses a disc and, with a label, ink.
+        """
+        if wait is not None:
+            job.error = wait.code
+            job.disc_started = None
+            return False
+        job.error = ""
+        if job.disc_started is None:
+            job.disc_started = now
+            return False
+        if now - job.disc_started < self.sim.disc_seconds:
+            return False
+        self.take_disc(job.media)
+        if job.prints:
+            self.use_ink()
+        job.done += 1
+        job.disc_started = now if job.done < job.copies else None
+        return job.done >= job.copies
+
     def scan(self, ext: str) -> list[Path]:
         """Files with an extension (any case) in the hot folder, oldest first."""
         found = []

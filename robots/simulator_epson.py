@@ -128,22 +128,8 @@ class EpsonSimulator(BridgeSimulator):
             wait = Fault("wait", "RTN000")
         elif wait is None and job.prints and any(level <= 0 for level in self.ink.values()):
             wait = Fault("wait", "RTN004")
-        if wait is not None:  # the job holds at the publisher until someone fixes the cause
-            job.error = wait.code
-            job.disc_started = None
-            return
-        job.error = ""
-        if job.disc_started is None:
-            job.disc_started = now
-            return
-        if now - job.disc_started < self.sim.disc_seconds:
-            return
-        self.take_disc(job.media)
-        if job.prints:
-            self.use_ink()
-        job.done += 1
-        job.disc_started = now if job.done < job.copies else None
-        if job.done >= job.copies:
+        # The job holds at the publisher while ``wait`` says why, then burns copy after copy.
+        if self.publish_step(job, now, wait):
             self._finish(job, "DON", status=4, detail=9)
 
     def _finish(self, job: SimJob, ext: str, status: int, detail: int) -> None:
