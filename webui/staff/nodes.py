@@ -55,10 +55,8 @@ def node_new() -> Any:
     return redirect(url_for("staff.nodes"))
 
 
-@bp.route("/nodes/<ae_title>/edit", methods=["GET", "POST"])
-@admin_required
-def node_edit(ae_title: str) -> Any:
-    """Edit a node added in the UI.
+def _editable(ae_title: str) -> Any:
+    """The UI-added node with this AE title.
 
     :raise 404: no such node.
     :raise 403: the node is defined in the config file.
@@ -68,6 +66,18 @@ def node_edit(ae_title: str) -> Any:
         abort(404)
     if not known.editable:
         abort(403, description="This node is defined in the config file; change it there.")
+    return known
+
+
+@bp.route("/nodes/<ae_title>/edit", methods=["GET", "POST"])
+@admin_required
+def node_edit(ae_title: str) -> Any:
+    """Edit a node added in the UI.
+
+    :raise 404: no such node.
+    :raise 403: the node is defined in the config file.
+    """
+    known = _editable(ae_title)
     if request.method == "GET":
         return render_template("staff/node_form.html", node=known.node, rights=RIGHTS, error="")
     try:
@@ -88,11 +98,7 @@ def node_delete(ae_title: str) -> Any:
     :raise 404: no such node.
     :raise 403: the node is defined in the config file.
     """
-    known = get_site().nodes.find(ae_title)
-    if known is None:
-        abort(404)
-    if not known.editable:
-        abort(403, description="This node is defined in the config file; change it there.")
+    known = _editable(ae_title)
     if request.method == "GET":
         return render_template("staff/confirm_node_delete.html", node=known.node)
     get_site().nodes.delete(ae_title)
