@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from appliance.index import norm_date, norm_time, pn_key
@@ -312,3 +314,53 @@ def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -
         sql += " WHERE " + " AND ".join(conds)
     sql += " ORDER BY st.id, s.id, CAST(i.instance_number AS INTEGER), i.id"
     return [r[0] for r in conn.execute(sql, params)]
+
+
+#: Text VRs whose values decide which character set an answer needs.
+_TEXT_VRS = ("PN", "LO", "SH", "ST", "LT", "UT", "UC")
+
+
+def answer_charset(charset: str, answer: Dataset) -> str | list[str]:
+    """The Specific Character Set for an answer: the caller's (or item's) when its text fits, else UTF-8.
+
+    Parameters
+    ----------
+    charset : str
+        The character set asked for, backslash-separated for code extensions ('' for the default repertoire).
+    answer : Dataset
+        The answer, sequences included.
+
+    Returns
+    -------
+    str or list of str
+        The value to put in (0008,0005); '' when the default repertoire will do.
+    """
+    texts = []
+    stack = [answer]
+    while stack:
+        ds = stack.pop()
+        for elem in ds:
+            if elem.VR == "SQ":
+                stack.extend(elem.value)
+            elif elem.VR in _TEXT_VRS and elem.value:
+                value = elem.value
+                texts.append("\\".join(str(v) for v in value) if isinstance(value, MultiValue | list | tuple)
+                             else str(value))
+    if all(t.isascii() for t in texts):
+        return charset.split("\\") if "\\" in charset else charset
+    if charset:
+        try:
+            encoding = convert_encodings(charset.split("\\"))[-1]
+            if all(_encodable(t, encoding) for t in texts):
+                return charset.split("\\") if "\\" in charset else charset
+        except Exception:
+            pass
+    return "ISO_IR 192"
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True

@@ -21,7 +21,6 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -32,7 +31,7 @@ from appliance.db import WORKLIST
 from appliance.index import norm_time
 
 # The C-FIND matching rules are the Q/R index's: one implementation of PS3.4 C.2.2.2.
-from appliance.query import Key, _condition, _time_bounds
+from appliance.query import Key, _condition, _time_bounds, answer_charset
 from appliance.worklist import SPS_SEQUENCE, Attrs, step_of, to_dataset
 
 #: Top-level keys matched in SQL.
@@ -167,37 +166,6 @@ def _project(stored: Mapping[str, Any], keys: list[tuple[int, str, Any]]) -> Dat
         else:
             answer.add_new(tag, vr, None)
     return answer
-
-
-def answer_charset(charset: str, answer: Dataset) -> str | list[str]:
-    """The Specific Character Set for an answer: the item's own when its text fits, else UTF-8."""
-    texts = []
-    stack = [answer]
-    while stack:
-        ds = stack.pop()
-        for elem in ds:
-            if elem.VR == "SQ":
-                stack.extend(elem.value)
-            elif elem.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "UC") and elem.value:
-                texts.append(_value_text(elem.value))
-    if all(t.isascii() for t in texts):
-        return charset.split("\\") if "\\" in charset else charset
-    if charset:
-        try:
-            encoding = convert_encodings(charset.split("\\"))[-1]
-            if all(_encodable(t, encoding) for t in texts):
-                return charset.split("\\") if "\\" in charset else charset
-        except Exception:
-            pass
-    return "ISO_IR 192"
-
-
-def _encodable(text: str, encoding: str) -> bool:
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
 
 
 def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str, ...] = (),

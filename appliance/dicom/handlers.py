@@ -19,7 +19,7 @@ from pynetdicom.events import Event
 from appliance.core import Appliance
 from appliance.dicom import status
 from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
-from appliance.query import QueryError
+from appliance.query import QueryError, answer_charset
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -132,30 +132,10 @@ def handle_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, D
 
 def set_charset(answer: Dataset, requested: Any) -> None:
     """Give an answer the caller's character set when its text fits, else UTF-8 (ISO_IR 192)."""
-    texts = [str(e.value) for e in answer if e.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "UC") and e.value]
-    if all(t.isascii() for t in texts):
-        if requested:
-            answer.SpecificCharacterSet = requested
-        return
-    if requested:
-        from pydicom.charset import convert_encodings
-
-        try:
-            encodings = convert_encodings(list(requested) if not isinstance(requested, str) else [requested])
-            if all(_encodable(t, encodings[0]) for t in texts):
-                answer.SpecificCharacterSet = requested
-                return
-        except Exception:
-            pass
-    answer.SpecificCharacterSet = "ISO_IR 192"
-
-
-def _encodable(text: str, encoding: str) -> bool:
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
+    text = "" if not requested else requested if isinstance(requested, str) else "\\".join(requested)
+    charset = answer_charset(text, answer)
+    if charset:
+        answer.SpecificCharacterSet = charset
 
 
 def handle_move(event: Event, app: Appliance) -> Iterator[Any]:
