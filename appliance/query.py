@@ -27,7 +27,6 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
 
 from appliance.index import norm_date, norm_time, pn_key
 
@@ -246,9 +245,137 @@ def _build(identifier: Dataset, level: str) -> tuple[list[tuple[str, Key]], list
     return selects, conds, params, requested
 
 
+#: (0008,0052) Query/Retrieve Level, returned in every answer.
+_LEVEL_TAG = 0x00080052
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One attribute of an answer: its tag and VR (from the dictionary, ``UN`` for unknown and private tags)."""
+
+    tag: int
+    vr: str
+
+
+class Answer:
+    """One matching entity as plain values, before it becomes a data set or bytes.
+
+    Parameters
+    ----------
+    fields : tuple of Field
+        The attributes of the answer, in ascending tag order (Query/Retrieve Level included,
+        Specific Character Set not: it depends on the values, see :meth:`charset`).
+    values : list
+        One value per field: ``str``, ``int``, a list of ``str`` (multiple values), ``None``
+        (zero length) or ``[]`` (an empty sequence).
+    requested_charset : str
+        The query's Specific Character Set, backslash-separated ('' for the default repertoire).
+    """
+
+    __slots__ = ("fields", "requested_charset", "values")
+
+    def __init__(self, fields: tuple[Field, ...], values: list[Any], requested_charset: str) -> None:
+        self.fields = fields
+        self.values = values
+        self.requested_charset = requested_charset
+
+    def charset(self) -> str | list[str]:
+        """The answer's Specific Character Set (see :func:`charset_for`); '' when none is needed."""
+        texts = [_text_of(v) for f, v in zip(self.fields, self.values, strict=True) if f.vr in _TEXT_VRS and v]
+        return charset_for(self.requested_charset, texts)
+
+    def dataset(self, charset: bool = True) -> Dataset:
+        """The answer as a pydicom data set, with its Specific Character Set when needed (and ``charset``)."""
+        answer = Dataset()
+        for field, value in zip(self.fields, self.values, strict=True):
+            answer.add_new(field.tag, field.vr, value)
+        specific = self.charset() if charset else ""
+        if specific:
+            answer.SpecificCharacterSet = specific
+        return answer
+
+
+class Matches:
+    """The answers to one identifier: the fields every answer has, then one value list per match.
+
+    Iterating runs the SQL statement (lazily, as a generator would) and yields value lists aligned
+    with :attr:`fields`.
+    """
+
+    def __init__(self, fields: tuple[Field, ...], rows: Iterator[list[Any]]) -> None:
+        self.fields = fields
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return self._rows
+
+
+def find_rows(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "",
+              limit: int = 0) -> Matches:
+    """The entities matching a C-FIND identifier, as plain values (no data set per answer).
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        Connection to the index.
+    identifier : Dataset
+        The C-FIND request identifier (decoded with its Specific Character Set).
+    level : str
+        PATIENT, STUDY, SERIES or IMAGE.
+    retrieve_ae : str
+        Our AE title, returned as RetrieveAETitle when asked for.
+    limit : int
+        Stop after this many answers (0: no limit).
+
+    Returns
+    -------
+    Matches
+        The fields of the answers and their values; the statement runs when it is iterated.
+
+    Raises
+    ------
+    QueryError
+        For an unknown level.
+    """
+    selects, conds, params, requested = _build(identifier, level)
+    column = {kw: i for i, (kw, _) in enumerate(selects)}
+    # Per field (in tag order): its tag and VR, then the index of its column and its Key, or -1 and a constant.
+    plan: list[tuple[int, str, int, Key | None, Any]] = []
+    for tag, keyword in requested:
+        vr = dictionary_VR(tag) if keyword else "UN"
+        if keyword == "RetrieveAETitle":
+            plan.append((tag, vr, -1, None, retrieve_ae))
+        elif keyword == "InstanceAvailability":
+            plan.append((tag, vr, -1, None, "ONLINE"))
+        elif keyword in column:
+            plan.append((tag, vr, column[keyword], selects[column[keyword]][1], None))
+        else:
+            plan.append((tag, vr, -1, None, [] if vr == "SQ" else None))
+    plan.append((_LEVEL_TAG, "CS", -1, None, level))
+    plan.sort(key=lambda p: p[0])
+    fields = tuple(Field(tag, vr) for tag, vr, *_ in plan)
+    getters = [(i, key, const) for _, _, i, key, const in plan]
+    return Matches(fields, _rows(conn, level, selects, conds, params, getters, limit))
+
+
+def _rows(conn: sqlite3.Connection, level: str, selects: list[tuple[str, Key]], conds: list[str],
+          params: list[Any], getters: list[tuple[int, Key | None, Any]], limit: int) -> Iterator[list[Any]]:
+    columns = ", ".join(k.column for _, k in selects) or "1"
+    sql = f"SELECT {columns} FROM {_FROM[level]}"
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
+    sql += f" ORDER BY {_ORDER[level]}"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    for row in conn.execute(sql, params):
+        yield [_output(key, row[i]) if key is not None else const for i, key, const in getters]
+
+
 def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "",
          limit: int = 0) -> Iterator[Dataset]:
-    """Yield one answer data set per matching entity.
+    """Yield one answer data set per matching entity (:func:`find_rows`, as data sets).
+
+    The answers carry no Specific Character Set: the caller chooses it (see :meth:`Answer.charset`).
 
     Parameters
     ----------
@@ -268,36 +395,8 @@ def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae:
     QueryError
         For an unknown level.
     """
-    selects, conds, params, requested = _build(identifier, level)
-    return _answers(conn, level, selects, conds, params, requested, retrieve_ae, limit)
-
-
-def _answers(conn: sqlite3.Connection, level: str, selects: list[tuple[str, Key]], conds: list[str],
-             params: list[Any], requested: list[tuple[int, str]], retrieve_ae: str, limit: int) -> Iterator[Dataset]:
-    columns = ", ".join(k.column for _, k in selects) or "1"
-    sql = f"SELECT {columns} FROM {_FROM[level]}"
-    if conds:
-        sql += " WHERE " + " AND ".join(conds)
-    sql += f" ORDER BY {_ORDER[level]}"
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    for row in conn.execute(sql, params):
-        values = {kw: _output(k, row[i]) for i, (kw, k) in enumerate(selects)}
-        answer = Dataset()
-        for tag, keyword in requested:
-            vr = dictionary_VR(tag) if keyword else "UN"
-            if keyword == "RetrieveAETitle":
-                answer.add_new(tag, vr, retrieve_ae)
-            elif keyword == "InstanceAvailability":
-                answer.add_new(tag, vr, "ONLINE")
-            elif keyword in values:
-                answer.add_new(tag, vr, values[keyword])
-            elif vr == "SQ":
-                answer.add_new(tag, vr, [])
-            else:
-                answer.add_new(Tag(tag), vr, None)
-        answer.QueryRetrieveLevel = level
-        yield answer
+    matches = find_rows(conn, identifier, level, retrieve_ae, limit)
+    return (Answer(matches.fields, values, "").dataset(charset=False) for values in matches)
 
 
 def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -> list[str]:
@@ -320,8 +419,12 @@ def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -
 _TEXT_VRS = ("PN", "LO", "SH", "ST", "LT", "UT", "UC")
 
 
+def _text_of(value: Any) -> str:
+    return "\\".join(str(v) for v in value) if isinstance(value, MultiValue | list | tuple) else str(value)
+
+
 def answer_charset(charset: str, answer: Dataset) -> str | list[str]:
-    """The Specific Character Set for an answer: the caller's (or item's) when its text fits, else UTF-8.
+    """The Specific Character Set for an answer data set (see :func:`charset_for`).
 
     Parameters
     ----------
@@ -343,9 +446,25 @@ def answer_charset(charset: str, answer: Dataset) -> str | list[str]:
             if elem.VR == "SQ":
                 stack.extend(elem.value)
             elif elem.VR in _TEXT_VRS and elem.value:
-                value = elem.value
-                texts.append("\\".join(str(v) for v in value) if isinstance(value, MultiValue | list | tuple)
-                             else str(value))
+                texts.append(_text_of(elem.value))
+    return charset_for(charset, texts)
+
+
+def charset_for(charset: str, texts: list[str]) -> str | list[str]:
+    """The Specific Character Set for an answer's text: the caller's (or item's) when it fits, else UTF-8.
+
+    Parameters
+    ----------
+    charset : str
+        The character set asked for, backslash-separated for code extensions ('' for the default repertoire).
+    texts : list of str
+        The non-empty values of the answer's text attributes (PN, LO, SH, ST, LT, UT, UC).
+
+    Returns
+    -------
+    str or list of str
+        The value to put in (0008,0005); '' when the default repertoire will do.
+    """
     if all(t.isascii() for t in texts):
         return charset.split("\\") if "\\" in charset else charset
     if charset:

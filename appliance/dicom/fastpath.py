@@ -1,33 +1,37 @@
-"""Fast receive path: storage and verification associations served on the raw socket.
+"""Fast receive path: storage, verification and C-FIND associations served on the raw socket.
 
 Why: with pynetdicom's protocol machine a C-STORE cost about 2.5 ms of Python work beyond storing
 it (bench/ingest, 64x64 instances over one ``storescu`` association: ~225-260 instances/s through
 pynetdicom, ~620-660/s through this module, DCMTK's ``storescp`` ~3,000-5,000/s without any
-fsync). Each
-association runs two polling threads (``time.sleep(0.001)`` loops in the DUL and in the
-association reactor, handing PDUs over queues), every PDU and DIMSE command set is decoded into
-objects through pydicom, and every response is encoded the same way. An association that only
-sends instances needs none of that: this module reads its PDUs in the connection's own thread,
-reassembles the command and data set fragments, calls the same bound ``EVT_C_STORE`` /
-``EVT_C_ECHO`` handlers through :func:`pynetdicom.events.trigger`, and writes the response
-bytes directly.
+fsync), and a C-FIND answer ~0.8 ms (bench/find). Each association runs two polling threads
+(``time.sleep(0.001)`` loops in the DUL and in the association reactor, handing PDUs over
+queues), every PDU and DIMSE command set is decoded into objects through pydicom, and every
+response is encoded the same way. An association that only sends instances or queries needs none
+of that: this module reads its PDUs in the connection's own thread, reassembles the command and
+data set fragments, calls the same bound ``EVT_C_STORE`` / ``EVT_C_ECHO`` handlers through
+:func:`pynetdicom.events.trigger` (C-FIND: the same decisions, see
+:mod:`appliance.dicom.fast_find`), and writes the response bytes directly
+(:mod:`appliance.dicom.dimse_codec`).
 
-Which associations: an A-ASSOCIATE-RQ whose every proposed abstract syntax is Verification or
-what pynetdicom's unrestricted storage negotiation treats as storage, with no extended
-negotiation (no role selection, asynchronous operations window, user identity, SOP class
-extended negotiation), which the association policy accepts (calling AE, called AE, association
-limit) and while no low-level event handler (PDU, DIMSE, FSM logging) is bound. Everything else
-(query/retrieve, worklist, MPPS, C-GET's storage roles, rejections, malformed requests) is handed
-to pynetdicom unchanged: the A-ASSOCIATE-RQ bytes already read travel with the socket
+Which associations: an A-ASSOCIATE-RQ whose every proposed abstract syntax is Verification, what
+pynetdicom's unrestricted storage negotiation treats as storage, or Patient Root / Study Root /
+Modality Worklist FIND (only while the bound ``EVT_C_FIND`` handler is the appliance's own), with
+no extended negotiation (no role selection, asynchronous operations window, user identity, SOP
+class extended negotiation), which the association policy accepts (calling AE, called AE,
+association limit) and while no low-level event handler (PDU, DIMSE, FSM logging) is bound.
+Everything else (C-MOVE, C-GET and its storage roles, MPPS, rejections, malformed requests) is
+handed to pynetdicom unchanged: the A-ASSOCIATE-RQ bytes already read travel with the socket
 (:class:`Prefixed`) and :class:`appliance.dicom.server.FastSocket` reads them first, so pynetdicom
 sees the connection as if it had read it itself.
 
 Kept as pynetdicom does it: presentation context negotiation (pynetdicom's own functions, same
-supported contexts), the A-ASSOCIATE-AC (pynetdicom's PDU classes), the association limit shared
-with pynetdicom's associations, ARTIM (``acse_timeout``) before the request and after a release,
-``network_timeout`` while idle, A-ABORT on unexpected PDUs, invalid contexts or unsupported
-commands, TLS sockets, and the notification events our server binds (established, released,
-aborted, connection closed), so the logging and :meth:`Appliance.association_ended` stay the same.
+supported contexts, the contexts of services the calling AE has no right to refused as
+:class:`~appliance.dicom.server.PolicyACSE` does), the A-ASSOCIATE-AC (pynetdicom's PDU classes),
+the association limit shared with pynetdicom's associations, ARTIM (``acse_timeout``) before the
+request and after a release, ``network_timeout`` while idle, A-ABORT on unexpected PDUs, invalid
+contexts or unsupported commands, TLS sockets, and the notification events our server binds
+(established, released, aborted, connection closed), so the logging and
+:meth:`Appliance.association_ended` stay the same.
 """
 
 from __future__ import annotations
@@ -35,16 +39,16 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import select
 import socket
 import ssl
-import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom import sop_class as SOP_CLASS_MODULE
@@ -60,6 +64,10 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, negotiate_unrestricted
 from pynetdicom.service_class import ServiceClass, StorageServiceClass, VerificationServiceClass
 from pynetdicom.sop_class import _STORAGE_CLASSES, uid_to_service_class
+
+from appliance.dicom import fast_find
+from appliance.dicom.dimse_codec import NO_DATA_SET, decode_command, encode_response, pdata_pdus, simple_status
+from appliance.dicom.rights import denied_classes
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -81,8 +89,9 @@ _STORAGE_UIDS = frozenset(_STORAGE_CLASSES.values())
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
                      ImplementationVersionNameNotification)
 _RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-_C_STORE_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0030, 0x0FFF
-_NO_DATA_SET = 0x0101
+_C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
+#: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
+FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
 
 
 def _abort_pdu(source: int, reason: int) -> bytes:
@@ -254,6 +263,11 @@ def _close(sock: socket.socket) -> None:
         sock.close()
 
 
+def _served(uid: UID) -> bool:
+    """Whether associations proposing ``uid`` may be served here (verification, storage, C-FIND)."""
+    return uid == VERIFICATION or uid in FIND_CLASSES or _is_storage(uid)
+
+
 def _is_storage(uid: UID) -> bool:
     """pynetdicom's unrestricted storage test (``negotiate_unrestricted``), less the classes it serves otherwise.
 
@@ -276,7 +290,7 @@ class _User:
 
 
 class FastAssociation:
-    """One storage/verification association served on the raw socket (see the module docstring).
+    """One storage/verification/C-FIND association served on the raw socket (see the module docstring).
 
     It offers what our event handlers and :class:`~appliance.dicom.server.DicomNode` use of a
     pynetdicom ``Association``: ``name``, ``requestor``/``acceptor`` (AE title, address, port),
@@ -308,6 +322,10 @@ class FastAssociation:
         cfg = server.app.config.dicom
         self._acse_timeout = cfg.acse_timeout
         self._network_timeout = cfg.network_timeout
+        # PDUs read while a C-FIND was answered, acted on after it.
+        self._deferred: deque[tuple[int, bytearray]] = deque()
+        self._poller: select.poll | None = None
+        self._finds = fast_find.handler_is_ours(server)
 
     # -- negotiation ------------------------------------------------------------------------------
 
@@ -335,22 +353,30 @@ class FastAssociation:
         if any(not isinstance(item, _PLAIN_USER_ITEMS) for item in rq.user_information):
             return None
         proposed = rq.presentation_context_definition_list
-        if not proposed or any(
-                cx.abstract_syntax != VERIFICATION and not _is_storage(cast(UID, cx.abstract_syntax))
-                for cx in proposed):
+        if not proposed or not all(_served(cast(UID, cx.abstract_syntax)) for cx in proposed):
             return None
+        if any(cx.abstract_syntax in FIND_CLASSES for cx in proposed) and not fast_find.handler_is_ours(server):
+            return None  # another C-FIND handler is bound: pynetdicom calls it
         app = server.app
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         if not app.may_associate(calling) or called not in app.ae_titles():
             return None  # PolicyACSE rejects it with the reason and the log line it gives
-        # The negotiation pynetdicom's ACSE runs for this request, with the same supported contexts.
+        # The negotiation PolicyACSE runs for this request: the same supported contexts less the services the
+        # calling AE has no right to, then the contexts of those services accepted as storage-like refused.
+        denied = denied_classes(app, calling)
+        supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
         negotiate = negotiate_unrestricted if _config.UNRESTRICTED_STORAGE_SERVICE else negotiate_as_acceptor
-        result, roles = negotiate(proposed, server.contexts, {})
+        result, roles = negotiate(proposed, supported, {})
         if roles:
             return None
-        accepted = sorted((cx for cx in result if cx.result == 0x00), key=lambda cx: cast(int, cx.context_id))
+        by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
         rejected = [cx for cx in result if cx.result != 0x00]
+        for cx_id, cx in list(by_id.items()):
+            if str(cx.abstract_syntax) in denied:
+                cx.result = 0x01  # user rejection
+                rejected.append(by_id.pop(cx_id))
+        accepted = sorted(by_id.values(), key=lambda cx: cast(int, cx.context_id))
         ae = server.ae
         ac = A_ASSOCIATE()
         ac.application_context_name = APPLICATION_CONTEXT_NAME
@@ -377,6 +403,9 @@ class FastAssociation:
         assoc = cls(server, sock, rq, accepted, ac_pdu.encode(), requestor, acceptor)
         if not server.fast.admit(assoc, _pynetdicom_acceptors(server), ae.maximum_associations):
             return None  # PolicyACSE rejects it: local limit exceeded (2, 3, 2)
+        if denied:
+            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
+                        " are rejected", calling, len(denied))
         return assoc
 
     # -- what handlers and the server use ---------------------------------------------------------
@@ -453,44 +482,103 @@ class FastAssociation:
             evt.trigger(cast("Association", self), evt.EVT_ABORTED, {})
 
     def _serve(self) -> None:
-        sock = self.sock
         message = _Message()
         while True:
-            try:
-                sock.settimeout(self._network_timeout)
-                header = _recv(sock, 6)
-                if len(header) < 6:
-                    self._ended(released=False)  # connection closed: A-P-ABORT
-                    return
-                pdu_type = header[0]
-                length = int.from_bytes(header[2:6], "big")
-                body = _recv(sock, length)
-            except TimeoutError:
-                LOGGER.error("Network timeout reached")
-                self._abort(0x00, 0x00)
+            pdu = self._deferred.popleft() if self._deferred else self._read_pdu()
+            if pdu is None or not self._on_pdu(pdu[0], pdu[1], message):
+                return
+
+    def _read_pdu(self) -> tuple[int, bytearray] | None:
+        """The next PDU (type, body); None when the association has ended (closed, reset, network timeout)."""
+        sock = self.sock
+        try:
+            sock.settimeout(self._network_timeout)
+            header = _recv(sock, 6)
+            if len(header) < 6:
+                self._ended(released=False)  # connection closed: A-P-ABORT
+                return None
+            length = int.from_bytes(header[2:6], "big")
+            body = _recv(sock, length)
+        except TimeoutError:
+            LOGGER.error("Network timeout reached")
+            self._abort(0x00, 0x00)
+            self._ended(released=False)
+            return None
+        except OSError:
+            self._ended(released=False)
+            return None
+        if len(body) < length:
+            self._ended(released=False)
+            return None
+        return header[0], body
+
+    def _on_pdu(self, pdu_type: int, body: bytearray, message: _Message) -> bool:
+        """Act on one PDU; False when the association has ended."""
+        if pdu_type == 0x04:
+            if not self._p_data(body, message):
                 self._ended(released=False)
-                return
-            except OSError:
-                self._ended(released=False)
-                return
-            if len(body) < length:
-                self._ended(released=False)
-                return
-            if pdu_type == 0x04:
-                if not self._p_data(body, message):
-                    self._ended(released=False)
-                    return
-            elif pdu_type == 0x05:
-                self._release()
-                return
-            elif pdu_type == 0x07:
-                self._ended(released=False)
-                return
-            else:
-                # Another A-ASSOCIATE or release PDU is unexpected (0x02), any other type unrecognised (0x01).
-                self._abort(0x02, 0x02 if 0x01 <= pdu_type <= 0x06 else 0x01)
-                self._ended(released=False)
-                return
+                return False
+            return True
+        if pdu_type == 0x05:
+            self._release()
+        elif pdu_type == 0x07:
+            self._ended(released=False)
+        else:
+            # Another A-ASSOCIATE or release PDU is unexpected (0x02), any other type unrecognised (0x01).
+            self._abort(0x02, 0x02 if 0x01 <= pdu_type <= 0x06 else 0x01)
+            self._ended(released=False)
+        return False
+
+    # -- what a C-FIND being answered uses (appliance.dicom.fast_find) ------------------------------
+
+    def poll(self, message_id: int) -> str | None:
+        """Look, without waiting, for what the peer sent while a C-FIND is being answered.
+
+        A C-CANCEL-RQ for ``message_id`` is taken; other P-DATA-TF and an A-RELEASE-RQ are kept and
+        acted on after the C-FIND, in order, as pynetdicom queues them.
+
+        Returns
+        -------
+        str or None
+            "cancel"; "release" (an A-RELEASE-RQ is waiting); "ended" (A-ABORT, closed, protocol
+            error: the association has ended); None otherwise.
+        """
+        sock = self.sock
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0  # TLS: bytes already decrypted
+        if not pending:
+            if self._poller is None:
+                self._poller = select.poll()
+                self._poller.register(sock, select.POLLIN)
+            if not self._poller.poll(0):
+                return None
+        pdu = self._read_pdu()
+        if pdu is None:
+            return "ended"
+        pdu_type, body = pdu
+        if pdu_type == 0x04 and _is_cancel(body, message_id):
+            return "cancel"
+        if pdu_type in (0x04, 0x05):
+            self._deferred.append(pdu)
+            return "release" if pdu_type == 0x05 else None
+        self._on_pdu(pdu_type, body, _Message())  # A-ABORT, or a protocol error that aborts
+        return "ended"
+
+    def send_or_end(self, data: bytes) -> bool:
+        """Send PDUs; False when the peer has gone or stopped reading (the association has then ended)."""
+        try:
+            self._send(data)
+        except TimeoutError:
+            LOGGER.error("Network timeout reached")
+            self._abort(0x00, 0x00)
+            self._ended(released=False)
+            return False
+        except OSError as exc:  # reset, closed, or aborted by DicomNode.stop()
+            LOGGER.info("fast path: association from %s ended while it was being answered: %s",
+                        self.requestor.ae_title, exc)
+            self._abort(0x00, 0x00)
+            self._ended(released=False)
+            return False
+        return True
 
     def _release(self) -> None:
         with contextlib.suppress(OSError, ConnectionAbortedError):
@@ -568,6 +656,8 @@ class FastAssociation:
         if field == _C_ECHO_RQ and 0x0110 in command and command.get(0x0002) == VERIFICATION:
             self._send(self._echo(command, context))
             return True
+        if field == _C_FIND_RQ and self._finds:
+            return fast_find.serve_find(self, command, data, context)
         LOGGER.error("fast path: association from %s aborted: command 0x%04X is not served on a storage association",
                      self.requestor.ae_title, field)
         self._abort(0x00, 0x00)
@@ -616,7 +706,7 @@ class FastAssociation:
         """
         context_id = cast(int, context.context_id)
         store = command_field == 0x8001
-        status, comment = _simple_status(result)
+        status, comment = simple_status(result)
         if status is not None:
             command = encode_response(command_field, request[0x0110], request[0x0002], status, comment,
                                       request[0x1000] if store else None)
@@ -640,6 +730,20 @@ class FastAssociation:
         return b"".join(out)
 
 
+def _is_cancel(body: bytearray, message_id: int) -> bool:
+    """Whether a P-DATA-TF body is exactly one C-CANCEL-RQ command for ``message_id``."""
+    if len(body) < 6:
+        return False
+    length = int.from_bytes(body[0:4], "big")
+    if length + 4 != len(body) or body[5] & 0x03 != 0x03:
+        return False
+    try:
+        fields = decode_command(bytes(body[6:]))
+    except ValueError:
+        return False
+    return fields.get(0x0100) == _C_CANCEL_RQ and fields.get(0x0120) == message_id
+
+
 class _Message:
     """The DIMSE message being received: command fragments, then data set fragments."""
 
@@ -655,7 +759,7 @@ class _Message:
         self.fields = decode_command(b"".join(self.command))
         self.context_id = context_id
         self.command_done = True
-        self.expects_data = self.fields.get(0x0800, _NO_DATA_SET) != _NO_DATA_SET
+        self.expects_data = self.fields.get(0x0800, NO_DATA_SET) != NO_DATA_SET
 
     def take_data(self) -> bytes | None:
         """The data set (None when the command has none), and reset for the next message."""
@@ -664,109 +768,3 @@ class _Message:
         self.fields = {}
         self.command_done = self.expects_data = False
         return data
-
-
-#: Command set elements read, by element number (group 0000): VR kind.
-_US = {0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1031}
-_UI = {0x0002, 0x1000}
-_AE = {0x1030}
-
-
-def decode_command(data: bytes) -> dict[int, Any]:
-    """The elements of a command set (implicit VR little endian) that the fast path uses.
-
-    US values as int, UIDs and AE titles as str (trailing NUL and space removed, as pydicom reads
-    them); others are skipped.
-
-    Raises
-    ------
-    ValueError
-        When an element runs past the end of the command set.
-    """
-    fields: dict[int, Any] = {}
-    pos, end = 0, len(data)
-    while pos + 8 <= end:
-        group, element, length = struct.unpack_from("<HHI", data, pos)
-        pos += 8
-        if pos + length > end:
-            raise ValueError("command set element runs past its end")
-        if group == 0x0000:
-            value = data[pos:pos + length]
-            if element in _US and length == 2:
-                fields[element] = int.from_bytes(value, "little")
-            elif element in _UI:
-                fields[element] = value.decode("latin-1").rstrip("\x00 ").strip()
-            elif element in _AE:
-                fields[element] = value.decode("latin-1").strip()
-        pos += length
-    if pos != end:
-        raise ValueError("command set ends inside an element header")
-    return fields
-
-
-def _simple_status(result: Any) -> tuple[int | None, str | None]:
-    """(status, error comment) when a handler's result can be encoded by hand, else (None, None)."""
-    if isinstance(result, int) and not isinstance(result, bool) and 0 <= result <= 0xFFFF:
-        return result, None
-    if isinstance(result, Dataset) and "Status" in result and set(result.keys()) <= {0x00000900, 0x00000902}:
-        status = result.Status
-        comment = result.get("ErrorComment")
-        if isinstance(status, int) and 0 <= status <= 0xFFFF and (
-                comment is None or (isinstance(comment, str) and comment.isascii() and len(comment) <= 64)):
-            return status, comment
-    return None, None
-
-
-def _implicit(element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, element, len(value)) + value
-
-
-def _text(value: str, pad: bytes) -> bytes:
-    raw = value.encode("latin-1")
-    return raw + pad if len(raw) % 2 else raw
-
-
-def encode_response(command_field: int, message_id: int, sop_class: str, status: int, comment: str | None,
-                    sop_instance: str | None) -> bytes:
-    """A C-STORE-RSP or C-ECHO-RSP command set, byte for byte as pynetdicom encodes it.
-
-    Parameters
-    ----------
-    command_field : int
-        0x8001 (C-STORE-RSP) or 0x8030 (C-ECHO-RSP).
-    message_id : int
-        The request's Message ID.
-    sop_class : str
-        Affected SOP Class UID.
-    status : int
-        Status.
-    comment : str or None
-        Error Comment, if any.
-    sop_instance : str or None
-        Affected SOP Instance UID (C-STORE only).
-    """
-    parts = [
-        _implicit(0x0002, _text(sop_class, b"\x00")),
-        _implicit(0x0100, struct.pack("<H", command_field)),
-        _implicit(0x0120, struct.pack("<H", message_id)),
-        _implicit(0x0800, struct.pack("<H", _NO_DATA_SET)),
-        _implicit(0x0900, struct.pack("<H", status)),
-    ]
-    if comment is not None:
-        parts.append(_implicit(0x0902, _text(comment, b" ")))
-    if sop_instance is not None:
-        parts.append(_implicit(0x1000, _text(sop_instance, b"\x00")))
-    body = b"".join(parts)
-    return _implicit(0x0000, struct.pack("<I", len(body))) + body
-
-
-def pdata_pdus(command: bytes, context_id: int, max_length: int) -> bytes:
-    """P-DATA-TF PDU(s) carrying a command set, fragmented to the peer's maximum PDU length."""
-    size = len(command) if max_length == 0 else max(1, max_length - 6)
-    out = []
-    for start in range(0, len(command), size):
-        chunk = command[start:start + size]
-        last = start + size >= len(command)
-        item = struct.pack(">IBB", len(chunk) + 2, context_id, 0x03 if last else 0x01) + chunk
-        out.append(b"\x04\x00" + struct.pack(">I", len(item)) + item)
-    return b"".join(out)

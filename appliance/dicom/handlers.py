@@ -7,7 +7,7 @@ here, at the protocol boundary, with what the caller needs to know.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from pydicom import dcmread
@@ -19,7 +19,7 @@ from pynetdicom.events import Event
 from appliance.core import Appliance
 from appliance.dicom import status
 from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
-from appliance.query import QueryError, answer_charset
+from appliance.query import Answer, QueryError, find_rows
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -97,45 +97,67 @@ def _level(identifier: Dataset) -> str:
 
 
 def handle_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND (Patient Root and Study Root): one pending answer per match.
+    """C-FIND (Patient Root and Study Root): :func:`find_answers` with each answer as a data set.
 
     Yields
     ------
     (status, identifier)
-        0xFF00 with each answer; 0xFE00 when the peer cancels; 0xA900 when the
-        identifier has no valid QueryRetrieveLevel; 0xC001 when it cannot be decoded.
+        As :func:`find_answers`.
+    """
+    for result, answer in find_answers(app, calling_ae(event), lambda: event.identifier,
+                                       lambda: event.is_cancelled):
+        yield result, None if answer is None else answer.dataset()
+
+
+def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
+                 cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | None]]:
+    """C-FIND (Patient Root and Study Root) decisions, for pynetdicom's handler and the fast path alike.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core that answers.
+    peer : str
+        The calling AE title (for the log).
+    identifier : callable
+        Returns the decoded request identifier; may raise when it cannot be decoded.
+    cancelled : callable
+        Whether the peer has cancelled the request (asked before each answer).
+
+    Yields
+    ------
+    (status, answer)
+        0xFF00 with each answer (plain values: the caller makes a data set or bytes of it);
+        0xFE00 when the peer cancels; 0xA900 when the identifier has no valid QueryRetrieveLevel;
+        0xC001 when it cannot be decoded. The final 0x0000 is the protocol layer's.
     """
     try:
-        identifier = event.identifier
-        level = _level(identifier)
-        answers = app.find(identifier, level)
+        query = identifier()
+        level = _level(query)
+        matches = find_rows(app.db.conn, query, level, app.config.dicom.ae_title)
     except QueryError as exc:
-        LOGGER.error("C-FIND from %s refused: %s", calling_ae(event), exc)
+        LOGGER.error("C-FIND from %s refused: %s", peer, exc)
         yield _failure(status.IDENTIFIER_MISMATCH, str(exc)), None
         return
     except Exception as exc:
-        LOGGER.error("C-FIND from %s cannot be processed: %s", calling_ae(event), exc)
+        LOGGER.error("C-FIND from %s cannot be processed: %s", peer, exc)
         yield _failure(status.UNABLE_TO_PROCESS, "identifier cannot be decoded"), None
         return
-    charset = identifier.get("SpecificCharacterSet")
+    charset = charset_text(query.get("SpecificCharacterSet"))
     count = 0
-    for answer in answers:
-        if event.is_cancelled:
-            LOGGER.info("C-FIND from %s cancelled after %d answers", calling_ae(event), count)
+    for values in matches:
+        if cancelled():
+            LOGGER.info("C-FIND from %s cancelled after %d answers", peer, count)
             yield status.CANCEL, None
             return
-        set_charset(answer, charset)
         count += 1
-        yield status.PENDING, answer
-    LOGGER.info("C-FIND %s from %s: %d answer(s)", level, calling_ae(event), count)
+        yield status.PENDING, Answer(matches.fields, values, charset)
+    LOGGER.info("C-FIND %s from %s: %d answer(s)", level, peer, count)
 
 
-def set_charset(answer: Dataset, requested: Any) -> None:
-    """Give an answer the caller's character set when its text fits, else UTF-8 (ISO_IR 192)."""
-    text = "" if not requested else requested if isinstance(requested, str) else "\\".join(requested)
-    charset = answer_charset(text, answer)
-    if charset:
-        answer.SpecificCharacterSet = charset
+def charset_text(requested: Any) -> str:
+    """A request's Specific Character Set value as backslash-separated text ('' when absent)."""
+    return "" if not requested else requested if isinstance(requested, str) else "\\".join(requested)
 
 
 def handle_move(event: Event, app: Appliance) -> Iterator[Any]:

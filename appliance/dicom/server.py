@@ -55,22 +55,13 @@ from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
-    ModalityPerformedProcedureStep,
-    ModalityWorklistInformationFind,
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
 from appliance.dicom import fastpath, handlers, worklist_handlers
+from appliance.dicom.rights import RIGHTS, denied_classes
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -100,18 +91,6 @@ STORAGE_SYNTAXES: list[str | bytes | UID] = [
     RLELossless,
 ]
 QUERY_SYNTAXES: list[str | bytes | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-
-#: Query/retrieve SOP classes and the right a known node needs to use them.
-RIGHTS = {
-    PatientRootQueryRetrieveInformationModelFind: "find",
-    StudyRootQueryRetrieveInformationModelFind: "find",
-    PatientRootQueryRetrieveInformationModelMove: "move",
-    StudyRootQueryRetrieveInformationModelMove: "move",
-    PatientRootQueryRetrieveInformationModelGet: "get",
-    StudyRootQueryRetrieveInformationModelGet: "get",
-    ModalityWorklistInformationFind: "mwl",
-    ModalityPerformedProcedureStep: "mwl",
-}
 
 RejectReason = tuple[int, int, int]
 CALLING_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x03)
@@ -150,7 +129,7 @@ class PolicyACSE(ACSE):
             return
         # The AC echoes the title that was called, burn suffix included.
         self.acceptor.ae_title = called
-        denied = {str(uid) for uid, right in RIGHTS.items() if not self.app.may(calling, right)}
+        denied = denied_classes(self.app, calling)
         self._denied = denied
         if denied:
             LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
@@ -284,7 +263,8 @@ class ApplianceServer(ThreadedAssociationServer):
     handshake_timeout: float = 30.0
     #: socketserver's default backlog is 5: a burst of modalities connecting at once would see refusals.
     request_queue_size = 128
-    #: Storage and verification associations are served by appliance.dicom.fastpath (False: all by pynetdicom).
+    #: Storage, verification and C-FIND associations are served by appliance.dicom.fastpath (False: all by
+    #: pynetdicom).
     fast_path: bool = True
     #: The fast path's open associations, shared by the listeners of one node (set by DicomNode).
     fast: fastpath.Registry

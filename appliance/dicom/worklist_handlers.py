@@ -1,7 +1,8 @@
 """Thin pynetdicom handlers for the Modality Worklist (C-FIND) and MPPS (N-CREATE, N-SET).
 
 pynetdicom binds one handler per intervention event, so :func:`handle_c_find`
-sends Modality Worklist queries here and every other C-FIND to the Q/R handler.
+sends Modality Worklist queries here and every other C-FIND to the Q/R handler
+(:func:`find_responses`, which the fast path calls too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from appliance.core import Appliance
 from appliance.dicom import handlers, status
 from appliance.mpps import MppsDuplicate, MppsError, MppsFinal, MppsInvalidValue, MppsMissing, MppsUnknown
+from appliance.query import Answer
 from appliance.worklist import from_dataset
 from appliance.worklist_query import find_items
 
@@ -33,15 +35,65 @@ _MPPS_STATUS: list[tuple[type[MppsError], int]] = [
 
 
 def handle_c_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND: Modality Worklist queries to :func:`handle_mwl_find`, the rest to Q/R."""
+    """C-FIND: :func:`find_responses` with each answer as a data set.
+
+    Yields
+    ------
+    (status, identifier)
+        As :func:`handlers.find_answers <appliance.dicom.handlers.find_answers>` (Q/R) and
+        :func:`mwl_answers` (Modality Worklist).
+    """
     req: Any = event.request
-    if str(req.AffectedSOPClassUID) == ModalityWorklistInformationFind:
-        return handle_mwl_find(event, app)
-    return handlers.handle_find(event, app)
+    responses = find_responses(app, handlers.calling_ae(event), str(req.AffectedSOPClassUID),
+                               lambda: event.identifier, lambda: event.is_cancelled)
+    for result, answer in responses:
+        yield result, answer.dataset() if isinstance(answer, Answer) else answer
+
+
+def find_responses(app: Appliance, peer: str, sop_class: str, identifier: Callable[[], Dataset],
+                   cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
+    """Every C-FIND's decisions: Modality Worklist queries to :func:`mwl_answers`, the rest to Q/R.
+
+    The one place that decides rights, statuses and log lines of a C-FIND, for pynetdicom's handler
+    and the fast path (:mod:`appliance.dicom.fast_find`) alike.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core that answers.
+    peer : str
+        The calling AE title.
+    sop_class : str
+        The request's Affected SOP Class UID.
+    identifier : callable
+        Returns the decoded request identifier; may raise when it cannot be decoded.
+    cancelled : callable
+        Whether the peer has cancelled the request (asked before each answer).
+    """
+    if sop_class == ModalityWorklistInformationFind:
+        return mwl_answers(app, peer, identifier, cancelled)
+    return handlers.find_answers(app, peer, identifier, cancelled)
 
 
 def handle_mwl_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """Modality Worklist C-FIND (see :func:`mwl_answers`)."""
+    return mwl_answers(app, handlers.calling_ae(event), lambda: event.identifier, lambda: event.is_cancelled)
+
+
+def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
+                cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """Modality Worklist C-FIND: one pending answer per matching step.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core that answers.
+    peer : str
+        The calling AE title.
+    identifier : callable
+        Returns the decoded request identifier; may raise when it cannot be decoded.
+    cancelled : callable
+        Whether the peer has cancelled the request (asked before each answer).
 
     Yields
     ------
@@ -49,16 +101,15 @@ def handle_mwl_find(event: Event, app: Appliance) -> Iterator[tuple[int | Datase
         0xFF00 with each answer; 0xFE00 when cancelled; 0x0124 when the calling AE
         has no mwl right; 0xC001 when the identifier cannot be decoded.
     """
-    peer = handlers.calling_ae(event)
     if not app.may(peer, "mwl"):
         LOGGER.error("worklist C-FIND from %s refused: node has no mwl right", peer)
         yield handlers._failure(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
         return
     try:
-        answers = find_items(app.db.conn, event.identifier, app.config.worklist.hidden_statuses)
+        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses)
         count = 0
         for answer in answers:
-            if event.is_cancelled:
+            if cancelled():
                 LOGGER.info("worklist C-FIND from %s cancelled after %d answers", peer, count)
                 yield status.CANCEL, None
                 return

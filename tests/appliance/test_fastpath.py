@@ -1,31 +1,43 @@
 """The fast receive path (appliance.dicom.fastpath): which associations take it, and that they behave as before.
 
 "As before" is checked against the same node with the fast path off (pynetdicom serving everything):
-the A-ASSOCIATE-AC and the C-STORE/C-ECHO responses must be the same bytes.
+the A-ASSOCIATE-AC and the C-STORE/C-ECHO responses must be the same bytes. C-FIND on the fast path:
+tests/appliance/test_fast_find.py.
 """
 
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pytest
+from fastpath_support import (
+    associate_rq,
+    conversation,
+    message_pdus,
+    read_pdu,
+    record_fast_runs,
+    reject_reason,
+    requesting_ae,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, C_FIND_RQ, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, C_FIND_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
-from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
-from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 import tls
-from appliance.dicom import fastpath
+from appliance.dicom import dimse_codec, fastpath
 
 import dicomdata
 from conftest import HOST, Node, dcmtk, free_port, wait_until
@@ -38,15 +50,7 @@ PRIVATE_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"
 @pytest.fixture
 def fast_runs(monkeypatch: pytest.MonkeyPatch) -> list[fastpath.FastAssociation]:
     """Every association served by the fast path during the test."""
-    served: list[fastpath.FastAssociation] = []
-    real = fastpath.FastAssociation.run
-
-    def run(self: fastpath.FastAssociation) -> None:
-        served.append(self)
-        real(self)
-
-    monkeypatch.setattr(fastpath.FastAssociation, "run", run)
-    return served
+    return record_fast_runs(monkeypatch)
 
 
 @pytest.fixture
@@ -60,34 +64,6 @@ def released(node: Node) -> list[tuple[str, list[str], bool]]:
 # -- raw peer ------------------------------------------------------------------------------------------
 
 
-def associate_rq(called: str, calling: str, contexts: list[PresentationContext], max_length: int = 16384) -> bytes:
-    prim = A_ASSOCIATE()
-    prim.application_context_name = "1.2.840.10008.3.1.1.1"
-    prim.calling_ae_title = calling
-    prim.called_ae_title = called
-    for n, cx in enumerate(contexts):
-        cx.context_id = 2 * n + 1
-    prim.presentation_context_definition_list = contexts
-    length = MaximumLengthNotification()
-    length.maximum_length_received = max_length
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = "1.2.826.0.1.3680043.10.1234.7"
-    prim.user_information = [length, impl]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(prim)
-    return pdu.encode()
-
-
-def message_pdus(msg: object, primitive: object, context_id: int, max_pdu: int = 16384) -> list[bytes]:
-    msg.primitive_to_message(primitive)  # type: ignore[attr-defined]
-    out = []
-    for pdata in msg.encode_msg(context_id, max_pdu):  # type: ignore[attr-defined]
-        pdu = P_DATA_TF()
-        pdu.from_primitive(pdata)
-        out.append(pdu.encode())
-    return out
-
-
 def store_pdus(ds_bytes: bytes, sop_uid: str, context_id: int = 1, message_id: int = 1) -> list[bytes]:
     req = C_STORE()
     req.MessageID = message_id
@@ -96,23 +72,6 @@ def store_pdus(ds_bytes: bytes, sop_uid: str, context_id: int = 1, message_id: i
     req.Priority = 2
     req.DataSet = BytesIO(ds_bytes)
     return message_pdus(C_STORE_RQ(), req, context_id)
-
-
-def read_pdu(sock: socket.socket) -> bytes:
-    """One whole PDU, or b'' when the connection closed."""
-    data = b""
-    while len(data) < 6:
-        chunk = sock.recv(6 - len(data))
-        if not chunk:
-            return b""
-        data += chunk
-    length = struct.unpack(">I", data[2:6])[0]
-    while len(data) < 6 + length:
-        chunk = sock.recv(6 + length - len(data))
-        if not chunk:
-            return b""
-        data += chunk
-    return data
 
 
 def dataset_bytes(inst: dicomdata.Instance) -> bytes:
@@ -124,30 +83,6 @@ def dataset_bytes(inst: dicomdata.Instance) -> bytes:
     fp.is_implicit_VR = False
     write_dataset(fp, inst.dataset())
     return fp.getvalue()
-
-
-def conversation(port: int, aet: str, steps: list[bytes]) -> list[bytes]:
-    """Send an A-ASSOCIATE-RQ and messages; return the AC and one answer PDU per message, then release."""
-    answers = []
-    with socket.create_connection((HOST, port), timeout=20) as sock:
-        for step in steps:
-            sock.sendall(step)
-            answers.append(read_pdu(sock))
-        sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")
-        answers.append(read_pdu(sock))
-    return answers
-
-
-def _ae(calling: str, *contexts: str) -> AE:
-    ae = AE(ae_title=calling)
-    for cx in contexts or (CTImageStorage,):
-        ae.add_requested_context(cx)
-    return ae
-
-
-def _reject_reason(assoc) -> tuple[int, int, int]:
-    prim = assoc.acceptor.primitive
-    return int(prim.result), int(prim.result_source), int(prim.diagnostic)
 
 
 # -- which associations take the fast path --------------------------------------------------------------
@@ -175,7 +110,7 @@ def test_storescu_and_echoscu_take_the_fast_path(node: Node, tmp_path: Path, fas
 
 def test_pynetdicom_store_and_echo_take_the_fast_path(node: Node, fast_runs: list) -> None:
     ds = dicomdata.study("PPYN", "PYN^ET", ("CT",), 1)[0].dataset()
-    assoc = _ae("PYNET", CTImageStorage, Verification).associate(HOST, node.port, ae_title=node.aet)
+    assoc = requesting_ae("PYNET", CTImageStorage, Verification).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0
     assert assoc.send_c_store(ds).Status == 0
@@ -188,7 +123,7 @@ def test_private_sop_class_and_small_pdus(node_factory, fast_runs: list) -> None
     node = node_factory(max_pdu=4096)  # the data set arrives in many P-DATA-TF PDUs
     ds = dicomdata.study("PPDU", "SMALL^PDU", ("OT",), 1, rows=64, columns=64)[0].dataset()
     ds.SOPClassUID = PRIVATE_CLASS
-    ae = _ae("TINYPDU", PRIVATE_CLASS)
+    ae = requesting_ae("TINYPDU", PRIVATE_CLASS)
     ae.maximum_pdu_size = 64  # and our answer has to be cut into 58-byte fragments
     assoc = ae.associate(HOST, node.port, ae_title=node.aet)
     status = assoc.send_c_store(ds)
@@ -200,10 +135,10 @@ def test_private_sop_class_and_small_pdus(node_factory, fast_runs: list) -> None
     assert dcmread(node.app.file_path(found)).PixelData == ds.PixelData
 
 
-def test_query_contexts_go_to_pynetdicom(node: Node, fast_runs: list) -> None:
+def test_retrieve_contexts_go_to_pynetdicom(node: Node, fast_runs: list) -> None:
     inst = dicomdata.study("PQRY", "QUERY^PATH", ("CT",), 1)[0]
-    assoc = _ae("QR", CTImageStorage, StudyRootQueryRetrieveInformationModelFind).associate(
-        HOST, node.port, ae_title=node.aet)
+    assoc = requesting_ae("QR", CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
+                          StudyRootQueryRetrieveInformationModelMove).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.send_c_store(inst.dataset()).Status == 0
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -215,10 +150,10 @@ def test_query_contexts_go_to_pynetdicom(node: Node, fast_runs: list) -> None:
     assert [a.StudyInstanceUID for a in answers] == [inst.study_uid]
 
 
-@pytest.mark.parametrize("other", ["1.2.840.10008.5.1.4.31", "1.2.840.10008.3.1.2.3.3"], ids=["mwl", "mpps"])
-def test_worklist_and_mpps_go_to_pynetdicom(node: Node, fast_runs: list, other: str) -> None:
-    # pydicom and pynetdicom name the MWL class differently: pynetdicom's keyword test alone would call it storage.
-    assoc = _ae("MODALITY", other, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
+@pytest.mark.parametrize("other", ["1.2.840.10008.3.1.2.3.3", StudyRootQueryRetrieveInformationModelMove,
+                                   StudyRootQueryRetrieveInformationModelGet], ids=["mpps", "move", "get"])
+def test_mpps_move_and_get_go_to_pynetdicom(node: Node, fast_runs: list, other: str) -> None:
+    assoc = requesting_ae("MODALITY", other, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
     assoc.release()
     assert fast_runs == []
@@ -227,7 +162,7 @@ def test_worklist_and_mpps_go_to_pynetdicom(node: Node, fast_runs: list, other: 
 def test_fast_path_off_serves_everything_with_pynetdicom(node: Node, fast_runs: list) -> None:
     for server in node.dicom.servers:
         server.fast_path = False
-    assoc = _ae("OFF", Verification).associate(HOST, node.port, ae_title=node.aet)
+    assoc = requesting_ae("OFF", Verification).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.send_c_echo().Status == 0
     assoc.release()
     assert fast_runs == []
@@ -279,15 +214,37 @@ def test_encode_response_matches_pynetdicom() -> None:
         if comment:
             rsp.ErrorComment = comment
         expected = message_pdus(C_STORE_RSP(), rsp, 5)
-        command = fastpath.encode_response(0x8001, 9, CTImageStorage, status, comment, uid)
-        assert [fastpath.pdata_pdus(command, 5, 16384)] == expected
-        assert fastpath.pdata_pdus(command, 5, 64) == b"".join(message_pdus(C_STORE_RSP(), rsp, 5, 64))
+        command = dimse_codec.encode_response(0x8001, 9, CTImageStorage, status, comment, uid)
+        assert [dimse_codec.pdata_pdus(command, 5, 16384)] == expected
+        assert dimse_codec.pdata_pdus(command, 5, 64) == b"".join(message_pdus(C_STORE_RSP(), rsp, 5, 64))
     echo = C_ECHO()
     echo.MessageIDBeingRespondedTo = 3
     echo.AffectedSOPClassUID = Verification
     echo.Status = 0
-    assert [fastpath.pdata_pdus(fastpath.encode_response(0x8030, 3, Verification, 0, None, None), 1, 0)] == \
+    assert [dimse_codec.pdata_pdus(dimse_codec.encode_response(0x8030, 3, Verification, 0, None, None), 1, 0)] == \
         message_pdus(C_ECHO_RSP(), echo, 1, 0)
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 64, 0])
+@pytest.mark.parametrize(("status", "comment", "identifier"), [
+    (0xFF00, None, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " * 30), (0x0000, None, None), (0xFE00, None, None),
+    (0xA900, "unsupported QueryRetrieveLevel 'FOO'", None), (0xC001, "identifier cannot be decoded", None)])
+def test_find_response_matches_pynetdicom(max_pdu: int, status: int, comment: str | None,
+                                          identifier: bytes | None) -> None:
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 11
+    rsp.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    rsp.Status = status
+    if comment:
+        rsp.ErrorComment = comment
+    if identifier:
+        rsp.Identifier = BytesIO(identifier)
+    command = dimse_codec.encode_response(0x8020, 11, StudyRootQueryRetrieveInformationModelFind, status, comment,
+                                          None, identifier is not None)
+    ours = dimse_codec.pdata_pdus(command, 3, max_pdu)
+    if identifier:
+        ours += dimse_codec.pdata_pdus(identifier, 3, max_pdu, data_set=True)
+    assert ours == b"".join(message_pdus(C_FIND_RSP(), rsp, 3, max_pdu))
 
 
 # -- policy ----------------------------------------------------------------------------------------------
@@ -300,14 +257,14 @@ NODES = [
 
 def test_rejections_of_storage_only_proposals(node_factory, fast_runs: list) -> None:
     strict = node_factory(accept_any_ae=False, nodes=NODES)
-    assert _reject_reason(_ae("STRANGER").associate(HOST, strict.port, ae_title=strict.aet)) == (1, 1, 3)
-    assert _reject_reason(_ae("FULL").associate(HOST, strict.port, ae_title="SOMEONE")) == (1, 1, 7)
+    assert reject_reason(requesting_ae("STRANGER").associate(HOST, strict.port, ae_title=strict.aet)) == (1, 1, 3)
+    assert reject_reason(requesting_ae("FULL").associate(HOST, strict.port, ae_title="SOMEONE")) == (1, 1, 7)
     proc = dcmtk("echoscu", "-aet", "STRANGER", "-aec", strict.aet, HOST, str(strict.port))
     assert proc.returncode != 0 and "Calling AE Title Not Recognized" in proc.stderr
     assert fast_runs == []
     # A known node without the store right associates, and each C-STORE is refused with 0x0124.
     ds = dicomdata.study("PRIGHT", "NO^RIGHT", ("CT",), 1)[0].dataset()
-    assoc = _ae("QUERYONLY").associate(HOST, strict.port, ae_title=strict.aet)
+    assoc = requesting_ae("QUERYONLY").associate(HOST, strict.port, ae_title=strict.aet)
     status = assoc.send_c_store(ds)
     assoc.release()
     assert status.Status == 0x0124 and "store right" in status.ErrorComment
@@ -316,19 +273,19 @@ def test_rejections_of_storage_only_proposals(node_factory, fast_runs: list) -> 
 
 def test_association_limit_is_shared_with_pynetdicom(node_factory, fast_runs: list) -> None:
     node = node_factory(max_associations=2)
-    fast = _ae("F1").associate(HOST, node.port, ae_title=node.aet)
-    slow = _ae("S1", CTImageStorage, StudyRootQueryRetrieveInformationModelFind).associate(
+    fast = requesting_ae("F1").associate(HOST, node.port, ae_title=node.aet)
+    slow = requesting_ae("S1", CTImageStorage, StudyRootQueryRetrieveInformationModelMove).associate(
         HOST, node.port, ae_title=node.aet)
     assert fast.is_established and slow.is_established
     wait_until(lambda: len(node.dicom.active()) == 2)
-    assert _reject_reason(_ae("F2").associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
-    assert _reject_reason(_ae("S2", StudyRootQueryRetrieveInformationModelFind).associate(
+    assert reject_reason(requesting_ae("F2").associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
+    assert reject_reason(requesting_ae("S2", StudyRootQueryRetrieveInformationModelMove).associate(
         HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
     slow.release()
     wait_until(lambda: len(node.dicom.active()) == 1)
-    again = _ae("F3").associate(HOST, node.port, ae_title=node.aet)
+    again = requesting_ae("F3").associate(HOST, node.port, ae_title=node.aet)
     assert again.is_established
-    assert _reject_reason(_ae("F4").associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
+    assert reject_reason(requesting_ae("F4").associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
     for assoc in (fast, again):
         assoc.release()
     wait_until(lambda: not node.dicom.active())
@@ -351,7 +308,7 @@ def test_abort_mid_dataset_leaves_nothing(node: Node, fast_runs: list, released:
     with _open(node) as sock:
         sock.sendall(b"".join(store_pdus(dataset_bytes(first), first.sop_uid)))
         answer = read_pdu(sock)
-        assert answer[0] == 0x04 and fastpath.decode_command(answer[12:])[0x0900] == 0x0000
+        assert answer[0] == 0x04 and dimse_codec.decode_command(answer[12:])[0x0900] == 0x0000
         pdus = store_pdus(dataset_bytes(second), second.sop_uid, message_id=2)
         whole = b"".join(pdus)
         sock.sendall(whole[: len(whole) // 2])  # command and half of the data set
@@ -383,7 +340,7 @@ def test_protocol_errors_abort(node: Node, fast_runs: list, label: str, send: Ca
     wait_until(lambda: not node.dicom.active())
     assert len(fast_runs) == 1
     # The listener goes on serving.
-    assert _ae("AFTER", Verification).associate(HOST, node.port, ae_title=node.aet).send_c_echo().Status == 0
+    assert requesting_ae("AFTER", Verification).associate(HOST, node.port, ae_title=node.aet).send_c_echo().Status == 0
 
 
 _TINY = b"\x08\x00\x18\x00UI\x06\x001.2.3\x00"
@@ -423,12 +380,12 @@ def test_silent_connection_is_closed_after_acse_timeout(node_factory, fast_runs:
 
 
 def test_stop_aborts_open_fast_associations(node: Node, fast_runs: list) -> None:
-    assoc = _ae("LINGER").associate(HOST, node.port, ae_title=node.aet)
+    assoc = requesting_ae("LINGER").associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
     wait_until(lambda: node.dicom.active())
     node.dicom.stop(grace=0.2)
     wait_until(lambda: assoc.is_aborted or not assoc.is_established)
-    assert not node.dicom.active()
+    wait_until(lambda: not node.dicom.active())  # the worker leaves the open list when its thread ends
 
 
 # -- TLS -------------------------------------------------------------------------------------------------
@@ -449,8 +406,19 @@ def test_tls_storage_takes_the_fast_path(node_factory, pki: tls.Paths, tmp_path:
     dcmtk("storescu", *args, "-aec", node.aet, "+sd", HOST, str(node.tls_port), str(tmp_path), check=True)
     assert len(fast_runs) == 1
     assert node.app.index.counts()["instances"] == 3
-    # A query on the TLS port goes to pynetdicom with the request bytes the fast path read replayed.
+    # A query on the TLS port takes the fast path too (tests/appliance/test_fast_find.py for its answers).
     proc = dcmtk("findscu", *args, "-S", "-aec", node.aet, "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PTLSF",
                  "-k", "PatientName", HOST, str(node.tls_port), check=True)
     assert "TLS^FAST" in proc.stderr
-    assert len(fast_runs) == 1
+    assert len(fast_runs) == 2
+    # A retrieve goes to pynetdicom with the request bytes the fast path read replayed.
+    ctx = tls.client_context(pki.client_cert, pki.client_key, pki.ca_cert)
+    assoc = requesting_ae("MOVER", StudyRootQueryRetrieveInformationModelMove).associate(
+        HOST, node.tls_port, ae_title=node.aet, tls_args=(ctx, "localhost"))
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = items[0].study_uid
+    statuses = [s.Status for s, _ in assoc.send_c_move(query, "NOWHERE", StudyRootQueryRetrieveInformationModelMove)]
+    assoc.release()
+    assert statuses == [0xA801]  # move destination unknown
+    assert len(fast_runs) == 2
