@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -17,7 +18,8 @@ from typing import Any
 
 from appliance import __version__, cli_web
 from appliance.config import Config, load_config
-from appliance.errors import ApplianceError
+from appliance.db import Database, describe
+from appliance.errors import ApplianceError, DatabaseError
 from appliance.log import setup_logging
 from tls import TLSError
 
@@ -33,6 +35,13 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
 
+    # A read-only data folder or database ends the start here with one line naming it, before the log file
+    # or anything else is written there (the first write would end in a traceback).
+    db = Database(cfg.database)
+    try:
+        db.check_writable()
+    finally:
+        db.close()
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = security.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
@@ -131,7 +140,6 @@ def cmd_tls_show(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _worklist(cfg: Config) -> Any:
-    from appliance.db import Database
     from appliance.worklist import Worklist
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appliance`` console script."""
     args = build_parser().parse_args(argv)
+    cfg: Config | None = None
     try:
         cfg = load_config(args.config)
         if args.command != "serve":
@@ -281,3 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TLSError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except sqlite3.Error as exc:  # e.g. a command that writes while the database is read-only
+        print(f"appliance: {describe(exc, f'database {cfg.database}' if cfg else 'the database')}", file=sys.stderr)
+        return DatabaseError.exit_code

@@ -23,7 +23,7 @@ from pydicom.uid import UID
 
 from appliance import __version__
 from appliance.config import Config, NodeConfig
-from appliance.db import Database
+from appliance.db import Database, describe
 from appliance.errors import IndexFailure, InvalidDataset
 from appliance.hl7log import MessageLog
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
@@ -107,7 +107,10 @@ class Appliance:
 
     def stop(self) -> None:
         """Mark a clean stop and close the database."""
-        (self.config.data_dir / _CLEAN_MARKER).unlink(missing_ok=True)
+        try:
+            (self.config.data_dir / _CLEAN_MARKER).unlink(missing_ok=True)
+        except OSError as exc:  # a data disk gone read-only: the next start reconciles, which is right
+            LOGGER.error("cannot mark the stop as clean: %s", exc)
         self.db.close()
 
     def reconcile(self) -> tuple[int, int]:
@@ -242,7 +245,7 @@ class Appliance:
                                              called_ae)
             except Exception as exc:
                 self.store_area.delete(rel)
-                raise IndexFailure(f"index could not record {rec.sop_uid}: {exc}") from exc
+                raise IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}") from exc
             if replaced:
                 self.store_area.delete(replaced)
                 LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)

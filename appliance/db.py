@@ -12,11 +12,14 @@ user_version``; each runs in one transaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from appliance.errors import DatabaseError
 
 PATIENTS = "patients"
 STUDIES = "studies"
@@ -343,6 +346,45 @@ def _m_disc_publishing(conn: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing]
 
 
+#: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.
+_REASONS = {
+    5: "is locked by another program",  # SQLITE_BUSY
+    6: "is locked by another program",  # SQLITE_LOCKED
+    8: "is read-only",  # SQLITE_READONLY
+    10: "cannot be written to disk",  # SQLITE_IOERR (a disk remounted read-only under an open file, a failing disk)
+    11: "is damaged",  # SQLITE_CORRUPT
+    13: "is on a full disk",  # SQLITE_FULL
+    14: "cannot be opened",  # SQLITE_CANTOPEN
+    26: "is not an SQLite database",  # SQLITE_NOTADB
+}
+_SQLITE_READONLY = 8
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def describe(exc: BaseException, subject: str = "the database") -> str:
+    """Say why a database operation failed, for a log line or a protocol answer.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What the operation raised.
+    subject : str
+        How to name the database in the sentence.
+
+    Returns
+    -------
+    str
+        E.g. ``the database is read-only (attempt to write a readonly database)``; the exception's own text
+        when it is not an SQLite error with a known code.
+    """
+    reason = _REASONS.get(_primary_code(exc) or 0)
+    return f"{subject} {reason} ({exc})" if reason else str(exc)
+
+
 class Database:
     """The appliance's SQLite file, with one connection per thread.
 
@@ -350,15 +392,34 @@ class Database:
     ----------
     path : Path
         The database file; created with the schema when missing.
+
+    Raises
+    ------
+    DatabaseError
+        The file or its folder cannot be created or opened, or the schema cannot be brought up to date.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        #: Every open connection by the thread that uses it; those of ended threads are closed as others open.
+        self._open: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
-        self.migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"database folder {self.path.parent} cannot be created: {exc.strerror}") from None
+        try:
+            self.migrate()
+        except sqlite3.Error as exc:
+            self.close()
+            raise DatabaseError(self._why(exc)) from exc
+
+    def _why(self, exc: sqlite3.Error) -> str:
+        text = describe(exc, f"database {self.path}")
+        if not os.access(self.path.parent, os.W_OK):  # also False for root on a read-only mount
+            text += f"; its folder {self.path.parent} is not writable"
+        return text
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
@@ -376,8 +437,20 @@ class Database:
             conn = self._connect()
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                # Each association and MLLP connection runs in a thread of its own: without this, every one of
+                # them would leave an open connection (two file descriptors) behind until the process ends.
+                for thread in [t for t in self._open if not t.is_alive()]:
+                    self._open.pop(thread).close()
+                self._open[threading.current_thread()] = conn
         return conn
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        """Close this thread's connection; its next use opens a new one."""
+        self._local.conn = None
+        with self._lock:
+            if self._open.get(threading.current_thread()) is conn:
+                del self._open[threading.current_thread()]
+        conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -387,13 +460,43 @@ class Database:
         read to a write lock when several associations store at once.
         """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # After an I/O error SQLite has already rolled back: a second ROLLBACK would hide the error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            # A connection opened while the file was read-only stays read-only for good, even once the
+            # file is writable again: drop it, the next transaction opens a new one.
+            if _primary_code(exc) == _SQLITE_READONLY:
+                self._discard(conn)
             raise
-        conn.execute("COMMIT")
+
+    def check_writable(self) -> None:
+        """Make sure the database can be written, without changing it.
+
+        Raises
+        ------
+        DatabaseError
+            Naming the file and why (read-only file, folder or disk; locked).
+        """
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # succeeds even on a read-only file: the write below is the test
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                conn.execute(f"PRAGMA user_version={version}")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            self._discard(conn)
+            raise DatabaseError(self._why(exc)) from exc
 
     def migrate(self) -> None:
         """Bring the schema to the newest version."""
@@ -412,7 +515,7 @@ class Database:
     def close(self) -> None:
         """Close every connection opened through this object."""
         with self._lock:
-            for conn in self._all:
+            for conn in self._open.values():
                 conn.close()
-            self._all.clear()
+            self._open.clear()
         self._local = threading.local()

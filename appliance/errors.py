@@ -38,6 +38,12 @@ class IndexFailure(StoreError):
     """The SQLite index could not record an instance."""
 
 
+class DatabaseError(ApplianceError):
+    """The SQLite database cannot be opened or written (read-only file, folder or disk; locked; damaged)."""
+
+    exit_code = 8
+
+
 class NotFound(ApplianceError):
     """A study, series, instance or job asked for does not exist."""
 

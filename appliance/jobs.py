@@ -31,6 +31,7 @@ from appliance.db import (
     SERIES,
     STUDIES,
     Database,
+    describe,
 )
 from appliance.errors import ApplianceError, InvalidTransition, NotFound
 
@@ -448,6 +449,9 @@ class JobEngine:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Jobs claimed for authoring whose next state the database refused (read-only, locked): queued again
+        #: as soon as it takes writes, so they do not wait for a restart.
+        self._stranded: set[int] = set()
 
     def start(self) -> None:
         """Requeue jobs a stop interrupted while authoring, then start both threads."""
@@ -475,16 +479,30 @@ class JobEngine:
 
     def _author_loop(self) -> None:
         while not self._stop.is_set():
+            job = None
             try:
+                self._requeue_stranded()
                 job = self.jobs.claim_next()
-            except Exception:
-                LOGGER.exception("cannot read the disc job queue")
-                job = None
+            except Exception as exc:
+                _log_failure(exc, "cannot take the next disc job from the queue")
             if job is None:
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
                 continue
-            self.run_one(job)
+            try:
+                self.run_one(job)
+            except Exception as exc:  # the database refused the job's next state: keep the thread alive
+                _log_failure(exc, f"disc job {job.id}: its new state cannot be recorded, it is queued again later")
+                self._stranded.add(job.id)
+
+    def _requeue_stranded(self) -> None:
+        for job_id in sorted(self._stranded):
+            # A job changed meanwhile (cancelled by staff) has nothing to put back; a database still refusing
+            # raises, and the job is tried again at the next turn.
+            with contextlib.suppress(InvalidTransition, NotFound):
+                self.jobs.transition(job_id, JobState.QUEUED, "authoring was interrupted by a database failure",
+                                     expect=JobState.AUTHORING)
+            self._stranded.discard(job_id)
 
     def run_one(self, job: Job) -> None:
         """Author a claimed job, hand it to the robot, or fail it with the reason."""
@@ -519,16 +537,16 @@ class JobEngine:
     def _update(self, job_id: int) -> None:
         try:
             self.publisher.update(job_id)
-        except Exception:
-            LOGGER.exception("following disc job %d on its robot failed", job_id)
+        except Exception as exc:
+            _log_failure(exc, f"following disc job {job_id} on its robot failed")
 
     def _monitor_loop(self) -> None:
         last_housekeeping = -self.housekeeping_interval
         while not self._stop.wait(self.poll_interval):
             try:
                 active = self.jobs.active()
-            except Exception:
-                LOGGER.exception("cannot read the active disc jobs")
+            except Exception as exc:
+                _log_failure(exc, "cannot read the active disc jobs")
                 active = []
             for job in active:
                 if self._stop.is_set():
@@ -541,3 +559,12 @@ class JobEngine:
                     self.housekeeping()
                 except Exception:
                     LOGGER.exception("disc staging housekeeping failed")
+
+
+def _log_failure(exc: Exception, what: str) -> None:
+    """Log a failure of the engine's threads: one line for a database that refuses (read-only, locked), which
+    repeats at every poll until fixed; the traceback for anything else, which is a bug."""
+    if isinstance(exc, sqlite3.Error):
+        LOGGER.error("%s: %s", what, describe(exc))
+    else:
+        LOGGER.exception(what)

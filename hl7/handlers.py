@@ -8,7 +8,8 @@ Handlers are bound as data in :data:`HANDLERS` by (MSH-9.1, MSH-9.2). One guard,
   control, incomplete worklist item, merged patient ID, bytes not valid in the
   message's character set); nothing was changed;
 * ``AR`` + ERR - not HL7 (no MSH), unsupported message type (200) or event (201),
-  sender not accepted (103), message too large or an internal error (207).
+  sender not accepted (103), message too large or an internal error (207; when the
+  database cannot be written, the ERR text says why, e.g. that it is read-only).
 
 Every message and its ACK go to the log file and the database message log.
 """
@@ -16,11 +17,13 @@ Every message and its ACK go to the log file and the database message log.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.config import HL7Config
 from appliance.core import Appliance
+from appliance.db import describe
 from appliance.errors import (
     IncompleteItem,
     InvalidItem,
@@ -156,6 +159,9 @@ class MessageProcessor:
             if isinstance(exc, UnknownPatient) and kind == "ADT":
                 location = "PID^1^3^1^1"
             return Outcome("AE", AckError(code, location, str(exc)))
+        except sqlite3.Error as exc:  # read-only, locked or full database: the sender should retry later
+            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, msg.control_id, describe(exc))
+            return Outcome("AR", AckError(207, "", f"Application internal error: {describe(exc)}"))
         except Exception as exc:
             LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, msg.control_id)
             return Outcome("AR", AckError(207, "", f"Application internal error: {type(exc).__name__}"))
@@ -171,6 +177,8 @@ class MessageProcessor:
                            f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")
         try:
             self.app.hl7_log.record(peer, kind, control, outcome.code, error, raw, ack)
+        except sqlite3.Error as exc:
+            LOGGER.error("HL7 message %s could not be written to the message log: %s", control, describe(exc))
         except Exception:
             LOGGER.exception("HL7 message %s could not be written to the message log", control)
 

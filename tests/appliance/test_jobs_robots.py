@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from publishing_support import publish_config, publish_node, robot_table
+from publishing_support import publish_config, publish_node, robot_table, wait_until
 
 from appliance.jobs import JobState
 
@@ -81,7 +81,9 @@ def test_missing_hot_folder_fails_with_the_reason_and_retry_works(publish_node, 
     node.jobs.retry(1)
     node.publishing.engine.wake()
     submitted = node.wait_state(1, JobState.SUBMITTED)
-    assert (tmp_path / "share" / "J1D1A2.JDF").is_file() and submitted.error == ""
+    assert submitted.error == ""
+    # The engine records the new state first and then writes the job file into the hot folder.
+    wait_until(lambda: (tmp_path / "share" / "J1D1A2.JDF").is_file())
 
 
 def test_bridge_gone_holds_the_job_and_it_goes_on_when_the_bridge_is_back(publish_node, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from publishing_support import Serve, job_state, jobs_of, write_config
 from appliance.cli import main
 from appliance.groups import GroupStore
 from appliance.jobs import JobState
+from robots.simulator import send_control
 
 import dicomdata
 from conftest import wait_until
@@ -99,9 +100,9 @@ def test_burn_jobs_label_and_robots_commands(serve, tmp_path: Path) -> None:
 def test_cancel_and_retry_from_the_command_line(serve, tmp_path: Path) -> None:
     config = write_config(tmp_path)
     server = serve(config)
-    control = tmp_path / "var" / "robots" / "epson" / "simulator.ctl"
-    control.write_text("fault no_media\n")
-    wait_until(lambda: not control.exists())
+    # send_control writes the file atomically: a simulator reading it half-written would drop the command.
+    hotfolder = tmp_path / "var" / "robots" / "epson"
+    assert send_control(hotfolder, "fault no_media", timeout=30)
     folder, _ = study_folder(tmp_path / "in")
     server.send(folder, "_E")
     jobs = jobs_of(config)
@@ -110,8 +111,7 @@ def test_cancel_and_retry_from_the_command_line(serve, tmp_path: Path) -> None:
     cancelled = cli(config, "jobs", "cancel", "1")
     assert cancelled.returncode == 0 and cancelled.stdout.strip() == "job 1 cancelled"
     assert jobs.get(1).state is JobState.CANCELLED
-    control.write_text("clear\n")
-    wait_until(lambda: not control.exists())
+    assert send_control(hotfolder, "clear", timeout=30)
     retried = cli(config, "jobs", "retry", "1")
     assert retried.stdout.strip() == "job 1 queued again (attempt 2)"
     wait_until(lambda: job_state(jobs, 1) is JobState.DONE, timeout=60)

@@ -24,6 +24,8 @@ tls_port = 0
 bind = "{HOST}"
 port = {hl7_port}
 station_aets = {{ MR = "MR1" }}
+[web]
+port = 0
 """)
     return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
