@@ -7,7 +7,9 @@ so a CT without window tags is not a grey fog. MONOCHROME1 is inverted, PALETTE 
 RGB. An instance with no pixel data (a report, a PDF) or one that cannot be decoded gets a plain placeholder.
 
 Thumbnails are cached as JPEG files under ``<data_dir>/cache/thumbs``, keyed by the SOP Instance UID and the
-stored file's name (a replaced instance gets a new file, hence a new key); the cache is safe to delete.
+stored file's name (a replaced instance gets a new file, hence a new key); the cache is safe to delete. The cache
+renders a missing thumbnail with the function it is given: :mod:`appliance.thumbnails` passes one that decodes in
+a separate process, and pre-renders the thumbnails of newly stored series.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import io
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ LOGGER = logging.getLogger(__name__)
 
 THUMB_SIZE = 160
 VIEW_SIZE = 1024
+#: Why an instance without pixel data (a report, a PDF) gets a placeholder: normal, not a failure.
+NO_IMAGE = "instance has no image"
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ def render(path: Path, window: Window | None = None) -> Rendered:
     # Large values (the pixel data) are read only when used: one parse serves the header and the fast path.
     ds = dcmread(path, defer_size=4096)
     if "Rows" not in ds or "Columns" not in ds or "PixelData" not in ds:
-        raise ValueError("instance has no image")
+        raise ValueError(NO_IMAGE)
     try:
         frame = _native_frame(ds)
         if frame is None:
@@ -193,14 +198,37 @@ def jpeg_bytes(image: Image.Image, size: int, quality: int = 85) -> bytes:
     return out.getvalue()
 
 
-def picture(path: Path, size: int, window: Window | None = None) -> tuple[bytes, Window | None]:
-    """A JPEG of an instance fitted into ``size`` pixels (a placeholder when it has no picture)."""
+def try_picture(path: Path, size: int, window: Window | None = None) -> tuple[bytes, Window | None, str]:
+    """A JPEG of an instance fitted into ``size`` pixels, or a placeholder and the reason why.
+
+    Returns
+    -------
+    tuple
+        The JPEG bytes, the window used (None for colour images and placeholders) and ``""``, or a placeholder,
+        None and why the instance has no picture (no pixel data, pixels that cannot be decoded, not DICOM).
+    """
     try:
         rendered = render(path, window)
     except Exception as exc:  # a damaged or exotic file must give a placeholder, not a failed page
-        LOGGER.info("no picture for %s: %s", path.name, exc)
-        return jpeg_bytes(placeholder(size), size), None
-    return jpeg_bytes(rendered.image, size), rendered.window
+        return jpeg_bytes(placeholder(size), size), None, str(exc) or type(exc).__name__
+    return jpeg_bytes(rendered.image, size), rendered.window, ""
+
+
+def picture(path: Path, size: int, window: Window | None = None) -> tuple[bytes, Window | None]:
+    """A JPEG of an instance fitted into ``size`` pixels (a placeholder when it has no picture)."""
+    data, used, reason = try_picture(path, size, window)
+    if reason:
+        LOGGER.info("no picture for %s: %s", path.name, reason)
+    return data, used
+
+
+def thumbnail_here(path: Path, size: int) -> bytes:
+    """Render a thumbnail in this process (the default renderer of :class:`ThumbnailCache`)."""
+    return picture(path, size)[0]
+
+
+#: Renders the thumbnail of a file at a size (JPEG bytes); it may raise when the picture cannot be made now.
+Renderer = Callable[[Path, int], bytes]
 
 
 class ThumbnailCache:
@@ -212,11 +240,15 @@ class ThumbnailCache:
         Where the JPEG files go (created when missing).
     size : int
         Largest side of a thumbnail, in pixels.
+    renderer : callable, optional
+        Makes a missing thumbnail: ``renderer(file, size) -> JPEG bytes``; default :func:`thumbnail_here`.
+        An exception it raises reaches the caller and nothing is cached.
     """
 
-    def __init__(self, folder: Path, size: int = THUMB_SIZE) -> None:
+    def __init__(self, folder: Path, size: int = THUMB_SIZE, renderer: Renderer = thumbnail_here) -> None:
         self.folder = folder
         self.size = size
+        self.renderer = renderer
 
     def _file(self, sop_uid: str, stored_path: str) -> Path:
         key = hashlib.sha256(f"{sop_uid}\0{stored_path}\0{self.size}".encode()).hexdigest()
@@ -239,12 +271,16 @@ class ThumbnailCache:
             return cached.read_bytes()
         except FileNotFoundError:
             pass
-        data, _ = picture(file, self.size)
+        data = self.renderer(file, self.size)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}")
         tmp.write_bytes(data)
         os.replace(tmp, cached)
         return data
+
+    def has(self, sop_uid: str, stored_path: str) -> bool:
+        """Whether the thumbnail of an instance is cached."""
+        return self._file(sop_uid, stored_path).is_file()
 
     def forget(self, sop_uid: str, stored_path: str) -> None:
         """Remove a cached thumbnail (its instance was deleted)."""

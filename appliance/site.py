@@ -14,11 +14,9 @@ import functools
 import io
 import ipaddress
 import logging
-import queue
 import re
 import socket
 import tempfile
-import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,8 +28,9 @@ from appliance.config import Config
 from appliance.core import Appliance
 from appliance.errors import InvalidTransition, InvalidValue, NotFound
 from appliance.export import Exporter, ZipItem, series_label, zip_name
-from appliance.imaging import VIEW_SIZE, ThumbnailCache, Window, picture
+from appliance.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
 from appliance.log import LOG_FILE
+from appliance.thumbnails import PrerenderWorker, RenderFailed, RenderPool, log_placeholder
 from appliance.tokens import Tokens, parse_da
 from appliance.users import Users
 
@@ -141,10 +140,9 @@ class Site:
         self.users = Users(appliance.db)
         self.audit = Audit(appliance.db, self.writer)
         self.catalog = Catalog(appliance.db)
-        self.thumbs = ThumbnailCache(data / "cache" / "thumbs")
-        self._prerender_queue: queue.Queue[str | None] = queue.Queue()
-        self._prerender_thread: threading.Thread | None = None
-        self._prerender_lock = threading.Lock()
+        self.renderer = RenderPool()
+        self.thumbs = ThumbnailCache(data / "cache" / "thumbs", renderer=self._render_thumbnail)
+        self.prerender = PrerenderWorker(self._series_of, self.prerender_series)
         self.publishing: Publishing | None = None
         self._jobs: JobStore | None = None
         self._robots: dict[str, DiscRobot] | None = None
@@ -161,40 +159,38 @@ class Site:
         web = self.config.web
         return Exporter(self.config.data_dir / "cache" / "zips", web.zip_compression, web.max_zip_builds)
 
-    def attach(self) -> None:
-        """Give every newly stored study a patient token, and render thumbnails when an association ends."""
+    def attach(self, prerender: bool = True) -> None:
+        """Give every newly stored study a patient token, and render thumbnails when an association ends.
+
+        Parameters
+        ----------
+        prerender : bool
+            Render the thumbnails of newly stored series in the background (pointless with the web site off).
+        """
         self.app.stored_listeners.append(self.tokens.on_stored)
-        self.app.released_listeners.append(self._prerender)
+        if prerender:
+            self.app.released_listeners.append(self._prerender)
 
     def _prerender(self, called_ae: str, association_id: str, sop_uids: list[str], released: bool) -> None:
         """Association listener: queue the thumbnails of the series it stored (rendered in the background).
 
         The first page view of a study then finds them cached instead of rendering them while the patient waits.
+        Only the UIDs are queued here: the association's thread does no index look-up and never waits.
         """
-        series = {inst.series_uid for uid in sop_uids if (inst := self.app.index.lookup(uid)) is not None}
-        with self._prerender_lock:
-            if self._prerender_thread is None:
-                self._prerender_thread = threading.Thread(target=self._prerender_loop, name="thumbnails",
-                                                          daemon=True)
-                self._prerender_thread.start()
-        for uid in sorted(series):
-            self._prerender_queue.put(uid)
+        self.prerender.submit_instances(sop_uids)
 
-    def _prerender_loop(self) -> None:
-        while (series_uid := self._prerender_queue.get()) is not None:
-            try:
-                self.series_thumbnail(series_uid)
-            except Exception as exc:  # a thumbnail that fails now is rendered (or fails) on first view
-                LOGGER.debug("thumbnail of series %s not prerendered: %s", series_uid, exc)
+    def _series_of(self, sop_uids: list[str]) -> list[str]:
+        """The stored series of these instances (for the pre-render worker)."""
+        return sorted({inst.series_uid for uid in sop_uids if (inst := self.app.index.lookup(uid)) is not None})
 
     def close(self) -> None:
-        """Commit the audit rows still queued and stop the thumbnail thread (call before the appliance stops)."""
+        """Commit the audit rows still queued, stop the thumbnail worker and the render processes.
+
+        Call before the appliance stops. Thumbnails still queued for pre-rendering are rendered on first view.
+        """
         self.writer.close()
-        with self._prerender_lock:
-            thread, self._prerender_thread = self._prerender_thread, None
-        if thread is not None:
-            self._prerender_queue.put(None)
-            thread.join(30)
+        self.prerender.close()
+        self.renderer.close()
 
     # -- links --------------------------------------------------------------------------------------
 
@@ -263,8 +259,20 @@ class Site:
 
     # -- pictures -----------------------------------------------------------------------------------
 
+    def _render_thumbnail(self, file: Path, size: int) -> bytes:
+        """The thumbnail cache's renderer: a render process, and a log line for a placeholder."""
+        data, reason = self.renderer.thumbnail(file, size)
+        if reason:
+            log_placeholder(file.name, reason)
+        return data
+
+    def _thumbnail_source(self, series_uid: str) -> dict[str, Any] | None:
+        """The instance whose picture stands for a series (its middle one), None for an empty series."""
+        instances = self.catalog.instances(series_uid)
+        return instances[len(instances) // 2] if instances else None
+
     def series_thumbnail(self, series_uid: str, study_uid: str | None = None) -> bytes:
-        """JPEG thumbnail of a series: its middle instance.
+        """JPEG thumbnail of a series: its middle instance (a placeholder, not cached, when rendering failed).
 
         Raises
         ------
@@ -272,11 +280,34 @@ class Site:
             If the series is not stored (in that study).
         """
         self.series(series_uid, study_uid)
-        instances = self.catalog.instances(series_uid)
-        if not instances:
+        middle = self._thumbnail_source(series_uid)
+        if middle is None:
             raise NotFound(f"series {series_uid} has no instances")
-        middle = instances[len(instances) // 2]
-        return self.thumbs.get(middle["sop_uid"], middle["path"], self.app.store_area.path(middle["path"]))
+        try:
+            return self.thumbs.get(middle["sop_uid"], middle["path"], self.app.store_area.path(middle["path"]))
+        except RenderFailed as exc:
+            # Not cached: the next view tries again in a fresh render process.
+            LOGGER.error("thumbnail of series %s: %s", series_uid, exc)
+            return jpeg_bytes(placeholder(self.thumbs.size), self.thumbs.size)
+
+    def prerender_series(self, series_uid: str) -> bool:
+        """Render and cache a series' thumbnail unless it is cached (the pre-render worker's job).
+
+        Returns
+        -------
+        bool
+            True when it was rendered now; False when it was cached already or the series is gone.
+
+        Raises
+        ------
+        RenderFailed
+            The render process died or took too long on it.
+        """
+        middle = self._thumbnail_source(series_uid)
+        if middle is None or self.thumbs.has(middle["sop_uid"], middle["path"]):
+            return False
+        self.thumbs.get(middle["sop_uid"], middle["path"], self.app.store_area.path(middle["path"]))
+        return True
 
     def view_image(self, sop_uid: str, study_uid: str | None = None, window: Window | None = None,
                    size: int = VIEW_SIZE) -> tuple[bytes, Window | None]:

@@ -22,7 +22,7 @@ from appliance.export import Busy
 from appliance.site import Site
 from appliance.tokens import load_or_create_key
 from webui.extensions import WebContext, get_site
-from webui.security import RateLimiter, csrf_token, set_headers
+from webui.security import RateLimiter, StaffSessionInterface, csrf_token, set_headers
 
 LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     )
     if overrides:
         app.config.update(overrides)
+    app.session_interface = StaffSessionInterface()
     app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window))
 
     from webui.api import bp as api_bp

@@ -15,6 +15,7 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 from waitress.server import create_server
@@ -22,6 +23,38 @@ from waitress.server import create_server
 LOGGER = logging.getLogger(__name__)
 
 _CHUNK = 65536
+#: Seconds between two "Task queue depth" warnings of waitress.
+_QUEUE_WARNING_SECONDS = 60.0
+
+
+class QueueWarningFilter(logging.Filter):
+    """Let through one of waitress's "Task queue depth is N" warnings a minute, with the count of the others.
+
+    waitress logs one for every request that finds all its threads busy: under load that is a line per request,
+    which filled the log and cost the busy server a few percent of its time.
+    """
+
+    def __init__(self, interval: float = _QUEUE_WARNING_SECONDS) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = float("-inf")
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass the first record of each interval."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                self._dropped += 1
+                return False
+            self._last, dropped, self._dropped = now, self._dropped, 0
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more such warnings since the last one)"
+        return True
+
+
+_QUEUE_FILTER = QueueWarningFilter()
 
 
 def _relay(tls_sock: ssl.SSLSocket, plain: socket.socket, idle_timeout: float) -> None:
@@ -90,6 +123,7 @@ class WebServer:
             expose_tracebacks=False, log_untrusted_proxy_headers=False, channel_timeout=120,
             connection_limit=200, clear_untrusted_proxy_headers=True,
         )
+        logging.getLogger("waitress.queue").addFilter(_QUEUE_FILTER)  # addFilter skips a filter it has
         if ssl_context is not None:
             self.server.handle_accept = self._accept_tls
         self.port = int(self.server.effective_port)

@@ -372,7 +372,7 @@ def test_thumbnails_are_rendered_when_an_association_ends(env) -> None:
     assert not list(cache.rglob("*.jpg"))
     env.app.association_ended("DISCPACS", "nothing-received")
     env.app.association_ended("DISCPACS", "test")  # the association id the conftest stored everything under
-    env.site.close()  # waits for the background renders
+    assert env.site.prerender.wait_idle(60)
     assert len(list(cache.rglob("*.jpg"))) == 4  # CT 2 series, MR 1, the old study 1
 
 

@@ -11,6 +11,7 @@ client address (``[web] rate_limit`` per ``rate_window`` seconds, then 429).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, send_file, url_for
@@ -26,8 +27,14 @@ bp = Blueprint("patient", __name__)
 COOKIE = "appliance_patient"
 
 
+@functools.lru_cache(maxsize=4)
+def _serializer_for(secret_key: str | bytes) -> URLSafeTimedSerializer:
+    # Made once per key: building one costs about as much as checking a cookie with it.
+    return URLSafeTimedSerializer(secret_key, salt="patient-session")
+
+
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.secret_key, salt="patient-session")  # type: ignore[arg-type]
+    return _serializer_for(current_app.secret_key)
 
 
 def _audit(action: str, info: TokenInfo | None, detail: str = "", outcome: str = "success") -> None:
@@ -44,21 +51,29 @@ def _token_from_query() -> str:
     return raw.split("&", 1)[0].rstrip("=").strip()
 
 
+def get_token() -> TokenInfo:
+    """The token of this patient session (pictures need no more: their look-up is limited to its study).
+
+    :raise 404: no session cookie, or its token is unknown, expired, revoked or regenerated (one answer for all).
+    """
+    cookie = request.cookies.get(COOKIE, "")
+    try:
+        data = _serializer().loads(cookie, max_age=current_app.config["PATIENT_SESSION_SECONDS"])
+        info = get_site().tokens.is_usable(int(data["t"]), str(data["h"]))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        info = None
+    if info is None:
+        abort(404)
+    return info
+
+
 def get_study_for_token() -> tuple[TokenInfo, dict[str, Any]]:
     """The token and study of this patient session.
 
     :raise 404: no session cookie, or its token is unknown, expired, revoked or regenerated (one answer for all).
     """
-    site = get_site()
-    cookie = request.cookies.get(COOKIE, "")
-    try:
-        data = _serializer().loads(cookie, max_age=current_app.config["PATIENT_SESSION_SECONDS"])
-        info = site.tokens.is_usable(int(data["t"]), str(data["h"]))
-    except (BadSignature, KeyError, TypeError, ValueError):
-        info = None
-    if info is None:
-        abort(404)
-    study = site.app.index.study(info.study_uid)
+    info = get_token()
+    study = get_site().app.index.study(info.study_uid)
     if study is None:
         abort(404)
     return info, study
@@ -186,8 +201,7 @@ def thumbnail(series_uid: str) -> Response:
 
     :raise 404: the series is not in this patient's study.
     """
-    info, _ = get_study_for_token()
-    return jpeg(get_site().series_thumbnail(series_uid, info.study_uid))
+    return jpeg(get_site().series_thumbnail(series_uid, get_token().study_uid))
 
 
 @bp.get("/study/image/<sop_uid>.jpg")
@@ -197,8 +211,7 @@ def image(sop_uid: str) -> Response:
     :raise 404: the instance is not in this patient's study.
     :raise 400: bad window or size.
     """
-    info, _ = get_study_for_token()
-    return image_response(get_site(), sop_uid, info.study_uid)
+    return image_response(get_site(), sop_uid, get_token().study_uid)
 
 
 @bp.get("/study/download/<kind>.zip")
