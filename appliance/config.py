@@ -112,7 +112,7 @@ class DicomConfig:
 
 #: Disc media, smallest first (the names robots.MEDIA uses).
 DISC_MEDIA = ("CD", "DVD", "DVD-DL", "BD")
-#: PS3.11 media application profiles the disc author knows; appliance/fileset.py holds their transfer syntaxes.
+#: PS3.11 media application profiles the disc author knows; appliance/discs/fileset.py holds their transfer syntaxes.
 MEDIA_PROFILES = (
     "STD-GEN-CD", "STD-GEN-DVD-RAM", "STD-GEN-BD", "STD-GEN-DVD-JPEG", "STD-GEN-DVD-J2K", "STD-GEN-BD-JPEG",
     "STD-GEN-BD-J2K", "STD-GEN-USB-JPEG", "STD-GEN-USB-J2K",

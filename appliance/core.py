@@ -25,15 +25,15 @@ from appliance import __version__
 from appliance.config import Config, NodeConfig
 from appliance.db import Database, describe
 from appliance.errors import IndexFailure, InvalidDataset
-from appliance.hl7log import MessageLog
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
-from appliance.mpps import MppsService
 from appliance.nodes import NodeRegistry
 from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
 from appliance.store import FileStore
-from appliance.worklist import Worklist
+from appliance.worklist.hl7log import MessageLog
+from appliance.worklist.mpps import MppsService
+from appliance.worklist.store import Worklist
 
 LOGGER = logging.getLogger(__name__)
 

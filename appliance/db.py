@@ -193,7 +193,7 @@ def _m2_worklist(conn: sqlite3.Connection) -> None:
 
 
 def _m_web(conn: sqlite3.Connection) -> None:
-    # Patient tokens (only a hash of each; see appliance/tokens.py), staff users, DICOM nodes added in the
+    # Patient tokens (only a hash of each; see appliance/site/tokens.py), staff users, DICOM nodes added in the
     # staff UI (the config file's nodes are not copied here), and the append-only audit log of the web site.
     run_script(
         conn,

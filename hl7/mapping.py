@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config import HL7Config
-from appliance.worklist import Order, PatientRef, PatientUpdate, SpsStatus, StepOrder
+from appliance.worklist.store import Order, PatientRef, PatientUpdate, SpsStatus, StepOrder
 from hl7.er7 import Message, Segment
 
 #: ORC-1 (order control) and ORC-5 (order status) -> status of the step; dcm4chee's

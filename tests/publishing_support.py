@@ -15,13 +15,13 @@ from typing import Any
 import pycdlib
 import pytest
 
-from appliance.cli_discs import Publishing, build_publishing
+from appliance.cli.discs import Publishing, build_publishing
 from appliance.config import Config, load_config, parse_config
 from appliance.core import Appliance
 from appliance.db import Database
 from appliance.dicom.server import DicomNode
+from appliance.discs.jobs import Job, JobState, JobStore
 from appliance.errors import NotFound
-from appliance.jobs import Job, JobState, JobStore
 
 from conftest import HOST, dcmtk, free_port, wait_until
 

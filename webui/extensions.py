@@ -1,4 +1,4 @@
-"""Access to the core from a request: the :class:`~appliance.site.Site` and the per-process helpers."""
+"""Access to the core from a request: the :class:`~appliance.site.service.Site` and the per-process helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app, request
 
-from appliance.site import Site
+from appliance.site.service import Site
 from webui.security import RateLimiter
 
 

@@ -17,10 +17,10 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from appliance.core import Appliance
 from appliance.dicom import handlers, status
-from appliance.mpps import MppsDuplicate, MppsError, MppsFinal, MppsInvalidValue, MppsMissing, MppsUnknown
 from appliance.query import Answer
-from appliance.worklist import from_dataset
-from appliance.worklist_query import find_items
+from appliance.worklist.mpps import MppsDuplicate, MppsError, MppsFinal, MppsInvalidValue, MppsMissing, MppsUnknown
+from appliance.worklist.query import find_items
+from appliance.worklist.store import from_dataset
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -181,7 +181,7 @@ def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
     -------
     (status, data set)
         0x0000 and what ``apply`` returned; 0x0124 no mwl right; 0x0118 not an MPPS SOP class; an
-        :class:`~appliance.mpps.MppsError` as :data:`_MPPS_STATUS` maps it; 0x0110 any other failure.
+        :class:`~appliance.worklist.mpps.MppsError` as :data:`_MPPS_STATUS` maps it; 0x0110 any other failure.
     """
     peer = handlers.calling_ae(event)
     if not app.may(peer, "mwl"):

@@ -10,8 +10,8 @@ from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from appliance.dicomdir import Entry, build_dicomdir, read_fields
-from appliance.fileset import allowed_syntaxes, validate_fileset
+from appliance.discs.dicomdir import Entry, build_dicomdir, read_fields
+from appliance.discs.fileset import allowed_syntaxes, validate_fileset
 
 import dicomdata
 from conftest import dcmtk

@@ -19,12 +19,12 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from appliance.content import Content, InstanceInfo, PatientInfo, SeriesInfo, StudyInfo
+from appliance.discs.content import Content, InstanceInfo, PatientInfo, SeriesInfo, StudyInfo
+from appliance.discs.fileset import allowed_syntaxes, stage_instance, validate_fileset, write_fileset
+from appliance.discs.iso import build_iso, volume_id
+from appliance.discs.jobs import JobState
+from appliance.discs.spanning import Planner, choose_medium
 from appliance.errors import AuthoringError
-from appliance.fileset import allowed_syntaxes, stage_instance, validate_fileset, write_fileset
-from appliance.iso import build_iso, volume_id
-from appliance.jobs import JobState
-from appliance.spanning import Planner, choose_medium
 
 import dicomdata
 from conftest import dcmtk

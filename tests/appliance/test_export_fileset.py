@@ -10,7 +10,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1
 
-from appliance.export import Exporter, ZipItem
+from appliance.site.export import Exporter, ZipItem
 
 import dicomdata
 from conftest import dcmtk

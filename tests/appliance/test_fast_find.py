@@ -36,7 +36,7 @@ from appliance.answer_encoder import AnswerEncoder
 from appliance.dicom import fastpath, handlers
 from appliance.dicom.dimse_codec import decode_command
 from appliance.query import Matches
-from appliance.worklist_files import import_files
+from appliance.worklist.files import import_files
 
 import dicomdata
 from conftest import HOST, Node, dcmtk, free_port, wait_until

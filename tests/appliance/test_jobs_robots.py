@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from publishing_support import publish_config, publish_node, robot_table, wait_until
 
-from appliance.jobs import JobState
+from appliance.discs.jobs import JobState
 
 import dicomdata
 

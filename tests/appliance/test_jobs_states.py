@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from appliance.db import Database
+from appliance.discs.groups import GroupStore
+from appliance.discs.jobs import TRANSITIONS, JobState, JobStore
 from appliance.errors import InvalidTransition, NotFound
-from appliance.groups import GroupStore
-from appliance.jobs import TRANSITIONS, JobState, JobStore
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from publishing_support import Serve, job_state, jobs_of, write_config
 
 from appliance.cli import main
-from appliance.groups import GroupStore
-from appliance.jobs import JobState
+from appliance.discs.groups import GroupStore
+from appliance.discs.jobs import JobState
 from robots.simulator import send_control
 
 import dicomdata

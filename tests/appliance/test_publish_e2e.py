@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from appliance.db import Database
-from appliance.jobs import JobState
+from appliance.discs.jobs import JobState
 
 import dicomdata
 

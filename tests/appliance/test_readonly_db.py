@@ -34,7 +34,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from appliance.config import Config, parse_config
 from appliance.db import Database
-from appliance.jobs import DiscSpec, JobEngine, JobState, JobStore
+from appliance.discs.jobs import DiscSpec, JobEngine, JobState, JobStore
 from hl7.listener import HL7Listener
 from robots import JobState as RobotJobState
 

@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
 
-from appliance.jobs import JobState
+from appliance.discs.jobs import JobState
 
 import dicomdata
 from conftest import HOST, Node, free_port, wait_until

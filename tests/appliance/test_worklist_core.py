@@ -10,8 +10,8 @@ import pytest
 from appliance.config import ConfigError, parse_config
 from appliance.db import Database
 from appliance.errors import InvalidItem
-from appliance.hl7log import MessageLog
-from appliance.worklist import ItemKey, Order, PatientRef, PatientUpdate, SpsStatus, StepOrder, Worklist
+from appliance.worklist.hl7log import MessageLog
+from appliance.worklist.store import ItemKey, Order, PatientRef, PatientUpdate, SpsStatus, StepOrder, Worklist
 
 STUDY = "1.2.826.0.1.3680043.99.7"
 

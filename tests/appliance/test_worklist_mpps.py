@@ -13,7 +13,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 
-from appliance.worklist import ItemKey, Order, PatientRef, SpsStatus, StepOrder
+from appliance.worklist.store import ItemKey, Order, PatientRef, SpsStatus, StepOrder
 
 from conftest import HOST, Node
 

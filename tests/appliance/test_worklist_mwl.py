@@ -13,8 +13,8 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from appliance.cli import main
 from appliance.errors import IncompleteItem
-from appliance.worklist import ItemKey, check_complete
-from appliance.worklist_files import export_file, import_files
+from appliance.worklist.files import export_file, import_files
+from appliance.worklist.store import ItemKey, check_complete
 
 from conftest import HOST, Node, dcmtk
 
@@ -275,7 +275,7 @@ def test_cli_management(wl_node: Node, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def wl_status(name: str):
-    from appliance.worklist import SpsStatus
+    from appliance.worklist.store import SpsStatus
 
     return SpsStatus(name)
 

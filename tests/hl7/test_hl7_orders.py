@@ -35,7 +35,7 @@ def test_case1_orm_happy_path(hl7_node: HL7Node, client: MLLPClient, tmp_path: P
 
 
 def _key(study: str, sps_id: str):
-    from appliance.worklist import ItemKey
+    from appliance.worklist.store import ItemKey
 
     return ItemKey(study, sps_id)
 

@@ -18,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from appliance.config import Config, parse_config
 from appliance.core import Appliance
-from appliance.site import Site
+from appliance.site.service import Site
 from webui import create_app
 
 import dicomdata

@@ -35,7 +35,7 @@ def write_config(tmp_path: Path, web: str = "") -> Path:
 @pytest.fixture
 def configured(tmp_path: Path, store) -> tuple[Path, str]:
     """A config file and one stored study (stored with the token listener, as ``serve`` does)."""
-    from appliance.site import Site
+    from appliance.site.service import Site
 
     path = write_config(tmp_path, "port = 3443\n")
     app = Appliance(load_config(path))
@@ -175,7 +175,7 @@ def test_serve_https_with_the_demo_certificate(tmp_path: Path, serve) -> None:
 
 
 def test_web_port_zero_disables_the_site_but_tokens_are_made(tmp_path: Path, store) -> None:
-    from appliance.cli_web import build_web
+    from appliance.cli.web import build_web
 
     cfg = load_config(write_config(tmp_path, "port = 0\n"))
     app = Appliance(cfg)

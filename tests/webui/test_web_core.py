@@ -14,14 +14,14 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 from pydicom.uid import JPEGLosslessSV1
 
-from appliance.catalog import StudyQuery, parse_date, period_range, text_pattern
 from appliance.config import NodeConfig, parse_config
 from appliance.errors import InvalidValue, NotFound
-from appliance.export import Busy, Exporter, ZipItem, zip_name
-from appliance.imaging import Window, apply_window, default_window, picture, render
-from appliance.jpegll import can_compress, compress
 from appliance.nodes import validate_host
-from appliance.site import mask_settings
+from appliance.site.catalog import StudyQuery, parse_date, period_range, text_pattern
+from appliance.site.export import Busy, Exporter, ZipItem, zip_name
+from appliance.site.imaging import Window, apply_window, default_window, picture, render
+from appliance.site.jpegll import can_compress, compress
+from appliance.site.service import mask_settings
 
 import dicomdata
 
@@ -378,7 +378,7 @@ def test_thumbnails_are_rendered_when_an_association_ends(env) -> None:
 
 @pytest.mark.parametrize(("bits", "signed"), [(12, False), (12, True), (16, True), (8, False)])
 def test_fast_pixel_path_matches_pydicom(tmp_path: Path, bits: int, signed: bool) -> None:
-    from appliance.imaging import _native_frame
+    from appliance.site.imaging import _native_frame
 
     ds = dicomdata.study("P", "A^B", ("CT",), 1, rows=8, columns=6)[0].dataset()
     rng = np.random.default_rng(bits)

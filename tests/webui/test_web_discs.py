@@ -8,7 +8,7 @@ from typing import Any
 
 import hl7support
 
-from appliance.jobs import DiscSpec, JobState
+from appliance.discs.jobs import DiscSpec, JobState
 from hl7.handlers import MessageProcessor
 
 
@@ -182,7 +182,7 @@ def test_robots_page_shows_each_robot_and_usb(env, desk) -> None:
 
 
 def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
-    from appliance.cli_discs import robot_tables
+    from appliance.cli.discs import robot_tables
     from robots.registry import create_simulator
 
     table = {**robot_tables(env.cfg)["epson"], "simulator": {"status_interval": 0.05}}
@@ -223,7 +223,7 @@ def test_worklist_status_colours_reset_and_delete(env, admin, desk) -> None:
     wl = env.app.worklist
     steps = {r.sps_id: r.id for r in wl.items()}
     with env.app.db.transaction() as conn:
-        from appliance.worklist import ItemKey, SpsStatus
+        from appliance.worklist.store import ItemKey, SpsStatus
 
         wl.set_step_status(conn, ItemKey("1.2.3.4", "SPS-1"), SpsStatus.COMPLETED)
         wl.set_step_status(conn, ItemKey("1.2.3.77", "SPS-77"), SpsStatus.DISCONTINUED)

@@ -15,7 +15,7 @@ import hl7support
 import pytest
 from publishing_support import robot_table
 
-from appliance.cli_discs import build_publishing
+from appliance.cli.discs import build_publishing
 from appliance.config import parse_config
 from appliance.core import Appliance
 from hl7.handlers import MessageProcessor

@@ -9,7 +9,7 @@ from http.cookies import SimpleCookie
 import pytest
 from pydicom import dcmread
 
-from appliance.tokens import hash_token
+from appliance.site.tokens import hash_token
 
 NEUTRAL = "This link is not valid or has expired"
 
@@ -229,7 +229,7 @@ def test_internal_errors_are_a_plain_page(env, client, monkeypatch) -> None:
 
 
 def test_busy_zip_builder_answers_503(env, client, monkeypatch) -> None:
-    from appliance.export import Busy
+    from appliance.site.export import Busy
 
     open_link(client, env.token("ct"))
 

@@ -14,7 +14,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from appliance.thumbnails import PrerenderWorker, RenderFailed, RenderProcess
+from appliance.site.thumbnails import PrerenderWorker, RenderFailed, RenderProcess
 from webui.server import QueueWarningFilter
 
 import dicomdata
@@ -65,7 +65,7 @@ def test_thumbnails_are_prerendered_when_a_study_is_stored(env) -> None:
 def test_a_damaged_file_is_logged_and_the_worker_goes_on(env, caplog) -> None:
     damaged = dicomdata.study("PID901", "BAD^BEN", ("CT",), 1, rows=64, columns=64)
     good = dicomdata.study("PID902", "GOOD^GINA", ("CT",), 1, rows=64, columns=64)
-    with caplog.at_level(logging.INFO, logger="appliance.thumbnails"):
+    with caplog.at_level(logging.INFO, logger="appliance.site.thumbnails"):
         send(env, damaged, "assoc-damaged", corrupt=True)
         send(env, good, "assoc-good")
         assert env.site.prerender.wait_idle(60)
@@ -90,7 +90,7 @@ def test_the_worker_survives_a_failed_render(env, caplog, monkeypatch) -> None:
 
     monkeypatch.setattr(renderer, "thumbnail", crash_once)
     first, second = series_of(env, env.studies["ct"])
-    with caplog.at_level(logging.WARNING, logger="appliance.thumbnails"):
+    with caplog.at_level(logging.WARNING, logger="appliance.site.thumbnails"):
         assert env.site.prerender.submit_series([first, second])
         assert env.site.prerender.wait_idle(60)
     assert any("not pre-rendered" in r.getMessage() and first in r.getMessage() for r in caplog.records)
@@ -104,7 +104,7 @@ def test_a_failed_on_demand_render_gives_a_placeholder_that_is_not_cached(env, c
 
     monkeypatch.setattr(env.site.renderer, "thumbnail", crash)
     series = series_of(env, env.studies["ct"])[0]
-    with caplog.at_level(logging.ERROR, logger="appliance.site"):
+    with caplog.at_level(logging.ERROR, logger="appliance.site.service"):
         data = env.site.series_thumbnail(series)
     assert data[:2] == b"\xff\xd8" and not cache_file(env, series).exists()
     assert any("took over 60 s" in r.getMessage() for r in caplog.records)
@@ -169,7 +169,7 @@ def test_a_full_prerender_queue_drops_jobs_without_waiting(caplog) -> None:
     try:
         assert worker.submit_series(["A"])
         assert started.wait(30)  # A is being rendered: the queue is empty again
-        with caplog.at_level(logging.WARNING, logger="appliance.thumbnails"):
+        with caplog.at_level(logging.WARNING, logger="appliance.site.thumbnails"):
             assert worker.submit_instances(["B"])
             assert not worker.submit_series(["C"])  # full: dropped at once, not waited for
             assert not worker.submit_series(["D"])

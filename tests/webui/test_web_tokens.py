@@ -12,7 +12,7 @@ import pytest
 from appliance.config import ConfigError, parse_config, parse_validity
 from appliance.db import Database
 from appliance.errors import InvalidValue, NotFound
-from appliance.tokens import TOKEN_LENGTH, Tokens, add_validity, hash_token, load_or_create_key
+from appliance.site.tokens import TOKEN_LENGTH, Tokens, add_validity, hash_token, load_or_create_key
 
 import dicomdata
 

@@ -17,9 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, send_file, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from appliance.imaging import Window
-from appliance.site import Site
-from appliance.tokens import TokenInfo, hash_token
+from appliance.site.imaging import Window
+from appliance.site.service import Site
+from appliance.site.tokens import TokenInfo, hash_token
 from webui.extensions import client_address, get_context, get_site, user_agent
 
 bp = Blueprint("patient", __name__)

@@ -11,8 +11,8 @@ from werkzeug.wrappers import Response
 
 from appliance import __version__
 from appliance.errors import InvalidValue
-from appliance.site import LOG_LEVELS
-from appliance.users import ROLES
+from appliance.site.service import LOG_LEVELS
+from appliance.site.users import ROLES
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Response, abort, flash, g, redirect, render_template, request, send_file, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from appliance.catalog import PERIODS, SORTS, StudyQuery, parse_date, period_range
 from appliance.errors import InvalidValue
+from appliance.site.catalog import PERIODS, SORTS, StudyQuery, parse_date, period_range
 from webui.extensions import get_site
 from webui.patient import image_response, jpeg
 from webui.security import admin_required, login_required

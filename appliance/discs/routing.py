@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from appliance.config import BurnConfig
 from appliance.core import Appliance, StoreResult
-from appliance.groups import GroupStore
-from appliance.jobs import JobStore
+from appliance.discs.groups import GroupStore
+from appliance.discs.jobs import JobStore
 
 LOGGER = logging.getLogger(__name__)
 

@@ -22,21 +22,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from appliance.audit import Audit, BatchWriter
-from appliance.catalog import Catalog
 from appliance.config import Config
 from appliance.core import Appliance
 from appliance.errors import InvalidTransition, InvalidValue, NotFound
-from appliance.export import Exporter, ZipItem, series_label, zip_name
-from appliance.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
 from appliance.log import LOG_FILE
-from appliance.thumbnails import PrerenderWorker, RenderFailed, RenderPool, log_placeholder
-from appliance.tokens import Tokens, parse_da
-from appliance.users import Users
+from appliance.site.audit import Audit, BatchWriter
+from appliance.site.catalog import Catalog
+from appliance.site.export import Exporter, ZipItem, series_label, zip_name
+from appliance.site.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
+from appliance.site.thumbnails import PrerenderWorker, RenderFailed, RenderPool, log_placeholder
+from appliance.site.tokens import Tokens, parse_da
+from appliance.site.users import Users
 
 if TYPE_CHECKING:  # pragma: no cover
-    from appliance.cli_discs import Publishing
-    from appliance.jobs import Job, JobStore
+    from appliance.cli.discs import Publishing
+    from appliance.discs.jobs import Job, JobStore
     from robots import DiscRobot
 
 LOGGER = logging.getLogger(__name__)
@@ -527,7 +527,7 @@ class Site:
         if self.publishing is not None:
             return self.publishing.jobs
         if self._jobs is None:
-            from appliance.jobs import JobStore
+            from appliance.discs.jobs import JobStore
 
             self._jobs = JobStore(self.app.db)
         return self._jobs
@@ -538,14 +538,14 @@ class Site:
         if self.publishing is not None:
             return self.publishing.robots
         if self._robots is None:
-            from appliance.cli_discs import build_robots
+            from appliance.cli.discs import build_robots
 
             self._robots = build_robots(self.config)
         return self._robots
 
     def robot_names(self) -> list[str]:
         """Names of the configured robots, the default one first."""
-        from appliance.cli_discs import robot_tables
+        from appliance.cli.discs import robot_tables
 
         names = list(robot_tables(self.config))
         default = self.config.burn.default_robot
@@ -580,7 +580,7 @@ class Site:
         InvalidValue
             Unknown robot or copies out of range.
         """
-        from appliance.content import study_instances
+        from appliance.discs.content import study_instances
 
         self.study(study_uid)
         uids = study_instances(self.app.db, study_uid)
@@ -678,7 +678,7 @@ class Site:
         if action == "retry":
             result = self.jobs.retry(job_id, f"retry requested {by}")
         elif action == "cancel":
-            from appliance.publisher import DiscPublisher
+            from appliance.discs.publisher import DiscPublisher
 
             publisher = self.publishing.publisher if self.publishing else DiscPublisher(self.jobs, self.robots)
             result = publisher.cancel(job_id, f"cancelled {by}")

@@ -17,7 +17,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from appliance.errors import IncompleteItem, NotFound, WorklistError
-from appliance.worklist import SPS_SEQUENCE, ItemKey, Worklist, from_dataset, new_uid, step_of, to_dataset
+from appliance.worklist.store import SPS_SEQUENCE, ItemKey, Worklist, from_dataset, new_uid, step_of, to_dataset
 
 #: DCMTK's private SOP class of worklist files.
 WORKLIST_FILE_CLASS = "1.2.276.0.7230010.3.1.0.1"

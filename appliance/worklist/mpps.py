@@ -20,7 +20,7 @@ from typing import Any
 
 from appliance.db import MPPS, Database
 from appliance.errors import WorklistError
-from appliance.worklist import ItemKey, SpsStatus, Worklist
+from appliance.worklist.store import ItemKey, SpsStatus, Worklist
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class MppsService:
         sop_uid : str
             Affected SOP Instance UID.
         attrs : Mapping
-            The attribute list as plain data (:func:`appliance.worklist.from_dataset`).
+            The attribute list as plain data (:func:`appliance.worklist.store.from_dataset`).
         calling_ae : str
             The modality, for the log.
 

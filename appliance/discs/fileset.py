@@ -3,7 +3,7 @@
 A disc's DICOM part is written in two steps. Each instance is first *staged* in a transfer syntax its PS3.11
 profile allows: a file already in one is hard-linked from the store (the store never rewrites a file, so the
 link is safe and costs no space or time), any other is transcoded losslessly to Explicit VR Little Endian.
-Then :mod:`appliance.dicomdir` lays out the File IDs (``PT000000/ST000000/SE000000/IM000000``) and writes the
+Then :mod:`appliance.discs.dicomdir` lays out the File IDs (``PT000000/ST000000/SE000000/IM000000``) and writes the
 DICOMDIR from each instance's header with pydicom's record definitions, and the staged files are moved under those
 IDs. :func:`validate_fileset` then reads the result back the way a receiving workstation would: with DCMTK's
 dcmdump and pydicom's :class:`~pydicom.fileset.FileSet`.
@@ -38,7 +38,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
-from appliance.dicomdir import (
+from appliance.discs.dicomdir import (
     SOP_CLASS,
     SOP_INSTANCE,
     TRANSFER_SYNTAX,
@@ -148,7 +148,7 @@ def _swap_to_little_endian(ds: Dataset) -> None:
 def write_fileset(root: Path, fileset_id: str, staged: Sequence[StagedInstance]) -> dict[str, Path]:
     """Write a File-set of the staged instances under ``root`` (which must not hold one yet).
 
-    The DICOMDIR is made from each instance's header (:mod:`appliance.dicomdir`, linear in the number of
+    The DICOMDIR is made from each instance's header (:mod:`appliance.discs.dicomdir`, linear in the number of
     instances); the staged files are then moved under the File IDs it chose, so pixel data is never read or copied.
 
     Returns
@@ -198,7 +198,7 @@ def unlistable(staged: Sequence[StagedInstance]) -> list[StagedInstance]:
 
 
 def _supplier(invented: dict[str, int]) -> Callable[[Dataset, ValueError], bool]:
-    """The ``fix`` of :func:`~appliance.dicomdir.build_dicomdir`: stand-in values, counted in ``invented``."""
+    """The ``fix`` of :func:`~appliance.discs.dicomdir.build_dicomdir`: stand-in values, counted in ``invented``."""
 
     def fix(ds: Dataset, exc: ValueError) -> bool:
         return _supply_missing(ds, str(exc), invented)

@@ -1,7 +1,7 @@
 """Study and series downloads: a zip holding a DICOM file-set with DICOMDIR, or the pictures as JPEG files.
 
 The DICOM zip is a file-set as on a patient CD, written by the disc's file-set writer
-(:func:`appliance.fileset.write_fileset`: ``DICOMDIR`` at the top, the instances under 8-character upper-case
+(:func:`appliance.discs.fileset.write_fileset`: ``DICOMDIR`` at the top, the instances under 8-character upper-case
 File IDs, missing record values made up as ``dcmmkdir --invent`` does), the instances either as received or
 re-encoded JPEG Lossless (``[web] zip_compression``), and a ``README.TXT`` telling a lay person what the files
 are. Files no DICOMDIR record can be made for (not DICOM at all) go to an ``OTHER`` folder. The JPEG zip holds
@@ -29,10 +29,10 @@ from typing import IO
 from pydicom import dcmread
 from pydicom.uid import JPEGLosslessSV1
 
-from appliance import jpegll
+from appliance.discs.fileset import StagedInstance, identity, stage_instance, unlistable, write_fileset
 from appliance.errors import ApplianceError
-from appliance.fileset import StagedInstance, identity, stage_instance, unlistable, write_fileset
-from appliance.imaging import VIEW_SIZE, picture
+from appliance.site import jpegll
+from appliance.site.imaging import VIEW_SIZE, picture
 
 LOGGER = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Exporter:
             self._slots.release()
 
     def _write_fileset(self, items: Sequence[ZipItem], pool: Path, root: Path) -> list[Path]:
-        """Write the file-set of ``items`` under ``root`` as a disc's (:func:`appliance.fileset.write_fileset`).
+        """Write the file-set of ``items`` under ``root`` as a disc's (:func:`appliance.discs.fileset.write_fileset`).
 
         Returns the files that could not go in it (kept in the zip all the same): unreadable ones, and any that
         no DICOMDIR record can be made for even with stand-in values.

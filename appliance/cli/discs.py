@@ -25,13 +25,13 @@ from appliance.errors import ConfigError, NotFound, PublishError
 # The commands import the disc machinery (pydicom, reportlab, pycdlib) when they run, so that building the
 # parser for every `appliance` command stays cheap.
 if TYPE_CHECKING:  # pragma: no cover
-    from appliance.authoring import DiscAuthor
     from appliance.core import Appliance
-    from appliance.disclabels import LabelPlan
-    from appliance.groups import GroupStore, GroupTimer
-    from appliance.jobs import JobEngine, JobStore
-    from appliance.publisher import DiscPublisher
-    from appliance.routing import Router
+    from appliance.discs.authoring import DiscAuthor
+    from appliance.discs.groups import GroupStore, GroupTimer
+    from appliance.discs.jobs import JobEngine, JobStore
+    from appliance.discs.labelling import LabelPlan
+    from appliance.discs.publisher import DiscPublisher
+    from appliance.discs.routing import Router
     from labels import LabelLayout
     from robots import DiscRobot
     from robots.simulator import BridgeSimulator
@@ -74,7 +74,7 @@ def build_robots(cfg: Config) -> dict[str, DiscRobot]:
 
 def label_plans(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, LabelPlan]:
     """What each robot prints: Epson a field file for its .tdd template, Primera our JPG (or .std merge fields)."""
-    from appliance.disclabels import EPSON_MERGE, PRIMERA_MERGE, LabelPlan
+    from appliance.discs.labelling import EPSON_MERGE, PRIMERA_MERGE, LabelPlan
     from labels import LabelFormat
 
     plans = {}
@@ -157,13 +157,13 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
     ConfigError
         A robot table or the ``[labels]`` table is invalid.
     """
-    from appliance.authoring import AuthorSettings, DiscAuthor
-    from appliance.disclabels import DiscLabeler
-    from appliance.fileset import find_dcmdump
-    from appliance.groups import GroupStore, GroupTimer
-    from appliance.jobs import JobEngine, JobStore
-    from appliance.publisher import DiscPublisher
-    from appliance.routing import Router, routing_table
+    from appliance.discs.authoring import AuthorSettings, DiscAuthor
+    from appliance.discs.fileset import find_dcmdump
+    from appliance.discs.groups import GroupStore, GroupTimer
+    from appliance.discs.jobs import JobEngine, JobStore
+    from appliance.discs.labelling import DiscLabeler
+    from appliance.discs.publisher import DiscPublisher
+    from appliance.discs.routing import Router, routing_table
     from robots import RobotConfigError
     from robots.registry import create_simulator
 
@@ -195,7 +195,7 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
 
 def _jobs(cfg: Config) -> JobStore:
     from appliance.db import Database
-    from appliance.jobs import JobStore
+    from appliance.discs.jobs import JobStore
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     return JobStore(Database(cfg.database))
@@ -218,7 +218,7 @@ def _copies(value: int | None, cfg: Config) -> int:
 
 def cmd_burn(args: argparse.Namespace, cfg: Config) -> int:
     """Queue a disc job for a stored study."""
-    from appliance.content import study_instances
+    from appliance.discs.content import study_instances
 
     jobs = _jobs(cfg)
     uids = study_instances(jobs.db, args.study)
@@ -239,8 +239,8 @@ def _size(size: int) -> str:
 
 def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
     """List disc jobs, newest first, and the pending delayed groups."""
-    from appliance.groups import GroupStore
-    from appliance.jobs import JobState
+    from appliance.discs.groups import GroupStore
+    from appliance.discs.jobs import JobState
 
     jobs = _jobs(cfg)
     rows = jobs.recent(limit=args.limit)
@@ -297,7 +297,7 @@ def cmd_jobs_retry(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_jobs_cancel(args: argparse.Namespace, cfg: Config) -> int:
     """Cancel a job that is queued or with its robot."""
-    from appliance.publisher import DiscPublisher
+    from appliance.discs.publisher import DiscPublisher
 
     jobs = _jobs(cfg)
     job = DiscPublisher(jobs, build_robots(cfg)).cancel(args.id, "cancelled with 'appliance jobs cancel'")
@@ -326,7 +326,7 @@ def cmd_jobs_reprint(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_label(args: argparse.Namespace, cfg: Config) -> int:
     """Render the disc label of a stored study as a PDF."""
-    from appliance.content import label_fields, load_content, study_instances
+    from appliance.discs.content import label_fields, load_content, study_instances
     from labels import LabelFormat, render_disc_label
 
     jobs = _jobs(cfg)

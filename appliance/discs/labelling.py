@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.content import Content, label_fields
+from appliance.discs.content import Content, label_fields
 from labels import LabelFormat, LabelLayout, primera_merge_fields, render_disc_label
 
 #: Merge data passed to the robot with the label files.

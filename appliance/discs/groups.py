@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.db import BURN_GROUP_INSTANCES, BURN_GROUPS, Database
-from appliance.jobs import JobStore, now_text
+from appliance.discs.jobs import JobStore, now_text
 
 LOGGER = logging.getLogger(__name__)
 

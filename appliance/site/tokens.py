@@ -38,8 +38,8 @@ from appliance.db import Database
 from appliance.errors import InvalidValue, NotFound
 
 if TYPE_CHECKING:  # pragma: no cover
-    from appliance.audit import BatchWriter
     from appliance.core import StoreResult
+    from appliance.site.audit import BatchWriter
 
 LOGGER = logging.getLogger(__name__)
 

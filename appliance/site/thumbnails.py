@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from appliance.errors import ApplianceError
-from appliance.imaging import NO_IMAGE, try_picture
+from appliance.site.imaging import NO_IMAGE, try_picture
 
 LOGGER = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 class RenderProcess:
     """Thumbnails rendered in a child process, one at a time (started on first use, again after a crash).
 
-    The child is ``python -m appliance.thumbnails`` on a pair of pipes; unlike a ``multiprocessing`` child it
+    The child is ``python -m appliance.site.thumbnails`` on a pair of pipes; unlike a ``multiprocessing`` child it
     does not depend on how the appliance itself was started (it imports nothing of the parent's main module).
 
     Parameters
@@ -129,7 +129,7 @@ class RenderProcess:
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.thumbnails", str(self.nice)], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "appliance.site.thumbnails", str(self.nice)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, bufsize=0, env=env, close_fds=True)
         if process.stdin is None or process.stdout is None:  # never: both are PIPE (this is for the type)
             raise RenderFailed("the render process has no pipes")
@@ -359,7 +359,7 @@ class PrerenderWorker:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m appliance.thumbnails [nice]``: the render process (requests on stdin, answers on stdout)."""
+    """``python -m appliance.site.thumbnails [nice]``: the render process (requests on stdin, answers on stdout)."""
     nice = int(argv[0]) if argv else 0
     if nice:
         with contextlib.suppress(OSError):  # not allowed here: render at normal priority

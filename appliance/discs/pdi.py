@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.content import Content, StudyInfo
+from appliance.discs.content import Content, StudyInfo
 from labels import format_da, format_person_name
 from labels.fields import join_name_groups
 

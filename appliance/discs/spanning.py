@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from appliance.content import Content, InstanceInfo, PatientInfo, SeriesInfo, StudyInfo
+from appliance.discs.content import Content, InstanceInfo, PatientInfo, SeriesInfo, StudyInfo
 from appliance.errors import AuthoringError
 
 SECTOR = 2048

@@ -11,7 +11,8 @@ group 0020 and the values are copied as they are in the file (the staged files a
 Endian, the encoding of every transfer syntax a media profile allows), with the file's Specific Character Set.
 Anything else — other record types, a missing Type 1 value, an unusual header — goes through pydicom's own record
 definitions (:data:`pydicom.fileset.DIRECTORY_RECORDERS` and its record-type tables, private names of the pinned
-pydicom 3.0). :func:`appliance.fileset.validate_fileset` reads the result back with pydicom's ``FileSet`` and DCMTK.
+pydicom 3.0). :func:`appliance.discs.fileset.validate_fileset` reads the result back with pydicom's ``FileSet``
+and DCMTK.
 """
 
 from __future__ import annotations

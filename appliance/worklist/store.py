@@ -37,11 +37,11 @@ from appliance.config import WorklistConfig
 from appliance.db import MERGED_PATIENTS, WORKLIST, Database
 from appliance.errors import IncompleteItem, InvalidItem, NotFound, PatientMismatch, UnknownPatient
 from appliance.index import norm_time, pn_key
-from appliance.worklist_items import SPS_SEQUENCE as SPS_SEQUENCE
-from appliance.worklist_items import TYPE2_SEQ, TYPE2_STEP, TYPE2_TOP, as_text, check_complete, check_values, step_of
-from appliance.worklist_items import Attrs as Attrs
-from appliance.worklist_items import from_dataset as from_dataset
-from appliance.worklist_items import to_dataset as to_dataset
+from appliance.worklist.items import SPS_SEQUENCE as SPS_SEQUENCE
+from appliance.worklist.items import TYPE2_SEQ, TYPE2_STEP, TYPE2_TOP, as_text, check_complete, check_values, step_of
+from appliance.worklist.items import Attrs as Attrs
+from appliance.worklist.items import from_dataset as from_dataset
+from appliance.worklist.items import to_dataset as to_dataset
 
 LOGGER = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, cli_web
+from appliance import __version__
+from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
 from appliance.errors import ApplianceError, DatabaseError
@@ -31,7 +32,7 @@ Command = Callable[[argparse.Namespace, Config], int]
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
     from appliance import security
-    from appliance.cli_discs import build_publishing
+    from appliance.cli.discs import build_publishing
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
 
@@ -140,7 +141,7 @@ def cmd_tls_show(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _worklist(cfg: Config) -> Any:
-    from appliance.worklist import Worklist
+    from appliance.worklist.store import Worklist
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     return Worklist(Database(cfg.database), cfg.worklist, cfg.hl7.reject_merged_ids)
@@ -148,7 +149,7 @@ def _worklist(cfg: Config) -> Any:
 
 def cmd_worklist_import(args: argparse.Namespace, cfg: Config) -> int:
     """Add worklist items from DICOM worklist files (.wl) or folders of them."""
-    from appliance.worklist_files import import_files
+    from appliance.worklist.files import import_files
 
     stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths])
     for path, reason in failed:
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = wl_sub.add_parser("reset", parents=[common], help="set steps back to SCHEDULED")
     q.add_argument("ids", metavar="ID", nargs="+", type=int, help="step IDs from 'appliance worklist list'")
     q.set_defaults(func=cmd_worklist_reset)
-    from appliance import cli_discs
+    from appliance.cli import discs as cli_discs
 
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)

@@ -29,15 +29,23 @@ from typing import Any
 
 from appliance import __version__
 from appliance.config import BurnConfig
-from appliance.content import Content, InstanceInfo, load_content
 from appliance.db import Database
-from appliance.disclabels import DiscLabeler
+from appliance.discs.content import Content, InstanceInfo, load_content
+from appliance.discs.fileset import StagedInstance, allowed_syntaxes, stage_instance, validate_fileset, write_fileset
+from appliance.discs.iso import build_iso, volume_id
+from appliance.discs.jobs import DiscSpec, Job, JobStore
+from appliance.discs.labelling import DiscLabeler
+from appliance.discs.pdi import DiscInfo, copy_viewer, viewer_size, write_pdi_files
+from appliance.discs.spanning import (
+    IMAGE_OVERHEAD,
+    Planner,
+    capacity,
+    choose_medium,
+    sectors,
+    single_disc_estimate,
+    usable,
+)
 from appliance.errors import AuthoringError, StagingSpaceError
-from appliance.fileset import StagedInstance, allowed_syntaxes, stage_instance, validate_fileset, write_fileset
-from appliance.iso import build_iso, volume_id
-from appliance.jobs import DiscSpec, Job, JobStore
-from appliance.pdi import DiscInfo, copy_viewer, viewer_size, write_pdi_files
-from appliance.spanning import IMAGE_OVERHEAD, Planner, capacity, choose_medium, sectors, single_disc_estimate, usable
 
 LOGGER = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ RGB. An instance with no pixel data (a report, a PDF) or one that cannot be deco
 
 Thumbnails are cached as JPEG files under ``<data_dir>/cache/thumbs``, keyed by the SOP Instance UID and the
 stored file's name (a replaced instance gets a new file, hence a new key); the cache is safe to delete. The cache
-renders a missing thumbnail with the function it is given: :mod:`appliance.thumbnails` passes one that decodes in
+renders a missing thumbnail with the function it is given: :mod:`appliance.site.thumbnails` passes one that decodes in
 a separate process, and pre-renders the thumbnails of newly stored series.
 """
 

@@ -34,7 +34,7 @@ class WebService:
     """
 
     def __init__(self, app: Any, cfg: Config) -> None:
-        from appliance.site import Site
+        from appliance.site.service import Site
 
         self.server: Any = None
         if cfg.web.port:
@@ -81,9 +81,9 @@ def build_web(app: Any, cfg: Config) -> WebService:
 
 
 def _site(cfg: Config) -> Any:
-    from appliance.audit import Audit
     from appliance.core import Appliance
-    from appliance.site import Site
+    from appliance.site.audit import Audit
+    from appliance.site.service import Site
 
     site = Site(Appliance(cfg))
     site.audit = Audit(site.app.db)  # a command ends at once: write its audit rows directly

@@ -32,7 +32,7 @@ from appliance.index import norm_time
 
 # The C-FIND matching rules are the Q/R index's: one implementation of PS3.4 C.2.2.2.
 from appliance.query import Key, _condition, _time_bounds, answer_charset
-from appliance.worklist import SPS_SEQUENCE, Attrs, step_of, to_dataset
+from appliance.worklist.store import SPS_SEQUENCE, Attrs, step_of, to_dataset
 
 #: Top-level keys matched in SQL.
 TOP_KEYS: dict[str, Key] = {

@@ -26,8 +26,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from appliance.discs.jobs import Disc, Job, JobState, JobStore
 from appliance.errors import InvalidTransition, PublishError
-from appliance.jobs import Disc, Job, JobState, JobStore
 from robots import (
     BurnRequest,
     CancelError,

@@ -2,7 +2,7 @@
 
 An item's MWL data set is kept as plain data (:data:`Attrs`); :func:`check_complete` says whether DCMTK's
 worklist clients would accept it and :func:`check_values` whether its values fit their VRs (``[worklist]
-long_values``). :mod:`appliance.worklist` stores items; this module holds no state.
+long_values``). :mod:`appliance.worklist.store` stores items; this module holds no state.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Disc publishing: routing by AE title, delayed groups, disc authoring (IHE PDI), spanning and jobs."""

@@ -1,0 +1,1 @@
+"""What the web site asks of the core: tokens, staff users, the study catalogue, downloads, pictures, audit."""
