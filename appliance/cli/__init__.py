@@ -76,7 +76,10 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         if hl7_listener is not None:
             hl7_listener.start()
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
-        stop.wait()
+        # A signal may be delivered to any of the threads; CPython then only flags it, and the main thread
+        # runs the handler when it next wakes. An untimed wait might never wake: poll.
+        while not stop.wait(0.5):
+            pass
     finally:
         if hl7_listener is not None:
             hl7_listener.stop()

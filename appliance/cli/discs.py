@@ -130,9 +130,11 @@ class Publishing:
             LOGGER.info("robot %s: built-in bridge simulator running on %s", name, sim.hotfolder)
         self.timer.start()
         self.engine.start()
+        self.router.start()
 
     def stop(self) -> None:
         """Stop the engine, the timer and the simulators; every job and group stays in the database."""
+        self.router.stop()
         self.engine.stop()
         self.timer.stop()
         for sim in self.simulators.values():

@@ -9,11 +9,14 @@ touches nothing of the DICOM side.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from appliance.config import BurnConfig
 from appliance.core import Appliance, StoreResult
+from appliance.db import describe
 from appliance.discs.groups import GroupStore
 from appliance.discs.jobs import JobStore
 
@@ -89,6 +92,70 @@ class Router:
         self.delay = delay
         self.on_job = on_job
         self.on_group = on_group
+        # Work the database refused (read-only, locked, full), tried again by the retry thread: a modality that
+        # was told its association ended well must still get its disc once the database takes writes again.
+        self._pending: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    #: Seconds between attempts at work the database refused.
+    RETRY_INTERVAL = 5.0
+
+    def start(self) -> None:
+        """Start the thread that retries refused work."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._retry_loop, name="burn-router-retry", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop retrying; work still refused is logged with what to do about it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for what, _ in pending:
+            LOGGER.error("stopping with %s still not done: the database refused it; queue the disc with "
+                         "'appliance burn'", what)
+
+    def pending(self) -> list[str]:
+        """What is waiting for the database, in words."""
+        with self._lock:
+            return [what for what, _ in self._pending]
+
+    def _attempt(self, what: str, action: Callable[[], None]) -> None:
+        """Do ``action`` now, or keep it for the retry thread when the database refuses it."""
+        try:
+            action()
+        except Exception as exc:
+            LOGGER.error("%s failed: %s; it is tried again every %g s", what, describe(exc), self.RETRY_INTERVAL)
+            with self._lock:
+                self._pending.append((what, action))
+            self._wake.set()
+
+    def _retry_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            while not self._stop.wait(self.RETRY_INTERVAL):
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                started = time.monotonic()
+                for index, (what, action) in enumerate(pending):
+                    try:
+                        action()
+                    except Exception:
+                        with self._lock:  # keep the order: the rest go back in front of newer refusals
+                            self._pending[:0] = pending[index:]
+                        break
+                    LOGGER.info("%s done on a later attempt (%.1f s)", what, time.monotonic() - started)
+                with self._lock:
+                    if not self._pending:
+                        break
 
     def attach(self, app: Appliance) -> None:
         """Listen to the core's store and association events."""
@@ -102,10 +169,14 @@ class Router:
             return
         rec = result.record
         key = rec.study_uid if self.group_by == "study_uid" else rec.patient_id
-        self.groups.add(route.robot, key, rec.sop_uid, self.delay, called_ae, route.copies, rec.patient_id,
-                        rec.patient_name)
-        if self.on_group is not None:
-            self.on_group()
+
+        def join_group() -> None:
+            self.groups.add(route.robot, key, rec.sop_uid, self.delay, called_ae, route.copies, rec.patient_id,
+                            rec.patient_name)
+            if self.on_group is not None:
+                self.on_group()
+
+        self._attempt(f"adding instance {rec.sop_uid} to the delayed group {key} of {called_ae}", join_group)
 
     def on_released(self, called_ae: str, association_id: str, sop_uids: list[str], released: bool) -> None:
         """An association to a one-disc AE title ended: queue its instances as one job, unless it was aborted."""
@@ -117,7 +188,12 @@ class Router:
                            "burned (send again, or queue the study with 'appliance burn')", association_id, called_ae,
                            len(sop_uids))
             return
-        self.jobs.create(route.robot, route.copies, sop_uids, ASSOCIATION, called_ae,
-                         reason=f"{len(sop_uids)} instance(s) received on {called_ae}")
-        if self.on_job is not None:
-            self.on_job()
+
+        def queue_job() -> None:
+            self.jobs.create(route.robot, route.copies, sop_uids, ASSOCIATION, called_ae,
+                             reason=f"{len(sop_uids)} instance(s) received on {called_ae}")
+            if self.on_job is not None:
+                self.on_job()
+
+        self._attempt(f"queueing the disc job of association {association_id} to {called_ae} "
+                      f"({len(sop_uids)} instance(s))", queue_job)

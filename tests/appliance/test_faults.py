@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -272,6 +275,37 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert not (data / "running").exists()
     log = (data / "logs" / "appliance.log").read_text()
     assert "appliance stopped" in log
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    """Send a signal to one thread of another process (Linux tgkill), as the kernel may pick any thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+    if sys_tgkill is None:
+        pytest.skip(f"no tgkill number known for {platform.machine()}")
+    if libc.syscall(sys_tgkill, pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc/<pid>/task")
+def test_sigterm_delivered_to_a_worker_thread_still_stops(tmp_path: Path) -> None:
+    """systemd's SIGTERM goes to the process; the kernel may hand it to any thread, not only the main one."""
+    port = free_port()
+    data = tmp_path / "var"
+    server = _serve(_write_config(tmp_path / "appliance.toml", data, port))
+    try:
+        wait_until(lambda: _echo_ok(port))
+        # The oldest worker threads are the long-lived services (association threads come and go).
+        workers = sorted(int(t.name) for t in Path(f"/proc/{server.pid}/task").iterdir() if int(t.name) != server.pid)
+        assert workers, "the server runs no threads besides the main one"
+        _tgkill(server.pid, workers[0], signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
+    assert "received SIGTERM" in out.decode() and "appliance stopped" in out.decode()
 
 
 def test_disk_io_error_is_refused_and_logged(node: Node, monkeypatch, caplog) -> None:

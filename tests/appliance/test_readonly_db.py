@@ -17,6 +17,7 @@ read-only (as root, file modes do not stop writes).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -263,6 +264,40 @@ def test_database_made_read_only_while_running_fails_cleanly_and_recovers(
         assert worklist_patients(node) >= {"PRO1", "PRO2", "PRO3"}
         assert all(node.app.index.lookup(i.sop_uid) is not None for i in refused)
         store_matches_index(node)
+    finally:
+        node.stop()
+
+
+def test_burn_association_ending_while_the_database_is_read_only_still_gets_its_disc(
+        data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The modality was told its association ended well: its disc job is queued once the database takes writes."""
+    caplog.set_level(logging.INFO, "appliance.discs.routing")
+    node = FullNode(node_config(data_disk.mnt, data_disk.mnt))
+    node.publishing.router.RETRY_INTERVAL = 0.2
+    try:
+        items = write_study(tmp_path / "burn", "PROEND", 2)
+        ae = AE(ae_title="ROBURN")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate(HOST, node.port, ae_title=node.aet + "_E")
+        assert assoc.is_established
+        assert [int(assoc.send_c_store(i.dataset()).Status) for i in items] == [0, 0]
+        database = node.cfg.database
+        locked = [database, database.with_name(database.name + "-wal")]
+        assert _run("chattr", "+i", *map(str, locked)).returncode == 0
+        try:
+            assoc.release()
+            wait_until(lambda: "queueing the disc job of association" in caplog.text)
+            assert ("(2 instance(s)) failed: the database is read-only" in caplog.text
+                    or "(2 instance(s)) failed: the database cannot be written to disk" in caplog.text), caplog.text
+            assert node.publishing.router.pending()
+            assert node.jobs.recent() == []
+        finally:
+            assert _run("chattr", "-i", *map(str, locked)).returncode == 0
+        job = node.wait_state(1, JobState.DONE)
+        assert sorted(node.jobs.instances(job.id)) == sorted(i.sop_uid for i in items)
+        assert node.publishing.router.pending() == []
+        assert "done on a later attempt" in caplog.text
+        assert len(node.jobs.recent()) == 1  # one disc, not one per attempt
     finally:
         node.stop()
 
