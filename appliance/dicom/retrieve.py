@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 
@@ -57,7 +58,17 @@ def preferred(node: NodeConfig | None) -> str | None:
     return str(syntax) if syntax is not None else None
 
 
-def store_contexts(instances: Iterable[StoredInstance], prefer: str | None = None) -> list[tuple[str, list[str]]]:
+class Sendable(Protocol):
+    """What context planning needs of an instance (a stored one, or a file to import)."""
+
+    @property
+    def sop_class_uid(self) -> str: ...
+
+    @property
+    def transfer_syntax(self) -> str: ...
+
+
+def store_contexts(instances: Iterable[Sendable], prefer: str | None = None) -> list[tuple[str, list[str]]]:
     """The presentation contexts to propose for sending ``instances`` (at most :data:`MAX_CONTEXTS`).
 
     Per SOP class: the node's preferred syntax (alone), each stored syntax (alone), then Explicit +
