@@ -57,6 +57,9 @@ NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExpl
 #: The pair proposed beside every stored syntax (PS3.4 B.4.1: the default syntax and the explicit one).
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEG2000: "ISO_15444_1", JPEGLSNearLossless: "ISO_14495_1"}
+#: Encoder settings of the lossy syntaxes: JPEG 2000 at 10:1 (diagnostic quality for most modalities, as the
+#: usual PACS default), JPEG-LS near-lossless with each pixel within 2 of the original.
+LOSSY_OPTIONS: dict[str, dict[str, object]] = {JPEG2000: {"j2k_cr": [10]}, JPEGLSNearLossless: {"jls_error": 2}}
 
 
 def preferred_syntax(name: str) -> UID | None:
@@ -209,8 +212,11 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
             raise CodecError(f"{target.name} needs pixel data; the instance has none")
         if not _encodable(target):
             raise CodecError(f"no encoder installed for {target.name}")
+        if target in (JPEG2000, JPEG2000Lossless) and min(int(ds.Rows), int(ds.Columns)) < 32:
+            # OpenJPEG always makes 6 resolution levels, which needs 32 pixels in each direction.
+            raise CodecError(f"{target.name}: images smaller than 32x32 pixels cannot be encoded")
         raw_size = len(ds.PixelData)
-        ds.compress(target, generate_instance_uid=False)
+        ds.compress(target, generate_instance_uid=False, **LOSSY_OPTIONS.get(target, {}))
         if target in _LOSSY_METHOD:
             _mark_lossy(ds, raw_size, target)
         return _write(ds, implicit=False, little=True)
