@@ -64,7 +64,8 @@ def _image(bits: int, signed: bool, frames: int, rgb: bool) -> tuple[Dataset, np
     count = int(np.prod(shape))
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     values = (np.arange(count, dtype=np.int64) * 7919) % (high - low + 1) + low
-    dtype = {(8, False): np.uint8, (8, True): np.int8}.get((ds.BitsAllocated, signed), np.int16 if signed else np.uint16)
+    wide = np.int16 if signed else np.uint16
+    dtype = {(8, False): np.uint8, (8, True): np.int8}.get((ds.BitsAllocated, signed), wide)
     arr = values.astype(dtype).reshape(shape if frames > 1 else shape[1:])
     ds.PixelData = arr.tobytes()
     ds.file_meta = FileMetaDataset()

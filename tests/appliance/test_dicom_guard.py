@@ -73,7 +73,8 @@ def _stored(sop_class: str, syntax: str, n: int = 1) -> StoredInstance:
 
 
 def test_contexts_propose_each_stored_syntax_alone_and_the_uncompressed_pair() -> None:
-    contexts = retrieve.store_contexts([_stored(CTImageStorage, JPEG2000Lossless), _stored(CTImageStorage, JPEGLSLossless),
+    contexts = retrieve.store_contexts([_stored(CTImageStorage, JPEG2000Lossless),
+                                        _stored(CTImageStorage, JPEGLSLossless),
                                         _stored(MRImageStorage, ExplicitVRLittleEndian)])
     plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     assert contexts == [(CTImageStorage, [JPEG2000Lossless]), (CTImageStorage, [JPEGLSLossless]),
