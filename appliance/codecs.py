@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -59,7 +60,7 @@ UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEG2000: "ISO_15444_1", JPEGLSNearLossless: "ISO_14495_1"}
 #: Encoder settings of the lossy syntaxes: JPEG 2000 at 10:1 (diagnostic quality for most modalities, as the
 #: usual PACS default), JPEG-LS near-lossless with each pixel within 2 of the original.
-LOSSY_OPTIONS: dict[str, dict[str, object]] = {JPEG2000: {"j2k_cr": [10]}, JPEGLSNearLossless: {"jls_error": 2}}
+LOSSY_OPTIONS: dict[str, dict[str, Any]] = {JPEG2000: {"j2k_cr": [10]}, JPEGLSNearLossless: {"jls_error": 2}}
 
 
 def preferred_syntax(name: str) -> UID | None:

@@ -47,7 +47,7 @@ from appliance.dicom.fast.dimse import (
     simple_status,
 )
 from appliance.dicom.fast.dimse import C_STORE_RSP as STORE_RSP_FIELD
-from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact
+from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -431,10 +431,12 @@ class FastAssociation:
         """
         cancelled = False
         try:
-            self._send(pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
-                                  self.requestor.maximum_length))
-            for buffer in pdv_buffers(data, context_id, self.requestor.maximum_length):
-                self._send(buffer)
+            command = pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
+                                 self.requestor.maximum_length)
+            with self._send_lock:
+                if self._closed:
+                    raise ConnectionAbortedError("association closed")
+                send_buffers(self.sock, [command, *pdv_buffers(data, context_id, self.requestor.maximum_length)])
         except OSError as exc:
             LOGGER.info("fast path: association from %s ended during a C-GET: %s", self.requestor.ae_title, exc)
             self._abort(0x00, 0x00)

@@ -30,7 +30,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from appliance.dicom.fast.dimse import C_STORE_RSP, decode_command, encode_store_request, pdata_pdus, pdv_buffers
-from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact
+from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 _RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
@@ -221,9 +221,7 @@ class StoreSCU:
                              context_id, self._peer_max)
         try:
             sock.settimeout(self.timeouts.dimse)
-            sock.sendall(command)
-            for buffer in pdv_buffers(data, context_id, self._peer_max):
-                sock.sendall(buffer)
+            send_buffers(sock, [command, *pdv_buffers(data, context_id, self._peer_max)])
             return self._response(sock, message_id)
         except TimeoutError as exc:
             self.abort()
