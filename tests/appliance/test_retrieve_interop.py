@@ -686,3 +686,44 @@ def test_move_with_undecodable_stored_file_to_uncompressed_receiver(node_factory
     assert got == (hex(0xB000), n - 1, 1), f"final status, completed, failed: {got}"
     assert _failed_uids(identifier) == {broken}
     assert set(_read_folder(out)) == set(mixed.sources) - {broken}
+
+
+def test_get_with_unreadable_stored_file(node_factory, mixed: Mixed) -> None:
+    """C-GET: a stored file emptied on disk fails its sub-operation; the rest arrive (0xB000, UID listed)."""
+    node = node_factory()
+    _store(node, mixed)
+    broken = next(s for s in mixed.sources.values() if s.transfer_syntax == RLELossless).sop_uid
+    _stored_path(node, broken).write_bytes(b"")
+    answers, received = c_get_one_syntax(node, mixed)
+    final, identifier = answers[-1]
+    n = len(mixed.sources)
+    got = (hex(final.Status), _count(final, "Completed"), _count(final, "Failed"))
+    assert got == (hex(0xB000), n - 1, 1), f"final status, completed, failed: {got}"
+    assert _failed_uids(identifier) == {broken}
+    assert set(received) == set(mixed.sources) - {broken}
+
+
+def _bogus_level(uid: str) -> Dataset:
+    q = _study(uid)
+    q.QueryRetrieveLevel = "BOGUS"
+    return q
+
+
+def test_move_that_cannot_be_processed_is_not_success(node_factory, mixed: Mixed, storescp) -> None:
+    """An identifier the node cannot process (unknown level) gets a failure status, never Success with zero
+    sub-operations (PS3.4 C.4.2.1.5: 0xA900 identifier does not match, or a 0xCxxx unable to process)."""
+    port, out = storescp("DEST")
+    node = node_factory(nodes=_nodes(DEST={"port": port}))
+    _store(node, mixed)
+    [(final, _)] = c_move(node, "DEST", _bogus_level(mixed.study_uid))
+    assert final.Status == 0xA900 or 0xC000 <= final.Status <= 0xCFFF, hex(final.Status)
+    assert list(out.iterdir()) == []
+
+
+def test_get_that_cannot_be_processed_is_not_success(node_factory, mixed: Mixed) -> None:
+    node = node_factory()
+    _store(node, mixed)
+    answers, received = c_get_one_syntax(node, mixed, query=_bogus_level(mixed.study_uid))
+    [(final, _)] = answers
+    assert final.Status == 0xA900 or 0xC000 <= final.Status <= 0xCFFF, hex(final.Status)
+    assert received == {}
