@@ -56,6 +56,12 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
     return value
 
 
+#: ``preferred_ts`` of a known node: the transfer syntax retrieve and forwarding convert to when the node accepts it
+#: (appliance.codecs maps each name to its UID); "as-is" (the default, like "") sends what is stored.
+TS_NAMES = ("as-is", "implicit", "explicit", "deflated", "jpeg-baseline", "jpeg-lossless", "jpeg-ls-lossless",
+            "jpeg-ls-near-lossless", "jpeg2000-lossless", "jpeg2000", "rle")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """A known DICOM node and what it may do here."""
@@ -71,6 +77,8 @@ class NodeConfig:
     move: bool = True
     get: bool = True
     mwl: bool = True
+    #: One of :data:`TS_NAMES` ('' = as stored).
+    preferred_ts: str = field(default="", kw_only=True)
 
     def may(self, right: str) -> bool:
         """Return whether this node holds ``right`` (store/find/move/get/mwl)."""
@@ -375,6 +383,9 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         node = _build(NodeConfig, table, "dicom.nodes")
         validate_ae_title(node.ae_title, f"[[dicom.nodes]] entry {i + 1} ae_title")
         _check_port(node.port, f"[[dicom.nodes]] {node.ae_title} port")
+        if node.preferred_ts and node.preferred_ts not in TS_NAMES:
+            raise ConfigError(f"[[dicom.nodes]] {node.ae_title} preferred_ts {node.preferred_ts!r} is not one of: "
+                              f"{', '.join(TS_NAMES)}")
         if node.ae_title in seen:
             raise ConfigError(f"[[dicom.nodes]] {node.ae_title!r} is listed twice")
         seen.add(node.ae_title)

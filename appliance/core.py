@@ -280,9 +280,7 @@ class Appliance:
 
     def retrieve(self, identifier: Dataset, level: str) -> list[StoredInstance]:
         """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
-        uids = match_instances(self.db.conn, identifier, level)
-        found = [self.index.lookup(uid) for uid in uids]
-        return [f for f in found if f is not None]
+        return [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
 
     def file_path(self, instance: StoredInstance) -> Path:
         """Absolute path of a stored instance's file."""
