@@ -18,6 +18,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from pynetdicom.sop_class import (
 )
 
 import dicomdata
-from conftest import HOST, Node, dcmtk, free_port, wait_until
+from conftest import HOST, Node, dcmtk, free_port, make_config, wait_until
 from orthanc_support import Orthanc, OrthancError
 
 pytestmark = pytest.mark.dcmtk
@@ -64,7 +65,8 @@ REAL_WORLD = (
 )
 #: The configuration keys' names of preferred_ts (issue 13) and the syntax each must deliver.
 PREFERRED = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian,
-             "deflated": DeflatedExplicitVRLittleEndian, "as-is": None}
+             "deflated": DeflatedExplicitVRLittleEndian, "as-is": None, "jpeg2000-lossless": JPEG2000Lossless,
+             "jpeg-ls-lossless": JPEGLSLossless, "rle": RLELossless}
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,44 @@ def test_move_to_node_with_preferred_ts(node_factory, mixed: Mixed, storescp, na
     assert_success(final, len(mixed.sources))
     wanted = PREFERRED[name]
     assert_arrived(_read_folder(out), mixed, syntax=wanted, as_stored=wanted is None)
+
+
+def test_preferred_ts_the_receiver_refuses_falls_back(node_factory, mixed: Mixed, storescp) -> None:
+    """``preferred_ts = "jpeg2000-lossless"`` to storescp's defaults (uncompressed only): every instance still
+    arrives, uncompressed, same UIDs and pixels."""
+    port, out = storescp("PREF")
+    node = node_factory(nodes=_nodes(PREF={"port": port, "preferred_ts": "jpeg2000-lossless"}))
+    _store(node, mixed)
+    final, _ = c_move(node, "PREF", _study(mixed.study_uid))[-1]
+    assert_success(final, len(mixed.sources))
+    datasets = _read_folder(out)
+    assert_arrived(datasets, mixed)
+    assert not any(ds.file_meta.TransferSyntaxUID.is_compressed for ds in datasets.values())
+
+
+def test_preferred_ts_unknown_name_is_a_config_error(tmp_path: Path) -> None:
+    from appliance.config import ConfigError
+
+    with pytest.raises(ConfigError, match="preferred_ts"):
+        make_config(tmp_path, nodes=_nodes(PREF={"port": 104, "preferred_ts": "jpeg-2000"}))
+
+
+# -- import: the same sender as C-MOVE -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [(), ("+xa",)], ids=["storescp-defaults", "storescp-accept-all"])
+def test_import_sends_every_encoding(mixed: Mixed, storescp, options: tuple[str, ...]) -> None:
+    """``appliance import`` to storescp: every file arrives with its UIDs and pixels; in its stored syntax when
+    the receiver accepts it, uncompressed otherwise."""
+    port, out = storescp("DEST", *options)
+    proc = subprocess.run([sys.executable, "-m", "appliance", "import", str(mixed.folder), "--host", HOST,
+                           "--port", str(port), "--aet", "DEST"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(mixed.sources)} instance(s) sent" in proc.stdout, proc.stdout
+    datasets = _read_folder(out)
+    assert_arrived(datasets, mixed, as_stored=bool(options))
+    if not options:
+        assert not any(ds.file_meta.TransferSyntaxUID.is_compressed for ds in datasets.values())
 
 
 # -- C-GET ------------------------------------------------------------------------------------------------------
