@@ -77,6 +77,8 @@ class NodeConfig:
     move: bool = True
     get: bool = True
     mwl: bool = True
+    #: May ask us for Storage Commitment (N-ACTION); the N-EVENT-REPORT may come back on a new association to it.
+    commit: bool = True
     #: One of :data:`TS_NAMES` ('' = as stored).
     preferred_ts: str = field(default="", kw_only=True)
 

@@ -282,6 +282,38 @@ class Appliance:
         """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
         return [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
 
+    def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
+                                                                      list[tuple[str, str, int]]]:
+        """Which referenced instances are safely stored (Storage Commitment, PS3.4 J.3.3).
+
+        An instance counts as committed when the index holds it under the same SOP Class and its file
+        is in place (files are fsynced and renamed before they are indexed, so this is durable).
+
+        Parameters
+        ----------
+        references : list of (str, str)
+            (SOP Class UID, SOP Instance UID) pairs asked about.
+
+        Returns
+        -------
+        (list, list)
+            The committed pairs, and the failed ones with their Failure Reason: 0x0112 no such
+            object instance, 0x0119 class/instance conflict, 0x0110 processing failure (file missing).
+        """
+        committed: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, int]] = []
+        for sop_class, sop_uid in references:
+            found = self.index.lookup(sop_uid)
+            if found is None:
+                failed.append((sop_class, sop_uid, 0x0112))
+            elif found.sop_class_uid != sop_class:
+                failed.append((sop_class, sop_uid, 0x0119))
+            elif not self.file_path(found).is_file():
+                failed.append((sop_class, sop_uid, 0x0110))
+            else:
+                committed.append((sop_class, sop_uid))
+        return committed, failed
+
     def file_path(self, instance: StoredInstance) -> Path:
         """Absolute path of a stored instance's file."""
         return self.store_area.path(instance.path)
