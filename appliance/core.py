@@ -63,6 +63,9 @@ class StoreResult:
 
 #: Called after every stored instance: (result, calling AE, called AE, association id).
 StoredListener = Callable[[StoreResult, str, str, str], None]
+#: Called with a Storage Commitment report that came to our listener: (Transaction UID, committed SOP Instance
+#: UIDs, failed ones with their reason); returns whether the transaction was the listener's.
+CommitmentListener = Callable[[str, list[str], dict[str, str]], bool]
 #: Called when an association that stored something ends:
 #: (called AE, association id, SOP Instance UIDs, released normally rather than aborted).
 ReleasedListener = Callable[[str, str, list[str], bool], None]
@@ -91,6 +94,7 @@ class Appliance:
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
+        self.commitment_listeners: list[CommitmentListener] = []
         self._received: dict[str, list[str]] = {}
         self._received_lock = threading.Lock()
 

@@ -51,7 +51,11 @@ def destination(app: Appliance, move_destination: str) -> NodeConfig:
 
 def preferred(node: NodeConfig | None) -> str | None:
     """The transfer syntax UID a node prefers (None: as stored)."""
-    name = getattr(node, "preferred_ts", "") if node is not None else ""
+    return preferred_name(node.preferred_ts if node is not None else "")
+
+
+def preferred_name(name: str) -> str | None:
+    """The transfer syntax UID of a ``preferred_ts`` name (None for '' and "as-is": as stored)."""
     if not name:
         return None
     syntax = codecs.preferred_syntax(name)

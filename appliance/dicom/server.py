@@ -53,7 +53,7 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
-from appliance.dicom import commitment, compat, fast, find_handlers, handlers
+from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
 from appliance.dicom.fast.accept import blocking_handlers
 from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
 
@@ -216,6 +216,7 @@ class DicomNode:
             (evt.EVT_N_CREATE, find_handlers.handle_n_create, [app]),
             (evt.EVT_N_SET, find_handlers.handle_n_set, [app]),
             (evt.EVT_N_ACTION, commitment.handle_n_action, [app, self.reporter]),
+            (evt.EVT_N_EVENT_REPORT, forward.handle_n_event_report, [app]),
             (evt.EVT_C_MOVE, handlers.handle_move, [app]),
             (evt.EVT_C_GET, handlers.handle_get, [app]),
             (evt.EVT_ESTABLISHED, _on_established),
