@@ -47,9 +47,14 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     ``executescript`` would commit the open transaction first, which breaks the
     all-or-nothing promise of a migration.
     """
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        # A trigger body holds ';' of its own: run a statement only once SQLite sees it complete.
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
 
 
 def _m1_index(conn: sqlite3.Connection) -> None:
