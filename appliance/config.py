@@ -216,8 +216,11 @@ class HL7Config:
 class WorklistConfig:
     """The Modality Worklist kept by the core."""
 
-    #: Statuses a worklist C-FIND returns only when the query asks for them by value.
+    #: Statuses a worklist C-FIND returns only when the query asks for them by value
+    #: (DCMTK's wlmscpfs returns every item: set [] to answer as it does).
     hidden_statuses: tuple[str, ...] = ("CANCELED", "DISCONTINUED", "COMPLETED")
+    #: Person names match without regard to case (Orthanc, dcm4chee); false: case-sensitive, as DCMTK's wlmscpfs.
+    pn_ignore_case: bool = False
     #: An order update that no longer lists a step: "delete" it or mark it "cancel"ed.
     dropped_steps: str = "delete"
     #: A value longer than its DICOM VR allows: "reject" the order, or "truncate" it and log a warning.

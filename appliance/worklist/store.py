@@ -411,17 +411,37 @@ class Worklist:
         self._write(conn, row[0] if row else None, item, status, charset, source, _now())
         return key
 
+    def put_as_is(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str,
+                  fallback: str) -> ItemKey:
+        """Store an item of a worklist file as the file has it, unchecked (``wlmscpfs`` serves it so).
+
+        An item without Study Instance UID or step ID is keyed by ``fallback`` (the file and step),
+        so that such items do not replace each other; the answers still hold the attribute as
+        the file has it.
+        """
+        study = as_text(item.get("StudyInstanceUID")) or f"\\{fallback}"
+        sps_id = as_text(step_of(item).get("ScheduledProcedureStepID")) or f"\\{fallback}"
+        key = ItemKey(study, sps_id)
+        row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
+                           (study, sps_id)).fetchone()
+        self._write(conn, row[0] if row else None, item, status, charset, source, _now(),
+                    {"study_uid": study, "sps_id": sps_id})
+        return key
+
     def _validated(self, item: Attrs) -> Attrs:
         item = check_values(item, self.config.long_values)
         check_complete(item, station_required=False)
         return item
 
     def _write(self, conn: sqlite3.Connection, row_id: int | None, item: Attrs, status: str, charset: str,
-               source: str, now: str) -> None:
+               source: str, now: str, keys: Mapping[str, str] | None = None) -> None:
         cols = _columns(item, status)
+        cols.update(keys or {})
         cols.update(charset=charset, attrs=json.dumps(item, ensure_ascii=False), updated=now)
+        if source:
+            cols.update(source=source)
         if row_id is None:
-            cols.update(source=source, created=now)
+            cols.update(created=now)
             names = ", ".join(cols)
             conn.execute(f"INSERT INTO {WORKLIST} ({names}) VALUES ({', '.join('?' * len(cols))})",
                          tuple(cols.values()))
