@@ -79,15 +79,24 @@ def read_file(path: Path) -> tuple[list[FileItem], list[str]]:
     """
     try:
         with warnings.catch_warnings():
-            # pydicom warns (and replaces characters) on bytes its character set cannot decode: refuse instead.
-            warnings.simplefilter("error")
+            warnings.simplefilter("error")  # pydicom's guesses about a foreign file are a refusal here
             ds = dcmread(path, force=True)
-            _decode_all(ds)
-            attrs = from_dataset(ds)
-    except (UserWarning, LookupError, UnicodeError) as exc:
-        raise InvalidItem(f"{path}: broken encoding ({exc})", "SpecificCharacterSet") from exc
+            if not any(elem.keyword for elem in ds):  # force=True reads any bytes as some unknown elements
+                raise ValueError("no DICOM attribute in it")
+            if SPS_SEQUENCE not in ds:
+                raise IncompleteItem(f"{path}: no Scheduled Procedure Step Sequence", SPS_SEQUENCE)
+    except WorklistError:
+        raise
     except Exception as exc:
         raise WorklistError(f"{path}: not a DICOM worklist file ({exc})") from exc
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns (and replaces characters) on bytes its character set cannot decode: refuse instead.
+            warnings.simplefilter("error")
+            _decode_all(ds)
+            attrs = from_dataset(ds)
+    except Exception as exc:
+        raise InvalidItem(f"{path}: broken encoding ({exc})", "SpecificCharacterSet") from exc
     charset = ds.get("SpecificCharacterSet", "")
     charset = "\\".join(charset) if isinstance(charset, MultiValue | list) else str(charset or "")
     steps = attrs.pop(SPS_SEQUENCE, None) or []
@@ -191,7 +200,7 @@ def import_files(worklist: Worklist, paths: Iterable[Path],
             try:
                 stored += import_file(worklist, file, warnings_out=warnings_out)
             except WorklistError as exc:
-                failed.append((file, str(exc)))
+                failed.append((file, str(exc).removeprefix(f"{file}: ")))
     return stored, failed
 
 

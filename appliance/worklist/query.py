@@ -108,7 +108,7 @@ def _expanded(keyword: str, item: Dataset | None) -> Dataset | None:
         assert tag is not None
         vr = dictionary_VR(tag)
         if vr == "SQ":
-            out.add_new(tag, vr, DicomSequence([_expanded(sub, None)]))
+            out.add_new(tag, vr, DicomSequence([_expanded(sub, None) or Dataset()]))
         else:
             out.add_new(tag, vr, None)
     return out
