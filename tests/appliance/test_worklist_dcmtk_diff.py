@@ -4,7 +4,8 @@ The same generated ``.wl`` files are served by ``wlmscpfs`` (Debian dcmtk, start
 the appliance (``hidden_statuses = []``, since ``wlmscpfs`` answers every file whatever its status); the same
 queries go to both from pynetdicom (and a few from DCMTK ``findscu -W``), and the answers are compared
 attribute by attribute, ignoring only their order. The queries use the keys ``wlmscpfs`` supports; for keys
-it does not match (Study Instance UID lists, step ID, status) see test_worklist_mwl.py.
+it does not match (Study Instance UID lists, step ID, status) Orthanc's worklist plugin (Debian orthanc) is the
+second reference: the same files in its ``Worklists.Database`` folder, compared on which items match.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orthanc_support import Orthanc
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -97,16 +99,35 @@ def items() -> list[Dataset]:
 
 
 @pytest.fixture(scope="module")
-def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Wlmscpfs]]:
+def wl_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("mwl_files")
+    return [write_wl(root / f"item{n}.wl", ds) for n, ds in enumerate(items(), start=1)]
+
+
+@pytest.fixture(scope="module")
+def orthanc(wl_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    root = tmp_path_factory.mktemp("orthanc")
+    folder = root / "worklists"
+    folder.mkdir()
+    for file in wl_files:
+        (folder / file.name).write_bytes(file.read_bytes())
+    server = Orthanc(root / "server", plugins=["ModalityWorklists"],
+                     config={"Worklists": {"Enable": True, "Database": str(folder)}})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def peers(wl_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Wlmscpfs]]:
     root = tmp_path_factory.mktemp("mwl_diff")
-    files = [write_wl(root / "files" / f"item{n}.wl", ds) for n, ds in enumerate(items(), start=1)]
+    files = wl_files
     reference = Wlmscpfs(root, files)
     cfg = parse_config({"appliance": {"data_dir": str(root / "appliance")},
                         "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
                         "worklist": {"hidden_statuses": []}})
     node = Node(cfg)
     notes: list[str] = []
-    stored, failed = import_files(node.app.worklist, [root / "files"], notes)
+    stored, failed = import_files(node.app.worklist, files, notes)
     assert failed == [] and len(stored) == len(files)
     # item2.wl lacks the Referenced Patient Sequence: taken, with a warning, as wlmscpfs takes it.
     assert [n for n in notes if "ReferencedPatientSequence absent" in n] and all("item2.wl" in n for n in notes
@@ -250,13 +271,34 @@ def test_where_wlmscpfs_is_silent(peers: tuple[Node, Wlmscpfs]) -> None:
     statuses, answers = c_find(node.port, node.aet, ds)
     assert statuses[-1] == 0 and sorted(a["PatientID"] for a in answers) == ["P003", "P004", "P005"]
     # Study Instance UID (a list of UIDs), step ID and status are return keys only for wlmscpfs (it answers
-    # every item); the appliance matches them.
-    for ds, expected in ((query(StudyInstanceUID=[f"{UID_ROOT}2", f"{UID_ROOT}4"]), ["P002", "P004"]),
-                         (query({"ScheduledProcedureStepID": "S?"}), ["P001", "P002", "P003", "P004", "P005",
-                                                                      "X006"]),
-                         (query({"ScheduledProcedureStepStatus": "STARTED"}), ["P004"])):
-        assert len(c_find(reference.port, reference.aet, ds)[1]) == 6
-        assert sorted(a["PatientID"] for a in c_find(node.port, node.aet, ds)[1]) == expected
+    # every item); the appliance matches them (compared with Orthanc in test_where_wlmscpfs_is_silent_orthanc).
+    for name, ds in SILENT_QUERIES.items():
+        if name != "modality list":
+            assert len(c_find(reference.port, reference.aet, ds)[1]) == 6, name
+
+
+#: Keys wlmscpfs refuses or ignores: Orthanc's worklist plugin decides which items match.
+SILENT_QUERIES: dict[str, Dataset] = {
+    "study uid list": query(StudyInstanceUID=[f"{UID_ROOT}2", f"{UID_ROOT}4"]),
+    "study uid single": query(StudyInstanceUID=f"{UID_ROOT}3"),
+    "step id wildcard": query({"ScheduledProcedureStepID": "?4"}),
+    "step id single": query({"ScheduledProcedureStepID": "S5"}),
+    "step status": query({"ScheduledProcedureStepStatus": "STARTED"}),
+    "step description wildcard": query({"ScheduledProcedureStepDescription": "Step*"}),
+    "requested procedure description": query(RequestedProcedureDescription="Procedure 3"),
+    "modality list": query({"Modality": ["MR", "US"]}),
+}
+
+
+@pytest.mark.parametrize("name", list(SILENT_QUERIES))
+def test_where_wlmscpfs_is_silent_orthanc(peers: tuple[Node, Wlmscpfs], orthanc: Orthanc, name: str) -> None:
+    node, _ = peers
+    ds = SILENT_QUERIES[name]
+    ours = sorted(a["PatientID"] for a in c_find(node.port, node.aet, ds)[1])
+    statuses, answers = c_find(orthanc.port, orthanc.aet, ds)
+    assert statuses[-1] == 0
+    assert ours == sorted(a["PatientID"] for a in answers), name
+    assert 0 < len(ours) < 6
 
 
 def _raw_query(**top: Any) -> Dataset:
