@@ -12,8 +12,10 @@ mapping leaves the stored value unchanged, ``""`` clears it.
 
 Rules kept here (see docs/hl7-worklist.md):
 
-* an item is stored only if DCMTK's worklist clients would accept it
-  (:func:`check_complete`), else the whole order is rejected;
+* an order's item is stored only if DCMTK's worklist clients would accept it
+  (:func:`check_complete`, the station aside), else the whole order is rejected;
+  an item of a worklist file is stored as the file has it (:meth:`Worklist.put_as_is`),
+  as ``wlmscpfs`` serves it;
 * a scheduling order (new/changed) lists every step of its study: steps it no
   longer lists are deleted or cancelled (``[worklist] dropped_steps``);
 * a scheduling order does not move a step that a modality already started or
@@ -38,7 +40,7 @@ from typing import Any
 
 from appliance.config import WorklistConfig
 from appliance.db import MERGED_PATIENTS, WORKLIST, Database
-from appliance.errors import IncompleteItem, InvalidItem, NotFound, PatientMismatch, StepCompleted, UnknownPatient
+from appliance.errors import IncompleteItem, NotFound, PatientMismatch, StepCompleted, UnknownPatient
 from appliance.index import norm_time, pn_key
 from appliance.worklist.items import SPS_SEQUENCE as SPS_SEQUENCE
 from appliance.worklist.items import TYPE2_SEQ, TYPE2_STEP, TYPE2_TOP, as_text, check_complete, check_values, step_of
@@ -393,23 +395,6 @@ class Worklist:
             LOGGER.warning("step %s of study %s has no start date/time: scheduled now", step.sps_id, study_uid)
         item[SPS_SEQUENCE] = [sps]
         return item
-
-    def put(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str) -> ItemKey:
-        """Validate a whole item and store it (replacing the step with the same key) in the caller's transaction.
-
-        Raises
-        ------
-        WorklistError
-            :class:`IncompleteItem` or :class:`InvalidItem`; nothing is written.
-        """
-        if status not in SpsStatus.__members__:
-            raise InvalidItem(f"unknown Scheduled Procedure Step Status {status!r}", "ScheduledProcedureStepStatus")
-        item = self._validated(item)
-        key = ItemKey(as_text(item["StudyInstanceUID"]), as_text(step_of(item)["ScheduledProcedureStepID"]))
-        row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
-                           (key.study_uid, key.sps_id)).fetchone()
-        self._write(conn, row[0] if row else None, item, status, charset, source, _now())
-        return key
 
     def put_as_is(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str,
                   fallback: str) -> ItemKey:
