@@ -2,7 +2,7 @@
 
 The keys modalities filter on (Scheduled Station AE Title, start date and time, Modality, Patient ID
 and Name, Accession Number...) narrow the rows in SQL on indexed columns; every row found is then
-matched on its stored data set by :mod:`appliance.worklist.matching` (``wlmscpfs``' rules), which
+matched on its stored data set by :mod:`appliance.matching` (``wlmscpfs``' rules), which
 decides. Answers are built as ``wlmscpfs`` builds them: the requested keys with the item's values
 (zero length when it has none), an empty sequence key expanded to ``wlmscpfs``' list of sub-keys,
 one answer item per stored sequence item, empty description/code pairs dropped; Specific Character
@@ -27,8 +27,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from appliance.db import WORKLIST
 
 # The C-FIND matching rules are the Q/R index's: one implementation of PS3.4 C.2.2.2.
-from appliance.query import Key, _condition, answer_charset
-from appliance.worklist.matching import Rules, item_matches
+from appliance.matching import Key, Rules, condition, item_matches
+from appliance.query import answer_charset
 from appliance.worklist.store import SPS_SEQUENCE, Attrs, step_of, to_dataset
 
 #: Top-level keys matched in SQL.
@@ -226,7 +226,7 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
                 continue
             if keyword == "ScheduledProcedureStepStartTime" and dated:
                 continue  # matched with the date as one date-time
-            cond = _condition(key, _value_text(value), params)
+            cond = condition(key, _value_text(value), params)
             if cond:
                 conds.append(cond)
     status_asked = any(kw == "ScheduledProcedureStepStatus" and _value_text(v).strip() not in ("", "*")

@@ -1,27 +1,36 @@
-"""Modality Worklist matching on an item's plain data, as DCMTK's ``wlmscpfs`` (3.6.7) matches.
+"""Matching of C-FIND keys, after PS3.4 C.2.2.2, for Query/Retrieve and the Modality Worklist alike.
 
-The rules, from ``dcmwlm`` (``wlfsim.cc``) and ``dcmdata`` (``dcmatch.cc``):
+Two halves, one set of rules:
 
-* a key is universal when it is empty or (text VRs) every value is only ``*``;
-* otherwise the item must have a value: an absent or empty attribute never matches;
-* a multi-valued key matches if any of its values matches any value of the item
-  (``CT\\MR`` matches CT; a key ``AA33`` matches a station ``AA32\\AA33``);
-* text values: ``*`` and ``?`` wildcards, case-sensitive for every VR, person names
-  included; Patient ID, Scheduled Station AE Title and Modality take no wildcards
-  (single value matching only);
-* dates and times are parsed: single values compare as points in time (``1100`` is
-  11:00:00 exactly), ``a-b``, ``a-`` and ``-b`` are inclusive ranges;
-* Scheduled Procedure Step Start Date and Time (and Study Date and Time) are matched as
-  one date-time when both are given with the same shape (``20260905-20260906`` with
-  ``1000-1200`` runs from the 5th 10:00 to the 6th 12:00), else each on its own;
-* a sequence key with an item matches if one item of the item's sequence matches every
-  key inside.
+* **SQL conditions** (:class:`Key`, :func:`condition`): a key becomes an SQL condition over the index
+  or the worklist table: universal (empty or ``*``), single value (exact; PN case-insensitive on the
+  index), ``*``/``?`` wildcards through SQLite ``GLOB`` with every other GLOB metacharacter escaped,
+  ranges on DA and TM (TM bounds padded to their precision), UID lists, and a backslash list on other
+  keys matching any value. Query/Retrieve answers from them alone; the worklist uses them to narrow.
+* **Item matching** (:func:`item_matches`): a worklist item's stored data set against the
+  identifier, as DCMTK's ``wlmscpfs`` (3.6.7) matches (rules read from ``dcmwlm``'s ``wlfsim.cc``
+  and ``dcmdata``'s ``dcmatch.cc``):
 
-Keys ``wlmscpfs`` does not match (Study Instance UID, Scheduled Procedure Step ID and
-Status, descriptions...) are matched with the same functions under PS3.4 C.2.2.2:
-wildcards on text, lists of UIDs, ranges on dates and times. ``[worklist]
-pn_ignore_case`` makes person names match without regard to case, as Orthanc and
-dcm4chee do.
+  * a key is universal when it is empty or (text VRs) every value is only ``*``;
+  * otherwise the item must have a value: an absent or empty attribute never matches;
+  * a multi-valued key matches if any of its values matches any value of the item
+    (``CT\\MR`` matches CT; a key ``AA33`` matches a station ``AA32\\AA33``);
+  * text values: ``*`` and ``?`` wildcards, case-sensitive for every VR, person names
+    included; Patient ID, Scheduled Station AE Title and Modality take no wildcards
+    (single value matching only);
+  * dates and times are parsed: single values compare as points in time (``1100`` is
+    11:00:00 exactly), ``a-b``, ``a-`` and ``-b`` are inclusive ranges;
+  * Scheduled Procedure Step Start Date and Time (and Study Date and Time) are matched as
+    one date-time when both are given with the same shape (``20260905-20260906`` with
+    ``1000-1200`` runs from the 5th 10:00 to the 6th 12:00), else each on its own;
+  * a sequence key with an item matches if one item of the item's sequence matches every
+    key inside.
+
+  Keys ``wlmscpfs`` does not match (Study Instance UID, Scheduled Procedure Step ID and
+  Status, descriptions...) are matched with the same functions under PS3.4 C.2.2.2:
+  wildcards on text, lists of UIDs, ranges on dates and times. ``[worklist]
+  pn_ignore_case`` makes person names match without regard to case, as Orthanc and
+  dcm4chee do.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from appliance.index import norm_date, norm_time, pn_key
 
 SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 
@@ -285,3 +296,102 @@ def item_matches(stored: Mapping[str, Any], identifier: Dataset, rules: Rules, l
         if not attribute_matches(vr, key, stored.get(keyword), wildcards, rules):
             return False
     return True
+
+
+# -- SQL conditions --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """An attribute the index can match and return."""
+
+    level: str
+    column: str
+    kind: str = "str"  # str | pn | uid | date | time | multi | int
+    #: Column to match against when it differs from the returned one (PN keys).
+    match_column: str = ""
+
+def _glob_escape(text: str) -> str:
+    """Escape GLOB metacharacters so they match literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _wildcard_to_glob(value: str) -> str:
+    return "".join({"*": "*", "?": "?"}.get(c, _glob_escape(c)) for c in value)
+
+
+def _time_bounds(value: str) -> tuple[str, str]:
+    """Lowest and highest normalised times a TM value (of any precision) stands for."""
+    value = value.replace(":", "").strip()
+    low = norm_time(value)
+    whole, _, frac = value.partition(".")
+    # "0830" stands for 08:30:00-08:30:59.999999; padding with 9s gives an upper
+    # bound that no later valid time can pass.
+    high = (whole + "999999")[:6] + "." + (frac + "999999")[:6]
+    return low, high
+
+
+def condition(key: Key, value: str, params: list[Any]) -> str | None:
+    """SQL condition for one matching key, or None for universal matching (it narrows the candidates)."""
+    value = value.strip() if key.kind != "uid" else value.strip().strip("\x00")
+    if value in ("", "*"):
+        return None
+    column = key.match_column or key.column
+    if key.kind == "uid":
+        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        params.extend(uids)
+        return f"{column} IN ({', '.join('?' * len(uids))})"
+    if key.kind == "int":
+        params.append(value)
+        return f"CAST({column} AS TEXT) = ?"
+    alternatives = value.split("\\")
+    parts = []
+    for alt in alternatives:
+        part = _single(key, column, alt, params)
+        if part is not None:
+            parts.append(part)
+    if len(parts) < len(alternatives):  # one alternative is universal
+        return None
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _single(key: Key, column: str, value: str, params: list[Any]) -> str | None:
+    if value in ("", "*"):
+        return None
+    if key.kind in ("date", "time"):
+        norm = norm_date if key.kind == "date" else norm_time
+        if "-" in value:
+            low, _, high = value.partition("-")
+            conds = []
+            if low.strip():
+                params.append(norm(low) if key.kind == "date" else _time_bounds(low)[0])
+                conds.append(f"{column} >= ?")
+            if high.strip():
+                params.append(norm(high) if key.kind == "date" else _time_bounds(high)[1])
+                conds.append(f"{column} <= ?")
+            # A range never matches a missing value.
+            conds.append(f"{column} != ''")
+            return "(" + " AND ".join(conds) + ")"
+        if key.kind == "time":
+            low, high = _time_bounds(value)
+            params.extend([low, high])
+            return f"({column} >= ? AND {column} <= ?)"
+        params.append(norm(value))
+        return f"{column} = ?"
+    if key.kind == "pn":
+        pattern = pn_key(value)
+        if "*" in pattern or "?" in pattern:
+            glob = _wildcard_to_glob(pattern)
+            params.extend([glob, glob + "=*"])
+            return f"({column} GLOB ? OR {column} GLOB ?)"
+        # A name without '=' matches the alphabetic group of a multi-group name.
+        params.extend([pattern, _glob_escape(pattern) + "=*"])
+        return f"({column} = ? OR {column} GLOB ?)"
+    if key.kind == "multi":
+        params.append("*\\" + _wildcard_to_glob(value) + "\\*")
+        return f"('\\' || REPLACE({column}, ',', '\\') || '\\') GLOB ?"
+    if "*" in value or "?" in value:
+        params.append(_wildcard_to_glob(value))
+        return f"{column} GLOB ?"
+    params.append(value)
+    return f"{column} = ?"
