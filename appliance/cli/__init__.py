@@ -21,7 +21,8 @@ from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
-from appliance.errors import ApplianceError, DatabaseError
+from appliance.errors import ApplianceError, DatabaseError, ListenerError
+from appliance.lock import DataFolderLock
 from appliance.log import setup_logging
 from tls import TLSError
 
@@ -44,6 +45,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         db.check_writable()
     finally:
         db.close()
+    # Before the log, the reconcile and the cleaning of store/tmp: a second instance must touch nothing.
+    lock = DataFolderLock(cfg.data_dir)
+    lock.acquire()
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
@@ -85,7 +89,10 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         if forwarder is not None:
             forwarder.start()
         if hl7_listener is not None:
-            hl7_listener.start()
+            try:
+                hl7_listener.start()
+            except OSError as exc:
+                raise ListenerError.port("HL7", "[hl7] port", cfg.hl7.bind, cfg.hl7.port, exc) from None
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
         # A signal may be delivered to any of the threads; CPython then only flags it, and the main thread
         # runs the handler when it next wakes. An untimed wait might never wake: poll.
@@ -103,6 +110,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
+        lock.release()
     return 0
 
 
