@@ -42,7 +42,9 @@ class WebService:
             from webui import create_app
             from webui.server import WebServer
 
-            context = security.server_context(cfg) if cfg.web.https else None
+            # Never a client certificate on the web: patients' browsers have none ([tls] verify_peer is for
+            # DICOM and HL7 peers).
+            context = security.server_context(cfg, verify_peer=False) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
             try:
