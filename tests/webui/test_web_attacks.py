@@ -5,9 +5,15 @@ The attack clients are raw sockets or plain HTTP clients on loopback, bounded in
 
 from __future__ import annotations
 
+import html
+import http.client
+import re
 import ssl
+import urllib.parse
 import urllib.request
+from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 from appliance import security
 from appliance.cli.web import WebService
@@ -15,6 +21,59 @@ from appliance.config import parse_config
 from appliance.core import Appliance
 
 from conftest import HOST, free_port
+
+ADMIN = ("admin", "admin-password-1")  # the users of the web tests' conftest
+DESK = ("desk", "desk-password-1")
+
+_CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Client:
+    """A plain HTTP client on a served site that keeps its cookies (they can be copied, as a thief would)."""
+
+    def __init__(self, url: str, cookies: dict[str, str] | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or HOST, parts.port or 80
+        self.cookies: dict[str, str] = dict(cookies or {})
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=20)
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode("utf-8", "replace")
+            for header in response.msg.get_all("Set-Cookie") or []:
+                for name, morsel in SimpleCookie(header).items():
+                    if morsel.value and morsel["max-age"] != "0":
+                        self.cookies[name] = morsel.value
+                    else:
+                        self.cookies.pop(name, None)
+            return response.status, dict(response.getheaders()), text
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
+        return self.request("GET", path, **kwargs)
+
+    def csrf(self, path: str) -> str:
+        match = _CSRF_RE.search(self.get(path)[2])
+        assert match, f"{path} has no form"
+        return html.unescape(match.group(1))
+
+    def login(self, who: tuple[str, str]) -> int:
+        token = self.csrf("/staff/login")
+        return self.request("POST", "/staff/login", {"name": who[0], "password": who[1], "csrf_token": token})[0]
+
+    def post(self, path: str, form: dict[str, str], page: str = "/staff/studies") -> int:
+        return self.request("POST", path, {**form, "csrf_token": self.csrf(page)})[0]
 
 
 def _get(url: str, context: ssl.SSLContext | None = None, timeout: float = 10) -> tuple[int, bytes]:
@@ -44,3 +103,62 @@ def test_patient_https_site_needs_no_client_certificate(tmp_path: Path) -> None:
     finally:
         web.stop()
         app.stop()
+
+
+# -- revocable sessions (finding 8) ---------------------------------------------------------------------------
+
+def test_staff_cookie_stops_working_after_logout(live: Any) -> None:
+    served = live()
+    alice = Client(served.url)
+    assert alice.login(ADMIN) == 302
+    stolen = Client(served.url, alice.cookies)  # a copy of the cookie, taken while signed in
+    assert stolen.get("/api/whoami")[0] == 200
+    assert alice.post("/staff/logout", {}) == 302
+    assert stolen.get("/api/whoami")[0] == 401
+    assert stolen.get("/staff/studies")[0] == 302  # to the sign-in page
+    # Signing in again opens a new session; the old copy stays dead.
+    assert alice.login(ADMIN) == 302 and alice.get("/api/whoami")[0] == 200
+    assert stolen.get("/api/whoami")[0] == 401
+
+
+def test_staff_cookie_stops_working_after_password_or_role_change(live: Any) -> None:
+    served = live()
+    site = served.env.site
+    desk_id = site.users.by_name(DESK[0]).id
+    admin = Client(served.url)
+    assert admin.login(ADMIN) == 302
+    desk = Client(served.url)
+    assert desk.login(DESK) == 302
+    stolen = Client(served.url, desk.cookies)
+    assert stolen.get("/api/whoami")[0] == 200
+    assert admin.post(f"/staff/users/{desk_id}/password", {"password": "reset-password-9"}, "/staff/users") == 302
+    assert stolen.get("/api/whoami")[0] == 401 and desk.get("/api/whoami")[0] == 401
+    assert desk.login((DESK[0], "reset-password-9")) == 302
+    stolen = Client(served.url, desk.cookies)
+    assert admin.post(f"/staff/users/{desk_id}/role", {"role": "admin"}, "/staff/users") == 302
+    assert stolen.get("/api/whoami")[0] == 401
+    # Changing one's own password ends the other sessions of the account, not the one that changed it.
+    assert desk.login((DESK[0], "reset-password-9")) == 302
+    elsewhere = Client(served.url)
+    assert elsewhere.login((DESK[0], "reset-password-9")) == 302
+    form = {"current": "reset-password-9", "password": "own-password-7", "again": "own-password-7"}
+    assert desk.post("/staff/account", form, "/staff/account") == 302
+    assert desk.get("/api/whoami")[0] == 200
+    assert elsewhere.get("/api/whoami")[0] == 401
+
+
+def test_patient_cookie_stops_working_at_leave(live: Any) -> None:
+    served = live()
+    patient = Client(served.url)
+    status, headers, _ = patient.get("/token?" + served.env.token("ct"))
+    assert status == 303 and headers["Location"].endswith("/study")
+    stolen = Client(served.url, patient.cookies)
+    assert stolen.get("/study")[0] == 200
+    assert patient.get("/leave")[0] == 200
+    assert "appliance_patient" not in patient.cookies
+    assert stolen.get("/study")[0] == 404
+    series = served.env.site.catalog.series(served.env.studies["ct"])[0]["series_uid"]
+    assert stolen.get(f"/study/thumb/{series}.jpg")[0] == 404
+    # The link itself still works (until it expires), with a new session.
+    assert patient.get("/token?" + served.env.token("ct"))[0] == 303 and patient.get("/study")[0] == 200
+    assert stolen.get("/study")[0] == 404

@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
-from flask import abort, flash, g, redirect, render_template, request, send_file, url_for
+from flask import abort, flash, g, redirect, render_template, request, send_file, session, url_for
 from werkzeug.wrappers import Response
 
 from appliance import __version__
@@ -131,6 +131,8 @@ def account() -> Any:
         else:
             try:
                 site.users.set_password(g.user.id, request.form.get("password", ""))
+                # Sessions elsewhere ended with the change; this one carries on with the new generation.
+                session["gen"] = site.users.get(g.user.id).session_gen  # type: ignore[union-attr]
                 audit("user.password", detail=g.user.name)
                 flash("Your password was changed.", "success")
                 return redirect(url_for("staff.studies"))

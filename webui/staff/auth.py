@@ -50,6 +50,7 @@ def login() -> str | Response:
     session.clear()
     session.permanent = True
     session["uid"] = user.id
+    session["gen"] = user.session_gen
     session["seen"] = time.time()
     session["csrf"] = secrets.token_urlsafe(32)  # a new token per session
     g.user = user
@@ -60,8 +61,9 @@ def login() -> str | Response:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
-    """Sign out."""
+    """Sign out: every copy of this user's session cookie stops working, here and on other computers."""
     audit("staff.logout")
+    get_context().site.users.end_sessions(g.user.id)
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("staff.login"))
