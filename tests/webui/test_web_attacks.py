@@ -162,3 +162,44 @@ def test_patient_cookie_stops_working_at_leave(live: Any) -> None:
     # The link itself still works (until it expires), with a new session.
     assert patient.get("/token?" + served.env.token("ct"))[0] == 303 and patient.get("/study")[0] == 200
     assert stolen.get("/study")[0] == 404
+
+
+# -- rate limits that cannot lock everyone out (finding 10) ---------------------------------------------------
+
+WRONG_LINK = "/token?" + "A" * 64
+
+
+def test_wrong_links_never_refuse_a_valid_link_or_a_sign_in(live: Any) -> None:
+    """Everyone behind one address (a hospital NAT, a proxy): one client's wrong links block nobody else."""
+    served = live(rate_limit=5, rate_window=600)
+    attacker = Client(served.url)
+    answers = [attacker.get(WRONG_LINK)[0] for _ in range(8)]
+    assert answers[:5] == [404] * 5 and answers[5:] == [429] * 3
+    patient = Client(served.url)  # same address, another patient
+    assert patient.get("/token?" + served.env.token("ct"))[0] == 303
+    assert patient.get("/study")[0] == 200
+    assert attacker.get(WRONG_LINK)[0] == 429  # the attacker stays limited
+    # Staff sign-ins have their own counters: wrong links do not use them up.
+    assert Client(served.url).login(ADMIN) == 302
+
+
+def test_failed_sign_ins_never_refuse_staff_their_usual_browser(live: Any) -> None:
+    served = live(rate_limit=5, rate_window=600)
+    admin, desk = Client(served.url), Client(served.url)
+    for browser, who in ((admin, ADMIN), (desk, DESK)):  # each signed in on this browser before
+        assert browser.login(who) == 302
+        assert browser.post("/staff/logout", {}) == 302
+    attacker = Client(served.url)  # same address
+    answers = [attacker.login((ADMIN[0], f"guess-{n}")) for n in range(7)]
+    assert answers[:5] == [401] * 5 and answers[5:] == [429] * 2
+    assert attacker.login((DESK[0], "guess-x")) == 429  # the address is used up as well
+    assert attacker.login(ADMIN) == 429  # the attacker learns nothing, even with the right password
+    # The right credentials from the browsers the users signed in with before: not refused.
+    assert admin.login(ADMIN) == 302 and admin.get("/api/whoami")[0] == 200
+    assert desk.login(DESK) == 302 and desk.get("/api/whoami")[0] == 200
+    # Patients are not affected at all.
+    assert Client(served.url).get("/token?" + served.env.token("mr"))[0] == 303
+    # A trusted browser's own failures still count, against that browser only.
+    assert admin.post("/staff/logout", {}) == 302
+    assert [admin.login((ADMIN[0], "typo")) for _ in range(6)][-1] == 429
+    assert desk.post("/staff/logout", {}) == 302 and desk.login(DESK) == 302

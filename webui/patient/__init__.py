@@ -7,7 +7,8 @@ itself once, which is a same-site navigation.) Every later
 request checks that the token is still valid (not expired, revoked or regenerated) and that the session was
 not ended ("Leave" deletes its server-side row, so a copy of the cookie stops working too). Unknown, malformed,
 expired and revoked tokens get the same "not found or expired" page, and failed attempts count against the
-client address (``[web] rate_limit`` per ``rate_window`` seconds, then 429).
+client address (``[web] rate_limit`` per ``rate_window`` seconds, then 429 for further wrong links; a valid
+link is never refused).
 """
 
 from __future__ import annotations
@@ -105,15 +106,19 @@ def token() -> Any:
     """
     context = get_context()
     address = client_address()
-    if context.limiter.blocked(address):
-        g.retry_after = context.limiter.retry_after(address)
-        _audit("token.rate_limited", None, outcome="failure")
-        abort(429, description="Too many wrong links were tried from this device. Please wait a minute and "
-                               "open the link again.")
     raw = _token_from_query()
+    # A valid link always opens, whatever other clients behind the same address (a hospital NAT, a proxy) tried:
+    # the limit only turns further wrong links into 429. (A token has 384 bits: the limit is not what stops
+    # guessing, it keeps a flood of wrong links short.)
     info = context.site.tokens.resolve(raw)
     if info is None:
-        context.limiter.fail(address)
+        limiter = context.link_limiter
+        if limiter.blocked(address):
+            g.retry_after = limiter.retry_after(address)
+            _audit("token.rate_limited", None, outcome="failure")
+            abort(429, description="Too many wrong links were tried from this device. Please wait a minute and "
+                                   "open the link again.")
+        limiter.fail(address)
         # Never log the token: a hash prefix is enough to match a complaint to a link.
         _audit("token.failed", None, detail=f"hash {hash_token(raw)[:8]}" if raw else "no token",
                outcome="failure")
