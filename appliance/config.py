@@ -189,9 +189,16 @@ class HL7Config:
     log_retention_days: int = 30
     #: Largest accepted message; a bigger frame is answered AR and skipped.
     max_message_kb: int = 16384
-    #: Seconds a connection may stay silent before it is closed.
+    #: Seconds a connection may stay silent (after its first message) before it is closed.
     idle_timeout: float = 300.0
+    #: Connections served at once; when all are open, the one idle longest is closed for a new one.
     max_connections: int = 50
+    #: Connections served at once from one address.
+    max_connections_per_peer: int = 10
+    #: Seconds a new connection has to begin its first message.
+    first_message_timeout: float = 10.0
+    #: Seconds a sender has to finish a message it has begun.
+    message_timeout: float = 60.0
     #: "App|Facility" (or "App") of accepted senders; empty: accept every sender.
     accepted_senders: tuple[str, ...] = ()
     #: Scheduled Station AE Title by modality, when the order names none (e.g. {CT = "CT1"}).
@@ -435,11 +442,12 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
     if hl7.missing_study_uid not in ("reject", "generate", "accession"):
         raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
                           f"{hl7.missing_study_uid!r}")
-    for key in ("log_retention_days", "max_message_kb", "max_connections"):
+    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer"):
         if getattr(hl7, key) < (0 if key == "log_retention_days" else 1):
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
-    if hl7.idle_timeout <= 0:
-        raise ConfigError("[hl7] idle_timeout must be positive")
+    for key in ("idle_timeout", "first_message_timeout", "message_timeout"):
+        if getattr(hl7, key) <= 0:
+            raise ConfigError(f"[hl7] {key} must be positive")
     return hl7
 
 

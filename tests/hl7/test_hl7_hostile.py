@@ -5,9 +5,13 @@ Every attack client here is bounded in count and time and talks to a listener on
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 from hl7support import HL7Node, MLLPClient, findscu_mwl, orm, segments
+
+from conftest import HOST, wait_until
 
 SAET_MR1 = "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR1"
 
@@ -27,3 +31,100 @@ def _key(study: str, sps_id: str):
     from appliance.worklist.store import ItemKey
 
     return ItemKey(study, sps_id)
+
+
+# -- idle connections cannot shut senders out (finding 6) -------------------------------------------------------
+
+def _connect(port: int, source: str = HOST) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(20)
+    sock.connect((HOST, port))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed this connection (EOF or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def _ordered_within(port: int, seconds: float, source: str = HOST, msg_id: str = "HIS1") -> None:
+    start = time.monotonic()
+    his = MLLPClient.__new__(MLLPClient)
+    his.sock, his.buf = _connect(port, source), b""
+    try:
+        assert segments(his.request(orm(msg_id=msg_id)))["MSA"] == f"MSA|AA|{msg_id}"
+    finally:
+        his.close()
+    assert time.monotonic() - start < seconds
+
+
+def test_idle_connections_do_not_shut_out_the_his(hl7_factory) -> None:
+    """50 connections that say nothing used to block every HIS for idle_timeout (300 s)."""
+    node = hl7_factory({"first_message_timeout": 3, "idle_timeout": 300})
+    server = node.hl7.server
+    attack = [_connect(node.hl7_port) for _ in range(50)]
+    try:
+        # A HIS on another address, and one behind the attacker's own address (a NAT), are both served at once.
+        _ordered_within(node.hl7_port, 5, source="127.0.0.2", msg_id="OTHER")
+        _ordered_within(node.hl7_port, 5, msg_id="SAME")
+        assert server.open_connections <= server.max_connections_per_peer + 1
+        # The silent connections still open are closed after first_message_timeout, not idle_timeout.
+        wait_until(lambda: all(_closed_by_server(s) for s in attack), timeout=10)
+        wait_until(lambda: server.open_connections == 0, timeout=5)
+    finally:
+        for sock in attack:
+            sock.close()
+    assert node.app.worklist.item(_key("1.2.3.4", "SPS-1"))[0]["PatientID"] == "4MR1"
+
+
+def test_a_trickled_message_is_cut_off(hl7_factory) -> None:
+    node = hl7_factory({"message_timeout": 2})
+    sock = _connect(node.hl7_port)
+    try:
+        start = time.monotonic()
+        payload = b"\x0b" + orm().encode("latin-1")
+        closed = False
+        for byte in payload[:40]:  # a byte every 0.2 s: never silent long, never done
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            if _closed_by_server(sock):
+                closed = True
+                break
+            time.sleep(0.2)
+        assert closed and time.monotonic() - start < 6
+        _ordered_within(node.hl7_port, 5)
+    finally:
+        sock.close()
+
+
+def test_when_every_connection_is_busy_new_ones_are_refused(hl7_factory) -> None:
+    """Only idle connections make room; connections in the middle of a message are not cut."""
+    node = hl7_factory({"max_connections": 3, "max_connections_per_peer": 3, "message_timeout": 30})
+    busy = [_connect(node.hl7_port) for _ in range(3)]
+    try:
+        for sock in busy:
+            sock.sendall(b"\x0bMSH|^~\\&|RIS|HOSP")  # a message begun, not finished
+        wait_until(lambda: all(c.busy for c in node.hl7.server._open.values()), timeout=5)
+        late = _connect(node.hl7_port)
+        wait_until(lambda: _closed_by_server(late), timeout=5)
+        late.close()
+        assert not any(_closed_by_server(s) for s in busy)
+        busy[0].sendall(orm(msg_id="DONE").encode("latin-1")[len("MSH|^~\\&|RIS|HOSP"):] + b"\x1c\x0d")
+        reader = MLLPClient.__new__(MLLPClient)
+        reader.sock, reader.buf = busy[0], b""
+        assert segments(reader.ack())["MSA"] == "MSA|AA|DONE"
+    finally:
+        for sock in busy:
+            sock.close()
