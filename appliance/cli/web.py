@@ -38,13 +38,13 @@ class WebService:
 
         self.server: Any = None
         if cfg.web.port:
-            from appliance import security
+            from appliance import tls_contexts
             from webui import create_app
             from webui.server import WebServer
 
             # Never a client certificate on the web: patients' browsers have none ([tls] verify_peer is for
             # DICOM and HL7 peers).
-            context = security.server_context(cfg, verify_peer=False) if cfg.web.https else None
+            context = tls_contexts.server_context(cfg, verify_peer=False) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
             try:

@@ -15,7 +15,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
-from appliance import security
+from appliance import tls_contexts
 from appliance.cli.web import WebService
 from appliance.config import parse_config
 from appliance.core import Appliance
@@ -94,7 +94,7 @@ def test_patient_https_site_needs_no_client_certificate(tmp_path: Path) -> None:
     web = WebService(app, cfg)
     web.start()
     try:
-        assert security.server_context(cfg).verify_mode == ssl.CERT_REQUIRED  # DICOM / HL7 TLS ports
+        assert tls_contexts.server_context(cfg).verify_mode == ssl.CERT_REQUIRED  # DICOM / HL7 TLS ports
         context = ssl.create_default_context(cafile=str(tmp_path / "data" / "tls-demo" / "ca.crt"))
         context.check_hostname = False
         # A patient's browser: trusts the server, has no certificate of its own.
