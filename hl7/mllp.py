@@ -140,8 +140,9 @@ class _Conn:
     sock: socket.socket
     host: str
     last: float
-    #: A TLS handshake, a message being received or applied: not idle.
-    busy: bool = True
+    #: "starting" (TLS handshake), "idle" (waiting for a message) or "busy" (a message being received or
+    #: applied); only idle connections are closed to make room.
+    state: str = "starting"
 
 
 class _Connection(socketserver.BaseRequestHandler):
@@ -170,7 +171,7 @@ class _Connection(socketserver.BaseRequestHandler):
         count = 0
         opened = time.monotonic()
         frame_start: float | None = None
-        conn.busy = False
+        conn.state = "idle"
         try:
             while not srv.stopping:
                 # Three clocks: a new connection must deliver its first message soon, a message once begun
@@ -195,8 +196,8 @@ class _Connection(socketserver.BaseRequestHandler):
                     break
                 conn.last = time.monotonic()
                 was_in_frame = reader.in_frame
+                conn.state = "busy"
                 items = reader.feed(data)
-                conn.busy = True
                 for item in items:
                     count += 1
                     reply = srv.handler(item, peer)
@@ -211,7 +212,7 @@ class _Connection(socketserver.BaseRequestHandler):
                     frame_start = None
                 elif items or not was_in_frame or frame_start is None:
                     frame_start = conn.last  # a new message began in this chunk
-                conn.busy = reader.in_frame
+                conn.state = "busy" if reader.in_frame else "idle"
             if reader.partial:
                 LOGGER.warning("HL7 sender %s disconnected in the middle of a message: %d byte(s) discarded", peer,
                                reader.partial)
@@ -308,7 +309,7 @@ class MLLPServer(socketserver.ThreadingTCPServer):
                 pool, limit = [], ""
             victim: _Conn | None = None
             if limit:
-                idle = [c for c in pool if not c.busy and id(c) not in self._evicted]
+                idle = [c for c in pool if c.state == "idle" and id(c) not in self._evicted]
                 victim = min(idle, key=lambda c: c.last) if idle else None
                 if victim is None:
                     LOGGER.warning("HL7 connection from %s refused: %s open already, none idle", host, limit)
