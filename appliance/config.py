@@ -192,6 +192,10 @@ class HL7Config:
     log_retention_days: int = 30
     #: Largest accepted message; a bigger frame is answered AR and skipped.
     max_message_kb: int = 16384
+    #: The message log keeps at most this much of each message.
+    log_message_kb: int = 64
+    #: Messages are refused (AR) while the database's disk has less free space than this.
+    free_space_limit_mb: int = 500
     #: Seconds a connection may stay silent (after its first message) before it is closed.
     idle_timeout: float = 300.0
     #: Connections served at once; when all are open, the one idle longest is closed for a new one.
@@ -445,8 +449,9 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
     if hl7.missing_study_uid not in ("reject", "generate", "accession"):
         raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
                           f"{hl7.missing_study_uid!r}")
-    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer"):
-        if getattr(hl7, key) < (0 if key == "log_retention_days" else 1):
+    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer",
+                "log_message_kb", "free_space_limit_mb"):
+        if getattr(hl7, key) < (0 if key in ("log_retention_days", "free_space_limit_mb") else 1):
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
     for key in ("idle_timeout", "first_message_timeout", "message_timeout"):
         if getattr(hl7, key) <= 0:

@@ -5,13 +5,17 @@ Every attack client here is bounded in count and time and talks to a listener on
 
 from __future__ import annotations
 
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from hl7support import HL7Node, MLLPClient, findscu_mwl, orm, segments
 
-from conftest import HOST, wait_until
+from conftest import HOST, free_port, wait_until
 
 SAET_MR1 = "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR1"
 
@@ -129,3 +133,81 @@ def test_when_every_connection_is_busy_new_ones_are_refused(hl7_factory) -> None
     finally:
         for sock in busy:
             sock.close()
+
+
+# -- one huge field is not repeated whole (finding 7) -----------------------------------------------------------
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_huge_field_does_not_flood_the_ack_log_and_database(tmp_path: Path) -> None:
+    """A 10 MB field used to come back whole in the AE text, twice in appliance.log and in each message-log
+    row: 12 such messages rotated every log file away. Now each is cut: the history survives."""
+    data = tmp_path / "data"
+    port = free_port()
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(f"""[appliance]
+data_dir = "{data}"
+log_max_mb = 1
+log_backups = 2
+[dicom]
+bind = "{HOST}"
+port = 0
+tls_port = 0
+[hl7]
+bind = "{HOST}"
+port = {port}
+station_aets = {{ MR = "MR1" }}
+[web]
+port = 0
+""")
+    out = (tmp_path / "serve.out").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], text=True,
+                            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (data / "logs" / "appliance.log").exists()
+                   and "HL7 listening" in (data / "logs" / "appliance.log").read_text(), timeout=60)
+        # A 10 MB name with a terminal escape and an escaped line break that would start a forged record.
+        name = "Doe" + "1" * (10 * 1024 * 1024) + "\x1b[2J\\X0D0A\\2026 FORGED^Jo"
+        client = MLLPClient(port, timeout=60)
+        for n in range(12):
+            ack = client.request(orm(msg_id=f"BIG{n}", version="2.5.1", name=name))
+            assert segments(ack)["MSA"].startswith(f"MSA|AE|BIG{n}|")
+            assert "longer than PN allows" in segments(ack)["ERR"] and len(ack) < 2000
+        assert segments(client.request(orm(msg_id="AFTER")))["MSA"] == "MSA|AA|AFTER"
+        client.close()
+        assert _rss_mb(proc.pid) < 400  # a 16 MB message limit, not a multiple of it per message
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        out.close()
+    log = data / "logs" / "appliance.log"
+    text = log.read_text()
+    assert "HL7 listening" in text and not (data / "logs" / "appliance.log.1").exists()  # nothing rotated away
+    assert log.stat().st_size < 200_000
+    assert "BIG11" in text and "\x1b" not in text
+    # One line per record: the field's CR did not start a forged line.
+    assert all(line[:4].isdigit() for line in text.splitlines() if line)
+    with sqlite3.connect(data / "appliance.db") as db:
+        rows = db.execute("SELECT control_id, length(message), length(ack), length(error) FROM hl7_messages").fetchall()
+    assert len(rows) == 13
+    for control, message, ack_len, error in rows:
+        assert message <= 64 * 1024 + 100 and ack_len < 2000 and error < 400, (control, message, ack_len, error)
+
+
+def test_a_full_database_disk_refuses_messages(hl7_factory) -> None:
+    """Like the store: below [hl7] free_space_limit_mb the message is refused (AR, send again later)."""
+    node = hl7_factory({"free_space_limit_mb": 1_000_000_000})  # more than any disk has
+    client = MLLPClient(node.hl7_port)
+    try:
+        ack = segments(client.request(orm(msg_id="FULL")))
+    finally:
+        client.close()
+    assert ack["MSA"].startswith("MSA|AR|FULL|") and "database disk has" in ack["MSA"]
+    assert "207" in ack["ERR"]
+    assert node.app.hl7_log.recent() == []
+    assert node.app.worklist.item(_key("1.2.3.4", "SPS-1")) is None
