@@ -247,6 +247,13 @@ class WebConfig:
     https: bool = False
     #: Worker threads of the WSGI server.
     threads: int = 8
+    #: Seconds a client has to send a whole request header (from its first byte; from the connection for
+    #: the first request): slowly trickled headers cannot hold connections.
+    header_timeout: float = 10.0
+    #: Connections open at once (raise the service's open-files limit to match).
+    max_connections: int = 1000
+    #: Connections open at once from one client address; at the cap its stalled or idle one makes room.
+    max_connections_per_client: int = 50
     #: A staff session ends after this many minutes without a request.
     session_minutes: int = 30
     #: Lifetime of the cookie a patient link is exchanged for; then the link must be opened again.
@@ -515,9 +522,11 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     web: WebConfig = replace(_build(WebConfig, table, "web"), token_days=token_days)
     _check_port(web.port, "[web] port")
     for key in ("threads", "session_minutes", "patient_session_minutes", "rate_limit", "rate_window",
-                "max_zip_builds"):
+                "max_zip_builds", "max_connections", "max_connections_per_client"):
         if getattr(web, key) < 1:
             raise ConfigError(f"[web] {key} must be at least 1")
+    if web.header_timeout <= 0:
+        raise ConfigError("[web] header_timeout must be positive")
     if web.zip_compression not in ("none", "jpeg-lossless"):
         raise ConfigError(f"[web] zip_compression must be 'none' or 'jpeg-lossless', not {web.zip_compression!r}")
     if web.slip_paper not in ("A4", "Letter", "receipt80"):

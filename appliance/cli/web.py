@@ -47,9 +47,11 @@ class WebService:
             context = tls_contexts.server_context(cfg, verify_peer=False) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
+            _raise_open_files_limit(cfg.web.max_connections + 512)  # connections, the database, the listeners
             try:
                 self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
-                                        cfg.tls.handshake_timeout)
+                                        cfg.tls.handshake_timeout, cfg.web.header_timeout, cfg.web.max_connections,
+                                        cfg.web.max_connections_per_client)
             except OSError as exc:
                 raise ApplianceError(f"[web] port {cfg.web.port} on {cfg.web.bind} cannot be opened: "
                                      f"{exc.strerror or exc}") from None
@@ -75,6 +77,24 @@ class WebService:
         if self.server is not None:
             self.server.stop()
         self.site.close()
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Raise the soft limit of open files towards ``wanted`` (up to the hard limit), saying so when it falls short.
+
+    systemd's default soft limit (1024) is below ``[web] max_connections``; the hard one is usually far higher.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        LOGGER.warning("open files are limited to %d: [web] max_connections needs about %d (raise LimitNOFILE)",
+                       target, wanted)
 
 
 def build_web(app: Any, cfg: Config) -> WebService:

@@ -5,10 +5,14 @@ The attack clients are raw sockets or plain HTTP clients on loopback, bounded in
 
 from __future__ import annotations
 
+import contextlib
 import html
 import http.client
 import re
+import socket
 import ssl
+import threading
+import time
 import urllib.parse
 import urllib.request
 from http.cookies import SimpleCookie
@@ -20,7 +24,7 @@ from appliance.cli.web import WebService
 from appliance.config import parse_config
 from appliance.core import Appliance
 
-from conftest import HOST, free_port
+from conftest import HOST, free_port, wait_until
 
 ADMIN = ("admin", "admin-password-1")  # the users of the web tests' conftest
 DESK = ("desk", "desk-password-1")
@@ -203,3 +207,79 @@ def test_failed_sign_ins_never_refuse_staff_their_usual_browser(live: Any) -> No
     assert admin.post("/staff/logout", {}) == 302
     assert [admin.login((ADMIN[0], "typo")) for _ in range(6)][-1] == 429
     assert desk.post("/staff/logout", {}) == 302 and desk.login(DESK) == 302
+
+
+# -- slowly trickled headers (finding 5) ----------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _served_within(port: int, seconds: float, source: str = HOST) -> None:
+    start = time.monotonic()
+    conn = http.client.HTTPConnection(HOST, port, timeout=seconds, source_address=(source, 0))
+    try:
+        conn.request("GET", "/robots.txt")
+        response = conn.getresponse()
+        assert response.status == 200 and b"Disallow" in response.read()
+    finally:
+        conn.close()
+    assert time.monotonic() - start < seconds
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slowly_trickled_headers_do_not_take_the_site_down(env_factory: Any) -> None:
+    """~210 connections trickling a request header used to fill waitress's connection limit: nobody was served."""
+    from webui.server import WebServer
+
+    env = env_factory()
+    server = WebServer(env.flask, HOST, 0, threads=4, header_timeout=3)
+    server.start()
+    port = server.port
+    attack: list[socket.socket] = []
+    stop = threading.Event()
+
+    def trickle() -> None:  # a header line every half second on every connection: never silent, never done
+        n = 0
+        while not stop.wait(0.5) and n < 40:
+            n += 1
+            for sock in list(attack):
+                with contextlib.suppress(OSError):
+                    sock.send(f"X-Slow-{n}: x\r\n".encode())
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    try:
+        _served_within(port, 5)
+        rss_before = _rss_mb()
+        for _ in range(250):
+            sock = socket.create_connection((HOST, port), timeout=5)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"GET /staff/login HTTP/1.1\r\nHost: x\r\n")
+            attack.append(sock)
+        trickler.start()
+        # While the attack holds: a client elsewhere, and one behind the attacker's own address, are served.
+        _served_within(port, 5, source="127.0.0.2")
+        _served_within(port, 5)
+        mine = [c for c in server.server.active_channels.values() if c.addr and c.addr[0] == HOST]
+        assert len(mine) <= server.max_connections_per_client
+        # Every trickling connection is closed once its header is late, however busy it keeps the line.
+        wait_until(lambda: all(_closed_by_server(s) for s in attack), timeout=20)
+        _served_within(port, 5)
+        assert _rss_mb() - rss_before < 50
+    finally:
+        stop.set()
+        for sock in attack:
+            sock.close()
+        server.stop()
