@@ -355,7 +355,8 @@ def _m_sessions(conn: sqlite3.Connection) -> None:
             token_id INTEGER NOT NULL,
             expires REAL NOT NULL
         ) WITHOUT ROWID;
-        CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires)
+        CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires);
+        CREATE INDEX patient_sessions_token ON {PATIENT_SESSIONS} (token_id, expires)
         """
     )
 

@@ -18,6 +18,9 @@ from appliance.db import PATIENT_SESSIONS, Database
 
 #: Seconds between two purges of expired rows.
 _PURGE_INTERVAL = 300.0
+#: Open sessions kept per token (a family's phones and computers); opening one more ends the oldest, so that
+#: opening a link in a loop cannot grow the table.
+MAX_PER_TOKEN = 20
 
 
 def _hash(session_id: str) -> str:
@@ -54,6 +57,9 @@ class PatientSessions:
                 conn.execute(f"DELETE FROM {PATIENT_SESSIONS} WHERE expires < ?", (now,))
             conn.execute(f"INSERT INTO {PATIENT_SESSIONS} (id_hash, token_id, expires) VALUES (?, ?, ?)",
                          (_hash(session_id), token_id, now + seconds))
+            conn.execute(f"DELETE FROM {PATIENT_SESSIONS} WHERE token_id = ? AND id_hash NOT IN (SELECT id_hash FROM"
+                         f" {PATIENT_SESSIONS} WHERE token_id = ? ORDER BY expires DESC LIMIT {MAX_PER_TOKEN})",
+                         (token_id, token_id))
         return session_id
 
     def token_of(self, session_id: str) -> int | None:

@@ -283,3 +283,20 @@ def test_slowly_trickled_headers_do_not_take_the_site_down(env_factory: Any) -> 
         for sock in attack:
             sock.close()
         server.stop()
+
+
+def test_opening_a_link_in_a_loop_keeps_a_bounded_number_of_sessions(env: Any) -> None:
+    from appliance.site.sessions import MAX_PER_TOKEN
+
+    client = env.client()
+    cookies = []
+    for _ in range(MAX_PER_TOKEN + 15):
+        response = client.get("/token?" + env.token("ct"))
+        assert response.status_code == 303
+        cookies.append(client.get_cookie("appliance_patient").value)
+    count = env.app.db.conn.execute("SELECT COUNT(*) FROM patient_sessions").fetchone()[0]
+    assert count == MAX_PER_TOKEN
+    newest, oldest = env.client(), env.client()
+    newest.set_cookie("appliance_patient", cookies[-1])
+    oldest.set_cookie("appliance_patient", cookies[0])
+    assert newest.get("/study").status_code == 200 and oldest.get("/study").status_code == 404
