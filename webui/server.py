@@ -196,6 +196,9 @@ class WebServer:
         logging.getLogger("waitress.queue").addFilter(_QUEUE_FILTER)  # addFilter skips a filter it has
         server.handle_accept = self._accept_tls if ssl_context is not None else self._accept
         self._refused = 0
+        #: Sockets in a TLS handshake, oldest first, by client address.
+        self._handshakes: dict[str, list[socket.socket]] = {}
+        self._handshake_lock = threading.Lock()
         self.port = int(server.effective_port)
         self._thread: threading.Thread | None = None
 
@@ -276,9 +279,47 @@ class WebServer:
         if accepted is None:
             return
         conn, addr = accepted
-        threading.Thread(target=self._serve_tls, args=(conn, addr), name="web-tls", daemon=True).start()
+        host = addr[0]
+        # Handshakes run in threads before waitress sees the connection: they are capped like connections, or
+        # clients that never say hello would each hold a thread. At the per-client cap the oldest handshake of
+        # the address (a silent or slow client) is cut to make room.
+        victim: socket.socket | None = None
+        with self._handshake_lock:
+            total = sum(len(v) for v in self._handshakes.values())
+            pending = self._handshakes.setdefault(host, [])
+            admitted = total < self.server.adj.connection_limit
+            if admitted and len(pending) >= self.max_connections_per_client:
+                victim = pending.pop(0)
+            if admitted:
+                # A second descriptor of the socket: the handshake wraps (detaches) the first one.
+                handle = conn.dup()
+                pending.append(handle)
+            elif not pending:
+                del self._handshakes[host]
+        if victim is not None:
+            with contextlib.suppress(OSError):
+                victim.shutdown(socket.SHUT_RDWR)  # its handshake fails at once; its thread ends
+            victim.close()
+        if not admitted:
+            self._refused += 1
+            if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                LOGGER.warning("web: TLS connection from %s refused: %d handshakes under way (%d refused so far)",
+                               host, total, self._refused)
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
+        threading.Thread(target=self._serve_tls, args=(conn, addr, handle), name="web-tls", daemon=True).start()
 
-    def _serve_tls(self, conn: socket.socket, addr: Any) -> None:
+    def _handshake_done(self, host: str, handle: socket.socket) -> None:
+        with self._handshake_lock:
+            pending = self._handshakes.get(host, [])
+            if handle in pending:
+                pending.remove(handle)
+                handle.close()
+            if not pending:
+                self._handshakes.pop(host, None)
+
+    def _serve_tls(self, conn: socket.socket, addr: Any, handle: socket.socket) -> None:
         import tls
 
         assert self.ssl_context is not None
@@ -287,6 +328,8 @@ class WebServer:
         except tls.HandshakeError as exc:
             LOGGER.info("%s", exc)
             return
+        finally:
+            self._handshake_done(addr[0], handle)
         waitress_end, relay_end = socket.socketpair()
         server = self.server
 

@@ -300,3 +300,44 @@ def test_opening_a_link_in_a_loop_keeps_a_bounded_number_of_sessions(env: Any) -
     newest.set_cookie("appliance_patient", cookies[-1])
     oldest.set_cookie("appliance_patient", cookies[0])
     assert newest.get("/study").status_code == 200 and oldest.get("/study").status_code == 404
+
+
+def test_silent_and_stalled_tls_clients_do_not_shut_out_https(env_factory: Any, tmp_path: Path) -> None:
+    """On HTTPS the handshake runs before waitress sees the connection: silent clients are capped too."""
+    from webui.server import WebServer
+
+    env = env_factory(https=True)
+    context = tls_contexts.server_context(env.cfg, verify_peer=False)
+    server = WebServer(env.flask, HOST, 0, threads=4, ssl_context=context, handshake_timeout=30,
+                       max_connections_per_client=20)
+    server.start()
+    client_context = ssl.create_default_context(cafile=str(env.cfg.data_dir / "tls-demo" / "ca.crt"))
+    client_context.check_hostname = False
+
+    def served(source: str = HOST) -> None:
+        start = time.monotonic()
+        conn = http.client.HTTPSConnection(HOST, server.port, timeout=5, context=client_context,
+                                           source_address=(source, 0))
+        try:
+            conn.request("GET", "/robots.txt")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        assert time.monotonic() - start < 5
+
+    threads_before = threading.active_count()
+    attack: list[socket.socket] = []
+    try:
+        for n in range(120):  # half say nothing, half start a ClientHello and stall
+            sock = socket.create_connection((HOST, server.port), timeout=5)
+            if n % 2:
+                sock.sendall(b"\x16\x03\x01\x02\x00\x01")
+            attack.append(sock)
+        wait_until(lambda: threading.active_count() - threads_before <= 21)  # 20 handshakes from one address
+        served("127.0.0.2")
+        served()  # behind the attacker's address: the oldest stalled handshake made room
+        assert threading.active_count() - threads_before <= 25
+    finally:
+        for sock in attack:
+            sock.close()
+        server.stop()
