@@ -95,6 +95,10 @@ class PatientMismatch(WorklistError):
     """The order's study already belongs to another patient."""
 
 
+class StepCompleted(WorklistError):
+    """A cancel or discontinue order names a step that is already COMPLETED (``[worklist] cancel_completed``)."""
+
+
 class InvalidValue(ApplianceError):
     """A value typed by a person (web form, command line) cannot be used; the message says why and what fits."""
 

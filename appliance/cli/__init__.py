@@ -77,7 +77,14 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         from hl7.listener import HL7Listener
 
         hl7_listener = HL7Listener(app, server_tls if hl7_tls else None)
+    folder_watcher = None
+    if cfg.worklist.folder:
+        from appliance.worklist.files import FolderWatcher
+
+        folder_watcher = FolderWatcher(app.worklist, Path(cfg.worklist.folder), cfg.worklist.folder_poll)
     try:
+        if folder_watcher is not None:
+            folder_watcher.start()
         node.start()
         web.start()
         publishing.start()
@@ -93,6 +100,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if hl7_listener is not None:
             hl7_listener.stop()
+        if folder_watcher is not None:
+            folder_watcher.stop()
         web.stop()
         if forwarder is not None:
             forwarder.stop()
@@ -171,7 +180,10 @@ def cmd_worklist_import(args: argparse.Namespace, cfg: Config) -> int:
     """Add worklist items from DICOM worklist files (.wl) or folders of them."""
     from appliance.worklist.files import import_files
 
-    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths])
+    notes: list[str] = []
+    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths], notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     for path, reason in failed:
         print(f"refused: {path}: {reason}", file=sys.stderr)
     print(f"{len(stored)} worklist item(s) imported, {len(failed)} file(s) refused")
