@@ -141,8 +141,10 @@ class _Conn:
     host: str
     last: float
     #: "starting" (TLS handshake), "idle" (waiting for a message) or "busy" (a message being received or
-    #: applied); only idle connections are closed to make room.
+    #: applied); idle connections, then those stuck in a handshake, are closed to make room.
     state: str = "starting"
+    #: A second descriptor of the accepted socket, to cut a TLS handshake (which detaches the first one).
+    handle: socket.socket | None = None
 
 
 class _Connection(socketserver.BaseRequestHandler):
@@ -309,18 +311,26 @@ class MLLPServer(socketserver.ThreadingTCPServer):
                 pool, limit = [], ""
             victim: _Conn | None = None
             if limit:
-                idle = [c for c in pool if c.state == "idle" and id(c) not in self._evicted]
-                victim = min(idle, key=lambda c: c.last) if idle else None
+                idle = [c for c in pool if c.state in ("idle", "starting") and id(c) not in self._evicted]
+                # Idle ones first (the longest idle), then the oldest unfinished TLS handshake.
+                victim = min(idle, key=lambda c: (c.state != "idle", c.last)) if idle else None
                 if victim is None:
                     LOGGER.warning("HL7 connection from %s refused: %s open already, none idle", host, limit)
                     return False
                 self._evicted.add(id(victim))
-            self._open[request] = _Conn(request, host, time.monotonic())
+            conn = _Conn(request, host, time.monotonic())
+            if self.ssl_context is not None:
+                conn.handle = request.dup()
+            else:
+                conn.state = "idle"  # until its thread starts reading
+            self._open[request] = conn
         if victim is not None:
-            LOGGER.info("HL7: %s open; closing the connection idle longest (from %s, %.0f s) for one from %s",
-                        limit, victim.host, time.monotonic() - victim.last, host)
+            LOGGER.info("HL7: %s open; closing the connection %s longest (from %s, %.0f s) for one from %s",
+                        limit, "idle" if victim.state == "idle" else "in a TLS handshake", victim.host,
+                        time.monotonic() - victim.last, host)
             with contextlib.suppress(OSError):
-                victim.sock.shutdown(socket.SHUT_RDWR)
+                (victim.handle if victim.state == "starting" and victim.handle else victim.sock).shutdown(
+                    socket.SHUT_RDWR)
         return True
 
     def connection(self, request: socket.socket) -> _Conn | None:
@@ -336,6 +346,8 @@ class MLLPServer(socketserver.ThreadingTCPServer):
     def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         with self._lock:
             conn = self._open.pop(request, None)  # type: ignore[arg-type]
+            if conn is not None and conn.handle is not None:
+                conn.handle.close()
             if conn is not None:
                 self._evicted.discard(id(conn))
         super().shutdown_request(request)

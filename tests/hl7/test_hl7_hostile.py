@@ -211,3 +211,29 @@ def test_a_full_database_disk_refuses_messages(hl7_factory) -> None:
     assert "207" in ack["ERR"]
     assert node.app.hl7_log.recent() == []
     assert node.app.worklist.item(_key("1.2.3.4", "SPS-1")) is None
+
+
+def test_silent_tls_clients_do_not_shut_out_the_his(hl7_factory, tmp_path: Path) -> None:
+    """Over TLS a connection that never says hello sits in its handshake: it makes room like an idle one."""
+    import ssl
+
+    import tls
+
+    paths = tls.ensure_demo_certs(tmp_path / "pki")
+    server_ctx = tls.server_context(paths.server_cert, paths.server_key, paths.ca_cert, False, key_policy="ignore")
+    node = hl7_factory({"tls": True, "max_connections_per_peer": 5}, ssl_context=server_ctx)
+    client_ctx = ssl.create_default_context(cafile=str(paths.ca_cert))
+    client_ctx.check_hostname = False
+    attack = [_connect(node.hl7_port) for _ in range(20)]  # TCP only; handshake_timeout is 10 s
+    try:
+        for n in range(2):  # the same address as the attacker, twice in a row
+            start = time.monotonic()
+            with client_ctx.wrap_socket(_connect(node.hl7_port), server_hostname="localhost") as sock:
+                his = MLLPClient.__new__(MLLPClient)
+                his.sock, his.buf = sock, b""
+                assert segments(his.request(orm(msg_id=f"TLS{n}")))["MSA"] == f"MSA|AA|TLS{n}"
+            assert time.monotonic() - start < 5
+        assert node.hl7.server.open_connections <= 5
+    finally:
+        for sock in attack:
+            sock.close()
