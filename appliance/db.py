@@ -391,11 +391,13 @@ def _m_forwarding(conn: sqlite3.Connection) -> None:
 
 def _m_sessions(conn: sqlite3.Connection) -> None:
     # Revocable web sessions: a staff cookie carries its user's session generation, which logout, a password or
-    # role change bump; a patient cookie names a row here (only its hash), which "Leave" deletes.
+    # role change and disabling the account bump; a patient cookie names a row here (only its hash), which
+    # "Leave" deletes.
     run_script(
         conn,
         f"""
         ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
         CREATE TABLE {PATIENT_SESSIONS} (
             id_hash TEXT PRIMARY KEY,
             token_id INTEGER NOT NULL,

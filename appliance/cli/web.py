@@ -171,18 +171,32 @@ def cmd_user_password(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_user_disable(args: argparse.Namespace, cfg: Config) -> int:
+    """Disable a staff user (no sign-in, sessions end at once) or enable it again."""
+    site = _site(cfg)
+    user = site.users.by_name(args.name)
+    if user is None:
+        raise NotFound(f"no user named {args.name!r}")
+    site.users.set_disabled(user.id, args.disable)
+    verb = "disabled" if args.disable else "enabled"
+    site.audit.record(f"user.{'disable' if args.disable else 'enable'}", actor="cli", detail=user.name)
+    print(f"user {user.name} {verb}")
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
     """List the staff users."""
     users = _site(cfg).users.all()
     if not users:
         print("no users: create the first admin with 'appliance user add NAME --role admin'")
     for user in users:
-        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}")
+        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}"
+              + (" (disabled)" if user.disabled else ""))
     return 0
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``token`` and ``user add|password|list`` to the CLI's subcommands."""
+    """Add ``token`` and ``user add|password|list|disable|enable`` to the CLI's subcommands."""
     p = sub.add_parser("token", parents=[common], help="print the patient link of a stored study")
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--regenerate", action="store_true", help="make a new link first (the old one stops working)")
@@ -191,7 +205,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    "slip_paper)")
     p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("user", help="staff users of the web UI: add, password, list")
+    p = sub.add_parser("user", help="staff users of the web UI: add, password, list, disable, enable")
     user_sub = p.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
     q = user_sub.add_parser("add", parents=[common], help="create a web UI user (asks for the password)")
     q.add_argument("name", metavar="NAME")
@@ -205,4 +219,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_user_password)
     q = user_sub.add_parser("list", parents=[common], help="list the web UI users and their roles")
     q.set_defaults(func=cmd_user_list)
+    for verb, text in (("disable", "stop a web UI user from signing in and end their sessions now"),
+                       ("enable", "let a disabled web UI user sign in again")):
+        q = user_sub.add_parser(verb, parents=[common], help=text)
+        q.add_argument("name", metavar="NAME")
+        q.set_defaults(func=cmd_user_disable, disable=verb == "disable")
 

@@ -39,8 +39,11 @@ class User:
     role: str
     created: str
     last_login: str
-    #: Bumped by sign-out, a password or role change: signed cookies made before no longer open a session.
+    #: Bumped by sign-out, a password or role change, disabling: signed cookies made before no longer open a
+    #: session.
     session_gen: int = 0
+    #: A disabled account cannot sign in; its sessions ended when it was disabled.
+    disabled: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -79,7 +82,8 @@ class Users:
 
     @staticmethod
     def _user(row: sqlite3.Row) -> User:
-        return User(row["id"], row["name"], row["role"], row["created"], row["last_login"], row["session_gen"])
+        return User(row["id"], row["name"], row["role"], row["created"], row["last_login"], row["session_gen"],
+                    bool(row["disabled"]))
 
     def add(self, name: str, password: str, role: str) -> User:
         """Create an account.
@@ -125,7 +129,7 @@ class Users:
         if row is None:
             check_password_hash(_dummy_hash(), password)
             return None
-        if not check_password_hash(row["password_hash"], password):
+        if not check_password_hash(row["password_hash"], password) or row["disabled"]:
             return None
         with self.db.transaction() as conn:
             conn.execute("UPDATE users SET last_login = ? WHERE id = ?", (_now(), row["id"]))
@@ -153,8 +157,27 @@ class Users:
             conn.execute("UPDATE users SET session_gen = session_gen + 1 WHERE id = ?", (user_id,))
 
     def _admins_besides(self, conn: sqlite3.Connection, user_id: int) -> int:
-        return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != ?",
+        return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled AND id != ?",
                                 (user_id,)).fetchone()[0])
+
+    def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Disable an account (it cannot sign in, its sessions end at once) or enable it again.
+
+        Raises
+        ------
+        InvalidValue
+            When it would leave no enabled admin.
+        NotFound
+            If there is no such account.
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT role FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            if disabled and row["role"] == "admin" and not self._admins_besides(conn, user_id):
+                raise InvalidValue("the last admin cannot be disabled")
+            conn.execute("UPDATE users SET disabled = ?, session_gen = session_gen + 1 WHERE id = ?",
+                         (int(disabled), user_id))
 
     def set_role(self, user_id: int, role: str) -> None:
         """Change an account's role (its sessions end); the last admin keeps the admin role.

@@ -19,10 +19,13 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance import tls_contexts
 from appliance.cli.web import WebService
 from appliance.config import parse_config
 from appliance.core import Appliance
+from appliance.errors import InvalidValue
 
 from conftest import HOST, free_port, wait_until
 
@@ -341,3 +344,24 @@ def test_silent_and_stalled_tls_clients_do_not_shut_out_https(env_factory: Any, 
         for sock in attack:
             sock.close()
         server.stop()
+
+
+def test_disabling_a_user_ends_their_sessions_and_sign_ins(live: Any) -> None:
+    served = live()
+    desk = Client(served.url)
+    assert desk.login(DESK) == 302
+    stolen = Client(served.url, desk.cookies)
+    admin = Client(served.url)
+    assert admin.login(ADMIN) == 302
+    desk_id = served.env.site.users.by_name(DESK[0]).id
+    assert admin.post(f"/staff/users/{desk_id}/disable", {}, "/staff/users") == 302
+    assert stolen.get("/api/whoami")[0] == 401 and desk.get("/api/whoami")[0] == 401
+    assert desk.login(DESK) == 401
+    assert "disabled" in admin.get("/staff/users")[2]
+    assert admin.post(f"/staff/users/{desk_id}/enable", {}, "/staff/users") == 302
+    assert desk.login(DESK) == 302
+    # The last enabled admin cannot be disabled (nobody could manage users any more).
+    admin_id = served.env.site.users.by_name(ADMIN[0]).id
+    with pytest.raises(InvalidValue, match="last admin"):
+        served.env.site.users.set_disabled(admin_id, True)
+    assert admin.get("/api/whoami")[0] == 200
