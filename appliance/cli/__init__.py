@@ -22,7 +22,8 @@ from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
-from appliance.errors import ApplianceError, DatabaseError
+from appliance.errors import ApplianceError, DatabaseError, ListenerError
+from appliance.lock import DataFolderLock
 from appliance.log import setup_logging
 from tls import TLSError
 
@@ -45,6 +46,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         db.check_writable()
     finally:
         db.close()
+    # Before the log, the reconcile and the cleaning of store/tmp: a second instance must touch nothing.
+    lock = DataFolderLock(cfg.data_dir)
+    lock.acquire()
     # Patient data is for the service user and its group only: earlier runs' loose modes are taken away.
     changed = permissions.make_private(cfg.data_dir, skip=(cfg.store_dir, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
@@ -91,7 +95,10 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         if forwarder is not None:
             forwarder.start()
         if hl7_listener is not None:
-            hl7_listener.start()
+            try:
+                hl7_listener.start()
+            except OSError as exc:
+                raise ListenerError.port("HL7", "[hl7] port", cfg.hl7.bind, cfg.hl7.port, exc) from None
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
         # A signal may be delivered to any of the threads; CPython then only flags it, and the main thread
         # runs the handler when it next wakes. An untimed wait might never wake: poll.
@@ -109,6 +116,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
+        lock.release()
     return 0
 
 
