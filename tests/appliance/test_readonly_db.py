@@ -147,7 +147,7 @@ def node_config(data_dir: Path, robots_dir: Path) -> Config:
     return parse_config({
         "appliance": {"data_dir": str(data_dir)},
         "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 0},
-        "hl7": {**HL7_TABLE, "port": free_port()},
+        "hl7": {**HL7_TABLE, "port": free_port(), "free_space_limit_mb": 0},
         "burn": {"poll_interval": 0.1, "staging_free_space_mb": 0},
         "robots": {"epson": robot_table(robots_dir, "epson")},
     })

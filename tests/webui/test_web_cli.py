@@ -89,6 +89,17 @@ def test_user_commands(configured, capsys, monkeypatch) -> None:
     capsys.readouterr()
     assert main(["user", "list", "--config", str(path)]) == 0
     assert capsys.readouterr().out.startswith("boss")
+    # Disable / enable (issue 15): the last admin stays enabled.
+    assert main(["user", "disable", "boss", "--config", str(path)]) == 1
+    assert "last admin" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("desk-password\n"))
+    assert main(["user", "add", "desk", "--role", "frontdesk", "--password-stdin", "--config", str(path)]) == 0
+    assert main(["user", "disable", "desk", "--config", str(path)]) == 0
+    assert "user desk disabled" in capsys.readouterr().out
+    assert main(["user", "list", "--config", str(path)]) == 0
+    assert "desk" in (listed := capsys.readouterr().out) and "(disabled)" in listed
+    assert main(["user", "enable", "desk", "--config", str(path)]) == 0
+    assert main(["user", "disable", "ghost", "--config", str(path)]) == 4
     with pytest.raises(SystemExit):
         main(["user", "add", "x", "--role", "root", "--config", str(path)])
 
