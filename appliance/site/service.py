@@ -36,8 +36,8 @@ from appliance.site.tokens import Tokens, parse_da
 from appliance.site.users import Users
 
 if TYPE_CHECKING:  # pragma: no cover
-    from appliance.cli.discs import Publishing
     from appliance.discs.jobs import Job, JobStore
+    from appliance.discs.publishing import Publishing
     from robots import DiscRobot
 
 LOGGER = logging.getLogger(__name__)
@@ -540,14 +540,14 @@ class Site:
         if self.publishing is not None:
             return self.publishing.robots
         if self._robots is None:
-            from appliance.cli.discs import build_robots
+            from appliance.discs.publishing import build_robots
 
             self._robots = build_robots(self.config)
         return self._robots
 
     def robot_names(self) -> list[str]:
         """Names of the configured robots, the default one first."""
-        from appliance.cli.discs import robot_tables
+        from appliance.discs.publishing import robot_tables
 
         names = list(robot_tables(self.config))
         default = self.config.burn.default_robot
