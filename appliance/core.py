@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
 from appliance.store import FileStore
+from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
 from appliance.worklist.store import Worklist
@@ -221,6 +223,9 @@ class Appliance:
             # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
             # pydicom decodes only what that pass leaves to it (None).
             rec = instance_record(dataset, ts.is_implicit_VR, ts.is_little_endian)
+        else:
+            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
+            check_structure(inflate(dataset), False, True)
         meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
         if rec is None:
             try:
@@ -228,6 +233,8 @@ class Appliance:
             except Exception as exc:
                 raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
             rec = extract(ds)
+        if self.config.dicom.invalid_uids == "reject":
+            _check_uids(rec, sop_instance_uid)
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
                 "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
@@ -287,3 +294,17 @@ class Appliance:
     def file_path(self, instance: StoredInstance) -> Path:
         """Absolute path of a stored instance's file."""
         return self.store_area.path(instance.path)
+
+
+#: A UID as PS3.5 9.1 allows it: digits and dots, no empty component, at most 64 characters (leading zeros in a
+#: component are tolerated: some modalities write them, and they harm nothing).
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _check_uids(rec: InstanceRecord, requested: str) -> None:
+    """Refuse a data set whose identifying UIDs are not UIDs (``[dicom] invalid_uids = "reject"``)."""
+    for name, value in (("Study Instance UID", rec.study_uid), ("Series Instance UID", rec.series_uid),
+                        ("SOP Instance UID", rec.sop_uid), ("SOP Class UID", rec.sop_class_uid),
+                        ("Affected SOP Instance UID", requested)):
+        if value and (len(value) > 64 or not _UID.fullmatch(value)):
+            raise InvalidDataset(f"{name} {value[:80]!r} is not a valid UID (digits and dots only)")

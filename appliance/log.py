@@ -23,6 +23,29 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_FILE = "appliance.log"
 
 
+#: Control characters (C0 but tab, DEL, C1, Unicode line and paragraph separators) and their printable escapes.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+class EscapeControls(logging.Filter):
+    """Escape control characters in a record's message, so that one record is one line of plain text.
+
+    Values from the network (AE titles, UIDs, HL7 fields) reach the log through our messages and
+    pynetdicom's; a CR/LF in them would forge log lines, and ESC sequences would drive the terminal
+    of whoever reads the log. Installed on the handlers, so it sees the records of every logger.
+    A traceback (``exc_info``) is left as it is: the formatter adds it, on lines of its own.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = message.translate(_CONTROL)
+        if escaped != message:
+            record.msg = escaped
+            record.args = None
+        return True
+
+
 def level_number(name: str) -> int:
     """Return the numeric level of a level name (TRACE, DEBUG, INFO, WARNING, ERROR, FATAL)."""
     return _LEVELS[name.upper()]
@@ -46,8 +69,10 @@ def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backup
         handler.close()
     root.setLevel(level_number(level))
     formatter = logging.Formatter(FORMAT)
+    escape = EscapeControls()
     console = logging.StreamHandler()
     console.setFormatter(formatter)
+    console.addFilter(escape)
     root.addHandler(console)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +80,7 @@ def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backup
             log_dir / LOG_FILE, maxBytes=int(max_mb * 1024 * 1024), backupCount=backups, encoding="utf-8"
         )
         rotating.setFormatter(formatter)
+        rotating.addFilter(escape)
         root.addHandler(rotating)
     # pynetdicom logs every PDU at DEBUG; keep its chatter one level below ours.
     logging.getLogger("pynetdicom").setLevel(max(level_number(level), logging.WARNING))

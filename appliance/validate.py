@@ -22,9 +22,13 @@ values in one pass over the bytes (see :mod:`appliance.scan`).
 
 from __future__ import annotations
 
+import mmap
 import struct
+import zlib
+from pathlib import Path
 
 from pydicom.datadict import dictionary_VR
+from pydicom.uid import UID
 
 from appliance.errors import InvalidDataset
 
@@ -39,6 +43,9 @@ _ITEM_END = (0xFFFE, 0xE00D)
 _SEQ_END = (0xFFFE, 0xE0DD)
 #: Float, double float and integer pixel data: pydicom's ``stop_before_pixels`` stops at the first of them.
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+#: Largest inflated data set of a deflated transfer syntax checked (a deflate bomb is refused, not inflated).
+MAX_INFLATED = 256 * 1024 * 1024
 
 _ELEMENTS = 0
 _ITEMS = 1
@@ -74,7 +81,7 @@ class _Frame:
 
 
 class _Walker:
-    def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
+    def __init__(self, data: bytes | mmap.mmap, implicit: bool, little: bool) -> None:
         self.data = data
         self.implicit = implicit
         self.end = "<" if little else ">"
@@ -94,9 +101,9 @@ class _Walker:
         group, elem = struct.unpack_from(self.end + "HH", self.data, pos)
         return group, elem
 
-    def walk(self, top: bool) -> None:
-        """Walk the whole data set with an explicit stack; raise :class:`InvalidDataset` on the first fault."""
-        stack = [_Frame(_ELEMENTS, 0, len(self.data), (0, 0), collect=top and bool(self.wanted))]
+    def walk(self, top: bool, start: int = 0) -> None:
+        """Walk the data set from ``start`` with an explicit stack; raise :class:`InvalidDataset` on a fault."""
+        stack = [_Frame(_ELEMENTS, start, len(self.data), (0, 0), collect=top and bool(self.wanted))]
         depth = 0
         while stack:
             frame = stack[-1]
@@ -172,7 +179,7 @@ class _Walker:
             if pos + length > stop:
                 raise self.fail(pos, tag, f"value of {length} bytes runs past the end of the data")
             if length and (vr == b"SQ" or ((implicit or vr == b"UN") and length >= 8
-                                           and data.startswith(self.item_bytes, pos))):
+                                           and data[pos:pos + 4] == self.item_bytes)):
                 frame.pos = pos + length
                 if vr == b"SQ" or (implicit and not tag[0] & 1 and _dictionary_sq(tag)):
                     return _Frame(_ITEMS, pos, pos + length, tag, after=pos + length)
@@ -277,3 +284,71 @@ def scan(data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> t
     except struct.error as exc:
         raise InvalidDataset(f"data set is truncated: {exc}") from exc
     return walker.found, walker.odd
+
+
+def inflate(data: bytes | mmap.mmap, limit: int = MAX_INFLATED) -> bytes:
+    """Inflate a deflated data set (raw deflate, PS3.5 A.5), refusing more than ``limit`` bytes.
+
+    Raises
+    ------
+    InvalidDataset
+        The data is not deflate data, or it inflates to more than ``limit`` bytes.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidDataset(f"deflated data set cannot be inflated: {exc}") from exc
+    if len(out) > limit:
+        raise InvalidDataset(f"deflated data set inflates to more than {limit // (1024 * 1024)} MB")
+    return out
+
+
+def check_file(path: Path) -> None:
+    """Check the data set of a stored Part 10 file like :func:`check_structure`, before a full decode.
+
+    pydicom decodes nested sequences recursively, so every full read of a stored instance (disc
+    authoring, retrieve, export) checks it first: an instance stored before the depth limit existed
+    fails that step with a reason instead of exhausting memory. The file is mapped, not read.
+
+    Raises
+    ------
+    InvalidDataset
+        No preamble and file meta group, or a data set that :func:`check_structure` refuses.
+    """
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        pos, syntax = _file_meta_end(data)
+        ts = UID(syntax)
+        try:
+            if ts.is_deflated:
+                inflated = inflate(data[pos:])
+                _Walker(inflated, False, True).walk(top=False)
+            else:
+                _Walker(data, ts.is_implicit_VR, ts.is_little_endian).walk(top=False, start=pos)
+        except struct.error as exc:
+            raise InvalidDataset(f"data set is truncated: {exc}") from exc
+
+
+def _file_meta_end(data: mmap.mmap) -> tuple[int, str]:
+    """Offset of the data set after the preamble and the file meta group, and the transfer syntax UID."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise InvalidDataset("file has no DICOM preamble")
+    pos = 132
+    syntax = ""
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8
+        if element == 0x0010:
+            syntax = data[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
+    if not syntax:
+        raise InvalidDataset("file meta has no transfer syntax")
+    return pos, syntax

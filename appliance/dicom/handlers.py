@@ -20,6 +20,7 @@ from appliance.core import Appliance
 from appliance.dicom import status
 from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
 from appliance.query import Answer, QueryError, find_rows
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -196,7 +197,20 @@ def handle_move(event: Event, app: Appliance) -> Iterator[Any]:
         if event.is_cancelled:
             yield status.CANCEL, None
             return
-        yield status.PENDING, dcmread(app.file_path(inst))
+        ds = _read_stored(app, inst)
+        # Not a Dataset: pynetdicom counts the sub-operation as failed and goes on with the next one.
+        yield status.PENDING, ds if ds is not None else "unreadable"
+
+
+def _read_stored(app: Appliance, inst: Any) -> Dataset | None:
+    """A stored instance read whole for sending, or None (logged) when its structure is refused."""
+    path = app.file_path(inst)
+    try:
+        check_file(path)  # before pydicom's recursive reader: see appliance.validate.check_file
+    except InvalidDataset as exc:
+        LOGGER.error("instance %s cannot be sent: %s", inst.sop_uid, exc)
+        return None
+    return dcmread(path)
 
 
 def app_tls_args(app: Appliance, hostname: str) -> tuple[Any, str]:
@@ -246,7 +260,10 @@ def handle_get(event: Event, app: Appliance) -> Iterator[Any]:
         if event.is_cancelled:
             yield status.CANCEL, None
             return
-        ds = dcmread(app.file_path(inst))
+        ds = _read_stored(app, inst)
+        if ds is None:
+            yield status.PENDING, "unreadable"  # a failed sub-operation, as above
+            continue
         syntaxes = accepted.get(inst.sop_class_uid, set())
         if inst.transfer_syntax not in syntaxes and ds.file_meta.TransferSyntaxUID.is_compressed and (
                 ExplicitVRLittleEndian in syntaxes or ImplicitVRLittleEndian in syntaxes):

@@ -47,7 +47,8 @@ from appliance.discs.dicomdir import (
     read_fields,
     write_dicomdir,
 )
-from appliance.errors import AuthoringError
+from appliance.errors import AuthoringError, InvalidDataset
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,12 +96,19 @@ def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: st
     Raises
     ------
     AuthoringError
-        The stored file is missing or cannot be decoded for transcoding.
+        The stored file is missing, fails :func:`appliance.validate.check_file`, or cannot be decoded for
+        transcoding.
     OSError
         The staging disk failed (the caller maps a full disk to a clear job error).
     """
     if not source.is_file():
         raise AuthoringError(f"instance {sop_uid} is no longer in the store ({source} is missing)")
+    try:
+        # Checked before pydicom reads it whole (here or in the DICOMDIR): nesting too deep for pydicom's
+        # recursive reader fails this instance's job with the reason instead of exhausting memory.
+        check_file(source)
+    except InvalidDataset as exc:
+        raise AuthoringError(f"instance {sop_uid} cannot be put on a disc: {exc}") from exc
     if allowed is None or transfer_syntax in allowed:
         _link_or_copy(source, target)
         return StagedInstance(sop_uid, target, transfer_syntax, target.stat().st_size, False)
