@@ -307,4 +307,5 @@ def _check_uids(rec: InstanceRecord, requested: str) -> None:
                         ("SOP Instance UID", rec.sop_uid), ("SOP Class UID", rec.sop_class_uid),
                         ("Affected SOP Instance UID", requested)):
         if value and (len(value) > 64 or not _UID.fullmatch(value)):
-            raise InvalidDataset(f"{name} {value[:80]!r} is not a valid UID (digits and dots only)")
+            # Reason first: the error comment of the answer keeps only 64 characters.
+            raise InvalidDataset(f"{name} is not a valid UID (digits and dots, at most 64): {value[:80]!r}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import traceback
 from pathlib import Path
+from typing import Any
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -34,7 +36,8 @@ class EscapeControls(logging.Filter):
     Values from the network (AE titles, UIDs, HL7 fields) reach the log through our messages and
     pynetdicom's; a CR/LF in them would forge log lines, and ESC sequences would drive the terminal
     of whoever reads the log. Installed on the handlers, so it sees the records of every logger.
-    A traceback (``exc_info``) is left as it is: the formatter adds it, on lines of its own.
+    A traceback (``exc_info``) is added by :class:`EscapingFormatter`, which escapes the exception
+    messages in it (a traceback keeps its own lines).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -44,6 +47,38 @@ class EscapeControls(logging.Filter):
             record.msg = escaped
             record.args = None
         return True
+
+
+def _escaped_line(text: str) -> str:
+    """``text`` with its control characters escaped, but for one final newline."""
+    body = text[:-1] if text.endswith("\n") else text
+    return body.translate(_CONTROL) + ("\n" if body is not text else "")
+
+
+class EscapingFormatter(logging.Formatter):
+    """A formatter whose tracebacks carry escaped exception messages (they may quote network input)."""
+
+    def formatException(self, ei: Any) -> str:
+        parts: list[str] = []
+        seen: set[int] = set()
+
+        def emit(te: traceback.TracebackException) -> None:
+            # The order of traceback.TracebackException.format: causes and contexts first.
+            seen.add(id(te))
+            if te.__cause__ is not None and id(te.__cause__) not in seen:
+                emit(te.__cause__)
+                parts.append("\nThe above exception was the direct cause of the following exception:\n\n")
+            elif (te.__context__ is not None and not te.__suppress_context__
+                  and id(te.__context__) not in seen):
+                emit(te.__context__)
+                parts.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+            if te.stack:
+                parts.append("Traceback (most recent call last):\n")
+                parts.extend(te.stack.format())
+            parts.extend(_escaped_line(line) for line in te.format_exception_only())
+
+        emit(traceback.TracebackException(*ei))
+        return "".join(parts).rstrip("\n")
 
 
 def level_number(name: str) -> int:
@@ -68,7 +103,7 @@ def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backup
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level_number(level))
-    formatter = logging.Formatter(FORMAT)
+    formatter = EscapingFormatter(FORMAT)
     escape = EscapeControls()
     console = logging.StreamHandler()
     console.setFormatter(formatter)

@@ -455,6 +455,21 @@ class JobEngine:
 
     def start(self) -> None:
         """Requeue jobs a stop interrupted while authoring, then start both threads."""
+        self.resume_interrupted()
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._author_loop, name="disc-author", daemon=True),
+                         threading.Thread(target=self._monitor_loop, name="disc-monitor", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def resume_interrupted(self) -> None:
+        """Queue again the jobs a stop interrupted while authoring, or fail those interrupted too often.
+
+        A job found authoring at start was cut off by a stop or a crash. It is queued again, unless
+        restarts already interrupted it :data:`MAX_AUTHORING_RESTARTS` times in a row: then it is
+        failed with the reason (staff may retry it), so that a job that takes the process down
+        (memory, a hang) does not do so again at every start.
+        """
         for job in self.jobs.recent(limit=10_000, states=[JobState.AUTHORING]):
             with contextlib.suppress(InvalidTransition):
                 interrupted = self._restarts(job.id)
@@ -465,11 +480,6 @@ class JobEngine:
                     self.jobs.transition(job.id, JobState.FAILED, reason, expect=JobState.AUTHORING, error=reason)
                     continue
                 self.jobs.transition(job.id, JobState.QUEUED, _RESTARTED, expect=JobState.AUTHORING)
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._author_loop, name="disc-author", daemon=True),
-                         threading.Thread(target=self._monitor_loop, name="disc-monitor", daemon=True)]
-        for thread in self._threads:
-            thread.start()
 
     def _restarts(self, job_id: int) -> int:
         """How many times in a row (since it was last queued by staff or routing) a restart interrupted the job."""

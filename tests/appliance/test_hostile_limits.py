@@ -1,0 +1,345 @@
+"""Hostile input that used to exhaust memory or shut DICOM out (issue 15): each attack, then its bound.
+
+Raw-socket clients send exactly the bytes of the attack; the assertions are what an operator would
+check: the DIMSE status and its reason, nothing stored, the log readable, others still served, and
+for a ``serve`` child process its peak memory read from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastpath_support import RELEASE_RQ, associate_rq, message_pdus, read_pdu
+from pydicom import dcmread
+from pydicom.filewriter import dcmwrite
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from appliance.db import Database
+from appliance.discs.fileset import stage_instance
+from appliance.discs.jobs import MAX_AUTHORING_RESTARTS, JobEngine, JobState, JobStore
+from appliance.errors import AuthoringError, InvalidDataset
+from appliance.part10 import file_meta
+from appliance.validate import MAX_DEPTH, TooDeep, check_file, check_structure
+
+from conftest import HOST, Node, dcmtk, free_port, wait_until
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+CONTENT_SEQUENCE = (0x0040, 0xA730)
+PRIVATE_SEQUENCE = (0x0029, 0x1010)
+
+
+# -- data sets built byte by byte (pydicom itself cannot write the deep ones: it recurses) ---------------
+
+
+def _even(value: bytes) -> bytes:
+    return value + b"\x00" if len(value) % 2 else value
+
+
+def _implicit(group: int, element: int, value: bytes) -> bytes:
+    value = _even(value)
+    return struct.pack("<HHI", group, element, len(value)) + value
+
+
+def _explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    value = _even(value)
+    if vr in (b"SQ", b"OB", b"UN", b"UT"):
+        return struct.pack("<HH2sHI", group, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def header(sop_uid: str, explicit: bool = False, study: str = "1.2.826.0.1.3680043.10.1234.1",
+           series: str = "1.2.826.0.1.3680043.10.1234.1.1") -> bytes:
+    """The top-level elements every instance needs: SOP Class/Instance, patient, study, series."""
+    values = [((0x0008, 0x0016), b"UI", CTImageStorage.encode()), ((0x0008, 0x0018), b"UI", sop_uid.encode()),
+              ((0x0008, 0x0060), b"CS", b"SR"), ((0x0010, 0x0010), b"PN", b"NEST^TEST"),
+              ((0x0010, 0x0020), b"LO", b"PNEST"), ((0x0020, 0x000D), b"UI", study.encode()),
+              ((0x0020, 0x000E), b"UI", series.encode())]
+    if explicit:
+        return b"".join(_explicit(g, e, vr, v) for (g, e), vr, v in values)
+    return b"".join(_implicit(g, e, v) for (g, e), _, v in values)
+
+
+def nested(depth: int, defined: bool = True, explicit: bool = False, tag: tuple[int, int] = CONTENT_SEQUENCE) -> bytes:
+    """A sequence nested ``depth`` levels deep (each item holds the next sequence), built inside out."""
+    inner = _explicit(0x0040, 0xA160, b"UT", b"LEAF") if explicit else _implicit(0x0040, 0xA160, b"LEAF")
+    if not defined:  # no lengths to nest: headers, the leaf, delimiters (linear, not quadratic, to build)
+        head = struct.pack("<HH2sHI", *tag, b"SQ", 0, 0xFFFFFFFF) if explicit else struct.pack(
+            "<HHI", *tag, 0xFFFFFFFF)
+        head += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        tail = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        return head * depth + inner + tail * depth
+    for _ in range(depth):
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+        head = struct.pack("<HH2sHI", *tag, b"SQ", 0, len(item)) if explicit else struct.pack("<HHI", *tag, len(item))
+        inner = head + item
+    return inner
+
+
+# -- a raw C-STORE peer ------------------------------------------------------------------------------------
+
+
+def store_rq(ds_bytes: bytes, sop_uid: str, message_id: int = 1) -> bytes:
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    req = C_STORE()
+    req.MessageID = message_id
+    req.AffectedSOPClassUID = CTImageStorage
+    req.AffectedSOPInstanceUID = sop_uid
+    req.Priority = 2
+    req.DataSet = BytesIO(ds_bytes)
+    return b"".join(message_pdus(C_STORE_RQ(), req, 1))
+
+
+def command_fields(pdu: bytes) -> dict[int, bytes]:
+    """The elements of the command set in a P-DATA-TF answer (one PDV, Implicit VR Little Endian)."""
+    assert pdu[:1] == b"\x04", f"expected P-DATA-TF, got {pdu[:16]!r}"
+    (pdv_length,) = struct.unpack(">I", pdu[6:10])
+    body = pdu[12:10 + pdv_length]
+    fields, pos = {}, 0
+    while pos + 8 <= len(body):
+        group, element, length = struct.unpack_from("<HHI", body, pos)
+        fields[(group << 16) | element] = body[pos + 8:pos + 8 + length]
+        pos += 8 + length
+    return fields
+
+
+def store_raw(port: int, aet: str, ds_bytes: bytes, sop_uid: str, syntax: str = IMPLICIT_LE,
+              calling: str = "HOSTILE") -> tuple[int, str]:
+    """One C-STORE over a raw association: the response's status and error comment."""
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(associate_rq(aet, calling, [build_context(CTImageStorage, [syntax])]))
+        assert read_pdu(sock)[:1] == b"\x02"
+        sock.sendall(store_rq(ds_bytes, sop_uid))
+        fields = command_fields(read_pdu(sock))
+        sock.sendall(RELEASE_RQ)
+        read_pdu(sock)
+    status = struct.unpack("<H", fields[0x00000900])[0]
+    return status, fields.get(0x00000902, b"").rstrip(b"\x00 ").decode("latin-1")
+
+
+def _set_fast(node: Node, fast: bool) -> None:
+    for server in node.dicom.servers:
+        server.fast_path = fast
+
+
+# -- finding 1: nested sequences ---------------------------------------------------------------------------
+
+
+ATTACKS = {
+    "implicit-defined-300": (lambda: nested(300), IMPLICIT_LE),  # the one that passed the old check
+    "implicit-undefined-5000": (lambda: nested(5000, defined=False), IMPLICIT_LE),  # was 0xC211 + traceback
+    "explicit-defined-40": (lambda: nested(40, explicit=True), EXPLICIT_LE),
+    "implicit-private-300": (lambda: nested(300, tag=PRIVATE_SEQUENCE), IMPLICIT_LE),
+}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "pynetdicom"])
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_deeply_nested_sequences_are_refused_with_a_reason(node: Node, fast: bool, attack: str) -> None:
+    _set_fast(node, fast)
+    build, syntax = ATTACKS[attack]
+    explicit = syntax == EXPLICIT_LE
+    data = header("1.2.826.0.1.3680043.10.1234.9.1", explicit) + build()
+    status, comment = store_raw(node.port, node.aet, data, "1.2.826.0.1.3680043.10.1234.9.1", syntax)
+    assert status == 0xC000
+    assert f"nested deeper than {MAX_DEPTH} levels" in comment
+    assert node.app.index.counts()["instances"] == 0
+    assert list(node.app.store_area.tmp.iterdir()) == []
+    assert dcmtk("echoscu", "-aec", node.aet, HOST, str(node.port)).returncode == 0
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["implicit", "explicit"])
+def test_nesting_at_the_limit_is_stored_and_re_encodes(node: Node, explicit: bool) -> None:
+    uid = "1.2.826.0.1.3680043.10.1234.9.2"
+    data = header(uid, explicit) + nested(MAX_DEPTH, explicit=explicit)
+    syntax = EXPLICIT_LE if explicit else IMPLICIT_LE
+    assert store_raw(node.port, node.aet, data, uid, syntax) == (0, "")
+    path = node.app.file_path(node.app.index.lookup(uid))
+    ds = dcmread(path)
+    depth, item = 0, ds
+    while "ContentSequence" in item:
+        item, depth = item.ContentSequence[0], depth + 1
+    assert depth == MAX_DEPTH and item.TextValue == "LEAF"
+    dcmwrite(path.with_suffix(".copy"), ds, enforce_file_format=True)  # the full re-encode of discs and retrieve
+
+
+def _part10(path: Path, data: bytes, uid: str, syntax: str = IMPLICIT_LE) -> Path:
+    path.write_bytes(file_meta(CTImageStorage, uid, syntax, "TEST") + data)
+    return path
+
+
+def test_an_instance_stored_before_the_limit_fails_its_disc_step(tmp_path: Path) -> None:
+    """Stored by an older version: authoring that instance fails the job with the reason, without decoding it."""
+    uid = "1.2.826.0.1.3680043.10.1234.9.3"
+    deep = _part10(tmp_path / "deep.dcm", header(uid) + nested(300), uid)
+    with pytest.raises(InvalidDataset, match="nested deeper"):
+        check_file(deep)
+    for allowed in (None, frozenset({EXPLICIT_LE})):  # as it is, or transcoded
+        with pytest.raises(AuthoringError, match=f"{uid} cannot be put on a disc: .*nested deeper"):
+            stage_instance(deep, tmp_path / "staged", uid, IMPLICIT_LE, allowed)
+    fine = _part10(tmp_path / "fine.dcm", header(uid) + nested(3), uid)
+    check_file(fine)
+    assert stage_instance(fine, tmp_path / "staged2", uid, IMPLICIT_LE, frozenset({EXPLICIT_LE})).transcoded
+
+
+def test_undefined_length_nesting_is_walked_without_recursion() -> None:
+    """50 000 levels: far past Python's recursion limit; refused at level 33 for each VR encoding."""
+    for explicit in (False, True):
+        with pytest.raises(TooDeep, match=f"deeper than {MAX_DEPTH} levels"):
+            check_structure(header("1.2.3", explicit) + nested(50_000, False, explicit), not explicit, True)
+
+
+def test_a_job_interrupted_by_restarts_is_failed_not_resumed_for_ever(tmp_path: Path) -> None:
+    db = Database(tmp_path / "appliance.db")
+    try:
+        jobs = JobStore(db)
+        job_id = jobs.create("epson", 1, ["1.2.3"], "manual", reason="test")
+        engine = JobEngine(jobs, author=None, publisher=None)  # type: ignore[arg-type]  # only the requeue runs
+        for _ in range(MAX_AUTHORING_RESTARTS):
+            assert jobs.claim_next().id == job_id  # authoring starts, then the process dies
+            engine.resume_interrupted()  # the next start
+            assert jobs.get(job_id).state is JobState.QUEUED
+        assert jobs.claim_next().id == job_id
+        engine.resume_interrupted()
+        failed = jobs.get(job_id)
+        assert failed.state is JobState.FAILED
+        assert "interrupted by a restart 3 times in a row" in failed.error
+        # Staff retry: the count starts again.
+        jobs.retry(job_id)
+        assert jobs.claim_next().id == job_id
+        engine.resume_interrupted()
+        assert jobs.get(job_id).state is JobState.QUEUED
+    finally:
+        db.close()
+
+
+# -- finding 12: invalid UIDs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "pynetdicom"])
+@pytest.mark.parametrize("bad", ["../../etc/x", "/etc/passwd", "1.2.3\"'", "1.2..3", "1." + "2" * 70])
+def test_invalid_uids_are_refused_by_default(node: Node, fast: bool, bad: str) -> None:
+    _set_fast(node, fast)
+    status, comment = store_raw(node.port, node.aet, header(bad), "1.2.826.0.1.3680043.10.1234.9.4")
+    assert status == 0xC000
+    assert "is not a valid UID" in comment
+    assert node.app.index.counts()["instances"] == 0
+    status, comment = store_raw(node.port, node.aet, header("1.2.3", series=bad), "1.2.3")
+    assert status == 0xC000 and "Series Instance UID" in comment
+
+
+def test_invalid_uids_accept_policy_stores_them(node_factory) -> None:
+    node = node_factory(invalid_uids="accept")
+    assert store_raw(node.port, node.aet, header("1.2.3.4/5"), "1.2.3.4/5") == (0, "")
+    assert node.app.index.lookup("1.2.3.4/5") is not None
+
+
+def test_invalid_uids_policy_is_checked_in_the_config(tmp_path: Path) -> None:
+    from appliance.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="invalid_uids must be 'reject' or 'accept'"):
+        parse_config({"appliance": {"data_dir": str(tmp_path)}, "dicom": {"invalid_uids": "maybe"}})
+
+
+# -- a serve child process: memory from /proc, log injection -----------------------------------------------
+
+
+def vm_kb(pid: int, field: str) -> int:
+    """VmHWM (peak resident memory) or VmRSS of a process, in kB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+class ServeChild:
+    """``appliance serve`` as a child process with [dicom] settings of the test."""
+
+    def __init__(self, folder: Path, **dicom: object) -> None:
+        self.port = free_port()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"',
+                 "[dicom]", f'bind = "{HOST}"', f"port = {self.port}", "tls_port = 0", "free_space_limit_mb = 1"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in dicom.items()]
+        lines += ["[[dicom.nodes]]", 'ae_title = "PROBE"', f'host = "{HOST}"']  # the echo below, known either way
+        lines += ["[hl7]", "port = 0", "[web]", "port = 0"]
+        config = folder / "appliance.toml"
+        config.write_text("\n".join(lines) + "\n")
+        self.out = open(folder / "serve.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        wait_until(self.echo, timeout=60)
+
+    def echo(self, timeout: float = 30) -> bool:
+        assert self.proc.poll() is None, (self.folder / "serve.out").read_text()
+        return dcmtk("echoscu", "-to", str(timeout), "-aet", "PROBE", "-aec", "DISCPACS", HOST, str(self.port),
+                     timeout=timeout + 10).returncode == 0
+
+    @property
+    def log(self) -> str:
+        return (self.folder / "var" / "logs" / "appliance.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+        self.out.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path):
+    children: list[ServeChild] = []
+
+    def start(**dicom: object) -> ServeChild:
+        child = ServeChild(tmp_path / f"serve{len(children)}", **dicom)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.stop()
+
+
+def test_nested_attack_on_a_burn_ae_stays_small(serve) -> None:
+    """The original attack: 300 levels to the _E AE. Refused, no disc job, peak memory stays near idle."""
+    child = serve()
+    idle = vm_kb(child.proc.pid, "VmHWM")
+    for n in range(3):
+        uid = f"1.2.826.0.1.3680043.10.1234.9.5.{n}"
+        status, comment = store_raw(child.port, "DISCPACS_E", header(uid) + nested(300), uid)
+        assert (status, "nested deeper" in comment) == (0xC000, True)
+    assert child.echo(timeout=5)
+    assert vm_kb(child.proc.pid, "VmHWM") < idle + 50_000  # kB
+    assert "disc job" not in child.log
+
+
+def test_control_characters_from_ae_titles_are_escaped_in_the_log(serve) -> None:
+    child = serve(accept_any_ae=False)  # an unknown calling AE is refused and logged
+    forged = "2026-01-01 00:00:00,000 FATAL appliance: forged"
+    calling = "X\r\n" + forged[:12]
+    for title in (calling, "A\x1b[2J\x00B", "C\x85\u2028D"[:4]):
+        with socket.create_connection((HOST, child.port), timeout=30) as sock:
+            rq = associate_rq("DISCPACS", "PLACEHOLDER", [build_context(Verification)])
+            raw = title.encode("latin-1", "replace")[:16].ljust(16)
+            rq = rq[:26] + raw + rq[42:]  # the calling AE field, bytes as the attacker wants them
+            sock.sendall(rq)
+            read_pdu(sock)
+    wait_until(lambda: child.log.count("\n") >= 1, timeout=10)
+    log = (child.folder / "var" / "logs" / "appliance.log").read_bytes()
+    for raw in (b"\x1b", b"\x00", b"\r", b"\xc2\x85", b"\xe2\x80\xa8"):
+        assert raw not in log
+    assert b"\x1b[2J" not in log and b"A\\x1b[2J\\x00B" in log  # seen, escaped
+    assert not [line for line in log.decode().splitlines() if line.startswith(forged[:12])]  # no forged record
+    assert child.echo(timeout=5)
