@@ -103,6 +103,9 @@ class DicomConfig:
     network_timeout: float = 120.0
     #: Log every worklist C-FIND (modalities poll every few seconds, so it is off by default).
     log_worklist_queries: bool = False
+    #: Serve storage, verification and C-FIND associations on the raw socket (appliance.dicom.fast); false: all by
+    #: pynetdicom (same answers, slower; for diagnosis).
+    fast_path: bool = True
     nodes: tuple[NodeConfig, ...] = ()
 
     def node(self, ae_title: str) -> NodeConfig | None:

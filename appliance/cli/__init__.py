@@ -31,7 +31,7 @@ Command = Callable[[argparse.Namespace, Config], int]
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
-    from appliance import security
+    from appliance import tls_contexts
     from appliance.cli.discs import build_publishing
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
@@ -45,10 +45,10 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         db.close()
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
-    server_tls = security.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
-    for warning in security.expiry_warnings(cfg):
+    server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
+    for warning in tls_contexts.expiry_warnings(cfg):
         LOGGER.warning(warning)
-    app = Appliance(cfg, client_tls=lambda: security.client_context(cfg))
+    app = Appliance(cfg, client_tls=lambda: tls_contexts.client_context(cfg))
     app.start()
     stop = threading.Event()
 
@@ -121,9 +121,9 @@ def cmd_import(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _client_tls(cfg: Config) -> Any:
-    from appliance import security
+    from appliance import tls_contexts
 
-    return security.client_context(cfg)
+    return tls_contexts.client_context(cfg)
 
 
 def cmd_tls_init(args: argparse.Namespace, cfg: Config) -> int:

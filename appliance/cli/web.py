@@ -38,11 +38,11 @@ class WebService:
 
         self.server: Any = None
         if cfg.web.port:
-            from appliance import security
+            from appliance import tls_contexts
             from webui import create_app
             from webui.server import WebServer
 
-            context = security.server_context(cfg) if cfg.web.https else None
+            context = tls_contexts.server_context(cfg) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
             try:

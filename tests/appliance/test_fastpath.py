@@ -1,4 +1,4 @@
-"""The fast receive path (appliance.dicom.fastpath): which associations take it, and that they behave as before.
+"""The fast receive path (appliance.dicom.fast): which associations take it, and that they behave as before.
 
 "As before" is checked against the same node with the fast path off (pynetdicom serving everything):
 the A-ASSOCIATE-AC and the C-STORE/C-ECHO responses must be the same bytes. C-FIND on the fast path:
@@ -7,6 +7,7 @@ tests/appliance/test_fast_find.py.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from fastpath_support import (
 )
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, C_FIND_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.presentation import PresentationContext, build_context
@@ -37,10 +39,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 import tls
-from appliance.dicom import dimse_codec, fastpath
+from appliance.core import Appliance
+from appliance.dicom import fast as fastpath
+from appliance.dicom.fast import dimse as dimse_codec
+from appliance.dicom.server import DicomNode
 
 import dicomdata
-from conftest import HOST, Node, dcmtk, free_port, wait_until
+from conftest import HOST, Node, dcmtk, free_port, make_config, wait_until
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -159,13 +164,37 @@ def test_mpps_move_and_get_go_to_pynetdicom(node: Node, fast_runs: list, other: 
     assert fast_runs == []
 
 
-def test_fast_path_off_serves_everything_with_pynetdicom(node: Node, fast_runs: list) -> None:
-    for server in node.dicom.servers:
-        server.fast_path = False
+def test_fast_path_off_serves_everything_with_pynetdicom(node_factory, fast_runs: list,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="appliance.dicom"):
+        node = node_factory(fast_path=False)  # [dicom] fast_path = false
+    assert "fast path off ([dicom] fast_path = false)" in caplog.text
     assoc = requesting_ae("OFF", Verification).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.send_c_echo().Status == 0
     assoc.release()
     assert fast_runs == []
+
+
+def test_a_low_level_handler_turns_the_fast_path_off_and_says_so(fast_runs: list,
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    class Debugging(DicomNode):
+        def _handlers(self) -> list:
+            return [*super()._handlers(), (evt.EVT_PDU_RECV, lambda event: None)]
+
+    app = Appliance(make_config(tmp_path / "dbg"))
+    node = Debugging(app)
+    with caplog.at_level(logging.INFO, logger="appliance.dicom"):
+        node.start()
+    try:
+        assert "fast path off: handler(s) bound to EVT_PDU_RECV" in caplog.text
+        assoc = requesting_ae("DBG", Verification).associate(HOST, node.ports[0], ae_title=app.config.dicom.ae_title)
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert fast_runs == []
+    finally:
+        node.stop()
+        app.db.close()
 
 
 # -- the same bytes as pynetdicom ------------------------------------------------------------------------

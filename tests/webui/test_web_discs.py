@@ -267,9 +267,9 @@ def test_hl7_log_for_admins(env, admin, desk) -> None:
 
 
 def test_certificate_banner_for_admins_only(env, admin, desk, monkeypatch) -> None:
-    from appliance import security
+    from appliance import tls_contexts
 
-    monkeypatch.setattr(security, "expiry_warnings",
+    monkeypatch.setattr(tls_contexts, "expiry_warnings",
                         lambda cfg: ["certificate /x/server.crt expires in 12 days (2026-12-05)"])
     env.site._cert_cache = None
     page = text(admin.get("/staff/studies"))

@@ -1,38 +1,4 @@
-"""Fast receive path: storage, verification and C-FIND associations served on the raw socket.
-
-Why: with pynetdicom's protocol machine a C-STORE cost about 2.5 ms of Python work beyond storing
-it (bench/ingest, 64x64 instances over one ``storescu`` association: ~225-260 instances/s through
-pynetdicom, ~620-660/s through this module, DCMTK's ``storescp`` ~3,000-5,000/s without any
-fsync), and a C-FIND answer ~0.8 ms (bench/find). Each association runs two polling threads
-(``time.sleep(0.001)`` loops in the DUL and in the association reactor, handing PDUs over
-queues), every PDU and DIMSE command set is decoded into objects through pydicom, and every
-response is encoded the same way. An association that only sends instances or queries needs none
-of that: this module reads its PDUs in the connection's own thread, reassembles the command and
-data set fragments, calls the same bound ``EVT_C_STORE`` / ``EVT_C_ECHO`` handlers through
-:func:`pynetdicom.events.trigger` (C-FIND: the same decisions, see
-:mod:`appliance.dicom.fast_find`), and writes the response bytes directly
-(:mod:`appliance.dicom.dimse_codec`).
-
-Which associations: an A-ASSOCIATE-RQ whose every proposed abstract syntax is Verification, what
-pynetdicom's unrestricted storage negotiation treats as storage, or Patient Root / Study Root /
-Modality Worklist FIND (only while the bound ``EVT_C_FIND`` handler is the appliance's own), with
-no extended negotiation (no role selection, asynchronous operations window, user identity, SOP
-class extended negotiation), which the association policy accepts (calling AE, called AE,
-association limit) and while no low-level event handler (PDU, DIMSE, FSM logging) is bound.
-Everything else (C-MOVE, C-GET and its storage roles, MPPS, rejections, malformed requests) is
-handed to pynetdicom unchanged: the A-ASSOCIATE-RQ bytes already read travel with the socket
-(:class:`Prefixed`) and :class:`appliance.dicom.server.FastSocket` reads them first, so pynetdicom
-sees the connection as if it had read it itself.
-
-Kept as pynetdicom does it: presentation context negotiation (pynetdicom's own functions, same
-supported contexts, the contexts of services the calling AE has no right to refused as
-:class:`~appliance.dicom.server.PolicyACSE` does), the A-ASSOCIATE-AC (pynetdicom's PDU classes),
-the association limit shared with pynetdicom's associations, ARTIM (``acse_timeout``) before the
-request and after a release, ``network_timeout`` while idle, A-ABORT on unexpected PDUs, invalid
-contexts or unsupported commands, TLS sockets, and the notification events our server binds
-(established, released, aborted, connection closed), so the logging and
-:meth:`Appliance.association_ended` stay the same.
-"""
+"""One association served on the raw socket: negotiation, the PDU loop, C-STORE and C-ECHO answers."""
 
 from __future__ import annotations
 
@@ -50,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID
-from pynetdicom import _config, evt
+from pynetdicom import evt
 from pynetdicom import sop_class as SOP_CLASS_MODULE
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
@@ -63,11 +29,12 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, negotiate_unrestricted
 from pynetdicom.service_class import ServiceClass, StorageServiceClass, VerificationServiceClass
-from pynetdicom.sop_class import _STORAGE_CLASSES, uid_to_service_class
+from pynetdicom.sop_class import uid_to_service_class
 
-from appliance.dicom import fast_find
-from appliance.dicom.dimse_codec import NO_DATA_SET, decode_command, encode_response, pdata_pdus, simple_status
-from appliance.dicom.rights import denied_classes
+from appliance.dicom import compat
+from appliance.dicom.fast import find as fast_find
+from appliance.dicom.fast.dimse import NO_DATA_SET, decode_command, encode_response, pdata_pdus, simple_status
+from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -78,51 +45,13 @@ LOGGER = logging.getLogger("appliance.dicom")
 
 VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
-#: A-ASSOCIATE-RQ larger than this go to pynetdicom unread (128 contexts with 16 syntaxes each are ~60 KiB).
-MAX_REQUEST = 256 * 1024
-#: Notification events the fast path triggers; a handler bound to any other one sends associations to pynetdicom.
-EMITTED = frozenset({evt.EVT_CONN_OPEN, evt.EVT_ACCEPTED, evt.EVT_ESTABLISHED, evt.EVT_RELEASED, evt.EVT_ABORTED,
-                     evt.EVT_CONN_CLOSE, evt.EVT_REJECTED})
 
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-_STORAGE_UIDS = frozenset(_STORAGE_CLASSES.values())
+_STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
                      ImplementationVersionNameNotification)
-_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
-
-
-def _abort_pdu(source: int, reason: int) -> bytes:
-    return b"\x07\x00\x00\x00\x00\x04\x00\x00" + bytes((source, reason))
-
-
-class Prefixed:
-    """A socket whose first bytes were already read; :class:`FastSocket` replays them.
-
-    Parameters
-    ----------
-    sock : socket.socket
-        The connection.
-    data : bytes
-        What was read from it, in order.
-    """
-
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
-        self.socket = sock
-        self.data = data
-
-    def __getattr__(self, name: str) -> Any:
-        # socketserver's shutdown_request/close_request and pynetdicom's error path use the socket's methods.
-        return getattr(self.socket, name)
-
-
-def take_prefix(request: Any) -> tuple[socket.socket, bytearray]:
-    """The real socket of a connection and the bytes to replay before reading it (none for a plain socket)."""
-    if isinstance(request, Prefixed):
-        return request.socket, bytearray(request.data)
-    return cast(socket.socket, request), bytearray()
 
 
 class Registry:
@@ -154,113 +83,6 @@ class Registry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._open)
-
-
-def _pynetdicom_acceptors(server: ApplianceServer) -> int:
-    return sum(1 for a in server.ae.active_associations if a.is_acceptor)
-
-
-def over_limit(assoc: Association) -> bool:
-    """Whether a pynetdicom acceptor association, counted with the fast ones, exceeds the association limit.
-
-    pynetdicom counts only its own association threads (itself included); the fast path's
-    associations are added here so that both kinds share ``max_associations``.
-    """
-    server = cast("ApplianceServer | None", getattr(assoc, "_server", None))
-    registry = getattr(server, "fast", None)
-    if server is None or registry is None:
-        return False
-    return len(registry) + _pynetdicom_acceptors(server) > server.ae.maximum_associations
-
-
-def serve(server: ApplianceServer, request: socket.socket, address: tuple[str, int]) -> Any | None:
-    """Serve a new connection on the fast path when its association qualifies.
-
-    Parameters
-    ----------
-    server : ApplianceServer
-        The listener that accepted the connection.
-    request : socket.socket
-        The connection (TLS already set up on the TLS port).
-    address : tuple
-        The peer's address.
-
-    Returns
-    -------
-    socket or None
-        None when the connection was served (or closed) here; otherwise what to hand to
-        pynetdicom: the socket, wrapped in :class:`Prefixed` when bytes were read from it.
-    """
-    if not server.fast_path or not _handlers_allow(server):
-        return request
-    cfg = server.app.config.dicom
-    previous = request.gettimeout()
-    try:
-        # ARTIM: pynetdicom waits acse_timeout for the A-ASSOCIATE-RQ, then closes the connection.
-        request.settimeout(cfg.acse_timeout)
-        header = _recv(request, 6)
-        if len(header) < 6:
-            _close(request)
-            return None
-        length = int.from_bytes(header[2:6], "big")
-        if header[0] != 0x01 or length > MAX_REQUEST:
-            request.settimeout(previous)
-            return Prefixed(request, bytes(header))
-        body = _recv(request, length)
-        request.settimeout(previous)
-    except OSError:  # timeout, reset: what pynetdicom does too, it closes
-        _close(request)
-        return None
-    if len(body) < length:
-        _close(request)
-        return None
-    raw = bytes(header + body)
-    try:
-        assoc = FastAssociation.negotiate(server, request, address, raw)
-    except Exception:  # a malformed request: pynetdicom answers it as it always has
-        LOGGER.debug("fast path: A-ASSOCIATE-RQ from %s not understood, left to pynetdicom", address[0],
-                     exc_info=True)
-        assoc = None
-    if assoc is None:
-        return Prefixed(request, raw)
-    assoc.run()  # contains its own failures: aborts the association and logs
-    return None
-
-
-def _handlers_allow(server: ApplianceServer) -> bool:
-    handlers = server._handlers
-    for event, bound in handlers.items():
-        if isinstance(event, evt.NotificationEvent) and bound and event not in EMITTED:
-            return False
-    return True
-
-
-def _recv(sock: socket.socket, count: int) -> bytearray:
-    """Read ``count`` bytes (fewer when the peer closes); raises OSError/TimeoutError."""
-    buf = bytearray(count)
-    view = memoryview(buf)
-    got = 0
-    plain = not isinstance(sock, ssl.SSLSocket)
-    while got < count:
-        if plain and _QUICKACK is not None:
-            # Linux clears QUICKACK after a while; re-armed so that a Nagle-enabled sender (DCMTK's
-            # default) is not held ~40 ms by our delayed ACK before it sends the rest of a message.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        n = sock.recv_into(view[got:], count - got)
-        if not n:
-            view.release()
-            del buf[got:]
-            return buf
-        got += n
-    return buf
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
 
 
 def _served(uid: UID) -> bool:
@@ -357,16 +179,15 @@ class FastAssociation:
             return None
         if any(cx.abstract_syntax in FIND_CLASSES for cx in proposed) and not fast_find.handler_is_ours(server):
             return None  # another C-FIND handler is bound: pynetdicom calls it
-        app = server.app
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
-        if not app.may_associate(calling) or called not in app.ae_titles():
-            return None  # PolicyACSE rejects it with the reason and the log line it gives
-        # The negotiation PolicyACSE runs for this request: the same supported contexts less the services the
+        if server.policy.refusal(calling, called) is not None:
+            return None  # the pynetdicom path rejects it with the same policy's reason and log line
+        # The negotiation the pynetdicom path runs for this request: the same supported contexts less the services the
         # calling AE has no right to, then the contexts of those services accepted as storage-like refused.
-        denied = denied_classes(app, calling)
+        denied = server.policy.denied(calling)
         supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
-        negotiate = negotiate_unrestricted if _config.UNRESTRICTED_STORAGE_SERVICE else negotiate_as_acceptor
+        negotiate = negotiate_unrestricted if compat.unrestricted_storage() else negotiate_as_acceptor
         result, roles = negotiate(proposed, supported, {})
         if roles:
             return None
@@ -401,11 +222,9 @@ class FastAssociation:
         requestor = _User(calling, address[0], int(address[1]), int(rq.maximum_length_received or 0))
         acceptor = _User(called, str(local[0]), int(local[1]), ae.maximum_pdu_size)
         assoc = cls(server, sock, rq, accepted, ac_pdu.encode(), requestor, acceptor)
-        if not server.fast.admit(assoc, _pynetdicom_acceptors(server), ae.maximum_associations):
-            return None  # PolicyACSE rejects it: local limit exceeded (2, 3, 2)
-        if denied:
-            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
-                        " are rejected", calling, len(denied))
+        if not server.fast.admit(assoc, compat.pynetdicom_acceptors(server), ae.maximum_associations):
+            return None  # the pynetdicom path rejects it: local limit exceeded (2, 3, 2)
+        server.policy.log_denied(calling, denied)
         return assoc
 
     # -- what handlers and the server use ---------------------------------------------------------
@@ -436,9 +255,9 @@ class FastAssociation:
             if self._closed:
                 return
             with contextlib.suppress(OSError):
-                self.sock.sendall(_abort_pdu(source, reason))
+                self.sock.sendall(abort_pdu(source, reason))
             self._closed = True
-        _close(self.sock)
+        close(self.sock)
 
     def _send(self, data: bytes) -> None:
         with self._send_lock:
@@ -467,7 +286,7 @@ class FastAssociation:
             self.server.fast.remove(self)
             with self._send_lock:
                 self._closed = True
-            _close(self.sock)
+            close(self.sock)
             evt.trigger(cast("Association", self), evt.EVT_CONN_CLOSE, {})
 
     def _ended(self, released: bool) -> None:
@@ -493,12 +312,12 @@ class FastAssociation:
         sock = self.sock
         try:
             sock.settimeout(self._network_timeout)
-            header = _recv(sock, 6)
+            header = recv_exact(sock, 6)
             if len(header) < 6:
                 self._ended(released=False)  # connection closed: A-P-ABORT
                 return None
             length = int.from_bytes(header[2:6], "big")
-            body = _recv(sock, length)
+            body = recv_exact(sock, length)
         except TimeoutError:
             LOGGER.error("Network timeout reached")
             self._abort(0x00, 0x00)
@@ -529,7 +348,7 @@ class FastAssociation:
             self._ended(released=False)
         return False
 
-    # -- what a C-FIND being answered uses (appliance.dicom.fast_find) ------------------------------
+    # -- what a C-FIND being answered uses (appliance.dicom.fast.find) ------------------------------
 
     def poll(self, message_id: int) -> str | None:
         """Look, without waiting, for what the peer sent while a C-FIND is being answered.
@@ -582,7 +401,7 @@ class FastAssociation:
 
     def _release(self) -> None:
         with contextlib.suppress(OSError, ConnectionAbortedError):
-            self._send(_RELEASE_RP)
+            self._send(RELEASE_RP)
         self._ended(released=True)
         # Like pynetdicom, wait for the requestor to close (ARTIM), so the A-RELEASE-RP is not cut off.
         deadline = time.monotonic() + self._acse_timeout

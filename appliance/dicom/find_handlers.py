@@ -55,7 +55,7 @@ def find_responses(app: Appliance, peer: str, sop_class: str, identifier: Callab
     """Every C-FIND's decisions: Modality Worklist queries to :func:`mwl_answers`, the rest to Q/R.
 
     The one place that decides rights, statuses and log lines of a C-FIND, for pynetdicom's handler
-    and the fast path (:mod:`appliance.dicom.fast_find`) alike.
+    and the fast path (:mod:`appliance.dicom.fast.find`) alike.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """DIMSE command sets and P-DATA-TF PDUs written and read by hand, byte for byte as pynetdicom does.
 
 Why: pynetdicom's primitives and DIMSE message classes build a pydicom data set per command and
-validate every UID again, ~0.1 ms per message; the fast path (:mod:`appliance.dicom.fastpath`)
+validate every UID again, ~0.1 ms per message; the fast path (:mod:`appliance.dicom.fast`)
 answers thousands of messages per second with the few command elements it needs. The tests
 compare each encoder with pynetdicom's output.
 """
