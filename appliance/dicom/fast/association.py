@@ -153,7 +153,7 @@ class FastAssociation:
 
     @classmethod
     def negotiate(cls, server: ApplianceServer, sock: socket.socket, address: tuple[str, int],
-                  raw: bytes) -> FastAssociation | None:
+                  raw: bytes, pdu: A_ASSOCIATE_RQ | None = None) -> FastAssociation | None:
         """Examine an A-ASSOCIATE-RQ; return the association to serve here, or None for pynetdicom.
 
         Parameters
@@ -166,9 +166,12 @@ class FastAssociation:
             The peer's address.
         raw : bytes
             The whole A-ASSOCIATE-RQ PDU.
+        pdu : A_ASSOCIATE_RQ, optional
+            ``raw`` already decoded.
         """
-        pdu = A_ASSOCIATE_RQ()
-        pdu.decode(raw)
+        if pdu is None:
+            pdu = A_ASSOCIATE_RQ()
+            pdu.decode(raw)
         if pdu.protocol_version != 0x0001:
             return None  # pynetdicom rejects it (1, 2, 2)
         rq = pdu.to_primitive()
@@ -317,7 +320,16 @@ class FastAssociation:
                 self._ended(released=False)  # connection closed: A-P-ABORT
                 return None
             length = int.from_bytes(header[2:6], "big")
-            body = recv_exact(sock, length)
+            limit = self.acceptor.maximum_length
+            if limit and length > limit:
+                # Longer than the maximum we advertised: refused before anything is allocated for it.
+                LOGGER.error("fast path: association from %s aborted: PDU of %d bytes, more than the %d we accept",
+                             self.requestor.ae_title, length, limit)
+                self._abort(0x02, 0x06)
+                self._ended(released=False)
+                return None
+            # The rest of a PDU must follow within network_timeout of its header, however it trickles.
+            body = recv_exact(sock, length, time.monotonic() + self._network_timeout)
         except TimeoutError:
             LOGGER.error("Network timeout reached")
             self._abort(0x00, 0x00)
