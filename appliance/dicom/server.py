@@ -112,9 +112,7 @@ class FastSocket(AssociationSocket):
             if limit and nr_bytes > limit:
                 LOGGER.error("association from %s aborted: PDU of %d bytes, more than the %d we accept",
                              self.assoc.requestor.ae_title, nr_bytes, limit)
-                with contextlib.suppress(OSError):
-                    cast(socket.socket, self.socket).sendall(fast.abort_pdu(0x02, 0x06))
-                self.close()
+                self._abort_and_close()
                 return bytearray()  # pynetdicom: PDU shorter than announced, the connection is closed
         if self._replay:
             head = self._replay[:nr_bytes]
@@ -124,7 +122,19 @@ class FastSocket(AssociationSocket):
 
     def _recv_socket(self, nr_bytes: int) -> bytearray:
         # Short when the peer closed: pynetdicom expects what arrived.
-        return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes, self._deadline)
+        try:
+            return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes, self._deadline)
+        except TimeoutError:
+            # One line and an A-ABORT rather than pynetdicom's traceback; the short read ends the association.
+            LOGGER.error("association from %s aborted: a PDU did not arrive whole in time",
+                         self.assoc.requestor.ae_title)
+            self._abort_and_close()
+            return bytearray()
+
+    def _abort_and_close(self) -> None:
+        with contextlib.suppress(OSError):
+            cast(socket.socket, self.socket).sendall(fast.abort_pdu(0x02, 0x00))
+        self.close()
 
 
 class _RequestHandler(compat.PolicyRequestHandler):

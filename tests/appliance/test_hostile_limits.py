@@ -270,9 +270,11 @@ class ServeChild:
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"',
-                 "[dicom]", f'bind = "{HOST}"', f"port = {self.port}", "tls_port = 0", "free_space_limit_mb = 1"]
-        lines += [f"{key} = {json.dumps(value)}" for key, value in dicom.items()]
+        keys: dict[str, object] = {"bind": HOST, "port": self.port, "tls_port": 0, "free_space_limit_mb": 1}
+        keys.update(dicom)
+        self.tls_port = int(keys["tls_port"])  # type: ignore[call-overload]
+        lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', "[dicom]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
         lines += ["[[dicom.nodes]]", 'ae_title = "PROBE"', f'host = "{HOST}"']  # the echo below, known either way
         lines += ["[hl7]", "port = 0", "[web]", "port = 0"]
         config = folder / "appliance.toml"
@@ -343,3 +345,150 @@ def test_control_characters_from_ae_titles_are_escaped_in_the_log(serve) -> None
     assert b"\x1b[2J" not in log and b"A\\x1b[2J\\x00B" in log  # seen, escaped
     assert not [line for line in log.decode().splitlines() if line.startswith(forged[:12])]  # no forged record
     assert child.echo(timeout=5)
+
+
+# -- findings 2, 3, 4: what may arrive before and within an association ------------------------------------
+
+HUGE = 256 * 1024 * 1024
+#: An A-ASSOCIATE-RQ header declaring 256 MB, and a P-DATA-TF header declaring as much (after an association).
+HUGE_RQ = struct.pack(">BBI", 0x01, 0, HUGE)
+HUGE_PDATA = struct.pack(">BBI", 0x04, 0, HUGE)
+
+
+def _connect(port: int, tls: bool = False) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=30)
+    if tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the demo certificate of a test server
+        sock = ctx.wrap_socket(sock)
+    return sock
+
+
+def _answer(sock: socket.socket, timeout: float = 30) -> int:
+    """Type of the next PDU the server sends, -1 when it closes (or resets) the connection."""
+    sock.settimeout(timeout)
+    try:
+        pdu = read_pdu(sock)
+    except ConnectionResetError:
+        return -1
+    return pdu[0] if pdu else -1
+
+
+def _associated(port: int, aet: str, tls: bool = False) -> socket.socket:
+    sock = _connect(port, tls)
+    sock.sendall(associate_rq(aet, "HOLDER", [build_context(CTImageStorage, [IMPLICIT_LE])]))
+    assert _answer(sock) == 0x02
+    return sock
+
+
+@pytest.mark.parametrize("how", ["fast-path", "pynetdicom", "tls"])
+def test_a_declared_pdu_length_allocates_nothing(serve, how: str) -> None:
+    """Finding 2: 256 MB declared before and after the association; A-ABORT at once, peak memory flat."""
+    child = serve(fast_path=how != "pynetdicom", tls_port=free_port() if how == "tls" else 0)
+    tls = how == "tls"
+    port = child.tls_port if tls else child.port
+    before = vm_kb(child.proc.pid, "VmHWM")
+    held = []
+    try:
+        for _ in range(4):
+            sock = _connect(port, tls)
+            sock.sendall(HUGE_RQ)
+            held.append(sock)
+            sock = _associated(port, "DISCPACS", tls)
+            sock.sendall(HUGE_PDATA)
+            held.append(sock)
+        assert [_answer(sock) for sock in held] == [0x07] * len(held)  # A-ABORT for every one
+        assert child.echo(timeout=10)
+        assert vm_kb(child.proc.pid, "VmHWM") - before < 64 * 1024  # kB: one 256 MB buffer would be 4x that
+    finally:
+        for sock in held:
+            sock.close()
+    assert "PDU of 268435456 bytes" in child.log and "A-ASSOCIATE-RQ of 268435456 bytes" in child.log
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "pynetdicom"])
+def test_header_only_connections_do_not_shut_dicom_out(serve, tmp_path: Path, fast: bool) -> None:
+    """Finding 3: 20 connections that send a PDU header and stop; DCMTK is served meanwhile, they are closed."""
+    child = serve(max_associations=5, acse_timeout=3, fast_path=fast)
+    study = tmp_path / "study"
+    study.mkdir()
+    import dicomdata
+
+    for inst in dicomdata.study("PHOLD", "HOLD^OUT", ("CT",), 2):
+        inst.write(study)
+    held = []
+    try:
+        for n in range(20):
+            sock = _connect(child.port)
+            sock.sendall(struct.pack(">BBI", 0x01, 0, 300 if n % 2 else HUGE)[: 6])
+            held.append(sock)
+        for _ in range(2):
+            assert child.echo(timeout=10)
+            dcmtk("storescu", "-to", "10", "-aet", "PROBE", "-aec", "DISCPACS", "+sd", HOST, str(child.port),
+                  str(study), check=True, timeout=30)
+        # ARTIM from the first byte: none of them outlives acse_timeout by much.
+        assert [_answer(sock, timeout=30) for sock in held] in ([-1] * 20, [-1, 0x07] * 10, [0x07, -1] * 10)
+    finally:
+        for sock in held:
+            sock.close()
+    assert child.echo(timeout=10)
+
+
+def test_an_association_stalled_inside_a_pdu_frees_its_slot(node_factory) -> None:
+    """Finding 3, within an association: a P-DATA-TF header and nothing more is aborted after network_timeout."""
+    node = node_factory(max_associations=2, network_timeout=3)
+    for fast in (True, False):
+        _set_fast(node, fast)
+        held = [_associated(node.port, node.aet) for _ in range(2)]
+        for sock in held:
+            sock.sendall(struct.pack(">BBI", 0x04, 0, 1000) + b"\x00\x00")  # and nothing after
+        assert [_answer(sock, timeout=30) for sock in held] == [0x07, 0x07]
+        for sock in held:
+            sock.close()
+        wait_until(lambda: not node.dicom.active(), timeout=10)
+        assert dcmtk("echoscu", "-to", "10", "-aec", node.aet, HOST, str(node.port)).returncode == 0
+
+
+JUNK = {
+    "http": b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n",
+    "zero-length-pdu": b"\x01\x00\x00\x00\x00\x00",
+    "bad-ae-title": None,  # built below
+    "p-data-first": b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x02\x01\x03",
+    "tls-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40),
+}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "pynetdicom"])
+def test_junk_connections_hold_no_association_slot(node_factory, fast: bool) -> None:
+    """Finding 4: a scan of junk (each closed by the server at once) leaves the one slot free for DCMTK."""
+    node = node_factory(max_associations=1)
+    _set_fast(node, fast)
+    bad_ae = associate_rq(node.aet, "PLACEHOLDER", [build_context(Verification)])
+    bad_ae = bad_ae[:26] + b"BAD\x1b\x00AE".ljust(16) + bad_ae[42:]
+    for _ in range(3):
+        for name, payload in JUNK.items():
+            with _connect(node.port) as sock:
+                sock.sendall(payload if payload is not None else bad_ae)
+                assert _answer(sock, timeout=5) in (-1, 0x07), name  # answered and closed, not left waiting
+    wait_until(lambda: len(node.dicom.servers[0].unassociated) == 0, timeout=5)  # its thread ends right after
+    assert not node.dicom.active()
+    assert dcmtk("echoscu", "-to", "10", "-aec", node.aet, HOST, str(node.port)).returncode == 0
+
+
+def test_silent_connections_are_capped_apart_from_associations(node_factory) -> None:
+    """Connections that never send a request: beyond the cap the oldest go; an association still gets in."""
+    node = node_factory(max_associations=1, acse_timeout=60)
+    pending = node.dicom.servers[0].unassociated
+    pending.limit = 8
+    silent = [_connect(node.port) for _ in range(12)]
+    try:
+        # Each new one past 8 evicts the oldest: the first four are closed, the last eight wait.
+        assert [_answer(sock, timeout=10) for sock in silent[:4]] == [-1] * 4
+        wait_until(lambda: len(pending) == 8, timeout=10)
+        assert dcmtk("echoscu", "-to", "10", "-aec", node.aet, HOST, str(node.port)).returncode == 0
+    finally:
+        for sock in silent:
+            sock.close()
