@@ -31,7 +31,7 @@ from appliance.nodes import NodeRegistry
 from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
-from appliance.store import FileStore
+from appliance.store import FileStore, Spool
 from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
@@ -186,7 +186,7 @@ class Appliance:
 
     def store(
         self,
-        dataset: bytes,
+        dataset: bytes | Spool,
         transfer_syntax: str,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -201,8 +201,9 @@ class Appliance:
 
         Parameters
         ----------
-        dataset : bytes
-            The data set as received (no file meta), encoded in ``transfer_syntax``.
+        dataset : bytes or Spool
+            The data set as received (no file meta), encoded in ``transfer_syntax``; a large one
+            spooled to a temporary file as it arrived (the caller discards the spool).
         transfer_syntax, sop_class_uid, sop_instance_uid : str
             From the presentation context and the C-STORE request.
         calling_ae, called_ae, association_id : str
@@ -219,17 +220,19 @@ class Appliance:
         """
         ts = UID(transfer_syntax)
         rec: InstanceRecord | None = None
+        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
+        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
         if not ts.is_deflated:
             # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
             # pydicom decodes only what that pass leaves to it (None).
-            rec = instance_record(dataset, ts.is_implicit_VR, ts.is_little_endian)
+            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
         else:
             # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
-            check_structure(inflate(dataset), False, True)
+            check_structure(inflate(data), False, True)
         meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
         if rec is None:
             try:
-                ds = dcmread(io.BytesIO(meta + dataset), stop_before_pixels=True)
+                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
             except Exception as exc:
                 raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
             rec = extract(ds)

@@ -492,3 +492,71 @@ def test_silent_connections_are_capped_apart_from_associations(node_factory) -> 
     finally:
         for sock in silent:
             sock.close()
+
+
+# -- finding 11: large instances are streamed to disk ------------------------------------------------------
+
+
+def _large_instance(folder: Path, n: int, megabytes: int) -> tuple[Path, str, bytes]:
+    """A CT instance with ``megabytes`` of 16-bit pixel data (a pattern that differs per instance)."""
+    import hashlib
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    uid = f"1.2.826.0.1.3680043.10.1234.11.{n}"
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = uid
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1234.11"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.11.1"
+    ds.PatientID = "PBIG"
+    ds.PatientName = "BIG^INSTANCE"
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = 1024, megabytes * 512
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = (bytes([n]) + bytes(range(255))) * (megabytes * 4096)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = folder / f"big{n}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path, uid, hashlib.sha256(ds.PixelData).digest()
+
+
+def test_large_stores_are_streamed_to_disk(serve, tmp_path: Path) -> None:
+    """Two 64 MB C-STOREs at once: peak memory grows by far less than one instance, both stored whole."""
+    import hashlib
+
+    child = serve()
+    sent = [_large_instance(tmp_path, n, 64) for n in (1, 2)]
+    before = vm_kb(child.proc.pid, "VmHWM")
+    senders = [subprocess.Popen(["/usr/bin/storescu", "-aet", "PROBE", "-aec", "DISCPACS", HOST, str(child.port),
+                                 str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for path, _, _ in sent]
+    for proc in senders:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+    grown = vm_kb(child.proc.pid, "VmHWM") - before
+    assert grown < 48 * 1024, f"peak memory grew by {grown} kB for two 64 MB instances"
+    stored = list((child.folder / "var" / "store").glob("????/??/??/*.dcm"))
+    digests = {str(dcmread(p).SOPInstanceUID): hashlib.sha256(dcmread(p).PixelData).digest() for p in stored}
+    assert digests == {uid: digest for _, uid, digest in sent}
+    assert not any((child.folder / "var").rglob("*.spool"))
+
+
+def test_a_spooled_store_cut_off_leaves_nothing(node: Node) -> None:
+    """An association aborted in the middle of a data set already being spooled: no file, no index row."""
+    from appliance.dicom.fast.association import SPOOL_AT
+
+    uid = "1.2.826.0.1.3680043.10.1234.11.9"
+    body = header(uid) + struct.pack("<HHI", 0x7FE0, 0x0010, 2 * SPOOL_AT) + bytes(2 * SPOOL_AT)
+    pdus = store_rq(body, uid)
+    with socket.create_connection((HOST, node.port), timeout=30) as sock:
+        sock.sendall(associate_rq(node.aet, "CUTOFF", [build_context(CTImageStorage, [IMPLICIT_LE])]))
+        assert read_pdu(sock)[:1] == b"\x02"
+        sock.sendall(pdus[: len(pdus) * 3 // 4])  # most of it: past the spool threshold, not the end
+        wait_until(lambda: any(node.app.store_area.tmp.glob("*.spool")), timeout=30)
+        sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-ABORT
+    wait_until(lambda: not any(node.app.store_area.tmp.iterdir()), timeout=30)
+    assert node.app.index.counts()["instances"] == 0
