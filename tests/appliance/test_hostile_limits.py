@@ -12,10 +12,12 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from fastpath_support import RELEASE_RQ, associate_rq, message_pdus, read_pdu
+from publishing_support import publish_node
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pynetdicom.presentation import build_context
@@ -29,6 +31,8 @@ from appliance.part10 import file_meta
 from appliance.validate import MAX_DEPTH, TooDeep, check_file, check_structure
 
 from conftest import HOST, Node, dcmtk, free_port, wait_until
+
+__all__ = ["publish_node"]  # a fixture
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -560,3 +564,50 @@ def test_a_spooled_store_cut_off_leaves_nothing(node: Node) -> None:
         sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-ABORT
     wait_until(lambda: not any(node.app.store_area.tmp.iterdir()), timeout=30)
     assert node.app.index.counts()["instances"] == 0
+
+
+# -- finding 1: heavy work on received data within a budget ------------------------------------------------
+
+
+def test_a_conversion_runs_within_a_memory_and_time_budget(tmp_path: Path) -> None:
+    """A task past its memory or time fails with the reason, the worker is replaced, the next task runs."""
+    from appliance.budget import Budget, BudgetExceeded
+
+    budget = Budget(memory_mb=1024, seconds=3)
+    try:
+        with pytest.raises(BudgetExceeded, match="needed more than 1024 MB"):
+            budget.run(bytearray, 2 * 1024 ** 3, what="allocating 2 GB")
+        with pytest.raises(BudgetExceeded, match="took longer than 3 s and was stopped"):
+            budget.run(time.sleep, 60, what="sleeping a minute")
+        assert budget.run(len, b"still working") == 13
+        # A real conversion through the budget (as disc authoring does it): Implicit VR to Explicit VR.
+        uid = "1.2.826.0.1.3680043.10.1234.1.7"
+        source = _part10(tmp_path / "implicit.dcm", header(uid) + nested(3), uid)
+        staged = stage_instance(source, tmp_path / "explicit.dcm", uid, IMPLICIT_LE, frozenset({EXPLICIT_LE}),
+                                budget)
+        assert staged.transcoded and staged.transfer_syntax == EXPLICIT_LE
+        assert dcmread(staged.path).ContentSequence[0].ContentSequence[0].ContentSequence[0].TextValue == "LEAF"
+    finally:
+        budget.close()
+
+
+def test_a_burn_converts_received_instances_in_the_budget_worker(publish_node, tmp_path: Path) -> None:
+    """As serve wires it: an Implicit VR instance sent to _E is converted (in the worker) onto the CD."""
+    from io import BytesIO
+
+    from publishing_support import iso_files
+
+    node = publish_node()
+    assert node.publishing.author.settings.budget is not None
+    uid = "1.2.826.0.1.3680043.10.1234.1.8"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _part10(folder / "sr.dcm", header(uid) + nested(3), uid)
+    node.send(folder, "_E")
+    job = node.wait_state(1, JobState.DONE, JobState.FAILED)
+    assert (job.state, job.error) == (JobState.DONE, "")
+    files = iso_files(node.job_dir(1) / "disc1" / "disc.iso")
+    on_disc = [dcmread(BytesIO(data)) for name, data in files.items() if "DICOMDIR" not in name
+               and data[128:132] == b"DICM"]
+    assert [(str(ds.SOPInstanceUID), ds.file_meta.TransferSyntaxUID) for ds in on_disc] == [(uid, EXPLICIT_LE)]
+    assert node.publishing.author.settings.budget._pool is not None  # the worker process did the conversion
