@@ -56,6 +56,12 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
     return value
 
 
+#: ``preferred_ts`` of a known node: the transfer syntax retrieve and forwarding convert to when the node accepts it
+#: (appliance.codecs maps each name to its UID); "as-is" (the default, like "") sends what is stored.
+TS_NAMES = ("as-is", "implicit", "explicit", "deflated", "jpeg-baseline", "jpeg-lossless", "jpeg-ls-lossless",
+            "jpeg-ls-near-lossless", "jpeg2000-lossless", "jpeg2000", "rle")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """A known DICOM node and what it may do here."""
@@ -71,6 +77,10 @@ class NodeConfig:
     move: bool = True
     get: bool = True
     mwl: bool = True
+    #: May ask us for Storage Commitment (N-ACTION); the N-EVENT-REPORT may come back on a new association to it.
+    commit: bool = True
+    #: One of :data:`TS_NAMES` ('' = as stored).
+    preferred_ts: str = field(default="", kw_only=True)
 
     def may(self, right: str) -> bool:
         """Return whether this node holds ``right`` (store/find/move/get/mwl)."""
@@ -271,6 +281,35 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class ForwardingConfig:
+    """``[forwarding]``: send every stored series to a regional PACS, with Storage Commitment."""
+
+    enabled: bool = False
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    #: Connect with TLS (the [tls] client certificate; the peer verified against the [tls] CA list).
+    tls: bool = False
+    #: One of :data:`TS_NAMES` ('' or "as-is": as stored).
+    preferred_ts: str = ""
+    #: After each batch, ask the regional server to commit it (N-ACTION); failures are sent again.
+    storage_commitment: bool = True
+    #: C-FIND and the staff study list also ask the regional server (see docs/forwarding.md).
+    extended_search: bool = False
+    #: The manual's three timeouts: TCP connect, DICOM (association, N-ACTION answers, C-FIND), one transfer.
+    tcp_timeout_ms: int = 10_000
+    dicom_timeout_ms: int = 30_000
+    transfer_timeout_ms: int = 15_000
+    #: Instances per association.
+    batch_size: int = 200
+    #: Seconds to wait for the N-EVENT-REPORT of a batch before it is sent again.
+    commitment_wait: float = 600.0
+    #: First and longest pause before a failed batch is tried again (doubling in between).
+    retry_min: float = 10.0
+    retry_max: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -288,6 +327,7 @@ class Config:
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     #: The file this configuration was read from, if any.
     source: Path | None = None
 
@@ -348,7 +388,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls"}
+    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -380,6 +420,9 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         node = _build(NodeConfig, table, "dicom.nodes")
         validate_ae_title(node.ae_title, f"[[dicom.nodes]] entry {i + 1} ae_title")
         _check_port(node.port, f"[[dicom.nodes]] {node.ae_title} port")
+        if node.preferred_ts and node.preferred_ts not in TS_NAMES:
+            raise ConfigError(f"[[dicom.nodes]] {node.ae_title} preferred_ts {node.preferred_ts!r} is not one of: "
+                              f"{', '.join(TS_NAMES)}")
         if node.ae_title in seen:
             raise ConfigError(f"[[dicom.nodes]] {node.ae_title!r} is listed twice")
         seen.add(node.ae_title)
@@ -390,6 +433,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     hl7 = _hl7_config(data.get("hl7", {}))
     worklist = _worklist_config(data.get("worklist", {}))
     web = _web_config(data.get("web", {}))
+    forwarding = _forwarding_config(data.get("forwarding", {}))
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
@@ -409,7 +453,23 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
+        forwarding=forwarding,
     )
+
+
+def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
+    fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
+    if fwd.enabled:
+        if not fwd.ae_title or not fwd.host:
+            raise ConfigError("[forwarding] enabled needs ae_title and host (the regional PACS)")
+        validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
+        _check_port(fwd.port, "[forwarding] port")
+    if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:
+        raise ConfigError(f"[forwarding] preferred_ts {fwd.preferred_ts!r} is not one of: {', '.join(TS_NAMES)}")
+    for key in ("tcp_timeout_ms", "dicom_timeout_ms", "transfer_timeout_ms", "batch_size"):
+        if getattr(fwd, key) <= 0:
+            raise ConfigError(f"[forwarding] {key} must be positive")
+    return fwd
 
 
 _SPS_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "DEPARTED", "COMPLETED", "DISCONTINUED", "CANCELED")

@@ -44,6 +44,10 @@ class DatabaseError(ApplianceError):
     exit_code = 8
 
 
+class CodecError(ApplianceError):
+    """A stored instance cannot be read, decoded or encoded in the transfer syntax asked for."""
+
+
 class NotFound(ApplianceError):
     """A study, series, instance or job asked for does not exist."""
 

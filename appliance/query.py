@@ -399,8 +399,10 @@ def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae:
     return (Answer(matches.fields, values, "").dataset(charset=False) for values in matches)
 
 
-def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -> list[str]:
-    """SOP Instance UIDs of every instance below the entities a C-MOVE/C-GET identifier names.
+def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -> list[tuple[Any, ...]]:
+    """Every instance below the entities a C-MOVE/C-GET identifier names, in one query.
+
+    Each row holds the fields of :class:`appliance.index.StoredInstance`, in its order.
 
     Raises
     ------
@@ -408,11 +410,12 @@ def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -
         For an unknown level.
     """
     _, conds, params, _ = _build(identifier, level)
-    sql = f"SELECT i.sop_uid FROM {_FROM['IMAGE']}"
+    sql = ("SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, s.series_uid, st.study_uid "
+           f"FROM {_FROM['IMAGE']}")
     if conds:
         sql += " WHERE " + " AND ".join(conds)
     sql += " ORDER BY st.id, s.id, CAST(i.instance_number AS INTEGER), i.id"
-    return [r[0] for r in conn.execute(sql, params)]
+    return [tuple(r) for r in conn.execute(sql, params)]
 
 
 #: Text VRs whose values decide which character set an answer needs.

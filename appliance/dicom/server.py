@@ -54,9 +54,9 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
-from appliance.dicom import compat, fast, find_handlers, handlers
+from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
 from appliance.dicom.fast.accept import Unassociated, blocking_handlers
-from appliance.dicom.policy import RIGHTS, AssociationPolicy
+from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -209,6 +209,9 @@ def presentation_contexts() -> list[PresentationContext]:
         cx = PresentationContext()
         cx.abstract_syntax = uid
         cx.transfer_syntax = QUERY_SYNTAXES
+        if uid == STORAGE_COMMITMENT:  # a requester may take the SCP role to get reports on its own association
+            cx.scu_role = True
+            cx.scp_role = True
         contexts.append(cx)
     return contexts
 
@@ -243,6 +246,7 @@ class DicomNode:
         self._contexts = presentation_contexts()
         self.fast = fast.Registry()
         self.policy = AssociationPolicy(app)
+        self.reporter = commitment.Reporter()
 
     def _handlers(self) -> list[Any]:
         app = self.app
@@ -252,6 +256,8 @@ class DicomNode:
             (evt.EVT_C_FIND, find_handlers.handle_c_find, [app]),
             (evt.EVT_N_CREATE, find_handlers.handle_n_create, [app]),
             (evt.EVT_N_SET, find_handlers.handle_n_set, [app]),
+            (evt.EVT_N_ACTION, commitment.handle_n_action, [app, self.reporter]),
+            (evt.EVT_N_EVENT_REPORT, forward.handle_n_event_report, [app]),
             (evt.EVT_C_MOVE, handlers.handle_move, [app]),
             (evt.EVT_C_GET, handlers.handle_get, [app]),
             (evt.EVT_ESTABLISHED, _on_established),
@@ -314,6 +320,7 @@ class DicomNode:
         for assoc in self.active():
             LOGGER.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
             assoc.abort()
+        self.reporter.join(max(0.5, deadline - time.monotonic()))
         self.servers.clear()
 
     def active(self) -> list[Association | fast.FastAssociation]:

@@ -603,7 +603,7 @@ def test_a_burn_converts_received_instances_in_the_budget_worker(publish_node, t
     folder = tmp_path / "in"
     folder.mkdir()
     _part10(folder / "sr.dcm", header(uid) + nested(3), uid)
-    node.send(folder, "_E")
+    node.send(folder, "_E", "-xi")  # Implicit VR only: stored so, converted for the CD
     job = node.wait_state(1, JobState.DONE, JobState.FAILED)
     assert (job.state, job.error) == (JobState.DONE, "")
     files = iso_files(node.job_dir(1) / "disc1" / "disc.iso")

@@ -181,6 +181,15 @@ def test_robots_page_shows_each_robot_and_usb(env, desk) -> None:
     assert all(r["online"] is False and r["reason"] for r in robots)
 
 
+def test_robots_page_warns_of_an_epson_robot_without_a_label_template(env, desk) -> None:
+    page = text(desk.get("/staff/robots"))
+    epson = page.split('id="robot-epson"', 1)[1].split("</section>", 1)[0]
+    primera = page.split('id="robot-primera"', 1)[1].split("</section>", 1)[0]
+    assert 'data-warning="setup"' in epson and "no label template is configured" in epson and ".tdd" in epson
+    assert "without printing a label" in epson
+    assert 'data-warning="setup"' not in primera
+
+
 def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
     from appliance.cli.discs import robot_tables
     from robots.registry import create_simulator

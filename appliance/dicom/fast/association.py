@@ -26,6 +26,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, negotiate_unrestricted
 from pynetdicom.service_class import ServiceClass, StorageServiceClass, VerificationServiceClass
@@ -33,8 +34,21 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from appliance.dicom import compat
 from appliance.dicom.fast import find as fast_find
-from appliance.dicom.fast.dimse import NO_DATA_SET, decode_command, encode_response, pdata_pdus, simple_status
-from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact
+from appliance.dicom.fast import retrieve as fast_retrieve
+from appliance.dicom.fast.dimse import (
+    C_GET_RQ,
+    C_MOVE_RQ,
+    NO_DATA_SET,
+    CommandReader,
+    decode_command,
+    encode_response,
+    encode_store_request,
+    pdata_pdus,
+    pdv_buffers,
+    simple_status,
+)
+from appliance.dicom.fast.dimse import C_STORE_RSP as STORE_RSP_FIELD
+from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
 from appliance.dicom.handlers import SpooledDataSet
 from appliance.store import Spool
 
@@ -50,13 +64,13 @@ APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
 _STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
-                     ImplementationVersionNameNotification)
+                     ImplementationVersionNameNotification, SCP_SCU_RoleSelectionNegotiation)
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
-#: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 #: A C-STORE data set beyond this many bytes is written to a temporary file as it arrives (see _Message).
 SPOOL_AT = 8 * 1024 * 1024
 #: A command set is a few hundred bytes; one beyond this is a protocol error.
 MAX_COMMAND = 64 * 1024
+#: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
 
 
@@ -92,8 +106,8 @@ class Registry:
 
 
 def _served(uid: UID) -> bool:
-    """Whether associations proposing ``uid`` may be served here (verification, storage, C-FIND)."""
-    return uid == VERIFICATION or uid in FIND_CLASSES or _is_storage(uid)
+    """Whether associations proposing ``uid`` may be served here (verification, storage, C-FIND, C-MOVE, C-GET)."""
+    return uid == VERIFICATION or uid in FIND_CLASSES or uid in fast_retrieve.RETRIEVE_CLASSES or _is_storage(uid)
 
 
 def _is_storage(uid: UID) -> bool:
@@ -154,6 +168,7 @@ class FastAssociation:
         self._deferred: deque[tuple[int, bytearray]] = deque()
         self._poller: select.poll | None = None
         self._finds = fast_find.handler_is_ours(server)
+        self._retrieves = fast_retrieve.handlers_are_ours(server)
         #: The DIMSE message being received (its spool, if any, is removed when the association ends).
         self._message = _Message()
 
@@ -190,6 +205,9 @@ class FastAssociation:
             return None
         if any(cx.abstract_syntax in FIND_CLASSES for cx in proposed) and not fast_find.handler_is_ours(server):
             return None  # another C-FIND handler is bound: pynetdicom calls it
+        if (any(cx.abstract_syntax in fast_retrieve.RETRIEVE_CLASSES for cx in proposed)
+                and not fast_retrieve.handlers_are_ours(server)):
+            return None  # another C-MOVE/C-GET handler is bound: pynetdicom calls it
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         if server.policy.refusal(calling, called) is not None:
@@ -199,9 +217,9 @@ class FastAssociation:
         denied = server.policy.denied(calling)
         supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
         negotiate = negotiate_unrestricted if compat.unrestricted_storage() else negotiate_as_acceptor
-        result, roles = negotiate(proposed, supported, {})
-        if roles:
-            return None
+        rq_roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role) for item in rq.user_information
+                    if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+        result, roles = negotiate(proposed, supported, rq_roles)
         by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
         rejected = [cx for cx in result if cx.result != 0x00]
         for cx_id, cx in list(by_id.items()):
@@ -226,7 +244,7 @@ class FastAssociation:
             version = ImplementationVersionNameNotification()
             version.implementation_version_name = ae.implementation_version_name
             user.append(version)
-        ac.user_information = user
+        ac.user_information = user + list(roles)
         ac_pdu = A_ASSOCIATE_AC()
         ac_pdu.from_primitive(ac)
         local = server.server_address
@@ -270,7 +288,7 @@ class FastAssociation:
             self._closed = True
         close(self.sock)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | memoryview) -> None:
         with self._send_lock:
             if self._closed:
                 raise ConnectionAbortedError("association closed")
@@ -420,6 +438,67 @@ class FastAssociation:
             return False
         return True
 
+    def store_to_peer(self, message_id: int, sop_class: str, sop_uid: str, context_id: int,
+                      data: bytes | memoryview, get_message_id: int) -> tuple[int | None, str, bool]:
+        """A C-GET sub-operation: send a C-STORE-RQ on this association and wait for its response.
+
+        A C-CANCEL-RQ for the C-GET (``get_message_id``) that arrives meanwhile is noted; other
+        requests are kept for after the C-GET, as pynetdicom queues them.
+
+        Returns
+        -------
+        (int or None, str, bool)
+            The response's Status and Error Comment, and whether a C-CANCEL-RQ arrived; Status None
+            when the association ended (closed, aborted, network timeout) before the response.
+        """
+        cancelled = False
+        try:
+            command = pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
+                                 self.requestor.maximum_length)
+            with self._send_lock:
+                if self._closed:
+                    raise ConnectionAbortedError("association closed")
+                send_buffers(self.sock, [command, *pdv_buffers(data, context_id, self.requestor.maximum_length)])
+        except OSError as exc:
+            LOGGER.info("fast path: association from %s ended during a C-GET: %s", self.requestor.ae_title, exc)
+            self._abort(0x00, 0x00)
+            self._ended(released=False)
+            return None, "", cancelled
+        reader = CommandReader()
+        while True:
+            pdu = self._read_pdu()
+            if pdu is None:
+                return None, "", cancelled
+            pdu_type, body = pdu
+            if pdu_type == 0x05:  # A-RELEASE-RQ while a C-GET runs: answered after it
+                self._deferred.append(pdu)
+                continue
+            if pdu_type != 0x04:
+                self._on_pdu(pdu_type, body, _Message())  # A-ABORT, or a protocol error that aborts
+                return None, "", cancelled
+            if _is_cancel(body, get_message_id):
+                cancelled = True
+                continue
+            try:
+                commands = reader.feed(body)
+            except ValueError as exc:
+                self._protocol_error(str(exc))
+                self._ended(released=False)
+                return None, "", cancelled
+            for fields in commands:
+                if fields.get(0x0100) == STORE_RSP_FIELD and fields.get(0x0120) == message_id:
+                    return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, "")), cancelled
+                LOGGER.warning("fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
+                               self.requestor.ae_title, fields.get(0x0100, 0))
+
+    def storage_contexts(self) -> dict[str, list[tuple[int, str]]]:
+        """Accepted storage contexts on which we may send C-STORE (the requestor took the SCP role)."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for cx_id, cx in self._contexts.items():
+            if cx.as_scu and _is_storage(cast(UID, cx.abstract_syntax)):
+                out.setdefault(str(cx.abstract_syntax), []).append((cx_id, str(cx.transfer_syntax[0])))
+        return out
+
     def _release(self) -> None:
         with contextlib.suppress(OSError, ConnectionAbortedError):
             self._send(RELEASE_RP)
@@ -503,6 +582,8 @@ class FastAssociation:
         if field == _C_FIND_RQ and self._finds:
             # Only a C-STORE's data set is spooled (or fails to be): an identifier is bytes.
             return fast_find.serve_find(self, command, data if isinstance(data, bytes) else None, context)
+        if field in (C_MOVE_RQ, C_GET_RQ) and self._retrieves:
+            return fast_retrieve.serve_retrieve(self, command, data if isinstance(data, bytes) else None, context)
         LOGGER.error("fast path: association from %s aborted: command 0x%04X is not served on a storage association",
                      self.requestor.ae_title, field)
         self._abort(0x00, 0x00)

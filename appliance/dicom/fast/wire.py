@@ -83,3 +83,24 @@ def close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def send_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """Send several buffers in as few system calls as the kernel takes (``sendmsg``); TLS sockets: one ``sendall``.
+
+    A 512 KB instance in 16 KB PDUs is 64 buffers: one ``sendmsg`` instead of 64 ``sendall`` calls.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(b"".join(buffers))
+        return
+    pending = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while pending:
+        sent = sock.sendmsg(pending[:1024])  # IOV_MAX is 1024 on Linux
+        while sent:
+            head = pending[0]
+            if sent >= len(head):
+                sent -= len(head)
+                pending.pop(0)
+            else:
+                pending[0] = head[sent:]
+                sent = 0
