@@ -472,13 +472,18 @@ def test_junk_connections_hold_no_association_slot(node_factory, fast: bool) -> 
     _set_fast(node, fast)
     bad_ae = associate_rq(node.aet, "PLACEHOLDER", [build_context(Verification)])
     bad_ae = bad_ae[:26] + b"BAD\x1b\x00AE".ljust(16) + bad_ae[42:]
+    not_us = associate_rq("NOTUS", "SCANNER", [build_context(Verification)])  # rejected: called AE unknown
     for _ in range(3):
         for name, payload in JUNK.items():
             with _connect(node.port) as sock:
                 sock.sendall(payload if payload is not None else bad_ae)
                 assert _answer(sock, timeout=5) in (-1, 0x07), name  # answered and closed, not left waiting
+        with _connect(node.port) as sock:
+            sock.sendall(not_us)
+            assert _answer(sock, timeout=5) == 0x03  # A-ASSOCIATE-RJ
+            assert _answer(sock, timeout=5) == -1  # and closed
     wait_until(lambda: len(node.dicom.servers[0].unassociated) == 0, timeout=5)  # its thread ends right after
-    assert not node.dicom.active()
+    wait_until(lambda: not node.dicom.active(), timeout=5)  # a rejected one's thread too (not acse_timeout)
     assert dcmtk("echoscu", "-to", "10", "-aec", node.aet, HOST, str(node.port)).returncode == 0
 
 
