@@ -102,10 +102,13 @@ class FastSocket(AssociationSocket):
         if not self._in_pdu:
             # A PDU header: pynetdicom reads only when bytes are waiting, so its timers cannot run while a
             # read blocks; the whole PDU must arrive within the ACSE/network timeout of its first byte.
-            self._in_pdu = True
             assoc = self.assoc
             timeout = assoc.network_timeout if assoc.is_established else assoc.acse_timeout
             self._deadline = time.monotonic() + float(timeout or 60.0)
+            header = self._read(nr_bytes)
+            # pynetdicom reads the rest only of a whole header of a known PDU type (else it ends the association).
+            self._in_pdu = len(header) == 6 and 0x01 <= header[0] <= 0x07
+            return header
         else:
             self._in_pdu = False
             limit = self.assoc.acceptor.maximum_length if self.assoc.is_established else fast.MAX_REQUEST
@@ -114,6 +117,9 @@ class FastSocket(AssociationSocket):
                              self.assoc.requestor.ae_title, nr_bytes, limit)
                 self._abort_and_close()
                 return bytearray()  # pynetdicom: PDU shorter than announced, the connection is closed
+        return self._read(nr_bytes)
+
+    def _read(self, nr_bytes: int) -> bytearray:
         if self._replay:
             head = self._replay[:nr_bytes]
             del self._replay[:nr_bytes]

@@ -439,6 +439,8 @@ def test_header_only_connections_do_not_shut_dicom_out(serve, tmp_path: Path, fa
         for sock in held:
             sock.close()
     assert child.echo(timeout=10)
+    # Nothing acknowledged is lost: both instances are in the store (sent twice, the second time duplicates).
+    assert len(list((child.folder / "var" / "store").glob("????/??/??/*.dcm"))) == 2
 
 
 def test_an_association_stalled_inside_a_pdu_frees_its_slot(node_factory) -> None:
