@@ -618,3 +618,33 @@ def test_a_burn_converts_received_instances_in_the_budget_worker(publish_node, t
                and data[128:132] == b"DICM"]
     assert [(str(ds.SOPInstanceUID), ds.file_meta.TransferSyntaxUID) for ds in on_disc] == [(uid, EXPLICIT_LE)]
     assert node.publishing.author.settings.budget._pool is not None  # the worker process did the conversion
+
+
+def test_large_reads_grow_with_what_arrives_and_keep_their_deadline() -> None:
+    """recv_exact beyond one chunk: exact bytes; short when the peer closes; TimeoutError past the deadline."""
+    import threading
+
+    from appliance.dicom.fast.wire import CHUNK, recv_exact
+
+    payload = bytes(range(256)) * (3 * CHUNK // 256 + 7)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender = threading.Thread(target=theirs.sendall, args=(payload,))
+        sender.start()
+        assert recv_exact(ours, len(payload), time.monotonic() + 30) == payload
+        sender.join()
+
+        def send_and_close() -> None:
+            theirs.sendall(payload[:CHUNK + 5])
+            theirs.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_and_close)
+        sender.start()
+        assert recv_exact(ours, 2 * CHUNK + 1) == payload[:CHUNK + 5]  # the peer closed: what arrived
+        sender.join()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"\x04\x00")  # a trickle that stops
+        with pytest.raises(TimeoutError):
+            recv_exact(ours, 5 * CHUNK, time.monotonic() + 0.5)
+        assert ours.gettimeout() is None  # the deadline's timeout does not stay on the socket
