@@ -129,10 +129,10 @@ class DicomTransport:
         got: list[Report] = []
         arrived = threading.Event()
 
-        def on_report(event: Event) -> int:
+        def on_report(event: Event) -> tuple[int, None]:
             got.append(parse_report(event.event_information))
             arrived.set()
-            return status.SUCCESS
+            return status.SUCCESS, None
 
         context = self._tls()
         assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.ae_title,

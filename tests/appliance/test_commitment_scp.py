@@ -44,11 +44,11 @@ def _modality() -> AE:
     return ae
 
 
-def _on_report(reports: list[tuple[int, Dataset]], done: threading.Event) -> Callable[[Any], int]:
-    def handle(event: Any) -> int:
+def _on_report(reports: list[tuple[int, Dataset]], done: threading.Event) -> Callable[[Any], tuple[int, None]]:
+    def handle(event: Any) -> tuple[int, None]:
         reports.append((int(event.request.EventTypeID), event.event_information))
         done.set()
-        return 0x0000
+        return 0x0000, None
 
     return handle
 
