@@ -166,6 +166,8 @@ class Unassociated:
         self.limit = limit
         self._lock = threading.Lock()
         self._open: dict[int, socket.socket] = {}
+        self._evicted = 0
+        self._logged = -60.0
 
     def add(self, sock: socket.socket) -> None:
         """Count a new connection; shut down the oldest ones beyond the limit."""
@@ -175,12 +177,24 @@ class Unassociated:
             while len(self._open) > self.limit:
                 oldest = next(iter(self._open))
                 excess.append(self._open.pop(oldest))
+                self._note_eviction(excess[-1])
         for old in excess:
             with contextlib.suppress(OSError):
-                LOGGER.warning("connection from %s closed: more than %d connections without an association",
-                               old.getpeername()[0], self.limit)
-            with contextlib.suppress(OSError):
                 old.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once; that thread closes it
+
+    def _note_eviction(self, sock: socket.socket) -> None:
+        # Under the lock. A flood evicts one connection per new one: one log line a minute at most, with the count.
+        self._evicted += 1
+        now = time.monotonic()
+        if now - self._logged < 60.0:
+            return
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            peer = "?"
+        LOGGER.warning("connection from %s closed: more than %d connections without an association (%d closed so"
+                       " since the last such line)", peer, self.limit, self._evicted)
+        self._logged, self._evicted = now, 0
 
     def remove(self, sock: socket.socket) -> None:
         """The connection has sent its request, or has ended."""
