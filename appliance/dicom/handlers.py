@@ -6,6 +6,7 @@ here, at the protocol boundary, with what the caller needs to know.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -22,6 +23,7 @@ from appliance.core import Appliance
 from appliance.dicom import guard, retrieve, status
 from appliance.errors import CodecError, NotFound
 from appliance.query import Answer, find_rows
+from appliance.store import Spool
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -46,6 +48,17 @@ def handle_echo(event: Event) -> int:
     return status.SUCCESS
 
 
+class SpooledDataSet(io.BytesIO):
+    """A C-STORE's data set that the fast path wrote to a :class:`~appliance.store.Spool` as it arrived.
+
+    pynetdicom's ``C_STORE.DataSet`` must be a BytesIO; this one is empty and carries the spool.
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__()
+        self.spool = spool
+
+
 def handle_store(event: Event, app: Appliance) -> int | Dataset:
     """C-STORE: store the instance durably, then answer.
 
@@ -62,8 +75,10 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
         return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no store right")
     req = cast(C_STORE, event.request)
     try:
+        data = req.DataSet
         app.store(
-            req.DataSet.getvalue(),  # type: ignore[union-attr]  # DataSet is a BytesIO here
+            # A BytesIO from pynetdicom; from the fast path, a large data set as the Spool it was written to.
+            data.spool if isinstance(data, SpooledDataSet) else data.getvalue(),  # type: ignore[union-attr]
             str(event.context.transfer_syntax),
             str(req.AffectedSOPClassUID),
             str(req.AffectedSOPInstanceUID),

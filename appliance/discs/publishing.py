@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from appliance.budget import Budget
 from appliance.config import Config
 from appliance.errors import ConfigError
 
@@ -131,6 +132,8 @@ class Publishing:
         """Stop the engine, the timer and the simulators; every job and group stays in the database."""
         self.router.stop()
         self.engine.stop()
+        if self.author.settings.budget is not None:
+            self.author.settings.budget.close()  # its worker process
         self.timer.stop()
         for sim in self.simulators.values():
             sim.stop()
@@ -177,8 +180,11 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
             raise ConfigError(str(exc)) from exc
     jobs = JobStore(app.db)
     groups = GroupStore(app.db, jobs)
+    # Conversions of received instances run in a worker process with a memory and time budget (issue 15).
+    budget = Budget(preload=("appliance.discs.fileset",))
     settings = AuthorSettings(cfg.data_dir / "discs", cfg.store_dir, cfg.burn, cfg.institution,
-                              max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump())
+                              max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump(),
+                              budget)
     settings.discs_dir.mkdir(parents=True, exist_ok=True)
     author = DiscAuthor(app.db, jobs, settings, DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution))
     publisher = DiscPublisher(jobs, robots, cfg.burn.verify)

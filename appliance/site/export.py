@@ -33,6 +33,7 @@ from appliance.discs.fileset import StagedInstance, identity, stage_instance, un
 from appliance.errors import ApplianceError
 from appliance.site import jpegll
 from appliance.site.imaging import VIEW_SIZE, picture
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class Exporter:
 
     def _stage(self, file: Path, target: Path) -> StagedInstance:
         """Put one instance at ``target``: JPEG Lossless when so configured and possible, else as received."""
+        check_file(file)  # before any pydicom read: see appliance.validate.check_file
         sop_uid, _, transfer_syntax = identity(file)
         if self.compression == "jpeg-lossless":
             ds = dcmread(file)
