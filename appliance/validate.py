@@ -316,6 +316,8 @@ def check_file(path: Path) -> None:
     InvalidDataset
         No preamble and file meta group, or a data set that :func:`check_structure` refuses.
     """
+    if path.stat().st_size == 0:  # mmap refuses empty files
+        raise InvalidDataset("the stored file is empty")
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         pos, syntax = _file_meta_end(data)
         ts = UID(syntax)

@@ -121,7 +121,7 @@ def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefe
         return syntax, memoryview(data)[codecs.dataset_offset(data):]
     try:
         check_file(path)  # before pydicom decodes it whole: see appliance.validate.check_file
-    except InvalidDataset as exc:
+    except (InvalidDataset, OSError) as exc:
         raise CodecError(f"instance cannot be converted: {exc}") from exc
     return syntax, codecs.convert(data, syntax)
 
