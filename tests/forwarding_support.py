@@ -34,11 +34,11 @@ class Appliance_:
     by the test, once what it must send in one batch is stored)."""
 
     def __init__(self, data_dir: Path, forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None,
-                 hold: bool = False, **tables: Any) -> None:
+                 hold: bool = False, dicom: dict[str, Any] | None = None, **tables: Any) -> None:
         self.cfg = parse_config({
             "appliance": {"data_dir": str(data_dir)},
             "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1,
-                      "nodes": nodes or []},
+                      "nodes": nodes or [], **(dicom or {})},
             "forwarding": {"retry_min": 0.2, "retry_max": 1.0, "batch_size": 50, **forwarding},
             **tables,
         })
@@ -76,8 +76,8 @@ def appliance(tmp_path: Path) -> Iterator[Callable[..., Appliance_]]:
     started: list[Appliance_] = []
 
     def start(forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None, hold: bool = False,
-              **tables: Any) -> Appliance_:
-        node = Appliance_(tmp_path / f"app{len(started)}", forwarding, nodes, hold, **tables)
+              dicom: dict[str, Any] | None = None, **tables: Any) -> Appliance_:
+        node = Appliance_(tmp_path / f"app{len(started)}", forwarding, nodes, hold, dicom, **tables)
         started.append(node)
         return node
 

@@ -128,6 +128,13 @@ class ForwardQueue:
                          retry_min, retry_max)
         return len(rows)
 
+    def mark_held_regionally(self, uids: Iterable[str]) -> None:
+        """Instances fetched from the regional server (extended search): it holds them, nothing to send back."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE forward_instances SET state = 'committed', committed_at = ?, error = '' "
+                             "WHERE sop_uid = ? AND state IN ('queued', 'failed')", [(now, uid) for uid in uids])
+
     def restart(self) -> int:
         """Queue every stored instance again, as the manual's RESTART button (returns how many)."""
         with self.db.transaction() as conn:
