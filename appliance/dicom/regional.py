@@ -80,7 +80,8 @@ class DicomRegional:
             for rsp, ds in assoc.send_c_find(identifier, model):
                 code = rsp.get("Status") if rsp is not None else None
                 if code is None:
-                    raise ConnectionError(f"{self.config.ae_title} stopped answering the C-FIND")
+                    raise ConnectionError(f"{self.config.ae_title} aborted or stopped answering the C-FIND "
+                                          "(does it know our AE title?)")
                 if code in (0xFF00, 0xFF01):
                     if ds is not None:
                         answers.append(ds)
@@ -107,7 +108,8 @@ class DicomRegional:
             for rsp, _ in assoc.send_c_move(identifier, self.our_ae, model):
                 code = rsp.get("Status") if rsp is not None else None
                 if code is None:
-                    raise ConnectionError(f"{self.config.ae_title} stopped answering the C-MOVE")
+                    raise ConnectionError(f"{self.config.ae_title} aborted or stopped answering the C-MOVE "
+                                          "(does it know our AE title?)")
                 moved = int(rsp.get("NumberOfCompletedSuboperations", moved))
         finally:
             if assoc.is_established:
