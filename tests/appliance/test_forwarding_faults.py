@@ -19,6 +19,7 @@ from publishing_support import Serve
 import tls
 from appliance.config import load_config
 from appliance.forwarding.queue import not_forwarded
+from appliance.forwarding.worker import BatchResult, Forwarder, Report
 
 import dicomdata
 from conftest import HOST, dcmtk, free_port, wait_until
@@ -189,3 +190,31 @@ def test_sigkill_mid_batch_then_restart_commits_everything_once(tmp_path: Path, 
     finally:
         conn.close()
     assert rows == (len(studies), len(studies))
+
+
+def test_a_report_on_a_new_association_ends_the_wait_for_one_on_the_request_association(
+        appliance: Callable[..., Appliance_]) -> None:
+    # The regional server (Orthanc does this) reports on a new association while the N-ACTION's association is still
+    # open: the transport is told at once, instead of waiting its few seconds for a report that will not come there.
+    seen: list[bool] = []
+
+    class NewAssociationReporter:
+        def __init__(self, worker: Forwarder) -> None:
+            self.worker = worker
+
+        def send(self, instances: list[Any]) -> BatchResult:
+            return BatchResult(sent=[i.sop_uid for i in instances])
+
+        def commit(self, instances: list[Any], transaction_uid: str, reported: Any = None) -> Report | None:
+            assert reported is not None and not reported.is_set()
+            self.worker.on_report(Report(transaction_uid, [i.sop_uid for i in instances], {}))  # the listener's call
+            seen.append(reported.is_set())
+            return None
+
+    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": free_port()}, hold=True)
+    node.store(study("PFLT6", 2))
+    worker = node.forwarder
+    worker.transport = NewAssociationReporter(worker)
+    assert worker.run_once()
+    assert seen == [True]
+    assert node.queue.status().counts["committed"] == 2
