@@ -136,7 +136,9 @@ def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
         if key is not None:
             held.add(str(values[key] or ""))
         yield status.PENDING, Answer(matches.fields, values, charset)
-    for extra in regional.extra(held) if regional is not None else ():
+    # Without the entity's UID among the requested keys, the index says what is held here.
+    holds = None if key is not None else lambda uid: app.index.holds(level, uid)
+    for extra in regional.extra(held, holds) if regional is not None else ():
         if cancelled():
             yield status.CANCEL, None
             return

@@ -66,8 +66,10 @@ class Pending:
         except Exception as exc:  # the regional server down, refusing, silent: local answers stand
             self._error = exc
 
-    def extra(self, held: Iterable[str]) -> list[Dataset]:
+    def extra(self, held: Iterable[str], holds: Callable[[str], bool] | None = None) -> list[Dataset]:
         """The regional answers for entities not in ``held`` (the local answers' UIDs), one per UID.
+
+        ``holds`` says whether a UID is held here, for when the local answers do not carry it.
 
         Waits at most until ``dicom_timeout_ms`` after the query started; on a failure or timeout logs a
         warning, sets :attr:`warning` and returns nothing.
@@ -86,7 +88,7 @@ class Pending:
         keyword = UID_KEYWORDS.get(self.level, "")
         for answer in self._answers:
             uid = str(answer.get(keyword, "")).strip()
-            if not uid or uid in seen:
+            if not uid or uid in seen or (holds is not None and holds(uid)):
                 continue
             seen.add(uid)
             out.append(self.search.as_ours(answer, self.identifier))
@@ -175,7 +177,7 @@ class ExtendedSearch:
         LOGGER.info("extended search: %d instance(s) fetched from the regional server %s", moved, self.regional_ae)
         return moved
 
-    def studies(self, criteria: dict[str, str], held: set[str]) -> tuple[list[dict[str, Any]], str]:
+    def studies(self, criteria: dict[str, str], holds: Callable[[str], bool]) -> tuple[list[dict[str, Any]], str]:
         """Studies only the regional server holds, matching the staff search form (rows for the study list).
 
         Parameters
@@ -183,8 +185,8 @@ class ExtendedSearch:
         criteria : dict
             DICOM matching values by keyword (PatientName, PatientID, AccessionNumber, ModalitiesInStudy,
             StudyDate, PatientBirthDate); empty values are return keys.
-        held : set of str
-            Study Instance UIDs held locally (not listed again).
+        holds : callable
+            Whether a Study Instance UID is held here (such studies are not listed).
 
         Returns
         -------
@@ -199,7 +201,7 @@ class ExtendedSearch:
             setattr(query, keyword, criteria.get(keyword, ""))
         pending = Pending(self, query, "STUDY")
         rows = []
-        for answer in pending.extra(held):
+        for answer in pending.extra((), holds):
             rows.append({
                 "study_uid": str(answer.get("StudyInstanceUID", "")),
                 "patient_name": str(answer.get("PatientName", "")),

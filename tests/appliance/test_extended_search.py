@@ -96,6 +96,14 @@ def test_find_merges_regional_answers_one_per_uid_local_counts_win(
     assert only_regional.RetrieveAETitle == node.cfg.dicom.ae_title
     assert only_regional.InstanceAvailability == "NEARLINE"
     assert set(only_regional.keys()) <= set(_study_query(pid).keys()) | {0x00080005}
+    # Without the Study Instance UID among the keys, what is held here is still answered once, from here.
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.PatientID = pid
+    q.NumberOfStudyRelatedInstances = ""
+    answers, final = _find(node, q)
+    assert final == 0x0000
+    assert sorted(int(a.NumberOfStudyRelatedInstances) for a in answers) == [2, 3]
     # Series level within the regional-only study: answered by the regional server.
     q = Dataset()
     q.QueryRetrieveLevel = "SERIES"

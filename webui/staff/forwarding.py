@@ -79,6 +79,5 @@ def study_list_extras(q: StudyQuery, page: StudyPage | None) -> dict[str, Any]:
         criteria = {"PatientName": _wildcard(q.name.upper()), "PatientID": _wildcard(q.patient_id),
                     "AccessionNumber": _wildcard(q.accession), "ModalitiesInStudy": q.modality.strip().upper(),
                     "StudyDate": dates, "PatientBirthDate": q.birth_date}
-        found, warning = search.studies(criteria, set())
-        rows = [r for r in found if site.app.index.study(r["study_uid"]) is None]
+        rows, warning = search.studies(criteria, lambda uid: site.app.index.holds("STUDY", uid))
     return {"forward_states": states, "regional_rows": rows, "regional_warning": warning}
