@@ -39,9 +39,10 @@ def _upload(orthanc: Any, instances: list[dicomdata.Instance], folder: Path) -> 
 
 
 def _node(appliance: Callable[..., Appliance_], regional: Any, fast_path: bool = True,
-          nodes: list[dict[str, Any]] | None = None) -> Appliance_:
-    node = appliance({"enabled": False, "extended_search": True, "ae_title": "REGIONAL", "host": HOST,
-                      "port": regional.dicom_port}, nodes=nodes, dicom={"fast_path": fast_path})
+          nodes: list[dict[str, Any]] | None = None, forwarding: bool = False) -> Appliance_:
+    # With forwarding on, its worker is not started: the test looks at what is queued.
+    node = appliance({"enabled": forwarding, "extended_search": True, "ae_title": "REGIONAL", "host": HOST,
+                      "port": regional.dicom_port}, nodes=nodes, dicom={"fast_path": fast_path}, hold=True)
     # The regional server moves to us by our AE title.
     regional.put_modality("appliance", node.cfg.dicom.ae_title, node.port)
     return node
@@ -143,7 +144,8 @@ def workstation() -> Iterator[Workstation]:
 
 def test_move_and_get_of_a_regional_only_study_fetch_it_then_pass_it_on(
         appliance: Callable[..., Appliance_], regional: Any, workstation: Workstation, tmp_path: Path) -> None:
-    node = _node(appliance, regional, nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": workstation.port}])
+    node = _node(appliance, regional, nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": workstation.port}],
+                 forwarding=True)
     moved, got = study("PEXTMOVE", 3), study("PEXTGET", 2)
     _upload(regional, moved + got, tmp_path / "up")
     ae = AE(ae_title="WORKSTATION")
@@ -172,8 +174,9 @@ def test_move_and_get_of_a_regional_only_study_fetch_it_then_pass_it_on(
     assoc.release()
     assert sorted(workstation.received) == sorted(i.sop_uid for i in moved)
     assert sorted(received) == sorted(i.sop_uid for i in got)
-    # Now held here too (fetched once, then passed on).
+    # Now held here too (fetched once, then passed on), and not to be forwarded back to where it came from.
     assert node.app.index.lookup(moved[0].sop_uid) is not None
+    assert node.queue.status().counts == {"queued": 0, "sent": 0, "committed": 5, "failed": 0}
 
 
 def test_a_silent_regional_server_leaves_local_answers_within_the_timeout(
@@ -184,16 +187,32 @@ def test_a_silent_regional_server_leaves_local_answers_within_the_timeout(
     silent.listen(8)
     try:
         node = appliance({"enabled": False, "extended_search": True, "ae_title": "REGIONAL", "host": HOST,
-                          "port": silent.getsockname()[1], "dicom_timeout_ms": 1000})
+                          "port": silent.getsockname()[1], "dicom_timeout_ms": 1000},
+                         nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": free_port()}])
         local = study("PEXTDOWN", 2)
         node.store(local)
         caplog.set_level(logging.WARNING, "appliance.forwarding")
         started = time.monotonic()
         answers, final = _find(node, _study_query("PEXTDOWN"))
         elapsed = time.monotonic() - started
+        # A C-MOVE of a study held nowhere here: the fetch fails in time, the move ends with nothing to send.
+        ae = AE(ae_title="WORKSTATION")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+        assoc = ae.associate(HOST, node.port, ae_title=node.cfg.dicom.ae_title)
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        q.StudyInstanceUID = dicomdata.uid()
+        started = time.monotonic()
+        finals = [rsp for rsp, _ in assoc.send_c_move(q, "WORKSTATION", StudyRootQueryRetrieveInformationModelMove)]
+        move_elapsed = time.monotonic() - started
+        assoc.release()
     finally:
         silent.close()
     assert final == 0x0000
     assert [str(a.StudyInstanceUID) for a in answers] == [local[0].study_uid]
     assert any("REGIONAL did not answer" in r.getMessage() for r in caplog.records)
     assert elapsed < 10, elapsed  # bounded by dicom_timeout_ms (1 s), not by any default of 30 s or more
+    assert finals[-1].Status == 0x0000 and finals[-1].get("NumberOfCompletedSuboperations", 0) == 0
+    assert any("fetching study from the regional server REGIONAL failed" in r.getMessage() for r in caplog.records)
+    assert move_elapsed < 10, move_elapsed
