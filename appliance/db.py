@@ -39,6 +39,7 @@ DISC_JOB_INSTANCES = "disc_job_instances"
 DISC_JOB_DISCS = "disc_job_discs"
 BURN_GROUPS = "burn_groups"
 BURN_GROUP_INSTANCES = "burn_group_instances"
+PATIENT_SESSIONS = "patient_sessions"
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -388,9 +389,29 @@ def _m_forwarding(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_sessions(conn: sqlite3.Connection) -> None:
+    # Revocable web sessions: a staff cookie carries its user's session generation, which logout, a password or
+    # role change and disabling the account bump; a patient cookie names a row here (only its hash), which
+    # "Leave" deletes.
+    run_script(
+        conn,
+        f"""
+        ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE {PATIENT_SESSIONS} (
+            id_hash TEXT PRIMARY KEY,
+            token_id INTEGER NOT NULL,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires);
+        CREATE INDEX patient_sessions_token ON {PATIENT_SESSIONS} (token_id, expires)
+        """
+    )
+
+
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding]
+                                                          _m_forwarding, _m_sessions]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

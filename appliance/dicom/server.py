@@ -56,6 +56,7 @@ from appliance.core import IMPLEMENTATION_VERSION, Appliance
 from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
 from appliance.dicom.fast.accept import blocking_handlers
 from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
+from appliance.errors import ListenerError
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -227,15 +228,19 @@ class DicomNode:
 
     def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> ApplianceServer:
         cfg = self.app.config.dicom
-        server = cast(ApplianceServer, self.ae.make_server(
-            (cfg.bind, port),
-            ae_title=cfg.ae_title,
-            contexts=self._contexts,
-            ssl_context=ssl_context,
-            evt_handlers=self._handlers(),
-            server_class=ApplianceServer,
-            request_handler=_RequestHandler,
-        ))
+        try:
+            server = cast(ApplianceServer, self.ae.make_server(
+                (cfg.bind, port),
+                ae_title=cfg.ae_title,
+                contexts=self._contexts,
+                ssl_context=ssl_context,
+                evt_handlers=self._handlers(),
+                server_class=ApplianceServer,
+                request_handler=_RequestHandler,
+            ))
+        except OSError as exc:
+            key = "[dicom] tls_port" if ssl_context is not None else "[dicom] port"
+            raise ListenerError.port("DICOM", key, cfg.bind, port, exc) from None
         server.app = self.app
         server.policy = self.policy
         server.fast_path = self.app.config.dicom.fast_path
