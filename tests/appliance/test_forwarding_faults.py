@@ -55,7 +55,7 @@ def test_an_abort_mid_batch_fails_the_rest_and_sends_it_again(appliance: Callabl
                                                               regional: FaultyRegional) -> None:
     regional.abort_at = 3
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.port,
-                      "retry_min": 1.0}, hold=True)
+                      "retry_min": 2.0, "retry_max": 2.0}, hold=True)
     studies = study("PFLT2", 6)
     node.store(studies)
     node.forwarder.start()
