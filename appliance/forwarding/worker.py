@@ -98,7 +98,18 @@ class Forwarder:
         self._awaited: dict[str, threading.Event] = {}
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread.
+
+        Instances sent before this start whose commitment report has not come are sent again at once: a
+        report addressed to an appliance that was stopped (or killed) is lost, waiting ``commitment_wait``
+        for it would only delay them.
+        """
+        if self.config.storage_commitment:
+            again = self.queue.expire_commitments(time.time(), 0.0, 0.0,
+                                                  "no storage commitment report before the appliance restarted")
+            if again:
+                LOGGER.info("forwarding: %d instance(s) sent before the restart without a commitment report are "
+                            "sent again", again)
         self._thread = threading.Thread(target=self._run, name="forwarding", daemon=True)
         self._thread.start()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,6 @@ port = {regional_port}
 batch_size = 20
 retry_min = 0.5
 retry_max = 2.0
-commitment_wait = 5.0
 """
     path = folder / "appliance.toml"
     path.write_text(text)
@@ -218,3 +218,18 @@ def test_a_report_on_a_new_association_ends_the_wait_for_one_on_the_request_asso
     assert worker.run_once()
     assert seen == [True]
     assert node.queue.status().counts["committed"] == 2
+
+
+def test_instances_awaiting_commitment_at_a_restart_are_sent_again_at_once(
+        appliance: Callable[..., Appliance_]) -> None:
+    # Sent before a stop, report never received (it went to an appliance that was down): the next start sends them
+    # again instead of waiting commitment_wait (600 s by default) for a report that will not come.
+    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": free_port()}, hold=True)
+    studies = study("PFLT7", 2)
+    node.store(studies)
+    node.queue.mark_sent([i.sop_uid for i in studies], "1.2.826.0.1.3680043.10.1234.99")
+    assert node.queue.status().counts["sent"] == 2
+    node.forwarder.start()
+    counts = node.queue.status().counts
+    assert counts["sent"] == 0 and counts["failed"] == 2
+    assert node.queue.next_due() is not None and node.queue.next_due() <= time.time()
