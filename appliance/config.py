@@ -496,9 +496,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
 
 def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
     fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
-    if fwd.enabled:
+    if fwd.enabled or fwd.extended_search:
         if not fwd.ae_title or not fwd.host:
-            raise ConfigError("[forwarding] enabled needs ae_title and host (the regional PACS)")
+            raise ConfigError(f"[forwarding] {'enabled' if fwd.enabled else 'extended_search'} needs ae_title and "
+                              "host (the regional PACS)")
         validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
         _check_port(fwd.port, "[forwarding] port")
     if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -36,6 +37,9 @@ from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
 from appliance.worklist.store import Worklist
+
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.forwarding.search import ExtendedSearch
 
 LOGGER = logging.getLogger(__name__)
 
@@ -97,6 +101,8 @@ class Appliance:
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
         self.commitment_listeners: list[CommitmentListener] = []
+        #: ``[forwarding] extended_search``: C-FIND also asks the regional PACS, C-MOVE/C-GET fetch from it.
+        self.extended_search: ExtendedSearch | None = None
         self._received: dict[str, list[str]] = {}
         self._received_lock = threading.Lock()
 
@@ -293,8 +299,16 @@ class Appliance:
         return find(self.db.conn, identifier, level, self.config.dicom.ae_title, limit)
 
     def retrieve(self, identifier: Dataset, level: str) -> list[StoredInstance]:
-        """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
-        return [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+        """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order.
+
+        With the extended search, what is held only by the regional PACS is first moved here from it.
+        """
+        found = [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+        search = self.extended_search
+        if not found and search is not None and search.fetch(identifier, level):
+            found = [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+            search.fetched([i.sop_uid for i in found])
+        return found
 
     def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
                                                                       list[tuple[str, str, int]]]:
