@@ -45,7 +45,7 @@ These are medical images in DICOM format, the format used by hospitals.
 
 * DICOMDIR lists every image; open it (or this whole folder) with a DICOM viewer,
   for example a free one such as Weasis, Horos, MicroDicom or the viewer of your doctor.
-* The images are in the DICOM folder. Their names are short codes, as on a CD.
+* The images are in the folders beside DICOMDIR. Their names are short codes, as on a CD.
 * To see the pictures without a DICOM viewer, download the JPEG zip from the same page.
 
 Keep these files private: they contain your name and your medical images.
