@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.config import Config
 from appliance.discs.publishing import build_robots, label_layout, robot_tables
 from appliance.errors import ConfigError, NotFound, PublishError
+from appliance.units import human_size
 
 # The commands import the disc machinery (pydicom, reportlab, pycdlib) when they run, so that building the
 # parser for every `appliance` command stays cheap.
@@ -66,10 +67,6 @@ def cmd_burn(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _size(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size else "-"
-
-
 def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
     """List disc jobs, newest first, and the pending delayed groups."""
     from appliance.discs.groups import GroupStore
@@ -88,7 +85,7 @@ def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
         patient = f"{job.patient_name} ({job.patient_id})" if job.patient_id else job.patient_name
         note = job.error if job.state is JobState.FAILED else job.message
         print(f"{job.id:>5}  {job.state.value:<10} {job.robot:<10} {job.copies:>6} {job.media or '-':<6} "
-              f"{job.disc_count or '-':>5} {_size(job.size):>10}  {patient[:30]:<30} {len(job.studies):>7}  "
+              f"{job.disc_count or '-':>5} {human_size(job.size):>10}  {patient[:30]:<30} {len(job.studies):>7}  "
               f"{job.updated[:19].replace('T', ' '):<19}  {note}")
     if groups:
         print("Delayed groups waiting for quiet:")
@@ -107,12 +104,12 @@ def cmd_jobs_show(args: argparse.Namespace, cfg: Config) -> int:
              if job.parent_id else ""), "called AE": job.called_ae or "-", "patient":
              f"{job.patient_name} ({job.patient_id})", "studies": ", ".join(job.studies) or "-",
              "instances": job.instances, "media": job.media or "-", "discs": job.disc_count or "-",
-             "size": _size(job.size), "attempt": job.attempt, "note": job.message or "-",
+             "size": human_size(job.size), "attempt": job.attempt, "note": job.message or "-",
              "staging": f"purged {job.purged}" if job.purged else str(cfg.data_dir / "discs" / str(job.id))}
     for key, value in facts.items():
         print(f"  {key + ':':<11} {value}")
     for disc in jobs.discs(job.id):
-        print(f"  disc {disc.number}: {disc.media} {disc.volume} {_size(disc.size)}, ticket {disc.ticket or '-'}, "
+        print(f"  disc {disc.number}: {disc.media} {disc.volume} {human_size(disc.size)}, ticket {disc.ticket or '-'}, "
               f"{disc.robot_state or '-'}: {disc.reason or '-'}")
     print("  history:")
     for event in jobs.events(job.id):

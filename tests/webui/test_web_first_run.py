@@ -29,3 +29,20 @@ def test_the_login_page_says_how_to_make_the_first_admin(tmp_path: Path) -> None
         site.close()
     finally:
         app.stop()
+
+
+def test_every_page_shows_sizes_with_the_cli_formatter(tmp_path: Path) -> None:
+    """One formatter, one unit (issue 20, item 9): the web's ``size`` filter is the CLI's ``human_size``."""
+    from appliance.units import human_size
+
+    cfg = parse_config({"appliance": {"data_dir": str(tmp_path / "data")},
+                        "dicom": {"bind": HOST, "port": 0, "tls_port": 0}, "hl7": {"port": 0},
+                        "web": {"bind": HOST, "port": free_port()}})
+    app = Appliance(cfg)
+    app.start()
+    try:
+        flask = create_app(cfg, app, {"TESTING": True})
+        assert flask.jinja_env.filters["size"] is human_size
+        flask.extensions["appliance"].site.close()
+    finally:
+        app.stop()
