@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Attaches the patient-token store listener before the node opens its ports; serves [web] port.
     web = cli_web.build_web(app, cfg)
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
-    publishing = build_publishing(app, cfg)
+    publishing = build_publishing(app, cfg, links=web.site.link)  # the patient link's QR code on labels
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     forwarder = cli_forwarding.build_forwarding(app, cfg)
     hl7_listener = None
