@@ -37,6 +37,7 @@ class WebService:
         from appliance.site.service import Site
 
         self.server: Any = None
+        self.dicomweb: Any = None
         if cfg.web.port:
             from appliance import tls_contexts
             from webui import create_app
@@ -51,6 +52,8 @@ class WebService:
             except OSError as exc:
                 raise ApplianceError(f"[web] port {cfg.web.port} on {cfg.web.bind} cannot be opened: "
                                      f"{exc.strerror or exc}") from None
+            if cfg.dicomweb.port:
+                self.dicomweb = _dicomweb_server(self.site, cfg)
         else:
             self.site = Site(app)
         # Every stored study gets its token even with the web site off: disc labels and slips print the link.
@@ -67,12 +70,42 @@ class WebService:
             # pages under 100 ms (p95) while thumbnails were rendered for 50 clients (bench/web).
             sys.setswitchinterval(WEB_SWITCH_INTERVAL)
             self.server.start()
+        if self.dicomweb is not None:
+            self.dicomweb.start()
 
     def stop(self) -> None:
         """Stop serving: running requests may finish; queued audit rows are committed."""
+        if self.dicomweb is not None:
+            self.dicomweb.stop()
         if self.server is not None:
             self.server.stop()
         self.site.close()
+
+
+def dicomweb_https(cfg: Config) -> bool:
+    """Whether DICOMweb is served over HTTPS: with a ``[tls]`` certificate, or when the web site is HTTPS."""
+    return bool(cfg.tls.cert) or cfg.web.https
+
+
+def _dicomweb_server(site: Any, cfg: Config) -> Any:
+    """The DICOMweb server on ``[dicomweb] port``, or None (with an error line) when the port cannot be opened.
+
+    DICOMweb shares the web site's core (users, patient tokens, audit), so it runs only with the web site.
+    A port in use does not stop the rest of the appliance: the log says why DICOMweb is off.
+    """
+    from appliance import tls_contexts
+    from webui.dicomweb import create_dicomweb_app
+    from webui.server import WebServer
+
+    dw = cfg.dicomweb
+    context = tls_contexts.server_context(cfg) if dicomweb_https(cfg) else None
+    try:
+        return WebServer(create_dicomweb_app(site), dw.bind, dw.port, dw.threads, context,
+                         cfg.tls.handshake_timeout)
+    except OSError as exc:
+        LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, dw.bind,
+                     exc.strerror or exc)
+        return None
 
 
 def build_web(app: Any, cfg: Config) -> WebService:

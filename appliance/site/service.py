@@ -26,8 +26,10 @@ from appliance.config import Config
 from appliance.core import Appliance
 from appliance.errors import InvalidTransition, InvalidValue, NotFound
 from appliance.log import LOG_FILE
+from appliance.site.apikeys import ApiKeys
 from appliance.site.audit import Audit, BatchWriter
 from appliance.site.catalog import Catalog
+from appliance.site.dicomweb import DicomWeb
 from appliance.site.export import Exporter, ZipItem, series_label, zip_name
 from appliance.site.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
 from appliance.site.thumbnails import PrerenderWorker, RenderFailed, RenderPool, log_placeholder
@@ -138,6 +140,8 @@ class Site:
         self.tokens = Tokens(appliance.db, data / "secrets" / "token.key", self.config.web.token_days,
                              writer=self.writer)
         self.users = Users(appliance.db)
+        self.apikeys = ApiKeys(appliance.db)
+        self.dicomweb = DicomWeb(appliance)
         self.audit = Audit(appliance.db, self.writer)
         self.catalog = Catalog(appliance.db)
         self.renderer = RenderPool()
