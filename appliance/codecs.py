@@ -138,15 +138,34 @@ def choose(stored: str, accepted: Iterable[str], preferred: str | None = None) -
 def dataset_offset(data: bytes | memoryview) -> int:
     """Where the data set starts in a Part 10 file's bytes (after preamble, prefix and file meta).
 
+    The File Meta Information Group Length says where; when a writer left it out, the group's elements are
+    walked instead (explicit VR little endian, PS3.10 7.1).
+
     Raises
     ------
     CodecError
-        When the bytes are not a Part 10 file with a File Meta Information Group Length.
+        When the bytes are not a Part 10 file (no ``DICM`` prefix, or a meta group that runs past the end).
     """
-    if len(data) < 144 or bytes(data[128:132]) != b"DICM" or bytes(data[132:136]) != b"\x02\x00\x00\x00":
-        raise CodecError("not a DICOM Part 10 file with a File Meta Information Group Length")
-    (group_length,) = struct.unpack_from("<I", data, 140)
-    return 144 + group_length
+    if len(data) < 140 or bytes(data[128:132]) != b"DICM":
+        raise CodecError("not a DICOM Part 10 file (no DICM prefix after the preamble)")
+    if bytes(data[132:136]) == b"\x02\x00\x00\x00" and len(data) >= 144:
+        (group_length,) = struct.unpack_from("<I", data, 140)
+        if 144 + group_length > len(data):
+            raise CodecError("the file meta group is longer than the file")
+        return 144 + group_length
+    position = 132
+    while position + 8 <= len(data):
+        group, _ = struct.unpack_from("<HH", data, position)
+        if group != 0x0002:
+            return position
+        vr = bytes(data[position + 4:position + 6])
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            position += 12 + length
+        else:
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            position += 8 + length
+    raise CodecError("not a DICOM Part 10 file: its file meta group runs past the end")
 
 
 def read_stored(path: Path) -> bytes:

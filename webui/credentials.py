@@ -135,6 +135,7 @@ def authenticate() -> Principal:
             if check.refusal:
                 raise _fail(f"the API key {check.key.name!r} is {check.refusal}", detail=check.key.name)
             principal = Principal("apikey", check.key.name, check.key.role)
+            _note_use(check.key.id)
         else:
             info = site.tokens.resolve(secret)
             if info is None:
@@ -156,6 +157,19 @@ def authenticate() -> Principal:
                            "(Authorization: Bearer), or the master cookie")
     g.principal = principal
     return principal
+
+
+_LAST_USE: dict[int, float] = {}
+
+
+def _note_use(key_id: int) -> None:
+    """Record when a key was last used, at most once a minute per key (through the audit writer's batches)."""
+    now = time.monotonic()
+    if now - _LAST_USE.get(key_id, -120.0) < 60:
+        return
+    _LAST_USE[key_id] = now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    get_site().writer.submit("UPDATE api_keys SET last_used = ? WHERE id = ?", (stamp, key_id))
 
 
 def _staff() -> Principal | None:

@@ -192,6 +192,53 @@ def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_apikey_add(args: argparse.Namespace, cfg: Config) -> int:
+    """Make an API key for a DICOMweb / API client and print it (once: only its hash is kept)."""
+    site = _site(cfg)
+    key, secret = site.apikeys.add(args.name, args.role, args.days)
+    site.audit.record("apikey.add", actor="cli", detail=f"{key.name} ({key.role})")
+    print(secret)
+    print(f"API key {key.name!r} ({key.role}) created" + (f", expires {key.expires}" if key.expires else "")
+          + "; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", file=sys.stderr)
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace, cfg: Config) -> int:
+    """List the API keys (names, roles, states; never the keys)."""
+    keys = _site(cfg).apikeys.all(include_revoked=args.all)
+    if not keys:
+        print("no API keys: make one with 'appliance apikey add NAME --role frontdesk'")
+    for key in keys:
+        print(f"{key.name:<24} {key.role:<10} {key.state():<8} created {key.created}"
+              f"{'  expires ' + key.expires if key.expires else ''}  last used {key.last_used or 'never'}")
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace, cfg: Config) -> int:
+    """Revoke an API key (``master-cookie`` revokes the master cookie)."""
+    site = _site(cfg)
+    key = site.apikeys.revoke(args.name)
+    site.audit.record("apikey.revoke", actor="cli", detail=key.name)
+    print(f"API key {key.name!r} revoked")
+    return 0
+
+
+def cmd_apikey_master(args: argparse.Namespace, cfg: Config) -> int:
+    """Make the master cookie (the previous one stops working) and print its value once."""
+    site = _site(cfg)
+    secret = site.apikeys.new_master()
+    site.audit.record("apikey.master", actor="cli", detail="new master cookie")
+    print(secret)
+    hosts = cfg.api.master_cookie_hosts
+    if hosts:
+        print(f"master cookie made; accepted only from: {', '.join(hosts)}. Clients send the cookie "
+              "'master_cookie=<value>'.", file=sys.stderr)
+    else:
+        print("WARNING: [api] master_cookie_hosts is empty: the master cookie is accepted from ANY host. "
+              "Set it to the integrated hosts' addresses.", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``token`` and ``user add|password|list`` to the CLI's subcommands."""
     p = sub.add_parser("token", parents=[common], help="print the patient link of a stored study")
@@ -216,4 +263,21 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_user_password)
     q = user_sub.add_parser("list", parents=[common], help="list the web UI users and their roles")
     q.set_defaults(func=cmd_user_list)
+
+    p = sub.add_parser("apikey", help="API keys and the master cookie of DICOMweb and the JSON API")
+    key_sub = p.add_subparsers(dest="apikey_command", metavar="APIKEY_COMMAND", required=True)
+    q = key_sub.add_parser("add", parents=[common], help="make an API key for a client (printed once)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--role", choices=("admin", "frontdesk"), required=True, help="admin or frontdesk")
+    q.add_argument("--days", type=int, default=0, help="the key expires after this many days (default: never)")
+    q.set_defaults(func=cmd_apikey_add)
+    q = key_sub.add_parser("list", parents=[common], help="list the API keys (never the keys themselves)")
+    q.add_argument("--all", action="store_true", help="include revoked keys")
+    q.set_defaults(func=cmd_apikey_list)
+    q = key_sub.add_parser("revoke", parents=[common], help="revoke an API key (master-cookie: the master cookie)")
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(func=cmd_apikey_revoke)
+    q = key_sub.add_parser("master", parents=[common], help="make the master cookie (printed once; replaces the "
+                           "old one)")
+    q.set_defaults(func=cmd_apikey_master)
 

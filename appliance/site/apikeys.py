@@ -184,11 +184,6 @@ class ApiKeys:
         state = key.state()
         return Check(key, "" if state == "active" else state)
 
-    def touch(self, key_id: int) -> None:
-        """Note that a key was used now (at most once a minute per key is worth a write; callers batch)."""
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (_now(), key_id))
-
     def get(self, key_id: int) -> ApiKey:
         """The key with this id.
 

@@ -29,6 +29,7 @@ ACTIONS = (
     "user.password", "user.role", "node.add", "node.edit", "node.delete", "node.echo", "logs.download",
     "dicomweb.search", "dicomweb.retrieve", "dicomweb.metadata", "dicomweb.frames", "dicomweb.bulkdata",
     "dicomweb.rendered", "dicomweb.store", "dicomweb.wado", "access.refused", "api.read", "api.change",
+    "apikey.add", "apikey.revoke", "apikey.master",
 )
 
 

@@ -435,6 +435,10 @@ class DicomWeb:
 
     def _store_one(self, part: bytes, number: int, study_uid: str | None, base_url: str, who: str, ae: str,
                    association: str, result: StowResult) -> None:
+        if part[128:132] != b"DICM" and part[:2] == b"\x02\x00":
+            # A file meta group without preamble and prefix (pydicom's dcmwrite of a data set that has no
+            # preamble writes that, and dicomweb-client sends it so): accepted as the file it stands for.
+            part = b"\x00" * 128 + b"DICM" + part
         try:
             start = codecs.dataset_offset(part)
             meta = dcmread(io.BytesIO(part[:start]), stop_before_pixels=True).file_meta

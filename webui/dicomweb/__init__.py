@@ -142,8 +142,17 @@ def _same_host(origin: str) -> bool:
 
 
 def base_url() -> str:
-    """``scheme://host:port/dicom-web`` of this request (RetrieveURLs and BulkDataURIs start with it)."""
-    return request.host_url.rstrip("/") + PREFIX
+    """``scheme://host:port/dicom-web`` of this request (RetrieveURLs and BulkDataURIs start with it).
+
+    Some clients (dicomweb-client among them) send a Host header without the port: the port the request came
+    in on is added then, so that the URLs work.
+    """
+    host = request.host
+    port = str(request.environ.get("SERVER_PORT", ""))
+    default = "443" if request.scheme == "https" else "80"
+    if not host.rsplit("]", 1)[-1].count(":") and port and port != default:
+        host = f"{host}:{port}"
+    return f"{request.scheme}://{host}{PREFIX}"
 
 
 def _study_allowed(principal: Principal, study_uid: str) -> None:
