@@ -75,7 +75,8 @@ def parse(body: bytes, boundary: str) -> list[tuple[dict[str, str], memoryview]]
     MultipartError
         When the boundary never occurs, a part has no header section, or the closing delimiter is missing.
     """
-    if not boundary or len(boundary) > 70:
+    # RFC 2046 allows 70 characters; Orthanc sends 73: up to 200 are accepted.
+    if not boundary or len(boundary) > 200:
         raise MultipartError("the Content-Type has no valid boundary parameter")
     marker = b"--" + boundary.encode("latin-1")
     view = memoryview(body)
