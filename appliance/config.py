@@ -263,7 +263,8 @@ class WebConfig:
 class DicomWebConfig:
     """DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) on its own port (docs/dicomweb.md)."""
 
-    bind: str = "0.0.0.0"
+    #: Address to listen on; empty: the web site's ([web] bind).
+    bind: str = ""
     #: 0 disables DICOMweb.
     port: int = 8010
     #: Worker threads of its WSGI server.

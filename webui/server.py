@@ -108,11 +108,14 @@ class WebServer:
         Serve HTTPS with this server context.
     handshake_timeout : float
         Seconds a client has to finish the TLS handshake.
+    name : str
+        What the log calls it ("web site", "DICOMweb").
     """
 
     def __init__(self, app: Any, host: str, port: int, threads: int = 8, ssl_context: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, name: str = "web site") -> None:
         self.app = app
+        self.name = name
         self.host = host
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
@@ -139,7 +142,7 @@ class WebServer:
         """Serve in a background thread."""
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self._thread.start()
-        LOGGER.info("web site on %s", self.url)
+        LOGGER.info("%s on %s", self.name, self.url)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, let running requests end (up to ``timeout`` seconds), close the connections."""
@@ -149,7 +152,7 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout)
         server.task_dispatcher.shutdown(timeout=timeout)
-        LOGGER.info("web site stopped")
+        LOGGER.info("%s stopped", self.name)
 
     def _close_all(self) -> None:
         server = self.server

@@ -98,12 +98,13 @@ def _dicomweb_server(site: Any, cfg: Config) -> Any:
     from webui.server import WebServer
 
     dw = cfg.dicomweb
+    bind = dw.bind or cfg.web.bind
     context = tls_contexts.server_context(cfg) if dicomweb_https(cfg) else None
     try:
-        return WebServer(create_dicomweb_app(site), dw.bind, dw.port, dw.threads, context,
-                         cfg.tls.handshake_timeout)
+        return WebServer(create_dicomweb_app(site), bind, dw.port, dw.threads, context, cfg.tls.handshake_timeout,
+                         name="DICOMweb")
     except OSError as exc:
-        LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, dw.bind,
+        LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind,
                      exc.strerror or exc)
         return None
 
