@@ -58,7 +58,7 @@ def test_openapi_describes_every_route(api: tuple[Any, str, str, str]) -> None:
 
 
 def test_credentials_and_problem_details(api: tuple[Any, str, str, str]) -> None:
-    served, base, admin, desk = api
+    served, base, _admin, desk = api
     status, ctype, body = curl(base + "/studies")
     assert status == 401 and ctype == "application/problem+json" and body["status"] == 401
     status, _, body = curl(base + "/studies", key="apk_wrong")
@@ -119,7 +119,7 @@ def test_patient_links(api: tuple[Any, str, str, str]) -> None:
     status, _, revoked = curl(f"{base}/studies/{ct}/link/revoke", "-X", "POST", key=desk)
     assert status == 200 and revoked["state"] == "revoked"
     assert served.env.site.tokens.resolve(served.env.token("ct")) is None
-    status, _, body = curl(f"{base}/studies/{ct}/link/explode", "-X", "POST", key=desk)
+    status, _, _body = curl(f"{base}/studies/{ct}/link/explode", "-X", "POST", key=desk)
     assert status == 404
 
 
@@ -150,7 +150,7 @@ def test_jobs_and_robots(api: tuple[Any, str, str, str]) -> None:
 
 
 def test_worklist(api: tuple[Any, str, str, str]) -> None:
-    served, base, admin, desk = api
+    _served, base, admin, desk = api
     item = {"PatientID": "WL1", "PatientName": "WORK^LIST", "AccessionNumber": "A-77",
             "RequestedProcedureDescription": "CT HEAD",
             "steps": [{"Modality": "CT", "ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate":
@@ -179,7 +179,7 @@ def test_nodes(api: tuple[Any, str, str, str]) -> None:
     _, base, _, desk = api
     status, _, nodes = curl(base + "/nodes", key=desk)
     assert status == 200 and isinstance(nodes["nodes"], list)
-    status, _, body = curl(base + "/nodes/NOBODY/echo", "-X", "POST", key=desk)
+    status, _, _body = curl(base + "/nodes/NOBODY/echo", "-X", "POST", key=desk)
     assert status == 404
 
 
