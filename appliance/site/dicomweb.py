@@ -339,7 +339,11 @@ class DicomWeb:
                 out[key] = {"vr": raw.VR, "BulkDataURI": uri + key}
                 continue
             try:
-                out[key] = ds[tag].to_json_dict(None, 2**62)
+                elem = ds[tag]  # implicit VR files learn the VR here
+                if elem.VR in _BINARY_VRS and _length(elem) > BULK_THRESHOLD:
+                    out[key] = {"vr": elem.VR, "BulkDataURI": uri + key}
+                    continue
+                out[key] = elem.to_json_dict(None, 2**62)
             except Exception as exc:  # a value pydicom cannot encode: leave it out, say so
                 LOGGER.info("metadata of %s: %s left out: %s", instance.sop_uid, key, exc)
         if "Rows" in ds:

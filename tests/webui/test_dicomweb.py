@@ -484,3 +484,29 @@ def test_wado_uri_and_rendered_with_curl(dw: DW) -> None:
     assert status == 200 and body[:2] == b"\xff\xd8"
     status, _, body = _curl(f"{dw.url}/wado?requestType=WADO&studyUID={ct}")
     assert status == 401 and json.loads(body)["status"] == 401
+
+
+def test_metadata_bulk_of_an_implicit_vr_instance(dw: DW) -> None:
+    """An instance stored in Implicit VR Little Endian (VRs from the dictionary) with a large overlay."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    inst = dicomdata.study("PID950", "IMPLICIT^IVY", ("CT",), 1)[0]
+    ds = inst.dataset()
+    overlay = bytes(range(256)) * 8
+    ds.add_new(0x60000010, "US", 128)
+    ds.add_new(0x60000011, "US", 128)
+    ds.add_new(0x60003000, "OW", overlay)
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, ds)
+    dw.env.app.store(fp.getvalue(), ImplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID, "MOD", "DISCPACS")
+    client = dw.client()
+    meta = client.retrieve_instance_metadata(inst.study_uid, inst.series_uid, inst.sop_uid)
+    assert meta["60003000"]["vr"] == "OW" and "BulkDataURI" in meta["60003000"]
+    assert meta["00100010"]["Value"] == [{"Alphabetic": "IMPLICIT^IVY"}]
+    (value,) = client.retrieve_bulkdata(meta["60003000"]["BulkDataURI"])
+    assert value == overlay
+    (pixels,) = client.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"])
+    assert pixels == ds.PixelData
