@@ -17,6 +17,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"})
 #: Bulk data above this size is sent as a BulkDataURI in metadata.
 BULK_THRESHOLD = 1024
+#: Instances of one STOW-RS request stored at the same time.
+STOW_THREADS = 4
 #: PS3.18 STOW-RS failure reasons (FailureReason, 0008,1197) that we use.
 FAIL_PROCESSING = 0x0110
 FAIL_OUT_OF_RESOURCES = 0xA700
@@ -430,15 +433,31 @@ class DicomWeb:
         result = StowResult()
         ae = self.app.config.dicom.ae_title
         association = f"stow-{uuid.uuid4().hex}"
+        items = list(parts)
+
+        def one(numbered: tuple[int, bytes | memoryview]) -> Stored | Failure:
+            return self._store_one(bytes(numbered[1]), numbered[0], study_uid, base_url, who, ae, association)
+
         try:
-            for number, part in enumerate(parts, start=1):
-                self._store_one(bytes(part), number, study_uid, base_url, who, ae, association, result)
+            uids = [_peek_uid(part) for part in items]
+            if len(items) > 1 and len(set(uids)) == len(uids):
+                # Each instance is durable on its own (fsync of file and index); several in flight overlap those
+                # waits. Parts with the same SOP Instance UID go one after the other (the duplicate policy).
+                with ThreadPoolExecutor(STOW_THREADS, thread_name_prefix="stow") as pool:
+                    outcomes = list(pool.map(one, enumerate(items, start=1)))
+            else:
+                outcomes = [one(numbered) for numbered in enumerate(items, start=1)]
         finally:
             self.app.association_ended(ae, association, released=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Stored):
+                result.stored.append(outcome)
+            else:
+                result.failed.append(outcome)
         return result
 
     def _store_one(self, part: bytes, number: int, study_uid: str | None, base_url: str, who: str, ae: str,
-                   association: str, result: StowResult) -> None:
+                   association: str) -> Stored | Failure:
         if part[128:132] != b"DICM" and part[:2] == b"\x02\x00":
             # A file meta group without preamble and prefix (pydicom's dcmwrite of a data set that has no
             # preamble writes that, and dicomweb-client sends it so): accepted as the file it stands for.
@@ -451,40 +470,31 @@ class DicomWeb:
             sop_uid = str(meta.MediaStorageSOPInstanceUID)
         except Exception as exc:
             LOGGER.warning("STOW-RS part %d from %s is not a DICOM Part 10 file: %s", number, who, exc)
-            result.failed.append(Failure("", "", FAIL_NOT_DICOM, f"part {number} is not a DICOM Part 10 file"))
-            return
+            return Failure("", "", FAIL_NOT_DICOM, f"part {number} is not a DICOM Part 10 file")
         if not UID(ts).is_transfer_syntax:
-            result.failed.append(Failure(sop_class, sop_uid, FAIL_NOT_DICOM,
-                                         f"part {number}: unknown transfer syntax {ts}"))
-            return
+            return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: unknown transfer syntax {ts}")
         if study_uid is not None:
             try:
                 header = dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
                 found = str(header.get("StudyInstanceUID", ""))
             except Exception as exc:
-                result.failed.append(Failure(sop_class, sop_uid, FAIL_NOT_DICOM,
-                                             f"part {number} cannot be parsed: {exc}"))
-                return
+                return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number} cannot be parsed: {exc}")
             if found != study_uid:
-                result.failed.append(Failure(sop_class, sop_uid, FAIL_STUDY_MISMATCH,
-                                             f"part {number} belongs to study {found or '(none)'}, not {study_uid}"))
-                return
+                return Failure(sop_class, sop_uid, FAIL_STUDY_MISMATCH,
+                               f"part {number} belongs to study {found or '(none)'}, not {study_uid}")
         try:
             stored = self.app.store(part[start:], ts, sop_class, sop_uid, who, ae, association)
         except InvalidDataset as exc:
-            result.failed.append(Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: {exc}"))
-            return
+            return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: {exc}")
         except OutOfResources as exc:
-            result.failed.append(Failure(sop_class, sop_uid, FAIL_OUT_OF_RESOURCES, str(exc)))
-            return
+            return Failure(sop_class, sop_uid, FAIL_OUT_OF_RESOURCES, str(exc))
         except (IndexFailure, Exception) as exc:
             LOGGER.error("STOW-RS part %d (%s) from %s could not be stored: %s", number, sop_uid, who, exc)
-            result.failed.append(Failure(sop_class, sop_uid, FAIL_PROCESSING, str(exc) or type(exc).__name__))
-            return
+            return Failure(sop_class, sop_uid, FAIL_PROCESSING, str(exc) or type(exc).__name__)
         rec = stored.record
         url = f"{base_url}/studies/{rec.study_uid}/series/{rec.series_uid}/instances/{rec.sop_uid}"
-        result.stored.append(Stored(rec.sop_class_uid or sop_class, rec.sop_uid, url, rec.study_uid,
-                                    stored.outcome is StoreOutcome.DUPLICATE))
+        return Stored(rec.sop_class_uid or sop_class, rec.sop_uid, url, rec.study_uid,
+                      stored.outcome is StoreOutcome.DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -549,6 +559,18 @@ def _item(sop_class: str, sop_uid: str, reason: int | None = None, url: str = ""
     if reason is not None:
         item["00081197"] = {"vr": "US", "Value": [reason]}
     return item
+
+
+def _peek_uid(part: bytes | memoryview) -> str:
+    """The Media Storage SOP Instance UID of a part ('' when it cannot be read: the store says why)."""
+    data = bytes(part[:4096])
+    try:
+        if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
+            data = b"\x00" * 128 + b"DICM" + data
+        meta = dcmread(io.BytesIO(data[:codecs.dataset_offset(data)]), stop_before_pixels=True).file_meta
+        return str(meta.MediaStorageSOPInstanceUID)
+    except Exception:
+        return f"?{uuid.uuid4().hex}"
 
 
 def _length(elem: Any) -> int:

@@ -510,3 +510,15 @@ def test_metadata_bulk_of_an_implicit_vr_instance(dw: DW) -> None:
     assert value == overlay
     (pixels,) = client.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"])
     assert pixels == ds.PixelData
+
+
+def test_stow_same_instance_twice_in_one_request_is_stored_once(dw: DW) -> None:
+    inst = dicomdata.study("PID960", "TWICE^TOM", ("CT",), 1)[0]
+    part = _part10(inst)
+    reply = _stow(dw, _multipart([("application/dicom", part), ("application/dicom", part)]))
+    assert reply.status_code == 200
+    assert [r["00081155"]["Value"][0] for r in reply.json()["00081199"]["Value"]] == [inst.sop_uid] * 2
+    rows = dw.env.app.db.conn.execute("SELECT path FROM instances WHERE sop_uid = ?", (inst.sop_uid,)).fetchall()
+    assert len(rows) == 1
+    files = [p for p in dw.env.cfg.store_dir.rglob("*") if p.is_file() and inst.sop_uid.encode() in p.read_bytes()]
+    assert len(files) == 1
