@@ -273,6 +273,27 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
     boundary = multipart.new_boundary()
     dicomweb = site.dicomweb
 
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    if target is None:
+        # As stored: every part's size is known from the index, so the length is sent and no chunked encoding
+        # is needed. A file that changed size since it was indexed ends the response early (the client sees a
+        # short body rather than a wrong one).
+        types = [(f"application/dicom; transfer-syntax={i.transfer_syntax}", i.size) for i in instances]
+
+        def stored() -> Iterator[bytes]:
+            for instance, (ctype, size) in zip(instances, types, strict=True):
+                data = dicomweb.read(instance)
+                if len(data) != size:
+                    LOGGER.error("WADO-RS: %s is %d bytes on disk, %d in the index: response ended", instance.sop_uid,
+                                 len(data), size)
+                    raise CodecError(f"stored file of {instance.sop_uid} changed size")
+                yield multipart.part_head(ctype, size, boundary) + data + b"\r\n"
+            yield multipart.closing(boundary)
+
+        response = Response(stream_with_context(stored()), content_type=content_type)
+        response.headers["Content-Length"] = str(multipart.body_length(types, boundary))
+        return response
+
     def parts() -> Iterator[tuple[str, bytes]]:
         for instance in instances:
             try:
@@ -283,8 +304,7 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
                 continue
             yield f"application/dicom; transfer-syntax={syntax}", data
 
-    return Response(stream_with_context(multipart.write(parts(), boundary)),
-                    content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+    return Response(stream_with_context(multipart.write(parts(), boundary)), content_type=content_type)
 
 
 @bp.get(f"{PREFIX}/studies/<study>")

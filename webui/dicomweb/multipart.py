@@ -119,12 +119,26 @@ def new_boundary() -> str:
     return secrets.token_hex(16)
 
 
+def part_head(content_type: str, length: int, boundary: str) -> bytes:
+    """The delimiter and headers that open one part."""
+    return (b"--" + boundary.encode("ascii") + b"\r\nContent-Type: " + content_type.encode("latin-1")
+            + b"\r\nContent-Length: " + str(length).encode("ascii") + b"\r\n\r\n")
+
+
+def closing(boundary: str) -> bytes:
+    """The close delimiter."""
+    return b"--" + boundary.encode("ascii") + b"--\r\n"
+
+
+def body_length(parts: Iterable[tuple[str, int]], boundary: str) -> int:
+    """The length of the body :func:`write` makes of parts of these content types and lengths."""
+    return sum(len(part_head(ctype, size, boundary)) + size + 2 for ctype, size in parts) + len(closing(boundary))
+
+
 def write(parts: Iterable[tuple[str, bytes]], boundary: str) -> Iterator[bytes]:
     """Yield a multipart body part by part: each part is ``(content type, bytes)``."""
-    marker = b"--" + boundary.encode("ascii")
     for content_type, data in parts:
-        yield marker + b"\r\nContent-Type: " + content_type.encode("latin-1") + \
-            b"\r\nContent-Length: " + str(len(data)).encode("ascii") + b"\r\n\r\n"
+        yield part_head(content_type, len(data), boundary)
         yield data
         yield b"\r\n"
-    yield marker + b"--\r\n"
+    yield closing(boundary)
