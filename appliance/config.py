@@ -77,6 +77,8 @@ class NodeConfig:
     move: bool = True
     get: bool = True
     mwl: bool = True
+    #: May ask us for Storage Commitment (N-ACTION); the N-EVENT-REPORT may come back on a new association to it.
+    commit: bool = True
     #: One of :data:`TS_NAMES` ('' = as stored).
     preferred_ts: str = field(default="", kw_only=True)
 
@@ -200,33 +202,61 @@ class HL7Config:
     log_retention_days: int = 30
     #: Largest accepted message; a bigger frame is answered AR and skipped.
     max_message_kb: int = 16384
-    #: Seconds a connection may stay silent before it is closed.
+    #: The message log keeps at most this much of each message.
+    log_message_kb: int = 64
+    #: Messages are refused (AR) while the database's disk has less free space than this.
+    free_space_limit_mb: int = 500
+    #: Seconds a connection may stay silent (after its first message) before it is closed.
     idle_timeout: float = 300.0
+    #: Connections served at once; when all are open, the one idle longest is closed for a new one.
     max_connections: int = 50
+    #: Connections served at once from one address.
+    max_connections_per_peer: int = 10
+    #: Seconds a new connection has to begin its first message.
+    first_message_timeout: float = 10.0
+    #: Seconds a sender has to finish a message it has begun.
+    message_timeout: float = 60.0
     #: "App|Facility" (or "App") of accepted senders; empty: accept every sender.
     accepted_senders: tuple[str, ...] = ()
     #: Scheduled Station AE Title by modality, when the order names none (e.g. {CT = "CT1"}).
     station_aets: Mapping[str, str] = field(default_factory=dict)
-    #: Scheduled Station AE Title when neither the order nor station_aets gives one; empty: reject the order.
+    #: Scheduled Station AE Title when neither the order nor station_aets gives one; empty: the step is
+    #: stored with an empty station (found by queries without a station key) and a warning is logged.
     default_station_aet: str = ""
     #: HL7 modality codes translated to DICOM ones, on top of the built-in table-0074 translations.
     modalities: Mapping[str, str] = field(default_factory=dict)
-    #: Order without Study Instance UID: "reject", "generate" (random 2.25 UID) or "accession" (derived from it).
-    missing_study_uid: str = "reject"
+    #: Order without Study Instance UID: "generate" (a 2.25 UID derived from the placer/filler order number and
+    #: accession number, the same for every message of the order), "accession" (derived from the accession
+    #: number only) or "reject" (AE 101).
+    missing_study_uid: str = "generate"
     #: Reject orders for a patient ID that ADT^A40 merged into another one.
     reject_merged_ids: bool = True
+    #: ADT^A08/A31 for a patient without worklist items, ADT^A40 whose prior ID (MRG-1) has none:
+    #: "accept" (AA with "nothing to update" in MSA-3) or "reject" (AE, ERR 204).
+    unknown_patient: str = "accept"
 
 
 @dataclass(frozen=True)
 class WorklistConfig:
     """The Modality Worklist kept by the core."""
 
-    #: Statuses a worklist C-FIND returns only when the query asks for them by value.
+    #: Statuses a worklist C-FIND returns only when the query asks for them by value
+    #: (DCMTK's wlmscpfs returns every item: set [] to answer as it does).
     hidden_statuses: tuple[str, ...] = ("CANCELED", "DISCONTINUED", "COMPLETED")
+    #: Person names match without regard to case (Orthanc, dcm4chee); false: case-sensitive, as DCMTK's wlmscpfs.
+    pn_ignore_case: bool = False
     #: An order update that no longer lists a step: "delete" it or mark it "cancel"ed.
     dropped_steps: str = "delete"
     #: A value longer than its DICOM VR allows: "reject" the order, or "truncate" it and log a warning.
     long_values: str = "reject"
+    #: A cancel/discontinue order (ORC-1 CA, DC, OC, OD) for a step already COMPLETED (by MPPS or the RIS):
+    #: "reject" it (AE, ERR 206, the completion stays) or "apply" it anyway.
+    cancel_completed: str = "reject"
+    #: A folder of DICOM worklist files (.wl, as wlmscpfs -dfp or Orthanc's Worklists.Database keep them),
+    #: re-read when a file changes; empty: none. Its items are replaced by what the folder holds.
+    folder: str = ""
+    #: Seconds between two looks at ``folder`` for changes.
+    folder_poll: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -244,6 +274,13 @@ class WebConfig:
     https: bool = False
     #: Worker threads of the WSGI server.
     threads: int = 8
+    #: Seconds a client has to send a whole request header (from its first byte; from the connection for
+    #: the first request): slowly trickled headers cannot hold connections.
+    header_timeout: float = 10.0
+    #: Connections open at once (raise the service's open-files limit to match).
+    max_connections: int = 1000
+    #: Connections open at once from one client address; at the cap its stalled or idle one makes room.
+    max_connections_per_client: int = 50
     #: A staff session ends after this many minutes without a request.
     session_minutes: int = 30
     #: Lifetime of the cookie a patient link is exchanged for; then the link must be opened again.
@@ -300,6 +337,35 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class ForwardingConfig:
+    """``[forwarding]``: send every stored series to a regional PACS, with Storage Commitment."""
+
+    enabled: bool = False
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    #: Connect with TLS (the [tls] client certificate; the peer verified against the [tls] CA list).
+    tls: bool = False
+    #: One of :data:`TS_NAMES` ('' or "as-is": as stored).
+    preferred_ts: str = ""
+    #: After each batch, ask the regional server to commit it (N-ACTION); failures are sent again.
+    storage_commitment: bool = True
+    #: C-FIND and the staff study list also ask the regional server (see docs/forwarding.md).
+    extended_search: bool = False
+    #: The manual's three timeouts: TCP connect, DICOM (association, N-ACTION answers, C-FIND), one transfer.
+    tcp_timeout_ms: int = 10_000
+    dicom_timeout_ms: int = 30_000
+    transfer_timeout_ms: int = 15_000
+    #: Instances per association.
+    batch_size: int = 200
+    #: Seconds to wait for the N-EVENT-REPORT of a batch before it is sent again.
+    commitment_wait: float = 600.0
+    #: First and longest pause before a failed batch is tried again (doubling in between).
+    retry_min: float = 10.0
+    retry_max: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -319,6 +385,7 @@ class Config:
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     #: The file this configuration was read from, if any.
     source: Path | None = None
 
@@ -379,7 +446,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls",
+    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
                "dicomweb", "api"}
     for section in data:
         if section not in allowed:
@@ -422,7 +489,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     burn = _burn_config(data.get("burn", {}), dicom.ae_title, base_dir)
     hl7 = _hl7_config(data.get("hl7", {}))
     worklist = _worklist_config(data.get("worklist", {}))
+    if worklist.folder and not Path(worklist.folder).is_absolute() and base_dir is not None:
+        worklist = replace(worklist, folder=str(base_dir / worklist.folder))
     web = _web_config(data.get("web", {}))
+    forwarding = _forwarding_config(data.get("forwarding", {}))
     dicomweb = _dicomweb_config(data.get("dicomweb", {}))
     api_table = dict(data.get("api", {}))
     hosts = _str_list(api_table.pop("master_cookie_hosts", []), "[api] master_cookie_hosts")
@@ -448,7 +518,23 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
+        forwarding=forwarding,
     )
+
+
+def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
+    fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
+    if fwd.enabled:
+        if not fwd.ae_title or not fwd.host:
+            raise ConfigError("[forwarding] enabled needs ae_title and host (the regional PACS)")
+        validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
+        _check_port(fwd.port, "[forwarding] port")
+    if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:
+        raise ConfigError(f"[forwarding] preferred_ts {fwd.preferred_ts!r} is not one of: {', '.join(TS_NAMES)}")
+    for key in ("tcp_timeout_ms", "dicom_timeout_ms", "transfer_timeout_ms", "batch_size"):
+        if getattr(fwd, key) <= 0:
+            raise ConfigError(f"[forwarding] {key} must be positive")
+    return fwd
 
 
 _SPS_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "DEPARTED", "COMPLETED", "DISCONTINUED", "CANCELED")
@@ -482,11 +568,15 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
     if hl7.missing_study_uid not in ("reject", "generate", "accession"):
         raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
                           f"{hl7.missing_study_uid!r}")
-    for key in ("log_retention_days", "max_message_kb", "max_connections"):
-        if getattr(hl7, key) < (0 if key == "log_retention_days" else 1):
+    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer",
+                "log_message_kb", "free_space_limit_mb"):
+        if getattr(hl7, key) < (0 if key in ("log_retention_days", "free_space_limit_mb") else 1):
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
-    if hl7.idle_timeout <= 0:
-        raise ConfigError("[hl7] idle_timeout must be positive")
+    for key in ("idle_timeout", "first_message_timeout", "message_timeout"):
+        if getattr(hl7, key) <= 0:
+            raise ConfigError(f"[hl7] {key} must be positive")
+    if hl7.unknown_patient not in ("accept", "reject"):
+        raise ConfigError(f"[hl7] unknown_patient must be 'accept' or 'reject', not {hl7.unknown_patient!r}")
     return hl7
 
 
@@ -502,6 +592,10 @@ def _worklist_config(table: Mapping[str, Any]) -> WorklistConfig:
         raise ConfigError(f"[worklist] dropped_steps must be 'delete' or 'cancel', not {wl.dropped_steps!r}")
     if wl.long_values not in ("reject", "truncate"):
         raise ConfigError(f"[worklist] long_values must be 'reject' or 'truncate', not {wl.long_values!r}")
+    if wl.cancel_completed not in ("reject", "apply"):
+        raise ConfigError(f"[worklist] cancel_completed must be 'reject' or 'apply', not {wl.cancel_completed!r}")
+    if wl.folder_poll <= 0:
+        raise ConfigError("[worklist] folder_poll must be positive")
     return wl
 
 
@@ -546,9 +640,11 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     web: WebConfig = replace(_build(WebConfig, table, "web"), token_days=token_days)
     _check_port(web.port, "[web] port")
     for key in ("threads", "session_minutes", "patient_session_minutes", "rate_limit", "rate_window",
-                "max_zip_builds"):
+                "max_zip_builds", "max_connections", "max_connections_per_client"):
         if getattr(web, key) < 1:
             raise ConfigError(f"[web] {key} must be at least 1")
+    if web.header_timeout <= 0:
+        raise ConfigError("[web] header_timeout must be positive")
     if web.zip_compression not in ("none", "jpeg-lossless"):
         raise ConfigError(f"[web] zip_compression must be 'none' or 'jpeg-lossless', not {web.zip_compression!r}")
     if web.slip_paper not in ("A4", "Letter", "receipt80"):

@@ -9,14 +9,18 @@ Handlers are bound as data in :data:`HANDLERS` by (MSH-9.1, MSH-9.2). One guard,
   message's character set); nothing was changed;
 * ``AR`` + ERR - not HL7 (no MSH), unsupported message type (200) or event (201),
   sender not accepted (103), message too large or an internal error (207; when the
-  database cannot be written, the ERR text says why, e.g. that it is read-only).
+  database cannot be written, the ERR text says why, e.g. that it is read-only, or its disk has less free
+  space than ``[hl7] free_space_limit_mb``).
 
-Every message and its ACK go to the log file and the database message log.
+Every message and its ACK go to the log file and the database message log. Values quoted in ACK texts and
+log lines are cut (:func:`appliance.log.clip`), and the message log keeps at most ``[hl7] log_message_kb`` of
+each message, so that a huge field is not repeated whole.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +32,12 @@ from appliance.errors import (
     IncompleteItem,
     InvalidItem,
     PatientMismatch,
+    StepCompleted,
     UnknownPatient,
     WorklistError,
 )
+from appliance.log import clip
+from appliance.worklist.store import SpsStatus
 from hl7.ack import AckError, build_ack
 from hl7.er7 import ER7Error, Message, decode, msh_field, parse
 from hl7.mapping import MappingError, field_of, map_order, map_patient_update
@@ -46,6 +53,8 @@ class Outcome:
     code: str
     error: AckError | None = None
     summary: str = ""
+    #: Applied, but something the sender or the staff should know (logged as a warning).
+    warning: str = ""
 
 
 Handler = Callable[[Message, Appliance, HL7Config], Outcome]
@@ -62,15 +71,32 @@ def handle_order(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
     """
     orders = map_order(msg, cfg)
     result = app.worklist.apply_orders(orders)
-    return Outcome("AA", summary=result.summary())
+    # Only a scheduling order says where a step is to be done; cancels need no station.
+    stationless = [f"{s.sps_id} ({s.attrs.get('Modality') or 'no modality'})" for o in orders for s in o.steps
+                   if s.status == SpsStatus.SCHEDULED and not s.attrs.get("ScheduledStationAETitle")]
+    warning = ""
+    if stationless:
+        warning = (f"no Scheduled Station AE Title for step(s) {', '.join(stationless)}: stored with an empty "
+                   "station, found only by queries without a station key (set [hl7] station_aets or "
+                   "default_station_aet)")
+    return Outcome("AA", summary=result.summary(), warning=warning)
 
 
 def handle_patient(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
-    """ADT^A08 / A31 (update) and ADT^A40 (merge): change every open item of the patient."""
+    """ADT^A08 / A31 (update) and ADT^A40 (merge): change every open item of the patient.
+
+    A patient (for A40: a prior patient ID) without worklist items gets AA with
+    "Nothing to update" in MSA-3, or AE 204 when ``[hl7] unknown_patient = "reject"``.
+    """
     update = map_patient_update(msg)
-    changed = app.worklist.update_patient(update)
+    result = app.worklist.update_patient(update, unknown_is_error=cfg.unknown_patient == "reject")
     merged = f" ({update.merged.patient_id} merged in)" if update.merged else ""
-    return Outcome("AA", summary=f"{changed} item(s) of patient {update.patient.patient_id} updated{merged}")
+    summary = f"{result.changed} item(s) of patient {update.patient.patient_id} updated{merged}"
+    if not result.known:
+        who = f"prior patient ID {update.merged.patient_id}" if update.merged else \
+            f"patient ID {update.patient.patient_id}"
+        return Outcome("AA", AckError(0, "", f"Nothing to update: {who} has no worklist item"), summary)
+    return Outcome("AA", summary=summary)
 
 
 #: (MSH-9.1, MSH-9.2) -> handler.
@@ -89,6 +115,7 @@ _WORKLIST_CODES: dict[type[WorklistError], int] = {
     InvalidItem: 102,
     UnknownPatient: 204,
     PatientMismatch: 205,
+    StepCompleted: 206,
 }
 
 
@@ -108,6 +135,19 @@ class MessageProcessor:
         self.cfg = cfg
         self.handlers = dict(HANDLERS)
         self.accepted = {s.strip().upper() for s in cfg.accepted_senders if s.strip()}
+        self.db_dir = app.db.path.parent
+
+    def disk_too_full(self) -> str:
+        """Why the database's disk takes no more messages (less free space than the limit), or ``""``."""
+        try:
+            free = shutil.disk_usage(self.db_dir).free
+        except OSError:
+            return ""
+        limit = self.cfg.free_space_limit_mb * 1024 * 1024
+        if free >= limit:
+            return ""
+        return (f"the database disk has {free // (1024 * 1024)} MB free, limit is {self.cfg.free_space_limit_mb} MB;"
+                " send again later")
 
     def __call__(self, payload: bytes | Oversize, peer: str) -> bytes | None:
         """Process one frame; return the ACK bytes, or None when ACKs are off."""
@@ -123,7 +163,9 @@ class MessageProcessor:
                 text, charset = decode(raw, self.cfg.default_charset)
                 codec = charset.codec
                 msg = parse(text, charset)
-                outcome = self.process(msg)
+                full = self.disk_too_full()
+                outcome = Outcome("AR", AckError(207, "", f"Application internal error: {full}")) if full \
+                    else self.process(msg)
             except ER7Error as exc:
                 # Undecodable text is wrong content (AE); no MSH at all is not HL7 (AR).
                 outcome = Outcome("AR" if exc.code == 100 else "AE", AckError(exc.code, exc.location, str(exc)))
@@ -157,24 +199,36 @@ class MessageProcessor:
             code = next((c for t, c in _WORKLIST_CODES.items() if isinstance(exc, t)), 207)
             location = field_of(exc.attribute, omi)
             if isinstance(exc, UnknownPatient) and kind == "ADT":
-                location = "PID^1^3^1^1"
+                location = "MRG^1^1^1^1" if exc.attribute == "OtherPatientIDs" else "PID^1^3^1^1"
+            elif isinstance(exc, StepCompleted):
+                location = "ORC^1^1^1^1"
             return Outcome("AE", AckError(code, location, str(exc)))
         except sqlite3.Error as exc:  # read-only, locked or full database: the sender should retry later
-            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, msg.control_id, describe(exc))
+            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, clip(msg.control_id, 64),
+                         describe(exc))
             return Outcome("AR", AckError(207, "", f"Application internal error: {describe(exc)}"))
         except Exception as exc:
-            LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, msg.control_id)
+            LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, clip(msg.control_id, 64))
             return Outcome("AR", AckError(207, "", f"Application internal error: {type(exc).__name__}"))
 
     def _log(self, peer: str, msg: Message | None, raw: bytes, outcome: Outcome, ack: str) -> None:
-        kind = "^".join(msg.message_type) if msg is not None else "?"
-        control = msg.control_id if msg is not None else ""
+        kind = clip("^".join(msg.message_type), 40) if msg is not None else "?"
+        control = clip(msg.control_id, 64) if msg is not None else ""
         error = outcome.error.text if outcome.error else ""
-        if outcome.code == "AA":
-            LOGGER.info("HL7 %s %s from %s: AA, %s", kind, control, peer, outcome.summary)
+        if outcome.code == "AA" and outcome.warning:
+            error = clip(outcome.warning, 500)
+            LOGGER.warning("HL7 %s %s from %s: AA, %s; %s", kind, control, peer, clip(outcome.summary, 500), error)
+        elif outcome.code == "AA":
+            LOGGER.info("HL7 %s %s from %s: AA, %s%s", kind, control, peer, clip(outcome.summary, 500),
+                        f" ({error})" if error else "")
         else:
             LOGGER.warning("HL7 %s %s from %s: %s, %s%s", kind, control, peer, outcome.code, error,
                            f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")
+        cap = self.cfg.log_message_kb * 1024
+        if len(raw) > cap:
+            raw = raw[:cap] + f"\r[... {len(raw) - cap} more bytes not kept]".encode("ascii")
+        if self.disk_too_full():
+            return  # the log line above is all that is kept
         try:
             self.app.hl7_log.record(peer, kind, control, outcome.code, error, raw, ack)
         except sqlite3.Error as exc:

@@ -32,6 +32,8 @@ import pytest
 HOST = "127.0.0.1"
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+#: Debian's orthanc: the Modality Worklist plugin (a second MWL reference beside wlmscpfs).
+WORKLIST_PLUGIN = "/usr/share/orthanc/plugins/libModalityWorklists.so"
 #: Debian's orthanc-gdcm: decodes JPEG 2000 (and more) when Orthanc transcodes; without it Orthanc cannot.
 GDCM_PLUGIN = "/usr/share/orthanc/plugins/libOrthancGdcm.so"
 

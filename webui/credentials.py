@@ -96,7 +96,7 @@ def master_host_allowed(address: str) -> bool:
 def _fail(reason: str, status: int = 401, detail: str = "") -> Refused:
     context = get_context()
     address = client_address()
-    context.limiter.fail(address)
+    context.link_limiter.fail(address)
     audit("access.refused", detail=detail or reason, outcome="failure")
     return Refused(status, reason)
 
@@ -118,8 +118,8 @@ def authenticate() -> Principal:
     address = client_address()
     authorization = request.headers.get("Authorization", "")
     master = request.cookies.get(MASTER_COOKIE)
-    if (authorization or master) and context.limiter.blocked(address):
-        retry = context.limiter.retry_after(address)
+    if (authorization or master) and context.link_limiter.blocked(address):
+        retry = context.link_limiter.retry_after(address)
         audit("access.refused", detail="rate limited", outcome="failure")
         raise Refused(429, "too many failed credentials from this address; try again later", retry)
     principal: Principal | None = None
@@ -183,7 +183,10 @@ def _staff() -> Principal | None:
         user = get_site().users.get(int(uid))
     except (TypeError, ValueError):
         return None
-    return Principal("staff", user.name, user.role) if user is not None else None
+    # As on the staff pages: a signed-out, disabled or re-passworded user's copied cookie is dead.
+    if user is None or user.disabled or session.get("gen") != user.session_gen:
+        return None
+    return Principal("staff", user.name, user.role)
 
 
 def _patient() -> Principal | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -16,11 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, permissions
+from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
-from appliance.errors import ApplianceError, DatabaseError
+from appliance.errors import ApplianceError, DatabaseError, ListenerError
+from appliance.lock import DataFolderLock
 from appliance.log import setup_logging
 from tls import TLSError
 
@@ -43,7 +46,15 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         db.check_writable()
     finally:
         db.close()
+    # Before the log, the reconcile and the cleaning of store/tmp: a second instance must touch nothing.
+    lock = DataFolderLock(cfg.data_dir)
+    lock.acquire()
+    # Patient data is for the service user and its group only: earlier runs' loose modes are taken away.
+    changed = permissions.make_private(cfg.data_dir, skip=(cfg.store_dir, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
+    if changed:
+        LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed,
+                    cfg.data_dir)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
     for warning in tls_contexts.expiry_warnings(cfg):
@@ -64,17 +75,30 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
     publishing = build_publishing(app, cfg)
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
+    forwarder = cli_forwarding.build_forwarding(app, cfg)
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
 
         hl7_listener = HL7Listener(app, server_tls if hl7_tls else None)
+    folder_watcher = None
+    if cfg.worklist.folder:
+        from appliance.worklist.files import FolderWatcher
+
+        folder_watcher = FolderWatcher(app.worklist, Path(cfg.worklist.folder), cfg.worklist.folder_poll)
     try:
+        if folder_watcher is not None:
+            folder_watcher.start()
         node.start()
         web.start()
         publishing.start()
+        if forwarder is not None:
+            forwarder.start()
         if hl7_listener is not None:
-            hl7_listener.start()
+            try:
+                hl7_listener.start()
+            except OSError as exc:
+                raise ListenerError.port("HL7", "[hl7] port", cfg.hl7.bind, cfg.hl7.port, exc) from None
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
         # A signal may be delivered to any of the threads; CPython then only flags it, and the main thread
         # runs the handler when it next wakes. An untimed wait might never wake: poll.
@@ -83,12 +107,22 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if hl7_listener is not None:
             hl7_listener.stop()
+        if folder_watcher is not None:
+            folder_watcher.stop()
         web.stop()
+        if forwarder is not None:
+            forwarder.stop()
         node.stop()
         publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
+        lock.release()
     return 0
+
+
+def _hot_folders(cfg: Config) -> list[Path]:
+    """The robots' hot folders: a vendor bridge shares them, their modes are the administrator's."""
+    return [Path(str(table["hotfolder"])) for table in cfg.robots.values() if table.get("hotfolder")]
 
 
 def cmd_echo(args: argparse.Namespace, cfg: Config) -> int:
@@ -154,7 +188,10 @@ def cmd_worklist_import(args: argparse.Namespace, cfg: Config) -> int:
     """Add worklist items from DICOM worklist files (.wl) or folders of them."""
     from appliance.worklist.files import import_files
 
-    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths])
+    notes: list[str] = []
+    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths], notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     for path, reason in failed:
         print(f"refused: {path}: {reason}", file=sys.stderr)
     print(f"{len(stored)} worklist item(s) imported, {len(failed)} file(s) refused")
@@ -273,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
+    cli_forwarding.add_parsers(sub, common)
     return parser
 
 
@@ -280,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appliance`` console script."""
     args = build_parser().parse_args(argv)
     cfg: Config | None = None
+    # Every file a command writes (database, logs, thumbnails, discs, labels) is private to the service user.
+    previous_umask = permissions.apply_umask()
     try:
         cfg = load_config(args.config)
         if args.command != "serve":
@@ -297,3 +337,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as exc:  # e.g. a command that writes while the database is read-only
         print(f"appliance: {describe(exc, f'database {cfg.database}' if cfg else 'the database')}", file=sys.stderr)
         return DatabaseError.exit_code
+    finally:
+        os.umask(previous_umask)  # for callers in the same process (tests); a command's process ends here

@@ -164,11 +164,13 @@ def test_worklist(api: tuple[Any, str, str, str]) -> None:
     step_id = listed["items"][0]["steps"][0]["id"]
     status, _, reset = curl(f"{base}/worklist/steps/{step_id}/reset", "-X", "POST", key=desk)
     assert status == 200 and reset["reset_steps"] in (0, 1)
-    incomplete = {**item, "steps": [{"Modality": "CT"}]}
+    incomplete = {**{k: v for k, v in item.items() if k != "PatientName"}, "PatientID": "WL2",
+                  "AccessionNumber": "A-78"}
+    incomplete["steps"] = [*item["steps"], {"Modality": "MR"}]
     status, _, bad = curl(base + "/worklist", key=desk, data=incomplete)
-    assert status == 400 and "missing" in bad["detail"]
-    status, _, listed = curl(base + "/worklist?patient=WL1", key=desk)
-    assert len(listed["items"]) == 1  # nothing half-written
+    assert status == 400 and "PatientName" in bad["detail"], bad
+    status, _, listed = curl(base + "/worklist?patient=WL2", key=desk)
+    assert listed["items"] == []  # nothing half-written
     status, _, body = curl(f"{base}/worklist/{study_uid}", "-X", "DELETE", key=desk)
     assert status == 403
     status, _, body = curl(f"{base}/worklist/{study_uid}", "-X", "DELETE", key=admin)

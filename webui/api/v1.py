@@ -298,25 +298,33 @@ def create_worklist_item() -> Any:
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
         raise InvalidValue("'steps' must be a non-empty list of scheduled procedure steps (objects)")
     site = get_site()
-    from pydicom.uid import generate_uid
+    from appliance.worklist.store import Order, PatientRef, SpsStatus, StepOrder
 
-    from appliance.worklist.store import SPS_SEQUENCE
-
-    # What a RIS would fill in and a direct order may leave out: a new study UID, the accession as the requested
-    # procedure ID, empty reference sequences, numbered steps.
-    body.setdefault("StudyInstanceUID", str(generate_uid()))
-    body.setdefault("RequestedProcedureID", str(body.get("AccessionNumber") or "RP1"))
-    body.setdefault("ReferencedStudySequence", [])
-    body.setdefault("ReferencedPatientSequence", [])
-    keys = []
-    with site.app.db.transaction() as conn:  # all steps or none
-        for number, step in enumerate(steps, start=1):
-            step = dict(step)
-            step.setdefault("ScheduledProcedureStepID", f"SPS{number}")
-            status = str(step.pop("ScheduledProcedureStepStatus", "") or "SCHEDULED").upper()
-            keys.append(site.app.worklist.put(conn, {**body, SPS_SEQUENCE: [step]}, status, "ISO_IR 192", "api"))
+    patient_id = body.pop("PatientID", "")
+    if not isinstance(patient_id, str) or not patient_id:
+        raise InvalidValue("'PatientID' is required")
+    issuer = str(body.pop("IssuerOfPatientID", "") or "")
+    patient_attrs = {k: v for k, v in body.items() if k.startswith("Patient")}
+    attrs = {k: v for k, v in body.items() if k not in patient_attrs and k != "StudyInstanceUID"}
+    # What a RIS would send and a direct order may leave out: the accession number as requested procedure ID.
+    attrs.setdefault("RequestedProcedureID", str(attrs.get("AccessionNumber") or "RP1"))
+    step_orders = []
+    for number, step in enumerate(steps, start=1):
+        step = dict(step)
+        status = str(step.pop("ScheduledProcedureStepStatus", "") or "SCHEDULED").upper()
+        if status not in SpsStatus.__members__:
+            raise InvalidValue(f"unknown ScheduledProcedureStepStatus {status!r}")
+        sps_id = str(step.pop("ScheduledProcedureStepID", "") or f"SPS{number}")
+        step_orders.append(StepOrder(sps_id, SpsStatus(status), step))
+    # The HL7 order path: validated, a Study Instance UID made when none is given, all steps or none.
+    order = Order(str(body.get("StudyInstanceUID") or ""), PatientRef(patient_id, issuer),
+                  {"PatientID": patient_id, **patient_attrs}, attrs, tuple(step_orders), charset="ISO_IR 192",
+                  source="api")
+    result = site.app.worklist.apply_orders([order])
+    keys = result.created + result.updated
     _changed("worklist.add", "", ", ".join(str(k) for k in keys))
-    return {"created": [dataclasses.asdict(k) for k in keys]}, 201
+    return {"created": [dataclasses.asdict(k) for k in result.created],
+            "updated": [dataclasses.asdict(k) for k in result.updated]}, 201
 
 
 @bp.delete("/worklist/<study_uid>")

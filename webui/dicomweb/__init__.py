@@ -81,7 +81,8 @@ def create_dicomweb_app(site: Site, overrides: Mapping[str, Any] | None = None) 
     if overrides:
         app.config.update(overrides)
     app.session_interface = StaffSessionInterface()
-    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window))
+    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window),
+                                             RateLimiter(web.rate_limit, web.rate_window))
     app.register_blueprint(bp)
     app.after_request(_headers)
 
