@@ -269,6 +269,14 @@ class WebServer:
                 conn.close()
             return
         server = self.server
+        try:
+            # waitress's own accept sets TCP_NODELAY here: without it a small answer waits ~40 ms for the
+            # client's delayed ACK (Nagle).
+            server.set_socket_options(conn)
+        except OSError:
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
         server.channel_class(server, conn, addr, server.adj, map=server._map)
 
     # -- HTTPS ------------------------------------------------------------------------------------
@@ -282,6 +290,8 @@ class WebServer:
         if accepted is None:
             return
         conn, addr = accepted
+        with contextlib.suppress(OSError):
+            self.server.set_socket_options(conn)  # TCP_NODELAY, as waitress's own accept does
         host = addr[0]
         # Handshakes run in threads before waitress sees the connection: they are capped like connections, or
         # clients that never say hello would each hold a thread. At the per-client cap the oldest handshake of
