@@ -300,6 +300,30 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class DicomWebConfig:
+    """DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) on its own port (docs/dicomweb.md)."""
+
+    #: Address to listen on; empty: the web site's ([web] bind).
+    bind: str = ""
+    #: 0 disables DICOMweb.
+    port: int = 8010
+    #: Worker threads of its WSGI server.
+    threads: int = 8
+    #: Largest STOW-RS request body, in megabytes (a bigger one is refused with 413 before it is read).
+    max_upload_mb: int = 1024
+    #: QIDO-RS answers at most this many matches per request when the client sends no smaller ``limit``.
+    max_results: int = 10000
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Who may use DICOMweb and the JSON API besides staff sessions and API keys (docs/dicomweb.md)."""
+
+    #: Client addresses (or host names) the master cookie is accepted from; empty: from any host.
+    master_cookie_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """Certificates for the TLS listeners and outgoing TLS connections (see docs/certificates.md)."""
 
@@ -359,6 +383,8 @@ class Config:
     hl7: HL7Config = field(default_factory=HL7Config)
     worklist: WorklistConfig = field(default_factory=WorklistConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    dicomweb: DicomWebConfig = field(default_factory=DicomWebConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -423,7 +449,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding"}
+    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
+               "dicomweb", "api"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -471,6 +498,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         worklist = replace(worklist, folder=str(base_dir / worklist.folder))
     web = _web_config(data.get("web", {}))
     forwarding = _forwarding_config(data.get("forwarding", {}))
+    dicomweb = _dicomweb_config(data.get("dicomweb", {}))
+    api_table = dict(data.get("api", {}))
+    hosts = _str_list(api_table.pop("master_cookie_hosts", []), "[api] master_cookie_hosts")
+    api = replace(_build(ApiConfig, api_table, "api"), master_cookie_hosts=hosts)
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
@@ -487,6 +518,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         hl7=hl7,
         worklist=worklist,
         web=web,
+        dicomweb=dicomweb,
+        api=api,
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
@@ -623,6 +656,15 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     if web.slip_paper not in ("A4", "Letter", "receipt80"):
         raise ConfigError(f"[web] slip_paper must be 'A4', 'Letter' or 'receipt80', not {web.slip_paper!r}")
     return web
+
+
+def _dicomweb_config(table: Mapping[str, Any]) -> DicomWebConfig:
+    dicomweb: DicomWebConfig = _build(DicomWebConfig, table, "dicomweb")
+    _check_port(dicomweb.port, "[dicomweb] port")
+    for key in ("threads", "max_upload_mb", "max_results"):
+        if getattr(dicomweb, key) < 1:
+            raise ConfigError(f"[dicomweb] {key} must be at least 1")
+    return dicomweb
 
 
 _ROUTE_SUFFIX_RE = re.compile(r"^_[A-Z0-9_]{1,14}$")

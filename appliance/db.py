@@ -409,9 +409,31 @@ def _m_sessions(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_api_keys(conn: sqlite3.Connection) -> None:
+    # Credentials of DICOMweb and the JSON API: per-client API keys and the one master cookie (kind 'master'),
+    # each stored as a SHA-256 hash only (see appliance/site/apikeys.py). Revoked rows stay for the audit trail.
+    run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL COLLATE NOCASE,
+            kind TEXT NOT NULL DEFAULT 'key',
+            role TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL DEFAULT '',
+            revoked TEXT NOT NULL DEFAULT '',
+            last_used TEXT NOT NULL DEFAULT ''
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked = ''
+        """
+    )
+
+
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding, _m_sessions]
+                                                          _m_forwarding, _m_sessions, _m_api_keys]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

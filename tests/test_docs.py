@@ -51,8 +51,11 @@ def test_every_config_key_is_documented() -> None:
         "web": config.WebConfig,
         "tls": config.TlsConfig,
         "forwarding": config.ForwardingConfig,
+        "dicomweb": config.DicomWebConfig,
+        "api": config.ApiConfig,
     }
-    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding"}
+    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
+            "dicomweb", "api"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

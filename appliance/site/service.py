@@ -27,8 +27,10 @@ from appliance.config import Config
 from appliance.core import Appliance
 from appliance.errors import InvalidTransition, InvalidValue, NotFound
 from appliance.log import LOG_FILE
+from appliance.site.apikeys import ApiKeys
 from appliance.site.audit import Audit, BatchWriter
 from appliance.site.catalog import Catalog
+from appliance.site.dicomweb import DicomWeb
 from appliance.site.export import Exporter, ZipItem, series_label, zip_name
 from appliance.site.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
 from appliance.site.sessions import PatientSessions
@@ -165,6 +167,8 @@ class Site:
                              writer=self.writer)
         self.users = Users(appliance.db)
         self.patient_sessions = PatientSessions(appliance.db)
+        self.apikeys = ApiKeys(appliance.db)
+        self.dicomweb = DicomWeb(appliance)
         self.audit = Audit(appliance.db, self.writer)
         self.catalog = Catalog(appliance.db)
         self.renderer = RenderPool()
