@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.cli import amqp as cli_amqp
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
@@ -64,6 +65,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
     publishing = build_publishing(app, cfg)
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
+    # Sets the outbox triggers before the node opens its ports, so no new study or series goes unreported.
+    messaging = cli_amqp.build_amqp(app, cfg)
+    web.site.messaging = messaging
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
@@ -73,6 +77,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         node.start()
         web.start()
         publishing.start()
+        if messaging is not None:
+            messaging.start()
         if hl7_listener is not None:
             hl7_listener.start()
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
@@ -86,6 +92,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         web.stop()
         node.stop()
         publishing.stop()
+        if messaging is not None:
+            messaging.stop()
         app.stop()
         LOGGER.info("appliance stopped")
     return 0
@@ -273,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
+    cli_amqp.add_parsers(sub, common)
     return parser
 
 
