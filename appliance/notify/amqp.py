@@ -40,6 +40,9 @@ from appliance.notify.messages import Applied, render
 from appliance.notify.outbox import MWL, SERIES, STUDY, Event, Outbox
 
 LOGGER = logging.getLogger("appliance.amqp")
+# pika logs every failed connection attempt as errors with tracebacks; the links report failures themselves,
+# one line per new reason.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 #: The outbox read position of this publisher.
 CHANNEL = "amqp"
@@ -79,7 +82,18 @@ def parameters(cfg: AmqpConfig, ssl_context: ssl.SSLContext | None, name: str) -
 def explain(exc: BaseException, cfg: AmqpConfig) -> str:
     """A readable reason for a pika or socket failure."""
     where = f"{cfg.host}:{cfg.port}"
-    inner = exc.args[0] if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args else exc
+    inner: BaseException = exc
+    # pika wraps the cause in AMQPConnectionError(workflow failure(phase error(socket error))): unwrap it.
+    for _ in range(5):
+        if isinstance(inner, pika.exceptions.AMQPConnectionError) and inner.args and isinstance(
+                inner.args[0], BaseException):
+            inner = inner.args[0]
+        elif getattr(inner, "exceptions", None):
+            inner = inner.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(inner, "exception", None), BaseException):
+            inner = inner.exception  # type: ignore[attr-defined]
+        else:
+            break
     if isinstance(inner, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
         return f"the broker at {where} refused user {cfg.user!r} (wrong user or password)"
     if isinstance(inner, pika.exceptions.ProbableAccessDeniedError):
@@ -87,7 +101,8 @@ def explain(exc: BaseException, cfg: AmqpConfig) -> str:
     if isinstance(inner, pika.exceptions.ConnectionBlockedTimeout):
         return f"the broker at {where} blocked publishing for over {BLOCKED_TIMEOUT:.0f} s (memory or disk alarm)"
     if isinstance(inner, pika.exceptions.ChannelClosedByBroker):
-        return f"the broker at {where} refused: {inner.reply_code} {inner.reply_text}"
+        hint = " ('appliance amqp declare' creates the exchanges and queues)" if inner.reply_code == 404 else ""
+        return f"the broker at {where} refused: {inner.reply_code} {inner.reply_text}{hint}"
     if isinstance(inner, pika.exceptions.ConnectionClosedByBroker):
         return f"the broker at {where} closed the connection: {inner.reply_code} {inner.reply_text}"
     if isinstance(inner, pika.exceptions.AMQPConnectionError | pika.exceptions.StreamLostError):
@@ -97,6 +112,8 @@ def explain(exc: BaseException, cfg: AmqpConfig) -> str:
         return f"no AMQP broker reachable at {where} (connection refused)"
     if isinstance(inner, OSError):
         return f"the broker at {where} cannot be reached: {inner.strerror or inner}"
+    if isinstance(inner, ApplianceError):
+        return str(inner)
     return f"{type(inner).__name__}: {inner}"
 
 
@@ -159,8 +176,11 @@ class _Link:
                 self._stop.wait(self.cfg.reconnect_seconds)
                 continue
             try:
-                conn.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
-                conn.add_on_connection_unblocked_callback(lambda *_: self._blocked(False))
+                # BlockingConnection delivers its own blocked callbacks only between calls, never while a
+                # publish waits for its confirm (exactly when the broker blocks us): listen on the I/O layer.
+                impl = getattr(conn, "_impl", conn)
+                impl.add_on_connection_blocked_callback(lambda *_: self._blocked(True))
+                impl.add_on_connection_unblocked_callback(lambda *_: self._blocked(False))
                 self._session(conn)
             except Exception as exc:
                 self._failed(exc)
@@ -190,7 +210,7 @@ class _Link:
         if text != self._last_logged:  # one line per new reason, not one per attempt
             LOGGER.error("AMQP %s: %s; trying again every %g s", self.role, text, self.cfg.reconnect_seconds)
             self._last_logged = text
-        if not isinstance(exc, pika.exceptions.AMQPError | OSError | sqlite3.Error):
+        if not isinstance(exc, pika.exceptions.AMQPError | OSError | sqlite3.Error | ApplianceError):
             LOGGER.exception("AMQP %s failed", self.role, exc_info=exc)
 
     def _blocked(self, blocked: bool) -> None:
@@ -321,10 +341,15 @@ class Consumer(_Link):
     def _session(self, conn: BlockingConnection) -> None:
         channel = conn.channel()
         channel.basic_qos(prefetch_count=self.cfg.prefetch)
+        cancelled: list[bool] = []
+        # The broker cancels the consumer when the queue is deleted: start over (and say so) rather than idle.
+        channel.add_on_cancel_callback(lambda *_: cancelled.append(True))
         channel.basic_consume(self.cfg.mwl_queue, self._on_message)
         self._connected()
         while not self._stop.is_set():
             conn.process_data_events(time_limit=0.25)
+            if cancelled:
+                raise AmqpError(f"the broker cancelled the consumer of queue {self.cfg.mwl_queue} (deleted?)")
 
     def _on_message(self, channel: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
         message_id = (props.message_id or "") if props is not None else ""
