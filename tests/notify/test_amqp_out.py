@@ -124,3 +124,62 @@ def test_disabled_records_nothing(broker: Broker, tmp_path: Path) -> None:
     app.store(encoded(inst), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPClassUID), inst.sop_uid)
     assert Outbox(app.db).backlog("amqp") == 0
     app.stop()
+
+
+def test_status_changes_from_mpps_hl7_and_staff(broker: Broker, running, tmp_path: Path) -> None:
+    from hl7support import orm
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+    from appliance.dicom.server import DicomNode
+    from hl7.handlers import MessageProcessor
+
+    table = amqp_table(broker, notify_new_study=False, notify_new_series=False)
+    cfg = make_cfg(tmp_path / "data", table, dicom={"bind": HOST, "port": free_port(), "tls_port": 0,
+                                                   "free_space_limit_mb": 1})
+    r = running(cfg)
+    study = "1.2.826.0.1.3680043.2.1125.55"
+    steps = tuple(StepOrder(s, SpsStatus.SCHEDULED, {
+        "Modality": "CT", "ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate": "20261204",
+        "ScheduledProcedureStepStartTime": "110000", "ScheduledProcedureStepDescription": f"step {s}"})
+        for s in ("S1", "S2"))
+    r.app.worklist.apply_orders([Order(study, PatientRef("MPPS1"), {"PatientName": "Doe^Jane"},
+                                       {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT",
+                                        "AccessionNumber": "ACC1"}, steps)])
+    node = DicomNode(r.app, None)
+    node.start()
+    try:
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context(ModalityPerformedProcedureStep)
+        assoc = ae.associate(HOST, cfg.dicom.port, ae_title=cfg.dicom.ae_title)
+        assert assoc.is_established
+        ds = Dataset()
+        ds.PatientID, ds.PerformedProcedureStepID, ds.Modality = "MPPS1", "PPS1", "CT"
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = "20261204", "111500"
+        item = Dataset()
+        item.StudyInstanceUID, item.ScheduledProcedureStepID, item.AccessionNumber = study, "S1", "ACC1"
+        ds.ScheduledStepAttributesSequence = [item]
+        uid = "1.2.826.0.1.3680043.2.1125.56"
+        status, _ = assoc.send_n_create(ds, ModalityPerformedProcedureStep, uid)
+        assert status.Status == 0
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        done.PerformedProcedureStepEndDate, done.PerformedProcedureStepEndTime = "20261204", "113000"
+        done.PerformedSeriesSequence = []
+        status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, uid)
+        assert status.Status == 0
+        assoc.release()
+    finally:
+        node.stop(grace=2.0)
+    cancel = orm(control="CA", status="CA", msg_id="C1", pid="MPPS1", zds=study, accession="ACC1", rp_id="RP1",
+                 sps_id="S2", modality="CT")
+    ack = MessageProcessor(r.app, cfg.hl7)(cancel.encode(), "test")
+    assert ack is not None and b"MSA|AA" in ack
+    s2 = next(i for i in r.app.worklist.items() if i.sps_id == "S2")
+    assert r.app.worklist.reset([s2.id]) == 1  # the staff UI's "set back to SCHEDULED"
+    wait_until(lambda: r.backlog() == 0)
+    got = [(ET.fromstring(b).findtext("accession_number"), ET.fromstring(b).findtext("status"))
+           for b, _ in drain(broker, table["mwl_changed_queue"])]
+    assert got == [("ACC1", "IN_PROGRESS"), ("ACC1", "COMPLETED"), ("ACC1", "CANCELED"), ("ACC1", "SCHEDULED")]
