@@ -134,17 +134,21 @@ class Outbox:
         row = self.db.conn.execute(f"SELECT last_id FROM {OUTBOX_CURSORS} WHERE channel = ?", (channel,)).fetchone()
         return int(row[0]) if row else 0
 
-    def pending(self, channel: str, limit: int = 200) -> list[Event]:
-        """The next events for ``channel``, oldest first."""
+    def pending(self, channel: str, limit: int = 200, after: int | None = None) -> list[Event]:
+        """The next events for ``channel``, oldest first (after its stored position, or after ``after``)."""
         rows = self.db.conn.execute(
             f"SELECT id, message_id, kind, uid, study_uid, patient_id, accession, modality, sps_id, status, created"
-            f" FROM {OUTBOX} WHERE id > ? ORDER BY id LIMIT ?", (self.position(channel), int(limit))).fetchall()
+            f" FROM {OUTBOX} WHERE id > ? ORDER BY id LIMIT ?",
+            (self.position(channel) if after is None else after, int(limit))).fetchall()
         return [Event(*r) for r in rows]
 
     def backlog(self, channel: str) -> int:
-        """How many events ``channel`` has still to deliver."""
-        return int(self.db.conn.execute(f"SELECT COUNT(*) FROM {OUTBOX} WHERE id > ?",
-                                        (self.position(channel),)).fetchone()[0])
+        """How many events ``channel`` has still to deliver (after its stored position)."""
+        return self.count_after(self.position(channel))
+
+    def count_after(self, last_id: int) -> int:
+        """How many events follow ``last_id``."""
+        return int(self.db.conn.execute(f"SELECT COUNT(*) FROM {OUTBOX} WHERE id > ?", (last_id,)).fetchone()[0])
 
     def advance(self, channel: str, last_id: int, also: Iterable[tuple[str, tuple[object, ...]]] = ()) -> None:
         """Move ``channel`` past ``last_id`` and drop the rows every channel has passed, in one transaction.
