@@ -238,7 +238,11 @@ class Running:
                               str(ds.SOPInstanceUID), "TESTSCU", self.cfg.dicom.ae_title)
 
     def backlog(self) -> int:
-        return int(self.service.publisher.backlog())
+        return int(self.service.status()["backlog"])
+
+    def link(self, role: str = "publisher") -> dict[str, Any]:
+        """State of the publisher or the consumer (state, last_error, count)."""
+        return dict(self.service.status()[role] or {})
 
     def stop(self) -> None:
         self.service.stop()

@@ -7,7 +7,6 @@ composition root and calls :func:`build_amqp` and :func:`add_parsers`.
 from __future__ import annotations
 
 import argparse
-import functools
 import ssl
 from typing import Any
 
@@ -37,12 +36,9 @@ def build_amqp(app: Any, cfg: Config) -> Any:
     outbox.configure(kinds)
     if not a.enabled:
         return None
-    from appliance.notify.amqp import AmqpService
-    from appliance.notify.log import AmqpLog
-    from appliance.notify.messages import apply_message
+    from appliance.notify.service import AmqpService
 
-    handler = functools.partial(apply_message, worklist=app.worklist, hl7=cfg.hl7) if a.consume else None
-    return AmqpService(a, outbox, AmqpLog(app.db, a.log_retention_days), handler, _ssl_context(cfg))
+    return AmqpService(cfg, consume=a.consume)
 
 
 def cmd_amqp_test(args: argparse.Namespace, cfg: Config) -> int:

@@ -262,9 +262,10 @@ class Publisher(_Link):
         self._saved_at = 0.0
         self._logged: list[tuple[str, tuple[object, ...]]] = []
 
-    def backlog(self) -> int:
-        """Events not yet confirmed by the broker."""
-        return self.outbox.count_after(max(self._sent, self.outbox.position(CHANNEL)))
+    @property
+    def sent(self) -> int:
+        """The last event the broker confirmed."""
+        return self._sent
 
     def start(self) -> None:
         """Start sending from the stored read position."""
@@ -431,8 +432,8 @@ class Consumer(_Link):
                          describe(exc))
 
 
-class AmqpService:
-    """The publisher and the consumer of ``appliance serve``, and their state for the staff page.
+class Links:
+    """The publisher and the consumer (threads of the AMQP process, :mod:`appliance.notify.service`).
 
     Parameters
     ----------
@@ -450,8 +451,6 @@ class AmqpService:
 
     def __init__(self, cfg: AmqpConfig, outbox: Outbox, log: AmqpLog, handler: InputHandler | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        self.cfg = cfg
-        self.log = log
         self.publisher = Publisher(cfg, outbox, log, ssl_context)
         self.consumer = Consumer(cfg, handler, log, ssl_context) if handler is not None else None
 
@@ -467,16 +466,10 @@ class AmqpService:
             self.consumer.stop()
         self.publisher.stop()
 
-    def status(self) -> dict[str, Any]:
-        """State of both links and the outbox backlog."""
-        out = self.publisher.link.snapshot()
-        try:
-            backlog: int | str = self.publisher.backlog()
-        except sqlite3.Error as exc:
-            backlog = f"unknown ({describe(exc)})"
-        return {"broker": f"{self.cfg.host}:{self.cfg.port} {self.cfg.vhost}", "publisher": out,
-                "consumer": self.consumer.link.snapshot() if self.consumer is not None else None,
-                "backlog": backlog}
+    def snapshot(self) -> dict[str, Any]:
+        """State of both links; the publisher's with the last event the broker confirmed (``sent``)."""
+        return {"publisher": {**self.publisher.link.snapshot(), "sent": self.publisher.sent},
+                "consumer": self.consumer.link.snapshot() if self.consumer is not None else None}
 
 
 # -- appliance amqp test / declare --------------------------------------------------------------------------

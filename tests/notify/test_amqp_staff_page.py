@@ -42,12 +42,12 @@ def test_settings_page_shows_state_backlog_and_log(broker: Broker, running, tmp_
     site = flask.extensions["appliance"].site
     site.messaging = r.service
     try:
-        _check_page(broker, r, table, _admin(flask, site))
+        _check_page(broker, r, table, site, _admin(flask, site))
     finally:
         site.close()
 
 
-def _check_page(broker: Broker, r, table: dict, client) -> None:
+def _check_page(broker: Broker, r, table: dict, site, client) -> None:
     inst = dicomdata.study("PAGE1", "PAGE^TEST", ("CT",), 1)[0]
     r.store(inst)
     conn = broker.client()
@@ -55,7 +55,7 @@ def _check_page(broker: Broker, r, table: dict, client) -> None:
                                  pika.BasicProperties(message_id="bad-1"))
     conn.close()
     wait_until(lambda: r.backlog() == 0 and AmqpLog(r.app.db).recent(10, "in"))
-    wait_until(lambda: r.service.consumer.link.snapshot()["state"] == "connected")
+    wait_until(lambda: r.link("consumer")["state"] == "connected")
     card = _card(client)
     assert f"127.0.0.1:{broker.port} /" in card
     assert "connected (2 message(s))" in card  # the publisher: study and series
@@ -64,10 +64,13 @@ def _check_page(broker: Broker, r, table: dict, client) -> None:
     assert "rejected: <mwl> holds no <procedure>" in card
     # Broker gone: the page says so and counts what waits.
     r.service.stop()
-    r.service.publisher.cfg = replace(r.cfg.amqp, port=1)
-    r.service.publisher.start()
+    from appliance.notify.service import AmqpService
+
+    r.service = AmqpService(replace(r.cfg, amqp=replace(r.cfg.amqp, port=1)), consume=False)
+    r.service.start()
+    site.messaging = r.service
     r.store(dicomdata.study("PAGE2", "PAGE^TEST", ("CT",), 1)[0])
-    wait_until(lambda: r.service.publisher.link.snapshot()["state"] == "disconnected")
+    wait_until(lambda: r.link()["state"] == "disconnected")
     card = _card(client)
     assert "disconnected: no AMQP broker reachable at 127.0.0.1:1 (connection refused)" in card
     assert "2 event(s) waiting to be sent" in card
