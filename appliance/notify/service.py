@@ -32,6 +32,11 @@ _REPORT_SECONDS = 0.1
 def _child(cfg: Config, consume: bool, stop: Any, states: Any, logs: Any, parent: int) -> None:
     """Run the AMQP links until ``stop`` is set or the parent process is gone."""
     import logging.handlers
+    import signal
+
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     from appliance.log import level_number
 
