@@ -38,7 +38,7 @@ def build_amqp(app: Any, cfg: Config) -> Any:
         return None
     from appliance.notify.service import AmqpService
 
-    return AmqpService(cfg, consume=a.consume)
+    return AmqpService(cfg, outbox, consume=a.consume)
 
 
 def cmd_amqp_test(args: argparse.Namespace, cfg: Config) -> int:

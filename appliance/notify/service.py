@@ -92,11 +92,13 @@ class AmqpService:
     ----------
     cfg : Config
         The whole configuration (the child opens the database and, for TLS, the certificates).
+    outbox : Outbox
+        The outbox on this process's database, for the backlog.
     consume : bool
         Take worklist orders from the input queue.
     """
 
-    def __init__(self, cfg: Config, consume: bool = True) -> None:
+    def __init__(self, cfg: Config, outbox: Outbox, consume: bool = True) -> None:
         self.cfg = cfg
         self.consume = consume
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process full of threads
@@ -107,7 +109,7 @@ class AmqpService:
         self._listener: threading.Thread | None = None
         self._state: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._outbox = Outbox(Database(cfg.database))
+        self._outbox = outbox
 
     def start(self) -> None:
         """Start the child; it connects in the background."""

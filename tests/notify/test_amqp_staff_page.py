@@ -64,9 +64,10 @@ def _check_page(broker: Broker, r, table: dict, site, client) -> None:
     assert "rejected: <mwl> holds no <procedure>" in card
     # Broker gone: the page says so and counts what waits.
     r.service.stop()
+    from appliance.notify.outbox import Outbox
     from appliance.notify.service import AmqpService
 
-    r.service = AmqpService(replace(r.cfg, amqp=replace(r.cfg.amqp, port=1)), consume=False)
+    r.service = AmqpService(replace(r.cfg, amqp=replace(r.cfg.amqp, port=1)), Outbox(r.app.db), consume=False)
     r.service.start()
     site.messaging = r.service
     r.store(dicomdata.study("PAGE2", "PAGE^TEST", ("CT",), 1)[0])
