@@ -162,6 +162,8 @@ class JobProgress:
         Discs finished well / rejected so far, when the bridge reports them.
     raw : dict
         The vendor's status fields for this job, for logs and support.
+    notes : tuple of str
+        Facts staff should know even when the job goes well ("no label printed (no template configured)").
     """
 
     state: JobState
@@ -172,6 +174,7 @@ class JobProgress:
     copies_done: int = 0
     copies_failed: int = 0
     raw: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 class RobotState(enum.StrEnum):
@@ -251,6 +254,14 @@ class DiscRobot(ABC):
     def location(self) -> str:
         """Where the robot is reached (hot folder path); for reports only."""
         return ""
+
+    def setup_warnings(self) -> tuple[str, ...]:
+        """Configuration problems that do not stop the robot but change what it produces.
+
+        Shown at start, by ``appliance robots`` and on the staff robots page (e.g. an Epson robot without a label
+        template burns its discs unprinted).
+        """
+        return ()
 
     @abstractmethod
     def render(self, req: BurnRequest, ticket: str | None = None) -> dict[str, bytes]:

@@ -1,8 +1,9 @@
 """Every error code the vendor documents, as readable English plus what staff and the core can do about it.
 
-Sources: specs/robots.md §1.6 (TD Bridge) and §2.4 (PTBurn App. C).  Where the spec names a range of codes
-without the meaning of each one, the whole range gets one honest description (``JDF15xx``: "the label template
-... is invalid or missing").
+Sources: Epson's PP-100 API header ``PP100API.h`` (its JDFxxxx/CANxxx/STPxxx/RTNxxx/OTH000 list, which the TD
+Bridge reference guides Rev. C and Rev. L agree with) and specs/robots.md §2.4 (PTBurn App. C).  Codes known
+only as a family get one honest description for the range (``JDF15xx``: "the label template ... is invalid or
+missing").
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "SYS001": _setup("TD Bridge could not accept the job; check TD Bridge on the publishing PC"),
     "SYS002": _staff("communication error with the publisher; check its power and USB/network cable"),
     "SYS003": _staff("the publisher's hard disk is full; delete old jobs on the publisher"),
-    "JDF0000": _bad_job("the CD job has no data to write"),
-    "JDF0001": _bad_job("the DVD job has no data to write"),
-    "JDF0002": _bad_job("the BD job has no data to write"),
-    "JDF0003": _bad_job("the job has no print data"),
+    "JDF0000": _bad_job("the CD job has no data, image or label to write"),
+    "JDF0001": _bad_job("the DVD job has no data, image or label to write"),
+    "JDF0002": _bad_job("the job has no print data (PP-100AP prints only)"),
+    "JDF0003": _bad_job("the BD job has no data, image or label to write"),
+    "JDF0004": _bad_job("the job was submitted while the publisher is in read mode"),
     "JDF0100": _transient("JOB_ID is already in use; submit again to get a new id"),
     "JDF0101": _bad_job("JOB_ID is longer than 40 characters"),
     "JDF0102": _bad_job("JOB_ID contains characters other than A-Z a-z 0-9 _ -"),
@@ -65,11 +67,13 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "JDF0202": _setup("the publisher's current mode does not support this job"),
     "JDF0203": _setup("no publisher is registered in EPSON Total Disc Setup"),
     "JDF0300": _bad_job("COPIES is missing a valid number or is over the limit for the publisher's mode"),
-    "JDF0400": _bad_job("OUT_STACKER has a value this publisher does not accept"),
+    "JDF0400": _bad_job(
+        "OUT_STACKER has a value this publisher does not accept (PP-100 models 2, 3 or 4; PP-50/PP-7050 2 or 3)"
+    ),
     "JDF0500": _staff("DISC_TYPE does not match the discs set for the input stacker; load the right media"),
     "JDF0501": _bad_job("DISC_TYPE is missing"),
     "JDF0502": _bad_job("DISC_TYPE has a value this publisher does not support"),
-    "JDF0600": _bad_job("WRITING_SPEED is not a valid speed"),
+    "JDF0600": _bad_job("WRITING_SPEED is not a number"),
     "JDF0700": _bad_job("COMPARE must be YES or NO"),
     "JDF0800": _bad_job("CLOSE_DISC must be YES or NO"),
     "JDF0900": _bad_job("a DATA line has no source or destination"),
@@ -77,19 +81,33 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "JDF0902": _bad_job("a file or folder name is not allowed by the disc FORMAT"),
     "JDF0903": _bad_job("the data is larger than the disc; use a bigger medium or split the job"),
     "JDF0904": _bad_job("the folders are nested deeper than 128 levels"),
-    "JDF0905": _setup("the drive holding the DATA source is not available to TD Bridge"),
-    "JDF0906": _setup("a DATA source does not exist on the publishing PC; check the path mapping"),
-    "JDF0907": _setup("TD Bridge has no permission to read a DATA source; check the share permissions"),
-    "JDF0908": _transient("a DATA source is in use by another program"),
+    "JDF0905": _setup("the drive holding the DATA source is not ready on the publishing PC"),
+    "JDF0907": _setup("a DATA source does not exist on the publishing PC; check the path mapping"),
+    "JDF0908": _setup("TD Bridge has no permission to read a DATA source; check the share permissions"),
+    "JDF0909": _transient("a DATA source is in use by another program"),
+    "JDF0910": _setup("the DATA_LIST file does not exist on the publishing PC"),
+    "JDF0911": _setup("TD Bridge has no permission to read the DATA_LIST file"),
+    "JDF0912": _transient("the DATA_LIST file is in use by another program"),
+    "JDF0913": _setup("the drive holding the DATA_LIST file is not ready on the publishing PC"),
     "JDF0914": _bad_job("a single file is larger than 4095 MB"),
-    "JDF1000": _bad_job("VOLUME_LABEL is not valid"),
+    "JDF1000": _bad_job("VOLUME_LABEL does not fit the disc FORMAT"),
     "JDF1300": _bad_job("IMAGE is not a supported disc image format"),
     "JDF1301": _bad_job("IMAGE is too large for the disc"),
     "JDF1302": _setup("the IMAGE file does not exist on the publishing PC; check the path mapping"),
     "JDF1303": _setup("TD Bridge has no permission to read the IMAGE file"),
     "JDF1304": _transient("the IMAGE file is in use by another program"),
-    "JDF1305": _setup("the drive holding the IMAGE file is not available"),
+    "JDF1305": _setup("the drive holding the IMAGE file is not ready"),
     "JDF1306": _staff("the IMAGE does not match the disc type loaded in the stacker"),
+    "JDF1400": _bad_job("FORMAT for a CD must be ISO9660L2, JOLIET or UDF102"),
+    "JDF1401": _bad_job("FORMAT for a DVD must be UDF102, UDF102_BRIDGE or UDF150"),
+    "JDF1402": _bad_job("FORMAT for a BD must be UDF102 or UDF260"),
+    "JDF1500": _setup("the label file (LABEL) is not a format the publisher supports; use a .tdd template"),
+    "JDF1501": _setup("the label template (LABEL) does not exist on the publishing PC"),
+    "JDF1502": _setup("TD Bridge has no permission to read the label template (LABEL)"),
+    "JDF1600": _setup("the merge file (REPLACE_FIELD) does not exist on the publishing PC"),
+    "JDF1601": _setup("TD Bridge has no permission to read the merge file (REPLACE_FIELD)"),
+    "JDF1602": _transient("the merge file (REPLACE_FIELD) is in use by another program"),
+    "JDF1603": _setup("the drive holding the merge file (REPLACE_FIELD) is not ready"),
     "JDF1604": _bad_job(
         "the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters "
         "or more than 255 fields"
@@ -98,31 +116,55 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "JDF2001": _bad_job("LABEL_AREA inner diameter must be 180-500 (18-50 mm)"),
     "JDF2300": _bad_job("PRIORITY must be HIGH"),
     "JDF2500": _bad_job("LABEL_TYPE must be 1, 2 or 3"),
-    "JDF2501": _bad_job("LABEL_TYPE is not allowed with this publisher or print mode"),
+    "JDF2501": _bad_job("LABEL_TYPE 3 needs PRINT_MODE 1 (the bridge's default print mode is another)"),
+    "JDF2600": _bad_job("PRINT_MODE must be 1, 2 or 3"),
+    "JDF2601": _bad_job("PRINT_MODE 2 or 3 is not allowed: the bridge's default label type is Epson media (3)"),
+    "JDF2602": _bad_job("PRINT_MODE 2 or 3 is not allowed with LABEL_TYPE 3"),
+    "JDF2603": _bad_job("PRINT_MODE 3 (fastest) is only for the PP-100AP"),
     "JDF2700": _bad_job("IN_STACKER must be 1, 2 or AUTO"),
-    "JDF2800": _bad_job("MEASURE must be 1 or 2"),
-    "JDF2801": _bad_job("MEASURE is not allowed for this job"),
+    "JDF2800": _bad_job("MEASURE must be 0 or 1"),
+    "JDF2801": _bad_job("the publisher is in error-rate measurement mode: MEASURE must be 1"),
     "JDF2900": _bad_job("ARCHIVE_DISC_ONLY must be YES or NO"),
-    "CAN000": _staff("a disc could not be taken out of the drive or printer; remove it and check the robot"),
-    "CAN001": _staff("a disc was dropped; remove it and check the robot"),
+    "CAN000": _staff("a disc could not be picked from the drive or printer tray; turn the publisher off and on"),
+    "CAN001": _staff("a disc was dropped; turn the publisher off, remove the disc, turn it on"),
+    "CAN002": _staff("a disc could not be released; turn the publisher off and on"),
+    "CAN003": _staff(
+        "no disc was found in the drive or printer tray; turn the publisher off, remove any foreign object, "
+        "turn it on"
+    ),
     "CAN004": _staff("output stacker 3 is full (batch mode); empty it"),
-    "CAN005": _staff("robot arm error; turn the publisher off and on"),
-    "CAN006": _staff("arm motor overheated; let the publisher cool down"),
-    "CAN008": _transient("drive error while writing; the job can be submitted again"),
-    "CAN010": _transient("drive error; the job can be submitted again"),
-    "CAN011": _staff("communication error with the printer; check the publisher"),
-    "CAN012": _setup("the printer (EPJ) named in the job was not found; check EPSON Total Disc Setup"),
-    "CAN013": _staff("the publisher needs maintenance; call Epson service"),
-    "CAN014": _staff("the waste-ink pad needs service; call Epson service"),
-    "CAN016": _transient("the source data could not be read"),
-    "CAN017": ErrorInfo("the publisher's firmware is not supported by this TD Bridge", False, True),
-    "CAN018": _setup("the publisher's mode differs from the job's mode"),
-    "CAN019": _setup("the job's source path is invalid on the publishing PC"),
-    "CAN020": _staff("communication error with the printer; check the publisher"),
-    "CAN021": _transient("the error-rate log could not be saved"),
-    "STP000": _staff("paused: wrong disc type or retry limit reached; check the discs, then resume"),
-    "STP001": _staff("paused: retry limit reached; check the discs, then resume"),
-    "STP002": _staff("paused: too many consecutive bad discs; load other media, then resume"),
+    "CAN005": _staff("robot arm error; turn the publisher off, remove any foreign object, turn it on"),
+    "CAN006": _staff("arm motor overheated; turn the publisher off, remove any foreign object, turn it on"),
+    "CAN007": _staff("the drive tray failed; turn the publisher off, clear the drive tray, turn it on"),
+    "CAN008": _staff("fatal drive error; turn the publisher off and on, then submit the job again"),
+    "CAN009": _staff("the printer tray failed; turn the publisher off, clear the printer tray, turn it on"),
+    "CAN010": _staff("fatal printer error; turn the publisher off and on, then submit the job again"),
+    "CAN011": _staff("communication error with the printer; check the printer driver's port setting"),
+    "CAN012": _setup("the printer (EPJ) named in the job was not found; check the printer name"),
+    "CAN013": _staff("the printer needs maintenance; call Epson service"),
+    "CAN014": _staff("the waste-ink pads need replacing; call Epson service"),
+    "CAN015": _staff(
+        "status error (a disc appeared or disappeared in the drive, printer or arm); check inside the "
+        "publisher, then turn it off and on"
+    ),
+    "CAN016": _setup(
+        "TD Bridge could not read the disc image or the label file: give the account TD Bridge runs as "
+        "(SYSTEM) read access to the shared folder that holds them"
+    ),
+    "CAN017": ErrorInfo("the publisher's firmware is not supported by this TD Bridge; upgrade it", False, True),
+    "CAN018": _setup("the publisher's mode differs from the mode set in EPSON Total Disc Setup; reset it there"),
+    "CAN019": _setup("the job's source folder is invalid on the publishing PC; check the files and folders"),
+    "CAN020": _staff("communication error with the publisher; check its power and USB cable"),
+    "CAN021": _setup("the error-rate log could not be saved; check its folder and permissions"),
+    "CAN100": _setup("the TD Bridge plug-in could not start; register it correctly"),
+    "CAN101": _setup("the TD Bridge plug-in ended with a missing or invalid status code"),
+    "CAN102": _setup("the TD Bridge plug-in cancelled the job"),
+    "CAN103": _setup("the TD Bridge plug-in could not start: no user is logged in on the publishing PC"),
+    "STP000": _staff("paused: wrong disc type or retry limit reached; check the blank discs, then resume"),
+    "STP001": _staff("paused: write retry limit reached; check the blank discs, then resume"),
+    "STP002": _staff(
+        "paused: too many consecutive discs over the error-rate threshold; load other media, then resume"
+    ),
     "RTN000": _staff("input stacker empty: load blank discs"),
     "RTN001": _staff("output stacker full: remove the finished discs"),
     "RTN002": _staff("disc cover open: close it"),
@@ -130,19 +172,31 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "RTN004": _staff("ink low or out: replace the ink cartridge"),
     "RTN005": _staff("ink cartridge missing: install it"),
     "RTN006": _staff("a stacker is not installed: install it"),
-    "RTN009": _staff("several discs were fed at once: separate the discs in the stacker"),
-    "RTN010": _staff("several discs were fed at once: separate the discs in the stacker"),
+    "RTN007": _staff(
+        "stacker 3 does not match the publishing mode: remove it in standard or external output mode, "
+        "install it in batch mode"
+    ),
+    "RTN008": _staff("stacker 4 is open: close it"),
+    "RTN009": _staff("several discs were fed to the drive: open the disc cover and remove the extra disc"),
+    "RTN010": _staff("several discs were fed to the printer: open the disc cover and remove the extra disc"),
     "RTN011": _staff("ink cartridge not recognised: reinstall or replace it"),
     "RTN012": _staff("could not pick a disc (discs stuck together): fan the discs and reload"),
     "RTN013": _staff("too many discs in the input stacker: remove some"),
-    "OTH000": _setup("TD Bridge cannot obtain the job status"),
+    "RTN014": _staff("maintenance box cover not closed correctly: check it"),
+    "RTN015": _staff("the maintenance box is full: replace it"),
+    "RTN016": _staff("the maintenance box is missing: install it"),
+    "RTN017": _staff("the maintenance box is not recognised: reinstall it"),
+    # PP100API.h: "Disc publishing operation can be continued. This code may be temporarily output immediately
+    # after a job is issued." Not an error state and nothing for staff to do.
+    "OTH000": ErrorInfo("TD Bridge cannot obtain the job status yet; publishing goes on", True, False),
 }
+
+#: Codes that describe a passing condition, not an error: the job and the robot carry on.
+EPSON_INFORMATIONAL = frozenset({"OTH000"})
 
 # (prefix, first, last, info): codes the spec documents only as a family.
 EPSON_RANGES: tuple[tuple[str, int, int, ErrorInfo], ...] = (
-    ("JDF", 909, 913, _bad_job("the DATA_LIST file is missing, unreadable or malformed")),
     ("JDF", 1100, 1299, _bad_job("the VIDEO settings are invalid")),
-    ("JDF", 1400, 1499, _bad_job("FORMAT is invalid or not allowed for this disc type")),
     (
         "JDF",
         1500,
@@ -156,8 +210,6 @@ EPSON_RANGES: tuple[tuple[str, int, int, ErrorInfo], ...] = (
     ("JDF", 1620, 1629, _setup("an image merge field (REPLACE_FIELD) refers to a missing or invalid image")),
     ("JDF", 1600, 1699, _setup("the merge file (REPLACE_FIELD) is missing or invalid")),
     ("JDF", 1700, 1999, _bad_job("the audio settings are invalid")),
-    ("JDF", 2600, 2699, _bad_job("PRINT_MODE must be 1, 2 or 3 (2 and 3 not with LABEL_TYPE 3)")),
-    ("RTN", 14, 17, _staff("maintenance box problem: check or replace the maintenance box")),
     ("JDF", 0, 9999, _bad_job("TD Bridge rejected the job file")),
     ("CAN", 0, 999, _staff("the publisher cancelled the job")),
     ("STP", 0, 999, _staff("the publisher paused the job; check it, then resume")),
@@ -269,7 +321,7 @@ PRIMERA_JOB: dict[int, ErrorInfo] = {
     36: _transient("unable to get status"),
     37: _bad_job("feature not supported"),
     38: _bad_job("invalid job id"),
-    39: _bad_job("a string in the job request is too long"),
+    39: _bad_job("a MergeField value is longer than 260 characters"),
     40: _transient("printing exception"),
 }
 

@@ -7,6 +7,7 @@ to ``.CDN`` (done) or ``.CER`` (refused).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from robots.base import (
     RobotStatus,
     UnknownTicketError,
 )
-from robots.codes import describe_epson
+from robots.codes import EPSON_INFORMATIONAL, describe_epson
 from robots.hotfolder import (
     HotFolderConfig,
     HotFolderRobot,
@@ -33,6 +34,7 @@ from robots.hotfolder import (
     as_int,
     atomic_write,
     clean_field,
+    decode_text,
     encode_text,
     job_files,
     read_ini,
@@ -42,16 +44,38 @@ from robots.hotfolder import (
 
 LOGGER = logging.getLogger(__name__)
 
-#: FORMAT values TD Bridge accepts per DISC_TYPE (spec §1.3).
+#: FORMAT values TD Bridge accepts per DISC_TYPE (PP100API.h JDF1400-1402): UDF150 is for DVD only.
 EPSON_FORMATS: Mapping[str, tuple[str, ...]] = {
     "CD": ("ISO9660L2", "JOLIET", "UDF102"),
     "DVD": ("UDF102", "UDF102_BRIDGE", "UDF150"),
     "DVD-DL": ("UDF102", "UDF102_BRIDGE", "UDF150"),
-    "BD": ("UDF102", "UDF260", "UDF150"),
+    "BD": ("UDF102", "UDF260"),
 }
+#: The code TD Bridge answers a FORMAT outside :data:`EPSON_FORMATS` with, per disc type.
+FORMAT_ERRORS: Mapping[str, str] = {"CD": "JDF1400", "DVD": "JDF1401", "DVD-DL": "JDF1401", "BD": "JDF1402"}
 DEFAULT_FORMATS: Mapping[str, str] = {"CD": "JOLIET", "DVD": "UDF102", "DVD-DL": "UDF102", "BD": "UDF260"}
+#: OUT_STACKER values per publisher model (PP100API.h JDF0400; the TD Bridge guides Rev. C and Rev. L).
+_PP100_STACKERS = (2, 3, 4)
+_PP50_STACKERS = (2, 3)
+EPSON_MODELS: Mapping[str, tuple[int, ...]] = {
+    "PP-100": _PP100_STACKERS,
+    "PP-100N": _PP100_STACKERS,
+    "PP-100AP": _PP100_STACKERS,
+    "PP-100II": _PP100_STACKERS,
+    "PP-50": _PP50_STACKERS,
+    "PP-50BD": _PP50_STACKERS,
+    "PP-7050": _PP50_STACKERS,
+    "PP-7050BD": _PP50_STACKERS,
+}
+#: OUT_STACKER values every model accepts: the allowed set when ``model`` is not configured.
+COMMON_OUT_STACKERS = _PP50_STACKERS
 #: STF sections that are not job ids.
 STF_RESERVED = ("TDB_INFO", "ACTIVE_JOB", "COMPLETE_JOB")
+#: A complete TDBStatus.txt has at least one of these.  Rev. L bridges write ``[TDB_INFO]`` first; the Rev. C
+#: (PP-100/PP-100N era) status file has no ``[TDB_INFO]`` at all.
+STF_SECTIONS = ("TDB_INFO", "ACTIVE_JOB", "COMPLETE_JOB", "PUBLISHER1")
+#: The job note of an Epson job whose JDF has no ``LABEL=``.
+NO_LABEL_NOTE = "no label printed (no template configured)"
 INK_KEYS: Mapping[str, str] = {
     "INK_C": "cyan",
     "INK_M": "magenta",
@@ -99,6 +123,7 @@ class EpsonConfig(HotFolderConfig):
     """Options of an ``[robots.epson]`` table; see docs/robots.md for each key."""
 
     publisher: str = ""
+    model: str = ""
     status_file: str = "TDBStatus.txt"
     out_stacker: int = 0
     in_stacker: str = ""
@@ -119,6 +144,20 @@ class EpsonConfig(HotFolderConfig):
             raise RobotConfigError('close_disc: use "YES" or "NO" (or leave it out)')
         if self.label_type not in (0, 1, 2, 3) or self.print_mode not in (0, 1, 2, 3):
             raise RobotConfigError("label_type and print_mode: use 1, 2 or 3 (0 leaves the key out)")
+        if self.model and self.model not in EPSON_MODELS:
+            raise RobotConfigError(
+                f"model {self.model!r}: use one of {', '.join(EPSON_MODELS)}, or leave it out for another model"
+            )
+        if self.out_stacker and self.out_stacker not in self.out_stackers():
+            allowed = " or ".join(str(n) for n in self.out_stackers())
+            hint = "" if self.model else ' (4 needs model = "PP-100", "PP-100N", "PP-100AP" or "PP-100II")'
+            raise RobotConfigError(
+                f"out_stacker = {self.out_stacker}: {self.model or 'this publisher'} accepts {allowed}{hint}"
+            )
+        if self.print_mode == 3 and self.model != "PP-100AP":
+            raise RobotConfigError('print_mode = 3 (fastest) is only for model = "PP-100AP" (TD Bridge JDF2603)')
+        if self.label_type == 3 and self.print_mode in (2, 3):
+            raise RobotConfigError("label_type = 3 (Epson media) needs print_mode = 1 (TD Bridge JDF2602)")
         for media, fmt in self.formats.items():
             if media not in EPSON_FORMATS or fmt not in EPSON_FORMATS[media]:
                 raise RobotConfigError(f"formats.{media} = {fmt!r}: allowed are {dict(EPSON_FORMATS)}")
@@ -126,6 +165,14 @@ class EpsonConfig(HotFolderConfig):
     def format_for(self, media: str) -> str:
         """The FORMAT value for a data job on ``media``."""
         return self.formats.get(media, DEFAULT_FORMATS[media])
+
+    def out_stackers(self) -> tuple[int, ...]:
+        """The OUT_STACKER values the configured model accepts (those of every model when none is set)."""
+        return EPSON_MODELS.get(self.model, COMMON_OUT_STACKERS)
+
+    def prints_labels(self) -> bool:
+        """True when a job of this robot carries a ``LABEL=`` (a template, or images where proven)."""
+        return bool(self.label_template) or self.image_labels
 
 
 class EpsonRobot(HotFolderRobot):
@@ -142,6 +189,15 @@ class EpsonRobot(HotFolderRobot):
     @property
     def vendor(self) -> str:
         return "Epson (TD Bridge)"
+
+    def setup_warnings(self) -> tuple[str, ...]:
+        """Warn that discs come out unprinted when no ``.tdd`` template is configured."""
+        if self.config.prints_labels():
+            return ()
+        return (
+            f"{self.name}: no label template is configured (label_template = the site's .tdd made in EPSON Total "
+            "Disc Maker), so TD Bridge burns every disc without printing a label",
+        )
 
     # ------------------------------------------------------------------------------------------ job files
 
@@ -215,7 +271,8 @@ class EpsonRobot(HotFolderRobot):
     def _read_stf(self) -> tuple[Ini | None, float]:
         """Read TDBStatus.txt; return it (or None) and the seconds since TD Bridge last rewrote it."""
         path = self.hotfolder / self.config.status_file
-        stf = read_ini(path, required=("TDB_INFO",), encoding=self.config.encoding)
+        # Both layouts count: with [TDB_INFO] (Rev. L) and without it (Rev. C).  Offline means missing or stale.
+        stf = read_ini(path, any_of=STF_SECTIONS, encoding=self.config.encoding)
         if stf is None:
             self.liveness.reset()
             return None, float("inf")
@@ -228,7 +285,11 @@ class EpsonRobot(HotFolderRobot):
 
     def _known_job_ids(self) -> set[str]:
         stf, _ = self._read_stf()
-        return {name.upper() for name in (stf or {}) if name not in STF_RESERVED}
+        return {
+            name.upper()
+            for name in (stf or {})
+            if name not in STF_RESERVED and not re.fullmatch(r"PUBLISHER\d+", name)
+        }
 
     # ------------------------------------------------------------------------------------------ poll
 
@@ -241,7 +302,7 @@ class EpsonRobot(HotFolderRobot):
         if "CDN" in files and (not _active(files) or as_int(section.get("STATUS")) in (4, 5)):
             return JobProgress(JobState.CANCELLED, "cancelled on request", retry_possible=True, raw=section)
         if "DON" in files:
-            return _finished(section, failed=False)
+            return self._note_label(_finished(section, failed=False), files["DON"])
         if "ERR" in files:
             return _finished(section, failed=True)
         if "JDF" in files:
@@ -260,8 +321,26 @@ class EpsonRobot(HotFolderRobot):
             return self._withdrawn()
         status = as_int(section.get("STATUS"))
         if status in (4, 5, 6):  # .DON/.ERR already moved to TD Bridge's log folder
-            return _finished(section, failed=status != 4)
+            done = _finished(section, failed=status != 4)
+            return self._note_label(done, None) if status == 4 else done
         raise UnknownTicketError(f"no job {ticket!r} in {self.hotfolder} or in {self.config.status_file}")
+
+    def _note_label(self, progress: JobProgress, job_file: Path | None) -> JobProgress:
+        """Add :data:`NO_LABEL_NOTE` to a finished job whose JDF had no ``LABEL=`` line."""
+        if progress.state != JobState.DONE:
+            return progress
+        printed = self.config.prints_labels()
+        if job_file is not None:  # the renamed JDF says exactly what was asked for
+            try:
+                text = decode_text(job_file.read_bytes(), self.config.encoding)
+                printed = any(line.startswith("LABEL=") for line in text.splitlines())
+            except OSError:
+                pass
+        if printed:
+            return progress
+        return dataclasses.replace(
+            progress, reason=f"{progress.reason}; {NO_LABEL_NOTE}", notes=(*progress.notes, NO_LABEL_NOTE)
+        )
 
     # ------------------------------------------------------------------------------------------ cancel
 
@@ -334,8 +413,8 @@ class EpsonRobot(HotFolderRobot):
         active = _job_list(stf, "ACTIVE_JOB")
         errors = []
         for job in active:
-            code_s = stf.get(job, {}).get("ERROR", "")
-            if code_s and code_s != "0":
+            code_s = stf.get(job, {}).get("ERROR", "").strip()
+            if code_s and code_s != "0" and code_s.upper() not in EPSON_INFORMATIONAL:
                 errors.append(f"{job}: {describe_epson(code_s).reason}")
         current_error = (
             bool(errors)
@@ -469,6 +548,8 @@ def _running(files: Mapping[str, Path], section: Mapping[str, str], stf: Ini, ti
     total = as_int(section.get("PUBLICATION_NUMBER"), 0) or 0
     status = as_int(section.get("STATUS"))
     code = section.get("ERROR", "").strip()
+    if code.upper() in EPSON_INFORMATIONAL:  # OTH000 right after submission: the job simply goes on
+        code = ""
     info = describe_epson(code) if code and code != "0" else None
     if "STP" in files or status == 3:
         reason = info.reason if info else "paused in EPSON Total Disc Monitor or cover open"

@@ -8,6 +8,7 @@ PC, and the liveness clock that turns "no answer" into ``bridge_offline``.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import logging
@@ -172,6 +173,7 @@ def read_ini(
     path: Path,
     required: Iterable[str] = (),
     encoding: str = "cp1252",
+    any_of: Iterable[str] = (),
     attempts: int = 5,
     delay: float = 0.05,
     reader: Callable[[Path], bytes] | None = None,
@@ -180,7 +182,8 @@ def read_ini(
 
     The file is opened, read in one go and closed at once (TD Bridge cannot rewrite it while someone holds it
     open).  A read counts as partial when it is empty, contains NUL bytes (space the writer has reserved but
-    not filled), lacks one of the ``required`` sections, or fails with a sharing violation.
+    not filled), lacks one of the ``required`` sections or every one of the ``any_of`` sections, or fails with
+    a sharing violation.
 
     Parameters
     ----------
@@ -189,6 +192,8 @@ def read_ini(
         Sections a complete file always has (e.g. ``"TDB_INFO"``).
     encoding : str
         Code page when the file has no BOM.
+    any_of : iterable of str
+        Sections of which a complete file has at least one (for bridges whose versions differ in layout).
     attempts, delay : int, float
         How often to try and how long to wait in between.
     reader : callable, optional
@@ -201,6 +206,7 @@ def read_ini(
     """
     read = reader or _read_bytes
     needed = tuple(required)
+    some = tuple(any_of)
     for attempt in range(max(1, attempts)):
         if attempt:
             time.sleep(delay)
@@ -215,7 +221,7 @@ def read_ini(
         if not data.strip() or (b"\x00" in data and not utf16):
             continue
         ini = parse_ini(decode_text(data, encoding))
-        if all(section in ini for section in needed):
+        if all(section in ini for section in needed) and (not some or any(section in ini for section in some)):
             return ini
     LOGGER.warning("status file %s stayed incomplete after %d reads", path, attempts)
     return None
@@ -351,12 +357,17 @@ def clean_field(value: str, limit: int) -> str:
 def encode_text(lines: Iterable[str], encoding: str, what: str) -> bytes:
     """Join lines with CRLF (Windows text, ending with CRLF) and encode them for the bridge.
 
+    ``encoding = "utf-16"`` gives UTF-16LE with a byte-order mark.
+
     Raises
     ------
     RequestError
         A character has no representation in the bridge's code page.
     """
     text = "".join(line + "\r\n" for line in lines)
+    if codecs.lookup(encoding).name == "utf-16":
+        # PTBurn's Unicode build reads UTF-16LE with a byte-order mark, whatever this machine's byte order.
+        return b"\xff\xfe" + text.encode("utf-16-le")
     try:
         return text.encode(encoding)
     except UnicodeEncodeError as exc:

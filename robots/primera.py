@@ -7,6 +7,8 @@ Lifecycle (specs/robots.md §2.1): ``.JRQ`` (ours) -> ``.QRJ`` (discovered, queu
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +57,16 @@ DATA_IMAGE_TYPES = (
 )
 IMAGE_TYPES = ("MODE_1_2048", "MODE_2_2336", "MODE_2_2352")
 MAX_MERGE_CHARS = 260
+#: ``CartridgeTypeX`` (PTBurn 3 SDK §3.1.3.8, PTRobot.h): 0 none, 1 colour, 2 black, 3-5 single-colour tanks.
 CARTRIDGES: Mapping[int, str] = {1: "colour", 2: "black", 3: "yellow", 4: "cyan", 5: "magenta"}
+CARTRIDGE_NONE = 0
+#: Robots with four ink tanks record five cartridges (black, colour = the lowest tank, yellow, cyan, magenta).
+MAX_CARTRIDGES = 8
+#: ``JobState`` / ``CurrentStatusState`` of a job PTBurn 3.3.0+ moved to another robot (``AutoSwitchRobot``).
+JOB_MOVED = 4
+STATE_MOVED = 18
+#: Codecs PTBurn cannot read: its MBCS build takes the ANSI code page, its Unicode build UTF-16LE with a BOM.
+UNREADABLE_CODECS = ("utf-8", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-7")
 DRIVE_STATES: Mapping[int, str] = {
     0: "idle",
     1: "recording",
@@ -86,7 +97,12 @@ STATUS_STATES: Mapping[int, str] = {
     15: "failed",
     16: "pre-mastering",
     17: "system OK",
+    18: "moved to another robot",
 }
+
+
+#: The PTSETUP.INI-renameable extensions, as config keys, in lifecycle order.
+EXTENSION_KEYS = ("job_extension", "queued_extension", "running_extension", "done_extension", "error_extension")
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,10 @@ class PrimeraConfig(HotFolderConfig):
     burn_speed: int = 0
     print_quality: int = -1
     job_extension: str = "JRQ"
+    queued_extension: str = "QRJ"
+    running_extension: str = "INP"
+    done_extension: str = "DON"
+    error_extension: str = "ERR"
     status_dir: str = "Status"
 
     def __post_init__(self) -> None:
@@ -121,8 +141,29 @@ class PrimeraConfig(HotFolderConfig):
             raise RobotConfigError("burn_speed: 1-100 (x), 0 for the maximum")
         if not -1 <= self.print_quality <= 4:
             raise RobotConfigError("print_quality: 0 (low) to 4 (best), -1 leaves the key out")
-        if not self.job_extension.isalnum():
-            raise RobotConfigError("job_extension: letters and digits only, as set in PTSETUP.INI")
+        exts = self.extensions()
+        for key, ext in zip(EXTENSION_KEYS, exts, strict=True):
+            if not ext.isalnum():
+                raise RobotConfigError(f"{key}: letters and digits only, as set in PTSETUP.INI")
+        if len({ext.upper() for ext in (*exts, "PTM", "CANCELLED")}) != len(exts) + 2:
+            raise RobotConfigError(
+                f"{', '.join(EXTENSION_KEYS)} must differ from each other and from PTM (the abort message)"
+            )
+        if codecs.lookup(self.encoding).name in UNREADABLE_CODECS:
+            raise RobotConfigError(
+                'encoding: PTBurn reads "cp1252" (its MBCS build; or the PC\'s ANSI code page) or "utf-16" '
+                f"(its Unicode build), not {self.encoding!r}"
+            )
+
+    def extensions(self) -> tuple[str, str, str, str, str]:
+        """Job, queued, in-process, done and error extensions, upper case, in lifecycle order."""
+        return (
+            self.job_extension.upper(),
+            self.queued_extension.upper(),
+            self.running_extension.upper(),
+            self.done_extension.upper(),
+            self.error_extension.upper(),
+        )
 
 
 def yes_no(flag: bool) -> str:
@@ -139,7 +180,7 @@ class PrimeraRobot(HotFolderRobot):
     def __init__(self, config: PrimeraConfig) -> None:
         super().__init__(config, "primera")
         self.config: PrimeraConfig = config
-        self.job_ext = config.job_extension.upper()
+        self.job_ext, self.queued_ext, self.running_ext, self.done_ext, self.error_ext = config.extensions()
 
     @property
     def vendor(self) -> str:
@@ -206,45 +247,66 @@ class PrimeraRobot(HotFolderRobot):
         robot = self.config.robot_name or system.get("RobotList", {}).get("Robot0", "")
         tick = system["System"].get("ServerTickCount")
         age = self._status_age(system_path, tick if tick is not None else _stat_signature(system_path))
-        status_file = system.get(robot, {}).get("StatusFile") or f"{robot}.txt"
-        robot_ini = read_ini(folder / status_file, required=("System",), encoding=self.config.encoding)
-        return system, robot_ini, robot, age
+        return system, self._robot_file(system, robot), robot, age
 
     def _known_job_ids(self) -> set[str]:
         _, robot_ini, _, _ = self._read_status()
         if robot_ini is None:
             return set()
-        names = set(robot_ini) - {"System", "JobList", "CompletedJobs"}
-        return {name.upper() for name in names}
+        return {name.upper() for name, sec in robot_ini.items() if "JobState" in sec or "JobID" in sec}
+
+    def _robot_file(self, system: Ini, robot: str) -> Ini | None:
+        folder = self.hotfolder / self.config.status_dir
+        status_file = system.get(robot, {}).get("StatusFile") or f"{robot}.txt"
+        return read_ini(folder / status_file, required=("System",), encoding=self.config.encoding)
+
+    def _job_section(
+        self, system: Ini | None, robot_ini: Ini | None, robot: str, ticket: str
+    ) -> tuple[dict[str, str], str]:
+        """The job's status section and the robot it is on, following a job PTBurn moved to another robot."""
+        section = dict((robot_ini or {}).get(ticket, {}))
+        if system is None or not _moved(section):
+            return section, robot
+        for other in system.get("RobotList", {}).values():
+            if other == robot:
+                continue
+            found = (self._robot_file(system, other) or {}).get(ticket)
+            if found and not _moved(found):
+                return dict(found), other
+        return section, robot
 
     # ------------------------------------------------------------------------------------------ poll
 
     def poll(self, ticket: str) -> JobProgress:
-        """Follow the job file's renames and its section in the robot's status file."""
+        """Follow the job file's renames and its section in the robot's status file.
+
+        A job PTBurn moved to another robot (``JobState = 4``) is followed to that robot's status file.
+        """
         files = job_files(self.hotfolder, ticket)
         system, robot_ini, robot, age = self._read_status()
-        section = dict((robot_ini or {}).get(ticket, {}))
-        if "DON" in files:
-            return _finished(section, failed=False)
-        if "ERR" in files:
-            return _finished(section, failed=True)
+        section, where = self._job_section(system, robot_ini, robot, ticket)
+        if self.done_ext in files:
+            return _on_robot(_finished(section, failed=False), where, robot)
+        if self.error_ext in files:
+            return _on_robot(_finished(section, failed=True), where, robot)
         if self.job_ext in files:
             waited = self._pending_seconds(ticket, files[self.job_ext])
             if waited > self.config.offline_timeout:
                 return self._offline(waited)
             return JobProgress(JobState.PENDING, "waiting for PTBurn to pick up the job", retry_possible=True)
-        if "QRJ" in files or "INP" in files:
+        if self.queued_ext in files or self.running_ext in files:
             if age > self.config.status_timeout:
                 since = (
                     age if system is not None else self._pending_seconds(ticket, next(iter(files.values())))
                 )
                 return self._offline(since)
-            return self._forward_only(ticket, _running("INP" in files, section, (system or {}).get(robot, {})))
+            progress = _running(self.running_ext in files, section, (system or {}).get(where, {}))
+            return self._forward_only(ticket, _on_robot(progress, where, robot))
         if "CANCELLED" in files:
             return self._withdrawn()
         job_state = as_int(section.get("JobState"))
         if job_state in (2, 3):  # files already deleted after Status_Time
-            return _finished(section, failed=job_state == 3)
+            return _on_robot(_finished(section, failed=job_state == 3), where, robot)
         raise UnknownTicketError(f"no job {ticket!r} in {self.hotfolder} or in PTBurn's status files")
 
     # ------------------------------------------------------------------------------------------ cancel
@@ -255,22 +317,23 @@ class PrimeraRobot(HotFolderRobot):
         if self._withdraw(ticket, files):
             return
         files = job_files(self.hotfolder, ticket)
-        if "DON" in files or "ERR" in files:
+        finished = {self.done_ext, self.error_ext}
+        if finished & files.keys():
             raise CancelError(f"job {ticket} has already finished")
-        if not {"QRJ", "INP"} & files.keys():
+        if not {self.queued_ext, self.running_ext} & files.keys():
             raise UnknownTicketError(f"no job {ticket!r} in {self.hotfolder}")
         body = encode_text(
             ["Message = ABORT", f"ClientID = {self.config.client_id}"], self.config.encoding, "abort message"
         )
         atomic_write(self.hotfolder, f"{ticket}.PTM", body)
 
-        def finished() -> bool:
-            return bool({"DON", "ERR"} & job_files(self.hotfolder, ticket).keys())
+        def ended() -> bool:
+            return bool(finished & job_files(self.hotfolder, ticket).keys())
 
-        if not wait_until(finished, self.config.cancel_timeout, 0.1):
+        if not wait_until(ended, self.config.cancel_timeout, 0.1):
             LOGGER.warning("%s: PTBurn has not aborted %s yet; the .PTM stays", self.name, ticket)
             return
-        if "DON" in job_files(self.hotfolder, ticket):
+        if self.done_ext in job_files(self.hotfolder, ticket):
             raise CancelError(f"job {ticket} finished before PTBurn could abort it")
 
     # ------------------------------------------------------------------------------------------ robot status
@@ -288,11 +351,12 @@ class PrimeraRobot(HotFolderRobot):
             return RobotStatus(False, RobotState.OFFLINE, reason=reason, media_unit="discs", raw=raw)
         sec = system.get(robot, {})
         ink: dict[str, int] = {}
-        for n in range(4):
+        for n in range(MAX_CARTRIDGES):
             kind = as_int(sec.get(f"CartridgeType{n}"))
             fill = as_int(sec.get(f"CartridgeFill{n}"))
-            if kind and fill is not None and fill >= 0:
-                ink[CARTRIDGES.get(kind, f"cartridge {n}")] = fill
+            if kind is not None and kind != CARTRIDGE_NONE and fill is not None and fill >= 0:
+                # A type newer than the SDK's list keeps its number rather than pretending to be a slot.
+                ink[CARTRIDGES.get(kind, f"cartridge type {kind}")] = fill
         media = {
             label: v
             for key, label in (("DiscsInLeftBin", "left bin"), ("DiscsInRightBin", "right bin"))
@@ -314,12 +378,12 @@ class PrimeraRobot(HotFolderRobot):
         )
         if sys_error:
             errors.append(describe_primera(sys_error, system=True).reason)
-        for _, job in sorted((robot_ini or {}).get("CompletedJobs", {}).items(), reverse=True)[:5]:
+        for job in _completed_jobs(robot_ini or {})[:5]:
             jsec = (robot_ini or {}).get(job, {})
             number = as_int(jsec.get("JobErrorNumber"), 0) or 0
             if number and number != 16:
                 errors.append(f"{job}: {describe_primera(number, system=False).reason}")
-        jobs = as_int(sec.get("NumJobs"), 0) or len((robot_ini or {}).get("JobList", {}))
+        jobs = as_int(sec.get("NumJobs"), 0) or len(_active_jobs(robot_ini or {}))
         if sys_error:
             state, reason = RobotState.ERROR, errors[0]
         elif jobs:
@@ -350,6 +414,36 @@ def volume_name(label: str, fallback: str) -> str:
     """``VolumeName``: at most 32 characters (PTBurn shows about 11), no characters outside ASCII."""
     clean = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in transliterate(label, "ascii"))
     return clean.strip("_")[:32] or fallback[:32]
+
+
+def _moved(section: Mapping[str, str]) -> bool:
+    return as_int(section.get("JobState")) == JOB_MOVED or as_int(section.get("CurrentStatusState")) == STATE_MOVED
+
+
+def _on_robot(progress: JobProgress, where: str, configured: str) -> JobProgress:
+    """Say which robot a moved job now runs on."""
+    if where == configured or not where:
+        return progress
+    return dataclasses.replace(progress, reason=f"{progress.reason} (moved to robot {where})")
+
+
+def _job_sections(robot_ini: Ini) -> dict[str, dict[str, str]]:
+    return {name: sec for name, sec in robot_ini.items() if "JobState" in sec}
+
+
+def _active_jobs(robot_ini: Ini) -> list[str]:
+    """``[JobList]``, or, for builds that omit it, the job sections not yet finished."""
+    if "JobList" in robot_ini:
+        return [v for _, v in sorted(robot_ini["JobList"].items()) if v]
+    return [n for n, sec in _job_sections(robot_ini).items() if as_int(sec.get("JobState")) in (0, 1)]
+
+
+def _completed_jobs(robot_ini: Ini) -> list[str]:
+    """``[CompletedJobs]`` newest first, or, for builds that omit it, the finished job sections."""
+    if "CompletedJobs" in robot_ini:
+        entries = robot_ini["CompletedJobs"].items()
+        return [v for _, v in sorted(entries, key=lambda kv: as_int(kv[0][3:], 0) or 0, reverse=True) if v]
+    return [n for n, sec in _job_sections(robot_ini).items() if as_int(sec.get("JobState")) in (2, 3)]
 
 
 def _stat_signature(path: Path) -> object:
@@ -408,7 +502,9 @@ def _running(in_process: bool, section: Mapping[str, str], robot_sec: Mapping[st
     bad = max(0, as_int(section.get("BadDiscs"), 0) or 0)
     sys_error = as_int(robot_sec.get("SysErrorNumber"), 0) or 0
     step = as_int(section.get("CurrentStatusState"))
-    if not in_process:
+    if _moved(section):  # PTBurn 3.3.0+ hands the job to another robot: it goes on there
+        state, reason = JobState.ACCEPTED, "moved to another robot; waiting for it to take the job"
+    elif not in_process:
         ahead = as_int(section.get("JobsAhead"), 0) or 0
         state = JobState.ACCEPTED
         reason = "queued" + (f" ({ahead} job(s) ahead)" if ahead else "")

@@ -28,6 +28,7 @@ def describe(robots: Mapping[str, DiscRobot], usb: UsbScan | None = None) -> str
         lines.append("  none configured (add a [robots.epson] or [robots.primera] table)")
     for name, robot in robots.items():
         lines.append(f"  {name}: {robot.vendor}" + (f", {robot.location}" if robot.location else ""))
+        lines.extend(f"    warning: {warning}" for warning in robot.setup_warnings())
         lines.extend("    " + line for line in _status_lines(robot))
     scan = usb if usb is not None else detect_usb()
     lines.append("USB devices:")

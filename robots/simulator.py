@@ -11,6 +11,7 @@ a control file in the hot folder (:func:`send_control`) holding one command per 
     fault no_media | ink_out | drive_error | bad_job_key | cover_open | bad_media
     code RTN013          (any vendor code: Epson "CAN008", Primera "job-18" / "system-3")
     clear                (remove injected faults)
+    move                 (Primera: PTBurn moves the running job to a second robot, as AutoSwitchRobot does)
     refill [N]           (load N blank discs in every input stacker/bin; default: the configured number)
     ink N                (set every ink level to N percent)
     offline / online     (the bridge stops answering / answers again)
@@ -51,7 +52,9 @@ class SimulatorConfig:
     ink_per_disc: float = 1.0
     control_file: str = "simulator.ctl"
     stackers: Mapping[str, str] = field(default_factory=lambda: {"1": "CD", "2": "DVD"})
-    out_stackers: tuple[str, ...] = ("2", "4")
+    out_stackers: tuple[str, ...] = ()
+    tdb_info: bool = True
+    job_lists: bool = True
 
     def __post_init__(self) -> None:
         for key in ("disc_seconds", "step_seconds", "status_interval", "scan_interval"):
@@ -91,6 +94,8 @@ class SimJob:
     priority: int = 4
     prints: bool = False
     keys: dict[str, str] = field(default_factory=dict)
+    merge: list[str] = field(default_factory=list)
+    robot: str = ""
     since: float = 0.0
     done: int = 0
     bad: int = 0

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from robots.epson import EPSON_FORMATS, EpsonConfig
+from robots.epson import EPSON_FORMATS, EPSON_MODELS, FORMAT_ERRORS, EpsonConfig
 from robots.hotfolder import decode_text
 from robots.simulator import BridgeSimulator, Fault, SimJob, SimulatorConfig
 
@@ -20,6 +20,10 @@ MEDIA_SETTING = {"CD": 1, "DVD": 4, "DVD-DL": 7, "BD": 8, "BD-DL": 9}
 INKS = ("INK_C", "INK_M", "INK_Y", "INK_LC", "INK_LM", "INK_B")
 VOLUME_RE = re.compile(r"[\x21-\x7e ]{1,32}")
 FORBIDDEN_VOLUME = set('\\/:*?"<>|')
+#: WRITING_SPEED is "a number" (JDF0600); TD Bridge's own examples write ``4.0``.
+NUMBER_RE = re.compile(r"\d+(\.\d+)?")
+#: The model simulated when ``model`` is not configured.
+DEFAULT_MODEL = "PP-100"
 
 
 class EpsonSimulator(BridgeSimulator):
@@ -35,14 +39,18 @@ class EpsonSimulator(BridgeSimulator):
     }
 
     def __init__(self, config: EpsonConfig, sim: SimulatorConfig) -> None:
-        self.publisher = config.publisher or "PP-100 (simulated)"
+        self.model = config.model or DEFAULT_MODEL
+        self.publisher = config.publisher or f"{self.model} (simulated)"
         super().__init__(config, sim)
         self.config: EpsonConfig = config
         self.completed: list[str] = []
+        # The bridge accepts what the publisher model accepts, unless the test pins another set.
+        self.out_stackers = sim.out_stackers or tuple(str(n) for n in EPSON_MODELS[self.model])
 
     def fault_for_code(self, code: str) -> Fault:
         code = code.upper()
-        kind = {"RTN": "wait", "STP": "pause", "JDF": "reject"}.get(code[:3], "fail")
+        # OTH000 is passing (no job status yet): the job holds with it, then carries on once cleared.
+        kind = {"RTN": "wait", "OTH": "wait", "STP": "pause", "JDF": "reject"}.get(code[:3], "fail")
         return Fault(kind, code)
 
     def bin_names(self) -> tuple[str, ...]:
@@ -189,7 +197,7 @@ class EpsonSimulator(BridgeSimulator):
         copies = keys.get("COPIES", "1")
         if not copies.isdigit() or not 1 <= int(copies) <= 1000:
             return "JDF0300"
-        if "OUT_STACKER" in keys and keys["OUT_STACKER"] not in self.sim.out_stackers:
+        if "OUT_STACKER" in keys and keys["OUT_STACKER"] not in self.out_stackers:
             return "JDF0400"
         disc = keys.get("DISC_TYPE")
         if disc is None:
@@ -198,7 +206,7 @@ class EpsonSimulator(BridgeSimulator):
             return "JDF0502"
         if disc not in self.sim.stackers.values():
             return "JDF0500"
-        if "WRITING_SPEED" in keys and not keys["WRITING_SPEED"].isdigit():
+        if "WRITING_SPEED" in keys and not NUMBER_RE.fullmatch(keys["WRITING_SPEED"]):
             return "JDF0600"
         for key, code in (
             ("COMPARE", "JDF0700"),
@@ -213,7 +221,7 @@ class EpsonSimulator(BridgeSimulator):
                 return "JDF0900"
             local = self.local(source)
             if local is None or not local.exists():
-                return "JDF0906"
+                return "JDF0907"
         if "VOLUME_LABEL" in keys:
             label = keys["VOLUME_LABEL"]
             if not VOLUME_RE.fullmatch(label) or FORBIDDEN_VOLUME & set(label):
@@ -224,10 +232,9 @@ class EpsonSimulator(BridgeSimulator):
             local = self.local(keys["IMAGE"])
             if local is None or not local.exists():
                 return "JDF1302"
-        if data and keys.get(
-            "FORMAT", EPSON_FORMATS[disc if disc in EPSON_FORMATS else "BD"][0]
-        ) not in EPSON_FORMATS.get(disc, EPSON_FORMATS["BD"]):
-            return "JDF1400"
+        family = disc if disc in EPSON_FORMATS else "BD"  # BD-DL follows the BD rules
+        if data and keys.get("FORMAT", EPSON_FORMATS[family][0]) not in EPSON_FORMATS[family]:
+            return FORMAT_ERRORS[family]
         label_code = self._check_label(keys)
         if label_code:
             return label_code
@@ -238,11 +245,17 @@ class EpsonSimulator(BridgeSimulator):
         if keys.get("PRINT_MODE", "1") not in ("1", "2", "3"):
             return "JDF2600"
         if keys.get("LABEL_TYPE") == "3" and keys.get("PRINT_MODE") in ("2", "3"):
-            return "JDF2601"
+            return "JDF2602"
+        if keys.get("PRINT_MODE") == "3" and self.model != "PP-100AP":
+            return "JDF2603"
         if keys.get("IN_STACKER", "AUTO") not in ("1", "2", "AUTO"):
             return "JDF2700"
+        if keys.get("MEASURE", "0") not in ("0", "1"):
+            return "JDF2800"
+        if self.model == "PP-100AP" and "LABEL" not in keys:
+            return "JDF0002"
         if not data and "IMAGE" not in keys and "LABEL" not in keys:
-            return {"CD": "JDF0000", "DVD": "JDF0001", "DVD-DL": "JDF0001"}.get(disc, "JDF0002")
+            return {"CD": "JDF0000", "DVD": "JDF0001", "DVD-DL": "JDF0001"}.get(disc, "JDF0003")
         return None
 
     def _check_label(self, keys: dict[str, str]) -> str | None:
@@ -256,7 +269,7 @@ class EpsonSimulator(BridgeSimulator):
         if "REPLACE_FIELD" in keys:
             local = self.local(keys["REPLACE_FIELD"])
             if local is None or not local.exists():
-                return "JDF1601"
+                return "JDF1600"
             lines = [ln for ln in decode_text(local.read_bytes(), self.config.encoding).splitlines() if ln]
             if len(lines) > 255 or any("=" not in ln or len(ln.partition("=")[2]) > 1024 for ln in lines):
                 return "JDF1604"
@@ -270,7 +283,9 @@ class EpsonSimulator(BridgeSimulator):
             key=lambda j: (j.ext not in ("INP", "STP"), j.priority, j.seq),
         )
         running = next((j for j in active if j.ext in ("INP", "STP")), None)
-        out = ["[TDB_INFO]", "TDB_ID=SIMULATOR", "VERSION=9.9.0.0 (simulator)", "[ACTIVE_JOB]"]
+        # Rev. C bridges (PP-100/PP-100N era) write no [TDB_INFO] section.
+        out = ["[TDB_INFO]", "TDB_ID=SIMULATOR", "VERSION=9.9.0.0 (simulator)"] if self.sim.tdb_info else []
+        out.append("[ACTIVE_JOB]")
         out += [f"JOB{n}={j.job_id}" for n, j in enumerate(active, 1)]
         out.append("[COMPLETE_JOB]")
         out += [f"JOB{n}={job_id}" for n, job_id in enumerate(self.completed[:50], 1)]
@@ -320,5 +335,5 @@ class EpsonSimulator(BridgeSimulator):
             f"COMPLETION_NUMBER={job.done}",
             f"ERRORDISC_NUMBER={job.bad}",
             f"ESTIMATION_TIME_REMAIN={int(remain)}",
-            f"ERROR={job.error or 0}",
+            f"ERROR={job.error}",  # empty when there is no error, as TD Bridge writes it
         ]

@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from robots.hotfolder import decode_text
-from robots.primera import DATA_IMAGE_TYPES, IMAGE_TYPES, PrimeraConfig
+from robots.base import RequestError
+from robots.hotfolder import decode_text, encode_text
+from robots.primera import DATA_IMAGE_TYPES, IMAGE_TYPES, JOB_MOVED, STATE_MOVED, PrimeraConfig
 from robots.simulator import BridgeSimulator, Fault, SimJob, SimulatorConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -56,6 +57,18 @@ KNOWN_KEYS = {
 }
 PRINT_EXTS = (".std", ".jpg", ".bmp", ".prn")
 INK = ("colour", "black")
+#: The job error for ``Data`` and ``ImageFile`` in one session.  The SDK forbids the mix but names no number;
+#: 8 (invalid job request file) is the documented error that fits.
+MIXED_DATA_IMAGE = 8
+
+
+def _session(entry: str) -> int:
+    """The ``SessionX`` option of a ``Data``/``ImageFile`` value (1 when absent)."""
+    for option in entry.split(",")[1:]:
+        option = option.strip().lower()
+        if option.startswith("session") and option[7:].isdigit():
+            return int(option[7:])
+    return 1
 
 
 class PrimeraSimulator(BridgeSimulator):
@@ -74,9 +87,12 @@ class PrimeraSimulator(BridgeSimulator):
         self.robot = config.robot_name or "Disc Publisher SE (simulated)"
         super().__init__(config, sim)
         self.config: PrimeraConfig = config
-        self.job_ext = config.job_extension.upper()
+        self.job_ext, self.queued_ext, self.running_ext, self.done_ext, self.error_ext = config.extensions()
         self.completed: list[str] = []
         self.tick_count = 0
+        #: The robot PTBurn moves jobs to (``move``); listed in [RobotList] once a job went there.
+        self.second_robot = f"{self.robot} #2"
+        self.moved: set[str] = set()
 
     def fault_for_code(self, code: str) -> Fault:
         family, _, number = code.lower().partition("-")
@@ -86,6 +102,26 @@ class PrimeraSimulator(BridgeSimulator):
             return Fault("wait", f"system-{int(number)}")
         kind = "reject" if int(number) in (4, 5, 6, 7, 8, 25, 38, 39) else "fail"
         return Fault(kind, f"job-{int(number)}")
+
+    def _command(self, verb: str, args: list[str]) -> None:
+        if verb == "move":
+            self.move_running()
+        else:
+            super()._command(verb, args)
+
+    def move_running(self) -> str | None:
+        """Move the running job to the second robot, as PTBurn 3.3.0+ does with ``AutoSwitchRobot``.
+
+        The first robot's file keeps a section with ``JobState=4`` / ``CurrentStatusState=18``; the second
+        robot's file carries on with the job.  Returns the ticket moved, or None when no job runs.
+        """
+        with self.lock:
+            job = next((j for j in self.jobs.values() if j.ext == self.running_ext and not j.final), None)
+            if job is None:
+                return None
+            job.robot = self.second_robot
+            self.moved.add(job.ticket)
+            return job.ticket
 
     def bin_names(self) -> tuple[str, ...]:
         return ("left",)
@@ -100,31 +136,31 @@ class PrimeraSimulator(BridgeSimulator):
 
     def _resume(self) -> None:
         # PTBurn's JobActionOnStartup=Retry: unfinished jobs start again.
-        for ext in ("QRJ", "INP"):
+        for ext in (self.queued_ext, self.running_ext):
             for path in self.scan(ext):
                 job = self.new_job(path)
                 self._accept(job)
-                if job.ext == "INP" and not job.final:
-                    self.rename(job, "QRJ")
+                if job.ext == self.running_ext and not job.final:
+                    self.rename(job, self.queued_ext)
 
     def _tick(self, now: float) -> None:
         for path in self.scan(self.job_ext):
             job = self.new_job(path)
-            if not self.rename(job, "QRJ"):
+            if not self.rename(job, self.queued_ext):
                 del self.jobs[job.ticket]
                 continue
             self._accept(job)
         for path in self.scan("PTM"):
             self._message(path)
-        running = next((j for j in self.jobs.values() if j.ext == "INP" and not j.final), None)
+        running = next((j for j in self.jobs.values() if j.ext == self.running_ext and not j.final), None)
         if running is None:
             queued = sorted(
-                (j for j in self.jobs.values() if j.ext == "QRJ" and not j.final),
+                (j for j in self.jobs.values() if j.ext == self.queued_ext and not j.final),
                 key=lambda j: (j.priority, j.seq),
             )
             if queued and now - queued[0].since >= self.sim.step_seconds:
                 running = queued[0]
-                self.rename(running, "INP")
+                self.rename(running, self.running_ext)
                 running.disc_started = None
         if running is not None:
             self._work(running, now)
@@ -135,16 +171,17 @@ class PrimeraSimulator(BridgeSimulator):
         except OSError:
             job.final = True
             return
-        keys, number = self.check(text)
+        keys, merge, number = self.check_merge(text)
         reject = self._fault(("reject",))
         if number is None and reject is not None:
             self._consume(reject)
             number = int(reject.code.partition("-")[2])
         job.keys = keys
+        job.merge = merge
         job.job_id = keys.get("JobID", job.ticket)
         if number is not None:
             job.error = f"job-{number}"
-            self._finish(job, "ERR", state=15)
+            self._finish(job, self.error_ext, state=15)
             return
         job.copies = int(keys.get("Copies", "1"))
         job.priority = int(keys.get("Importance", "4"))
@@ -156,7 +193,7 @@ class PrimeraSimulator(BridgeSimulator):
             self._consume(fail)
             job.error = fail.code
             job.bad += 1
-            self._finish(job, "ERR", state=15)
+            self._finish(job, self.error_ext, state=15)
             return
         wait = self._fault(("wait",))
         if wait is None and self.bins["left"] <= 0:
@@ -165,7 +202,7 @@ class PrimeraSimulator(BridgeSimulator):
             wait = Fault("wait", "system-35")
         # The job holds at the publisher while ``wait`` says why, then burns copy after copy.
         if self.publish_step(job, now, wait):
-            self._finish(job, "DON", state=10)
+            self._finish(job, self.done_ext, state=10)
 
     def _finish(self, job: SimJob, ext: str, state: int) -> None:
         job.keys["_STATE"] = str(state)
@@ -182,7 +219,7 @@ class PrimeraSimulator(BridgeSimulator):
         if keys.get("message", "").upper() == "ABORT" and job is not None and not job.final:
             if keys.get("clientid") in (job.keys.get("ClientID", "Unknown"), "Administrator"):
                 job.error = "job-16"
-                self._finish(job, "ERR", state=13)
+                self._finish(job, self.error_ext, state=13)
             else:
                 LOGGER.warning("simulator: ABORT for %s from a different ClientID ignored", base)
         elif keys.get("message", "").upper() == "IGNORE_INKLOW":
@@ -193,6 +230,11 @@ class PrimeraSimulator(BridgeSimulator):
 
     def check(self, text: str) -> tuple[dict[str, str], int | None]:
         """Parse and validate a JRQ as PTBurn does; return its keys and a job error number or None."""
+        keys, _, number = self.check_merge(text)
+        return keys, number
+
+    def check_merge(self, text: str) -> tuple[dict[str, str], list[str], int | None]:
+        """As :meth:`check`, also returning the ``MergeField`` values in order."""
         keys: dict[str, str] = {}
         data: list[str] = []
         merge: list[str] = []
@@ -201,8 +243,8 @@ class PrimeraSimulator(BridgeSimulator):
             if not line or line.startswith(";"):
                 continue
             name, sep, value = line.partition("=")
-            if not sep:
-                return keys, 8
+            if not sep:  # the Windows profile API skips a line without "=", and so does PTBurn
+                continue
             key = KNOWN_KEYS.get(name.strip().lower())
             if key is None:
                 continue
@@ -213,15 +255,13 @@ class PrimeraSimulator(BridgeSimulator):
                 merge.append(value)
             else:
                 keys[key] = value
-        return keys, self._validate(keys, data, merge)
+        return keys, merge, self._validate(keys, data, merge)
 
     def _validate(self, keys: dict[str, str], data: list[str], merge: list[str]) -> int | None:
         job_id = keys.get("JobID", "")
         if len(job_id) > 32 or not job_id.isascii():
             return 38
-        if len(keys.get("ClientID", "")) > 32 or len(keys.get("VolumeName", "")) > 32:
-            return 39
-        if any(len(m) > 260 for m in merge):
+        if any(len(m) > 260 for m in merge):  # the SDK's only use of error 39
             return 39
         for key, low, high in (
             ("Importance", 0, 400),
@@ -243,6 +283,11 @@ class PrimeraSimulator(BridgeSimulator):
             return 25
         if "RobotName" in keys and keys["RobotName"] != self.robot:
             return 25
+        if "ImageFile" in keys and data:
+            # SDK §2.1.4-2.1.6: Data and ImageFile only together in different sessions (SessionX).
+            image_session = _session(keys["ImageFile"])
+            if any(_session(item) == image_session for item in data):
+                return MIXED_DATA_IMAGE
         if len(data) > 99:
             return 5
         for item in data:
@@ -277,24 +322,28 @@ class PrimeraSimulator(BridgeSimulator):
         )
         sys_error = int(wait.partition("-")[2]) if wait else 0
         active = [j for j in self.jobs.values() if not j.final]
-        status_file = f"{self.robot}.txt"
-        system = [
-            "[RobotList]",
-            f"Robot0={self.robot}",
-            f"[{self.robot}]",
-            f"SysErrorString={'No Errors' if not sys_error else wait}",
-            f"SysErrorNumber={sys_error}",
-            "SystemDrives=1",
-            "RobotType=6",
-            f"NumJobs={len(active)}",
-            f"DiscsInLeftBin={self.bins['left']}",
-            "DiscsInRightBin=-1",
-            f"StatusFile={status_file}",
-            "KioskModeEnabled=0",
-            "CartridgeType0=1",
-            f"CartridgeFill0={int(self.ink['colour'])}",
-            "CartridgeType1=2",
-            f"CartridgeFill1={int(self.ink['black'])}",
+        robots = [self.robot, *([self.second_robot] if self.moved else [])]
+        system = ["[RobotList]", *(f"Robot{n}={name}" for n, name in enumerate(robots))]
+        for name in robots:
+            mine = [j for j in active if (j.robot or self.robot) == name]
+            error = sys_error  # the one simulated ink/bin state is shared by both robots
+            system += [
+                f"[{name}]",
+                f"SysErrorString={'No Errors' if not error else wait}",
+                f"SysErrorNumber={error}",
+                "SystemDrives=1",
+                "RobotType=6",
+                f"NumJobs={len(mine)}",
+                f"DiscsInLeftBin={self.bins['left']}",
+                "DiscsInRightBin=-1",
+                f"StatusFile={name}.txt",
+                "KioskModeEnabled=0",
+                "CartridgeType0=1",
+                f"CartridgeFill0={int(self.ink['colour'])}",
+                "CartridgeType1=2",
+                f"CartridgeFill1={int(self.ink['black'])}",
+            ]
+        system += [
             "[System]",
             f"SysErrorString={'No Errors' if not sys_error else wait}",
             f"SysErrorNumber={sys_error}",
@@ -304,28 +353,53 @@ class PrimeraSimulator(BridgeSimulator):
             f"ServerTickCount={self.tick_count}",
             "DriveSpace=100000",
         ]
-        running = next((j for j in active if j.ext == "INP"), None)
-        busy = running is not None and running.disc_started is not None
-        robot = [
-            "[System]",
-            f"SystemStatus={'Busy' if running else 'Idle'}",
-            "DriveDesc0=SIMULATED DRIVE",
-            f"DriveState0={1 if busy else 0}",
-            f"DrivePercent0={self._progress(running)}",
-            "[JobList]",
+        files = {"SystemStatus.txt": system}
+        running = next((j for j in active if j.ext == self.running_ext), None)
+        queue = sorted((j for j in active if j.ext == self.queued_ext), key=lambda j: (j.priority, j.seq))
+        for name in robots:
+            here = running if running is not None and (running.robot or self.robot) == name else None
+            busy = here is not None and here.disc_started is not None
+            robot = [
+                "[System]",
+                f"SystemStatus={'Busy' if here else 'Idle'}",
+                "DriveDesc0=SIMULATED DRIVE",
+                f"DriveState0={1 if busy else 0}",
+                f"DrivePercent0={self._progress(here)}",
+            ]
+            if self.sim.job_lists:  # newer PTBurn builds may leave these two sections out
+                robot.append("[JobList]")
+                mine = [j for j in active if (j.robot or self.robot) == name]
+                robot += [f"Job{n}={j.ticket}" for n, j in enumerate(mine)]
+                robot.append("[CompletedJobs]")
+                robot += [f"Job{n}={t}" for n, t in enumerate(self.completed[:50])]
+            for job in self.jobs.values():
+                if not job.keys:
+                    continue
+                if (job.robot or self.robot) == name:
+                    robot += self._job_section(job, running, queue)
+                elif name == self.robot and job.ticket in self.moved:
+                    robot += self._moved_section(job)
+            files[f"{name}.txt"] = robot
+        for fname, lines in files.items():
+            with open(folder / fname, "wb") as fh:  # in place, as the service does
+                fh.write(self._encode(lines))
+
+    def _encode(self, lines: list[str]) -> bytes:
+        try:
+            return encode_text(lines, self.config.encoding, "status file")
+        except RequestError:  # a character the code page lacks: PTBurn would write '?'
+            return "".join(line + "\r\n" for line in lines).encode(self.config.encoding, errors="replace")
+
+    def _moved_section(self, job: SimJob) -> list[str]:
+        return [
+            f"[{job.ticket}]",
+            f"JobID={job.job_id}",
+            f"ClientID={job.keys.get('ClientID', 'Unknown')}",
+            f"JobState={JOB_MOVED}",
+            f"CurrentStatusState={STATE_MOVED}",
+            "JobErrorNumber=0",
+            "JobErrorString=No Error",
         ]
-        robot += [f"Job{n}={j.ticket}" for n, j in enumerate(active)]
-        robot.append("[CompletedJobs]")
-        robot += [f"Job{n}={t}" for n, t in enumerate(self.completed[:50])]
-        queue = sorted((j for j in active if j.ext == "QRJ"), key=lambda j: (j.priority, j.seq))
-        for job in self.jobs.values():
-            if job.keys:
-                robot += self._job_section(job, running, queue)
-        for name, lines in (("SystemStatus.txt", system), (status_file, robot)):
-            with open(folder / name, "wb") as fh:  # in place, as the service does
-                fh.write(
-                    "".join(line + "\r\n" for line in lines).encode(self.config.encoding, errors="replace")
-                )
 
     def _progress(self, job: SimJob | None) -> int:
         if job is None or job.disc_started is None or not self.sim.disc_seconds:

@@ -16,7 +16,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotific
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import CTImageStorage
 
-from appliance.dicom import fastpath
+from appliance.dicom import fast as fastpath
 
 from conftest import HOST
 

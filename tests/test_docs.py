@@ -50,9 +50,11 @@ def test_every_config_key_is_documented() -> None:
         "worklist": config.WorklistConfig,
         "web": config.WebConfig,
         "tls": config.TlsConfig,
+        "forwarding": config.ForwardingConfig,
         "amqp": config.AmqpConfig,
     }
-    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "amqp", "source", "nodes"}
+    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
+            "amqp"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

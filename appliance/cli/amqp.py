@@ -16,9 +16,9 @@ from appliance.config import Config
 def _ssl_context(cfg: Config) -> ssl.SSLContext | None:
     if not cfg.amqp.tls:
         return None
-    from appliance import security
+    from appliance import tls_contexts
 
-    return security.client_context(cfg)
+    return tls_contexts.client_context(cfg)
 
 
 def build_amqp(app: Any, cfg: Config) -> Any:

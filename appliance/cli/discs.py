@@ -171,6 +171,9 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
 
     tables = robot_tables(cfg)
     robots = build_robots(cfg)
+    for robot in robots.values():  # e.g. an Epson robot without a .tdd template prints no labels
+        for warning in robot.setup_warnings():
+            LOGGER.warning("robot %s", warning)
     simulators: dict[str, BridgeSimulator] = {}
     if simulate:
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import ApplianceError, InvalidValue, NotFound
+from appliance.errors import InvalidValue, ListenerError, NotFound
 
 LOGGER = logging.getLogger("appliance")
 
@@ -38,19 +38,18 @@ class WebService:
 
         self.server: Any = None
         if cfg.web.port:
-            from appliance import security
+            from appliance import tls_contexts
             from webui import create_app
             from webui.server import WebServer
 
-            context = security.server_context(cfg) if cfg.web.https else None
+            context = tls_contexts.server_context(cfg) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
             try:
                 self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
                                         cfg.tls.handshake_timeout)
             except OSError as exc:
-                raise ApplianceError(f"[web] port {cfg.web.port} on {cfg.web.bind} cannot be opened: "
-                                     f"{exc.strerror or exc}") from None
+                raise ListenerError.port("web", "[web] port", cfg.web.bind, cfg.web.port, exc) from None
         else:
             self.site = Site(app)
         # Every stored study gets its token even with the web site off: disc labels and slips print the link.

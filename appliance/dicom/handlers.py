@@ -10,25 +10,20 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 
+from appliance import codecs
 from appliance.core import Appliance
-from appliance.dicom import status
-from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
-from appliance.query import Answer, QueryError, find_rows
+from appliance.dicom import guard, retrieve, status
+from appliance.errors import CodecError, NotFound
+from appliance.query import Answer, find_rows
 
 LOGGER = logging.getLogger("appliance.dicom")
-
-
-def _failure(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def assoc_id(event: Event) -> str:
@@ -64,7 +59,7 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
     peer = calling_ae(event)
     if not app.may(peer, "store"):
         LOGGER.error("C-STORE from %s refused: node has no store right", peer)
-        return _failure(status.NOT_AUTHORIZED, "calling AE has no store right")
+        return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no store right")
     req = cast(C_STORE, event.request)
     try:
         app.store(
@@ -76,24 +71,9 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
             called_ae(event),
             assoc_id(event),
         )
-    except InvalidDataset as exc:
-        LOGGER.error("C-STORE %s from %s refused, nothing stored: %s", req.AffectedSOPInstanceUID, peer, exc)
-        return _failure(status.CANNOT_UNDERSTAND, str(exc))
-    except OutOfResources as exc:
-        LOGGER.error("C-STORE %s from %s refused: %s", req.AffectedSOPInstanceUID, peer, exc)
-        return _failure(status.OUT_OF_RESOURCES, str(exc))
-    except IndexFailure as exc:
-        LOGGER.error("C-STORE %s from %s failed: %s", req.AffectedSOPInstanceUID, peer, exc)
-        return _failure(status.PROCESSING_FAILURE, "index failure")
-    except OSError as exc:  # any other disk error (I/O error...): refuse, say why, keep serving
-        LOGGER.error("C-STORE %s from %s failed, nothing stored: store disk error: %s", req.AffectedSOPInstanceUID,
-                     peer, exc)
-        return _failure(status.PROCESSING_FAILURE, "store disk error")
+    except Exception as exc:
+        return guard.failure("C-STORE", exc, peer, str(req.AffectedSOPInstanceUID))
     return status.SUCCESS
-
-
-def _level(identifier: Dataset) -> str:
-    return str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
 
 
 def handle_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -133,15 +113,10 @@ def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
     """
     try:
         query = identifier()
-        level = _level(query)
+        level = retrieve.level(query)
         matches = find_rows(app.db.conn, query, level, app.config.dicom.ae_title)
-    except QueryError as exc:
-        LOGGER.error("C-FIND from %s refused: %s", peer, exc)
-        yield _failure(status.IDENTIFIER_MISMATCH, str(exc)), None
-        return
     except Exception as exc:
-        LOGGER.error("C-FIND from %s cannot be processed: %s", peer, exc)
-        yield _failure(status.UNABLE_TO_PROCESS, "identifier cannot be decoded"), None
+        yield guard.failure("C-FIND", exc, peer), None
         return
     charset = charset_text(query.get("SpecificCharacterSet"))
     count = 0
@@ -161,42 +136,48 @@ def charset_text(requested: Any) -> str:
 
 
 def handle_move(event: Event, app: Appliance) -> Iterator[Any]:
-    """C-MOVE: send the matching instances to a known node.
+    """C-MOVE through pynetdicom (``[dicom] fast_path = false``; the fast path serves it otherwise).
+
+    The decisions are :mod:`appliance.dicom.retrieve`'s: the contexts proposed to the destination
+    (each stored syntax, and Explicit + Implicit VR Little Endian, per SOP class), the syntax each
+    instance goes in among those the destination accepted, every UID kept.
 
     Yields
     ------
-    The destination ``(host, port, kwargs)`` or ``(None, None)`` (0xA801 unknown
-    destination), the number of sub-operations, then ``(0xFF00, dataset)`` per
-    instance; pynetdicom counts completed/failed sub-operations and answers 0x0000,
-    0xB000 (some failed) or 0xA702 (all failed); 0xFE00 when cancelled.
+    The destination ``(host, port, kwargs)``, or ``(None, None)`` for 0xA801 (not a known node with
+    the move right); the number of sub-operations; then ``(0xFF00, dataset)`` per instance, or a
+    failure status data set (:mod:`appliance.dicom.guard`) when the request cannot be processed.
+    pynetdicom counts the sub-operations and answers 0x0000, 0xB000 (some failed), 0xA702 (all
+    failed) or 0xFE00 (cancelled).
     """
-    destination = str(event.move_destination).strip()
-    node = app.node(destination)
     peer = calling_ae(event)
-    if node is None or not node.move:
-        LOGGER.error("C-MOVE from %s to %r refused: destination is not a known node with the move right",
-                     peer, destination)
+    try:
+        node = retrieve.destination(app, str(event.move_destination))
+    except NotFound as exc:
+        guard.failure("C-MOVE", exc, peer)
         yield None, None
         return
-    identifier = event.identifier
     try:
-        instances = app.retrieve(identifier, _level(identifier))
+        identifier = event.identifier
+        instances = app.retrieve(identifier, retrieve.level(identifier))
     except Exception as exc:
-        LOGGER.error("C-MOVE from %s cannot be processed: %s", peer, exc)
-        instances = []
-    contexts = _store_contexts(instances)
-    kwargs: dict[str, Any] = {"contexts": contexts}
+        yield node.host, node.port, {}
+        yield guard.failure("C-MOVE", exc, peer), None
+        return
+    prefer = retrieve.preferred(node)
+    destination: list[Any] = []  # the sub-association, once pynetdicom has made it
+    kwargs: dict[str, Any] = {
+        "contexts": [build_context(uid, syntaxes) for uid, syntaxes in retrieve.store_contexts(instances, prefer)],
+        "evt_handlers": [(evt.EVT_ESTABLISHED, lambda ev: destination.append(ev.assoc))],
+    }
     if node.tls:
         kwargs["tls_args"] = app_tls_args(app, node.host)
     yield node.host, node.port, kwargs
     yield len(instances)
-    LOGGER.info("C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), destination, node.host,
+    LOGGER.info("C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), node.ae_title, node.host,
                 node.port)
-    for inst in instances:
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, dcmread(app.file_path(inst))
+    accepted = _accepted(destination[0].accepted_contexts if destination else [], as_scu=None)
+    yield from _sub_operations(event, app, instances, accepted, prefer, "C-MOVE")
 
 
 def app_tls_args(app: Appliance, hostname: str) -> tuple[Any, str]:
@@ -206,52 +187,64 @@ def app_tls_args(app: Appliance, hostname: str) -> tuple[Any, str]:
     return app.client_tls(), hostname
 
 
-def _store_contexts(instances: list[Any]) -> list[Any]:
-    from pynetdicom.presentation import build_context
-
-    pairs: dict[str, set[str]] = {}
-    for inst in instances:
-        pairs.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax)
-    contexts = []
-    for sop_class, syntaxes in list(pairs.items())[:120]:  # 128 contexts at most per association
-        tss = sorted(syntaxes | {ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-        contexts.append(build_context(sop_class, tss))
-    return contexts
+def _accepted(contexts: list[Any], as_scu: bool | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for cx in contexts:
+        if as_scu is None or cx.as_scu:
+            out.setdefault(str(cx.abstract_syntax), []).append(str(cx.transfer_syntax[0]))
+    return out
 
 
-def handle_get(event: Event, app: Appliance) -> Iterator[Any]:
-    """C-GET: send the matching instances back over the same association.
-
-    An instance whose transfer syntax the peer did not accept is decompressed to
-    Explicit VR Little Endian when it can be; otherwise its sub-operation fails.
-
-    Yields
-    ------
-    The number of sub-operations, then ``(0xFF00, dataset)`` per instance;
-    pynetdicom answers 0x0000, 0xB000 or 0xA702 from the sub-operation results;
-    0xFE00 when cancelled.
-    """
-    identifier = event.identifier
-    try:
-        instances = app.retrieve(identifier, _level(identifier))
-    except Exception as exc:
-        LOGGER.error("C-GET from %s cannot be processed: %s", calling_ae(event), exc)
-        instances = []
-    yield len(instances)
-    LOGGER.info("C-GET from %s: %d instance(s)", calling_ae(event), len(instances))
-    accepted: dict[str, set[str]] = {}
-    for cx in event.assoc.accepted_contexts:
-        accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+def _sub_operations(event: Event, app: Appliance, instances: list[Any], accepted: dict[str, list[str]],
+                    prefer: str | None, service: str) -> Iterator[Any]:
     for inst in instances:
         if event.is_cancelled:
             yield status.CANCEL, None
             return
-        ds = dcmread(app.file_path(inst))
-        syntaxes = accepted.get(inst.sop_class_uid, set())
-        if inst.transfer_syntax not in syntaxes and ds.file_meta.TransferSyntaxUID.is_compressed and (
-                ExplicitVRLittleEndian in syntaxes or ImplicitVRLittleEndian in syntaxes):
-            try:
-                ds.decompress()
-            except Exception as exc:
-                LOGGER.warning("C-GET: %s cannot be decompressed for the peer: %s", inst.sop_uid, exc)
-        yield status.PENDING, ds
+        try:
+            syntax, data = retrieve.payload(app, inst, accepted.get(inst.sop_class_uid, []), prefer)
+        except CodecError as exc:
+            guard.failure("sub-operation", exc, calling_ae(event), f"{service} {inst.sop_uid}")
+            yield status.PENDING, _unsendable(inst)
+            continue
+        yield status.PENDING, codecs.as_dataset(data, syntax)
+
+
+#: A transfer syntax no context has: pynetdicom's send_c_store() refuses the data set, and counts the
+#: sub-operation as failed with its SOP Instance UID in the Failed SOP Instance UID List.
+_NO_SYNTAX = "1.2.826.0.1.3680043.9.7433.0.0"
+
+
+def _unsendable(inst: Any) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = inst.sop_class_uid
+    ds.SOPInstanceUID = inst.sop_uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(_NO_SYNTAX)
+    return ds
+
+
+def handle_get(event: Event, app: Appliance) -> Iterator[Any]:
+    """C-GET through pynetdicom (``[dicom] fast_path = false``; the fast path serves it otherwise).
+
+    Each instance goes on a storage context the peer accepted with the SCP role, in its stored
+    syntax when accepted, else converted (:mod:`appliance.dicom.retrieve`), every UID kept; an
+    instance no accepted context can carry is a failed sub-operation.
+
+    Yields
+    ------
+    The number of sub-operations, then ``(0xFF00, dataset)`` per instance, or a failure status data
+    set (:mod:`appliance.dicom.guard`); pynetdicom answers 0x0000, 0xB000, 0xA702 or 0xFE00.
+    """
+    peer = calling_ae(event)
+    try:
+        identifier = event.identifier
+        instances = app.retrieve(identifier, retrieve.level(identifier))
+    except Exception as exc:
+        yield 1
+        yield guard.failure("C-GET", exc, peer), None
+        return
+    yield len(instances)
+    LOGGER.info("C-GET from %s: %d instance(s)", peer, len(instances))
+    accepted = _accepted(event.assoc.accepted_contexts, as_scu=True)
+    yield from _sub_operations(event, app, instances, accepted, None, "C-GET")

@@ -13,25 +13,18 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from appliance import codecs
 from appliance.core import IMPLEMENTATION_VERSION
+from appliance.dicom import retrieve
+from appliance.dicom.fast.scu import REJECT_REASONS, AssociationFailed, AssociationLost, Identity, StoreSCU, Timeouts
+from appliance.errors import CodecError
 
 LOGGER = logging.getLogger("appliance.dicom")
 
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded (too many associations)",
-}
 
 
 @dataclass
@@ -65,7 +58,7 @@ def _why_not(assoc: Association, host: str, port: int, timeout: float, elapsed: 
         prim = assoc.acceptor.primitive
         source, diag = int(prim.result_source or 0), int(prim.diagnostic or 0)
         kind = "permanently" if prim.result == 1 else "transiently"
-        return f"association rejected {kind}: {_REJECT_REASONS.get((source, diag), f'reason {source}/{diag}')}"
+        return f"association rejected {kind}: {REJECT_REASONS.get((source, diag), f'reason {source}/{diag}')}"
     # pynetdicom does not say why a connection failed: try the TCP connect ourselves.
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -151,8 +144,10 @@ def import_files(root: Path, host: str, port: int, called_ae: str, calling_ae: s
                  timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> ImportReport:
     """Send every DICOM file under ``root`` (any depth) by C-STORE.
 
-    Files are read header-only to build the presentation contexts, then sent over
-    as few associations as the 128-context limit allows.
+    Files are read header-only to plan the associations: per SOP class, one presentation context
+    per transfer syntax found and one with Explicit + Implicit VR Little Endian (PS3.4 B.4.1), as
+    few associations as the 128-context limit allows. Each file goes as it is when its syntax was
+    accepted, else converted (:func:`appliance.codecs.convert`, every UID kept).
 
     Raises
     ------
@@ -160,56 +155,87 @@ def import_files(root: Path, host: str, port: int, called_ae: str, calling_ae: s
         When no association can be made at all.
     """
     report = ImportReport()
-    files: list[tuple[Path, str, str]] = []
+    files: list[_File] = []
     for path in _walk(root):
         try:
             ds = dcmread(path, stop_before_pixels=True)
             sop_class = str(ds.file_meta.MediaStorageSOPClassUID if "MediaStorageSOPClassUID" in ds.file_meta
                             else ds.SOPClassUID)
-            ts = str(ds.file_meta.TransferSyntaxUID)
+            files.append(_File(path, sop_class, str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)))
         except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError) as exc:
-            report.unreadable.append((str(path), str(exc) or type(exc).__name__))
-            continue
-        files.append((path, sop_class, ts))
-    # Group into batches of at most 120 (SOP class, transfer syntax) pairs.
-    batches: list[list[tuple[Path, str, str]]] = []
-    pairs: list[set[tuple[str, str]]] = []
+            report.unreadable.append((str(path), _reason(exc)))
+    identity = Identity(calling_ae, PYNETDICOM_IMPLEMENTATION_UID, IMPLEMENTATION_VERSION)
+    for batch in _batches(files):
+        contexts = retrieve.store_contexts(batch)
+        sender = StoreSCU(host, port, called_ae, identity, contexts, Timeouts(timeout, timeout, timeout), ssl_context)
+        try:
+            sender.open()
+        except AssociationFailed as exc:
+            raise ConnectionError(str(exc)) from exc
+        try:
+            _send_batch(sender, batch, report)
+        finally:
+            sender.release()
+    return report
+
+
+@dataclass(frozen=True)
+class _File:
+    """A file to import, as :func:`appliance.dicom.retrieve.store_contexts` sees an instance."""
+
+    path: Path
+    sop_class_uid: str
+    sop_uid: str
+    transfer_syntax: str
+
+
+def _reason(exc: BaseException) -> str:
+    # pydicom's advice to the programmer ("use force=True") is not for the person importing a folder.
+    text = str(exc).split(" Use force=True")[0].strip() or type(exc).__name__
+    return text
+
+
+def _batches(files: list[_File]) -> list[list[_File]]:
+    """Groups of files whose contexts fit one association (each SOP class needs 1 + its syntaxes)."""
+    batches: list[list[_File]] = []
+    need: list[dict[str, set[str]]] = []
     for item in files:
-        pair = (item[1], item[2])
-        for i, known in enumerate(pairs):
-            if pair in known or len(known) < 120:
-                known.add(pair)
+        for i, classes in enumerate(need):
+            syntaxes = classes.get(item.sop_class_uid, set())
+            grown = len(syntaxes | {item.transfer_syntax}) + (0 if syntaxes else 1)
+            total = sum(len(s) + 1 for s in classes.values()) - (len(syntaxes) + 1 if syntaxes else 0) + grown
+            if total <= retrieve.MAX_CONTEXTS:
+                classes.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax)
                 batches[i].append(item)
                 break
         else:
-            pairs.append({pair})
+            need.append({item.sop_class_uid: {item.transfer_syntax}})
             batches.append([item])
-    for batch, batch_pairs in zip(batches, pairs, strict=True):
-        ae = _ae(calling_ae, timeout)
-        for sop_class, ts in sorted(batch_pairs):
-            ae.add_requested_context(sop_class, [ts, ExplicitVRLittleEndian] if ts != ExplicitVRLittleEndian else [ts])
-        assoc = ae.associate(host, port, ae_title=called_ae, tls_args=_tls_args(ssl_context, host))
-        if not assoc.is_established:
-            raise ConnectionError(_why_not(assoc, host, port, timeout))
+    return batches
+
+
+def _send_batch(sender: StoreSCU, batch: list[_File], report: ImportReport) -> None:
+    for number, item in enumerate(batch, 1):
+        contexts = sender.accepted.get(item.sop_class_uid, [])
+        syntax = codecs.choose(item.transfer_syntax, [ts for _, ts in contexts])
+        if syntax is None:
+            report.failed.append((str(item.path), "the receiver accepted no transfer syntax this file can be sent in"))
+            continue
         try:
-            for path, _, _ in batch:
-                if not assoc.is_established:
-                    report.failed.append((str(path), "association lost"))
-                    continue
-                try:
-                    status = assoc.send_c_store(dcmread(path))
-                except Exception as exc:
-                    report.failed.append((str(path), str(exc)))
-                    continue
-                code = int(status.Status) if status is not None and "Status" in status else None
-                if code is None:
-                    report.failed.append((str(path), "no response"))
-                elif code in (0x0000, 0xB000, 0xB006, 0xB007):
-                    report.sent += 1
-                else:
-                    comment = status.get("ErrorComment", "")
-                    report.failed.append((str(path), f"status 0x{code:04X} {comment}".strip()))
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    return report
+            data = codecs.read_stored(item.path)
+            payload = memoryview(data)[codecs.dataset_offset(data):] if syntax == item.transfer_syntax \
+                else codecs.convert(data, syntax)
+        except CodecError as exc:
+            report.failed.append((str(item.path), str(exc)))
+            continue
+        context_id = next(cx for cx, ts in contexts if ts == syntax)
+        try:
+            code, comment = sender.store(number % 65536, item.sop_class_uid, item.sop_uid, context_id, payload)
+        except AssociationLost as exc:
+            report.failed.append((str(item.path), str(exc)))
+            report.failed.extend((str(rest.path), "not sent: association lost") for rest in batch[number:])
+            return
+        if code in (0x0000, 0xB000, 0xB006, 0xB007):
+            report.sent += 1
+        else:
+            report.failed.append((str(item.path), f"status 0x{code:04X} {comment}".strip()))

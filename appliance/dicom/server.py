@@ -1,13 +1,11 @@
 """The DICOM Application Entity: presentation contexts, association policy, listeners.
 
 pynetdicom provides the protocol machine; this module adapts it in four places,
-each for a reason found by measurement or by reading its source:
+each for a reason found by measurement or by reading its source (the adaptations that
+need pynetdicom's private names live in :mod:`appliance.dicom.compat`):
 
-* **Association policy.** pynetdicom checks one called AE title; we answer to
-  ``AET`` and its burn forms (``_E``, ``_P``, ``_TE``, ``_TP``), refuse unknown
-  calling AEs when ``accept_any_ae = false`` (A-ASSOCIATE-RJ 1/1/3), unknown
-  called AEs (1/1/7), and strip the query/retrieve contexts a known node may not
-  use, so its C-FIND/C-MOVE/C-GET is refused at negotiation.
+* **Association policy.** One :class:`~appliance.dicom.policy.AssociationPolicy` per node,
+  applied by pynetdicom's acceptor and by the fast path (:mod:`appliance.dicom.fast`).
 * **TLS handshake off the accept loop.** pynetdicom wraps the socket in the
   accept loop, so one silent client on the TLS port blocks every other TLS
   association; the handshake runs in the connection's own thread here.
@@ -20,15 +18,12 @@ each for a reason found by measurement or by reading its source:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from copy import deepcopy
-from datetime import datetime
 from typing import Any, cast
 
 from pydicom.uid import (
@@ -50,26 +45,20 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, _config, evt
-from pynetdicom.acse import ACSE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
-from appliance.dicom import fastpath, handlers, worklist_handlers
-from appliance.dicom.rights import RIGHTS, denied_classes
+from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
+from appliance.dicom.fast.accept import blocking_handlers
+from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
+from appliance.errors import ListenerError
 
 LOGGER = logging.getLogger("appliance.dicom")
-
-# Accept private and future storage SOP classes as storage (PS3.4 B.5 allows
-# any storage class; modalities send vendor-private ones).
-_config.UNRESTRICTED_STORAGE_SERVICE = True
-# Identifiers are logged by our handlers at the level the admin chose, not by pynetdicom.
-_config.LOG_HANDLER_LEVEL = "none"
 
 #: Transfer syntaxes accepted for storage: received files are kept as they came.
 STORAGE_SYNTAXES: list[str | bytes | UID] = [
@@ -92,70 +81,12 @@ STORAGE_SYNTAXES: list[str | bytes | UID] = [
 ]
 QUERY_SYNTAXES: list[str | bytes | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
-RejectReason = tuple[int, int, int]
-CALLING_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x03)
-CALLED_AE_NOT_RECOGNISED: RejectReason = (0x01, 0x01, 0x07)
-LOCAL_LIMIT_EXCEEDED: RejectReason = (0x02, 0x03, 0x02)
-
-
-class PolicyACSE(ACSE):
-    """ACSE that applies the appliance's association policy before negotiating."""
-
-    def __init__(self, assoc: Association, app: Appliance) -> None:
-        super().__init__(assoc)
-        self.app = app
-
-    def _negotiate_as_acceptor(self) -> None:
-        rq = self.requestor.primitive
-        calling = str(rq.calling_ae_title).strip()  # type: ignore[union-attr]
-        called = str(rq.called_ae_title).strip()  # type: ignore[union-attr]
-        self.requestor.ae_title = calling
-        peer_info = self.requestor.address_info
-        peer = peer_info.address if peer_info is not None else "?"
-        reject: RejectReason | None = None
-        if not self.app.may_associate(calling):
-            LOGGER.warning("association from %s (%s) rejected: calling AE not known", calling, peer)
-            reject = CALLING_AE_NOT_RECOGNISED
-        elif called not in self.app.ae_titles():
-            LOGGER.warning("association from %s (%s) rejected: called AE %r is not ours (%s)", calling,
-                           peer, called, ", ".join(sorted(self.app.ae_titles())))
-            reject = CALLED_AE_NOT_RECOGNISED
-        elif fastpath.over_limit(self.assoc):  # pynetdicom counts only its own associations
-            reject = LOCAL_LIMIT_EXCEEDED
-        if reject:
-            self.send_reject(*reject)
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
-            return
-        # The AC echoes the title that was called, burn suffix included.
-        self.acceptor.ae_title = called
-        denied = denied_classes(self.app, calling)
-        self._denied = denied
-        if denied:
-            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
-                        " are rejected", calling, len(denied))
-            self.acceptor.supported_contexts = [
-                cx for cx in self.acceptor.supported_contexts if str(cx.abstract_syntax) not in denied
-            ]
-        super()._negotiate_as_acceptor()
-
-    def send_accept(self) -> None:
-        # Unrestricted storage accepts any class whose pynetdicom keyword differs from pydicom's
-        # (MWL Find is "ModalityWorklistInformationModelFind" in pydicom), stripped ones included.
-        denied: set[str] = getattr(self, "_denied", set())
-        for cx_id, cx in list(self.assoc._accepted_cx.items()):
-            if str(cx.abstract_syntax) in denied:
-                cx.result = 0x01  # user rejection
-                self.assoc._rejected_cx.append(self.assoc._accepted_cx.pop(cx_id))
-        super().send_accept()
-
-
 class FastSocket(AssociationSocket):
     """AssociationSocket that reads whole PDUs at once and keeps ACKs prompt."""
 
     def __init__(self, assoc: Association, client_socket: socket.socket) -> None:
         # A connection the fast path handed over comes with its A-ASSOCIATE-RQ already read: replay it first.
-        client_socket, self._replay = fastpath.take_prefix(client_socket)
+        client_socket, self._replay = fast.take_prefix(client_socket)
         super().__init__(assoc, client_socket=client_socket)
 
     @property
@@ -170,104 +101,29 @@ class FastSocket(AssociationSocket):
         return self._recv_socket(nr_bytes)
 
     def _recv_socket(self, nr_bytes: int) -> bytearray:
-        sock = cast(socket.socket, self.socket)
-        buf = bytearray(nr_bytes)
-        view = memoryview(buf)
-        got = 0
-        while got < nr_bytes:
-            if _QUICKACK is not None and not isinstance(sock, ssl.SSLSocket):
-                # Linux clears QUICKACK after a while; re-arm it so a Nagle-enabled
-                # sender does not wait ~40 ms for our delayed ACK on every message.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:  # peer closed: return what arrived, as pynetdicom expects
-                view.release()
-                del buf[got:]
-                return buf
-            got += n
-        return buf
+        # Short when the peer closed: pynetdicom expects what arrived.
+        return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes)
 
 
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+class _RequestHandler(compat.PolicyRequestHandler):
+    socket_class = FastSocket
 
 
-class PolicyRequestHandler(RequestHandler):
-    """Creates acceptor associations with our ACSE and socket classes."""
-
-    server: ApplianceServer
-
-    def _create_association(self) -> Association:
-        ae = self.ae
-        assoc = Association(ae, "acceptor")
-        assoc._server = self.server
-        assoc.acse = PolicyACSE(assoc, self.server.app)
-        assoc.name = f"Acceptor@{datetime.now():%Y%m%d%H%M%S}"
-        sock = FastSocket(assoc, client_socket=cast(socket.socket, self.request))
-        assoc.set_socket(sock)
-        assoc.acceptor.maximum_length = ae.maximum_pdu_size
-        assoc.acceptor.ae_title = self.server.ae_title
-        assoc.acceptor.address_info = self.local
-        assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
-        assoc.acceptor.implementation_version_name = ae.implementation_version_name
-        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
-        assoc.requestor.address_info = self.remote
-        _guard_state_machine(assoc)
-        for event, bound in self.server._handlers.items():
-            if event.is_intervention and bound:
-                assoc.bind(event, *bound)
-            elif isinstance(event, evt.NotificationEvent):
-                for handler, args in bound:  # type: ignore[misc]
-                    assoc.bind(event, handler, args)
-        return assoc
-
-
-def _guard_state_machine(assoc: Association) -> None:
-    """Abort the association when a malformed message makes pynetdicom's state machine raise.
-
-    pynetdicom runs state-machine actions outside its reactor's exception guard: a
-    command set without CommandField, for one, kills the DUL thread and leaves the
-    association counted as active forever (a slow denial of service through
-    max_associations). Here such an error aborts the association as any protocol
-    error would.
-    """
-    dul = assoc.dul
-    machine = dul.state_machine
-    action = machine.do_action
-
-    def guarded(event: str) -> None:
-        try:
-            action(event)
-        except Exception as exc:
-            LOGGER.error("association from %s aborted: malformed message (%s: %s)", assoc.requestor.ae_title,
-                         type(exc).__name__, exc)
-            abort = A_ABORT_RQ()
-            abort.source = 0x02
-            abort.reason_diagnostic = 0x00
-            with contextlib.suppress(Exception):
-                dul.socket.send(abort.encode())  # type: ignore[union-attr]
-            assoc.is_aborted = True
-            assoc.is_established = False
-            assoc._kill = True
-            dul._kill_thread = True
-            with contextlib.suppress(Exception):
-                dul.socket.close()  # type: ignore[union-attr]
-
-    machine.do_action = guarded  # type: ignore[method-assign]
 
 
 class ApplianceServer(ThreadedAssociationServer):
     """Threaded association server with the TLS handshake done per connection."""
 
     app: Appliance
+    policy: AssociationPolicy
     handshake_timeout: float = 30.0
     #: socketserver's default backlog is 5: a burst of modalities connecting at once would see refusals.
     request_queue_size = 128
-    #: Storage, verification and C-FIND associations are served by appliance.dicom.fastpath (False: all by
+    #: Storage, verification and C-FIND associations are served by appliance.dicom.fast (False: all by
     #: pynetdicom).
     fast_path: bool = True
     #: The fast path's open associations, shared by the listeners of one node (set by DicomNode).
-    fast: fastpath.Registry
+    fast: fast.Registry
     # The fast path serves a whole association in the connection's thread: closing the listener must not
     # wait for them (DicomNode.stop aborts them after its grace period), and like pynetdicom's association
     # threads they must not keep the process alive.
@@ -287,7 +143,7 @@ class ApplianceServer(ThreadedAssociationServer):
             except tls.HandshakeError as exc:
                 LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0], exc)
                 return
-        request = fastpath.serve(self, request, client_address)
+        request = fast.serve(self, request, client_address)
         if request is None:  # served (or closed) by the fast path
             return
         super().process_request_thread(request, client_address)
@@ -313,6 +169,9 @@ def presentation_contexts() -> list[PresentationContext]:
         cx = PresentationContext()
         cx.abstract_syntax = uid
         cx.transfer_syntax = QUERY_SYNTAXES
+        if uid == STORAGE_COMMITMENT:  # a requester may take the SCP role to get reports on its own association
+            cx.scu_role = True
+            cx.scp_role = True
         contexts.append(cx)
     return contexts
 
@@ -345,16 +204,20 @@ class DicomNode:
         self.ae = ae
         self.servers: list[ApplianceServer] = []
         self._contexts = presentation_contexts()
-        self.fast = fastpath.Registry()
+        self.fast = fast.Registry()
+        self.policy = AssociationPolicy(app)
+        self.reporter = commitment.Reporter()
 
     def _handlers(self) -> list[Any]:
         app = self.app
         return [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, _counting_store, [app]),
-            (evt.EVT_C_FIND, worklist_handlers.handle_c_find, [app]),
-            (evt.EVT_N_CREATE, worklist_handlers.handle_n_create, [app]),
-            (evt.EVT_N_SET, worklist_handlers.handle_n_set, [app]),
+            (evt.EVT_C_FIND, find_handlers.handle_c_find, [app]),
+            (evt.EVT_N_CREATE, find_handlers.handle_n_create, [app]),
+            (evt.EVT_N_SET, find_handlers.handle_n_set, [app]),
+            (evt.EVT_N_ACTION, commitment.handle_n_action, [app, self.reporter]),
+            (evt.EVT_N_EVENT_REPORT, forward.handle_n_event_report, [app]),
             (evt.EVT_C_MOVE, handlers.handle_move, [app]),
             (evt.EVT_C_GET, handlers.handle_get, [app]),
             (evt.EVT_ESTABLISHED, _on_established),
@@ -365,27 +228,39 @@ class DicomNode:
 
     def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> ApplianceServer:
         cfg = self.app.config.dicom
-        server = cast(ApplianceServer, self.ae.make_server(
-            (cfg.bind, port),
-            ae_title=cfg.ae_title,
-            contexts=self._contexts,
-            ssl_context=ssl_context,
-            evt_handlers=self._handlers(),
-            server_class=ApplianceServer,
-            request_handler=PolicyRequestHandler,
-        ))
+        try:
+            server = cast(ApplianceServer, self.ae.make_server(
+                (cfg.bind, port),
+                ae_title=cfg.ae_title,
+                contexts=self._contexts,
+                ssl_context=ssl_context,
+                evt_handlers=self._handlers(),
+                server_class=ApplianceServer,
+                request_handler=_RequestHandler,
+            ))
+        except OSError as exc:
+            key = "[dicom] tls_port" if ssl_context is not None else "[dicom] port"
+            raise ListenerError.port("DICOM", key, cfg.bind, port, exc) from None
         server.app = self.app
+        server.policy = self.policy
+        server.fast_path = self.app.config.dicom.fast_path
         server.handshake_timeout = self.app.config.tls.handshake_timeout
         server.fast = self.fast
+        blocking = blocking_handlers(server)
+        if server.fast_path and blocking:
+            LOGGER.info("DICOM fast path off: handler(s) bound to %s, which only pynetdicom emits",
+                        ", ".join(blocking))
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}", daemon=True)
         thread.start()
-        self.ae._servers.append(server)
+        compat.register_server(self.ae, server)
         self.servers.append(server)
         return server
 
     def start(self) -> None:
         """Open the plain and TLS ports that the configuration enables."""
         cfg = self.app.config.dicom
+        if not cfg.fast_path:
+            LOGGER.info("DICOM fast path off ([dicom] fast_path = false): every association is served by pynetdicom")
         if cfg.port:
             server = self._serve(cfg.port, None)
             LOGGER.info("DICOM %s listening on %s:%d", cfg.ae_title, cfg.bind, server.server_address[1])
@@ -408,11 +283,12 @@ class DicomNode:
         for assoc in self.active():
             LOGGER.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
             assoc.abort()
+        self.reporter.join(max(0.5, deadline - time.monotonic()))
         self.servers.clear()
 
-    def active(self) -> list[Association | fastpath.FastAssociation]:
+    def active(self) -> list[Association | fast.FastAssociation]:
         """Open acceptor associations (pynetdicom's and the fast path's)."""
-        pynetdicom: list[Association | fastpath.FastAssociation] = [
+        pynetdicom: list[Association | fast.FastAssociation] = [
             a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()]
         return pynetdicom + self.fast.active()
 

@@ -165,7 +165,9 @@ class DiscPublisher:
 
         if states and all(s is RobotJobState.DONE for s in states):
             reasons = "; ".join(prefix(n) + p.reason for n, p in progress.items())
-            self._finish(job, JobState.DONE, reasons or "published")
+            # What staff should know of a good job ("no label printed (no template configured)") stays as its note.
+            notes = "; ".join(dict.fromkeys(note for p in progress.values() for note in p.notes))
+            self._finish(job, JobState.DONE, reasons or "published", note=notes)
             return
         failed = [(n, p) for n, p in progress.items() if p.state is RobotJobState.FAILED]
         if failed:
@@ -194,9 +196,9 @@ class DiscPublisher:
         if job.state is JobState.SUBMITTED and any(s in (RobotJobState.BURNING, RobotJobState.PAUSED) for s in states):
             self._finish(job, JobState.BURNING, message or "the robot is writing")
 
-    def _finish(self, job: Job, to: JobState, reason: str) -> None:
-        fields: dict[str, object] = {"message": "" if to in (JobState.DONE, JobState.BURNING) else reason,
-                                     "needs_staff": False}
+    def _finish(self, job: Job, to: JobState, reason: str, note: str = "") -> None:
+        message = note if to is JobState.DONE else "" if to is JobState.BURNING else reason
+        fields: dict[str, object] = {"message": message, "needs_staff": False}
         if to is JobState.FAILED:
             fields["error"] = reason
         if to is JobState.BURNING:

@@ -61,9 +61,9 @@ def _child(cfg: Config, consume: bool, stop: Any, states: Any, logs: Any, parent
         handler = functools.partial(apply_message, worklist=worklist, hl7=cfg.hl7)
     context = None
     if cfg.amqp.tls:
-        from appliance import security
+        from appliance import tls_contexts
 
-        context = security.client_context(cfg)
+        context = tls_contexts.client_context(cfg)
     links = Links(cfg.amqp, Outbox(db), AmqpLog(db, cfg.amqp.log_retention_days), handler, context)
     links.start()
     last: dict[str, Any] = {}

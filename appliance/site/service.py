@@ -809,12 +809,12 @@ class Site:
         """Certificates that expire within ``[tls] expiry_warning_days`` (cached for a few minutes)."""
         import time
 
-        from appliance import security
+        from appliance import tls_contexts
 
         now = time.monotonic()
         if self._cert_cache is None or now - self._cert_cache[0] > _CERT_CACHE_SECONDS:
             try:
-                warnings = security.expiry_warnings(self.config)
+                warnings = tls_contexts.expiry_warnings(self.config)
             except Exception as exc:  # a broken certificate file must not break every staff page
                 warnings = [f"The certificates could not be checked: {exc}"]
             self._cert_cache = (now, warnings)

@@ -1,4 +1,4 @@
-"""C-FIND on the fast path (appliance.dicom.fast_find): the same answers as pynetdicom, cancel, aborts, rights.
+"""C-FIND on the fast path (appliance.dicom.fast.find): the same answers as pynetdicom, cancel, aborts, rights.
 
 "The same" is checked byte for byte: one raw peer sends the same requests to a node with the fast path on and
 off (pynetdicom serving everything) and every PDU that comes back must be equal: the A-ASSOCIATE-AC, each
@@ -32,9 +32,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 import tls
-from appliance.answer_encoder import AnswerEncoder
-from appliance.dicom import fastpath, handlers
-from appliance.dicom.dimse_codec import decode_command
+from appliance.dicom import fast as fastpath
+from appliance.dicom import handlers
+from appliance.dicom.fast.codec import AnswerEncoder
+from appliance.dicom.fast.dimse import decode_command
 from appliance.query import Matches
 from appliance.worklist.files import import_files
 
@@ -232,7 +233,7 @@ def qr_queries(study_uids: list[str]) -> list[tuple[str, Dataset]]:
 
 def test_qr_answers_are_pynetdicoms(loaded_node: Node, fast_runs: list, monkeypatch: pytest.MonkeyPatch) -> None:
     node = loaded_node
-    by_hand: list[bool] = []  # every Q/R answer is written by appliance.answer_encoder, none by pydicom
+    by_hand: list[bool] = []  # every Q/R answer is written by appliance.dicom.fast.codec, none by pydicom
     real = AnswerEncoder.encode
     monkeypatch.setattr(AnswerEncoder, "encode", lambda self, answer: by_hand.append(
         (raw := real(self, answer)) is not None) or raw)

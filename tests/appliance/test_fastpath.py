@@ -1,4 +1,4 @@
-"""The fast receive path (appliance.dicom.fastpath): which associations take it, and that they behave as before.
+"""The fast receive path (appliance.dicom.fast): which associations take it, and that they behave as before.
 
 "As before" is checked against the same node with the fast path off (pynetdicom serving everything):
 the A-ASSOCIATE-AC and the C-STORE/C-ECHO responses must be the same bytes. C-FIND on the fast path:
@@ -7,6 +7,7 @@ tests/appliance/test_fast_find.py.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from fastpath_support import (
 )
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, C_FIND_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.presentation import PresentationContext, build_context
@@ -37,10 +39,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 import tls
-from appliance.dicom import dimse_codec, fastpath
+from appliance.core import Appliance
+from appliance.dicom import fast as fastpath
+from appliance.dicom.fast import dimse as dimse_codec
+from appliance.dicom.server import DicomNode
 
 import dicomdata
-from conftest import HOST, Node, dcmtk, free_port, wait_until
+from conftest import HOST, Node, dcmtk, free_port, make_config, wait_until
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -86,6 +91,10 @@ def dataset_bytes(inst: dicomdata.Instance) -> bytes:
 
 
 # -- which associations take the fast path --------------------------------------------------------------
+
+
+#: Modality Performed Procedure Step: served by pynetdicom.
+MPPS = "1.2.840.10008.3.1.2.3.3"
 
 
 def test_storescu_and_echoscu_take_the_fast_path(node: Node, tmp_path: Path, fast_runs: list,
@@ -135,7 +144,7 @@ def test_private_sop_class_and_small_pdus(node_factory, fast_runs: list) -> None
     assert dcmread(node.app.file_path(found)).PixelData == ds.PixelData
 
 
-def test_retrieve_contexts_go_to_pynetdicom(node: Node, fast_runs: list) -> None:
+def test_query_and_retrieve_contexts_take_the_fast_path(node: Node, fast_runs: list) -> None:
     inst = dicomdata.study("PQRY", "QUERY^PATH", ("CT",), 1)[0]
     assoc = requesting_ae("QR", CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
                           StudyRootQueryRetrieveInformationModelMove).associate(HOST, node.port, ae_title=node.aet)
@@ -146,26 +155,57 @@ def test_retrieve_contexts_go_to_pynetdicom(node: Node, fast_runs: list) -> None
     answers = [ds for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
                if status.Status == 0xFF00]
     assoc.release()
-    assert fast_runs == []
+    assert len(fast_runs) == 1
     assert [a.StudyInstanceUID for a in answers] == [inst.study_uid]
 
 
-@pytest.mark.parametrize("other", ["1.2.840.10008.3.1.2.3.3", StudyRootQueryRetrieveInformationModelMove,
-                                   StudyRootQueryRetrieveInformationModelGet], ids=["mpps", "move", "get"])
-def test_mpps_move_and_get_go_to_pynetdicom(node: Node, fast_runs: list, other: str) -> None:
-    assoc = requesting_ae("MODALITY", other, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
+def test_mpps_goes_to_pynetdicom(node: Node, fast_runs: list) -> None:
+    assoc = requesting_ae("MODALITY", MPPS, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
     assoc.release()
     assert fast_runs == []
 
 
-def test_fast_path_off_serves_everything_with_pynetdicom(node: Node, fast_runs: list) -> None:
-    for server in node.dicom.servers:
-        server.fast_path = False
+@pytest.mark.parametrize("other", [StudyRootQueryRetrieveInformationModelMove,
+                                   StudyRootQueryRetrieveInformationModelGet], ids=["move", "get"])
+def test_move_and_get_take_the_fast_path(node: Node, fast_runs: list, other: str) -> None:
+    assoc = requesting_ae("MODALITY", other, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
+    assert assoc.is_established
+    assoc.release()
+    assert len(fast_runs) == 1
+
+
+def test_fast_path_off_serves_everything_with_pynetdicom(node_factory, fast_runs: list,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="appliance.dicom"):
+        node = node_factory(fast_path=False)  # [dicom] fast_path = false
+    assert "fast path off ([dicom] fast_path = false)" in caplog.text
     assoc = requesting_ae("OFF", Verification).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.send_c_echo().Status == 0
     assoc.release()
     assert fast_runs == []
+
+
+def test_a_low_level_handler_turns_the_fast_path_off_and_says_so(fast_runs: list,
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    class Debugging(DicomNode):
+        def _handlers(self) -> list:
+            return [*super()._handlers(), (evt.EVT_PDU_RECV, lambda event: None)]
+
+    app = Appliance(make_config(tmp_path / "dbg"))
+    node = Debugging(app)
+    with caplog.at_level(logging.INFO, logger="appliance.dicom"):
+        node.start()
+    try:
+        assert "fast path off: handler(s) bound to EVT_PDU_RECV" in caplog.text
+        assoc = requesting_ae("DBG", Verification).associate(HOST, node.ports[0], ae_title=app.config.dicom.ae_title)
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert fast_runs == []
+    finally:
+        node.stop()
+        app.db.close()
 
 
 # -- the same bytes as pynetdicom ------------------------------------------------------------------------
@@ -274,13 +314,11 @@ def test_rejections_of_storage_only_proposals(node_factory, fast_runs: list) -> 
 def test_association_limit_is_shared_with_pynetdicom(node_factory, fast_runs: list) -> None:
     node = node_factory(max_associations=2)
     fast = requesting_ae("F1").associate(HOST, node.port, ae_title=node.aet)
-    slow = requesting_ae("S1", CTImageStorage, StudyRootQueryRetrieveInformationModelMove).associate(
-        HOST, node.port, ae_title=node.aet)
+    slow = requesting_ae("S1", CTImageStorage, MPPS).associate(HOST, node.port, ae_title=node.aet)
     assert fast.is_established and slow.is_established
     wait_until(lambda: len(node.dicom.active()) == 2)
     assert reject_reason(requesting_ae("F2").associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
-    assert reject_reason(requesting_ae("S2", StudyRootQueryRetrieveInformationModelMove).associate(
-        HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
+    assert reject_reason(requesting_ae("S2", MPPS).associate(HOST, node.port, ae_title=node.aet)) == (2, 3, 2)
     slow.release()
     wait_until(lambda: len(node.dicom.active()) == 1)
     again = requesting_ae("F3").associate(HOST, node.port, ae_title=node.aet)
@@ -421,4 +459,4 @@ def test_tls_storage_takes_the_fast_path(node_factory, pki: tls.Paths, tmp_path:
     statuses = [s.Status for s, _ in assoc.send_c_move(query, "NOWHERE", StudyRootQueryRetrieveInformationModelMove)]
     assoc.release()
     assert statuses == [0xA801]  # move destination unknown
-    assert len(fast_runs) == 2
+    assert len(fast_runs) == 3

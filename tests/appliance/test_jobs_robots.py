@@ -35,7 +35,22 @@ def test_no_blank_media_holds_the_job_until_discs_are_loaded(publish_node, tmp_p
     assert "RTN000" in held.message and held.message.startswith("held:")
     node.sim("epson").clear_faults()
     done = node.wait_state(1, JobState.DONE)
-    assert not done.needs_staff and done.message == ""
+    # The demo Epson robot has no .tdd template: TD Bridge burns the disc unprinted, and the note says so.
+    assert not done.needs_staff and done.message == "no label printed (no template configured)"
+
+
+def test_an_epson_robot_with_a_template_prints_and_leaves_no_note(publish_node, tmp_path: Path) -> None:
+    data = tmp_path / "pub"
+    template = tmp_path / "templates" / "patient.tdd"
+    template.parent.mkdir()
+    template.write_bytes(b"template")
+    robots = {"epson": robot_table(data, "epson", label_template=str(template))}
+    node = publish_node(publish_config(data, robots=robots))
+    send_study(node, tmp_path / "in")
+    done = node.wait_state(1, JobState.DONE)
+    assert done.message == "" and not done.needs_staff
+    jdf = (node.job_dir(1) / "disc1" / "J1D1A1.JDF").read_bytes()
+    assert f"LABEL={template}\r\n".encode() in jdf and b"REPLACE_FIELD=" in jdf
 
 
 def test_ink_out_holds_a_primera_job(publish_node, tmp_path: Path) -> None:

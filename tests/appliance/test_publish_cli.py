@@ -142,9 +142,14 @@ def test_demo_robots_without_a_robots_table(serve, tmp_path: Path) -> None:
     listing = cli(config, "robots")
     assert "No [robots] table" in listing.stdout and "Simulated by 'appliance serve': epson, primera" in listing.stdout
     assert listing.stdout.count("bridge: offline") == 2
+    # The demo Epson robot has no .tdd template: said by `appliance robots` and at start, for Epson only.
+    assert listing.stdout.count("warning: ") == 1
+    assert "    warning: epson: no label template is configured" in listing.stdout
     server = serve(config)
     for status in ("robots/epson/TDBStatus.txt", "robots/primera/Status/SystemStatus.txt"):
         wait_until(lambda s=status: (tmp_path / "var" / s).is_file())
+    log = (tmp_path / "serve.log").read_text()
+    assert "robot epson: no label template is configured" in log and "robot primera: no label" not in log
     assert cli(config, "robots").stdout.count("bridge: online") == 2
     folder, _ = study_folder(tmp_path / "in")
     server.send(folder, "_P")

@@ -127,7 +127,7 @@ def test_bad_messages_are_rejected_dead_lettered_and_do_not_block(broker: Broker
         b"\xff\xfe<mwl/>",  # not UTF-8 XML
         b"<order/>",  # unknown message
         b'<!DOCTYPE mwl [<!ENTITY a "aaaa">]><mwl>&a;</mwl>',  # entities are never expanded
-        procedure("ACC-300", steps="<step><modality>CT</modality></step>"),  # no station, no description
+        procedure("ACC-300", steps="<step><modality>CT</modality></step>"),  # incomplete: no description
         b"<mwl-canceled><accession_number>NOPE</accession_number></mwl-canceled>",  # unknown accession
         procedure("ACC-301", name="X" * 5000),  # over max_message_kb
     ]
@@ -138,7 +138,7 @@ def test_bad_messages_are_rejected_dead_lettered_and_do_not_block(broker: Broker
     assert "not well-formed" in outcomes["in-0"][1]
     assert "unknown message <order>" in outcomes["in-2"][1]
     assert "document type" in outcomes["in-3"][1]
-    assert "ScheduledStationAETitle is missing" in outcomes["in-4"][1]
+    assert "the step needs a description or a complete protocol code" in outcomes["in-4"][1]
     assert "NOPE" in outcomes["in-5"][1]
     assert "too large" in outcomes["in-6"][1]
     assert [i.accession for i in r.app.worklist.items()] == ["ACC-302"]  # nothing half-written

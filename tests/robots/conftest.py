@@ -77,7 +77,7 @@ def rig(disc: dict[str, Path]) -> Iterator[Callable[..., tuple[DiscRobot, Bridge
         table: dict[str, Any] = {
             "hotfolder": str(disc["hot"]),
             "offline_timeout": 2.0,
-            "status_timeout": 2.0,
+            "status_timeout": 4.0,  # the simulator rewrites every 0.05 s; 4 s absorbs a loaded CI machine
             "cancel_timeout": 5.0,
             "simulator": {**FAST_SIM, **(sim or {})},
         }

@@ -81,7 +81,7 @@ def test_running_out_of_blank_discs_waits_for_a_refill(rig, disc, make_request, 
 @pytest.mark.parametrize(
     ("fault", "code", "retry", "staff"),
     [
-        ("drive_error", "CAN008", True, False),
+        ("drive_error", "CAN008", True, True),  # the robot must be power-cycled
         ("bad_job_key", "JDF0502", False, False),
     ],
 )

@@ -90,15 +90,23 @@ def test_a_job_error_fails_the_job(primera, make_request, run_to_end, fault, cod
         ("JobID = BAD1\r\nImageFile = {missing}\r\n", 4),
         ("JobID = BAD1\r\nCopies = 1\r\n", 6),
         ("JobID = BAD1\r\nImageFile = {iso}\r\nPrintLabel = {tdd}\r\n", 7),
-        ("JobID = BAD1\r\nthis line has no equals sign\r\nImageFile = {iso}\r\n", 8),
-        ("JobID = BAD1\r\nVolumeName = {long}\r\nImageFile = {iso}\r\n", 39),
+        ("JobID = BAD1\r\nImageFile = {iso}\r\nPrintLabel = {std}\r\nMergeField = {long}\r\n", 39),
+        ("JobID = BAD1\r\nImageFile = {iso}\r\nData = {dicomdir}\r\n", 8),
+        ("JobID = BAD1\r\nImageFile = {iso}, Session2\r\nData = {dicomdir}, Session2\r\n", 8),
     ],
 )
 def test_the_simulator_rejects_a_malformed_job_file_like_ptburn(
     primera, disc, run_to_end, body, number
 ) -> None:
     robot, sim = primera
-    text = body.format(iso=disc["iso"], missing=disc["root"] / "gone.iso", tdd=disc["tdd"], long="V" * 33)
+    text = body.format(
+        iso=disc["iso"],
+        missing=disc["root"] / "gone.iso",
+        tdd=disc["tdd"],
+        std=disc["std"],
+        long="V" * 261,
+        dicomdir=disc["fileset"] / "DICOMDIR",
+    )
     atomic_write(disc["hot"], "BAD1.JRQ", text.encode())
     done = run_to_end(robot, "BAD1")
     assert (done.state, done.error_code) == (JobState.FAILED, f"job-{number}")

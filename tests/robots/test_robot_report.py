@@ -7,7 +7,7 @@ from robots.report import describe
 
 
 def test_report_shows_bridges_levels_and_usb(rig, disc, wait) -> None:
-    epson, _ = rig("epson")
+    epson, _ = rig("epson", label_template=str(disc["tdd"]))
     primera, _ = rig("primera", hotfolder=str(disc["root"] / "primera-hot"))
     wait(lambda: epson.status().online and primera.status().online)
     usb = UsbScan(True, (UsbDevice(0x04B8, 0x0402, "Seiko Epson Corp.", product="EPSON PP-100II"),))

@@ -181,6 +181,15 @@ def test_robots_page_shows_each_robot_and_usb(env, desk) -> None:
     assert all(r["online"] is False and r["reason"] for r in robots)
 
 
+def test_robots_page_warns_of_an_epson_robot_without_a_label_template(env, desk) -> None:
+    page = text(desk.get("/staff/robots"))
+    epson = page.split('id="robot-epson"', 1)[1].split("</section>", 1)[0]
+    primera = page.split('id="robot-primera"', 1)[1].split("</section>", 1)[0]
+    assert 'data-warning="setup"' in epson and "no label template is configured" in epson and ".tdd" in epson
+    assert "without printing a label" in epson
+    assert 'data-warning="setup"' not in primera
+
+
 def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
     from appliance.cli.discs import robot_tables
     from robots.registry import create_simulator
@@ -267,9 +276,9 @@ def test_hl7_log_for_admins(env, admin, desk) -> None:
 
 
 def test_certificate_banner_for_admins_only(env, admin, desk, monkeypatch) -> None:
-    from appliance import security
+    from appliance import tls_contexts
 
-    monkeypatch.setattr(security, "expiry_warnings",
+    monkeypatch.setattr(tls_contexts, "expiry_warnings",
                         lambda cfg: ["certificate /x/server.crt expires in 12 days (2026-12-05)"])
     env.site._cert_cache = None
     page = text(admin.get("/staff/studies"))

@@ -74,6 +74,8 @@ def job_label(job_id: int) -> Any:
 @bp.get("/robots")
 @login_required
 def robots() -> str:
-    """Each robot's bridge status, ink and media levels, drives and errors, and the USB detection."""
+    """Each robot's bridge status, ink and media levels, drives and errors, set-up warnings, and the USB detection."""
     site = get_site()
-    return render_template("staff/robots.html", robots=site.robot_report(), usb=site.usb_summary())
+    warnings = {name: list(robot.setup_warnings()) for name, robot in site.robots.items()}
+    return render_template("staff/robots.html", robots=site.robot_report(), usb=site.usb_summary(),
+                           warnings=warnings)

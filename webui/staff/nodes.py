@@ -27,9 +27,10 @@ def node_from_form() -> NodeConfig:
     port = form.get("port", "").strip()
     if not port.isdigit():
         raise InvalidValue(f"port {port!r} is not a number")
+    rights: dict[str, Any] = {right: form.get(right) == "on" for right in RIGHTS}
     return NodeConfig(ae_title=form.get("ae_title", "").strip(), host=form.get("host", "").strip(),
                       port=int(port), tls=form.get("tls") == "on", description=form.get("description", "").strip(),
-                      **{right: form.get(right) == "on" for right in RIGHTS})
+                      **rights)
 
 
 @bp.get("/nodes")

@@ -16,23 +16,12 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from appliance.core import Appliance
-from appliance.dicom import handlers, status
+from appliance.dicom import guard, handlers, status
 from appliance.query import Answer
-from appliance.worklist.mpps import MppsDuplicate, MppsError, MppsFinal, MppsInvalidValue, MppsMissing, MppsUnknown
 from appliance.worklist.query import find_items
 from appliance.worklist.store import from_dataset
 
 LOGGER = logging.getLogger("appliance.dicom")
-
-#: MPPS failures -> DIMSE status (PS3.4 F.7.2, PS3.7 C.4.1-C.4.3).
-_MPPS_STATUS: list[tuple[type[MppsError], int]] = [
-    (MppsDuplicate, 0x0111),  # Duplicate SOP Instance
-    (MppsUnknown, 0x0112),  # No such SOP Instance
-    (MppsMissing, 0x0120),  # Missing attribute
-    (MppsInvalidValue, 0x0106),  # Invalid attribute value
-    (MppsFinal, 0x0110),  # Processing failure, error ID A710: may no longer be updated
-]
-
 
 def handle_c_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND: :func:`find_responses` with each answer as a data set.
@@ -55,7 +44,7 @@ def find_responses(app: Appliance, peer: str, sop_class: str, identifier: Callab
     """Every C-FIND's decisions: Modality Worklist queries to :func:`mwl_answers`, the rest to Q/R.
 
     The one place that decides rights, statuses and log lines of a C-FIND, for pynetdicom's handler
-    and the fast path (:mod:`appliance.dicom.fast_find`) alike.
+    and the fast path (:mod:`appliance.dicom.fast.find`) alike.
 
     Parameters
     ----------
@@ -103,10 +92,11 @@ def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
     """
     if not app.may(peer, "mwl"):
         LOGGER.error("worklist C-FIND from %s refused: node has no mwl right", peer)
-        yield handlers._failure(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
+        yield guard.refusal(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
         return
     try:
-        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses)
+        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses,
+                             pn_ignore_case=app.config.worklist.pn_ignore_case)
         count = 0
         for answer in answers:
             if cancelled():
@@ -116,21 +106,10 @@ def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
             count += 1
             yield status.PENDING, answer
     except Exception as exc:
-        LOGGER.error("worklist C-FIND from %s cannot be processed: %s", peer, exc)
-        yield handlers._failure(status.UNABLE_TO_PROCESS, "identifier cannot be processed"), None
+        yield guard.failure("MWL", exc, peer), None
         return
     level = logging.INFO if app.config.dicom.log_worklist_queries else logging.DEBUG
     LOGGER.log(level, "worklist C-FIND from %s: %d answer(s)", peer, count)
-
-
-def _mpps_failure(exc: MppsError) -> Dataset:
-    code = next((c for t, c in _MPPS_STATUS if isinstance(exc, t)), status.PROCESSING_FAILURE)
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = str(exc)[:64]
-    if isinstance(exc, MppsFinal):
-        ds.ErrorID = 0xA710
-    return ds
 
 
 def handle_n_create(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset | None]:
@@ -181,7 +160,8 @@ def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
     -------
     (status, data set)
         0x0000 and what ``apply`` returned; 0x0124 no mwl right; 0x0118 not an MPPS SOP class; an
-        :class:`~appliance.worklist.mpps.MppsError` as :data:`_MPPS_STATUS` maps it; 0x0110 any other failure.
+        :class:`~appliance.worklist.mpps.MppsError` as :data:`appliance.dicom.guard.TABLE` maps it; 0x0110 any
+        other failure.
     """
     peer = handlers.calling_ae(event)
     if not app.may(peer, "mwl"):
@@ -190,12 +170,8 @@ def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
         return 0x0118, None
     try:
         data = apply(peer)
-    except MppsError as exc:
-        LOGGER.error("MPPS %s from %s refused: %s", verb, peer, exc)
-        return _mpps_failure(exc), None
     except Exception as exc:
-        LOGGER.error("MPPS %s from %s failed: %s", verb, peer, exc)
-        return status.PROCESSING_FAILURE, None
+        return guard.failure("MPPS", exc, peer, verb), None
     return status.SUCCESS, data
 
 

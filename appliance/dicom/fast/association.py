@@ -1,38 +1,4 @@
-"""Fast receive path: storage, verification and C-FIND associations served on the raw socket.
-
-Why: with pynetdicom's protocol machine a C-STORE cost about 2.5 ms of Python work beyond storing
-it (bench/ingest, 64x64 instances over one ``storescu`` association: ~225-260 instances/s through
-pynetdicom, ~620-660/s through this module, DCMTK's ``storescp`` ~3,000-5,000/s without any
-fsync), and a C-FIND answer ~0.8 ms (bench/find). Each association runs two polling threads
-(``time.sleep(0.001)`` loops in the DUL and in the association reactor, handing PDUs over
-queues), every PDU and DIMSE command set is decoded into objects through pydicom, and every
-response is encoded the same way. An association that only sends instances or queries needs none
-of that: this module reads its PDUs in the connection's own thread, reassembles the command and
-data set fragments, calls the same bound ``EVT_C_STORE`` / ``EVT_C_ECHO`` handlers through
-:func:`pynetdicom.events.trigger` (C-FIND: the same decisions, see
-:mod:`appliance.dicom.fast_find`), and writes the response bytes directly
-(:mod:`appliance.dicom.dimse_codec`).
-
-Which associations: an A-ASSOCIATE-RQ whose every proposed abstract syntax is Verification, what
-pynetdicom's unrestricted storage negotiation treats as storage, or Patient Root / Study Root /
-Modality Worklist FIND (only while the bound ``EVT_C_FIND`` handler is the appliance's own), with
-no extended negotiation (no role selection, asynchronous operations window, user identity, SOP
-class extended negotiation), which the association policy accepts (calling AE, called AE,
-association limit) and while no low-level event handler (PDU, DIMSE, FSM logging) is bound.
-Everything else (C-MOVE, C-GET and its storage roles, MPPS, rejections, malformed requests) is
-handed to pynetdicom unchanged: the A-ASSOCIATE-RQ bytes already read travel with the socket
-(:class:`Prefixed`) and :class:`appliance.dicom.server.FastSocket` reads them first, so pynetdicom
-sees the connection as if it had read it itself.
-
-Kept as pynetdicom does it: presentation context negotiation (pynetdicom's own functions, same
-supported contexts, the contexts of services the calling AE has no right to refused as
-:class:`~appliance.dicom.server.PolicyACSE` does), the A-ASSOCIATE-AC (pynetdicom's PDU classes),
-the association limit shared with pynetdicom's associations, ARTIM (``acse_timeout``) before the
-request and after a release, ``network_timeout`` while idle, A-ABORT on unexpected PDUs, invalid
-contexts or unsupported commands, TLS sockets, and the notification events our server binds
-(established, released, aborted, connection closed), so the logging and
-:meth:`Appliance.association_ended` stay the same.
-"""
+"""One association served on the raw socket: negotiation, the PDU loop, C-STORE and C-ECHO answers."""
 
 from __future__ import annotations
 
@@ -50,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.uid import UID
-from pynetdicom import _config, evt
+from pynetdicom import evt
 from pynetdicom import sop_class as SOP_CLASS_MODULE
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
@@ -60,14 +26,29 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor, negotiate_unrestricted
 from pynetdicom.service_class import ServiceClass, StorageServiceClass, VerificationServiceClass
-from pynetdicom.sop_class import _STORAGE_CLASSES, uid_to_service_class
+from pynetdicom.sop_class import uid_to_service_class
 
-from appliance.dicom import fast_find
-from appliance.dicom.dimse_codec import NO_DATA_SET, decode_command, encode_response, pdata_pdus, simple_status
-from appliance.dicom.rights import denied_classes
+from appliance.dicom import compat
+from appliance.dicom.fast import find as fast_find
+from appliance.dicom.fast import retrieve as fast_retrieve
+from appliance.dicom.fast.dimse import (
+    C_GET_RQ,
+    C_MOVE_RQ,
+    NO_DATA_SET,
+    CommandReader,
+    decode_command,
+    encode_response,
+    encode_store_request,
+    pdata_pdus,
+    pdv_buffers,
+    simple_status,
+)
+from appliance.dicom.fast.dimse import C_STORE_RSP as STORE_RSP_FIELD
+from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -78,51 +59,13 @@ LOGGER = logging.getLogger("appliance.dicom")
 
 VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
-#: A-ASSOCIATE-RQ larger than this go to pynetdicom unread (128 contexts with 16 syntaxes each are ~60 KiB).
-MAX_REQUEST = 256 * 1024
-#: Notification events the fast path triggers; a handler bound to any other one sends associations to pynetdicom.
-EMITTED = frozenset({evt.EVT_CONN_OPEN, evt.EVT_ACCEPTED, evt.EVT_ESTABLISHED, evt.EVT_RELEASED, evt.EVT_ABORTED,
-                     evt.EVT_CONN_CLOSE, evt.EVT_REJECTED})
 
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-_STORAGE_UIDS = frozenset(_STORAGE_CLASSES.values())
+_STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
-                     ImplementationVersionNameNotification)
-_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+                     ImplementationVersionNameNotification, SCP_SCU_RoleSelectionNegotiation)
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
-
-
-def _abort_pdu(source: int, reason: int) -> bytes:
-    return b"\x07\x00\x00\x00\x00\x04\x00\x00" + bytes((source, reason))
-
-
-class Prefixed:
-    """A socket whose first bytes were already read; :class:`FastSocket` replays them.
-
-    Parameters
-    ----------
-    sock : socket.socket
-        The connection.
-    data : bytes
-        What was read from it, in order.
-    """
-
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
-        self.socket = sock
-        self.data = data
-
-    def __getattr__(self, name: str) -> Any:
-        # socketserver's shutdown_request/close_request and pynetdicom's error path use the socket's methods.
-        return getattr(self.socket, name)
-
-
-def take_prefix(request: Any) -> tuple[socket.socket, bytearray]:
-    """The real socket of a connection and the bytes to replay before reading it (none for a plain socket)."""
-    if isinstance(request, Prefixed):
-        return request.socket, bytearray(request.data)
-    return cast(socket.socket, request), bytearray()
 
 
 class Registry:
@@ -156,116 +99,9 @@ class Registry:
             return len(self._open)
 
 
-def _pynetdicom_acceptors(server: ApplianceServer) -> int:
-    return sum(1 for a in server.ae.active_associations if a.is_acceptor)
-
-
-def over_limit(assoc: Association) -> bool:
-    """Whether a pynetdicom acceptor association, counted with the fast ones, exceeds the association limit.
-
-    pynetdicom counts only its own association threads (itself included); the fast path's
-    associations are added here so that both kinds share ``max_associations``.
-    """
-    server = cast("ApplianceServer | None", getattr(assoc, "_server", None))
-    registry = getattr(server, "fast", None)
-    if server is None or registry is None:
-        return False
-    return len(registry) + _pynetdicom_acceptors(server) > server.ae.maximum_associations
-
-
-def serve(server: ApplianceServer, request: socket.socket, address: tuple[str, int]) -> Any | None:
-    """Serve a new connection on the fast path when its association qualifies.
-
-    Parameters
-    ----------
-    server : ApplianceServer
-        The listener that accepted the connection.
-    request : socket.socket
-        The connection (TLS already set up on the TLS port).
-    address : tuple
-        The peer's address.
-
-    Returns
-    -------
-    socket or None
-        None when the connection was served (or closed) here; otherwise what to hand to
-        pynetdicom: the socket, wrapped in :class:`Prefixed` when bytes were read from it.
-    """
-    if not server.fast_path or not _handlers_allow(server):
-        return request
-    cfg = server.app.config.dicom
-    previous = request.gettimeout()
-    try:
-        # ARTIM: pynetdicom waits acse_timeout for the A-ASSOCIATE-RQ, then closes the connection.
-        request.settimeout(cfg.acse_timeout)
-        header = _recv(request, 6)
-        if len(header) < 6:
-            _close(request)
-            return None
-        length = int.from_bytes(header[2:6], "big")
-        if header[0] != 0x01 or length > MAX_REQUEST:
-            request.settimeout(previous)
-            return Prefixed(request, bytes(header))
-        body = _recv(request, length)
-        request.settimeout(previous)
-    except OSError:  # timeout, reset: what pynetdicom does too, it closes
-        _close(request)
-        return None
-    if len(body) < length:
-        _close(request)
-        return None
-    raw = bytes(header + body)
-    try:
-        assoc = FastAssociation.negotiate(server, request, address, raw)
-    except Exception:  # a malformed request: pynetdicom answers it as it always has
-        LOGGER.debug("fast path: A-ASSOCIATE-RQ from %s not understood, left to pynetdicom", address[0],
-                     exc_info=True)
-        assoc = None
-    if assoc is None:
-        return Prefixed(request, raw)
-    assoc.run()  # contains its own failures: aborts the association and logs
-    return None
-
-
-def _handlers_allow(server: ApplianceServer) -> bool:
-    handlers = server._handlers
-    for event, bound in handlers.items():
-        if isinstance(event, evt.NotificationEvent) and bound and event not in EMITTED:
-            return False
-    return True
-
-
-def _recv(sock: socket.socket, count: int) -> bytearray:
-    """Read ``count`` bytes (fewer when the peer closes); raises OSError/TimeoutError."""
-    buf = bytearray(count)
-    view = memoryview(buf)
-    got = 0
-    plain = not isinstance(sock, ssl.SSLSocket)
-    while got < count:
-        if plain and _QUICKACK is not None:
-            # Linux clears QUICKACK after a while; re-armed so that a Nagle-enabled sender (DCMTK's
-            # default) is not held ~40 ms by our delayed ACK before it sends the rest of a message.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        n = sock.recv_into(view[got:], count - got)
-        if not n:
-            view.release()
-            del buf[got:]
-            return buf
-        got += n
-    return buf
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
 def _served(uid: UID) -> bool:
-    """Whether associations proposing ``uid`` may be served here (verification, storage, C-FIND)."""
-    return uid == VERIFICATION or uid in FIND_CLASSES or _is_storage(uid)
+    """Whether associations proposing ``uid`` may be served here (verification, storage, C-FIND, C-MOVE, C-GET)."""
+    return uid == VERIFICATION or uid in FIND_CLASSES or uid in fast_retrieve.RETRIEVE_CLASSES or _is_storage(uid)
 
 
 def _is_storage(uid: UID) -> bool:
@@ -326,6 +162,7 @@ class FastAssociation:
         self._deferred: deque[tuple[int, bytearray]] = deque()
         self._poller: select.poll | None = None
         self._finds = fast_find.handler_is_ours(server)
+        self._retrieves = fast_retrieve.handlers_are_ours(server)
 
     # -- negotiation ------------------------------------------------------------------------------
 
@@ -357,19 +194,21 @@ class FastAssociation:
             return None
         if any(cx.abstract_syntax in FIND_CLASSES for cx in proposed) and not fast_find.handler_is_ours(server):
             return None  # another C-FIND handler is bound: pynetdicom calls it
-        app = server.app
+        if (any(cx.abstract_syntax in fast_retrieve.RETRIEVE_CLASSES for cx in proposed)
+                and not fast_retrieve.handlers_are_ours(server)):
+            return None  # another C-MOVE/C-GET handler is bound: pynetdicom calls it
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
-        if not app.may_associate(calling) or called not in app.ae_titles():
-            return None  # PolicyACSE rejects it with the reason and the log line it gives
-        # The negotiation PolicyACSE runs for this request: the same supported contexts less the services the
+        if server.policy.refusal(calling, called) is not None:
+            return None  # the pynetdicom path rejects it with the same policy's reason and log line
+        # The negotiation the pynetdicom path runs for this request: the same supported contexts less the services the
         # calling AE has no right to, then the contexts of those services accepted as storage-like refused.
-        denied = denied_classes(app, calling)
+        denied = server.policy.denied(calling)
         supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
-        negotiate = negotiate_unrestricted if _config.UNRESTRICTED_STORAGE_SERVICE else negotiate_as_acceptor
-        result, roles = negotiate(proposed, supported, {})
-        if roles:
-            return None
+        negotiate = negotiate_unrestricted if compat.unrestricted_storage() else negotiate_as_acceptor
+        rq_roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role) for item in rq.user_information
+                    if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+        result, roles = negotiate(proposed, supported, rq_roles)
         by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
         rejected = [cx for cx in result if cx.result != 0x00]
         for cx_id, cx in list(by_id.items()):
@@ -394,18 +233,16 @@ class FastAssociation:
             version = ImplementationVersionNameNotification()
             version.implementation_version_name = ae.implementation_version_name
             user.append(version)
-        ac.user_information = user
+        ac.user_information = user + list(roles)
         ac_pdu = A_ASSOCIATE_AC()
         ac_pdu.from_primitive(ac)
         local = server.server_address
         requestor = _User(calling, address[0], int(address[1]), int(rq.maximum_length_received or 0))
         acceptor = _User(called, str(local[0]), int(local[1]), ae.maximum_pdu_size)
         assoc = cls(server, sock, rq, accepted, ac_pdu.encode(), requestor, acceptor)
-        if not server.fast.admit(assoc, _pynetdicom_acceptors(server), ae.maximum_associations):
-            return None  # PolicyACSE rejects it: local limit exceeded (2, 3, 2)
-        if denied:
-            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
-                        " are rejected", calling, len(denied))
+        if not server.fast.admit(assoc, compat.pynetdicom_acceptors(server), ae.maximum_associations):
+            return None  # the pynetdicom path rejects it: local limit exceeded (2, 3, 2)
+        server.policy.log_denied(calling, denied)
         return assoc
 
     # -- what handlers and the server use ---------------------------------------------------------
@@ -436,11 +273,11 @@ class FastAssociation:
             if self._closed:
                 return
             with contextlib.suppress(OSError):
-                self.sock.sendall(_abort_pdu(source, reason))
+                self.sock.sendall(abort_pdu(source, reason))
             self._closed = True
-        _close(self.sock)
+        close(self.sock)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | memoryview) -> None:
         with self._send_lock:
             if self._closed:
                 raise ConnectionAbortedError("association closed")
@@ -467,7 +304,7 @@ class FastAssociation:
             self.server.fast.remove(self)
             with self._send_lock:
                 self._closed = True
-            _close(self.sock)
+            close(self.sock)
             evt.trigger(cast("Association", self), evt.EVT_CONN_CLOSE, {})
 
     def _ended(self, released: bool) -> None:
@@ -493,12 +330,12 @@ class FastAssociation:
         sock = self.sock
         try:
             sock.settimeout(self._network_timeout)
-            header = _recv(sock, 6)
+            header = recv_exact(sock, 6)
             if len(header) < 6:
                 self._ended(released=False)  # connection closed: A-P-ABORT
                 return None
             length = int.from_bytes(header[2:6], "big")
-            body = _recv(sock, length)
+            body = recv_exact(sock, length)
         except TimeoutError:
             LOGGER.error("Network timeout reached")
             self._abort(0x00, 0x00)
@@ -529,7 +366,7 @@ class FastAssociation:
             self._ended(released=False)
         return False
 
-    # -- what a C-FIND being answered uses (appliance.dicom.fast_find) ------------------------------
+    # -- what a C-FIND being answered uses (appliance.dicom.fast.find) ------------------------------
 
     def poll(self, message_id: int) -> str | None:
         """Look, without waiting, for what the peer sent while a C-FIND is being answered.
@@ -580,9 +417,70 @@ class FastAssociation:
             return False
         return True
 
+    def store_to_peer(self, message_id: int, sop_class: str, sop_uid: str, context_id: int,
+                      data: bytes | memoryview, get_message_id: int) -> tuple[int | None, str, bool]:
+        """A C-GET sub-operation: send a C-STORE-RQ on this association and wait for its response.
+
+        A C-CANCEL-RQ for the C-GET (``get_message_id``) that arrives meanwhile is noted; other
+        requests are kept for after the C-GET, as pynetdicom queues them.
+
+        Returns
+        -------
+        (int or None, str, bool)
+            The response's Status and Error Comment, and whether a C-CANCEL-RQ arrived; Status None
+            when the association ended (closed, aborted, network timeout) before the response.
+        """
+        cancelled = False
+        try:
+            command = pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
+                                 self.requestor.maximum_length)
+            with self._send_lock:
+                if self._closed:
+                    raise ConnectionAbortedError("association closed")
+                send_buffers(self.sock, [command, *pdv_buffers(data, context_id, self.requestor.maximum_length)])
+        except OSError as exc:
+            LOGGER.info("fast path: association from %s ended during a C-GET: %s", self.requestor.ae_title, exc)
+            self._abort(0x00, 0x00)
+            self._ended(released=False)
+            return None, "", cancelled
+        reader = CommandReader()
+        while True:
+            pdu = self._read_pdu()
+            if pdu is None:
+                return None, "", cancelled
+            pdu_type, body = pdu
+            if pdu_type == 0x05:  # A-RELEASE-RQ while a C-GET runs: answered after it
+                self._deferred.append(pdu)
+                continue
+            if pdu_type != 0x04:
+                self._on_pdu(pdu_type, body, _Message())  # A-ABORT, or a protocol error that aborts
+                return None, "", cancelled
+            if _is_cancel(body, get_message_id):
+                cancelled = True
+                continue
+            try:
+                commands = reader.feed(body)
+            except ValueError as exc:
+                self._protocol_error(str(exc))
+                self._ended(released=False)
+                return None, "", cancelled
+            for fields in commands:
+                if fields.get(0x0100) == STORE_RSP_FIELD and fields.get(0x0120) == message_id:
+                    return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, "")), cancelled
+                LOGGER.warning("fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
+                               self.requestor.ae_title, fields.get(0x0100, 0))
+
+    def storage_contexts(self) -> dict[str, list[tuple[int, str]]]:
+        """Accepted storage contexts on which we may send C-STORE (the requestor took the SCP role)."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for cx_id, cx in self._contexts.items():
+            if cx.as_scu and _is_storage(cast(UID, cx.abstract_syntax)):
+                out.setdefault(str(cx.abstract_syntax), []).append((cx_id, str(cx.transfer_syntax[0])))
+        return out
+
     def _release(self) -> None:
         with contextlib.suppress(OSError, ConnectionAbortedError):
-            self._send(_RELEASE_RP)
+            self._send(RELEASE_RP)
         self._ended(released=True)
         # Like pynetdicom, wait for the requestor to close (ARTIM), so the A-RELEASE-RP is not cut off.
         deadline = time.monotonic() + self._acse_timeout
@@ -658,6 +556,8 @@ class FastAssociation:
             return True
         if field == _C_FIND_RQ and self._finds:
             return fast_find.serve_find(self, command, data, context)
+        if field in (C_MOVE_RQ, C_GET_RQ) and self._retrieves:
+            return fast_retrieve.serve_retrieve(self, command, data, context)
         LOGGER.error("fast path: association from %s aborted: command 0x%04X is not served on a storage association",
                      self.requestor.ae_title, field)
         self._abort(0x00, 0x00)

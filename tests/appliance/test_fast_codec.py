@@ -1,4 +1,4 @@
-"""C-FIND answers written by hand (appliance.answer_encoder): the bytes pydicom writes for the same data set.
+"""C-FIND answers written by hand (appliance.dicom.fast.codec): the bytes pydicom writes for the same data set.
 
 Each case is checked against ``pynetdicom.dsutils.encode(answer.dataset(), ...)``, the path pynetdicom takes;
 the encoder may decline (None) only where it says it does, and then the caller encodes with pydicom.
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pynetdicom.dsutils import encode
 
-from appliance.answer_encoder import AnswerEncoder
+from appliance.dicom.fast.codec import AnswerEncoder
 from appliance.query import Answer, Field
 
 LEVEL = Field(0x00080052, "CS")

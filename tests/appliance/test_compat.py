@@ -1,4 +1,4 @@
-"""pynetdicom's requestor race (appliance.dicom.pynetdicom_fix): the reactor must not take a sender's response.
+"""appliance.dicom.compat: the pynetdicom version it was read against, and the requestor race fix.
 
 Without the fix, one pynetdicom association in about a hundred stalled for the DIMSE timeout under load: the
 requestor's reactor thread took the C-STORE-RSP its ``send_c_store()`` was waiting for.
@@ -15,7 +15,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage
 
-from appliance.dicom import pynetdicom_fix
+from appliance.dicom import compat as pynetdicom_fix
 
 import dicomdata
 from conftest import HOST, Node
@@ -35,6 +35,13 @@ def _response(message_id: int) -> tuple[int, C_STORE]:
 
 def test_the_fix_is_installed_with_the_dicom_package() -> None:
     assert pynetdicom_fix.installed()
+
+
+def test_pynetdicom_is_the_version_the_compat_module_was_checked_against() -> None:
+    """appliance.dicom.compat reaches into pynetdicom's internals: re-read it before changing this pin."""
+    import pynetdicom
+
+    assert pynetdicom.__version__ == pynetdicom_fix.CHECKED_VERSION
 
 
 def test_a_paused_reactor_leaves_the_response_to_the_sender() -> None:

@@ -3,8 +3,8 @@
 Why: through pynetdicom an answer cost ~0.8 ms beyond the SQL (bench/find: a one-year date range
 with 666 answers took ~450-550 ms): a pydicom data set per answer, its encoding, then pynetdicom's
 response primitive, DIMSE message and DUL queues. Here the decisions stay where they are
-(:func:`appliance.dicom.worklist_handlers.find_responses`: rights, statuses, log lines, cancel),
-Q/R answers are written from plain values (:mod:`appliance.answer_encoder`) and each response is
+(:func:`appliance.dicom.find_handlers.find_responses`: rights, statuses, log lines, cancel),
+Q/R answers are written from plain values (:mod:`appliance.dicom.fast.codec`) and each response is
 one ``sendall`` of hand-encoded command and data set PDVs.
 
 Kept as pynetdicom's ``QueryRetrieveServiceClass`` / ``BasicWorklistManagementServiceClass`` do
@@ -35,16 +35,16 @@ from pynetdicom.service_class import BasicWorklistManagementServiceClass, QueryR
 from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS, STATUS_PENDING, STATUS_WARNING
 
-from appliance.answer_encoder import AnswerEncoder
-from appliance.dicom import status, worklist_handlers
-from appliance.dicom.dimse_codec import encode_response, pdata_pdus, simple_status
+from appliance.dicom import find_handlers, status
+from appliance.dicom.fast.codec import AnswerEncoder
+from appliance.dicom.fast.dimse import encode_response, pdata_pdus, simple_status
 from appliance.query import Answer
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
 
-    from appliance.dicom.fastpath import FastAssociation
+    from appliance.dicom.fast import FastAssociation
     from appliance.dicom.server import ApplianceServer
 
 LOGGER = logging.getLogger("appliance.dicom")
@@ -56,7 +56,7 @@ _SCPS = (QueryRetrieveServiceClass.SCP, BasicWorklistManagementServiceClass.SCP)
 def handler_is_ours(server: ApplianceServer) -> bool:
     """Whether the listener's EVT_C_FIND handler is the appliance's own (another one keeps pynetdicom's path)."""
     bound = server.get_handlers(evt.EVT_C_FIND)
-    return bool(bound) and bound[0] is worklist_handlers.handle_c_find
+    return bool(bound) and bound[0] is find_handlers.handle_c_find
 
 
 def serves(sop_class: str, abstract_syntax: str) -> bool:
@@ -98,7 +98,7 @@ def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | No
     assoc : FastAssociation
         The association (its socket, peer and appliance).
     command : dict
-        The request's command elements (:func:`appliance.dicom.dimse_codec.decode_command`).
+        The request's command elements (:func:`appliance.dicom.fast.dimse.decode_command`).
     data : bytes or None
         The encoded identifier.
     context : PresentationContext
@@ -129,7 +129,7 @@ def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | No
         return ds
 
     peer = _Peer(assoc, message_id)
-    responses = worklist_handlers.find_responses(assoc.server.app, assoc.requestor.ae_title, sop_class, identifier,
+    responses = find_handlers.find_responses(assoc.server.app, assoc.requestor.ae_title, sop_class, identifier,
                                                  peer.cancelled)
     stream = _Stream(assoc, message_id, sop_class, cast(int, context.context_id), syntax)
     return stream.run(responses, peer)

@@ -1,0 +1,266 @@
+"""The one place that chooses transfer syntaxes and pixel codecs, for retrieve, forwarding, discs and the web.
+
+Stored files are kept exactly as received; what leaves the box is converted here when the receiver
+needs another transfer syntax. Decoding and encoding use pydicom's pixel handlers with the
+pylibjpeg plugins (libjpeg, openjpeg, rle) and pyjpegls (CharLS): no codec is written by hand.
+
+Rules (PS3.5 8, PS3.3 C.7.6.1.1.5):
+
+* Every UID is kept: a converted instance is the same instance in another encoding
+  (pydicom's ``decompress()``/``compress()`` would otherwise make a new SOP Instance UID).
+* Decoding a lossless syntax gives the stored pixels back exactly. An instance that was ever lossy
+  keeps Lossy Image Compression ``01``, and a lossy encoding made here sets it with the ratio and
+  method.
+* What cannot be converted raises :class:`~appliance.errors.CodecError` with the reason; the caller
+  fails that one sub-operation.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+from appliance.config import TS_NAMES
+from appliance.errors import CodecError
+
+#: ``preferred_ts`` names (:data:`appliance.config.TS_NAMES`) -> transfer syntax; "as-is" sends what is stored.
+PREFERRED_TS: dict[str, UID | None] = dict(zip(TS_NAMES, (
+    None, ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit,
+    JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless), strict=True))
+#: Native (not encapsulated) syntaxes: what every receiver accepts is among them (PS3.5 10.1).
+NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                    ExplicitVRBigEndian})
+#: The pair proposed beside every stored syntax (PS3.4 B.4.1: the default syntax and the explicit one).
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEG2000: "ISO_15444_1", JPEGLSNearLossless: "ISO_14495_1"}
+#: Encoder settings of the lossy syntaxes: JPEG 2000 at 10:1 (diagnostic quality for most modalities, as the
+#: usual PACS default), JPEG-LS near-lossless with each pixel within 2 of the original.
+LOSSY_OPTIONS: dict[str, dict[str, Any]] = {JPEG2000: {"j2k_cr": [10]}, JPEGLSNearLossless: {"jls_error": 2}}
+
+
+def preferred_syntax(name: str) -> UID | None:
+    """The transfer syntax a ``preferred_ts`` name stands for (None for "as-is").
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in :data:`PREFERRED_TS`, with the names that are.
+    """
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    if key not in PREFERRED_TS:
+        raise ValueError(f"unknown transfer syntax name {name!r}; one of: {', '.join(PREFERRED_TS)}")
+    return PREFERRED_TS[key]
+
+
+def can_convert(source: str, target: str) -> bool:
+    """Whether an instance stored in ``source`` can be sent in ``target`` by :func:`convert`."""
+    src, dst = UID(source), UID(target)
+    if src == dst:
+        return True
+    if src.is_compressed and not _decodable(src):
+        return False
+    return not dst.is_compressed or _encodable(dst)
+
+
+def _decodable(ts: UID) -> bool:
+    try:
+        return bool(get_decoder(ts).is_available)
+    except NotImplementedError:
+        return False
+
+
+def _encodable(ts: UID) -> bool:
+    try:
+        return bool(get_encoder(ts).is_available)
+    except NotImplementedError:
+        return False
+
+
+def choose(stored: str, accepted: Iterable[str], preferred: str | None = None) -> str | None:
+    """The transfer syntax to send a stored instance in, among those the receiver accepted.
+
+    Parameters
+    ----------
+    stored : str
+        The instance's stored transfer syntax.
+    accepted : iterable of str
+        Transfer syntaxes the receiver accepted for the instance's SOP class.
+    preferred : str, optional
+        The node's ``preferred_ts`` syntax: used when accepted and reachable.
+
+    Returns
+    -------
+    str or None
+        The preferred syntax if accepted and convertible; else the stored one if accepted; else an
+        accepted native syntax (explicit first); else any accepted syntax we can convert to; None
+        when no accepted syntax can carry the instance.
+    """
+    offered = list(dict.fromkeys(str(ts) for ts in accepted))
+    if preferred and preferred in offered and can_convert(stored, preferred):
+        return preferred
+    if stored in offered:
+        return stored
+    for native in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                   ExplicitVRBigEndian):
+        if native in offered and can_convert(stored, native):
+            return str(native)
+    for ts in offered:
+        if can_convert(stored, ts):
+            return ts
+    return None
+
+
+def dataset_offset(data: bytes | memoryview) -> int:
+    """Where the data set starts in a Part 10 file's bytes (after preamble, prefix and file meta).
+
+    Raises
+    ------
+    CodecError
+        When the bytes are not a Part 10 file with a File Meta Information Group Length.
+    """
+    if len(data) < 144 or bytes(data[128:132]) != b"DICM" or bytes(data[132:136]) != b"\x02\x00\x00\x00":
+        raise CodecError("not a DICOM Part 10 file with a File Meta Information Group Length")
+    (group_length,) = struct.unpack_from("<I", data, 140)
+    return 144 + group_length
+
+
+def read_stored(path: Path) -> bytes:
+    """A stored instance's file, whole (the caller slices the data set at :func:`dataset_offset`).
+
+    Raises
+    ------
+    CodecError
+        When the file cannot be read (missing, permissions, I/O error).
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CodecError(f"stored file cannot be read: {exc.strerror or exc}") from exc
+
+
+def convert(part10: bytes, target: str) -> bytes:
+    """The data set of a Part 10 file encoded in ``target``, every UID kept.
+
+    Parameters
+    ----------
+    part10 : bytes
+        The stored file.
+    target : str
+        Transfer syntax UID to encode in.
+
+    Returns
+    -------
+    bytes
+        The data set (no file meta) in ``target``; the stored bytes themselves when nothing changes.
+
+    Raises
+    ------
+    CodecError
+        When the data cannot be decoded or encoded (the reason says which).
+    """
+    start = dataset_offset(part10)
+    try:
+        ds = dcmread(BytesIO(part10))
+    except Exception as exc:
+        raise CodecError(f"stored file cannot be parsed: {exc}") from exc
+    source = UID(ds.file_meta.TransferSyntaxUID)
+    dst = UID(target)
+    if source == dst:
+        return part10[start:]
+    try:
+        return _encode(ds, source, dst)
+    except CodecError:
+        raise
+    except Exception as exc:  # codec plugins raise anything (ValueError, RuntimeError, their own types)
+        raise CodecError(f"cannot convert {source.name} to {dst.name}: {exc}") from exc
+
+
+def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
+    if "PixelData" in ds and source.is_compressed:
+        if not _decodable(source):
+            raise CodecError(f"no decoder installed for {source.name}")
+        lossy = source.is_compressed and not _is_lossless(source)
+        ds.decompress(generate_instance_uid=False)
+        if lossy:
+            ds.LossyImageCompression = "01"
+    if target.is_compressed:
+        if "PixelData" not in ds:
+            raise CodecError(f"{target.name} needs pixel data; the instance has none")
+        if not _encodable(target):
+            raise CodecError(f"no encoder installed for {target.name}")
+        if target in (JPEG2000, JPEG2000Lossless) and min(int(ds.Rows), int(ds.Columns)) < 32:
+            # OpenJPEG always makes 6 resolution levels, which needs 32 pixels in each direction.
+            raise CodecError(f"{target.name}: images smaller than 32x32 pixels cannot be encoded")
+        raw_size = len(ds.PixelData)
+        ds.compress(target, generate_instance_uid=False, **LOSSY_OPTIONS.get(target, {}))
+        if target in _LOSSY_METHOD:
+            _mark_lossy(ds, raw_size, target)
+        return _write(ds, implicit=False, little=True)
+    if target == DeflatedExplicitVRLittleEndian:
+        plain = _write(ds, implicit=False, little=True)
+        packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = packer.compress(plain) + packer.flush()
+        # PS3.5 A.5: an odd-length deflated stream is padded with one null byte (PDV fragments are even).
+        return deflated + b"\x00" if len(deflated) % 2 else deflated
+    return _write(ds, implicit=target == ImplicitVRLittleEndian, little=target != ExplicitVRBigEndian)
+
+
+def _is_lossless(ts: UID) -> bool:
+    return ts not in _LOSSY_METHOD and ts not in ("1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.203")
+
+
+def _mark_lossy(ds: Dataset, raw_size: int, target: UID) -> None:
+    ratio = raw_size / max(1, len(ds.PixelData))
+    ds.LossyImageCompression = "01"
+    ratios = list(ds.get("LossyImageCompressionRatio") or [])
+    methods = list(ds.get("LossyImageCompressionMethod") or [])
+    ds.LossyImageCompressionRatio = [*ratios, f"{ratio:.2f}"[:16]]
+    ds.LossyImageCompressionMethod = [*methods, _LOSSY_METHOD[target]]
+
+
+def _write(ds: Dataset, implicit: bool, little: bool) -> bytes:
+    out = DicomBytesIO()
+    out.is_implicit_VR = implicit
+    out.is_little_endian = little
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def as_dataset(data: bytes | memoryview, syntax: str) -> Dataset:
+    """A data set's bytes in ``syntax`` (as :func:`convert` gives them) as a pydicom data set tagged with it."""
+    uid = UID(syntax)
+    raw = bytes(data)
+    if uid == DeflatedExplicitVRLittleEndian:
+        raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+    implicit = uid == ImplicitVRLittleEndian
+    little = uid != ExplicitVRBigEndian
+    ds = read_dataset(BytesIO(raw), implicit, little)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.set_original_encoding(implicit, little)
+    return ds
