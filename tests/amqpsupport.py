@@ -60,6 +60,19 @@ class Broker:
         self.epmd_port = _free_port()
         self.node = f"apptest{self.port}@localhost"
         (base / "enabled_plugins").write_text("[].\n")
+        # A TLS listener too, with a CA and a server certificate for 127.0.0.1 made by our own tls package.
+        import tls
+
+        self.tls_dir = base / "tls"
+        tls.cmd_init(self.tls_dir, ["localhost"], ["127.0.0.1"])
+        self.tls_port = _free_port()
+        (base / "rabbitmq.conf").write_text(
+            f"listeners.ssl.1 = {HOST}:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {self.tls_dir / 'ca.crt'}\n"
+            f"ssl_options.certfile = {self.tls_dir / 'server.crt'}\n"
+            f"ssl_options.keyfile = {self.tls_dir / 'server.key'}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))},
             "HOME": str(base),  # the Erlang cookie of this node and its CLI

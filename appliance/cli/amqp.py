@@ -18,7 +18,7 @@ def _ssl_context(cfg: Config) -> ssl.SSLContext | None:
         return None
     from appliance import tls_contexts
 
-    return tls_contexts.client_context(cfg)
+    return tls_contexts.broker_context(cfg)
 
 
 def build_amqp(app: Any, cfg: Config) -> Any:

@@ -63,7 +63,7 @@ def _child(cfg: Config, consume: bool, stop: Any, states: Any, logs: Any, parent
     if cfg.amqp.tls:
         from appliance import tls_contexts
 
-        context = tls_contexts.client_context(cfg)
+        context = tls_contexts.broker_context(cfg)
     links = Links(cfg.amqp, Outbox(db), AmqpLog(db, cfg.amqp.log_retention_days), handler, context)
     links.start()
     last: dict[str, Any] = {}

@@ -82,3 +82,32 @@ def test_settings() -> None:
                       ({"mwl_queue": ""}, "mwl_queue"), ({"colour": "red"}, "unknown key")):
         with pytest.raises(ConfigError, match=text):
             parse_config({"amqp": bad})
+
+
+def test_tls_with_the_tls_files(broker: Broker, running, tmp_path: Path, capsys) -> None:
+    """``tls = true``: the broker's certificate is checked against ``[tls] ca``; events go out over TLS."""
+    from amqpsupport import drain, make_cfg
+
+    import dicomdata
+    from conftest import wait_until
+
+    table = amqp_table(broker, tls=True, port=broker.tls_port)
+    cfg_file = _config(tmp_path, table)
+    cfg_file.write_text(cfg_file.read_text() + f'[tls]\nca = "{broker.tls_dir / "ca.crt"}"\n')
+    assert main(["amqp", "declare", "--config", str(cfg_file)]) == 0
+    assert main(["amqp", "test", "--config", str(cfg_file)]) == 0
+    assert f"connected to 127.0.0.1:{broker.tls_port}" in capsys.readouterr().out
+    r = running(make_cfg(tmp_path / "data2", table, tls={"ca": str(broker.tls_dir / "ca.crt")}), declare=False)
+    inst = dicomdata.study("TLS1", "T^LS", ("CT",), 1)[0]
+    r.store(inst)
+    wait_until(lambda: r.backlog() == 0, timeout=60)
+    assert [b.decode() for b, _ in drain(broker, table["studies_queue"])] == [
+        f"<study><uid>{inst.study_uid}</uid></study>", f"<series><uid>{inst.series_uid}</uid></series>"]
+    # A CA that did not sign the broker's certificate: refused, and said so.
+    other = tmp_path / "other-ca"
+    import tls
+
+    tls.cmd_init(other, ["localhost"], ["127.0.0.1"])
+    cfg_file.write_text(cfg_file.read_text().replace(str(broker.tls_dir / "ca.crt"), str(other / "ca.crt")))
+    assert main(["amqp", "test", "--config", str(cfg_file)]) != 0
+    assert "certificate" in capsys.readouterr().err.lower()
