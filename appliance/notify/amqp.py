@@ -1,7 +1,7 @@
 """Messaging with a RabbitMQ server (AMQP 0-9-1): the home of ``pika``.
 
 Two background threads, each with its own connection (pika connections are not shared
-between threads):
+between threads), run by the AMQP child process of :mod:`appliance.notify.service`:
 
 * :class:`Publisher` sends the outbox (:mod:`appliance.notify.outbox`) in order:
   persistent messages (delivery mode 2) with a stable message ID, one at a time under
