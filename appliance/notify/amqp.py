@@ -19,7 +19,9 @@ between threads), run by the AMQP child process of :mod:`appliance.notify.servic
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import ssl
 import threading
@@ -52,6 +54,8 @@ BLOCKED_TIMEOUT = 30.0
 POLL_SECONDS = 0.1
 #: Events read from the outbox at a time.
 BATCH = 200
+#: Nice value of the publishing thread.
+PUBLISHER_NICE = 10
 #: Seconds between two saves of the publisher's read position while it sends.
 SAVE_SECONDS = 0.5
 
@@ -271,6 +275,13 @@ class Publisher(_Link):
         """Start sending from the stored read position."""
         self._sent = self._saved = self.outbox.position(CHANNEL)
         super().start()
+
+    def _run(self) -> None:
+        # On a busy machine sending yields the processor to the store (Linux: the nice value is per thread);
+        # events wait in the outbox meanwhile, which is what it is for.
+        with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: the same priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PUBLISHER_NICE)
+        super()._run()
 
     def _session(self, conn: BlockingConnection) -> None:
         channel = conn.channel()
