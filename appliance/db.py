@@ -39,6 +39,7 @@ DISC_JOB_INSTANCES = "disc_job_instances"
 DISC_JOB_DISCS = "disc_job_discs"
 BURN_GROUPS = "burn_groups"
 BURN_GROUP_INSTANCES = "burn_group_instances"
+PATIENT_SESSIONS = "patient_sessions"
 OUTBOX = "outbox"
 OUTBOX_CURSORS = "outbox_cursors"
 AMQP_MESSAGES = "amqp_messages"
@@ -391,6 +392,26 @@ def _m_forwarding(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_sessions(conn: sqlite3.Connection) -> None:
+    # Revocable web sessions: a staff cookie carries its user's session generation, which logout, a password or
+    # role change and disabling the account bump; a patient cookie names a row here (only its hash), which
+    # "Leave" deletes.
+    run_script(
+        conn,
+        f"""
+        ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE {PATIENT_SESSIONS} (
+            id_hash TEXT PRIMARY KEY,
+            token_id INTEGER NOT NULL,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires);
+        CREATE INDEX patient_sessions_token ON {PATIENT_SESSIONS} (token_id, expires)
+        """
+    )
+
+
 def _m_notify(conn: sqlite3.Connection) -> None:
     # The outbox of events that leave the box (appliance/notify/outbox.py fills it by triggers, in the
     # transaction of the change), one read position per publisher, and the AMQP message log (in and out).
@@ -433,7 +454,7 @@ def _m_notify(conn: sqlite3.Connection) -> None:
 
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding, _m_notify]
+                                                          _m_forwarding, _m_sessions, _m_notify]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

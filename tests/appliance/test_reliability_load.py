@@ -61,8 +61,9 @@ def _listens(port: int) -> bool:
 
 def _mwl_query() -> Dataset:
     ds = Dataset()
-    ds.PatientName = ""
-    ds.PatientID = "PLOAD*"
+    # Patient ID takes no wildcards on the worklist (as DCMTK's wlmscpfs); the names of the orders do.
+    ds.PatientName = "LOAD^ORDER*"
+    ds.PatientID = ""
     sps = Dataset()
     sps.ScheduledStationAETitle = ""
     sps.Modality = ""
