@@ -53,9 +53,10 @@ def test_every_config_key_is_documented() -> None:
         "forwarding": config.ForwardingConfig,
         "dicomweb": config.DicomWebConfig,
         "api": config.ApiConfig,
+        "amqp": config.AmqpConfig,
     }
     skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
-            "dicomweb", "api"}
+            "dicomweb", "api", "amqp"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, permissions
+from appliance.cli import amqp as cli_amqp
 from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
@@ -76,6 +77,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     publishing = build_publishing(app, cfg, links=web.site.link)  # the patient link's QR code on labels
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     forwarder = cli_forwarding.build_forwarding(app, cfg)
+    # Sets the outbox triggers before the node opens its ports, so no new study or series goes unreported.
+    messaging = cli_amqp.build_amqp(app, cfg)
+    web.site.messaging = messaging
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
@@ -94,6 +98,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         publishing.start()
         if forwarder is not None:
             forwarder.start()
+        if messaging is not None:
+            messaging.start()
         if hl7_listener is not None:
             try:
                 hl7_listener.start()
@@ -114,6 +120,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
             forwarder.stop()
         node.stop()
         publishing.stop()
+        if messaging is not None:
+            messaging.stop()
         app.stop()
         LOGGER.info("appliance stopped")
         lock.release()
@@ -311,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
     cli_forwarding.add_parsers(sub, common)
+    cli_amqp.add_parsers(sub, common)
     return parser
 
 

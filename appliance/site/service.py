@@ -175,6 +175,8 @@ class Site:
         self.thumbs = ThumbnailCache(data / "cache" / "thumbs", renderer=self._render_thumbnail)
         self.prerender = PrerenderWorker(self._series_of, self.prerender_series)
         self.publishing: Publishing | None = None
+        #: The running AMQP service of ``appliance serve`` (status() -> dict), if [amqp] is enabled.
+        self.messaging: Any = None
         self._jobs: JobStore | None = None
         self._robots: dict[str, DiscRobot] | None = None
         self._cert_cache: tuple[float, list[str]] | None = None
@@ -820,6 +822,19 @@ class Site:
                         "text": m.message.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").strip(),
                         "ack": m.ack.replace("\r", "\n").strip()})
         return out
+
+    def amqp_state(self) -> dict[str, Any]:
+        """The AMQP links, the outbox backlog and the newest messages in and out (for the settings page)."""
+        from appliance.notify.log import AmqpLog
+
+        state: dict[str, Any] = {"enabled": self.config.amqp.enabled, "status": None}
+        if self.messaging is not None:
+            state["status"] = self.messaging.status()
+        state["messages"] = [
+            {"time": m.time, "direction": m.direction, "address": m.address, "message_id": m.message_id,
+             "outcome": m.outcome, "error": m.error, "text": m.body.decode("utf-8", "replace")[:2000]}
+            for m in AmqpLog(self.app.db).recent(50)]
+        return state
 
     def cert_warnings(self) -> list[str]:
         """Certificates that expire within ``[tls] expiry_warning_days`` (cached for a few minutes)."""
