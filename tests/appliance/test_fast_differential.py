@@ -21,6 +21,7 @@ random ones instead (a longer local hunt). A failure prints the sequence (plan a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -57,6 +58,7 @@ STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 STUDY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # never served by the fast path: the hand-over is exercised too
+FIND_CLASSES = {STUDY_FIND, PATIENT_FIND, MWL_FIND}
 ABSTRACT = [VERIFICATION, CT, MR, PRIVATE, STUDY_FIND, PATIENT_FIND, MWL_FIND, STUDY_MOVE]
 
 IMPLICIT = "1.2.840.10008.1.2"
@@ -176,33 +178,43 @@ class Plan:
 
 
 # -- strategies ------------------------------------------------------------------------------------------------
+# Mostly what a real peer sends, so that conversations go deep; the rest malformed in one way or another.
 
-_ids = st.one_of(st.integers(1, 20), st.integers(0, 0xFFFF))
-_contexts = st.lists(st.builds(Context, st.sampled_from(ABSTRACT),
-                               st.lists(st.sampled_from(SYNTAXES), min_size=1, max_size=3, unique=True).map(tuple)),
-                     min_size=0, max_size=5).map(tuple)
-_max_length = st.one_of(st.sampled_from([0, 16384, 65536, 1 << 20]), st.sampled_from([1, 6, 7, 20, 64, 100]),
-                        st.integers(0, 0xFFFFFFFF))
+
+def often(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], percent: int = 85) -> st.SearchStrategy[Any]:
+    """``common`` about ``percent`` % of the time, else ``rare`` (shrinks towards ``common``)."""
+    return st.integers(0, 99).flatmap(lambda n: common if n < percent else rare)
+
+
+_ids = often(st.integers(1, 20), st.integers(0, 0xFFFF), 80)
+_syntaxes = often(st.lists(st.sampled_from([EXPLICIT, IMPLICIT]), min_size=1, max_size=2, unique=True),
+                  st.lists(st.sampled_from(SYNTAXES), min_size=1, max_size=3, unique=True), 70).map(tuple)
+_contexts = often(st.lists(st.builds(Context, st.sampled_from(ABSTRACT), _syntaxes), min_size=1, max_size=5),
+                  st.lists(st.builds(Context, st.sampled_from(ABSTRACT), _syntaxes), max_size=1), 95).map(tuple)
+_max_length = often(st.sampled_from([16384, 0, 65536, 1 << 20]),
+                    st.sampled_from([1, 6, 7, 20, 64, 100]) | st.integers(0, 0xFFFFFFFF), 75)
 associates = st.builds(
     Associate,
-    called=st.sampled_from(CALLED) | st.just(AET),
-    calling=st.sampled_from(CALLING) | st.just("FULL"),
+    called=often(st.sampled_from([AET, AET + "_E"]), st.sampled_from(CALLED)),
+    calling=often(st.sampled_from(["FULL", "FULL", "QUERYONLY", "NOFIND"]), st.sampled_from(CALLING)),
     contexts=_contexts,
     max_length=_max_length,
-    protocol_version=st.sampled_from([1, 1, 1, 1, 2, 3]),
-    application_context=st.sampled_from([APPLICATION_CONTEXT] * 6 + ["1.2.840.10008.3.1.1.2", "1.2.3"]),
-    implementation_uid=st.booleans() | st.just(True),
+    protocol_version=often(st.just(1), st.sampled_from([2, 3]), 95),
+    application_context=often(st.just(APPLICATION_CONTEXT), st.sampled_from(["1.2.840.10008.3.1.1.2", "1.2.3"]), 95),
+    implementation_uid=often(st.just(True), st.just(False), 95),
     version_name=st.booleans(),
-    even_ids=st.sampled_from([False] * 8 + [True]),
+    even_ids=often(st.just(False), st.just(True), 97),
 )
-_fragmenting = st.builds(Fragmenting,
-                         st.lists(st.integers(1, 300), min_size=1, max_size=4).map(tuple) | st.just((16384,)),
-                         st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple))
-_context_index = st.integers(0, 5)
-stores = st.builds(Store, _context_index, st.integers(0, 1), st.booleans(), st.sampled_from(STORE_DEFECTS),
-                   st.integers(0, 999), _ids, _fragmenting)
+_fragmenting = often(st.just(Fragmenting()),
+                     st.builds(Fragmenting, st.lists(st.integers(1, 300), min_size=1, max_size=4).map(tuple),
+                               st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)), 60)
+#: Which context a message goes on: one of its service (most), any proposed one (200+), one never proposed (100+).
+_context_index = often(st.integers(0, 4), st.integers(100, 105) | st.integers(200, 204), 85)
+stores = st.builds(Store, _context_index, st.integers(0, 1), often(st.just(True), st.just(False), 60),
+                   often(st.just("none"), st.sampled_from(STORE_DEFECTS), 60), st.integers(0, 999), _ids,
+                   _fragmenting)
 echoes = st.builds(Echo, _context_index, _ids,
-                   st.sampled_from(["none", "none", "no message id", "other class", "with data set"]))
+                   often(st.just("none"), st.sampled_from(["no message id", "other class", "with data set"]), 80))
 _patient_ids = ["PID001", "PID00?", "PID*", "PID_5%", "PID002\\PID003", "FZ*", "NOBODY"]
 _qr_keys = st.dictionaries(
     st.sampled_from(["PatientName", "StudyDate", "ModalitiesInStudy", "StudyInstanceUID", "SeriesInstanceUID",
@@ -211,30 +223,38 @@ _qr_keys = st.dictionaries(
     st.sampled_from(["", "*", "DOE*", "M?LLER*", "20070208", "19980101-20071231", "-2000", "CT", "PT\\MR",
                      "ISO_IR 100", "ISO_IR 192", "BOGUS", "A1*", "1", "0830-"]),
     max_size=5)
-_identifiers = st.one_of(
-    st.tuples(st.sampled_from(["PATIENT", "STUDY", "SERIES", "IMAGE", "FOO", "", None]),
-              st.sampled_from(_patient_ids), _qr_keys).map(
-        lambda t: tuple(([("QueryRetrieveLevel", t[0])] if t[0] is not None else [])
-                        + [("PatientID", t[1]), *sorted(t[2].items())])),
-    st.sampled_from([(("ScheduledProcedureStepSequence", "MR"),), (("ScheduledProcedureStepSequence", ""),),
-                     (("PatientName", "*"), ("ScheduledProcedureStepSequence", "CT"))]),
-    st.binary(max_size=40),
-)
-finds = st.builds(Find, _context_index, st.sampled_from([STUDY_FIND, PATIENT_FIND, MWL_FIND, CT]), _ids,
-                  _identifiers, st.booleans(), _fragmenting, st.sampled_from([False] * 6 + [True]))
+_qr_identifiers = st.tuples(often(st.sampled_from(["PATIENT", "STUDY", "SERIES", "IMAGE"]),
+                                  st.sampled_from(["FOO", "", None]), 85),
+                            st.sampled_from(_patient_ids), _qr_keys).map(
+    lambda t: tuple(([("QueryRetrieveLevel", t[0])] if t[0] is not None else [])
+                    + [("PatientID", t[1]), *sorted(t[2].items())]))
+_mwl_identifiers = st.sampled_from([(("ScheduledProcedureStepSequence", "MR"),),
+                                    (("ScheduledProcedureStepSequence", ""),),
+                                    (("PatientName", "*"), ("ScheduledProcedureStepSequence", "CT"))])
+_find_class = often(st.sampled_from([STUDY_FIND, PATIENT_FIND, MWL_FIND]), st.just(CT), 95)
+finds = st.builds(Find, _context_index, _find_class, _ids,
+                  often(_qr_identifiers | _mwl_identifiers, st.binary(max_size=40), 90),
+                  st.booleans(), _fragmenting, often(st.just(False), st.just(True), 95))
 cancels = st.builds(Cancel, _context_index, _ids)
 raw_pdus = st.one_of(
-    st.just(RawPdu("release")), st.just(RawPdu("release")), st.just(RawPdu("abort")),
+    st.just(RawPdu("release")), st.just(RawPdu("abort")),
     st.builds(RawPdu, st.just("unknown type"), st.integers(0x08, 0xFF), st.binary(max_size=12)),
     st.builds(RawPdu, st.just("peer-only type"), st.sampled_from([0x01, 0x02, 0x03, 0x06]), st.binary(max_size=12)),
     st.just(RawPdu("second associate")),
     st.builds(RawPdu, st.just("truncated"), st.integers(0x01, 0x07), st.binary(min_size=0, max_size=8)),
     st.builds(RawPdu, st.just("p-data body"), st.just(0x04), st.binary(max_size=16)),
 )
-steps = st.builds(Step, st.one_of(stores, stores, echoes, finds, cancels, raw_pdus),
-                  st.sampled_from([None] * 12 + [-1, 1, 2]) | st.integers(-8, MAX_DECLARED))
-plans = st.builds(Plan, st.tuples(st.integers(0, 11), associates).map(lambda t: None if t[0] == 11 else t[1]),
-                  st.lists(steps, max_size=6).map(tuple))
+_messages = st.one_of(stores, stores, echoes, finds, finds, cancels)
+#: Declared PDU length off by a few bytes, or any length up to 1 MiB.
+_length_delta = often(st.none(), st.sampled_from([-1, 1, 2, -6]) | st.integers(-8, MAX_DECLARED), 92)
+steps = often(st.builds(Step, _messages, _length_delta), st.builds(Step, raw_pdus, _length_delta), 85)
+_ending = often(st.just((Step(RawPdu("release")),)), st.lists(steps, max_size=1).map(tuple), 60)
+plans = st.builds(
+    Plan,
+    often(associates, st.none(), 95),
+    st.tuples(st.lists(steps, max_size=6).map(tuple), _ending).map(lambda t: t[0] + t[1]),
+)
+
 
 # -- rendering -------------------------------------------------------------------------------------------------
 
@@ -247,11 +267,12 @@ def _ae(title: str) -> bytes:
     return title.encode("latin-1")[:16].ljust(16, b" ")
 
 
-def _context_ids(plan: Plan) -> list[int]:
+def _proposed(plan: Plan) -> list[tuple[int, str]]:
+    """(context ID, abstract syntax) of each proposed context."""
     if plan.associate is None:
         return []
-    step = 2 if plan.associate.even_ids else 1
-    return [2 * n + step for n in range(len(plan.associate.contexts))]
+    start = 2 if plan.associate.even_ids else 1
+    return [(2 * n + start, cx.abstract) for n, cx in enumerate(plan.associate.contexts)]
 
 
 def render_associate(rq: Associate) -> bytes:
@@ -343,11 +364,20 @@ class Instances:
         return [str(ds.SOPInstanceUID) for ds in self.datasets] + [f"{self.datasets[0].SOPInstanceUID}.9"]
 
 
-def _context_id(index: int, ids: list[int]) -> int:
-    return ids[index] if index < len(ids) else (99, 0, 255, 2, 4, 101)[index % 6]
+STORAGE = {CT, MR, PRIVATE}
 
 
-def render_store(s: Store, ids: list[int], inst: Instances) -> tuple[bytes, int]:
+def _context_id(index: int, proposed: list[tuple[int, str]], service: set[str]) -> int:
+    """The context ID a message goes on (see ``_context_index``)."""
+    if index >= 200 and proposed:
+        return proposed[index % len(proposed)][0]
+    if index >= 100 or not proposed:
+        return (99, 0, 255, 2, 4, 101)[index % 6]
+    fitting = [cx_id for cx_id, abstract in proposed if abstract in service] or [cx_id for cx_id, _ in proposed]
+    return fitting[index % len(fitting)]
+
+
+def render_store(s: Store, ids: list[tuple[int, str]], inst: Instances) -> tuple[bytes, int]:
     ds = inst.datasets[s.instance]
     sop_uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
     data: bytes | None = inst.encoded(s.instance, s.explicit)
@@ -383,10 +413,10 @@ def render_store(s: Store, ids: list[int], inst: Instances) -> tuple[bytes, int]
         fields[0x0100] = _us(0x0040)  # C-STORE-RQ | 0x0040: no such command
     expect = 1 if s.defect in ("none", "truncated", "command uid differs", "data set uid differs",
                                "class differs") else 0
-    return pdata(command_set(fields), data, _context_id(s.context, ids), s.fragmenting), expect
+    return pdata(command_set(fields), data, _context_id(s.context, ids, STORAGE), s.fragmenting), expect
 
 
-def render_echo(e: Echo, ids: list[int]) -> tuple[bytes, int]:
+def render_echo(e: Echo, ids: list[tuple[int, str]]) -> tuple[bytes, int]:
     fields = {0x0002: _ui(VERIFICATION), 0x0100: _us(0x0030), 0x0110: _us(e.message_id), 0x0800: _us(0x0101)}
     data = None
     if e.defect == "no message id":
@@ -396,7 +426,8 @@ def render_echo(e: Echo, ids: list[int]) -> tuple[bytes, int]:
     elif e.defect == "with data set":
         fields[0x0800] = _us(0x0001)
         data = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
-    return pdata(command_set(fields), data, _context_id(e.context, ids), Fragmenting()), int(e.defect == "none")
+    cx_id = _context_id(e.context, ids, {VERIFICATION})
+    return pdata(command_set(fields), data, cx_id, Fragmenting()), int(e.defect == "none")
 
 
 def _identifier(f: Find) -> bytes:
@@ -416,18 +447,18 @@ def _identifier(f: Find) -> bytes:
     return bytes(encode(ds, not f.explicit, True))
 
 
-def render_find(f: Find, ids: list[int]) -> tuple[bytes, int]:
+def render_find(f: Find, ids: list[tuple[int, str]]) -> tuple[bytes, int]:
     fields = {0x0002: _ui(f.sop_class), 0x0100: _us(0x0020), 0x0110: _us(f.message_id), 0x0700: _us(0),
               0x0800: _us(0x0001)}
     if f.no_priority:
         del fields[0x0700]
     expect = 0 if f.no_priority else 1
-    return pdata(command_set(fields), _identifier(f), _context_id(f.context, ids), f.fragmenting), expect
+    return pdata(command_set(fields), _identifier(f), _context_id(f.context, ids, {f.sop_class}), f.fragmenting), expect
 
 
-def render_cancel(c: Cancel, ids: list[int]) -> tuple[bytes, int]:
+def render_cancel(c: Cancel, ids: list[tuple[int, str]]) -> tuple[bytes, int]:
     fields = {0x0100: _us(0x0FFF), 0x0120: _us(c.message_id), 0x0800: _us(0x0101)}
-    return pdata(command_set(fields), None, _context_id(c.context, ids), Fragmenting()), 0
+    return pdata(command_set(fields), None, _context_id(c.context, ids, FIND_CLASSES), Fragmenting()), 0
 
 
 def render_raw(r: RawPdu, called: str) -> tuple[bytes, int]:
@@ -456,7 +487,7 @@ def render(plan: Plan, inst: Instances) -> list[Rendered]:
     called = plan.associate.called if plan.associate else AET
     if plan.associate is not None:
         out.append(Rendered(repr(plan.associate), render_associate(plan.associate), 1, False))
-    ids = _context_ids(plan)
+    ids = _proposed(plan)
     for step in plan.steps:
         what = step.what
         if isinstance(what, Store):
@@ -555,11 +586,9 @@ class Peer:
         """Send one step unless the node has closed; read until ``expect`` answers came, then until quiet."""
         if self.closed or (self.answers and self.answers[-1][:1] == b"\x07"):
             return
-        try:
+        with contextlib.suppress(OSError):  # the node closed meanwhile: what it sent is read below
             self.sock.settimeout(ANSWER_WAIT)
             self.sock.sendall(rendered.data)
-        except OSError:
-            pass  # the node closed meanwhile: what it sent is read below
         got = 0
         deadline = time.monotonic() + (ANSWER_WAIT if expect else QUIET_WAIT)
         while not self.closed:
@@ -574,10 +603,8 @@ class Peer:
     def finish(self) -> list[bytes]:
         """Half-close, then read until the node closes."""
         if not self.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             deadline = time.monotonic() + CLOSE_WAIT
             while self._fill(deadline):
                 self._take()
@@ -700,6 +727,17 @@ def run_both(pair: dict[bool, Node], plan: Plan) -> None:
         futures = {fast: both.submit(converse, node.port, rendered) for fast, node in pair.items()}
         answers = {fast: future.result(timeout=120) for fast, future in futures.items()}
     note(describe(rendered, answers))
+    if os.environ.get("FUZZ_DEBUG"):
+        summary = []
+        for pdu in answers[False]:
+            if pdu[:1] == b"\x04":
+                try:
+                    summary.append(hex(decode_command(pdu[12:]).get(0x0900, -1)))
+                except ValueError:
+                    summary.append("pdata")
+            else:
+                summary.append(pdu[:1].hex() if pdu[:1] != b"<" else pdu.decode(errors="replace")[:10])
+        print("SUMMARY", len(rendered), " ".join(summary))
     assert answers[True] == answers[False], describe(rendered, answers)
     kept = {fast: stored(node, inst.uids()) for fast, node in pair.items()}
     if kept[True] != kept[False]:  # a store the answers did not wait for may still be under way: wait, look again

@@ -50,6 +50,8 @@ _STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
                      ImplementationVersionNameNotification)
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
+#: PDV item length and header bytes of a P-DATA-TF: a maximum length up to this leaves no room for a fragment.
+_PDV_OVERHEAD = 6
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
 
@@ -174,6 +176,8 @@ class FastAssociation:
         rq = pdu.to_primitive()
         if any(not isinstance(item, _PLAIN_USER_ITEMS) for item in rq.user_information):
             return None
+        if 0 < int(rq.maximum_length_received or 0) <= _PDV_OVERHEAD:
+            return None  # no P-DATA-TF fits the peer's limit: pynetdicom accepts, then aborts at the first answer
         proposed = rq.presentation_context_definition_list
         if not proposed or not all(_served(cast(UID, cx.abstract_syntax)) for cx in proposed):
             return None
