@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -245,10 +246,13 @@ raw_pdus = st.one_of(
     st.builds(RawPdu, st.just("p-data body"), st.just(0x04), st.binary(max_size=16)),
 )
 _messages = st.one_of(stores, stores, echoes, finds, finds, cancels)
-#: Declared PDU length off by a few bytes, or any length up to 1 MiB.
-_length_delta = often(st.none(), st.sampled_from([-1, 1, 2, -6]) | st.integers(-8, MAX_DECLARED), 92)
-steps = often(st.builds(Step, _messages, _length_delta), st.builds(Step, raw_pdus, _length_delta), 85)
-_ending = often(st.just((Step(RawPdu("release")),)), st.lists(steps, max_size=1).map(tuple), 60)
+steps = often(st.builds(Step, _messages), st.builds(Step, raw_pdus), 85)
+#: A declared PDU length off by a few bytes, or any length up to 1 MiB: only on the last step, and never on an
+#: A-RELEASE-RQ, see test_release_with_a_pdu_cut_short_behind_it.
+_length_delta = st.sampled_from([-1, 1, 2, -6]) | st.integers(-8, MAX_DECLARED)
+_cut = st.builds(Step, _messages | raw_pdus.filter(lambda r: r.kind != "release"), _length_delta)
+_ending = often(st.just((Step(RawPdu("release")),)), st.lists(steps, max_size=1).map(tuple) | _cut.map(lambda s: (s,)),
+                60)
 plans = st.builds(
     Plan,
     often(associates, st.none(), 95),
@@ -430,9 +434,22 @@ def render_echo(e: Echo, ids: list[tuple[int, str]]) -> tuple[bytes, int]:
     return pdata(command_set(fields), data, cx_id, Fragmenting()), int(e.defect == "none")
 
 
+def _element(tag: int, value: str, explicit: bool) -> bytes:
+    """One data element of a flat identifier, written by hand: values invalid for the VR ("*" in an IS) too."""
+    vr = dictionary_VR(tag)
+    raw = _even(value.encode("latin-1"), b"\x00" if vr == "UI" else b" ")
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if explicit:
+        return head + vr.encode() + struct.pack("<H", len(raw)) + raw
+    return head + struct.pack("<I", len(raw)) + raw
+
+
 def _identifier(f: Find) -> bytes:
     if isinstance(f.identifier, bytes):
         return f.identifier
+    if not any(keyword == "ScheduledProcedureStepSequence" for keyword, _ in f.identifier):
+        tags = sorted((keyword_dict[keyword], value) for keyword, value in f.identifier)
+        return b"".join(_element(tag, value, f.explicit) for tag, value in tags)
     ds = Dataset()
     for keyword, value in f.identifier:
         if keyword == "ScheduledProcedureStepSequence":
@@ -515,8 +532,9 @@ def render(plan: Plan, inst: Instances) -> list[Rendered]:
 
 CLOSED = b"<closed>"
 STILL_OPEN = b"<still open>"
-#: How long to wait for an answer that should come, for one that should not, and for the close at the end.
-ANSWER_WAIT, QUIET_WAIT, CLOSE_WAIT = 10.0, 0.08, 10.0
+#: How long to wait for an answer that should come, for one that may or may not (pynetdicom's threads poll: under
+#: load an answer it owes may come late, and the next PDU must not overtake it), and for the close at the end.
+ANSWER_WAIT, QUIET_WAIT, CLOSE_WAIT = 10.0, float(os.environ.get("APPLIANCE_FUZZ_QUIET", "0.15")), 10.0
 
 
 class Peer:
@@ -558,6 +576,10 @@ class Peer:
             if len(self.buffer) < 6 + length:
                 break
             pdu, self.buffer = self.buffer[:6 + length], self.buffer[6 + length:]
+            if pdu[:1] == b"\x07":
+                # Which source and reason an A-ABORT gives is the implementation's choice (PS3.8 9.3.8): compared
+                # as "an A-ABORT" (what differs is listed in the report of issue 13).
+                pdu = pdu[:8] + b"\xff\xff"
             self.answers.append(pdu)
             units += self._units(pdu)
         return units

@@ -472,8 +472,11 @@ class FastAssociation:
             self._abort(0x00, 0x00)
             return False
         if field == _C_STORE_RQ:
-            if not {0x0110, 0x0002, 0x1000} <= command.keys():
-                return self._protocol_error("C-STORE-RQ without Message ID or Affected SOP Class/Instance UID")
+            if not {0x0110, 0x0002, 0x1000, 0x0700} <= command.keys():
+                # A parameter missing (Message ID, Affected SOP Class/Instance UID, Priority): pynetdicom ignores the
+                # request, and the association goes on.
+                LOGGER.warning("Received unexpected C-STORE service message")
+                return True
             self._send(self._store(command, data, context))
             return True
         if field == _C_ECHO_RQ and 0x0110 in command and command.get(0x0002) == VERIFICATION:
@@ -497,7 +500,8 @@ class FastAssociation:
         if 0x1031 in command:
             req.MoveOriginatorMessageID = command[0x1031]
         # BytesIO shares the bytes object: the handler's getvalue() returns it without a copy.
-        req.DataSet = io.BytesIO(data) if data is not None else None
+        # No data set (Command Data Set Type 0x0101): an empty one, as pynetdicom hands it to the handler.
+        req.DataSet = io.BytesIO(data if data is not None else b"")
         try:
             result = evt.trigger(cast("Association", self), evt.EVT_C_STORE,
                                  {"request": req, "context": context.as_tuple})
@@ -580,6 +584,8 @@ class _Message:
 
     def finish_command(self, context_id: int) -> None:
         self.fields = decode_command(b"".join(self.command))
+        if 0x0800 not in self.fields:  # pynetdicom cannot tell whether a data set follows: it aborts
+            raise ValueError("command set without Command Data Set Type")
         self.context_id = context_id
         self.command_done = True
         self.expects_data = self.fields.get(0x0800, NO_DATA_SET) != NO_DATA_SET
