@@ -479,7 +479,10 @@ class FastAssociation:
                 return True
             self._send(self._store(command, data, context))
             return True
-        if field == _C_ECHO_RQ and 0x0110 in command and command.get(0x0002) == VERIFICATION:
+        if field == _C_ECHO_RQ and not {0x0110, 0x0002} <= command.keys():
+            LOGGER.warning("Received unexpected C-ECHO service message")  # pynetdicom ignores it too
+            return True
+        if field == _C_ECHO_RQ and command[0x0002] == VERIFICATION:
             self._send(self._echo(command, context))
             return True
         if field == _C_FIND_RQ and self._finds:
