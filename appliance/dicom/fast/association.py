@@ -70,6 +70,8 @@ _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0F
 SPOOL_AT = 8 * 1024 * 1024
 #: A command set is a few hundred bytes; one beyond this is a protocol error.
 MAX_COMMAND = 64 * 1024
+#: PDV item length and header bytes of a P-DATA-TF: a maximum length up to this leaves no room for a fragment.
+_PDV_OVERHEAD = 6
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
 
@@ -200,6 +202,8 @@ class FastAssociation:
         rq = pdu.to_primitive()
         if any(not isinstance(item, _PLAIN_USER_ITEMS) for item in rq.user_information):
             return None
+        if 0 < int(rq.maximum_length_received or 0) <= _PDV_OVERHEAD:
+            return None  # no P-DATA-TF fits the peer's limit: pynetdicom accepts, then aborts at the first answer
         proposed = rq.presentation_context_definition_list
         if not proposed or not all(_served(cast(UID, cx.abstract_syntax)) for cx in proposed):
             return None
@@ -572,11 +576,17 @@ class FastAssociation:
             self._abort(0x00, 0x00)
             return False
         if field == _C_STORE_RQ:
-            if not {0x0110, 0x0002, 0x1000} <= command.keys():
-                return self._protocol_error("C-STORE-RQ without Message ID or Affected SOP Class/Instance UID")
+            if not {0x0110, 0x0002, 0x1000, 0x0700} <= command.keys():
+                # A parameter missing (Message ID, Affected SOP Class/Instance UID, Priority): pynetdicom ignores the
+                # request, and the association goes on.
+                LOGGER.warning("Received unexpected C-STORE service message")
+                return True
             self._send(self._store(command, data, context))
             return True
-        if field == _C_ECHO_RQ and 0x0110 in command and command.get(0x0002) == VERIFICATION:
+        if field == _C_ECHO_RQ and not {0x0110, 0x0002} <= command.keys():
+            LOGGER.warning("Received unexpected C-ECHO service message")  # pynetdicom ignores it too
+            return True
+        if field == _C_ECHO_RQ and command[0x0002] == VERIFICATION:
             self._send(self._echo(command, context))
             return True
         if field == _C_FIND_RQ and self._finds:
@@ -609,7 +619,8 @@ class FastAssociation:
         if isinstance(data, Spool):
             req.DataSet = SpooledDataSet(data)
         else:
-            req.DataSet = io.BytesIO(data) if data is not None else None
+            # No data set (Command Data Set Type 0x0101): an empty one, as pynetdicom hands it to the handler.
+            req.DataSet = io.BytesIO(data if data is not None else b"")
         try:
             result = evt.trigger(cast("Association", self), evt.EVT_C_STORE,
                                  {"request": req, "context": context.as_tuple})
@@ -704,6 +715,8 @@ class _Message:
 
     def finish_command(self, context_id: int) -> None:
         self.fields = decode_command(b"".join(self.command))
+        if 0x0800 not in self.fields:  # pynetdicom cannot tell whether a data set follows: it aborts
+            raise ValueError("command set without Command Data Set Type")
         self.context_id = context_id
         self.command_done = True
         self.expects_data = self.fields.get(0x0800, NO_DATA_SET) != NO_DATA_SET
