@@ -2,13 +2,18 @@
 
 Search rules, chosen for a front desk: text fields (name, patient ID, accession) match from the start and
 without regard to case; a leading ``*`` matches anywhere (``*MITH``); ``?`` and ``*`` inside are wildcards.
+Names are typed as people read them: ``doe, john``, ``John Doe``, ``DOE^JOHN`` and ``jürgen`` (or ``jurgen``)
+all find ``MÜLLER^JÜRGEN``-style names: the parts, split at commas, spaces and ``^``, each match the start of a
+part of the name, in any order, without regard to case or accents (as the worklist matches person names).
 Dates are ranges of ``YYYYMMDD`` strings, so the index on ``study_date`` serves them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +47,27 @@ def text_pattern(value: str) -> str:
     if not value:
         return ""
     return _glob_escape(value) + ("" if value.endswith("*") else "*")
+
+
+def _fold(text: str) -> str:
+    """Case- and accent-free form of a name part (``Jürgen`` -> ``jurgen``)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def name_parts(text: str) -> list[str]:
+    """The parts of a typed or stored name: split at commas, spaces, ``^`` and ``=`` (PN groups), folded."""
+    return [_fold(part) for part in re.split(r"[,\s^=]+", text) if part]
+
+
+def name_matches(stored: str, typed: str) -> bool:
+    """Whether every typed part matches the start of some part of the stored name (``*`` and ``?`` allowed)."""
+    have = name_parts(stored)
+    for part in name_parts(typed):
+        pattern = part if part.endswith("*") else part + "*"
+        if not any(fnmatch.fnmatchcase(candidate, pattern) for candidate in have):
+            return False
+    return True
 
 
 def parse_date(value: str, what: str) -> str:
@@ -146,17 +172,17 @@ class Catalog:
             raise InvalidValue(f"cannot sort by {q.sort!r}")
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (("p.patient_name_key", q.name.upper()), ("p.patient_id", q.patient_id),
-                              ("st.accession", q.accession)):
+        if name_parts(q.name):
+            # Matched in Python (accents, any order of parts): SQLite has no accent folding of its own.
+            self.db.conn.create_function("name_matches", 2, name_matches, deterministic=True)
+            where.append("name_matches(p.patient_name, ?)")
+            args.append(q.name)
+        for column, value in (("p.patient_id", q.patient_id), ("st.accession", q.accession)):
             pattern = text_pattern(value)
             if pattern:
-                if column == "p.patient_name_key":
-                    where.append(f"{column} GLOB ?")
-                else:
-                    # IDs are matched without regard to case: staff type them as they read them.
-                    where.append(f"UPPER({column}) GLOB ?")
-                    pattern = pattern.upper()
-                args.append(pattern)
+                # IDs are matched without regard to case: staff type them as they read them.
+                where.append(f"UPPER({column}) GLOB ?")
+                args.append(pattern.upper())
         if q.modality.strip():
             where.append("('\\' || st.modalities || '\\') LIKE ?")
             args.append(f"%\\{q.modality.strip().upper()}\\%")

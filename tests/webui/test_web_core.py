@@ -149,6 +149,17 @@ def _names(env, **kwargs) -> list[str]:
     return [r["patient_name"] for r in page.rows]
 
 
+def test_names_are_found_as_people_type_them(env, store) -> None:
+    """Any order, comma/space/^, case and accents ignored, as the worklist matches names (issue 20, item 8)."""
+    store(env.app, dicomdata.sample_archive())
+    for typed in ("doe, john", "Doe John", "john doe", "DOE^JOHN", "doe jo"):
+        assert _names(env, name=typed) == ["DOE^JOHN", "DOE^JOHN"], typed
+    store(env.app, dicomdata.study("PIDMU", "MÜLLER^JÜRGEN", ("CT",), 1))
+    for typed in ("jürgen", "jurgen", "Müller, Jürgen", "muller jurgen", "JÜRGEN MÜLLER"):
+        assert _names(env, name=typed) == ["MÜLLER^JÜRGEN"], typed
+    assert _names(env, name="jürgen smith") == []
+
+
 def test_search_rules(env, store) -> None:
     store(env.app, dicomdata.sample_archive())
     assert _names(env, name="doe", sort="name", descending=False) == ["DOE^JANE", "DOE^JOHN", "DOE^JOHN"]
