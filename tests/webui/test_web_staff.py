@@ -240,6 +240,19 @@ def test_token_actions(env, desk) -> None:
     assert actions[:3] == ["token.regenerate", "token.extend", "token.revoke"]
 
 
+def test_the_study_page_shows_one_end_date(env, desk) -> None:
+    """The date box holds the link's end date, the one the text says: "Set end date" unchanged extends nothing."""
+    import re
+
+    mr = env.studies["mr"]
+    page = text(desk.get(f"/staff/studies/{mr}"))
+    shown = re.search(r'id="token-until">([0-9-]+)<', page).group(1)
+    boxed = re.search(r'id="until" name="until" value="([0-9-]+)"', page).group(1)
+    assert shown == boxed == env.site.tokens.get(mr).valid_until.isoformat()
+    post(env, desk, f"/staff/studies/{mr}/token/extend", {"until": boxed})
+    assert env.site.tokens.get(mr).valid_until.isoformat() == shown
+
+
 def test_expired_link_shows_and_can_be_extended(env, desk) -> None:
     old = env.studies["expired"]
     assert "Expired" in text(desk.get(f"/staff/studies/{old}"))

@@ -71,7 +71,8 @@ def study(study_uid: str) -> str:
                            accesses=accesses, today=site.today(), robot_names=site.robot_names(),
                            default_copies=site.config.burn.copies,
                            queued_job=request.args.get("job", "") if request.args.get("job", "").isdigit() else "",
-                           default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")))
+                           default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")),
+                           token_days=site.config.web.token_days)
 
 
 @bp.get("/thumb/<series_uid>.jpg")
