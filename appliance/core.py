@@ -30,7 +30,7 @@ from appliance.nodes import NodeRegistry
 from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
-from appliance.store import FileStore
+from appliance.storage import Storages
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
 from appliance.worklist.store import Worklist
@@ -85,7 +85,8 @@ class Appliance:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database)
         self.index = Index(self.db)
-        self.store_area = FileStore(config.store_dir, config.dicom.free_space_limit_mb)
+        self.store_area = Storages(self.db, config.store_dir, config.dicom.free_space_limit_mb, config.storages,
+                                   Path(config.temp_dir) if config.temp_dir else None)
         self.worklist = Worklist(self.db, config.worklist, config.hl7.reject_merged_ids)
         self.mpps = MppsService(self.db, self.worklist)
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
@@ -99,6 +100,7 @@ class Appliance:
     def start(self) -> None:
         """Recover from an unclean stop, then mark the data folder as in use."""
         marker = self.config.data_dir / _CLEAN_MARKER
+        self.finish_deletions()
         if marker.exists():
             LOGGER.warning("the previous run did not stop cleanly: checking store and index agree")
             self.reconcile()  # before tmp/ is cleaned: it may finish renames a power cut undid
@@ -127,7 +129,8 @@ class Appliance:
             (files indexed, rows dropped).
         """
         on_disk = set(self.store_area.iter_files())
-        indexed = self.index.all_paths()
+        # A storage that is unavailable (unmounted) keeps its rows: its files are not gone, only out of reach.
+        indexed = {p for p in self.index.all_paths() if self.store_area.is_available(p)}
         for rel in indexed - on_disk:
             if self.store_area.finish_interrupted(rel):
                 LOGGER.warning("stored file %s was still under tmp/: moved into place", rel)
@@ -152,6 +155,19 @@ class Appliance:
             LOGGER.warning("reconciled store: %d file(s) indexed, %d row(s) without a file dropped", added,
                            dropped)
         return added, dropped
+
+    def finish_deletions(self) -> int:
+        """Remove the files of deletions a crash interrupted (their index rows are gone already)."""
+        rows = self.db.conn.execute("SELECT path FROM deletion_journal").fetchall()
+        for (rel,) in rows:
+            if self.store_area.is_available(rel):
+                self.store_area.delete(rel)
+        if rows:
+            with self.db.transaction() as conn:
+                conn.executemany("DELETE FROM deletion_journal WHERE path = ?",
+                                 [r for r in rows if self.store_area.is_available(r[0])])
+            LOGGER.warning("finished %d file deletion(s) an interruption left undone", len(rows))
+        return len(rows)
 
     # -- policy -----------------------------------------------------------------------------------
 
