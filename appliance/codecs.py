@@ -262,3 +262,61 @@ def as_dataset(data: bytes | memoryview, syntax: str) -> Dataset:
     ds.file_meta.TransferSyntaxUID = uid
     ds.set_original_encoding(implicit, little)
     return ds
+
+
+#: ``[archiving] compression`` names (:data:`appliance.config.COMPRESSIONS`) -> the transfer syntax stored files are
+#: compressed to; None for "none" and "source" (files stay as received).
+ARCHIVE_TS: dict[str, UID | None] = {
+    "none": None, "source": None, "rle": RLELossless, "deflate": DeflatedExplicitVRLittleEndian,
+    "jpeg-lossless": JPEGLosslessSV1, "jpeg-ls-lossless": JPEGLSLossless, "jpeg2000-lossless": JPEG2000Lossless,
+    "jpeg-lossy": JPEGBaseline8Bit, "jpeg-ls-near-lossless": JPEGLSNearLossless, "jpeg2000-lossy": JPEG2000,
+}
+
+
+def archive_syntax(compression: str) -> UID | None:
+    """The transfer syntax of an ``[archiving] compression`` name (None: leave files as they are).
+
+    Raises
+    ------
+    CodecError
+        When no encoder for it is installed, naming the ones that are.
+    """
+    target = ARCHIVE_TS[compression]
+    if target is not None and target.is_compressed and not _encodable(target):
+        usable = [name for name, ts in ARCHIVE_TS.items() if ts is None or not ts.is_compressed or _encodable(ts)]
+        raise CodecError(f"[archiving] compression {compression!r}: no encoder installed for {target.name}; "
+                         f"usable: {', '.join(usable)}")
+    return target
+
+
+def should_archive(stored: str, target: str) -> bool:
+    """Whether an instance stored in ``stored`` is compressed to ``target`` by archiving.
+
+    Never from a lossy syntax (that would lose twice) and never to the syntax it has.
+    """
+    src, dst = UID(stored), UID(target)
+    if dst == DeflatedExplicitVRLittleEndian and src.is_compressed:
+        return False  # deflating decoded pixels of a compressed file would make it bigger
+    return src != dst and _is_lossless(src) and (not src.is_compressed or _decodable(src))
+
+
+def recode_file(part10: bytes, target: str, implementation_version: str) -> bytes:
+    """A whole Part 10 file in ``target``: the file meta of the original with the new syntax, then :func:`convert`.
+
+    Every UID is kept; a lossy target marks Lossy Image Compression with ratio and method.
+
+    Raises
+    ------
+    CodecError
+        When the data cannot be decoded or encoded.
+    """
+    from appliance.part10 import file_meta
+
+    dataset = convert(part10, target)
+    try:
+        meta = dcmread(BytesIO(part10), stop_before_pixels=True).file_meta
+    except Exception as exc:
+        raise CodecError(f"stored file cannot be parsed: {exc}") from exc
+    source_ae = str(meta.get("SourceApplicationEntityTitle", "") or "")
+    return file_meta(str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), target,
+                     implementation_version, source_ae) + dataset

@@ -92,6 +92,8 @@ class Appliance:
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
+        #: Called when a received instance could not be saved: (SOP Instance UID, calling AE, the error).
+        self.save_failed_listeners: list[Callable[[str, str, Exception], None]] = []
         self._received: dict[str, list[str]] = {}
         self._received_lock = threading.Lock()
 
@@ -255,13 +257,19 @@ class Appliance:
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
             # Meta and data set go to the file as two chunks: no copy of the data set to join them.
-            rel = self.store_area.write([meta, dataset])
+            try:
+                rel = self.store_area.write([meta, dataset])
+            except Exception as exc:
+                self._save_failed(rec.sop_uid, calling_ae, exc)
+                raise
             try:
                 replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
                                              called_ae)
             except Exception as exc:
                 self.store_area.delete(rel)
-                raise IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}") from exc
+                failure = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                self._save_failed(rec.sop_uid, calling_ae, failure)
+                raise failure from exc
             if replaced:
                 self.store_area.delete(replaced)
                 LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
@@ -275,6 +283,13 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
+
+    def _save_failed(self, sop_uid: str, calling_ae: str, exc: Exception) -> None:
+        for listener in self.save_failed_listeners:
+            try:
+                listener(sop_uid, calling_ae, exc)
+            except Exception:
+                LOGGER.exception("a save-error listener failed for %s", sop_uid)
 
     def association_ended(self, called_ae: str, association_id: str, released: bool = True) -> None:
         """Tell the listeners that an association which stored instances has ended."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.cli import upkeep as cli_upkeep
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
@@ -64,6 +65,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
     publishing = build_publishing(app, cfg)
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
+    upkeep = cli_upkeep.build_upkeep(app, cfg, web.site)  # archiving, deletion, storage checks
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
@@ -73,6 +75,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         node.start()
         web.start()
         publishing.start()
+        upkeep.start()
         if hl7_listener is not None:
             hl7_listener.start()
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
@@ -85,6 +88,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
             hl7_listener.stop()
         web.stop()
         node.stop()
+        upkeep.stop()
         publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
@@ -273,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
+    cli_upkeep.add_parsers(sub, common)
     return parser
 
 

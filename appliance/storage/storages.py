@@ -159,6 +159,8 @@ class Storages:
         for row in conn.execute("SELECT * FROM storages ORDER BY id"):
             if row["id"] in self._by_number:
                 continue
+            if row["id"] == 0 and not self._has_rows(0) and not _holds_files(Path(row["path"])):
+                continue  # the data_dir store, replaced by [[storage]] before it held anything
             takes = row["source"] == "ui" and bool(row["enabled"]) and not row["moving"]
             self._by_number[row["id"]] = Storage(row["id"], Path(row["path"]), takes, row["free_space_limit_mb"],
                                                  moving=row["moving"])
@@ -211,7 +213,7 @@ class Storages:
             return f"its marker {MARKER} cannot be read ({exc})"
         row = self.db.conn.execute("SELECT initialized FROM storages WHERE id = ?", (storage.number,)).fetchone()
         initialized = bool(row and row[0])
-        holds_files = storage.root.is_dir() and any(p.name != TMP for p in storage.root.iterdir())
+        holds_files = _holds_files(storage.root)
         if initialized or (self._has_rows(storage.number) and not holds_files):
             if not storage.root.exists():
                 return "the folder does not exist (disk or share not mounted?)"
@@ -238,6 +240,8 @@ class Storages:
         with self._lock:
             for number, row in rows.items():
                 storage = self._by_number.get(number)
+                if storage is None and number == 0:
+                    continue  # the unused data_dir store (see _setup)
                 if storage is None:  # added in the staff UI by another process
                     storage = Storage(number, Path(row["path"]), False, row["free_space_limit_mb"])
                     self._by_number[number] = storage
@@ -249,7 +253,12 @@ class Storages:
                     storage.store = None
                     storage.available = False
                 base = configured.enabled if configured is not None else row["source"] == "ui"
-                storage.enabled = base and bool(row["enabled"]) and not row["moving"]
+                enabled = base and bool(row["enabled"]) and not row["moving"]
+                if enabled != storage.enabled:
+                    LOGGER.info("storage %d at %s %s new files%s", number, storage.root,
+                                "takes" if enabled else "takes no", f" (moving to {row['moving']})"
+                                if row["moving"] else "")
+                storage.enabled = enabled
                 storage.moving = row["moving"]
                 if configured is None:
                     storage.free_space_limit_mb = row["free_space_limit_mb"]
@@ -422,6 +431,13 @@ class Storages:
                                     (str(path), free_space_limit_mb, now, now)).fetchone()[0])
         self.refresh()
         return number
+
+
+def _holds_files(root: Path) -> bool:
+    try:
+        return root.is_dir() and any(p.name not in (TMP, MARKER) for p in root.iterdir())
+    except OSError:
+        return False
 
 
 def check_temp_dir(folder: Path) -> None:

@@ -1,0 +1,1 @@
+"""Events that leave the box: e-mail alerts (email.py)."""
