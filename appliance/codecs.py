@@ -205,7 +205,9 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         if not _decodable(source):
             raise CodecError(f"no decoder installed for {source.name}")
         lossy = source.is_compressed and not _is_lossless(source)
-        ds.decompress(generate_instance_uid=False)
+        # A lossless YBR_FULL image stays YBR_FULL: pydicom's default conversion to RGB rounds, so the pixels
+        # would no longer be the stored ones.
+        ds.decompress(generate_instance_uid=False, as_rgb=lossy)
         if lossy:
             ds.LossyImageCompression = "01"
     if target.is_compressed:
@@ -216,6 +218,10 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         if target in (JPEG2000, JPEG2000Lossless) and min(int(ds.Rows), int(ds.Columns)) < 32:
             # OpenJPEG always makes 6 resolution levels, which needs 32 pixels in each direction.
             raise CodecError(f"{target.name}: images smaller than 32x32 pixels cannot be encoded")
+        if target in (JPEG2000, JPEG2000Lossless) and str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL":
+            # PS3.5 8.2.4 lists RGB, YBR_RCT and YBR_ICT for colour JPEG 2000; GDCM refuses YBR_FULL in it.
+            raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
+                             "YBR_ICT)")
         raw_size = len(ds.PixelData)
         ds.compress(target, generate_instance_uid=False, **LOSSY_OPTIONS.get(target, {}))
         if target in _LOSSY_METHOD:

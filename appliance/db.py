@@ -386,7 +386,7 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
             state TEXT NOT NULL DEFAULT 'pending',
             detail TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (task_id, series_uid)
-        ) WITHOUT ROWID;
+        );
         CREATE TABLE archived_series (
             series_uid TEXT PRIMARY KEY,
             compression TEXT NOT NULL,
