@@ -44,9 +44,20 @@ def recode_path(path: str, target: str, implementation_version: str) -> bytes:
     return codecs.recode_file(codecs.read_stored(Path(path)), target, implementation_version)
 
 
-def _nice_worker() -> None:
-    """Process pool initializer: archiving gives way to ingest and the web pages."""
+def _nice_worker(parent: int) -> None:
+    """Process pool initializer: archiving gives way to ingest and the web pages, and a worker ends with the
+    server (a SIGKILLed server cannot shut its pool down)."""
+    import threading
+    import time
+
     os.nice(10)
+
+    def _watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=_watch, daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -184,4 +195,4 @@ def process_pool(workers: int) -> Executor:
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_nice_worker)
+                               initializer=_nice_worker, initargs=(os.getpid(),))
