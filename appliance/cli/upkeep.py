@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, OutOfResources
 
 LOGGER = logging.getLogger("appliance")
 _MB = 1024 * 1024
@@ -90,6 +90,8 @@ class Upkeep:
                        f" {storage.free_space_limit_mb} MB).\nNew images are refused (C-STORE 0xA700).")
 
         def _save_failed(sop_uid: str, calling_ae: str, exc: Exception) -> None:
+            if isinstance(exc, OutOfResources):
+                return  # mailed as free_space_limit
             mail.alert("save_error", calling_ae or "unknown sender",
                        f"An image from {calling_ae or 'an unknown sender'} could not be saved: {exc}\n"
                        f"SOP Instance UID {sop_uid}")

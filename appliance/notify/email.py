@@ -104,14 +104,20 @@ class MailQueue:
         ``[email]``; without ``smtp_host`` alerts are only logged.
     send : callable, optional
         Delivers one mail (default :func:`send_now`).
+    tick : float
+        Seconds between two delivery rounds.
+    retry_first : float
+        Pause after the first failed attempt; it doubles with each further one, up to :data:`RETRY_MAX`.
     """
 
     def __init__(self, db: Database, cfg: EmailConfig,
-                 send: Callable[[EmailConfig, str, str], str] | None = None, tick: float = 1.0) -> None:
+                 send: Callable[[EmailConfig, str, str], str] | None = None, tick: float = 1.0,
+                 retry_first: float = RETRY_FIRST) -> None:
         self.db = db
         self.cfg = cfg
         self.send = send or send_now
         self.tick = tick
+        self.retry_first = retry_first
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -197,7 +203,7 @@ class MailQueue:
                                  " attempts = attempts + 1 WHERE id = ?", (_stamp(datetime.now(UTC)), row["id"]))
                     sent += 1
                     continue
-                pause = min(RETRY_MAX, RETRY_FIRST * 2 ** row["attempts"])
+                pause = min(RETRY_MAX, self.retry_first * 2 ** row["attempts"])
                 conn.execute("UPDATE email_queue SET attempts = attempts + 1, next_try = ?, error = ? WHERE id = ?",
                              (time.time() + pause, error[:500], row["id"]))
             LOGGER.warning("e-mail %r not sent (%s); next try in %d s", row["subject"], error, pause)
