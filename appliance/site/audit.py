@@ -27,6 +27,7 @@ ACTIONS = (
     "token.slip", "token.link", "study.view", "study.download", "series.download", "study.delete",
     "series.delete", "staff.login", "staff.login_failed", "staff.logout", "user.add", "user.delete",
     "user.password", "user.role", "node.add", "node.edit", "node.delete", "node.echo", "logs.download",
+    "storage.add", "storage.enable", "storage.disable", "email.test",
 )
 
 
