@@ -223,7 +223,8 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
             raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
                              "YBR_ICT)")
         raw_size = len(ds.PixelData)
-        ds.compress(target, generate_instance_uid=False, **LOSSY_OPTIONS.get(target, {}))
+        ds.compress(target, generate_instance_uid=False, encoding_plugin=_encoding_plugin(target),
+                    **LOSSY_OPTIONS.get(target, {}))
         if target in _LOSSY_METHOD:
             _mark_lossy(ds, raw_size, target)
         return _write(ds, implicit=False, little=True)
@@ -232,6 +233,15 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         return packer.compress(plain) + packer.flush()
     return _write(ds, implicit=target == ImplicitVRLittleEndian, little=target != ExplicitVRBigEndian)
+
+
+#: Encoder plugin preferred per syntax when installed: pylibjpeg-rle encodes RLE about 8x faster than pydicom's own.
+_PREFERRED_PLUGIN = {RLELossless: "pylibjpeg"}
+
+
+def _encoding_plugin(target: UID) -> str:
+    plugin = _PREFERRED_PLUGIN.get(target, "")
+    return plugin if plugin and plugin in get_encoder(target).available_plugins else ""
 
 
 def _is_lossless(ts: UID) -> bool:

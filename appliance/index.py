@@ -9,7 +9,7 @@ count over millions of rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -293,17 +293,32 @@ class Index:
             self._prune(conn)
         return instances
 
-    def replace_file(self, sop_uid: str, old_path: str, new_path: str, transfer_syntax: str, size: int) -> bool:
-        """Point an instance at a new file of the same instance (archiving); False when its row changed meanwhile."""
+    def replace_files(self, changes: Sequence[tuple[str, str, str, str, int]]) -> list[bool]:
+        """Point instances at new files of the same instances (archiving), in one transaction.
+
+        Parameters
+        ----------
+        changes : sequence of (sop_uid, old_path, new_path, transfer_syntax, size)
+            One per instance.
+
+        Returns
+        -------
+        list of bool
+            Per change, False when the instance's row no longer names ``old_path`` (replaced or deleted meanwhile).
+        """
+        done = []
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT id, series_fk, size FROM instances WHERE sop_uid = ? AND path = ?",
-                               (sop_uid, old_path)).fetchone()
-            if row is None:
-                return False
-            conn.execute("UPDATE instances SET path = ?, transfer_syntax = ?, size = ? WHERE id = ?",
-                         (new_path, transfer_syntax, size, row["id"]))
-            self._count(conn, row["series_fk"], 0, size - row["size"])
-        return True
+            for sop_uid, old_path, new_path, transfer_syntax, size in changes:
+                row = conn.execute("SELECT id, series_fk, size FROM instances WHERE sop_uid = ? AND path = ?",
+                                   (sop_uid, old_path)).fetchone()
+                if row is None:
+                    done.append(False)
+                    continue
+                conn.execute("UPDATE instances SET path = ?, transfer_syntax = ?, size = ? WHERE id = ?",
+                             (new_path, transfer_syntax, size, row["id"]))
+                self._count(conn, row["series_fk"], 0, size - row["size"])
+                done.append(True)
+        return done
 
     @staticmethod
     def _prune(conn: sqlite3.Connection) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from appliance.errors import ApplianceError, OutOfResources
 
 LOGGER = logging.getLogger("appliance")
 _MB = 1024 * 1024
+#: Seconds without a received image after which archiving goes on at full speed.
+INGEST_QUIET = 1.0
 
 
 class Upkeep:
@@ -51,6 +54,10 @@ class Upkeep:
                                  self.pool, max(1, workers))
         self.deleter = Deleter(app.db, app.index, app.store_area, cfg.deletion,
                                site.today if site is not None else None)
+        # Archiving gives way while images arrive: ingest must not slow down by more than a little.
+        last_store = [0.0]
+        app.stored_listeners.append(lambda *_: last_store.__setitem__(0, time.monotonic()))
+        self.archiver.busy = lambda: time.monotonic() - last_store[0] < INGEST_QUIET
         schedules = {kind: Schedule(getattr(cfg.maintenance, kind)) for kind in ("archiving", "deletion")}
         self.engine = Maintenance(app.store_area, TaskStore(app.db), self.archiver, self.deleter, schedules)
         if site is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -25,10 +26,12 @@ from appliance.config import ArchivingConfig
 from appliance.db import Database
 from appliance.errors import CodecError, OutOfResources
 from appliance.index import Index, StoredInstance
-from appliance.storage import Storages
+from appliance.storage import Storages, join, split
 
 LOGGER = logging.getLogger(__name__)
 
+#: Longest pause archiving makes for arriving images before it compresses the next instance anyway.
+YIELD_MAX = 10.0
 #: Called after an instance got a new file: (instance as it was, new index path).
 RecodedListener = Callable[[StoredInstance, str], None]
 
@@ -37,11 +40,18 @@ def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def recode_path(path: str, target: str, implementation_version: str) -> bytes:
-    """A stored file recoded by :func:`appliance.codecs.recode_file`; top-level, so a process pool can run it."""
+def recode_into(path: str, root: str, target: str, implementation_version: str) -> tuple[str, int]:
+    """Recode a stored file (:func:`appliance.codecs.recode_file`) and write the result durably into the storage
+    at ``root`` (temporary name, fsync, rename); returns (path inside the storage, size).
+
+    Top-level so that a pool's worker process runs it: the big bytes and the flush stay out of the server process.
+    """
     from pathlib import Path
 
-    return codecs.recode_file(codecs.read_stored(Path(path)), target, implementation_version)
+    from appliance.store import FileStore
+
+    data = codecs.recode_file(codecs.read_stored(Path(path)), target, implementation_version)
+    return FileStore(Path(root)).write([data], enforce_limit=False), len(data)
 
 
 def _nice_worker(parent: int) -> None:
@@ -50,7 +60,7 @@ def _nice_worker(parent: int) -> None:
     import threading
     import time
 
-    os.nice(10)
+    os.nice(19)
 
     def _watch() -> None:
         while os.getppid() == parent:
@@ -96,6 +106,8 @@ class Archiver:
         self.workers = workers
         self.target = codecs.archive_syntax(config.compression)
         self.listeners: list[RecodedListener] = []
+        #: Whether images are arriving right now: archiving then gives way (see :data:`YIELD_MAX`).
+        self.busy: Callable[[], bool] = lambda: False
 
     def due(self, now: datetime | None = None) -> list[str]:
         """Series with instances to compress: received at least ``uncompressed_days`` ago, not archived to
@@ -126,28 +138,42 @@ class Archiver:
         reasons: list[str] = []
         todo = [i for i in self.index.instances_of("SERIES", series_uid)
                 if codecs.should_archive(i.transfer_syntax, target)]
-        # Recoding runs ahead in the pool (both cores); files are switched one by one, in order, here.
+        # Recoding (and writing the new files) runs ahead in the pool, both cores; the index is switched here,
+        # several instances per transaction, in order.
         ahead = 2 * self.workers if self.pool is not None else 1
-        queue: deque[tuple[StoredInstance, Future[bytes]]] = deque()
+        queue: deque[tuple[StoredInstance, Future[tuple[str, int]]]] = deque()
+        ready: list[tuple[StoredInstance, str, int]] = []
 
         def settle() -> None:
-            nonlocal compressed, skipped, saved
+            nonlocal skipped
             inst, future = queue.popleft()
             try:
-                saved += self._switch(inst, future.result(), str(target))
-                compressed += 1
+                inner, size = future.result()
+                ready.append((inst, join(split(inst.path)[0], inner), size))
             except (CodecError, OutOfResources, OSError) as exc:
                 skipped += 1
                 if len(reasons) < 3:
                     reasons.append(f"{inst.sop_uid}: {exc}")
                 LOGGER.warning("archiving left %s as it is: %s", inst.sop_uid, exc)
 
+        def switch() -> None:
+            nonlocal compressed, saved
+            if ready:
+                n, gained = self._switch(ready, str(target))
+                compressed += n
+                saved += gained
+                ready.clear()
+
         for inst in todo:
+            self._give_way()
             queue.append((inst, self._submit(inst, str(target))))
             while len(queue) >= ahead:
                 settle()
+            if len(ready) >= ahead:
+                switch()
         while queue:
             settle()
+        switch()
         with self.db.transaction() as conn:
             conn.execute("INSERT INTO archived_series (series_uid, compression, at) VALUES (?, ?, ?)"
                          " ON CONFLICT (series_uid) DO UPDATE SET compression = excluded.compression, at = excluded.at",
@@ -157,36 +183,50 @@ class Archiver:
             detail += "; " + "; ".join(reasons)
         return SeriesResult(compressed, skipped, saved, detail)
 
-    def _submit(self, inst: StoredInstance, target: str) -> Future[bytes]:
+    def _give_way(self) -> None:
+        """Wait while images arrive (ingest first), but start one instance at least every :data:`YIELD_MAX` s."""
+        waited = 0.0
+        while waited < YIELD_MAX and self.busy():
+            time.sleep(0.1)
+            waited += 0.1
+
+    def _submit(self, inst: StoredInstance, target: str) -> Future[tuple[str, int]]:
+        number, _ = split(inst.path)
+        args = (str(self.storages.path(inst.path)), str(self.storages.get(number).root), target,
+                self.implementation_version)
         if self.pool is not None and self.storages.is_available(inst.path):
-            return self.pool.submit(recode_path, str(self.storages.path(inst.path)), target,
-                                    self.implementation_version)
-        done: Future[bytes] = Future()
+            return self.pool.submit(recode_into, *args)
+        done: Future[tuple[str, int]] = Future()
         try:
             if not self.storages.is_available(inst.path):
                 raise OutOfResources(f"its storage is unavailable ({inst.path})")
-            done.set_result(recode_path(str(self.storages.path(inst.path)), target, self.implementation_version))
+            done.set_result(recode_into(*args))
         except Exception as exc:
             done.set_exception(exc)
         return done
 
-    def _switch(self, inst: StoredInstance, new: bytes, target: str) -> int:
-        new_rel = self.storages.write_beside(inst.path, [new])
+    def _switch(self, ready: list[tuple[StoredInstance, str, int]], target: str) -> tuple[int, int]:
+        """Point the index at the new files (one transaction), then remove the old ones; (instances, bytes saved)."""
         try:
-            switched = self.index.replace_file(inst.sop_uid, inst.path, new_rel, target, len(new))
+            switched = self.index.replace_files([(i.sop_uid, i.path, new, target, size) for i, new, size in ready])
         except BaseException:
-            self.storages.delete(new_rel)
+            for _inst, new, _size in ready:
+                self.storages.delete(new)
             raise
-        if not switched:  # replaced or deleted while we worked: our copy is not wanted
-            self.storages.delete(new_rel)
-            return 0
-        self.storages.delete(inst.path)
-        for listener in self.listeners:
-            try:
-                listener(inst, new_rel)
-            except Exception:
-                LOGGER.exception("an archiving listener failed for %s", inst.sop_uid)
-        return inst.size - len(new)
+        count = saved = 0
+        for (inst, new, size), ok in zip(ready, switched, strict=True):
+            if not ok:  # replaced or deleted while we worked: our copy is not wanted
+                self.storages.delete(new)
+                continue
+            self.storages.delete(inst.path)
+            count += 1
+            saved += inst.size - size
+            for listener in self.listeners:
+                try:
+                    listener(inst, new)
+                except Exception:
+                    LOGGER.exception("an archiving listener failed for %s", inst.sop_uid)
+        return count, saved
 
 
 def process_pool(workers: int) -> Executor:

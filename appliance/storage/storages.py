@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,14 +364,6 @@ class Storages:
     def delete(self, rel: str) -> None:
         """Remove a stored file, if it is there."""
         self.path(rel).unlink(missing_ok=True)
-
-    def write_beside(self, rel: str, chunks: Iterable[bytes | memoryview]) -> str:
-        """Write a new file durably into the same storage as ``rel`` (no free-space limit: archiving shrinks)."""
-        number, _ = split(rel)
-        storage = self._by_number[number]
-        if storage.store is None or not storage.available:
-            raise OutOfResources(f"storage {number} at {storage.root} is unavailable")
-        return join(number, storage.store.write(list(chunks), enforce_limit=False))
 
     def finish_interrupted(self, rel: str) -> bool:
         """See :meth:`FileStore.finish_interrupted`."""
