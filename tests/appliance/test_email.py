@@ -204,3 +204,35 @@ def test_an_unreachable_smtp_server_does_not_fail_a_store(tmp_path: Path) -> Non
     finally:
         upkeep.mail.stop()
         node.stop()
+
+
+def test_a_storage_that_vanishes_while_running_is_mailed(tmp_path: Path, smtp) -> None:
+    from appliance.cli.upkeep import Upkeep
+
+    share = tmp_path / "share"
+    mount_tmpfs(share, "2m")
+    server = smtp()
+    try:
+        cfg = config(tmp_path / "var", storage=[{"path": str(share)}, {"path": str(tmp_path / "local")}],
+                     email=_email(server.port))
+        node = started(cfg)
+        upkeep = Upkeep(node.app, cfg, workers=0)
+        upkeep.mail.tick = 0.1
+        upkeep.mail.start()
+        try:
+            items = dicomdata.study("PGONE", "GONE^SHARE", ("CT",), 2)
+            assert store(node.port, items) == [0, 0]
+            umount(share)  # the share goes away under the running server
+            node.app.store_area.refresh()  # what the maintenance thread does every 2 s
+            assert not node.app.store_area.get(1).available
+            assert node.app.index.counts()["instances"] == 2
+            wait_until(lambda: server.mails(), timeout=30)
+            (mail,) = server.mails()
+            assert mail["Subject"] == "[appliance] storage unavailable: storage 1"
+            assert str(share) in _body(mail) and "stay in the index" in _body(mail)
+            assert store(node.port, dicomdata.study("PGONE2", "GONE^SHARE", ("CT",), 1)) == [0]
+        finally:
+            upkeep.mail.stop()
+            node.stop()
+    finally:
+        umount(share)

@@ -366,3 +366,11 @@ def test_low_space_removal_deletes_the_oldest_at_once(small_disk: Path, tmp_path
         assert set(node.app.store_area.iter_files()) == node.app.index.all_paths()
     finally:
         node.stop()
+
+
+def test_a_compression_without_an_encoder_is_refused_with_the_usable_ones(tmp_path: Path) -> None:
+    toml = write_toml(tmp_path / "a.toml", tmp_path / "var", 11112, archiving={"compression": "jpeg-lossless"})
+    done = cli("maintenance", "plan", "--config", str(toml))
+    assert done.returncode != 0
+    assert "no encoder installed" in done.stderr and "jpeg-ls-lossless" in done.stderr
+    assert "Traceback" not in done.stderr
