@@ -117,7 +117,16 @@ def _raw_pixels(ds: Dataset) -> bytes:
     return bytes(pixel_array(ds, as_rgb=False).tobytes())
 
 
-def _send(port: int, datasets: list[Dataset]) -> None:
+def _send(port: int, datasets: list[Dataset], folder: Path | None = None) -> None:
+    """C-STORE the data sets with DCMTK's storescu (from files), or with pynetdicom when no folder is given."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for ds in datasets:
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+        dcmtk("storescu", "-aec", "DISCPACS", "+sd", HOST, str(port), str(folder), check=True)
+        return
     ae = AE(ae_title="ARCHIVER")
     for cls in (CTImageStorage, SecondaryCaptureImageStorage):
         ae.add_requested_context(cls, [ExplicitVRLittleEndian])
@@ -163,7 +172,7 @@ def test_lossless_archiving_keeps_uids_and_pixels(tmp_path: Path, compression: s
     try:
         study, series = dicomdata.uid(), dicomdata.uid()
         originals = [_image(study, series, *kind) for kind in KINDS]
-        _send(node.port, originals)
+        _send(node.port, originals, tmp_path / "sent")
         upkeep = _run_window(node, cfg)
         for n, orig in enumerate(originals):
             inst = node.app.index.lookup(orig.SOPInstanceUID)
