@@ -231,7 +231,9 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
     if target == DeflatedExplicitVRLittleEndian:
         plain = _write(ds, implicit=False, little=True)
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-        return packer.compress(plain) + packer.flush()
+        deflated = packer.compress(plain) + packer.flush()
+        # PS3.5 A.5: an odd-length deflated stream is padded with one null byte (PDV fragments are even).
+        return deflated + b"\x00" if len(deflated) % 2 else deflated
     return _write(ds, implicit=target == ImplicitVRLittleEndian, little=target != ExplicitVRBigEndian)
 
 

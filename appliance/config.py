@@ -77,6 +77,8 @@ class NodeConfig:
     move: bool = True
     get: bool = True
     mwl: bool = True
+    #: May ask us for Storage Commitment (N-ACTION); the N-EVENT-REPORT may come back on a new association to it.
+    commit: bool = True
     #: One of :data:`TS_NAMES` ('' = as stored).
     preferred_ts: str = field(default="", kw_only=True)
 
@@ -207,26 +209,43 @@ class HL7Config:
     accepted_senders: tuple[str, ...] = ()
     #: Scheduled Station AE Title by modality, when the order names none (e.g. {CT = "CT1"}).
     station_aets: Mapping[str, str] = field(default_factory=dict)
-    #: Scheduled Station AE Title when neither the order nor station_aets gives one; empty: reject the order.
+    #: Scheduled Station AE Title when neither the order nor station_aets gives one; empty: the step is
+    #: stored with an empty station (found by queries without a station key) and a warning is logged.
     default_station_aet: str = ""
     #: HL7 modality codes translated to DICOM ones, on top of the built-in table-0074 translations.
     modalities: Mapping[str, str] = field(default_factory=dict)
-    #: Order without Study Instance UID: "reject", "generate" (random 2.25 UID) or "accession" (derived from it).
-    missing_study_uid: str = "reject"
+    #: Order without Study Instance UID: "generate" (a 2.25 UID derived from the placer/filler order number and
+    #: accession number, the same for every message of the order), "accession" (derived from the accession
+    #: number only) or "reject" (AE 101).
+    missing_study_uid: str = "generate"
     #: Reject orders for a patient ID that ADT^A40 merged into another one.
     reject_merged_ids: bool = True
+    #: ADT^A08/A31 for a patient without worklist items, ADT^A40 whose prior ID (MRG-1) has none:
+    #: "accept" (AA with "nothing to update" in MSA-3) or "reject" (AE, ERR 204).
+    unknown_patient: str = "accept"
 
 
 @dataclass(frozen=True)
 class WorklistConfig:
     """The Modality Worklist kept by the core."""
 
-    #: Statuses a worklist C-FIND returns only when the query asks for them by value.
+    #: Statuses a worklist C-FIND returns only when the query asks for them by value
+    #: (DCMTK's wlmscpfs returns every item: set [] to answer as it does).
     hidden_statuses: tuple[str, ...] = ("CANCELED", "DISCONTINUED", "COMPLETED")
+    #: Person names match without regard to case (Orthanc, dcm4chee); false: case-sensitive, as DCMTK's wlmscpfs.
+    pn_ignore_case: bool = False
     #: An order update that no longer lists a step: "delete" it or mark it "cancel"ed.
     dropped_steps: str = "delete"
     #: A value longer than its DICOM VR allows: "reject" the order, or "truncate" it and log a warning.
     long_values: str = "reject"
+    #: A cancel/discontinue order (ORC-1 CA, DC, OC, OD) for a step already COMPLETED (by MPPS or the RIS):
+    #: "reject" it (AE, ERR 206, the completion stays) or "apply" it anyway.
+    cancel_completed: str = "reject"
+    #: A folder of DICOM worklist files (.wl, as wlmscpfs -dfp or Orthanc's Worklists.Database keep them),
+    #: re-read when a file changes; empty: none. Its items are replaced by what the folder holds.
+    folder: str = ""
+    #: Seconds between two looks at ``folder`` for changes.
+    folder_poll: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -353,6 +372,35 @@ class EmailConfig:
 
 
 @dataclass(frozen=True)
+class ForwardingConfig:
+    """``[forwarding]``: send every stored series to a regional PACS, with Storage Commitment."""
+
+    enabled: bool = False
+    ae_title: str = ""
+    host: str = ""
+    port: int = 104
+    #: Connect with TLS (the [tls] client certificate; the peer verified against the [tls] CA list).
+    tls: bool = False
+    #: One of :data:`TS_NAMES` ('' or "as-is": as stored).
+    preferred_ts: str = ""
+    #: After each batch, ask the regional server to commit it (N-ACTION); failures are sent again.
+    storage_commitment: bool = True
+    #: C-FIND and the staff study list also ask the regional server (see docs/forwarding.md).
+    extended_search: bool = False
+    #: The manual's three timeouts: TCP connect, DICOM (association, N-ACTION answers, C-FIND), one transfer.
+    tcp_timeout_ms: int = 10_000
+    dicom_timeout_ms: int = 30_000
+    transfer_timeout_ms: int = 15_000
+    #: Instances per association.
+    batch_size: int = 200
+    #: Seconds to wait for the N-EVENT-REPORT of a batch before it is sent again.
+    commitment_wait: float = 600.0
+    #: First and longest pause before a failed batch is tried again (doubling in between).
+    retry_min: float = 10.0
+    retry_max: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -372,6 +420,7 @@ class Config:
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     #: ``[[storage]]`` entries; empty: the one store folder in data_dir.
     storages: tuple[StorageConfig, ...] = ()
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
@@ -438,8 +487,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "storage",
-               "maintenance", "archiving", "deletion", "email"}
+    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
+               "storage", "maintenance", "archiving", "deletion", "email"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -483,7 +532,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     burn = _burn_config(data.get("burn", {}), dicom.ae_title, base_dir)
     hl7 = _hl7_config(data.get("hl7", {}))
     worklist = _worklist_config(data.get("worklist", {}))
+    if worklist.folder and not Path(worklist.folder).is_absolute() and base_dir is not None:
+        worklist = replace(worklist, folder=str(base_dir / worklist.folder))
     web = _web_config(data.get("web", {}))
+    forwarding = _forwarding_config(data.get("forwarding", {}))
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
@@ -503,8 +555,24 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
+        forwarding=forwarding,
         **_upkeep_config(data, base_dir),
     )
+
+
+def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
+    fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
+    if fwd.enabled:
+        if not fwd.ae_title or not fwd.host:
+            raise ConfigError("[forwarding] enabled needs ae_title and host (the regional PACS)")
+        validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
+        _check_port(fwd.port, "[forwarding] port")
+    if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:
+        raise ConfigError(f"[forwarding] preferred_ts {fwd.preferred_ts!r} is not one of: {', '.join(TS_NAMES)}")
+    for key in ("tcp_timeout_ms", "dicom_timeout_ms", "transfer_timeout_ms", "batch_size"):
+        if getattr(fwd, key) <= 0:
+            raise ConfigError(f"[forwarding] {key} must be positive")
+    return fwd
 
 
 _SPS_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "DEPARTED", "COMPLETED", "DISCONTINUED", "CANCELED")
@@ -543,6 +611,8 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
     if hl7.idle_timeout <= 0:
         raise ConfigError("[hl7] idle_timeout must be positive")
+    if hl7.unknown_patient not in ("accept", "reject"):
+        raise ConfigError(f"[hl7] unknown_patient must be 'accept' or 'reject', not {hl7.unknown_patient!r}")
     return hl7
 
 
@@ -558,6 +628,10 @@ def _worklist_config(table: Mapping[str, Any]) -> WorklistConfig:
         raise ConfigError(f"[worklist] dropped_steps must be 'delete' or 'cancel', not {wl.dropped_steps!r}")
     if wl.long_values not in ("reject", "truncate"):
         raise ConfigError(f"[worklist] long_values must be 'reject' or 'truncate', not {wl.long_values!r}")
+    if wl.cancel_completed not in ("reject", "apply"):
+        raise ConfigError(f"[worklist] cancel_completed must be 'reject' or 'apply', not {wl.cancel_completed!r}")
+    if wl.folder_poll <= 0:
+        raise ConfigError("[worklist] folder_poll must be positive")
     return wl
 
 

@@ -63,6 +63,9 @@ class StoreResult:
 
 #: Called after every stored instance: (result, calling AE, called AE, association id).
 StoredListener = Callable[[StoreResult, str, str, str], None]
+#: Called with a Storage Commitment report that came to our listener: (Transaction UID, committed SOP Instance
+#: UIDs, failed ones with their reason); returns whether the transaction was the listener's.
+CommitmentListener = Callable[[str, list[str], dict[str, str]], bool]
 #: Called when an association that stored something ends:
 #: (called AE, association id, SOP Instance UIDs, released normally rather than aborted).
 ReleasedListener = Callable[[str, str, list[str], bool], None]
@@ -92,6 +95,7 @@ class Appliance:
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
+        self.commitment_listeners: list[CommitmentListener] = []
         #: Called when a received instance could not be saved: (SOP Instance UID, calling AE, the error).
         self.save_failed_listeners: list[Callable[[str, str, Exception], None]] = []
         self._received: dict[str, list[str]] = {}
@@ -312,6 +316,38 @@ class Appliance:
     def retrieve(self, identifier: Dataset, level: str) -> list[StoredInstance]:
         """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
         return [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+
+    def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
+                                                                      list[tuple[str, str, int]]]:
+        """Which referenced instances are safely stored (Storage Commitment, PS3.4 J.3.3).
+
+        An instance counts as committed when the index holds it under the same SOP Class and its file
+        is in place (files are fsynced and renamed before they are indexed, so this is durable).
+
+        Parameters
+        ----------
+        references : list of (str, str)
+            (SOP Class UID, SOP Instance UID) pairs asked about.
+
+        Returns
+        -------
+        (list, list)
+            The committed pairs, and the failed ones with their Failure Reason: 0x0112 no such
+            object instance, 0x0119 class/instance conflict, 0x0110 processing failure (file missing).
+        """
+        committed: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, int]] = []
+        for sop_class, sop_uid in references:
+            found = self.index.lookup(sop_uid)
+            if found is None:
+                failed.append((sop_class, sop_uid, 0x0112))
+            elif found.sop_class_uid != sop_class:
+                failed.append((sop_class, sop_uid, 0x0119))
+            elif not self.file_path(found).is_file():
+                failed.append((sop_class, sop_uid, 0x0110))
+            else:
+                committed.append((sop_class, sop_uid))
+        return committed, failed
 
     def file_path(self, instance: StoredInstance) -> Path:
         """Absolute path of a stored instance's file."""

@@ -52,9 +52,14 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     ``executescript`` would commit the open transaction first, which breaks the
     all-or-nothing promise of a migration.
     """
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        # A trigger body holds ';' of its own: run a statement only once SQLite sees it complete.
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
 
 
 def _m1_index(conn: sqlite3.Connection) -> None:
@@ -347,6 +352,47 @@ def _m_disc_publishing(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_forwarding(conn: sqlite3.Connection) -> None:
+    # One row per instance to forward to the regional PACS, filled by a trigger in the transaction that indexes
+    # the instance (only while forwarding is enabled), so a crash cannot lose a queued instance.
+    run_script(
+        conn,
+        """
+        CREATE TABLE forward_settings (id INTEGER PRIMARY KEY CHECK (id = 1), enabled INTEGER NOT NULL);
+        INSERT INTO forward_settings VALUES (1, 0);
+        CREATE TABLE forward_instances (
+            sop_uid TEXT PRIMARY KEY,
+            series_uid TEXT NOT NULL,
+            study_uid TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try REAL NOT NULL DEFAULT 0,
+            transaction_uid TEXT NOT NULL DEFAULT '',
+            queued_at REAL NOT NULL,
+            sent_at REAL,
+            committed_at REAL,
+            error TEXT NOT NULL DEFAULT ''
+        ) WITHOUT ROWID;
+        CREATE INDEX forward_waiting ON forward_instances (state, next_try);
+        CREATE INDEX forward_series ON forward_instances (series_uid);
+        CREATE INDEX forward_transaction ON forward_instances (transaction_uid);
+        CREATE TRIGGER forward_queue_instance AFTER INSERT ON instances
+        WHEN (SELECT enabled FROM forward_settings WHERE id = 1) = 1
+        BEGIN
+            INSERT INTO forward_instances (sop_uid, series_uid, study_uid, queued_at)
+            SELECT NEW.sop_uid, s.series_uid, st.study_uid, (julianday('now') - 2440587.5) * 86400.0
+            FROM series s JOIN studies st ON st.id = s.study_fk WHERE s.id = NEW.series_fk
+            ON CONFLICT (sop_uid) DO UPDATE SET state = 'queued', attempts = 0, next_try = 0,
+                transaction_uid = '', error = '', queued_at = excluded.queued_at;
+        END;
+        CREATE TRIGGER forward_forget_instance AFTER DELETE ON instances
+        BEGIN
+            DELETE FROM forward_instances WHERE sop_uid = OLD.sop_uid;
+        END;
+        """
+    )
+
+
 def _m_upkeep(conn: sqlite3.Connection) -> None:
     # Storages by id (0: the data_dir store, whose index paths have no "@<id>/" prefix), with the admin's
     # switch and a move in progress; maintenance tasks with their series; the journal of files whose index rows
@@ -419,7 +465,7 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
 
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_upkeep]
+                                                          _m_forwarding, _m_upkeep]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

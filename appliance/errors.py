@@ -48,6 +48,26 @@ class CodecError(ApplianceError):
     """A stored instance cannot be read, decoded or encoded in the transfer syntax asked for."""
 
 
+class ListenerError(ApplianceError):
+    """A port cannot be opened (another program listens there, or the address is not this machine's)."""
+
+    exit_code = 9
+
+    @classmethod
+    def port(cls, service: str, key: str, bind: str, port: int, exc: OSError) -> ListenerError:
+        """The one line for a port that cannot be opened: the service, the port and the config key to change."""
+        why = "it is already in use (another program, or another appliance, listens there)" \
+            if exc.errno == 98 else (exc.strerror or str(exc))
+        return cls(f"{service} port {port} on {bind} cannot be opened: {why}; change {key} or stop the other "
+                   "program")
+
+
+class DataFolderInUse(ApplianceError):
+    """Another ``appliance serve`` (or a command that must run alone) is using the data folder."""
+
+    exit_code = 10
+
+
 class NotFound(ApplianceError):
     """A study, series, instance or job asked for does not exist."""
 
@@ -93,6 +113,10 @@ class UnknownPatient(WorklistError):
 
 class PatientMismatch(WorklistError):
     """The order's study already belongs to another patient."""
+
+
+class StepCompleted(WorklistError):
+    """A cancel or discontinue order names a step that is already COMPLETED (``[worklist] cancel_completed``)."""
 
 
 class InvalidValue(ApplianceError):

@@ -2,6 +2,7 @@
 
 A query identifier becomes one SQL statement over the level's table joined with
 the levels above it, so each patient, study, series or instance is answered once.
+Each key's condition comes from :mod:`appliance.matching` (shared with the worklist).
 Matching rules:
 
 * universal: an empty value (or ``*``) places no condition and returns the value;
@@ -28,7 +29,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from appliance.index import norm_date, norm_time, pn_key
+from appliance.matching import Key, condition
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -46,16 +47,6 @@ _ORDER = {
     "IMAGE": "CAST(i.instance_number AS INTEGER), i.id",
 }
 
-
-@dataclass(frozen=True)
-class Key:
-    """An attribute the index can match and return."""
-
-    level: str
-    column: str
-    kind: str = "str"  # str | pn | uid | date | time | multi | int
-    #: Column to match against when it differs from the returned one (PN keys).
-    match_column: str = ""
 
 
 KEYS: dict[str, Key] = {
@@ -112,92 +103,6 @@ class QueryError(ValueError):
     """The identifier cannot be answered (bad level, bad value)."""
 
 
-def _glob_escape(text: str) -> str:
-    """Escape GLOB metacharacters so they match literally."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-def _wildcard_to_glob(value: str) -> str:
-    return "".join({"*": "*", "?": "?"}.get(c, _glob_escape(c)) for c in value)
-
-
-def _time_bounds(value: str) -> tuple[str, str]:
-    """Lowest and highest normalised times a TM value (of any precision) stands for."""
-    value = value.replace(":", "").strip()
-    low = norm_time(value)
-    whole, _, frac = value.partition(".")
-    # "0830" stands for 08:30:00-08:30:59.999999; padding with 9s gives an upper
-    # bound that no later valid time can pass.
-    high = (whole + "999999")[:6] + "." + (frac + "999999")[:6]
-    return low, high
-
-
-def _condition(key: Key, value: str, params: list[Any]) -> str | None:
-    """SQL condition for one matching key, or None for universal matching."""
-    value = value.strip() if key.kind != "uid" else value.strip().strip("\x00")
-    if value in ("", "*"):
-        return None
-    column = key.match_column or key.column
-    if key.kind == "uid":
-        uids = [u.strip() for u in value.split("\\") if u.strip()]
-        params.extend(uids)
-        return f"{column} IN ({', '.join('?' * len(uids))})"
-    if key.kind == "int":
-        params.append(value)
-        return f"CAST({column} AS TEXT) = ?"
-    alternatives = value.split("\\")
-    parts = []
-    for alt in alternatives:
-        part = _single(key, column, alt, params)
-        if part is not None:
-            parts.append(part)
-    if len(parts) < len(alternatives):  # one alternative is universal
-        return None
-    return "(" + " OR ".join(parts) + ")"
-
-
-def _single(key: Key, column: str, value: str, params: list[Any]) -> str | None:
-    if value in ("", "*"):
-        return None
-    if key.kind in ("date", "time"):
-        norm = norm_date if key.kind == "date" else norm_time
-        if "-" in value:
-            low, _, high = value.partition("-")
-            conds = []
-            if low.strip():
-                params.append(norm(low) if key.kind == "date" else _time_bounds(low)[0])
-                conds.append(f"{column} >= ?")
-            if high.strip():
-                params.append(norm(high) if key.kind == "date" else _time_bounds(high)[1])
-                conds.append(f"{column} <= ?")
-            # A range never matches a missing value.
-            conds.append(f"{column} != ''")
-            return "(" + " AND ".join(conds) + ")"
-        if key.kind == "time":
-            low, high = _time_bounds(value)
-            params.extend([low, high])
-            return f"({column} >= ? AND {column} <= ?)"
-        params.append(norm(value))
-        return f"{column} = ?"
-    if key.kind == "pn":
-        pattern = pn_key(value)
-        if "*" in pattern or "?" in pattern:
-            glob = _wildcard_to_glob(pattern)
-            params.extend([glob, glob + "=*"])
-            return f"({column} GLOB ? OR {column} GLOB ?)"
-        # A name without '=' matches the alphabetic group of a multi-group name.
-        params.extend([pattern, _glob_escape(pattern) + "=*"])
-        return f"({column} = ? OR {column} GLOB ?)"
-    if key.kind == "multi":
-        params.append("*\\" + _wildcard_to_glob(value) + "\\*")
-        return f"('\\' || REPLACE({column}, ',', '\\') || '\\') GLOB ?"
-    if "*" in value or "?" in value:
-        params.append(_wildcard_to_glob(value))
-        return f"{column} GLOB ?"
-    params.append(value)
-    return f"{column} = ?"
-
-
 def _output(key: Key, value: Any) -> Any:
     if value is None:
         return "" if key.kind != "int" else 0
@@ -239,7 +144,7 @@ def _build(identifier: Dataset, level: str) -> tuple[list[tuple[str, Key]], list
             raw = elem.value
             text = "\\".join(str(v) for v in raw) if isinstance(raw, (list, tuple)) or (
                 type(raw).__name__ == "MultiValue") else str(raw)
-            cond = _condition(key, text, params)
+            cond = condition(key, text, params)
             if cond:
                 conds.append(cond)
     return selects, conds, params, requested

@@ -28,9 +28,11 @@ from appliance.errors import (
     IncompleteItem,
     InvalidItem,
     PatientMismatch,
+    StepCompleted,
     UnknownPatient,
     WorklistError,
 )
+from appliance.worklist.store import SpsStatus
 from hl7.ack import AckError, build_ack
 from hl7.er7 import ER7Error, Message, decode, msh_field, parse
 from hl7.mapping import MappingError, field_of, map_order, map_patient_update
@@ -46,6 +48,8 @@ class Outcome:
     code: str
     error: AckError | None = None
     summary: str = ""
+    #: Applied, but something the sender or the staff should know (logged as a warning).
+    warning: str = ""
 
 
 Handler = Callable[[Message, Appliance, HL7Config], Outcome]
@@ -62,15 +66,32 @@ def handle_order(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
     """
     orders = map_order(msg, cfg)
     result = app.worklist.apply_orders(orders)
-    return Outcome("AA", summary=result.summary())
+    # Only a scheduling order says where a step is to be done; cancels need no station.
+    stationless = [f"{s.sps_id} ({s.attrs.get('Modality') or 'no modality'})" for o in orders for s in o.steps
+                   if s.status == SpsStatus.SCHEDULED and not s.attrs.get("ScheduledStationAETitle")]
+    warning = ""
+    if stationless:
+        warning = (f"no Scheduled Station AE Title for step(s) {', '.join(stationless)}: stored with an empty "
+                   "station, found only by queries without a station key (set [hl7] station_aets or "
+                   "default_station_aet)")
+    return Outcome("AA", summary=result.summary(), warning=warning)
 
 
 def handle_patient(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
-    """ADT^A08 / A31 (update) and ADT^A40 (merge): change every open item of the patient."""
+    """ADT^A08 / A31 (update) and ADT^A40 (merge): change every open item of the patient.
+
+    A patient (for A40: a prior patient ID) without worklist items gets AA with
+    "Nothing to update" in MSA-3, or AE 204 when ``[hl7] unknown_patient = "reject"``.
+    """
     update = map_patient_update(msg)
-    changed = app.worklist.update_patient(update)
+    result = app.worklist.update_patient(update, unknown_is_error=cfg.unknown_patient == "reject")
     merged = f" ({update.merged.patient_id} merged in)" if update.merged else ""
-    return Outcome("AA", summary=f"{changed} item(s) of patient {update.patient.patient_id} updated{merged}")
+    summary = f"{result.changed} item(s) of patient {update.patient.patient_id} updated{merged}"
+    if not result.known:
+        who = f"prior patient ID {update.merged.patient_id}" if update.merged else \
+            f"patient ID {update.patient.patient_id}"
+        return Outcome("AA", AckError(0, "", f"Nothing to update: {who} has no worklist item"), summary)
+    return Outcome("AA", summary=summary)
 
 
 #: (MSH-9.1, MSH-9.2) -> handler.
@@ -89,6 +110,7 @@ _WORKLIST_CODES: dict[type[WorklistError], int] = {
     InvalidItem: 102,
     UnknownPatient: 204,
     PatientMismatch: 205,
+    StepCompleted: 206,
 }
 
 
@@ -157,7 +179,9 @@ class MessageProcessor:
             code = next((c for t, c in _WORKLIST_CODES.items() if isinstance(exc, t)), 207)
             location = field_of(exc.attribute, omi)
             if isinstance(exc, UnknownPatient) and kind == "ADT":
-                location = "PID^1^3^1^1"
+                location = "MRG^1^1^1^1" if exc.attribute == "OtherPatientIDs" else "PID^1^3^1^1"
+            elif isinstance(exc, StepCompleted):
+                location = "ORC^1^1^1^1"
             return Outcome("AE", AckError(code, location, str(exc)))
         except sqlite3.Error as exc:  # read-only, locked or full database: the sender should retry later
             LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, msg.control_id, describe(exc))
@@ -170,8 +194,12 @@ class MessageProcessor:
         kind = "^".join(msg.message_type) if msg is not None else "?"
         control = msg.control_id if msg is not None else ""
         error = outcome.error.text if outcome.error else ""
-        if outcome.code == "AA":
-            LOGGER.info("HL7 %s %s from %s: AA, %s", kind, control, peer, outcome.summary)
+        if outcome.code == "AA" and outcome.warning:
+            LOGGER.warning("HL7 %s %s from %s: AA, %s; %s", kind, control, peer, outcome.summary, outcome.warning)
+            error = outcome.warning
+        elif outcome.code == "AA":
+            LOGGER.info("HL7 %s %s from %s: AA, %s%s", kind, control, peer, outcome.summary,
+                        f" ({error})" if error else "")
         else:
             LOGGER.warning("HL7 %s %s from %s: %s, %s%s", kind, control, peer, outcome.code, error,
                            f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")

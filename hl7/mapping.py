@@ -4,8 +4,9 @@ The mapping follows IHE RAD TF-2 Table B-1 as dcm4chee implements it, with the
 fallbacks of shared/specs/hl7-mwl.md section (a) where sources disagree:
 
 * ORM^O01 (v2.3.1): one step per ORC/OBR pair (OBR-20 SPS ID), Study Instance UID
-  from ZDS-1, start from ORC-7.4 -> OBR-27.4 -> OBR-36, station from ``[hl7]
-  station_aets`` by modality;
+  from ZDS-1 (else made from the order numbers, :func:`order_uid`), start from
+  ORC-7.4 -> OBR-27.4 -> OBR-36, station from ``[hl7] station_aets`` by modality,
+  else ``default_station_aet``, else none (the step keeps an empty station);
 * OMI^O23 (v2.5.1): one step per IPC (IPC-4 SPS ID), Study UID IPC-3, accession
   IPC-1, start TQ1-7, station IPC-9 (else by modality);
 * ADT^A08/A31: PID (and PV1) demographics; ADT^A40: PID-3 plus MRG-1 (merged ID).
@@ -41,6 +42,11 @@ ORDER_STATUS: dict[tuple[str, str], SpsStatus] = {
 }
 #: Order controls that (re)schedule and list every step of the study.
 SCHEDULING = frozenset({"NW", "XO", "SC"})
+#: HL7 table 0119 (order control codes, v2.5.1): a code outside it is ERR 103, a code in it
+#: that the worklist does not take (with that ORC-5) ERR 101.
+_TABLE_0119 = ("AF CA CH CN CR DC DE DF DR FU HD HR LI MC NA NW OC OD OE OF OH OK OP OR PA PR PY RA RE RF RL RO RP RQ "
+               "RR RU SC SN SR SS UA UC UD UF UH UM UN UR UX XO XR XX")
+ORDER_CONTROL_CODES = frozenset(_TABLE_0119.split())
 
 #: HL7 table 0074 diagnostic service sections that differ from DICOM modalities.
 HL7_MODALITIES = {"MRI": "MR", "NMS": "NM", "RUS": "US", "VUS": "US", "XRC": "XA", "CAT": "CT"}
@@ -325,6 +331,9 @@ def _status(group: _Group) -> SpsStatus:
     control = group.orc.text(1).upper()
     order_status = group.orc.text(5).upper()
     status = ORDER_STATUS.get((control, order_status))
+    if status is None and control not in ORDER_CONTROL_CODES:
+        raise MappingError(103, f"ORC^{group.index}^1^1^1",
+                           f"Table value not found: order control {control!r} is not in HL7 table 0119")
     if status is None:
         raise MappingError(101, f"ORC^{group.index}^1^1^1",
                            "Invalid order control in field 1 and/or invalid order status in field 5")
@@ -429,18 +438,37 @@ def _steps(g: _Group, status: SpsStatus, omi: bool, cfg: HL7Config, rp_id: str) 
     return [StepOrder(sps_id, status, attrs)]
 
 
-def _study_uid(g: _Group, omi: bool, accession: str, cfg: HL7Config) -> str:
+def order_uid(placer: str, filler: str, accession: str, rp_id: str = "") -> str:
+    """The Study Instance UID made for an order that names none (``missing_study_uid = "generate"``).
+
+    A ``2.25.`` UID (PS3.5 B.2) from a name-based UUID of the placer order number (else
+    the filler's) and the accession number, so every message of the same order (new,
+    change, cancel) gets the same UID; the requested procedure ID stands in when the
+    order has neither number.
+    """
+    order = placer or filler
+    key = f"order:{order}|accession:{accession}" if order or accession else f"rp:{rp_id}"
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, key).int}"
+
+
+def _study_uid(g: _Group, omi: bool, attrs: Mapping[str, Any], cfg: HL7Config) -> str:
     ipc = g.ipcs[0] if g.ipcs else None
     uid = (ipc.text(3) if ipc else "") or (g.zds.text(1) if g.zds else "")
     if uid:
         return uid
+    accession = attrs.get("AccessionNumber") or ""
     location = "IPC^1^3^1^1" if omi else "ZDS^1^1^1^1"
     if cfg.missing_study_uid == "accession":
         if not accession:
             raise MappingError(101, location, "Required field missing: Study Instance UID (and no accession number)")
         return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, 'accession:' + accession).int}"
     if cfg.missing_study_uid == "generate":
-        return ""
+        # Placer and filler numbers: the entity identifier with its namespace (EI.1^EI.2).
+        placer = "^".join(p for p in (g.orc.text(2, 1), g.orc.text(2, 2)) if p) or (
+            g.obr.text(2, 1) if g.obr else "")
+        filler = "^".join(p for p in (g.orc.text(3, 1), g.orc.text(3, 2)) if p) or (
+            g.obr.text(3, 1) if g.obr else "")
+        return order_uid(placer, filler, accession, attrs.get("RequestedProcedureID") or "")
     raise MappingError(101, location, "Required field missing: Study Instance UID")
 
 
@@ -478,7 +506,7 @@ def map_order(msg: Message, cfg: HL7Config) -> list[Order]:
             raise MappingError(101, f"{'IPC' if omi else 'OBR'}^{g.index}^{2 if omi else 19}^1^1",
                                "Required field missing: requested procedure ID")
         attrs["RequestedProcedureID"] = rp_id
-        study_uid = _study_uid(g, omi, accession, cfg)
+        study_uid = _study_uid(g, omi, attrs, cfg)
         steps = tuple(_steps(g, status, omi, cfg, rp_id))
         key = study_uid or f"accession:{accession}"
         control = g.orc.text(1).upper()

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="curl dcmtk poppler-utils zbar-tools xorriso chromium fonts-dejavu-core fonts-wqy-zenhei libusb-1.0-0 hwdata libgdcm-tools"
+DEBS="curl dcmtk orthanc orthanc-dicomweb orthanc-gdcm poppler-utils zbar-tools xorriso chromium fonts-dejavu-core fonts-wqy-zenhei libusb-1.0-0 hwdata libgdcm-tools"
 missing=""
 for deb in $DEBS; do
     dpkg -s "$deb" >/dev/null 2>&1 || missing="$missing $deb"
@@ -19,4 +19,5 @@ python3 -m pip install -q -e ".[test]"
 
 python3 -m ruff check appliance robots hl7 webui tls labels tests bench
 python3 -m mypy
-python3 -m pytest "$@"
+# Two workers (the machines have 2 cores); each starts its own peers (Orthanc, RabbitMQ) once per session.
+python3 -m pytest -n 2 "$@"

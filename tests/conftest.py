@@ -19,6 +19,7 @@ from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
 
 import dicomdata
+from orthanc_support import orthanc, orthanc_factory  # noqa: F401 - fixtures for every test file
 
 HOST = "127.0.0.1"
 

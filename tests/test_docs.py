@@ -50,14 +50,15 @@ def test_every_config_key_is_documented() -> None:
         "worklist": config.WorklistConfig,
         "web": config.WebConfig,
         "tls": config.TlsConfig,
+        "forwarding": config.ForwardingConfig,
         "[storage]": config.StorageConfig,
         "maintenance": config.MaintenanceConfig,
         "archiving": config.ArchivingConfig,
         "deletion": config.DeletionConfig,
         "email": config.EmailConfig,
     }
-    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "storages",
-            "maintenance", "archiving", "deletion", "email"}
+    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
+            "storages", "maintenance", "archiving", "deletion", "email"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import upkeep as cli_upkeep
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
-from appliance.errors import ApplianceError, DatabaseError
+from appliance.errors import ApplianceError, DatabaseError, ListenerError
+from appliance.lock import DataFolderLock
 from appliance.log import setup_logging
 from tls import TLSError
 
@@ -44,6 +46,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         db.check_writable()
     finally:
         db.close()
+    # Before the log, the reconcile and the cleaning of store/tmp: a second instance must touch nothing.
+    lock = DataFolderLock(cfg.data_dir)
+    lock.acquire()
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
@@ -66,18 +71,31 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     publishing = build_publishing(app, cfg)
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     upkeep = cli_upkeep.build_upkeep(app, cfg, web.site)  # archiving, deletion, storage checks
+    forwarder = cli_forwarding.build_forwarding(app, cfg)
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
 
         hl7_listener = HL7Listener(app, server_tls if hl7_tls else None)
+    folder_watcher = None
+    if cfg.worklist.folder:
+        from appliance.worklist.files import FolderWatcher
+
+        folder_watcher = FolderWatcher(app.worklist, Path(cfg.worklist.folder), cfg.worklist.folder_poll)
     try:
+        if folder_watcher is not None:
+            folder_watcher.start()
         node.start()
         web.start()
         publishing.start()
         upkeep.start()
+        if forwarder is not None:
+            forwarder.start()
         if hl7_listener is not None:
-            hl7_listener.start()
+            try:
+                hl7_listener.start()
+            except OSError as exc:
+                raise ListenerError.port("HL7", "[hl7] port", cfg.hl7.bind, cfg.hl7.port, exc) from None
         LOGGER.info("appliance %s running, data in %s", __version__, cfg.data_dir.resolve())
         # A signal may be delivered to any of the threads; CPython then only flags it, and the main thread
         # runs the handler when it next wakes. An untimed wait might never wake: poll.
@@ -86,12 +104,17 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if hl7_listener is not None:
             hl7_listener.stop()
+        if folder_watcher is not None:
+            folder_watcher.stop()
         web.stop()
+        if forwarder is not None:
+            forwarder.stop()
         node.stop()
         upkeep.stop()
         publishing.stop()
         app.stop()
         LOGGER.info("appliance stopped")
+        lock.release()
     return 0
 
 
@@ -158,7 +181,10 @@ def cmd_worklist_import(args: argparse.Namespace, cfg: Config) -> int:
     """Add worklist items from DICOM worklist files (.wl) or folders of them."""
     from appliance.worklist.files import import_files
 
-    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths])
+    notes: list[str] = []
+    stored, failed = import_files(_worklist(cfg), [Path(p) for p in args.paths], notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     for path, reason in failed:
         print(f"refused: {path}: {reason}", file=sys.stderr)
     print(f"{len(stored)} worklist item(s) imported, {len(failed)} file(s) refused")
@@ -278,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
     cli_upkeep.add_parsers(sub, common)
+    cli_forwarding.add_parsers(sub, common)
     return parser
 
 

@@ -53,7 +53,7 @@ class Upkeep:
         self.archiver = Archiver(app.db, app.index, app.store_area, cfg.archiving, IMPLEMENTATION_VERSION,
                                  self.pool, max(1, workers))
         self.deleter = Deleter(app.db, app.index, app.store_area, cfg.deletion,
-                               site.today if site is not None else None)
+                               site.today if site is not None else None, cfg.forwarding.storage_commitment)
         # Archiving gives way while images arrive: ingest must not slow down by more than a little.
         last_store = [0.0]
         app.stored_listeners.append(lambda *_: last_store.__setitem__(0, time.monotonic()))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import ApplianceError, InvalidValue, NotFound
+from appliance.errors import InvalidValue, ListenerError, NotFound
 
 LOGGER = logging.getLogger("appliance")
 
@@ -49,8 +49,7 @@ class WebService:
                 self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
                                         cfg.tls.handshake_timeout)
             except OSError as exc:
-                raise ApplianceError(f"[web] port {cfg.web.port} on {cfg.web.bind} cannot be opened: "
-                                     f"{exc.strerror or exc}") from None
+                raise ListenerError.port("web", "[web] port", cfg.web.bind, cfg.web.port, exc) from None
         else:
             self.site = Site(app)
         # Every stored study gets its token even with the web site off: disc labels and slips print the link.

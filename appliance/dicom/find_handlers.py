@@ -95,7 +95,8 @@ def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
         yield guard.refusal(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
         return
     try:
-        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses)
+        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses,
+                             pn_ignore_case=app.config.worklist.pn_ignore_case)
         count = 0
         for answer in answers:
             if cancelled():

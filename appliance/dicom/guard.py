@@ -105,11 +105,13 @@ def failure(service: str, exc: BaseException, peer: str, what: str = "") -> Data
     code = status_of(service, exc)
     reason = str(exc) or type(exc).__name__
     subject = f"{service} {what}".strip()
+    # The store is atomic: a refused C-STORE left nothing behind, and the administrator reading the log needs that.
+    outcome = "failed, nothing stored" if service == "C-STORE" else "failed"
     if isinstance(exc, _EXPECTED):
-        LOGGER.error("%s from %s failed (0x%04X): %s", subject, peer, code, reason)
+        LOGGER.error("%s from %s %s (0x%04X): %s", subject, peer, outcome, code, reason)
     else:
-        LOGGER.error("%s from %s failed (0x%04X): unexpected %s: %s", subject, peer, code, type(exc).__name__,
-                     reason, exc_info=exc)
+        LOGGER.error("%s from %s %s (0x%04X): unexpected %s: %s", subject, peer, outcome, code,
+                     type(exc).__name__, reason, exc_info=exc)
         reason = "internal error (see the appliance log)"
     ds = Dataset()
     ds.Status = code

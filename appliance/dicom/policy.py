@@ -27,6 +27,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+#: Storage Commitment Push Model SOP Class.
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+
 if TYPE_CHECKING:
     from appliance.core import Appliance
 
@@ -42,6 +45,7 @@ RIGHTS = {
     StudyRootQueryRetrieveInformationModelGet: "get",
     ModalityWorklistInformationFind: "mwl",
     ModalityPerformedProcedureStep: "mwl",
+    STORAGE_COMMITMENT: "commit",
 }
 
 #: A-ASSOCIATE-RJ (result, source, reason/diagnostic).

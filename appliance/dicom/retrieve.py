@@ -51,7 +51,11 @@ def destination(app: Appliance, move_destination: str) -> NodeConfig:
 
 def preferred(node: NodeConfig | None) -> str | None:
     """The transfer syntax UID a node prefers (None: as stored)."""
-    name = getattr(node, "preferred_ts", "") if node is not None else ""
+    return preferred_name(node.preferred_ts if node is not None else "")
+
+
+def preferred_name(name: str) -> str | None:
+    """The transfer syntax UID of a ``preferred_ts`` name (None for '' and "as-is": as stored)."""
     if not name:
         return None
     syntax = codecs.preferred_syntax(name)
@@ -85,7 +89,7 @@ def store_contexts(instances: Iterable[Sendable], prefer: str | None = None) -> 
     essential = [(sop_class, plain) for sop_class in stored]
     extra: list[tuple[str, list[str]]] = []
     for sop_class, syntaxes in stored.items():
-        own = [prefer] if prefer and prefer not in plain else []
+        own = [prefer] if prefer else []  # alone, also a plain one: the receiver then cannot pick the other
         own += [ts for ts in syntaxes if ts not in plain and ts not in own]
         extra += [(sop_class, [ts]) for ts in own]
     room = max(0, MAX_CONTEXTS - len(essential))

@@ -20,21 +20,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from appliance import codecs
 from appliance.core import IMPLEMENTATION_VERSION
 from appliance.dicom import retrieve
-from appliance.dicom.fast.scu import AssociationFailed, AssociationLost, Identity, StoreSCU, Timeouts
+from appliance.dicom.fast.scu import REJECT_REASONS, AssociationFailed, AssociationLost, Identity, StoreSCU, Timeouts
 from appliance.errors import CodecError
 
 LOGGER = logging.getLogger("appliance.dicom")
 
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded (too many associations)",
-}
 
 
 @dataclass
@@ -68,7 +58,7 @@ def _why_not(assoc: Association, host: str, port: int, timeout: float, elapsed: 
         prim = assoc.acceptor.primitive
         source, diag = int(prim.result_source or 0), int(prim.diagnostic or 0)
         kind = "permanently" if prim.result == 1 else "transiently"
-        return f"association rejected {kind}: {_REJECT_REASONS.get((source, diag), f'reason {source}/{diag}')}"
+        return f"association rejected {kind}: {REJECT_REASONS.get((source, diag), f'reason {source}/{diag}')}"
     # pynetdicom does not say why a connection failed: try the TCP connect ourselves.
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -53,9 +53,10 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
-from appliance.dicom import compat, fast, find_handlers, handlers
+from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
 from appliance.dicom.fast.accept import blocking_handlers
-from appliance.dicom.policy import RIGHTS, AssociationPolicy
+from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
+from appliance.errors import ListenerError
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -168,6 +169,9 @@ def presentation_contexts() -> list[PresentationContext]:
         cx = PresentationContext()
         cx.abstract_syntax = uid
         cx.transfer_syntax = QUERY_SYNTAXES
+        if uid == STORAGE_COMMITMENT:  # a requester may take the SCP role to get reports on its own association
+            cx.scu_role = True
+            cx.scp_role = True
         contexts.append(cx)
     return contexts
 
@@ -202,6 +206,7 @@ class DicomNode:
         self._contexts = presentation_contexts()
         self.fast = fast.Registry()
         self.policy = AssociationPolicy(app)
+        self.reporter = commitment.Reporter()
 
     def _handlers(self) -> list[Any]:
         app = self.app
@@ -211,6 +216,8 @@ class DicomNode:
             (evt.EVT_C_FIND, find_handlers.handle_c_find, [app]),
             (evt.EVT_N_CREATE, find_handlers.handle_n_create, [app]),
             (evt.EVT_N_SET, find_handlers.handle_n_set, [app]),
+            (evt.EVT_N_ACTION, commitment.handle_n_action, [app, self.reporter]),
+            (evt.EVT_N_EVENT_REPORT, forward.handle_n_event_report, [app]),
             (evt.EVT_C_MOVE, handlers.handle_move, [app]),
             (evt.EVT_C_GET, handlers.handle_get, [app]),
             (evt.EVT_ESTABLISHED, _on_established),
@@ -221,15 +228,19 @@ class DicomNode:
 
     def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> ApplianceServer:
         cfg = self.app.config.dicom
-        server = cast(ApplianceServer, self.ae.make_server(
-            (cfg.bind, port),
-            ae_title=cfg.ae_title,
-            contexts=self._contexts,
-            ssl_context=ssl_context,
-            evt_handlers=self._handlers(),
-            server_class=ApplianceServer,
-            request_handler=_RequestHandler,
-        ))
+        try:
+            server = cast(ApplianceServer, self.ae.make_server(
+                (cfg.bind, port),
+                ae_title=cfg.ae_title,
+                contexts=self._contexts,
+                ssl_context=ssl_context,
+                evt_handlers=self._handlers(),
+                server_class=ApplianceServer,
+                request_handler=_RequestHandler,
+            ))
+        except OSError as exc:
+            key = "[dicom] tls_port" if ssl_context is not None else "[dicom] port"
+            raise ListenerError.port("DICOM", key, cfg.bind, port, exc) from None
         server.app = self.app
         server.policy = self.policy
         server.fast_path = self.app.config.dicom.fast_path
@@ -272,6 +283,7 @@ class DicomNode:
         for assoc in self.active():
             LOGGER.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
             assoc.abort()
+        self.reporter.join(max(0.5, deadline - time.monotonic()))
         self.servers.clear()
 
     def active(self) -> list[Association | fast.FastAssociation]:

@@ -43,20 +43,23 @@ class Deleter:
         ``[deletion]``.
     today : callable, optional
         Today's date, for patient-link validity (the token clock).
+    forwarding_commitment : bool
+        ``[forwarding] storage_commitment``: a series counts as forwarded once committed (else once sent).
     """
 
     def __init__(self, db: Database, index: Index, storages: Storages, config: DeletionConfig,
-                 today: Callable[[], date] | None = None) -> None:
+                 today: Callable[[], date] | None = None, forwarding_commitment: bool = True) -> None:
         self.db = db
         self.index = index
         self.storages = storages
         self.config = config
         self.today = today or date.today
+        self.forwarding_commitment = forwarding_commitment
         self.listeners: list[DeletedListener] = []
 
     def _kept(self, uids: list[str]) -> dict[str, str]:
         return rules.protected(self.db.conn, uids, self.config.delete_shared, self.config.remove_not_forwarded,
-                               self.today())
+                               self.today(), self.forwarding_commitment)
 
     def candidates(self, now: datetime | None = None) -> tuple[list[str], dict[str, str]]:
         """Series past ``store_days`` (by their newest instance's receipt), oldest first, and those of them kept

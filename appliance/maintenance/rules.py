@@ -7,13 +7,16 @@ from collections.abc import Iterable
 from datetime import date
 
 
-def not_yet_forwarded(conn: sqlite3.Connection, series_uids: Iterable[str]) -> set[str]:
-    """Series that still wait to be forwarded to another PACS.
+def not_yet_forwarded(conn: sqlite3.Connection, series_uids: Iterable[str], commitment: bool = True) -> set[str]:
+    """Series that still wait to be forwarded to the regional PACS (``[forwarding]``).
 
-    The one place that decides it: forwarding (``appliance/forwarding/``, not built yet) fills this in from
-    its queue. Until then nothing is forwarded, so nothing waits.
+    Forwarding's own rule (:func:`appliance.forwarding.queue.not_forwarded`): an instance is forwarded once the
+    regional server committed it, or, without Storage Commitment, once it was sent. Series never queued (forwarding
+    off) wait for nothing.
     """
-    return set()
+    from appliance.forwarding.queue import not_forwarded
+
+    return not_forwarded(conn, series_uids, commitment)
 
 
 def in_unfinished_disc_job(conn: sqlite3.Connection) -> set[str]:
@@ -36,7 +39,7 @@ def with_live_patient_link(conn: sqlite3.Connection, today: date) -> set[str]:
 
 
 def protected(conn: sqlite3.Connection, series_uids: Iterable[str], delete_shared: bool,
-              remove_not_forwarded: bool, today: date) -> dict[str, str]:
+              remove_not_forwarded: bool, today: date, forwarding_commitment: bool = True) -> dict[str, str]:
     """The series among ``series_uids`` that must be kept, with the reason.
 
     Parameters
@@ -49,13 +52,15 @@ def protected(conn: sqlite3.Connection, series_uids: Iterable[str], delete_share
         ``[deletion]`` switches that lift the patient-link and forwarding rules.
     today : date
         For the patient links' validity.
+    forwarding_commitment : bool
+        ``[forwarding] storage_commitment``: only committed instances count as forwarded.
     """
     uids = list(series_uids)
     kept: dict[str, str] = {}
     if not uids:
         return kept
     if not remove_not_forwarded:
-        for uid in not_yet_forwarded(conn, uids):
+        for uid in not_yet_forwarded(conn, uids, forwarding_commitment):
             kept[uid] = "not yet forwarded"
     if not delete_shared:
         live = with_live_patient_link(conn, today)

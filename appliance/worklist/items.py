@@ -127,8 +127,16 @@ def _desc_and_codes_complete(container: Mapping[str, Any], desc: str, codes: str
     return seq is not None
 
 
-def check_complete(item: Mapping[str, Any]) -> None:
+def check_complete(item: Mapping[str, Any], station_required: bool = True) -> None:
     """Check that worklist clients will accept an item (DCMTK ``DatasetIsComplete``).
+
+    Parameters
+    ----------
+    item : Mapping
+        The item.
+    station_required : bool
+        False lets the Scheduled Station AE Title be empty (an order that names no
+        station, ``[hl7] default_station_aet`` unset).
 
     Raises
     ------
@@ -140,6 +148,8 @@ def check_complete(item: Mapping[str, Any]) -> None:
         raise IncompleteItem("the item must have exactly one scheduled procedure step", SPS_SEQUENCE)
     step = steps[0]
     for keyword in _REQUIRED_STEP:
+        if keyword == "ScheduledStationAETitle" and not station_required:
+            continue
         if not step.get(keyword):
             raise IncompleteItem(f"{keyword} is missing", keyword)
     for keyword in _REQUIRED_TOP:

@@ -1,37 +1,34 @@
-"""Modality Worklist C-FIND matching (PS3.4 K.2.2, C.2.2.2) over the worklist table.
+"""Modality Worklist C-FIND over the worklist table, answered as DCMTK's ``wlmscpfs`` answers.
 
-The keys modalities filter on (Scheduled Station AE Title, start date and time,
-Modality, Patient ID and Name, Accession Number...) become SQL conditions on
-indexed columns, with the rules of :mod:`appliance.query` (wildcards, ranges,
-case-insensitive PN, lists). Any other key with a value is matched afterwards on
-the stored data set with the same rules, sequences included (an item matches if
-any of its sequence items matches every key inside). Answers hold exactly the
-requested keys, zero length when the item has no value; the Scheduled Procedure
-Step Sequence always has exactly one item.
+The keys modalities filter on (Scheduled Station AE Title, start date and time, Modality, Patient ID
+and Name, Accession Number...) narrow the rows in SQL on indexed columns; every row found is then
+matched on its stored data set by :mod:`appliance.matching` (``wlmscpfs``' rules), which
+decides. Answers are built as ``wlmscpfs`` builds them: the requested keys with the item's values
+(zero length when it has none), an empty sequence key expanded to ``wlmscpfs``' list of sub-keys,
+one answer item per stored sequence item, empty description/code pairs dropped; Specific Character
+Set is the item's own when the answer holds text.
 
-Steps whose status is in ``[worklist] hidden_statuses`` are returned only to a
-query that asks for that status by value.
+Steps whose status is in ``[worklist] hidden_statuses`` are returned only to a query that asks for
+that status by value (``wlmscpfs`` returns every file; set ``hidden_statuses = []`` for that).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.tag import Tag
 
 from appliance.db import WORKLIST
-from appliance.index import norm_time
 
 # The C-FIND matching rules are the Q/R index's: one implementation of PS3.4 C.2.2.2.
-from appliance.query import Key, _condition, _time_bounds, answer_charset
+from appliance.matching import Key, Rules, condition, item_matches
+from appliance.query import answer_charset
 from appliance.worklist.store import SPS_SEQUENCE, Attrs, step_of, to_dataset
 
 #: Top-level keys matched in SQL.
@@ -79,97 +76,124 @@ def _requested(identifier: Dataset) -> list[tuple[int, str, Any]]:
     return out
 
 
-# -- matching on stored values (keys without a column) -------------------------------------------
+# -- answers (as wlmscpfs builds them) ---------------------------------------------------------------
 
-def _match_one(vr: str, pattern: str, stored: Any) -> bool:
-    values = stored if isinstance(stored, list) else [stored]
-    texts = [_value_text(v).strip() for v in values]
-    pattern = pattern.strip()
-    if pattern in ("", "*"):
-        return True
-    alternatives = pattern.split("\\") if vr != "UI" else [pattern]
-    for alt in alternatives:
-        if alt in ("", "*"):
-            return True
-        for text in texts:
-            if not text:
-                continue  # an empty value never matches a non-universal key
-            if vr == "UI":
-                if text in [u.strip() for u in alt.split("\\")]:
-                    return True
-            elif vr in ("DA", "TM", "DT") and "-" in alt:
-                low, _, high = (v.strip() for v in alt.partition("-"))
-                if vr == "TM":
-                    value, low, high = norm_time(text), _time_bounds(low)[0] if low else "", \
-                        _time_bounds(high)[1] if high else ""
-                else:
-                    value = text
-                if (not low or value >= low) and (not high or value <= high):
-                    return True
-            elif vr == "TM":
-                low, high = _time_bounds(alt)
-                if low <= norm_time(text) <= high:
-                    return True
-            else:
-                a, t = (alt.upper(), text.upper()) if vr == "PN" else (alt, text)
-                if "*" in a or "?" in a:
-                    if fnmatch.fnmatchcase(t, a.replace("[", "[[]")):
-                        return True
-                elif a == t:
-                    return True
-    return False
+#: What an empty sequence key (no item, or one empty item) stands for: wlmscpfs' own expansion.
+_CODE_KEYS = ("CodeValue", "CodingSchemeVersion", "CodingSchemeDesignator", "CodeMeaning")
+EXPANSION: dict[str, tuple[str, ...]] = {
+    SPS_SEQUENCE: ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
+                   "Modality", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription",
+                   "ScheduledStationName", "ScheduledProcedureStepLocation", "PreMedication",
+                   "ScheduledProcedureStepID", "RequestedContrastAgent", "CommentsOnTheScheduledProcedureStep",
+                   "ScheduledProcedureStepStatus", "ScheduledProcedureStepEndDate", "ScheduledProcedureStepEndTime",
+                   "ScheduledProtocolCodeSequence"),
+    "ScheduledProtocolCodeSequence": _CODE_KEYS,
+    "RequestedProcedureCodeSequence": _CODE_KEYS,
+    "ReferencedStudySequence": ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID"),
+    "ReferencedPatientSequence": ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID"),
+}
+_CHAR_STRING_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
-def _has_condition(keys: list[tuple[int, str, Any]]) -> bool:
-    for _tag, _, value in keys:
-        if isinstance(value, Dataset):
-            if _has_condition(_requested(value)):
-                return True
-        elif value is not None and _value_text(value).strip() not in ("", "*"):
-            return True
-    return False
-
-
-def _matches(stored: Mapping[str, Any], keys: list[tuple[int, str, Any]], skip: set[str]) -> bool:
-    for tag, keyword, value in keys:
-        if keyword in skip or value is None:
-            continue
-        vr = dictionary_VR(tag) if keyword else "UN"
+def _expanded(keyword: str, item: Dataset | None) -> Dataset | None:
+    """The item a sequence key stands for: wlmscpfs' expansion when it is empty, else itself."""
+    if item is not None and len(item) > 0:
+        return item
+    keys = EXPANSION.get(keyword)
+    if keys is None:
+        return item
+    out = Dataset()
+    for sub in keys:
+        tag = tag_for_keyword(sub)
+        assert tag is not None
+        vr = dictionary_VR(tag)
         if vr == "SQ":
-            sub = _requested(value)
-            if not _has_condition(sub):
-                continue  # an empty item: universal matching
-            items = stored.get(keyword) or []
-            if not any(_matches(item, sub, set()) for item in items):
-                return False
-        elif not _match_one(vr, _value_text(value), stored.get(keyword, "")):
-            return False
-    return True
-
-
-# -- answers ----------------------------------------------------------------------------------------
-
-def _project(stored: Mapping[str, Any], keys: list[tuple[int, str, Any]]) -> Dataset:
-    """A data set holding exactly the requested keys, values from ``stored`` (zero length when absent)."""
-    answer = Dataset()
-    for tag, keyword, value in keys:
-        vr = dictionary_VR(tag) if keyword else "UN"
-        if vr == "SQ":
-            items = stored.get(keyword) or []
-            if value is None or len(value) == 0:
-                answer.add_new(tag, vr, DicomSequence([to_dataset(i) for i in items]))
-            else:
-                answer.add_new(tag, vr, DicomSequence([_project(i, _requested(value)) for i in items]))
-        elif keyword in stored:
-            single = to_dataset({keyword: stored[keyword]})
-            answer.add(single[Tag(tag)])
+            out.add_new(tag, vr, DicomSequence([_expanded(sub, None) or Dataset()]))
         else:
-            answer.add_new(tag, vr, None)
+            out.add_new(tag, vr, None)
+    return out
+
+
+def _project(stored: Mapping[str, Any], query: Dataset) -> Dataset:
+    """The answer: the query's keys with the item's values (zero length when it has none).
+
+    As wlmscpfs: a sequence key gets one item per item of the stored sequence, each holding the
+    keys of the query's item; when the item has no such sequence, the query's item is answered as
+    sent; PregnancyStatus the item lacks is 4 (unknown).
+    """
+    answer = Dataset()
+    for elem in query:
+        if elem.tag.group in (0x0000, 0x0002) or elem.tag.element == 0x0000:
+            continue
+        keyword = elem.keyword or keyword_for_tag(elem.tag)
+        if keyword == "SpecificCharacterSet":
+            continue
+        if elem.VR == "SQ":
+            sub = _expanded(keyword, elem.value[0] if len(elem.value) else None) if len(elem.value) <= 1 else None
+            if sub is None:  # no item (a sequence we do not expand) or several: the whole stored sequence
+                answer.add_new(elem.tag, "SQ", DicomSequence([to_dataset(i) for i in stored.get(keyword) or []]))
+                continue
+            items = stored.get(keyword) or []
+            if items:
+                answer.add_new(elem.tag, "SQ", DicomSequence([_project(i, sub) for i in items]))
+            else:
+                answer.add_new(elem.tag, "SQ", DicomSequence([_copy(sub)]))
+        elif keyword in stored and stored[keyword] not in ("", None, []):
+            single = to_dataset({keyword: stored[keyword]})
+            answer.add(single[elem.tag])
+        elif keyword == "PregnancyStatus" and keyword not in stored:
+            answer.add_new(elem.tag, "US", 4)
+        else:
+            answer.add_new(elem.tag, dictionary_VR(elem.tag) if keyword else elem.VR, None)
     return answer
 
 
+def _copy(item: Dataset) -> Dataset:
+    out = Dataset()
+    for elem in item:
+        out.add(elem)
+    return out
+
+
+def _cleanup(answer: Dataset) -> None:
+    """wlmscpfs' last touches: empty description/code pairs and empty reference items go."""
+    step = None
+    if SPS_SEQUENCE in answer and len(answer[SPS_SEQUENCE].value) > 0:
+        step = answer[SPS_SEQUENCE].value[0]
+        _desc_and_codes(step, "ScheduledProcedureStepDescription", "ScheduledProtocolCodeSequence")
+    _desc_and_codes(answer, "RequestedProcedureDescription", "RequestedProcedureCodeSequence")
+    for keyword in ("ReferencedStudySequence", "ReferencedPatientSequence"):
+        if keyword in answer and len(answer[keyword].value) == 1:
+            item = answer[keyword].value[0]
+            if ("ReferencedSOPClassUID" in item and not item.ReferencedSOPClassUID
+                    and "ReferencedSOPInstanceUID" in item and not item.ReferencedSOPInstanceUID):
+                answer[keyword].value = DicomSequence([])
+
+
+def _desc_and_codes(ds: Dataset, desc: str, codes: str) -> None:
+    removed = False
+    if codes in ds:
+        seq = ds[codes].value
+        if len(seq) == 0 or (len(seq) == 1 and "CodeValue" in seq[0] and not seq[0].CodeValue
+                             and "CodingSchemeDesignator" in seq[0] and not seq[0].CodingSchemeDesignator):
+            del ds[codes]
+            removed = True
+    if not removed and desc in ds and not ds[desc].value:
+        del ds[desc]
+
+
+def _has_char_string(ds: Dataset) -> bool:
+    for elem in ds:
+        if elem.VR == "SQ":
+            if any(_has_char_string(item) for item in elem.value):
+                return True
+        elif elem.VR in _CHAR_STRING_VRS:
+            return True
+    return False
+
+
 def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str, ...] = (),
-               limit: int = 0) -> Iterator[Dataset]:
+               limit: int = 0, pn_ignore_case: bool = False) -> Iterator[Dataset]:
     """Yield one answer per matching worklist step.
 
     Parameters
@@ -182,22 +206,27 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
         Statuses returned only when the query asks for them by value.
     limit : int
         Stop after this many answers (0: no limit).
+    pn_ignore_case : bool
+        Match person names without regard to case (``[worklist] pn_ignore_case``).
     """
+    rules = Rules(pn_ignore_case)
     keys = _requested(identifier)
     step_keys: list[tuple[int, str, Any]] = []
     for _tag, keyword, value in keys:
         if keyword == SPS_SEQUENCE and value is not None:
             step_keys = _requested(value)
+    # SQL only narrows the rows (a superset of the answers); matching.item_matches decides.
     conds: list[str] = []
     params: list[Any] = []
-    in_sql: set[str] = set()
     for table, wanted in ((TOP_KEYS, keys), (STEP_KEYS, step_keys)):
+        dated = any(kw == "ScheduledProcedureStepStartDate" and _value_text(v).strip() for _, kw, v in wanted)
         for _, keyword, value in wanted:
             key = table.get(keyword)
             if key is None or isinstance(value, Dataset):
                 continue
-            in_sql.add(keyword)
-            cond = _condition(key, _value_text(value), params)
+            if keyword == "ScheduledProcedureStepStartTime" and dated:
+                continue  # matched with the date as one date-time
+            cond = condition(key, _value_text(value), params)
             if cond:
                 conds.append(cond)
     status_asked = any(kw == "ScheduledProcedureStepStatus" and _value_text(v).strip() not in ("", "*")
@@ -209,19 +238,25 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
     if conds:
         sql += " WHERE " + " AND ".join(conds)
     sql += " ORDER BY start_date, start_time, id"
-    top_rest = [k for k in keys if k[1] not in in_sql and k[1] != SPS_SEQUENCE]
-    step_rest = [k for k in step_keys if k[1] not in in_sql]
     count = 0
     for row in conn.execute(sql, params):
         item: Attrs = json.loads(row[0])
         step = step_of(item)
-        step["ScheduledProcedureStepStatus"] = row[1]
-        if not _matches(item, top_rest, set()) or not _matches(step, step_rest, set()):
+        # A file's step without a status is answered without one until something changes it.
+        if not (step.pop("_no_status", False) and row[1] == "SCHEDULED"):
+            step["ScheduledProcedureStepStatus"] = row[1]
+        if not item_matches(item, identifier, rules):
             continue
-        answer = _project(item, keys)
-        charset = answer_charset(row[2], answer)
-        if charset:
-            answer.SpecificCharacterSet = charset
+        answer = _project(item, identifier)
+        _cleanup(answer)
+        if row[2] and _has_char_string(answer):
+            charset = answer_charset(row[2], answer)
+            if charset:
+                answer.SpecificCharacterSet = charset
+        elif not row[2]:
+            charset = answer_charset("", answer)  # non-ASCII text of an item without character set: UTF-8
+            if charset:
+                answer.SpecificCharacterSet = charset
         yield answer
         count += 1
         if limit and count >= limit:

@@ -12,12 +12,17 @@ mapping leaves the stored value unchanged, ``""`` clears it.
 
 Rules kept here (see docs/hl7-worklist.md):
 
-* an item is stored only if DCMTK's worklist clients would accept it
-  (:func:`check_complete`), else the whole order is rejected;
+* an order's item is stored only if DCMTK's worklist clients would accept it
+  (:func:`check_complete`, the station aside), else the whole order is rejected;
+  an item of a worklist file is stored as the file has it (:meth:`Worklist.put_as_is`),
+  as ``wlmscpfs`` serves it;
 * a scheduling order (new/changed) lists every step of its study: steps it no
   longer lists are deleted or cancelled (``[worklist] dropped_steps``);
 * a scheduling order does not move a step that a modality already started or
-  completed back to SCHEDULED; cancel/discontinue/complete orders always apply;
+  completed back to SCHEDULED; cancel/discontinue orders do not undo a COMPLETED
+  step unless ``[worklist] cancel_completed = "apply"``;
+* an order may leave the Scheduled Station AE Title unknown: the step keeps an
+  empty station, which only queries without a station key find;
 * patient updates and merges change every open item of the patient.
 """
 
@@ -35,7 +40,7 @@ from typing import Any
 
 from appliance.config import WorklistConfig
 from appliance.db import MERGED_PATIENTS, WORKLIST, Database
-from appliance.errors import IncompleteItem, InvalidItem, NotFound, PatientMismatch, UnknownPatient
+from appliance.errors import IncompleteItem, NotFound, PatientMismatch, StepCompleted, UnknownPatient
 from appliance.index import norm_time, pn_key
 from appliance.worklist.items import SPS_SEQUENCE as SPS_SEQUENCE
 from appliance.worklist.items import TYPE2_SEQ, TYPE2_STEP, TYPE2_TOP, as_text, check_complete, check_values, step_of
@@ -65,6 +70,8 @@ OPEN_STATUSES = frozenset({SpsStatus.SCHEDULED, SpsStatus.ARRIVED, SpsStatus.REA
 FINAL_STATUSES = frozenset({SpsStatus.COMPLETED, SpsStatus.DISCONTINUED, SpsStatus.CANCELED})
 #: Statuses a scheduling order leaves alone: the modality's word (MPPS) wins over a RIS update.
 _PERFORMED = frozenset({SpsStatus.STARTED, SpsStatus.COMPLETED})
+#: What cancel and discontinue orders make of a step.
+_WITHDRAWN = frozenset({SpsStatus.CANCELED, SpsStatus.DISCONTINUED})
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,22 @@ class PatientUpdate:
     patient_attrs: Mapping[str, Any] = field(default_factory=dict)
     merged: PatientRef | None = None
     charset: str = ""
+
+
+@dataclass(frozen=True)
+class PatientResult:
+    """What a patient update or merge changed.
+
+    Attributes
+    ----------
+    changed : int
+        Items rewritten.
+    known : bool
+        Whether the patient (for a merge: the prior patient ID) has any worklist item.
+    """
+
+    changed: int
+    known: bool
 
 
 @dataclass(frozen=True)
@@ -297,6 +320,10 @@ class Worklist:
             else:
                 item = json.loads(row["attrs"])
                 status = SpsStatus(row["status"])
+                if (step.status in _WITHDRAWN and status == SpsStatus.COMPLETED
+                        and self.config.cancel_completed != "apply"):
+                    raise StepCompleted(f"step {step.sps_id} of study {study_uid} is already COMPLETED: "
+                                        f"{step.status.value} not applied", "ScheduledProcedureStepStatus")
                 if not (step.status == SpsStatus.SCHEDULED and status in _PERFORMED):
                     status = step.status
             _apply(item, order.patient_attrs)
@@ -358,6 +385,7 @@ class Worklist:
         item.update({k: [] for k in TYPE2_SEQ})
         item["StudyInstanceUID"] = study_uid
         sps: Attrs = {k: "" for k in TYPE2_STEP}
+        sps["ScheduledStationAETitle"] = ""  # unknown station: present and empty, until an order names one
         if not step.attrs.get("ScheduledProcedureStepStartDate") and not step.attrs.get(
                 "ScheduledProcedureStepStartTime"):
             # IHE lets the DSS default a missing start to "now"; worklist clients need one.
@@ -368,34 +396,37 @@ class Worklist:
         item[SPS_SEQUENCE] = [sps]
         return item
 
-    def put(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str) -> ItemKey:
-        """Validate a whole item and store it (replacing the step with the same key) in the caller's transaction.
+    def put_as_is(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str,
+                  fallback: str) -> ItemKey:
+        """Store an item of a worklist file as the file has it, unchecked (``wlmscpfs`` serves it so).
 
-        Raises
-        ------
-        WorklistError
-            :class:`IncompleteItem` or :class:`InvalidItem`; nothing is written.
+        An item without Study Instance UID or step ID is keyed by ``fallback`` (the file and step),
+        so that such items do not replace each other; the answers still hold the attribute as
+        the file has it.
         """
-        if status not in SpsStatus.__members__:
-            raise InvalidItem(f"unknown Scheduled Procedure Step Status {status!r}", "ScheduledProcedureStepStatus")
-        item = self._validated(item)
-        key = ItemKey(as_text(item["StudyInstanceUID"]), as_text(step_of(item)["ScheduledProcedureStepID"]))
+        study = as_text(item.get("StudyInstanceUID")) or f"\\{fallback}"
+        sps_id = as_text(step_of(item).get("ScheduledProcedureStepID")) or f"\\{fallback}"
+        key = ItemKey(study, sps_id)
         row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
-                           (key.study_uid, key.sps_id)).fetchone()
-        self._write(conn, row[0] if row else None, item, status, charset, source, _now())
+                           (study, sps_id)).fetchone()
+        self._write(conn, row[0] if row else None, item, status, charset, source, _now(),
+                    {"study_uid": study, "sps_id": sps_id})
         return key
 
     def _validated(self, item: Attrs) -> Attrs:
         item = check_values(item, self.config.long_values)
-        check_complete(item)
+        check_complete(item, station_required=False)
         return item
 
     def _write(self, conn: sqlite3.Connection, row_id: int | None, item: Attrs, status: str, charset: str,
-               source: str, now: str) -> None:
+               source: str, now: str, keys: Mapping[str, str] | None = None) -> None:
         cols = _columns(item, status)
+        cols.update(keys or {})
         cols.update(charset=charset, attrs=json.dumps(item, ensure_ascii=False), updated=now)
+        if source:
+            cols.update(source=source)
         if row_id is None:
-            cols.update(source=source, created=now)
+            cols.update(created=now)
             names = ", ".join(cols)
             conn.execute(f"INSERT INTO {WORKLIST} ({names}) VALUES ({', '.join('?' * len(cols))})",
                          tuple(cols.values()))
@@ -414,13 +445,21 @@ class Worklist:
 
     # -- patients ---------------------------------------------------------------------------------
 
-    def update_patient(self, update: PatientUpdate) -> int:
+    def update_patient(self, update: PatientUpdate, unknown_is_error: bool = False) -> PatientResult:
         """Apply new demographics (and a merge) to every open item of the patient.
+
+        Parameters
+        ----------
+        update : PatientUpdate
+            The new demographics, and the prior patient of a merge.
+        unknown_is_error : bool
+            Raise :class:`UnknownPatient` when the patient (for a merge: the prior ID) has
+            no worklist item; else report it in :attr:`PatientResult.known`.
 
         Returns
         -------
-        int
-            How many items changed.
+        PatientResult
+            How many items changed, and whether the patient was known.
 
         Raises
         ------
@@ -438,7 +477,12 @@ class Worklist:
                 old = update.merged
                 if not old.patient_id:
                     raise IncompleteItem("the merge names no prior patient ID", "OtherPatientIDs")
-                for row in self._patient_rows(conn, old, open_only=False):
+                prior_rows = self._patient_rows(conn, old, open_only=False)
+                known = bool(prior_rows)
+                if not known and unknown_is_error:
+                    raise UnknownPatient(f"prior patient ID {old.patient_id} has no worklist item",
+                                         "OtherPatientIDs")
+                for row in prior_rows:
                     item = json.loads(row["attrs"])
                     item["PatientID"] = update.patient.patient_id
                     if update.patient.issuer or "IssuerOfPatientID" in item:
@@ -454,6 +498,14 @@ class Worklist:
                     (old.patient_id, old.issuer, update.patient.patient_id, update.patient.issuer, now))
                 LOGGER.info("patient %s merged into %s: %d item(s) moved", old.patient_id,
                             update.patient.patient_id, changed)
+            else:
+                known = conn.execute(
+                    f"SELECT 1 FROM {WORKLIST} WHERE patient_id = ? AND (issuer = '' OR ? = '' OR issuer = ?)"
+                    " LIMIT 1", (update.patient.patient_id, update.patient.issuer, update.patient.issuer)
+                ).fetchone() is not None
+                if not known and unknown_is_error:
+                    raise UnknownPatient(f"patient ID {update.patient.patient_id} has no worklist item",
+                                         "PatientID")
             for row in self._patient_rows(conn, update.patient, open_only=True):
                 item = json.loads(row["attrs"])
                 before = dict(item)
@@ -462,7 +514,7 @@ class Worklist:
                     self._write(conn, row["id"], self._validated(item), row["status"],
                                 update.charset or row["charset"], "", now)
                     changed += 1
-        return changed
+        return PatientResult(changed, known)
 
     @staticmethod
     def _patient_rows(conn: sqlite3.Connection, ref: PatientRef, open_only: bool) -> list[sqlite3.Row]:

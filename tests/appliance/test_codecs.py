@@ -103,7 +103,9 @@ def test_decompression_keeps_uids_and_pixels(kind: tuple[int, bool, int, bool], 
     ds, arr = _image(*kind)
     data = _part10(ds, stored)
     for target in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
-        out = _decoded(codecs.convert(data, target), target)
+        converted = codecs.convert(data, target)
+        assert len(converted) % 2 == 0  # PDV fragments are even (a deflated stream is padded)
+        out = _decoded(converted, target)
         assert out.SOPInstanceUID == ds.SOPInstanceUID
         assert out.StudyInstanceUID == ds.StudyInstanceUID and out.SeriesInstanceUID == ds.SeriesInstanceUID
         assert "LossyImageCompression" not in out

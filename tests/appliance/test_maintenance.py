@@ -383,3 +383,45 @@ def test_a_compression_without_an_encoder_is_refused_with_the_usable_ones(tmp_pa
     assert done.returncode != 0
     assert "no encoder installed" in done.stderr and "jpeg-ls-lossless" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_series_not_yet_forwarded_is_kept_until_committed(tmp_path: Path) -> None:
+    from appliance.forwarding.queue import ForwardQueue
+
+    cfg = config(tmp_path / "var", deletion={"store_days": 1})
+    node = started(cfg)
+    try:
+        queue = ForwardQueue(node.app.db)
+        queue.set_enabled(True)  # what [forwarding] enabled does: every indexed instance is queued
+        items = dicomdata.study("PFWD", "FORWARD^ME", ("CT",), 2)
+        assert store(node.port, items) == [0, 0]
+        _received_days_ago(node, [i.sop_uid for i in items], 2)
+        upkeep = Upkeep(node.app, cfg, workers=0)
+        assert upkeep.deleter.candidates()[1] == {items[0].series_uid: "not yet forwarded"}
+        uids = [i.sop_uid for i in items]
+        queue.mark_sent(uids, "1.2.3.4")  # sent, but the regional server has not committed yet
+        upkeep.engine.collect("deletion", force=True)
+        assert node.app.index.lookup(items[0].sop_uid) is not None
+        queue.apply_report("1.2.3.4", uids, {}, 10, 100)
+        upkeep.engine.collect("deletion", force=True)
+        for task in upkeep.engine.tasks.unfinished():
+            upkeep.engine.run_task(task)
+        assert node.app.index.lookup(items[0].sop_uid) is None
+    finally:
+        node.stop()
+
+
+def test_remove_not_forwarded_lifts_the_forwarding_rule(tmp_path: Path) -> None:
+    from appliance.forwarding.queue import ForwardQueue
+
+    cfg = config(tmp_path / "var", deletion={"store_days": 1, "remove_not_forwarded": True})
+    node = started(cfg)
+    try:
+        ForwardQueue(node.app.db).set_enabled(True)
+        items = dicomdata.study("PFWD2", "FORWARD^ME", ("CT",), 1)
+        assert store(node.port, items) == [0]
+        _received_days_ago(node, [items[0].sop_uid], 2)
+        upkeep = Upkeep(node.app, cfg, workers=0)
+        assert upkeep.deleter.due() == [items[0].series_uid]
+    finally:
+        node.stop()

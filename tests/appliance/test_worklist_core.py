@@ -11,7 +11,16 @@ from appliance.config import ConfigError, parse_config
 from appliance.db import Database
 from appliance.errors import InvalidItem
 from appliance.worklist.hl7log import MessageLog
-from appliance.worklist.store import ItemKey, Order, PatientRef, PatientUpdate, SpsStatus, StepOrder, Worklist
+from appliance.worklist.store import (
+    ItemKey,
+    Order,
+    PatientRef,
+    PatientResult,
+    PatientUpdate,
+    SpsStatus,
+    StepOrder,
+    Worklist,
+)
 
 STUDY = "1.2.826.0.1.3680043.99.7"
 
@@ -58,10 +67,10 @@ def test_patient_update_changes_open_items_only(wl: Worklist) -> None:
     wl.apply_orders([order(SpsStatus.SCHEDULED, "Doe^Jane", "S3", study="1.2.3.8")])
     with wl.db.transaction() as conn:
         wl.set_step_status(conn, ItemKey(STUDY, "S2"), SpsStatus.COMPLETED)
-    assert wl.update_patient(PatientUpdate(PatientRef("P1"), {"PatientName": "Roe^Jane"})) == 2
+    assert wl.update_patient(PatientUpdate(PatientRef("P1"), {"PatientName": "Roe^Jane"})).changed == 2
     names = {r.sps_id: r.patient_name for r in wl.items()}
     assert names == {"S1": "Roe^Jane", "S2": "Doe^Jane", "S3": "Roe^Jane"}
-    assert wl.update_patient(PatientUpdate(PatientRef("NOBODY"), {"PatientName": "X^Y"})) == 0
+    assert wl.update_patient(PatientUpdate(PatientRef("NOBODY"), {"PatientName": "X^Y"})) == PatientResult(0, False)
 
 
 def test_a_bad_value_changes_nothing(wl: Worklist) -> None:

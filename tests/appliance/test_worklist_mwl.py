@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hl7support import findscu_mwl, sps
@@ -113,14 +114,17 @@ def test_imported_files_are_answered(wl_node: Node, tmp_path: Path) -> None:
     for a in answers:
         for key in ("PatientName", "PatientID", "StudyInstanceUID", "RequestedProcedureID", "AccessionNumber"):
             assert key in a
-        assert sps(a).ScheduledProcedureStepStatus == "SCHEDULED"
+        # The files name no step status: answered zero length, as wlmscpfs answers them.
+        assert sps(a).ScheduledProcedureStepStatus == ""
 
 
 @pytest.mark.parametrize(("keys", "expected"), [
-    (("PatientName=doe*",), ["S1"]),  # PN: case-insensitive wildcard
-    (("PatientName=*^HANS",), ["S2", "S3"]),
+    (("PatientName=doe*",), []),  # PN: case-sensitive, as wlmscpfs ([worklist] pn_ignore_case)
+    (("PatientName=DOE*",), ["S1"]),
+    (("PatientName=*^Hans",), ["S2", "S3"]),
     (("PatientID=wl001",), []),  # LO: case-sensitive
-    (("PatientID=WL00?",), ["S1", "S2", "S3"]),
+    (("PatientID=WL00?",), []),  # no wildcards on Patient ID, station and modality (wlmscpfs)
+    (("PatientID=WL001",), ["S1"]),
     ((f"{SAET}=AA33",), ["S1"]),  # one value of a multi-valued station AE title
     ((f"{SAET}=MR1",), ["S2", "S3"]),
     ((f"{MODALITY}=CT",), ["S1", "S4"]),
@@ -134,7 +138,7 @@ def test_imported_files_are_answered(wl_node: Node, tmp_path: Path) -> None:
     (("AccessionNumber=ACC-WL-*",), ["S1"]),
     (("StudyInstanceUID=1.2.826.0.1.2\\1.2.826.0.1.3",), ["S2", "S3", "S4"]),
     (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepID=S?",), ["S1", "S2", "S3", "S4"]),
-    (("ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName=tech*",), ["S1", "S2", "S3", "S4"]),
+    (("ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName=Tech*",), ["S1", "S2", "S3", "S4"]),
     (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription=CT*",), ["S1", "S2", "S3", "S4"]),
     (("PatientBirthDate=19700101",), ["S1", "S2", "S3", "S4"]),
     (("PatientSex=M",), []),  # matched on the stored data set (no column)
@@ -159,25 +163,51 @@ def test_answer_holds_exactly_the_requested_keys(wl_node: Node) -> None:
     answers = [ds for status, ds in responses if status.Status == 0xFF00]
     assoc.release()
     [answer] = answers
-    assert sorted(e.keyword for e in answer) == ["PatientComments", "PatientName", "RequestedProcedureCodeSequence",
-                                                 "ScheduledProcedureStepSequence", "SpecificCharacterSet"]
+    # The empty code sequence goes, as wlmscpfs drops it when the item has none (it has a description).
+    assert sorted(e.keyword for e in answer) == ["PatientComments", "PatientName", "ScheduledProcedureStepSequence",
+                                                 "SpecificCharacterSet"]
     assert [e.keyword for e in answer.ScheduledProcedureStepSequence[0]] == ["ScheduledStationAETitle"]
     assert answer.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT1"
     assert answer.PatientComments in ("", None)
 
 
-def test_incomplete_and_foreign_files_are_refused(node: Node, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    folder = tmp_path / "bad"
+def test_files_are_taken_as_wlmscpfs_serves_them(node: Node, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mixed"
+    # No station, no Referenced Study Sequence (Type 2), no Patient's Name: wlmscpfs serves such files
+    # (-dfr; it adds the missing Type 2 sequence itself), so they are taken, with a warning each.
     make_wl(folder, "nosaet", wl_dump("BAD1", "BAD^ONE", "1.2.826.0.9.1", [step("B1", aet="")]))
+    make_wl(folder, "noref", wl_dump("NR1", "NO^REF", "1.2.826.0.9.3", [step("N1")]).replace(
+        "(0008,1110) SQ (Sequence with undefined length #=0)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""))
+    make_wl(folder, "noname", wl_dump("NN1", "", "1.2.826.0.9.4", [step("M1")]).replace("(0010,0010) PN []\n", ""))
     make_wl(folder, "good", wl_dump("OK1", "GOOD^ONE", "1.2.826.0.9.2", [step("G1")]))
+    # Refused: not DICOM; no Scheduled Procedure Step Sequence; bytes foreign to the character set.
     (folder / "junk.wl").write_bytes(b"not dicom at all")
+    make_wl(folder, "nosps", wl_dump("NS1", "NO^SPS", "1.2.826.0.9.5", []).replace(
+        "(0040,0100) SQ (Sequence with undefined length #=1)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""))
+    make_wl(folder, "badtext", wl_dump("BT1", "Bad\xe9^Text", "1.2.826.0.9.6", [step("T1")]).replace(
+        "ISO_IR 100", "ISO_IR 192"))
     assert main(["worklist", "import", str(folder), "--config", config_file(node, tmp_path)]) == 1
     out = capsys.readouterr()
-    assert "1 worklist item(s) imported, 2 file(s) refused" in out.out
-    assert "nosaet.wl: " in out.err and "ScheduledStationAETitle is missing" in out.err
-    assert "junk.wl" in out.err
-    assert ids(findscu_mwl(node, tmp_path)) == ["G1"]
+    assert "4 worklist item(s) imported, 3 file(s) refused" in out.out
+    warnings = [line for line in out.err.splitlines() if line.startswith("warning: ")]
+    assert any("nosaet.wl: " in w and "ScheduledStationAETitle" in w for w in warnings)
+    assert any("noref.wl: ReferencedStudySequence absent (answered empty)" in w for w in warnings)
+    assert any("noname.wl: " in w and "PatientName" in w for w in warnings)
+    assert not any("good.wl" in w for w in warnings)
+    refused = {line.split(": ", 2)[1].rsplit("/", 1)[-1]: line for line in out.err.splitlines()
+               if line.startswith("refused: ")}
+    assert set(refused) == {"junk.wl", "nosps.wl", "badtext.wl"}
+    assert "not a DICOM worklist file" in refused["junk.wl"]
+    assert "no Scheduled Procedure Step Sequence" in refused["nosps.wl"]
+    assert "broken encoding" in refused["badtext.wl"]
+    answers = findscu_mwl(node, tmp_path)
+    assert ids(answers) == ["B1", "G1", "M1", "N1"]
+    by_id = {sps(a).ScheduledProcedureStepID: a for a in answers}
+    assert sps(by_id["B1"]).ScheduledStationAETitle in ("", None)
+    assert by_id["M1"].PatientName in ("", None)
+    # The station key of a modality does not find the station-less item (empty never matches a value).
+    assert ids(findscu_mwl(node, tmp_path, f"{SAET}=CT1")) == ["G1", "M1", "N1"]
 
 
 def test_completeness_rules() -> None:
@@ -294,3 +324,46 @@ def test_export_is_read_by_dcmtk_wlmscpfs(wl_node: Node, tmp_path: Path) -> None
     stored, failed = import_files(wl_node.app.worklist, [out])
     assert failed == [] and len(stored) == 4
     assert [(r.study_uid, r.sps_id, r.patient_name, r.start_time) for r in wl_node.app.worklist.items()] == before
+
+
+def _node_with(tmp_path: Path, worklist: dict[str, Any]) -> Node:
+    from appliance.config import parse_config
+
+    from conftest import free_port
+    return Node(parse_config({"appliance": {"data_dir": str(tmp_path / "wlcfg")},
+                              "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+                              "worklist": worklist}))
+
+
+def test_hidden_statuses_default_and_off(node: Node, wl_dir: Path, tmp_path: Path) -> None:
+    # Default: CANCELED, DISCONTINUED and COMPLETED steps are answered only to a query for that status.
+    stored, failed = import_files(node.app.worklist, [wl_dir])
+    assert not failed
+    with node.app.db.transaction() as conn:
+        for sps_id, status in (("S1", "CANCELED"), ("S2", "DISCONTINUED"), ("S3", "COMPLETED")):
+            key = next(k for k in stored if k.sps_id == sps_id)
+            node.app.worklist.set_step_status(conn, key, wl_status(status))
+    assert ids(findscu_mwl(node, tmp_path)) == ["S4"]
+    assert ids(findscu_mwl(node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus="
+                                           "COMPLETED")) == ["S3"]
+    # hidden_statuses = []: every step, as wlmscpfs answers every file.
+    other = _node_with(tmp_path, {"hidden_statuses": []})
+    try:
+        import_files(other.app.worklist, [wl_dir])
+        with other.app.db.transaction() as conn:
+            other.app.worklist.set_step_status(conn, next(k for k in stored if k.sps_id == "S1"),
+                                               wl_status("CANCELED"))
+        assert ids(findscu_mwl(other, tmp_path)) == ["S1", "S2", "S3", "S4"]
+    finally:
+        other.stop()
+
+
+def test_pn_ignore_case(wl_dir: Path, tmp_path: Path) -> None:
+    node = _node_with(tmp_path, {"pn_ignore_case": True})
+    try:
+        import_files(node.app.worklist, [wl_dir])
+        assert ids(findscu_mwl(node, tmp_path, "PatientName=doe*")) == ["S1"]
+        assert ids(findscu_mwl(node, tmp_path, "PatientName=*^HANS")) == ["S2", "S3"]
+        assert ids(findscu_mwl(node, tmp_path, "PatientID=wl001")) == []  # other VRs stay case-sensitive
+    finally:
+        node.stop()

@@ -39,6 +39,7 @@ from appliance.dicom.fast.dimse import (
     C_GET_RQ,
     C_MOVE_RQ,
     NO_DATA_SET,
+    CommandReader,
     decode_command,
     encode_response,
     encode_store_request,
@@ -442,7 +443,7 @@ class FastAssociation:
             self._abort(0x00, 0x00)
             self._ended(released=False)
             return None, "", cancelled
-        fragments: list[bytes] = []
+        reader = CommandReader()
         while True:
             pdu = self._read_pdu()
             if pdu is None:
@@ -457,19 +458,17 @@ class FastAssociation:
             if _is_cancel(body, get_message_id):
                 cancelled = True
                 continue
-            pos = 0
-            while pos + 6 <= len(body):
-                length = int.from_bytes(body[pos:pos + 4], "big")
-                control = body[pos + 5]
-                fragments.append(bytes(body[pos + 6:pos + 4 + length]))
-                pos += 4 + length
-                if control & 0x03 == 0x03:
-                    fields = decode_command(b"".join(fragments))
-                    fragments = []
-                    if fields.get(0x0100) == STORE_RSP_FIELD and fields.get(0x0120) == message_id:
-                        return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, "")), cancelled
-                    LOGGER.warning("fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
-                                   self.requestor.ae_title, fields.get(0x0100, 0))
+            try:
+                commands = reader.feed(body)
+            except ValueError as exc:
+                self._protocol_error(str(exc))
+                self._ended(released=False)
+                return None, "", cancelled
+            for fields in commands:
+                if fields.get(0x0100) == STORE_RSP_FIELD and fields.get(0x0120) == message_id:
+                    return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, "")), cancelled
+                LOGGER.warning("fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
+                               self.requestor.ae_title, fields.get(0x0100, 0))
 
     def storage_contexts(self) -> dict[str, list[tuple[int, str]]]:
         """Accepted storage contexts on which we may send C-STORE (the requestor took the SCP role)."""

@@ -83,6 +83,21 @@ def _text(value: str, pad: bytes) -> bytes:
     return raw + pad if len(raw) % 2 else raw
 
 
+def _response_head(command_field: int, message_id: int, sop_class: str, status: int, comment: str | None,
+                   data_set: bool) -> list[bytes]:
+    """The elements every response starts with, in tag order, up to Error Comment."""
+    parts = [
+        _implicit(0x0002, _text(sop_class, b"\x00")),
+        _implicit(0x0100, struct.pack("<H", command_field)),
+        _implicit(0x0120, struct.pack("<H", message_id)),
+        _implicit(0x0800, struct.pack("<H", DATA_SET if data_set else NO_DATA_SET)),
+        _implicit(0x0900, struct.pack("<H", status)),
+    ]
+    if comment is not None:
+        parts.append(_implicit(0x0902, _text(comment, b" ")))
+    return parts
+
+
 def encode_response(command_field: int, message_id: int, sop_class: str, status: int, comment: str | None,
                     sop_instance: str | None, data_set: bool = False) -> bytes:
     """A C-STORE-RSP, C-ECHO-RSP or C-FIND-RSP command set, byte for byte as pynetdicom encodes it.
@@ -104,15 +119,7 @@ def encode_response(command_field: int, message_id: int, sop_class: str, status:
     data_set : bool
         Whether a data set follows (a pending C-FIND-RSP's identifier).
     """
-    parts = [
-        _implicit(0x0002, _text(sop_class, b"\x00")),
-        _implicit(0x0100, struct.pack("<H", command_field)),
-        _implicit(0x0120, struct.pack("<H", message_id)),
-        _implicit(0x0800, struct.pack("<H", DATA_SET if data_set else NO_DATA_SET)),
-        _implicit(0x0900, struct.pack("<H", status)),
-    ]
-    if comment is not None:
-        parts.append(_implicit(0x0902, _text(comment, b" ")))
+    parts = _response_head(command_field, message_id, sop_class, status, comment, data_set)
     if sop_instance is not None:
         parts.append(_implicit(0x1000, _text(sop_instance, b"\x00")))
     body = b"".join(parts)
@@ -177,21 +184,44 @@ def encode_retrieve_response(command_field: int, message_id: int, sop_class: str
         Whether an identifier follows (the Failed SOP Instance UID List).
     """
     remaining, completed, failed, warning = counts
-    parts = [
-        _implicit(0x0002, _text(sop_class, b"\x00")),
-        _implicit(0x0100, struct.pack("<H", command_field)),
-        _implicit(0x0120, struct.pack("<H", message_id)),
-        _implicit(0x0800, struct.pack("<H", DATA_SET if data_set else NO_DATA_SET)),
-        _implicit(0x0900, struct.pack("<H", status)),
-    ]
-    if comment is not None:
-        parts.append(_implicit(0x0902, _text(comment[:64], b" ")))
+    parts = _response_head(command_field, message_id, sop_class, status, comment[:64] if comment else comment,
+                           data_set)
     if remaining is not None:
         parts.append(_implicit(0x1020, struct.pack("<H", remaining)))
     parts.append(_implicit(0x1021, struct.pack("<H", completed)))
     parts.append(_implicit(0x1022, struct.pack("<H", failed)))
     parts.append(_implicit(0x1023, struct.pack("<H", warning)))
     return _command(parts)
+
+
+class CommandReader:
+    """Reassembles the command sets of the P-DATA-TF PDUs a peer sends (responses awaited by a sender)."""
+
+    def __init__(self) -> None:
+        self._fragments: list[bytes] = []
+
+    def feed(self, body: bytes | bytearray) -> list[dict[int, Any]]:
+        """The command sets (as :func:`decode_command` gives them) completed by one P-DATA-TF PDU's body.
+
+        Raises
+        ------
+        ValueError
+            When a PDV or a command set is malformed.
+        """
+        done: list[dict[int, Any]] = []
+        pos = 0
+        while pos + 6 <= len(body):
+            length = int.from_bytes(body[pos:pos + 4], "big")
+            if length < 2 or pos + 4 + length > len(body):
+                raise ValueError("PDV length runs past the PDU")
+            control = body[pos + 5]
+            if control & 0x01:  # data set fragments are not awaited here
+                self._fragments.append(bytes(body[pos + 6:pos + 4 + length]))
+                if control & 0x02:
+                    done.append(decode_command(b"".join(self._fragments)))
+                    self._fragments = []
+            pos += 4 + length
+        return done
 
 
 def pdv_buffers(data: bytes | memoryview, context_id: int, max_length: int, data_set: bool = True

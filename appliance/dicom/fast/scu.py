@@ -29,12 +29,13 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from appliance.dicom.fast.dimse import C_STORE_RSP, decode_command, encode_store_request, pdata_pdus, pdv_buffers
+from appliance.dicom.fast.dimse import C_STORE_RSP, CommandReader, encode_store_request, pdata_pdus, pdv_buffers
 from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 _RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-_REJECT_REASONS = {
+#: A-ASSOCIATE-RJ (source, reason) in an administrator's words.
+REJECT_REASONS = {
     (1, 1): "no reason given",
     (1, 2): "application context name not supported",
     (1, 3): "calling AE title not recognised",
@@ -138,7 +139,7 @@ class StoreSCU:
             rj = A_ASSOCIATE_RJ()
             rj.decode(b"\x03\x00" + len(body).to_bytes(4, "big") + bytes(body))
             kind = "permanently" if rj.result == 1 else "transiently"
-            reason = _REJECT_REASONS.get((cast(int, rj.source), cast(int, rj.reason_diagnostic)),
+            reason = REJECT_REASONS.get((cast(int, rj.source), cast(int, rj.reason_diagnostic)),
                                          f"reason {rj.source}/{rj.reason_diagnostic}")
             raise AssociationFailed(f"{self.called_ae}@{self.host}:{self.port} rejected the association {kind}: "
                                     f"{reason}")
@@ -232,24 +233,16 @@ class StoreSCU:
             raise AssociationLost(f"association lost while sending: {exc}") from exc
 
     def _response(self, sock: socket.socket, message_id: int) -> tuple[int, str]:
-        fragments: list[bytes] = []
+        reader = CommandReader()
         while True:
             pdu_type, body = self._read_pdu(sock)
             if pdu_type == 0x07:
                 raise ConnectionAbortedError("the receiver aborted the association")
             if pdu_type != 0x04:
                 raise ConnectionAbortedError(f"unexpected PDU type 0x{pdu_type:02X} while waiting for a response")
-            pos = 0
-            while pos + 6 <= len(body):
-                length = int.from_bytes(body[pos:pos + 4], "big")
-                control = body[pos + 5]
-                fragments.append(bytes(body[pos + 6:pos + 4 + length]))
-                pos += 4 + length
-                if control & 0x03 == 0x03:  # last fragment of a command
-                    fields = decode_command(b"".join(fragments))
-                    fragments = []
-                    if fields.get(0x0100) == C_STORE_RSP and fields.get(0x0120) == message_id:
-                        return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, ""))
+            for fields in reader.feed(body):
+                if fields.get(0x0100) == C_STORE_RSP and fields.get(0x0120) == message_id:
+                    return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, ""))
 
     def release(self) -> None:
         """Release the association (A-RELEASE-RQ, wait for the RP) and close the connection."""
