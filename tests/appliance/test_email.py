@@ -124,7 +124,7 @@ def test_a_down_server_is_retried_with_back_off_until_it_is_back(tmp_path: Path,
         (mail,) = server.mails()
         assert mail["Subject"] == "[appliance] a disc job failed: job 7"
         assert "tray jammed" in _body(mail)
-        assert queue.recent()[0]["state"] == "sent"
+        wait_until(lambda: queue.recent()[0]["state"] == "sent", timeout=20)  # the 250 comes after the file
     finally:
         queue.stop()
 
