@@ -202,9 +202,20 @@ class HL7Config:
     log_retention_days: int = 30
     #: Largest accepted message; a bigger frame is answered AR and skipped.
     max_message_kb: int = 16384
-    #: Seconds a connection may stay silent before it is closed.
+    #: The message log keeps at most this much of each message.
+    log_message_kb: int = 64
+    #: Messages are refused (AR) while the database's disk has less free space than this.
+    free_space_limit_mb: int = 500
+    #: Seconds a connection may stay silent (after its first message) before it is closed.
     idle_timeout: float = 300.0
+    #: Connections served at once; when all are open, the one idle longest is closed for a new one.
     max_connections: int = 50
+    #: Connections served at once from one address.
+    max_connections_per_peer: int = 10
+    #: Seconds a new connection has to begin its first message.
+    first_message_timeout: float = 10.0
+    #: Seconds a sender has to finish a message it has begun.
+    message_timeout: float = 60.0
     #: "App|Facility" (or "App") of accepted senders; empty: accept every sender.
     accepted_senders: tuple[str, ...] = ()
     #: Scheduled Station AE Title by modality, when the order names none (e.g. {CT = "CT1"}).
@@ -263,6 +274,13 @@ class WebConfig:
     https: bool = False
     #: Worker threads of the WSGI server.
     threads: int = 8
+    #: Seconds a client has to send a whole request header (from its first byte; from the connection for
+    #: the first request): slowly trickled headers cannot hold connections.
+    header_timeout: float = 10.0
+    #: Connections open at once (raise the service's open-files limit to match).
+    max_connections: int = 1000
+    #: Connections open at once from one client address; at the cap its stalled or idle one makes room.
+    max_connections_per_client: int = 50
     #: A staff session ends after this many minutes without a request.
     session_minutes: int = 30
     #: Lifetime of the cookie a patient link is exchanged for; then the link must be opened again.
@@ -606,11 +624,13 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
     if hl7.missing_study_uid not in ("reject", "generate", "accession"):
         raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
                           f"{hl7.missing_study_uid!r}")
-    for key in ("log_retention_days", "max_message_kb", "max_connections"):
-        if getattr(hl7, key) < (0 if key == "log_retention_days" else 1):
+    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer",
+                "log_message_kb", "free_space_limit_mb"):
+        if getattr(hl7, key) < (0 if key in ("log_retention_days", "free_space_limit_mb") else 1):
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
-    if hl7.idle_timeout <= 0:
-        raise ConfigError("[hl7] idle_timeout must be positive")
+    for key in ("idle_timeout", "first_message_timeout", "message_timeout"):
+        if getattr(hl7, key) <= 0:
+            raise ConfigError(f"[hl7] {key} must be positive")
     if hl7.unknown_patient not in ("accept", "reject"):
         raise ConfigError(f"[hl7] unknown_patient must be 'accept' or 'reject', not {hl7.unknown_patient!r}")
     return hl7
@@ -676,9 +696,11 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     web: WebConfig = replace(_build(WebConfig, table, "web"), token_days=token_days)
     _check_port(web.port, "[web] port")
     for key in ("threads", "session_minutes", "patient_session_minutes", "rate_limit", "rate_window",
-                "max_zip_builds"):
+                "max_zip_builds", "max_connections", "max_connections_per_client"):
         if getattr(web, key) < 1:
             raise ConfigError(f"[web] {key} must be at least 1")
+    if web.header_timeout <= 0:
+        raise ConfigError("[web] header_timeout must be positive")
     if web.zip_compression not in ("none", "jpeg-lossless"):
         raise ConfigError(f"[web] zip_compression must be 'none' or 'jpeg-lossless', not {web.zip_compression!r}")
     if web.slip_paper not in ("A4", "Letter", "receipt80"):

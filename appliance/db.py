@@ -44,6 +44,7 @@ MAINTENANCE_TASKS = "maintenance_tasks"
 MAINTENANCE_ITEMS = "maintenance_items"
 DELETION_JOURNAL = "deletion_journal"
 EMAIL_QUEUE = "email_queue"
+PATIENT_SESSIONS = "patient_sessions"
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -393,6 +394,26 @@ def _m_forwarding(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_sessions(conn: sqlite3.Connection) -> None:
+    # Revocable web sessions: a staff cookie carries its user's session generation, which logout, a password or
+    # role change and disabling the account bump; a patient cookie names a row here (only its hash), which
+    # "Leave" deletes.
+    run_script(
+        conn,
+        f"""
+        ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE {PATIENT_SESSIONS} (
+            id_hash TEXT PRIMARY KEY,
+            token_id INTEGER NOT NULL,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires);
+        CREATE INDEX patient_sessions_token ON {PATIENT_SESSIONS} (token_id, expires)
+        """
+    )
+
+
 def _m_upkeep(conn: sqlite3.Connection) -> None:
     # Storages by id (0: the data_dir store, whose index paths have no "@<id>/" prefix), with the admin's
     # switch and a move in progress; maintenance tasks with their series; the journal of files whose index rows
@@ -465,7 +486,7 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
 
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding, _m_upkeep]
+                                                          _m_forwarding, _m_sessions, _m_upkeep]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

@@ -1,9 +1,17 @@
-"""Logging set-up: levels TRACE..FATAL, a console handler and a rotating file."""
+"""Logging set-up: levels TRACE..FATAL, a console handler and a rotating file.
+
+Log messages carry values that arrived from the network (HL7 fields, AE titles, user names). The formatter
+makes each record one line of bounded length whatever they hold: control characters (CR, LF, NUL, escape
+sequences) are written as ``\\xNN`` escapes, so a value cannot forge a record or a terminal command, and a
+message longer than :data:`MAX_MESSAGE` characters is cut, so that one 10 MB field cannot rotate the log
+history away. Tracebacks keep their lines.
+"""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 from pathlib import Path
 
 TRACE = 5
@@ -21,6 +29,44 @@ _LEVELS = {
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_FILE = "appliance.log"
+#: Longest message written, in characters (the traceback of a record comes on top).
+MAX_MESSAGE = 4000
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100 else f"\\u{ord(match.group()):04x}"
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """A value made safe to show in a log line or an error text: control characters escaped, cut to ``limit``.
+
+    Parameters
+    ----------
+    text : str
+        What arrived (e.g. an HL7 field, an AE title).
+    limit : int
+        Most characters kept of it.
+
+    Returns
+    -------
+    str
+        The text itself when it is short and printable; else its escaped first ``limit`` characters and how
+        long it was, e.g. ``AAAA... (10485760 characters)``.
+    """
+    cut = text if len(text) <= limit else text[:limit]
+    safe = _CONTROL.sub(_escape, cut)
+    return safe if cut is text else f"{safe}... ({len(text)} characters)"
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter that writes every message on one line of at most :data:`MAX_MESSAGE` characters."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """Format with the record's message escaped and cut (the record's traceback is added by ``format``)."""
+        record.message = clip(record.message, MAX_MESSAGE)
+        return super().formatMessage(record)
 
 
 def level_number(name: str) -> int:
@@ -45,7 +91,7 @@ def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backup
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level_number(level))
-    formatter = logging.Formatter(FORMAT)
+    formatter = SafeFormatter(FORMAT)
     console = logging.StreamHandler()
     console.setFormatter(formatter)
     root.addHandler(console)

@@ -18,8 +18,16 @@ LOGGER = logging.getLogger(__name__)
 DEMO_DIR = "tls-demo"
 
 
-def server_context(cfg: Config) -> ssl.SSLContext:
+def server_context(cfg: Config, verify_peer: bool | None = None) -> ssl.SSLContext:
     """Server context for the TLS listeners (DICOM, HL7, HTTPS).
+
+    Parameters
+    ----------
+    cfg : Config
+        The configuration (``[tls]``).
+    verify_peer : bool, optional
+        Ask clients for a certificate; default ``[tls] verify_peer``. The web site passes False: patients
+        open their links from browsers that have no client certificate.
 
     Raises
     ------
@@ -27,12 +35,13 @@ def server_context(cfg: Config) -> ssl.SSLContext:
         With the user's words: "No certificate", "Key does not match certificate"...
     """
     t = cfg.tls
+    verify = t.verify_peer if verify_peer is None else verify_peer
     if not t.cert:
         paths = tls.ensure_demo_certs(cfg.data_dir / DEMO_DIR)
         LOGGER.warning(tls.DEMO_WARNING.format(directory=cfg.data_dir / DEMO_DIR))
-        return tls.server_context(paths.server_cert, paths.server_key, paths.ca_cert, t.verify_peer,
+        return tls.server_context(paths.server_cert, paths.server_key, paths.ca_cert, verify,
                                   key_policy=t.key_permissions)  # type: ignore[arg-type]
-    return tls.server_context(t.cert, t.key or None, t.ca or None, t.verify_peer,
+    return tls.server_context(t.cert, t.key or None, t.ca or None, verify,
                               key_policy=t.key_permissions)  # type: ignore[arg-type]
 
 

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
+from appliance.log import clip
 from hl7.er7 import Message
 
 #: HL7 table 0357 message error condition codes.
@@ -39,13 +40,24 @@ _counter = itertools.count(1)
 _counter_lock = threading.Lock()
 
 
+#: Longest error text in an ACK (ERR-8 is TX of 250 characters); values quoted in it are cut before that.
+MAX_ERROR_TEXT = 250
+#: Longest MSH field copied from the message into the ACK (MSH-10 is ST of 199 characters).
+MAX_COPIED_FIELD = 199
+
+
 @dataclass(frozen=True)
 class AckError:
-    """The error an ACK reports."""
+    """The error an ACK reports; its text is cut to :data:`MAX_ERROR_TEXT` characters, control characters
+    escaped (it quotes values of the message, which may be huge)."""
 
     code: int
     location: str
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clip(self.text, MAX_ERROR_TEXT))
+        object.__setattr__(self, "location", clip(self.location, 40))
 
 
 def _control_id() -> str:
@@ -97,16 +109,21 @@ def build_ack(code: str, msg: Message | None, sending_application: str = "", sen
         seps = ("|", "^", "~", "\\", "&")
     else:
         msh = msg.msh
+
+        def copied(number: int) -> str:
+            return msh.raw(number)[:MAX_COPIED_FIELD]
+
         s = msg.seps
         seps = (s.field, s.component, s.repetition, s.escape, s.subcomponent)
         trigger = msg.message_type[1]
         version = msg.version or "2.5"
-        control = msh.raw(10)
-        header = ["MSH", msh.raw(2), sending_application or msh.raw(5), sending_facility or msh.raw(6),
-                  msh.raw(3), msh.raw(4), now, "", f"ACK{s.component}{trigger}{s.component}ACK" if trigger else "ACK",
-                  _control_id(), msh.raw(11) or "P", msh.raw(12) or "2.5"]
+        control = copied(10)
+        trigger = trigger[:MAX_COPIED_FIELD]
+        header = ["MSH", copied(2), sending_application or copied(5), sending_facility or copied(6),
+                  copied(3), copied(4), now, "", f"ACK{s.component}{trigger}{s.component}ACK" if trigger else "ACK",
+                  _control_id(), copied(11) or "P", copied(12) or "2.5"]
         if msh.raw(18):
-            header += [""] * 5 + [msh.raw(18)]
+            header += [""] * 5 + [copied(18)]
     fs, cs = seps[0], seps[1]
     segments = [fs.join(header)]
     msa = ["MSA", code, control]

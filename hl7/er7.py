@@ -13,6 +13,7 @@ empty (not sent) value and ``""`` for the HL7 null ``""`` (clear the value).
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass
 
 #: MSH-18 value -> (Python codec, DICOM Specific Character Set); HL7 table 0211 and
@@ -133,12 +134,17 @@ class Separators:
     subcomponent: str = "&"
 
 
+#: Control characters that a ``\\Xhh\\`` escape may not produce (tab, CR and LF are text).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def unescape(value: str, seps: Separators, codec: str = "latin-1") -> str:
     """Replace HL7 escape sequences (``\\F\\``, ``\\S\\``, ``\\T\\``, ``\\R\\``, ``\\E\\``, ``\\.br\\``,
     ``\\Xhh\\``...).
 
     Highlighting (``\\H\\``, ``\\N\\``), character-set switches and unknown
-    formatting commands are dropped; an unterminated escape is kept as text.
+    formatting commands are dropped; an unterminated escape is kept as text. Control characters other than
+    tab, CR and LF that a hex escape spells (``\\X00\\``) are dropped.
     """
     esc = seps.escape
     if not esc or esc not in value:
@@ -166,7 +172,8 @@ def unescape(value: str, seps: Separators, codec: str = "latin-1") -> str:
             out.append("\r\n")
         elif seq.startswith("X") and len(seq) % 2 == 1:
             try:
-                out.append(bytes.fromhex(seq[1:]).decode(codec, "replace"))
+                # Control characters (NUL above all) would reach names, C-FIND answers and logs: dropped.
+                out.append(_CONTROL.sub("", bytes.fromhex(seq[1:]).decode(codec, "replace")))
             except ValueError:
                 out.append(esc + seq + esc)
         elif seq in ("H", "N") or seq[:1] in ("C", "M", "Z") or seq.startswith("."):

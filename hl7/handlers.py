@@ -9,14 +9,18 @@ Handlers are bound as data in :data:`HANDLERS` by (MSH-9.1, MSH-9.2). One guard,
   message's character set); nothing was changed;
 * ``AR`` + ERR - not HL7 (no MSH), unsupported message type (200) or event (201),
   sender not accepted (103), message too large or an internal error (207; when the
-  database cannot be written, the ERR text says why, e.g. that it is read-only).
+  database cannot be written, the ERR text says why, e.g. that it is read-only, or its disk has less free
+  space than ``[hl7] free_space_limit_mb``).
 
-Every message and its ACK go to the log file and the database message log.
+Every message and its ACK go to the log file and the database message log. Values quoted in ACK texts and
+log lines are cut (:func:`appliance.log.clip`), and the message log keeps at most ``[hl7] log_message_kb`` of
+each message, so that a huge field is not repeated whole.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from appliance.errors import (
     UnknownPatient,
     WorklistError,
 )
+from appliance.log import clip
 from appliance.worklist.store import SpsStatus
 from hl7.ack import AckError, build_ack
 from hl7.er7 import ER7Error, Message, decode, msh_field, parse
@@ -130,6 +135,19 @@ class MessageProcessor:
         self.cfg = cfg
         self.handlers = dict(HANDLERS)
         self.accepted = {s.strip().upper() for s in cfg.accepted_senders if s.strip()}
+        self.db_dir = app.db.path.parent
+
+    def disk_too_full(self) -> str:
+        """Why the database's disk takes no more messages (less free space than the limit), or ``""``."""
+        try:
+            free = shutil.disk_usage(self.db_dir).free
+        except OSError:
+            return ""
+        limit = self.cfg.free_space_limit_mb * 1024 * 1024
+        if free >= limit:
+            return ""
+        return (f"the database disk has {free // (1024 * 1024)} MB free, limit is {self.cfg.free_space_limit_mb} MB;"
+                " send again later")
 
     def __call__(self, payload: bytes | Oversize, peer: str) -> bytes | None:
         """Process one frame; return the ACK bytes, or None when ACKs are off."""
@@ -145,7 +163,9 @@ class MessageProcessor:
                 text, charset = decode(raw, self.cfg.default_charset)
                 codec = charset.codec
                 msg = parse(text, charset)
-                outcome = self.process(msg)
+                full = self.disk_too_full()
+                outcome = Outcome("AR", AckError(207, "", f"Application internal error: {full}")) if full \
+                    else self.process(msg)
             except ER7Error as exc:
                 # Undecodable text is wrong content (AE); no MSH at all is not HL7 (AR).
                 outcome = Outcome("AR" if exc.code == 100 else "AE", AckError(exc.code, exc.location, str(exc)))
@@ -184,25 +204,31 @@ class MessageProcessor:
                 location = "ORC^1^1^1^1"
             return Outcome("AE", AckError(code, location, str(exc)))
         except sqlite3.Error as exc:  # read-only, locked or full database: the sender should retry later
-            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, msg.control_id, describe(exc))
+            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, clip(msg.control_id, 64),
+                         describe(exc))
             return Outcome("AR", AckError(207, "", f"Application internal error: {describe(exc)}"))
         except Exception as exc:
-            LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, msg.control_id)
+            LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, clip(msg.control_id, 64))
             return Outcome("AR", AckError(207, "", f"Application internal error: {type(exc).__name__}"))
 
     def _log(self, peer: str, msg: Message | None, raw: bytes, outcome: Outcome, ack: str) -> None:
-        kind = "^".join(msg.message_type) if msg is not None else "?"
-        control = msg.control_id if msg is not None else ""
+        kind = clip("^".join(msg.message_type), 40) if msg is not None else "?"
+        control = clip(msg.control_id, 64) if msg is not None else ""
         error = outcome.error.text if outcome.error else ""
         if outcome.code == "AA" and outcome.warning:
-            LOGGER.warning("HL7 %s %s from %s: AA, %s; %s", kind, control, peer, outcome.summary, outcome.warning)
-            error = outcome.warning
+            error = clip(outcome.warning, 500)
+            LOGGER.warning("HL7 %s %s from %s: AA, %s; %s", kind, control, peer, clip(outcome.summary, 500), error)
         elif outcome.code == "AA":
-            LOGGER.info("HL7 %s %s from %s: AA, %s%s", kind, control, peer, outcome.summary,
+            LOGGER.info("HL7 %s %s from %s: AA, %s%s", kind, control, peer, clip(outcome.summary, 500),
                         f" ({error})" if error else "")
         else:
             LOGGER.warning("HL7 %s %s from %s: %s, %s%s", kind, control, peer, outcome.code, error,
                            f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")
+        cap = self.cfg.log_message_kb * 1024
+        if len(raw) > cap:
+            raw = raw[:cap] + f"\r[... {len(raw) - cap} more bytes not kept]".encode("ascii")
+        if self.disk_too_full():
+            return  # the log line above is all that is kept
         try:
             self.app.hl7_log.record(peer, kind, control, outcome.code, error, raw, ack)
         except sqlite3.Error as exc:

@@ -46,7 +46,8 @@ class HL7Listener:
         """Open the port and serve in a background thread."""
         cfg = self.app.config.hl7
         self.server = MLLPServer((cfg.bind, cfg.port), self.processor, self.ssl_context, cfg.max_message_kb * 1024,
-                                 cfg.idle_timeout, cfg.max_connections, self.app.config.tls.handshake_timeout)
+                                 cfg.idle_timeout, cfg.max_connections, self.app.config.tls.handshake_timeout,
+                                 cfg.first_message_timeout, cfg.message_timeout, cfg.max_connections_per_peer)
         self.server.start()
         LOGGER.info("HL7 listening%s on %s:%d", " with TLS" if self.ssl_context else "", cfg.bind, self.server.port)
 

@@ -117,7 +117,8 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     if overrides:
         app.config.update(overrides)
     app.session_interface = StaffSessionInterface()
-    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window))
+    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window),
+                                             RateLimiter(web.rate_limit, web.rate_window))
 
     from webui.api import bp as api_bp
     from webui.patient import bp as patient_bp

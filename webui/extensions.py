@@ -15,7 +15,11 @@ class WebContext:
     """What ``create_app`` attaches to the Flask app (``app.extensions["appliance"]``)."""
 
     site: Site
-    limiter: RateLimiter
+    #: Wrong patient links, per client address.
+    link_limiter: RateLimiter
+    #: Failed staff sign-ins, per account, per address and per trusted device (keys ``user:``, ``addr:``,
+    #: ``device:``); separate from the links' so that neither purpose can use up the other's allowance.
+    login_limiter: RateLimiter
 
 
 def get_context() -> WebContext:

@@ -1,5 +1,14 @@
 """Serving the web app with waitress, over plain HTTP or HTTPS.
 
+waitress closes a connection only after ``channel_timeout`` seconds *without a byte*, and stops accepting once
+``connection_limit`` connections are open: a few hundred connections that trickle a request header a byte at
+a time took the site down for everyone. :class:`GuardedChannel` gives every request a total header deadline
+(``[web] header_timeout`` from its first byte, or from the connection for the first request), and the
+accept hook caps the connections of one client address (``[web] max_connections_per_client``): at the cap,
+the client's connection that has waited longest in the middle of a header, or idle between requests, makes
+room for the new one. The connection limit (``[web] max_connections``) is polled, not selected, so it may
+exceed 1024 descriptors.
+
 waitress is a production WSGI server, but it has no TLS. For HTTPS each accepted connection is handed to a
 short-lived thread that runs the TLS handshake with a deadline (``tls.handshake``, so a client that says
 nothing cannot stall the listener), then joins the decrypted stream to waitress through a socket pair. waitress
@@ -18,6 +27,7 @@ import threading
 import time
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 LOGGER = logging.getLogger(__name__)
@@ -55,6 +65,52 @@ class QueueWarningFilter(logging.Filter):
 
 
 _QUEUE_FILTER = QueueWarningFilter()
+
+#: Seconds between two passes of the header-deadline check (waitress's "cleanup interval").
+_CHECK_INTERVAL = 1
+
+
+class GuardedChannel(HTTPChannel):
+    """waitress's HTTP channel with a deadline for each request's header.
+
+    :attr:`header_deadline` is when the header being received must be complete (None while no header is
+    pending: a request is being served, or the connection is idle between requests). The server's
+    maintenance pass closes channels past it.
+    """
+
+    def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any, map: Any = None) -> None:
+        self.header_deadline: float | None = time.time() + server.header_timeout
+        super().__init__(server, sock, addr, adj, map)
+
+    def received(self, data: bytes) -> bool:
+        """Parse what arrived, then move the header deadline: set at a new request's first byte, cleared at
+        its header's end."""
+        result = bool(super().received(data))
+        request = self.request
+        if request is None or request.headers_finished:
+            self.header_deadline = None
+        elif self.header_deadline is None:
+            self.header_deadline = time.time() + self.server.header_timeout
+        return result
+
+    @property
+    def waiting(self) -> bool:
+        """Nothing of ours depends on this connection: no request running, nothing to send."""
+        return not self.requests and not self.total_outbufs_len and not self.will_close
+
+
+def _maintenance(server: Any, original: Any) -> Any:
+    def maintenance(now: float) -> None:
+        original(now)
+        late = [c for c in list(server.active_channels.values())
+                if isinstance(c, GuardedChannel) and c.header_deadline is not None and c.header_deadline < now
+                and c.waiting]
+        for channel in late:
+            channel.will_close = True  # the loop closes it at its next pass
+        if late:
+            LOGGER.info("web: %d connection(s) closed that did not send a request header within %.0f s",
+                        len(late), server.header_timeout)
+    return maintenance
 
 
 def _relay(tls_sock: ssl.SSLSocket, plain: socket.socket, idle_timeout: float) -> None:
@@ -108,25 +164,42 @@ class WebServer:
         Serve HTTPS with this server context.
     handshake_timeout : float
         Seconds a client has to finish the TLS handshake.
+    header_timeout : float
+        Seconds a client has to send a whole request header, from its first byte (from the connection for
+        the first request).
+    max_connections : int
+        Connections open at once (waitress's ``connection_limit``).
+    max_connections_per_client : int
+        Connections open at once from one client address.
     """
 
     def __init__(self, app: Any, host: str, port: int, threads: int = 8, ssl_context: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, header_timeout: float = 10.0, max_connections: int = 1000,
+                 max_connections_per_client: int = 50) -> None:
         self.app = app
         self.host = host
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
+        self.max_connections_per_client = max_connections_per_client
         self.server: Any = create_server(
             app, host=host, port=port, threads=threads, ident="appliance",
             url_scheme="https" if ssl_context else "http",
             # The token travels in the query string: keep waitress from putting request lines in its logs.
             expose_tracebacks=False, log_untrusted_proxy_headers=False, channel_timeout=120,
-            connection_limit=200, clear_untrusted_proxy_headers=True,
+            connection_limit=max_connections, clear_untrusted_proxy_headers=True,
+            cleanup_interval=_CHECK_INTERVAL, asyncore_use_poll=True,  # select() stops at descriptor 1024
         )
+        server = self.server
+        server.header_timeout = header_timeout
+        server.channel_class = GuardedChannel
+        server.maintenance = _maintenance(server, server.maintenance)
         logging.getLogger("waitress.queue").addFilter(_QUEUE_FILTER)  # addFilter skips a filter it has
-        if ssl_context is not None:
-            self.server.handle_accept = self._accept_tls
-        self.port = int(self.server.effective_port)
+        server.handle_accept = self._accept_tls if ssl_context is not None else self._accept
+        self._refused = 0
+        #: Sockets in a TLS handshake, oldest first, by client address.
+        self._handshakes: dict[str, list[socket.socket]] = {}
+        self._handshake_lock = threading.Lock()
+        self.port = int(server.effective_port)
         self._thread: threading.Thread | None = None
 
     @property
@@ -158,6 +231,43 @@ class WebServer:
                 channel.close()
         server.trigger.close()
 
+    # -- accepting ----------------------------------------------------------------------------------
+
+    def _make_room(self, host: str) -> bool:
+        """Whether a new connection from ``host`` may be served: under the per-client cap, or after closing the
+        client's connection that has waited longest (in the middle of a header, or idle). Loop thread only."""
+        mine = [c for c in self.server.active_channels.values()
+                if isinstance(c, GuardedChannel) and c.addr and c.addr[0] == host and not c.will_close]
+        if len(mine) < self.max_connections_per_client:
+            return True
+        idle = [c for c in mine if c.waiting]
+        if not idle:
+            self._refused += 1
+            if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                LOGGER.warning("web: connection from %s refused: %d connections of it open, all busy (%d refused "
+                               "so far)", host, len(mine), self._refused)
+            return False
+        # Stalled headers first (their deadline is nearest), then the longest idle.
+        victim = min(idle, key=lambda c: (c.header_deadline is None, c.header_deadline or c.last_activity))
+        victim.handle_close()
+        return True
+
+    def _accept(self) -> None:
+        """waitress's accept hook for HTTP, with the per-client cap."""
+        try:
+            accepted = self.server.accept()
+        except OSError:
+            return
+        if accepted is None:
+            return
+        conn, addr = accepted
+        if not self._make_room(addr[0]):
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
+        server = self.server
+        server.channel_class(server, conn, addr, server.adj, map=server._map)
+
     # -- HTTPS ------------------------------------------------------------------------------------
 
     def _accept_tls(self) -> None:
@@ -169,9 +279,47 @@ class WebServer:
         if accepted is None:
             return
         conn, addr = accepted
-        threading.Thread(target=self._serve_tls, args=(conn, addr), name="web-tls", daemon=True).start()
+        host = addr[0]
+        # Handshakes run in threads before waitress sees the connection: they are capped like connections, or
+        # clients that never say hello would each hold a thread. At the per-client cap the oldest handshake of
+        # the address (a silent or slow client) is cut to make room.
+        victim: socket.socket | None = None
+        with self._handshake_lock:
+            total = sum(len(v) for v in self._handshakes.values())
+            pending = self._handshakes.setdefault(host, [])
+            admitted = total < self.server.adj.connection_limit
+            if admitted and len(pending) >= self.max_connections_per_client:
+                victim = pending.pop(0)
+            if admitted:
+                # A second descriptor of the socket: the handshake wraps (detaches) the first one.
+                handle = conn.dup()
+                pending.append(handle)
+            elif not pending:
+                del self._handshakes[host]
+        if victim is not None:
+            with contextlib.suppress(OSError):
+                victim.shutdown(socket.SHUT_RDWR)  # its handshake fails at once; its thread ends
+            victim.close()
+        if not admitted:
+            self._refused += 1
+            if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                LOGGER.warning("web: TLS connection from %s refused: %d handshakes under way (%d refused so far)",
+                               host, total, self._refused)
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
+        threading.Thread(target=self._serve_tls, args=(conn, addr, handle), name="web-tls", daemon=True).start()
 
-    def _serve_tls(self, conn: socket.socket, addr: Any) -> None:
+    def _handshake_done(self, host: str, handle: socket.socket) -> None:
+        with self._handshake_lock:
+            pending = self._handshakes.get(host, [])
+            if handle in pending:
+                pending.remove(handle)
+                handle.close()
+            if not pending:
+                self._handshakes.pop(host, None)
+
+    def _serve_tls(self, conn: socket.socket, addr: Any, handle: socket.socket) -> None:
         import tls
 
         assert self.ssl_context is not None
@@ -180,11 +328,16 @@ class WebServer:
         except tls.HandshakeError as exc:
             LOGGER.info("%s", exc)
             return
+        finally:
+            self._handshake_done(addr[0], handle)
         waitress_end, relay_end = socket.socketpair()
         server = self.server
 
         def adopt() -> None:
             # Runs in waitress's loop thread: the channel joins its socket map like an accepted connection.
+            if not self._make_room(addr[0]):
+                waitress_end.close()  # the relay sees the close and ends
+                return
             server.channel_class(server, waitress_end, addr, server.adj, map=server._map)
 
         server.trigger.pull_trigger(adopt)

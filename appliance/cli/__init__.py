@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, permissions
 from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import upkeep as cli_upkeep
 from appliance.cli import web as cli_web
@@ -49,7 +50,12 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Before the log, the reconcile and the cleaning of store/tmp: a second instance must touch nothing.
     lock = DataFolderLock(cfg.data_dir)
     lock.acquire()
+    # Patient data is for the service user and its group only: earlier runs' loose modes are taken away.
+    changed = permissions.make_private(cfg.data_dir, skip=(cfg.store_dir, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
+    if changed:
+        LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed,
+                    cfg.data_dir)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
     for warning in tls_contexts.expiry_warnings(cfg):
@@ -116,6 +122,11 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         LOGGER.info("appliance stopped")
         lock.release()
     return 0
+
+
+def _hot_folders(cfg: Config) -> list[Path]:
+    """The robots' hot folders: a vendor bridge shares them, their modes are the administrator's."""
+    return [Path(str(table["hotfolder"])) for table in cfg.robots.values() if table.get("hotfolder")]
 
 
 def cmd_echo(args: argparse.Namespace, cfg: Config) -> int:
@@ -312,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appliance`` console script."""
     args = build_parser().parse_args(argv)
     cfg: Config | None = None
+    # Every file a command writes (database, logs, thumbnails, discs, labels) is private to the service user.
+    previous_umask = permissions.apply_umask()
     try:
         cfg = load_config(args.config)
         if args.command != "serve":
@@ -329,3 +342,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as exc:  # e.g. a command that writes while the database is read-only
         print(f"appliance: {describe(exc, f'database {cfg.database}' if cfg else 'the database')}", file=sys.stderr)
         return DatabaseError.exit_code
+    finally:
+        os.umask(previous_umask)  # for callers in the same process (tests); a command's process ends here

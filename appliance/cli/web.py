@@ -42,12 +42,16 @@ class WebService:
             from webui import create_app
             from webui.server import WebServer
 
-            context = tls_contexts.server_context(cfg) if cfg.web.https else None
+            # Never a client certificate on the web: patients' browsers have none ([tls] verify_peer is for
+            # DICOM and HL7 peers).
+            context = tls_contexts.server_context(cfg, verify_peer=False) if cfg.web.https else None
             flask = create_app(cfg, app)
             self.site: Site = flask.extensions["appliance"].site
+            _raise_open_files_limit(cfg.web.max_connections + 512)  # connections, the database, the listeners
             try:
                 self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
-                                        cfg.tls.handshake_timeout)
+                                        cfg.tls.handshake_timeout, cfg.web.header_timeout, cfg.web.max_connections,
+                                        cfg.web.max_connections_per_client)
             except OSError as exc:
                 raise ListenerError.port("web", "[web] port", cfg.web.bind, cfg.web.port, exc) from None
         else:
@@ -72,6 +76,24 @@ class WebService:
         if self.server is not None:
             self.server.stop()
         self.site.close()
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Raise the soft limit of open files towards ``wanted`` (up to the hard limit), saying so when it falls short.
+
+    systemd's default soft limit (1024) is below ``[web] max_connections``; the hard one is usually far higher.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        LOGGER.warning("open files are limited to %d: [web] max_connections needs about %d (raise LimitNOFILE)",
+                       target, wanted)
 
 
 def build_web(app: Any, cfg: Config) -> WebService:
@@ -148,18 +170,32 @@ def cmd_user_password(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_user_disable(args: argparse.Namespace, cfg: Config) -> int:
+    """Disable a staff user (no sign-in, sessions end at once) or enable it again."""
+    site = _site(cfg)
+    user = site.users.by_name(args.name)
+    if user is None:
+        raise NotFound(f"no user named {args.name!r}")
+    site.users.set_disabled(user.id, args.disable)
+    verb = "disabled" if args.disable else "enabled"
+    site.audit.record(f"user.{'disable' if args.disable else 'enable'}", actor="cli", detail=user.name)
+    print(f"user {user.name} {verb}")
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
     """List the staff users."""
     users = _site(cfg).users.all()
     if not users:
         print("no users: create the first admin with 'appliance user add NAME --role admin'")
     for user in users:
-        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}")
+        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}"
+              + (" (disabled)" if user.disabled else ""))
     return 0
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``token`` and ``user add|password|list`` to the CLI's subcommands."""
+    """Add ``token`` and ``user add|password|list|disable|enable`` to the CLI's subcommands."""
     p = sub.add_parser("token", parents=[common], help="print the patient link of a stored study")
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--regenerate", action="store_true", help="make a new link first (the old one stops working)")
@@ -168,7 +204,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    "slip_paper)")
     p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("user", help="staff users of the web UI: add, password, list")
+    p = sub.add_parser("user", help="staff users of the web UI: add, password, list, disable, enable")
     user_sub = p.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
     q = user_sub.add_parser("add", parents=[common], help="create a web UI user (asks for the password)")
     q.add_argument("name", metavar="NAME")
@@ -182,4 +218,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_user_password)
     q = user_sub.add_parser("list", parents=[common], help="list the web UI users and their roles")
     q.set_defaults(func=cmd_user_list)
+    for verb, text in (("disable", "stop a web UI user from signing in and end their sessions now"),
+                       ("enable", "let a disabled web UI user sign in again")):
+        q = user_sub.add_parser(verb, parents=[common], help=text)
+        q.add_argument("name", metavar="NAME")
+        q.set_defaults(func=cmd_user_disable, disable=verb == "disable")
 

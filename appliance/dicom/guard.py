@@ -104,6 +104,8 @@ def failure(service: str, exc: BaseException, peer: str, what: str = "") -> Data
     """
     code = status_of(service, exc)
     reason = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError):  # the disk's own error (the core's errors are no OSErrors): say where
+        reason = f"{'store disk' if service == 'C-STORE' else 'disk'} error: {exc.strerror or exc}"
     subject = f"{service} {what}".strip()
     # The store is atomic: a refused C-STORE left nothing behind, and the administrator reading the log needs that.
     outcome = "failed, nothing stored" if service == "C-STORE" else "failed"

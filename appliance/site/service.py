@@ -30,6 +30,7 @@ from appliance.site.audit import Audit, BatchWriter
 from appliance.site.catalog import Catalog
 from appliance.site.export import Exporter, ZipItem, series_label, zip_name
 from appliance.site.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
+from appliance.site.sessions import PatientSessions
 from appliance.site.thumbnails import PrerenderWorker, RenderFailed, RenderPool, log_placeholder
 from appliance.site.tokens import Tokens, parse_da
 from appliance.site.users import Users
@@ -138,6 +139,7 @@ class Site:
         self.tokens = Tokens(appliance.db, data / "secrets" / "token.key", self.config.web.token_days,
                              writer=self.writer)
         self.users = Users(appliance.db)
+        self.patient_sessions = PatientSessions(appliance.db)
         self.audit = Audit(appliance.db, self.writer)
         self.catalog = Catalog(appliance.db)
         self.renderer = RenderPool()

@@ -39,6 +39,11 @@ class User:
     role: str
     created: str
     last_login: str
+    #: Bumped by sign-out, a password or role change, disabling: signed cookies made before no longer open a
+    #: session.
+    session_gen: int = 0
+    #: A disabled account cannot sign in; its sessions ended when it was disabled.
+    disabled: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -77,7 +82,8 @@ class Users:
 
     @staticmethod
     def _user(row: sqlite3.Row) -> User:
-        return User(row["id"], row["name"], row["role"], row["created"], row["last_login"])
+        return User(row["id"], row["name"], row["role"], row["created"], row["last_login"], row["session_gen"],
+                    bool(row["disabled"]))
 
     def add(self, name: str, password: str, role: str) -> User:
         """Create an account.
@@ -123,14 +129,14 @@ class Users:
         if row is None:
             check_password_hash(_dummy_hash(), password)
             return None
-        if not check_password_hash(row["password_hash"], password):
+        if not check_password_hash(row["password_hash"], password) or row["disabled"]:
             return None
         with self.db.transaction() as conn:
             conn.execute("UPDATE users SET last_login = ? WHERE id = ?", (_now(), row["id"]))
         return self.get(row["id"])
 
     def set_password(self, user_id: int, password: str) -> None:
-        """Replace an account's password.
+        """Replace an account's password; its sessions end (those of a stolen cookie too).
 
         Raises
         ------
@@ -141,16 +147,40 @@ class Users:
         """
         check_password(password)
         with self.db.transaction() as conn:
-            if not conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+            if not conn.execute("UPDATE users SET password_hash = ?, session_gen = session_gen + 1 WHERE id = ?",
                                 (generate_password_hash(password), user_id)).rowcount:
                 raise NotFound(f"no user with id {user_id}")
 
+    def end_sessions(self, user_id: int) -> None:
+        """Make every session cookie of an account stop working (sign-out ends the session everywhere)."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE users SET session_gen = session_gen + 1 WHERE id = ?", (user_id,))
+
     def _admins_besides(self, conn: sqlite3.Connection, user_id: int) -> int:
-        return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != ?",
+        return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled AND id != ?",
                                 (user_id,)).fetchone()[0])
 
+    def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Disable an account (it cannot sign in, its sessions end at once) or enable it again.
+
+        Raises
+        ------
+        InvalidValue
+            When it would leave no enabled admin.
+        NotFound
+            If there is no such account.
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT role FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            if disabled and row["role"] == "admin" and not self._admins_besides(conn, user_id):
+                raise InvalidValue("the last admin cannot be disabled")
+            conn.execute("UPDATE users SET disabled = ?, session_gen = session_gen + 1 WHERE id = ?",
+                         (int(disabled), user_id))
+
     def set_role(self, user_id: int, role: str) -> None:
-        """Change an account's role; the last admin keeps the admin role.
+        """Change an account's role (its sessions end); the last admin keeps the admin role.
 
         Raises
         ------
@@ -164,7 +194,8 @@ class Users:
         with self.db.transaction() as conn:
             if role != "admin" and not self._admins_besides(conn, user_id):
                 raise InvalidValue("the last admin cannot lose the admin role")
-            if not conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id)).rowcount:
+            if not conn.execute("UPDATE users SET role = ?, session_gen = session_gen + 1 WHERE id = ?",
+                                (role, user_id)).rowcount:
                 raise NotFound(f"no user with id {user_id}")
 
     def delete(self, user_id: int) -> None:

@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
 from appliance.errors import IncompleteItem, InvalidItem
+from appliance.log import clip
 
 LOGGER = logging.getLogger("appliance.worklist")
 
@@ -185,23 +186,24 @@ def _check_value(keyword: str, value: Any, policy: str, where: str) -> Any:
         text = str(v)
         if vr in _NO_BACKSLASH and "\\" in text:
             # "\" separates values; a name like O\Brien cannot be stored as one value.
-            LOGGER.warning("%s%s: backslash replaced by a space in %r", where, keyword, text)
+            LOGGER.warning("%s%s: backslash replaced by a space in %s", where, keyword, clip(repr(text), 80))
             text = text.replace("\\", " ")
         if vr not in ("LT", "ST", "UT"):
             text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
         if text and vr == "DA" and not _DA_RE.match(text):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a date (YYYYMMDD)", keyword)
+            raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is not a date (YYYYMMDD)", keyword)
         if text and vr == "TM" and not _TM_RE.match(text):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a time (HHMMSS)", keyword)
+            raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is not a time (HHMMSS)", keyword)
         if text and vr == "UI" and (not _UI_RE.match(text) or len(text) > 64):
-            raise InvalidItem(f"{where}{keyword} {text!r} is not a valid UID", keyword)
+            raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is not a valid UID", keyword)
         limit = _MAX_LEN.get(vr)
         too_long = limit is not None and (max(len(g) for g in text.split("=")) > limit if vr == "PN"
                                           else len(text) > limit)
         if too_long and limit is not None:
             if policy != "truncate":
-                raise InvalidItem(f"{where}{keyword} {text!r} is longer than {vr} allows ({limit})", keyword)
-            LOGGER.warning("%s%s %r truncated to %d characters", where, keyword, text, limit)
+                raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is longer than {vr} allows ({limit})",
+                                  keyword)
+            LOGGER.warning("%s%s %s truncated to %d characters", where, keyword, clip(repr(text), 80), limit)
             text = text[:limit]
         out.append(text)
     return out if isinstance(value, list) else out[0]

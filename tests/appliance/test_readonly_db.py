@@ -147,7 +147,7 @@ def node_config(data_dir: Path, robots_dir: Path) -> Config:
     return parse_config({
         "appliance": {"data_dir": str(data_dir)},
         "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 0},
-        "hl7": {**HL7_TABLE, "port": free_port()},
+        "hl7": {**HL7_TABLE, "port": free_port(), "free_space_limit_mb": 0},
         "burn": {"poll_interval": 0.1, "staging_free_space_mb": 0},
         "robots": {"epson": robot_table(robots_dir, "epson")},
     })
@@ -239,7 +239,8 @@ def test_database_made_read_only_while_running_fails_cleanly_and_recovers(
             assert node.jobs.get(1).state in (JobState.SUBMITTED, JobState.BURNING)
             # Clear log lines, nothing half-written or orphaned.
             uid = refused[0].sop_uid
-            assert (f"C-STORE {uid} from STORESCU failed: index could not record {uid}: the database is read-only"
+            assert (f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
+                    "the database is read-only"
                     in caplog.text), caplog.text
             assert "HL7 ORM^O01 RO3 could not be applied: the database is read-only" in caplog.text
             assert "HL7 ORM^O01 RO2 could not be applied: the database cannot be written to disk" in caplog.text
@@ -367,7 +368,8 @@ def test_database_disk_remounted_read_only_by_the_kernel(data_disk: Ext4Disk, tm
 
         uid = refused[0].sop_uid
         refused_status(storescu(node, tmp_path / "refused" / f"{uid}.dcm"))
-        assert (f"C-STORE {uid} from STORESCU failed: index could not record {uid}: the database is read-only"
+        assert (f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
+                "the database is read-only"
                 in caplog.text), caplog.text
         ack = client.request(order(12))
         assert ack_code(ack) == "AR" and "the database cannot be written to disk" in ack, ack

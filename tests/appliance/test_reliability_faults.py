@@ -94,7 +94,7 @@ def _worklist(port: int) -> list[Dataset]:
     ds = Dataset()
     for key in ("PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID", "RequestedProcedureID"):
         setattr(ds, key, "")
-    ds.PatientID = "PKILL*"
+    # Patient ID takes no wildcards in a worklist query (wlmscpfs' rule): ask for every item, all are this test's.
     sps = Dataset()
     for key in ("ScheduledStationAETitle", "Modality", "ScheduledProcedureStepID", "ScheduledProcedureStepStartDate"):
         setattr(sps, key, "")

@@ -61,8 +61,9 @@ def _listens(port: int) -> bool:
 
 def _mwl_query() -> Dataset:
     ds = Dataset()
-    ds.PatientName = ""
-    ds.PatientID = "PLOAD*"
+    # Patient ID takes no wildcards in a worklist query (wlmscpfs' rule); the name does.
+    ds.PatientName = "LOAD^ORDER*"
+    ds.PatientID = ""
     sps = Dataset()
     sps.ScheduledStationAETitle = ""
     sps.Modality = ""

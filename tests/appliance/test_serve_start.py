@@ -11,6 +11,7 @@ from pathlib import Path
 from publishing_support import Serve, write_config
 
 from appliance.config import load_config
+
 from conftest import HOST, dcmtk, free_port
 
 

@@ -158,10 +158,13 @@ def test_wrong_links_are_rate_limited(live, browser, shot) -> None:
     for n in range(3):
         response = page.goto(f"{site.url}/token?{'X' * 63}{n}")
         assert response.status == 404
-    response = page.goto(f"{site.url}/token?{site.env.token('ct')}")
+    response = page.goto(f"{site.url}/token?{'X' * 63}9")
     assert response.status == 429
     assert "Too many wrong links" in page.locator("main").inner_text()
     shot(page, "patient-rate-limited")
+    # The right link still opens (issue 15: nobody is locked out by wrong links).
+    response = page.goto(f"{site.url}/token?{site.env.token('ct')}")
+    assert response.status == 200 and page.url.endswith("/study")
     page.close()
 
 

@@ -89,6 +89,17 @@ def test_user_commands(configured, capsys, monkeypatch) -> None:
     capsys.readouterr()
     assert main(["user", "list", "--config", str(path)]) == 0
     assert capsys.readouterr().out.startswith("boss")
+    # Disable / enable (issue 15): the last admin stays enabled.
+    assert main(["user", "disable", "boss", "--config", str(path)]) == 1
+    assert "last admin" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("desk-password\n"))
+    assert main(["user", "add", "desk", "--role", "frontdesk", "--password-stdin", "--config", str(path)]) == 0
+    assert main(["user", "disable", "desk", "--config", str(path)]) == 0
+    assert "user desk disabled" in capsys.readouterr().out
+    assert main(["user", "list", "--config", str(path)]) == 0
+    assert "desk" in (listed := capsys.readouterr().out) and "(disabled)" in listed
+    assert main(["user", "enable", "desk", "--config", str(path)]) == 0
+    assert main(["user", "disable", "ghost", "--config", str(path)]) == 4
     with pytest.raises(SystemExit):
         main(["user", "add", "x", "--role", "root", "--config", str(path)])
 
@@ -207,5 +218,5 @@ def test_busy_web_port_is_a_clear_error(tmp_path: Path, serve) -> None:
         path = write_config(tmp_path, f"port = {port}\n")
         proc = serve(path)
         out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out
-    assert f"[web] port {port} on {HOST} cannot be opened" in out and "Traceback" not in out
+    assert proc.returncode == 9, out  # docs/troubleshooting.md: a port that cannot be opened
+    assert f"web port {port} on {HOST} cannot be opened" in out and "[web] port" in out and "Traceback" not in out

@@ -4,9 +4,11 @@ The token leaves the address bar at once: ``/token`` checks it, sets a short-liv
 SameSite=Strict, Secure on HTTPS) that names the token's row, and answers 303 to ``/study``. (When the link was
 clicked on another site, the browser holds the Strict cookie back on that redirect; ``/study`` then reloads
 itself once, which is a same-site navigation.) Every later
-request checks that the token is still valid (not expired, revoked or regenerated). Unknown, malformed,
+request checks that the token is still valid (not expired, revoked or regenerated) and that the session was
+not ended ("Leave" deletes its server-side row, so a copy of the cookie stops working too). Unknown, malformed,
 expired and revoked tokens get the same "not found or expired" page, and failed attempts count against the
-client address (``[web] rate_limit`` per ``rate_window`` seconds, then 429).
+client address (``[web] rate_limit`` per ``rate_window`` seconds, then 429 for further wrong links; a valid
+link is never refused).
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ def get_token() -> TokenInfo:
     :raise 404: no session cookie, or its token is unknown, expired, revoked or regenerated (one answer for all).
     """
     cookie = request.cookies.get(COOKIE, "")
+    site = get_site()
     try:
         data = _serializer().loads(cookie, max_age=current_app.config["PATIENT_SESSION_SECONDS"])
-        info = get_site().tokens.is_usable(int(data["t"]), str(data["h"]))
+        token_id = int(data["t"])
+        # The row is the server's half of the session: "Leave" deleted it, whatever copies of the cookie exist.
+        info = site.tokens.is_usable(token_id, str(data["h"])) \
+            if site.patient_sessions.token_of(str(data["s"])) == token_id else None
     except (BadSignature, KeyError, TypeError, ValueError):
         info = None
     if info is None:
@@ -100,15 +106,19 @@ def token() -> Any:
     """
     context = get_context()
     address = client_address()
-    if context.limiter.blocked(address):
-        g.retry_after = context.limiter.retry_after(address)
-        _audit("token.rate_limited", None, outcome="failure")
-        abort(429, description="Too many wrong links were tried from this device. Please wait a minute and "
-                               "open the link again.")
     raw = _token_from_query()
+    # A valid link always opens, whatever other clients behind the same address (a hospital NAT, a proxy) tried:
+    # the limit only turns further wrong links into 429. (A token has 384 bits: the limit is not what stops
+    # guessing, it keeps a flood of wrong links short.)
     info = context.site.tokens.resolve(raw)
     if info is None:
-        context.limiter.fail(address)
+        limiter = context.link_limiter
+        if limiter.blocked(address):
+            g.retry_after = limiter.retry_after(address)
+            _audit("token.rate_limited", None, outcome="failure")
+            abort(429, description="Too many wrong links were tried from this device. Please wait a minute and "
+                                   "open the link again.")
+        limiter.fail(address)
         # Never log the token: a hash prefix is enough to match a complaint to a link.
         _audit("token.failed", None, detail=f"hash {hash_token(raw)[:8]}" if raw else "no token",
                outcome="failure")
@@ -116,7 +126,9 @@ def token() -> Any:
     context.site.tokens.touch(info.id)
     _audit("token.open", info)
     response = redirect(url_for("patient.study"), code=303)
-    response.set_cookie(COOKIE, _serializer().dumps({"t": info.id, "h": info.hash_prefix}),
+    seconds = current_app.config["PATIENT_SESSION_SECONDS"]
+    session_id = context.site.patient_sessions.open(info.id, seconds)
+    response.set_cookie(COOKIE, _serializer().dumps({"t": info.id, "h": info.hash_prefix, "s": session_id}),
                         max_age=current_app.config["PATIENT_SESSION_SECONDS"], httponly=True,
                         secure=current_app.config["APPLIANCE_HTTPS"], samesite="Strict", path="/")
     return response
@@ -234,7 +246,12 @@ def download(kind: str) -> Response:
 
 @bp.get("/leave")
 def leave() -> Response:
-    """End the patient session (the link on the slip still works until it expires)."""
+    """End the patient session for good (the link on the slip still works until it expires)."""
+    try:
+        data = _serializer().loads(request.cookies.get(COOKIE, ""))
+        get_site().patient_sessions.end(str(data["s"]))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        pass  # no session, or not ours: nothing to end
     response = Response(render_template("patient/left.html"))
     response.delete_cookie(COOKIE, path="/", secure=current_app.config["APPLIANCE_HTTPS"], httponly=True,
                            samesite="Strict")

@@ -1,7 +1,10 @@
 """The front-desk staff UI under ``/staff``: login, studies, patient links, nodes, settings, logs, users.
 
 Every request loads the signed-in user afresh (a deleted user or a changed role takes effect at once), ends
-the session after ``[web] session_minutes`` without a request, and checks the CSRF token of every POST.
+the session after ``[web] session_minutes`` without a request, and checks the CSRF token of every POST. The
+session cookie is signed but kept by the browser, so it also carries the user's session generation: sign-out,
+a password change, a role change and disabling the account bump it in the database, and a cookie copied
+before no longer opens a session.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ def load_user() -> Response | None:
     if uid is not None:
         idle = time.time() - float(session.get("seen", 0))
         user = get_site().users.get(int(uid))
-        if user is None or idle > current_app.config["STAFF_SESSION_SECONDS"]:
+        revoked = user is None or user.disabled or session.get("gen") != user.session_gen
+        if revoked or idle > current_app.config["STAFF_SESSION_SECONDS"]:
             session.clear()
-            if user is not None:
+            if not revoked:
                 flash("You were signed out after a period without activity. Please sign in again.", "info")
             if request.endpoint != "staff.login":
                 return redirect(url_for("staff.login", next=request.path))

@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
-from flask import abort, flash, g, redirect, render_template, request, send_file, url_for
+from flask import abort, flash, g, redirect, render_template, request, send_file, session, url_for
 from werkzeug.wrappers import Response
 
 from appliance import __version__
@@ -91,7 +91,7 @@ def users() -> Any:
 @bp.post("/users/<int:user_id>/<action>")
 @admin_required
 def user_action(user_id: int, action: str) -> Response:
-    """Delete a user, set a role or a new password (admins).
+    """Delete, disable or enable a user, set a role or a new password (admins).
 
     :raise 404: unknown user or action.
     """
@@ -106,6 +106,9 @@ def user_action(user_id: int, action: str) -> Response:
         elif action == "role":
             site.users.set_role(user_id, request.form.get("role", ""))
             flash(f"{user.name} is now {request.form.get('role')}.", "success")
+        elif action in ("disable", "enable"):
+            site.users.set_disabled(user_id, action == "disable")
+            flash(f"User {user.name} {action}d.", "success")
         elif action == "password":
             site.users.set_password(user_id, request.form.get("password", ""))
             flash(f"Password of {user.name} changed.", "success")
@@ -131,6 +134,8 @@ def account() -> Any:
         else:
             try:
                 site.users.set_password(g.user.id, request.form.get("password", ""))
+                # Sessions elsewhere ended with the change; this one carries on with the new generation.
+                session["gen"] = site.users.get(g.user.id).session_gen  # type: ignore[union-attr]
                 audit("user.password", detail=g.user.name)
                 flash("Your password was changed.", "success")
                 return redirect(url_for("staff.studies"))
