@@ -24,7 +24,7 @@ from pydicom.uid import UID
 from appliance import __version__
 from appliance.config import Config, NodeConfig
 from appliance.db import Database, describe
-from appliance.errors import IndexFailure, InvalidDataset
+from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
 from appliance.nodes import NodeRegistry
 from appliance.part10 import file_meta
@@ -39,6 +39,7 @@ LOGGER = logging.getLogger(__name__)
 
 IMPLEMENTATION_VERSION = f"APPLIANCE_{__version__}"[:16]
 _CLEAN_MARKER = "running"
+_SQLITE_FULL = 13
 
 #: Suffix of a called AE title -> what happens to the instances received under it.
 BURN_SUFFIXES = {"_E": "epson", "_P": "primera", "_TE": "epson", "_TP": "primera"}
@@ -233,7 +234,7 @@ class Appliance:
         InvalidDataset
             The data set cannot be parsed or lacks a UID; nothing is stored.
         OutOfResources
-            The store's disk is below the free-space limit; nothing is stored.
+            The store's disk is below the free-space limit, or the database's disk is full; nothing is stored.
         IndexFailure
             The index could not be written; the file is removed again.
         """
@@ -271,7 +272,10 @@ class Appliance:
                                              called_ae)
             except Exception as exc:
                 self.store_area.delete(rel)
-                failure = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+                    # The database shares a full disk with a storage: out of resources (0xA700), like the file.
+                    failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
                 self._save_failed(rec.sop_uid, calling_ae, failure)
                 raise failure from exc
             if replaced:
