@@ -51,7 +51,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     lock = DataFolderLock(cfg.data_dir)
     lock.acquire()
     # Patient data is for the service user and its group only: earlier runs' loose modes are taken away.
-    changed = permissions.make_private(cfg.data_dir, skip=(cfg.store_dir, *_hot_folders(cfg)))
+    storages = (cfg.store_dir, *(Path(s.path) for s in cfg.storages), *([Path(cfg.temp_dir)] if cfg.temp_dir else []))
+    changed = permissions.make_private(cfg.data_dir, skip=(*storages, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     if changed:
         LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed,

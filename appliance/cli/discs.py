@@ -183,7 +183,8 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
     jobs = JobStore(app.db)
     groups = GroupStore(app.db, jobs)
     settings = AuthorSettings(cfg.data_dir / "discs", cfg.store_dir, cfg.burn, cfg.institution,
-                              max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump())
+                              max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump(),
+                              app.store_area.path)
     settings.discs_dir.mkdir(parents=True, exist_ok=True)
     author = DiscAuthor(app.db, jobs, settings, DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution))
     publisher = DiscPublisher(jobs, robots, cfg.burn.verify)

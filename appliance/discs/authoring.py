@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,8 @@ class AuthorSettings:
         Free space staging always leaves on the data disk.
     dcmdump : str or None
         DCMTK's dcmdump, to check every DICOMDIR; None skips that check.
+    resolve : callable or None
+        Index path -> file (the storages, :meth:`appliance.storage.Storages.path`); None: ``store_dir / path``.
     """
 
     discs_dir: Path
@@ -78,6 +80,7 @@ class AuthorSettings:
     institution: str = ""
     reserve_mb: int = 1000
     dcmdump: str | None = None
+    resolve: Callable[[str], Path] | None = None
 
 
 class _Oversize(Exception):
@@ -174,7 +177,8 @@ class DiscAuthor:
         pool.mkdir()
         staged: dict[str, StagedInstance] = {}
         for n, inst in enumerate(content.instances()):
-            staged[inst.sop_uid] = stage_instance(self.settings.store_dir / inst.path, pool / f"{n:08d}",
+            source = self.settings.resolve(inst.path) if self.settings.resolve else self.settings.store_dir / inst.path
+            staged[inst.sop_uid] = stage_instance(source, pool / f"{n:08d}",
                                                   inst.sop_uid, inst.transfer_syntax, self.allowed)
         if to_convert:
             LOGGER.info("disc job %d: %d instance(s) converted to Explicit VR Little Endian for %s", job.id,

@@ -220,3 +220,41 @@ def test_storage_move_while_serving(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_disc_is_burned_from_files_on_several_storages(tmp_path: Path) -> None:
+    import io
+    from dataclasses import replace
+
+    from publishing_support import PublishNode, iso_files, publish_config
+
+    from appliance.config import StorageConfig
+    from appliance.discs.jobs import JobState
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    cfg = publish_config(tmp_path / "var")
+    cfg = replace(cfg, storages=(StorageConfig(str(first)), StorageConfig(str(second))))
+    node = PublishNode(cfg)
+    try:
+        early = dicomdata.study("PDISC", "DISC^SPLIT", ("CT",), 2)
+        (tmp_path / "in1").mkdir()
+        for inst in early:
+            inst.write(tmp_path / "in1")
+        node.send(tmp_path / "in1")  # plain AE title: only stored, on the first storage
+        node.app.store_area.set_enabled(1, False)  # the first storage takes no more files
+        late = [dicomdata.Instance("PDISC", "DISC^SPLIT", early[0].study_uid, dicomdata.uid(), dicomdata.uid(),
+                                   series_number=2)]
+        (tmp_path / "in2").mkdir()
+        late[0].write(tmp_path / "in2")
+        node.send(tmp_path / "in2")
+        paths = {i.sop_uid: node.app.index.lookup(i.sop_uid).path for i in early + late}
+        assert {p.split("/")[0] for p in paths.values()} == {"@1", "@2"}
+        job_id = node.jobs.create("epson", 1, list(paths), source="manual")
+        node.publishing.engine.wake()
+        node.wait_state(job_id, JobState.DONE)
+        files = iso_files(node.job_dir(job_id) / "disc1" / "disc.iso")
+        on_disc = {str(dcmread(io.BytesIO(data)).SOPInstanceUID): dcmread(io.BytesIO(data)).PixelData
+                   for name, data in files.items() if name.startswith("/PT")}
+        assert on_disc == {i.sop_uid: i.dataset().PixelData for i in early + late}
+    finally:
+        node.stop()
