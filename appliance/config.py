@@ -364,7 +364,7 @@ class DeletionConfig:
     low_space_threshold_mb: int = 4096
     #: Also delete studies that still have a live patient link.
     delete_shared: bool = False
-    #: Also delete series not yet forwarded (once forwarding exists).
+    #: Also delete series not yet forwarded to the regional PACS ([forwarding]).
     remove_not_forwarded: bool = False
 
 
