@@ -75,6 +75,8 @@ class Maintenance:
         self.failed_listeners: list[Callable[[Task, str], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: When each kind was last looked at for due series (local time, as the windows).
+        self._looked: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -123,11 +125,17 @@ class Maintenance:
             return None
         if self.tasks.unfinished(kind):
             return None
-        last = self.tasks.last(kind)
-        if not force and last is not None and opened is not None:
-            since = max(_stamp(opened), _stamp(now - RECOLLECT))
-            if last.created >= since:
+        if not force and opened is not None:
+            # Once per window opening (and at most once an hour in a long window): looking for due series scans
+            # the index, so an empty look counts as much as a collected task.
+            since = max(opened, now - RECOLLECT)
+            looked = self._looked.get(kind)
+            if looked is not None and looked >= since:
                 return None
+            last = self.tasks.last(kind)
+            if last is not None and last.created >= _stamp(since):
+                return None
+        self._looked[kind] = now
         if kind == "archiving":
             uids = self.archiver.due()
             reason = f"compress to {self.archiver.config.compression}"

@@ -425,3 +425,29 @@ def test_remove_not_forwarded_lifts_the_forwarding_rule(tmp_path: Path) -> None:
         assert upkeep.deleter.due() == [items[0].series_uid]
     finally:
         node.stop()
+
+
+def test_a_window_collects_once_and_a_started_task_runs_to_its_end(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "var", archiving={"compression": "rle"},
+                 maintenance={"archiving": ["Mon-Fri 22:00-06:00"]})
+    node = started(cfg)
+    try:
+        first = dicomdata.study("PWIN", "WINDOW^ONE", ("CT",), 2)
+        assert store(node.port, first) == [0, 0]
+        engine = Upkeep(node.app, cfg, workers=0).engine
+        monday_noon = dt.datetime(2026, 12, 7, 12)
+        assert engine.collect("archiving", monday_noon) is None, "collected outside the window"
+        task = engine.collect("archiving", monday_noon.replace(hour=22, minute=5))
+        assert task is not None
+        assert engine.tasks.get(task).total == 1
+        # The task runs to its end even though the window has closed meanwhile.
+        engine.run_task(engine.tasks.get(task))
+        assert engine.tasks.get(task).state == "done"
+        later = dicomdata.study("PWIN2", "WINDOW^TWO", ("CT",), 1)
+        assert store(node.port, later) == [0]
+        # The same window opening does not collect again; the next night's does.
+        assert engine.collect("archiving", monday_noon.replace(hour=23)) is None
+        again = engine.collect("archiving", dt.datetime(2026, 12, 8, 22, 1))
+        assert again is not None and engine.tasks.items(again) == [(later[0].series_uid, "pending", "")]
+    finally:
+        node.stop()
