@@ -236,3 +236,29 @@ def test_a_storage_that_vanishes_while_running_is_mailed(tmp_path: Path, smtp) -
             node.stop()
     finally:
         umount(share)
+
+
+def test_disc_jobs_that_fail_or_need_staff_are_mailed(tmp_path: Path, smtp) -> None:
+    from appliance.discs.jobs import JobState, JobStore
+    from appliance.notify.email import DiscJobWatcher
+
+    server = smtp()
+    cfg = EmailConfig("127.0.0.1", server.port, "none", sender="appliance@example.org", to=("desk@example.org",))
+    db = Database(tmp_path / "db.sqlite")
+    queue = MailQueue(db, cfg)
+    watcher = DiscJobWatcher(db, queue)
+    jobs = JobStore(db)
+    failing = jobs.create("epson", 1, ["1.2.3"], source="manual")
+    waiting = jobs.create("primera", 1, ["1.2.4"], source="manual")
+    jobs.transition(failing, JobState.AUTHORING)
+    jobs.transition(failing, JobState.FAILED, "image too big", error="the content does not fit on a BD")
+    jobs.note(waiting, "Load discs into the input bin", needs_staff=True)
+    watcher()
+    queue.deliver_due()
+    subjects = sorted(m["Subject"] for m in server.mails())
+    assert subjects == [f"[appliance] a disc job failed: job {failing}",
+                        "[appliance] a disc robot needs staff: robot primera"]
+    bodies = " ".join(_body(m) for m in server.mails())
+    assert "does not fit on a BD" in bodies and "Load discs" in bodies
+    watcher()  # nothing changed since: no second mail
+    assert queue.deliver_due() == 0
