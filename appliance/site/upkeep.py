@@ -101,11 +101,12 @@ class UpkeepView:
             raise InvalidValue(f"There is no storage {number}.") from None
 
     def kinds(self) -> list[KindRow]:
-        """Archiving and deletion: weekly grid, running and recent tasks."""
+        """Archiving, deletion and forwarding: weekly grid, running and recent tasks (forwarding has none: it sends
+        continuously while its window is open)."""
         store = TaskStore(self.app.db)
         recent = store.recent(100)
         rows = []
-        for kind in ("archiving", "deletion"):
+        for kind in ("archiving", "deletion", "forwarding"):
             windows = tuple(getattr(self.config.maintenance, kind))
             rows.append(KindRow(kind, windows, Schedule(windows).grid(),
                                 [t for t in recent if t.kind == kind and t.state in ("queued", "running")],

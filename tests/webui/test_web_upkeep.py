@@ -60,7 +60,9 @@ def test_tasks_page_shows_grid_progress_and_errors(env, desk) -> None:
     store.item_done(task, series[0], "failed", "codec exploded")
     page = desk.get("/staff/tasks").get_data(as_text=True)
     assert 'id="kind-archiving"' in page and 'id="kind-deletion"' in page
-    assert page.count('class="open"') == 2 * 7 * 8  # the default windows: every day 22:00-06:00, for both kinds
+    # The default windows: every day 22:00-06:00 for archiving and deletion, all week for forwarding.
+    assert page.count('class="open"') == 2 * 7 * 8 + 7 * 24
+    assert 'id="kind-forwarding"' in page
     assert f'data-task="{task}"' in page and f"1 of {len(series)} series" in page
     assert "codec exploded" in page
 
