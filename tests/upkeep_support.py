@@ -86,10 +86,10 @@ def serve(cfg: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=err)
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run an ``appliance`` command in a child process."""
+def cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an ``appliance`` command in a child process (``env``: extra environment variables)."""
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def store(port: int, items: Iterable[dicomdata.Instance], calling: str = "UPKEEP") -> list[int]:

@@ -89,8 +89,10 @@ def send_now(cfg: EmailConfig, subject: str, body: str, timeout: float = 15.0) -
         return f"the server answered {exc.smtp_code} {text}"
     except smtplib.SMTPRecipientsRefused as exc:
         return "every recipient was refused: " + ", ".join(exc.recipients)
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
         return f"cannot reach {cfg.smtp_host}:{cfg.smtp_port}: {exc}"
+    except smtplib.SMTPException as exc:
+        return f"{cfg.smtp_host}:{cfg.smtp_port}: {exc}"
 
 
 class MailQueue:

@@ -28,10 +28,10 @@ SECRET = "pa55-W0rd-never-shown"
 class SmtpServer:
     """An aiosmtpd process on a loopback port; mails land in ``folder``."""
 
-    def __init__(self, port: int, folder: Path, refuse: bool = False) -> None:
+    def __init__(self, port: int, folder: Path, refuse: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.port = port
         self.folder = folder
-        args = [sys.executable, str(SINK), str(port), str(folder)] + (["--refuse"] if refuse else [])
+        args = [sys.executable, str(SINK), str(port), str(folder), *extra] + (["--refuse"] if refuse else [])
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
@@ -48,8 +48,8 @@ class SmtpServer:
 def smtp(tmp_path: Path) -> Iterator[Callable[..., SmtpServer]]:
     servers: list[SmtpServer] = []
 
-    def start(port: int | None = None, refuse: bool = False) -> SmtpServer:
-        server = SmtpServer(port or free_port(), tmp_path / f"mail{len(servers)}", refuse)
+    def start(port: int | None = None, refuse: bool = False, extra: tuple[str, ...] = ()) -> SmtpServer:
+        server = SmtpServer(port or free_port(), tmp_path / f"mail{len(servers)}", refuse, extra)
         servers.append(server)
         return server
 
@@ -262,3 +262,33 @@ def test_disc_jobs_that_fail_or_need_staff_are_mailed(tmp_path: Path, smtp) -> N
     assert "does not fit on a BD" in bodies and "Load discs" in bodies
     watcher()  # nothing changed since: no second mail
     assert queue.deliver_due() == 0
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a server certificate for 127.0.0.1, made by ``appliance tls init``."""
+    folder = tmp_path_factory.mktemp("smtp-tls")
+    done = cli("tls", "init", str(folder / "tls"), "--ip", "127.0.0.1")
+    assert done.returncode == 0, done.stderr
+    return folder / "tls"
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_starttls_and_tls_with_a_login(tmp_path: Path, smtp, certs: Path, security: str) -> None:
+    server = smtp(extra=(f"--{security}", str(certs / "server.crt"), str(certs / "server.key"),
+                         "--login", "alerts", SECRET))
+    trust = {"SSL_CERT_FILE": str(certs / "ca.crt")}  # the SMTP server's CA, as a site would install it
+    cfg = write_toml(tmp_path / "a.toml", tmp_path / "var", free_port(),
+                     email=_email(server.port, security=security, user="alerts", password=SECRET))
+    done = cli("email", "test", "--config", str(cfg), env=trust)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: server.mails(), timeout=20)
+    assert server.mails()[0]["Subject"] == "appliance test mail"
+    wrong = write_toml(tmp_path / "b.toml", tmp_path / "var", free_port(),
+                       email=_email(server.port, security=security, user="alerts", password="not-" + SECRET))
+    done = cli("email", "test", "--config", str(wrong), env=trust)
+    assert done.returncode == 1 and "535" in done.stderr
+    assert SECRET not in done.stderr + done.stdout
+    untrusted = cli("email", "test", "--config", str(cfg))  # the CA is not trusted: the server is not believed
+    assert untrusted.returncode == 1 and "certificate verify failed" in untrusted.stderr
+    assert len(server.mails()) == 1
