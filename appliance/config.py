@@ -100,6 +100,9 @@ class DicomConfig:
     accept_any_ae: bool = True
     #: A second instance with a known SOP Instance UID replaces the first instead of being ignored.
     overwrite: bool = False
+    #: "reject": a C-STORE whose Study, Series, SOP Instance or SOP Class UID is not digits and dots is refused
+    #: with 0xC000; "accept": stored as it is (such UIDs may break DICOMDIRs and viewers).
+    invalid_uids: str = "reject"
     #: C-STORE is refused with 0xA700 when the store's disk has less free space than this.
     free_space_limit_mb: int = 500
     max_associations: int = 20
@@ -530,6 +533,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         raise ConfigError(f"[dicom] ae_title {dicom.ae_title!r} is too long: at most 13 characters")
     _check_port(dicom.port, "[dicom] port")
     _check_port(dicom.tls_port, "[dicom] tls_port")
+    if dicom.invalid_uids not in ("reject", "accept"):
+        raise ConfigError(f"[dicom] invalid_uids must be 'reject' or 'accept', not {dicom.invalid_uids!r}")
     nodes = []
     seen: set[str] = set()
     for i, table in enumerate(node_tables):
@@ -580,9 +585,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
 
 def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
     fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
-    if fwd.enabled:
+    if fwd.enabled or fwd.extended_search:
         if not fwd.ae_title or not fwd.host:
-            raise ConfigError("[forwarding] enabled needs ae_title and host (the regional PACS)")
+            raise ConfigError(f"[forwarding] {'enabled' if fwd.enabled else 'extended_search'} needs ae_title and "
+                              "host (the regional PACS)")
         validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
         _check_port(fwd.port, "[forwarding] port")
     if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -31,9 +33,14 @@ from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
 from appliance.storage import Storages
+from appliance.store import Spool
+from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
 from appliance.worklist.store import Worklist
+
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.forwarding.search import ExtendedSearch
 
 LOGGER = logging.getLogger(__name__)
 
@@ -97,6 +104,8 @@ class Appliance:
         self.stored_listeners: list[StoredListener] = []
         self.released_listeners: list[ReleasedListener] = []
         self.commitment_listeners: list[CommitmentListener] = []
+        #: ``[forwarding] extended_search``: C-FIND also asks the regional PACS, C-MOVE/C-GET fetch from it.
+        self.extended_search: ExtendedSearch | None = None
         #: Called when a received instance could not be saved: (SOP Instance UID, calling AE, the error).
         self.save_failed_listeners: list[Callable[[str, str, Exception], None]] = []
         self._received: dict[str, list[str]] = {}
@@ -207,7 +216,7 @@ class Appliance:
 
     def store(
         self,
-        dataset: bytes,
+        dataset: bytes | Spool,
         transfer_syntax: str,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -222,8 +231,9 @@ class Appliance:
 
         Parameters
         ----------
-        dataset : bytes
-            The data set as received (no file meta), encoded in ``transfer_syntax``.
+        dataset : bytes or Spool
+            The data set as received (no file meta), encoded in ``transfer_syntax``; a large one
+            spooled to a temporary file as it arrived (the caller discards the spool).
         transfer_syntax, sop_class_uid, sop_instance_uid : str
             From the presentation context and the C-STORE request.
         calling_ae, called_ae, association_id : str
@@ -240,17 +250,24 @@ class Appliance:
         """
         ts = UID(transfer_syntax)
         rec: InstanceRecord | None = None
+        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
+        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
         if not ts.is_deflated:
             # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
             # pydicom decodes only what that pass leaves to it (None).
-            rec = instance_record(dataset, ts.is_implicit_VR, ts.is_little_endian)
+            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
+        else:
+            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
+            check_structure(inflate(data), False, True)
         meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
         if rec is None:
             try:
-                ds = dcmread(io.BytesIO(meta + dataset), stop_before_pixels=True)
+                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
             except Exception as exc:
                 raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
             rec = extract(ds)
+        if self.config.dicom.invalid_uids == "reject":
+            _check_uids(rec, sop_instance_uid)
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
                 "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
@@ -318,8 +335,16 @@ class Appliance:
         return find(self.db.conn, identifier, level, self.config.dicom.ae_title, limit)
 
     def retrieve(self, identifier: Dataset, level: str) -> list[StoredInstance]:
-        """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order."""
-        return [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+        """Instances named by a C-MOVE/C-GET identifier, in study/series/instance order.
+
+        With the extended search, what is held only by the regional PACS is first moved here from it.
+        """
+        found = [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+        search = self.extended_search
+        if not found and search is not None and search.fetch(identifier, level):
+            found = [StoredInstance(*row) for row in match_instances(self.db.conn, identifier, level)]
+            search.fetched([i.sop_uid for i in found])
+        return found
 
     def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
                                                                       list[tuple[str, str, int]]]:
@@ -356,3 +381,18 @@ class Appliance:
     def file_path(self, instance: StoredInstance) -> Path:
         """Absolute path of a stored instance's file."""
         return self.store_area.path(instance.path)
+
+
+#: A UID as PS3.5 9.1 allows it: digits and dots, no empty component, at most 64 characters (leading zeros in a
+#: component are tolerated: some modalities write them, and they harm nothing).
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _check_uids(rec: InstanceRecord, requested: str) -> None:
+    """Refuse a data set whose identifying UIDs are not UIDs (``[dicom] invalid_uids = "reject"``)."""
+    for name, value in (("Study Instance UID", rec.study_uid), ("Series Instance UID", rec.series_uid),
+                        ("SOP Instance UID", rec.sop_uid), ("SOP Class UID", rec.sop_class_uid),
+                        ("Affected SOP Instance UID", requested)):
+        if value and (len(value) > 64 or not _UID.fullmatch(value)):
+            # Reason first: the error comment of the answer keeps only 64 characters.
+            raise InvalidDataset(f"{name} is not a valid UID (digits and dots, at most 64): {value[:80]!r}")

@@ -349,6 +349,14 @@ class Index:
         ).fetchall()
         return [StoredInstance(*r) for r in rows]
 
+    def holds(self, level: str, uid: str) -> bool:
+        """Whether a patient (by Patient ID), study, series or instance (``level`` PATIENT/STUDY/SERIES/IMAGE) is
+        held here."""
+        table, column = {"PATIENT": ("patients", "patient_id"), "STUDY": ("studies", "study_uid"),
+                         "SERIES": ("series", "series_uid"), "IMAGE": ("instances", "sop_uid")}[level]
+        return self.db.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (uid,)).fetchone() \
+            is not None
+
     def study(self, study_uid: str) -> dict[str, Any] | None:
         """A study joined with its patient, as a dict, or None."""
         row = self.db.conn.execute(

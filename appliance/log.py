@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import re
+import traceback
 from pathlib import Path
+from typing import Any
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -61,12 +63,39 @@ def clip(text: str, limit: int = 200) -> str:
 
 
 class SafeFormatter(logging.Formatter):
-    """A formatter that writes every message on one line of at most :data:`MAX_MESSAGE` characters."""
+    """A formatter that writes every message on one line of at most :data:`MAX_MESSAGE` characters.
+
+    It is the handlers' formatter, so it sees the records of every logger, pynetdicom's included
+    (AE titles with CR/LF or ESC sequences arrive there). A traceback keeps its own lines, but the
+    exception messages in it are escaped too: they may quote network input.
+    """
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """Format with the record's message escaped and cut (the record's traceback is added by ``format``)."""
         record.message = clip(record.message, MAX_MESSAGE)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback, with the text of each exception escaped and cut like a message."""
+        parts: list[str] = []
+        seen: set[int] = set()
+
+        def emit(te: traceback.TracebackException) -> None:
+            # The order of traceback.TracebackException.format: causes and contexts first.
+            seen.add(id(te))
+            if te.__cause__ is not None and id(te.__cause__) not in seen:
+                emit(te.__cause__)
+                parts.append("\nThe above exception was the direct cause of the following exception:\n\n")
+            elif te.__context__ is not None and not te.__suppress_context__ and id(te.__context__) not in seen:
+                emit(te.__context__)
+                parts.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+            if te.stack:
+                parts.append("Traceback (most recent call last):\n")
+                parts.extend(te.stack.format())
+            parts.append(clip("".join(te.format_exception_only()).rstrip("\n"), MAX_MESSAGE) + "\n")
+
+        emit(traceback.TracebackException(*ei))
+        return "".join(parts).rstrip("\n")
 
 
 def level_number(name: str) -> int:

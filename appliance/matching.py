@@ -219,83 +219,95 @@ def _query_keys(identifier: Dataset) -> list[tuple[str, Any]]:
     return out
 
 
-def _text_key(value: Any) -> list[str]:
-    return values_of(value)
+@dataclass(frozen=True)
+class _Test:
+    """One condition of a compiled query: a key, a date-time pair, or a sequence key."""
+
+    keyword: str
+    vr: str = ""
+    values: tuple[str, ...] = ()
+    wildcards: bool = True
+    #: Combined date-time: the time keyword and the time key's first value.
+    time_keyword: str = ""
+    time_value: str = ""
+    #: Sequence key: the conditions of its item.
+    sub: tuple[_Test, ...] | None = None
 
 
-def _has_condition(keys: list[tuple[str, Any]], top: bool, rules: Rules) -> bool:
-    for keyword, value in keys:
-        vr = vr_of(keyword)
-        if vr == "SQ":
-            if value and _has_condition(_query_keys(value[0]), False, rules):
-                return True
-        elif not is_universal(vr, _text_key(value)):
-            return True
-    return False
-
-
-def item_matches(stored: Mapping[str, Any], identifier: Dataset, rules: Rules, level: str = "top",
-                 skip: frozenset[str] = frozenset()) -> bool:
-    """Whether an item (or a sequence item) matches a query data set (or a sequence key's item).
-
-    Parameters
-    ----------
-    stored : Mapping
-        The item as plain data.
-    identifier : Dataset
-        The query, or the item of a sequence key.
-    rules : Rules
-        Matching options.
-    level : str
-        ``top``, ``step`` (inside the Scheduled Procedure Step Sequence) or ``other``.
-    skip : frozenset of str
-        Keywords already decided elsewhere.
-    """
+def _compile(identifier: Dataset, level: str) -> tuple[_Test, ...]:
     keys = _query_keys(identifier)
     given = dict(keys)
     dcmtk = DCMTK_TOP_KEYS if level == "top" else DCMTK_STEP_KEYS if level == "step" else {}
+    tests: list[_Test] = []
     for keyword, value in keys:
-        if keyword in skip:
-            continue
         vr = vr_of(keyword)
         if vr == "SQ":
             items = list(value or [])
-            if not items:
-                continue
-            sub = items[0]
-            sub_level = "step" if keyword == SPS_SEQUENCE and level == "top" else "other"
-            if not _has_condition(_query_keys(sub), False, rules):
-                continue
-            stored_items = stored.get(keyword) or []
-            if not any(item_matches(s, sub, rules, sub_level) for s in stored_items):
-                return False
+            if items:
+                sub_level = "step" if keyword == SPS_SEQUENCE and level == "top" else "other"
+                sub = _compile(items[0], sub_level)
+                if sub:  # an item without condition: universal matching
+                    tests.append(_Test(keyword, vr, sub=sub))
             continue
         if keyword in COMBINED.values() and any(COMBINED[d] == keyword for d in COMBINED if d in given):
             continue  # matched with its date
-        key = _text_key(value)
+        key = values_of(value)
         if keyword in COMBINED:
             time_keyword = COMBINED[keyword]
-            time_key = _text_key(given.get(time_keyword))
-            date_universal = is_universal(vr, key)
-            time_universal = is_universal("TM", time_key)
+            time_key = values_of(given.get(time_keyword))
+            date_universal, time_universal = is_universal(vr, key), is_universal("TM", time_key)
             if not date_universal and not time_universal:
-                date_text = values_of(stored.get(keyword))
-                time_text = values_of(stored.get(time_keyword))
-                ok = bool(date_text and time_text) and _date_time_match(key[0], time_key[0], date_text[0],
-                                                                        time_text[0])
+                tests.append(_Test(keyword, vr, tuple(key), True, time_keyword, time_key[0]))
             elif not date_universal:
-                ok = attribute_matches(vr, key, stored.get(keyword), True, rules)
-            else:
-                ok = time_universal or attribute_matches("TM", time_key, stored.get(time_keyword), True, rules)
-            if not ok:
+                tests.append(_Test(keyword, vr, tuple(key)))
+            elif not time_universal:
+                tests.append(_Test(time_keyword, "TM", tuple(time_key)))
+            continue
+        if not is_universal(vr, key):
+            tests.append(_Test(keyword, vr, tuple(key), dcmtk.get(keyword, True)))
+    return tuple(tests)
+
+
+def _passes(stored: Mapping[str, Any], tests: tuple[_Test, ...], rules: Rules) -> bool:
+    for test in tests:
+        if test.sub is not None:
+            sub = test.sub
+            if not any(_passes(item, sub, rules) for item in stored.get(test.keyword) or []):
                 return False
-            continue
-        if is_universal(vr, key):
-            continue
-        wildcards = dcmtk.get(keyword, True)
-        if not attribute_matches(vr, key, stored.get(keyword), wildcards, rules):
+        elif test.time_keyword:
+            date_text = values_of(stored.get(test.keyword))
+            time_text = values_of(stored.get(test.time_keyword))
+            if not (date_text and time_text
+                    and _date_time_match(test.values[0], test.time_value, date_text[0], time_text[0])):
+                return False
+        elif not attribute_matches(test.vr, list(test.values), stored.get(test.keyword), test.wildcards, rules):
             return False
     return True
+
+
+class Query:
+    """A C-FIND identifier compiled once for matching many items (universal keys dropped).
+
+    Parameters
+    ----------
+    identifier : Dataset
+        The query.
+    rules : Rules
+        Matching options.
+    """
+
+    def __init__(self, identifier: Dataset, rules: Rules) -> None:
+        self.rules = rules
+        self.tests = _compile(identifier, "top")
+
+    def matches(self, stored: Mapping[str, Any]) -> bool:
+        """Whether an item (as plain data) matches."""
+        return _passes(stored, self.tests, self.rules)
+
+
+def item_matches(stored: Mapping[str, Any], identifier: Dataset, rules: Rules) -> bool:
+    """Whether an item (as plain data) matches a query data set (see :class:`Query` for many items)."""
+    return Query(identifier, rules).matches(stored)
 
 
 # -- SQL conditions --------------------------------------------------------------------------------------

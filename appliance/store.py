@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import shutil
 import uuid
@@ -27,6 +28,50 @@ from appliance.errors import OutOfResources
 LOGGER = logging.getLogger(__name__)
 
 TMP = "tmp"
+
+
+class Spool:
+    """A large data set written to a temporary file as it arrives, instead of being held in memory.
+
+    The receive path opens one (:meth:`FileStore.spool`) once a C-STORE's data set passes a few
+    megabytes; :meth:`FileStore.write` copies it into the stored file in the kernel
+    (``os.sendfile``), and the structure check reads it through :meth:`mapped` (headers only are
+    touched, so the pixel data never enters the process's memory). :meth:`discard` removes it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        self.size = 0
+        self._map: mmap.mmap | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Append received bytes (OSError when the disk refuses them)."""
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+            self.size += written
+
+    def mapped(self) -> mmap.mmap:
+        """The data set, mapped read-only (pages are read from the file only where they are looked at)."""
+        if self._map is None:
+            self._map = mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ)
+        return self._map
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (idempotent)."""
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a view of it still exists: the GC unmaps it later
+                self._map.close()
+            self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.path.unlink(missing_ok=True)
 
 
 class FileStore:
@@ -64,13 +109,17 @@ class FileStore:
                 f"limit is {self.free_space_limit // (1024 * 1024)} MB"
             )
 
-    def write(self, chunks: list[bytes | memoryview], enforce_limit: bool = True) -> str:
+    def spool(self) -> Spool:
+        """A new temporary file for a large data set being received (see :class:`Spool`)."""
+        return Spool(self.tmp / f"{uuid.uuid4().hex}.spool")
+
+    def write(self, chunks: list[bytes | memoryview | Spool], enforce_limit: bool = True) -> str:
         """Write one file durably and return its path relative to the store root.
 
         Parameters
         ----------
-        chunks : list of bytes
-            The file's content, in order.
+        chunks : list of bytes or Spool
+            The file's content, in order; a :class:`Spool` is copied by the kernel, not read into memory.
         enforce_limit : bool
             False for a file that replaces a bigger one (archiving): only a full disk stops it.
 
@@ -91,6 +140,14 @@ class FileStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 for chunk in chunks:
+                    if isinstance(chunk, Spool):
+                        offset = 0
+                        while offset < chunk.size:
+                            sent = os.sendfile(fd, chunk.fd, offset, chunk.size - offset)
+                            if not sent:
+                                raise OSError(5, "spooled data set is shorter than received")
+                            offset += sent
+                        continue
                     view = memoryview(chunk)
                     while view:
                         written = os.write(fd, view)

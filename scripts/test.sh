@@ -19,5 +19,6 @@ python3 -m pip install -q -e ".[test]"
 
 python3 -m ruff check appliance robots hl7 webui tls labels tests bench
 python3 -m mypy
+lint-imports    # the import rules of the design (pyproject.toml [tool.importlinter])
 # Two workers (the machines have 2 cores); each starts its own peers (Orthanc, RabbitMQ) once per session.
 python3 -m pytest -n 2 "$@"

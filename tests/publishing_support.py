@@ -15,12 +15,12 @@ from typing import Any
 import pycdlib
 import pytest
 
-from appliance.cli.discs import Publishing, build_publishing
 from appliance.config import Config, load_config, parse_config
 from appliance.core import Appliance
 from appliance.db import Database
 from appliance.dicom.server import DicomNode
 from appliance.discs.jobs import Job, JobState, JobStore
+from appliance.discs.publishing import Publishing, build_publishing
 from appliance.errors import NotFound
 
 from conftest import HOST, dcmtk, free_port, wait_until

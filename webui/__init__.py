@@ -21,6 +21,7 @@ from appliance.errors import ApplianceError, InvalidValue, NotFound
 from appliance.site.export import Busy
 from appliance.site.service import Site
 from appliance.site.tokens import load_or_create_key
+from appliance.units import human_size
 from webui.extensions import WebContext, get_site
 from webui.security import RateLimiter, StaffSessionInterface, csrf_token, set_headers
 
@@ -57,16 +58,6 @@ def format_da(value: str) -> str:
     if len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     return text
-
-
-def format_size(value: int) -> str:
-    """Bytes as a short human size."""
-    size = float(value or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def format_time(value: str) -> str:
@@ -128,7 +119,7 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     app.register_blueprint(staff_bp)
     app.register_blueprint(api_bp)
     app.after_request(set_headers)
-    app.jinja_env.filters.update(pn=format_pn, da=format_da, size=format_size, localtime=format_time)
+    app.jinja_env.filters.update(pn=format_pn, da=format_da, size=human_size, localtime=format_time)
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__)
 
     @app.context_processor

@@ -36,9 +36,9 @@ Command = Callable[[argparse.Namespace, Config], int]
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
     from appliance import tls_contexts
-    from appliance.cli.discs import build_publishing
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
+    from appliance.discs.publishing import build_publishing
 
     # A read-only data folder or database ends the start here with one line naming it, before the log file
     # or anything else is written there (the first write would end in a traceback).

@@ -12,6 +12,7 @@ from appliance.config import Config
 from appliance.core import Appliance
 from appliance.db import Database
 from appliance.forwarding.queue import ForwardQueue
+from appliance.forwarding.search import ExtendedSearch
 from appliance.forwarding.worker import Forwarder, Report
 
 
@@ -27,9 +28,20 @@ def window(cfg: Config) -> Callable[[], bool]:
 
 
 def build_forwarding(app: Appliance, cfg: Config) -> Forwarder | None:
-    """The forwarding worker of ``[forwarding]`` (None when disabled); new instances are queued from now on."""
+    """The forwarding worker of ``[forwarding]`` (None when disabled); new instances are queued from now on.
+
+    Also sets up the extended search (``extended_search = true``) on the core.
+    """
     queue = ForwardQueue(app.db)
     queue.set_enabled(cfg.forwarding.enabled)
+    if cfg.forwarding.extended_search:
+        from appliance.dicom.regional import DicomRegional
+
+        fwd = cfg.forwarding
+        search = ExtendedSearch(DicomRegional(fwd, cfg.dicom.ae_title, app.client_tls), cfg.dicom.ae_title,
+                                fwd.ae_title, fwd.dicom_timeout_ms / 1000)
+        search.fetched_listeners.append(queue.mark_held_regionally)
+        app.extended_search = search
     if not cfg.forwarding.enabled:
         return None
     from appliance.dicom.forward import DicomTransport

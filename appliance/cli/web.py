@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -70,6 +71,25 @@ class WebService:
             # pages under 100 ms (p95) while thumbnails were rendered for 50 clients (bench/web).
             sys.setswitchinterval(WEB_SWITCH_INTERVAL)
             self.server.start()
+            self._announce()
+
+    def _announce(self) -> None:
+        """Say where a person finds the site, and how to make the first staff user (issue 20: lead to the UI)."""
+        base = self.site.base_url()
+        LOGGER.info("staff web UI: %s/staff/ ; patient links: %s/token?...", base, base)
+        web = self.site.config.web
+        if not web.server_name and web.bind in ("0.0.0.0", "::", ""):
+            from appliance.site.service import machine_address
+
+            host = machine_address()
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                LOGGER.warning("no network address found: patient links name the host %r, which phones may not "
+                               "reach; set [web] server_name to the name or address patients use", host)
+        if not self.site.users.all():
+            LOGGER.warning("no staff user yet: create the first admin with `appliance user add NAME --role admin`, "
+                           "then sign in at %s/staff/", base)
 
     def stop(self) -> None:
         """Stop serving: running requests may finish; queued audit rows are committed."""

@@ -106,14 +106,20 @@ class DicomTransport:
             sender.release()
         return result
 
-    def commit(self, instances: list[StoredInstance], transaction_uid: str) -> Report | None:
+    def commit(self, instances: list[StoredInstance], transaction_uid: str,
+               reported: threading.Event | None = None) -> Report | None:
         """Ask the regional server to commit the instances (N-ACTION, Storage Commitment Push Model).
+
+        Parameters
+        ----------
+        reported : threading.Event, optional
+            Set by the worker when the report came on a new association (to our listener) meanwhile.
 
         Returns
         -------
         Report or None
-            The report when it came on this association within a few seconds; None when it will come
-            on a new association (to our listener).
+            The report when it came on this association within a few seconds; None when it came or will
+            come on a new association (to our listener).
 
         Raises
         ------
@@ -127,7 +133,8 @@ class DicomTransport:
         ae.connection_timeout = cfg.tcp_timeout_ms / 1000
         ae.add_requested_context(STORAGE_COMMITMENT)
         got: list[Report] = []
-        arrived = threading.Event()
+        # One event for both ways the report may come: on this association, or on a new one meanwhile.
+        arrived = reported if reported is not None else threading.Event()
 
         def on_report(event: Event) -> tuple[int, None]:
             got.append(parse_report(event.event_information))

@@ -6,6 +6,7 @@ here, at the protocol boundary, with what the caller needs to know.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -21,7 +22,9 @@ from appliance import codecs
 from appliance.core import Appliance
 from appliance.dicom import guard, retrieve, status
 from appliance.errors import CodecError, NotFound
+from appliance.forwarding.search import UID_TAGS
 from appliance.query import Answer, find_rows
+from appliance.store import Spool
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -46,6 +49,17 @@ def handle_echo(event: Event) -> int:
     return status.SUCCESS
 
 
+class SpooledDataSet(io.BytesIO):
+    """A C-STORE's data set that the fast path wrote to a :class:`~appliance.store.Spool` as it arrived.
+
+    pynetdicom's ``C_STORE.DataSet`` must be a BytesIO; this one is empty and carries the spool.
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__()
+        self.spool = spool
+
+
 def handle_store(event: Event, app: Appliance) -> int | Dataset:
     """C-STORE: store the instance durably, then answer.
 
@@ -62,8 +76,10 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
         return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no store right")
     req = cast(C_STORE, event.request)
     try:
+        data = req.DataSet
         app.store(
-            req.DataSet.getvalue(),  # type: ignore[union-attr]  # DataSet is a BytesIO here
+            # A BytesIO from pynetdicom; from the fast path, a large data set as the Spool it was written to.
+            data.spool if isinstance(data, SpooledDataSet) else data.getvalue(),  # type: ignore[union-attr]
             str(event.context.transfer_syntax),
             str(req.AffectedSOPClassUID),
             str(req.AffectedSOPInstanceUID),
@@ -86,11 +102,11 @@ def handle_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, D
     """
     for result, answer in find_answers(app, calling_ae(event), lambda: event.identifier,
                                        lambda: event.is_cancelled):
-        yield result, None if answer is None else answer.dataset()
+        yield result, answer.dataset() if isinstance(answer, Answer) else answer
 
 
 def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
-                 cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | None]]:
+                 cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
     """C-FIND (Patient Root and Study Root) decisions, for pynetdicom's handler and the fast path alike.
 
     Parameters
@@ -107,7 +123,8 @@ def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
     Yields
     ------
     (status, answer)
-        0xFF00 with each answer (plain values: the caller makes a data set or bytes of it);
+        0xFF00 with each answer (plain values: the caller makes a data set or bytes of it; with the
+        extended search, the regional server's answers for what is not held here follow as data sets);
         0xFE00 when the peer cancels; 0xA900 when the identifier has no valid QueryRetrieveLevel;
         0xC001 when it cannot be decoded. The final 0x0000 is the protocol layer's.
     """
@@ -118,6 +135,11 @@ def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
     except Exception as exc:
         yield guard.failure("C-FIND", exc, peer), None
         return
+    # [forwarding] extended_search: the regional server is asked now, its answers follow the local ones.
+    search = app.extended_search
+    regional = search.start(query, level) if search is not None and search.applies(peer) else None
+    held: set[str] = set()
+    key = next((i for i, f in enumerate(matches.fields) if f.tag == UID_TAGS.get(level)), None)
     charset = charset_text(query.get("SpecificCharacterSet"))
     count = 0
     for values in matches:
@@ -126,7 +148,17 @@ def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
             yield status.CANCEL, None
             return
         count += 1
+        if key is not None:
+            held.add(str(values[key] or ""))
         yield status.PENDING, Answer(matches.fields, values, charset)
+    # Without the entity's UID among the requested keys, the index says what is held here.
+    holds = None if key is not None else lambda uid: app.index.holds(level, uid)
+    for extra in regional.extra(held, holds) if regional is not None else ():
+        if cancelled():
+            yield status.CANCEL, None
+            return
+        count += 1
+        yield status.PENDING, extra
     LOGGER.info("C-FIND %s from %s: %d answer(s)", level, peer, count)
 
 

@@ -19,8 +19,9 @@ from appliance import codecs
 from appliance.config import NodeConfig
 from appliance.core import Appliance
 from appliance.dicom import status
-from appliance.errors import CodecError, NotFound
+from appliance.errors import CodecError, InvalidDataset, NotFound
 from appliance.index import StoredInstance
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -114,9 +115,14 @@ def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefe
         offered = ", ".join(accepted) or "none"
         raise CodecError(f"no accepted presentation context can carry {inst.transfer_syntax} "
                          f"(accepted for its SOP class: {offered})")
-    data = codecs.read_stored(app.file_path(inst))
+    path = app.file_path(inst)
+    data = codecs.read_stored(path)
     if syntax == inst.transfer_syntax:
         return syntax, memoryview(data)[codecs.dataset_offset(data):]
+    try:
+        check_file(path)  # before pydicom decodes it whole: see appliance.validate.check_file
+    except (InvalidDataset, OSError) as exc:
+        raise CodecError(f"instance cannot be converted: {exc}") from exc
     return syntax, codecs.convert(data, syntax)
 
 

@@ -18,6 +18,7 @@ need pynetdicom's private names live in :mod:`appliance.dicom.compat`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -54,7 +55,7 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 import tls
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
 from appliance.dicom import commitment, compat, fast, find_handlers, forward, handlers
-from appliance.dicom.fast.accept import blocking_handlers
+from appliance.dicom.fast.accept import Unassociated, blocking_handlers
 from appliance.dicom.policy import RIGHTS, STORAGE_COMMITMENT, AssociationPolicy
 from appliance.errors import ListenerError
 
@@ -88,12 +89,38 @@ class FastSocket(AssociationSocket):
         # A connection the fast path handed over comes with its A-ASSOCIATE-RQ already read: replay it first.
         client_socket, self._replay = fast.take_prefix(client_socket)
         super().__init__(assoc, client_socket=client_socket)
+        #: pynetdicom reads a PDU as recv(6), then recv(its length): whether the next read is a PDU's rest.
+        self._in_pdu = False
+        self._deadline = 0.0
+        # Sends are bounded too: a peer that stops reading cannot hold the thread in sendall().
+        client_socket.settimeout(assoc.ae.network_timeout)
 
     @property
     def ready(self) -> bool:
         return bool(self._replay) or bool(super().ready)
 
     def recv(self, nr_bytes: int) -> bytearray:
+        if not self._in_pdu:
+            # A PDU header: pynetdicom reads only when bytes are waiting, so its timers cannot run while a
+            # read blocks; the whole PDU must arrive within the ACSE/network timeout of its first byte.
+            assoc = self.assoc
+            timeout = assoc.network_timeout if assoc.is_established else assoc.acse_timeout
+            self._deadline = time.monotonic() + float(timeout or 60.0)
+            header = self._read(nr_bytes)
+            # pynetdicom reads the rest only of a whole header of a known PDU type (else it ends the association).
+            self._in_pdu = len(header) == 6 and 0x01 <= header[0] <= 0x07
+            return header
+        else:
+            self._in_pdu = False
+            limit = self.assoc.acceptor.maximum_length if self.assoc.is_established else fast.MAX_REQUEST
+            if limit and nr_bytes > limit:
+                LOGGER.error("association from %s aborted: PDU of %d bytes, more than the %d we accept",
+                             self.assoc.requestor.ae_title, nr_bytes, limit)
+                self._abort_and_close()
+                return bytearray()  # pynetdicom: PDU shorter than announced, the connection is closed
+        return self._read(nr_bytes)
+
+    def _read(self, nr_bytes: int) -> bytearray:
         if self._replay:
             head = self._replay[:nr_bytes]
             del self._replay[:nr_bytes]
@@ -102,7 +129,19 @@ class FastSocket(AssociationSocket):
 
     def _recv_socket(self, nr_bytes: int) -> bytearray:
         # Short when the peer closed: pynetdicom expects what arrived.
-        return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes)
+        try:
+            return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes, self._deadline)
+        except TimeoutError:
+            # One line and an A-ABORT rather than pynetdicom's traceback; the short read ends the association.
+            LOGGER.error("association from %s aborted: a PDU did not arrive whole in time",
+                         self.assoc.requestor.ae_title)
+            self._abort_and_close()
+            return bytearray()
+
+    def _abort_and_close(self) -> None:
+        with contextlib.suppress(OSError):
+            cast(socket.socket, self.socket).sendall(fast.abort_pdu(0x02, 0x00))
+        self.close()
 
 
 class _RequestHandler(compat.PolicyRequestHandler):
@@ -124,6 +163,8 @@ class ApplianceServer(ThreadedAssociationServer):
     fast_path: bool = True
     #: The fast path's open associations, shared by the listeners of one node (set by DicomNode).
     fast: fast.Registry
+    #: Connections that have not sent their A-ASSOCIATE-RQ yet (set by DicomNode).
+    unassociated: Unassociated
     # The fast path serves a whole association in the connection's thread: closing the listener must not
     # wait for them (DicomNode.stop aborts them after its grace period), and like pynetdicom's association
     # threads they must not keep the process alive.
@@ -137,13 +178,19 @@ class ApplianceServer(ThreadedAssociationServer):
         return client, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is not None:
-            try:
-                request = tls.handshake(request, self.ssl_context, self.handshake_timeout)
-            except tls.HandshakeError as exc:
-                LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0], exc)
-                return
-        request = fast.serve(self, request, client_address)
+        raw = request
+        self.unassociated.add(raw)  # until its A-ASSOCIATE-RQ has arrived; capped apart from associations
+        try:
+            if self.ssl_context is not None:
+                try:
+                    request = tls.handshake(request, self.ssl_context, self.handshake_timeout)
+                except tls.HandshakeError as exc:
+                    LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0],
+                                   exc)
+                    return
+            request = fast.serve(self, request, client_address, lambda: self.unassociated.remove(raw))
+        finally:
+            self.unassociated.remove(raw)
         if request is None:  # served (or closed) by the fast path
             return
         super().process_request_thread(request, client_address)
@@ -246,6 +293,7 @@ class DicomNode:
         server.fast_path = self.app.config.dicom.fast_path
         server.handshake_timeout = self.app.config.tls.handshake_timeout
         server.fast = self.fast
+        server.unassociated = Unassociated()
         blocking = blocking_handlers(server)
         if server.fast_path and blocking:
             LOGGER.info("DICOM fast path off: handler(s) bound to %s, which only pynetdicom emits",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.budget import Budget, BudgetExceeded
 from appliance.config import BurnConfig
 from appliance.db import Database
 from appliance.discs.content import Content, InstanceInfo, load_content
@@ -70,6 +71,9 @@ class AuthorSettings:
         Free space staging always leaves on the data disk.
     dcmdump : str or None
         DCMTK's dcmdump, to check every DICOMDIR; None skips that check.
+    budget : Budget or None
+        Memory and time budget of each conversion of a received instance (a worker process);
+        None converts in this process.
     resolve : callable or None
         Index path -> file (the storages, :meth:`appliance.storage.Storages.path`); None: ``store_dir / path``.
     """
@@ -80,6 +84,7 @@ class AuthorSettings:
     institution: str = ""
     reserve_mb: int = 1000
     dcmdump: str | None = None
+    budget: Budget | None = None
     resolve: Callable[[str], Path] | None = None
 
 
@@ -178,8 +183,12 @@ class DiscAuthor:
         staged: dict[str, StagedInstance] = {}
         for n, inst in enumerate(content.instances()):
             source = self.settings.resolve(inst.path) if self.settings.resolve else self.settings.store_dir / inst.path
-            staged[inst.sop_uid] = stage_instance(source, pool / f"{n:08d}",
-                                                  inst.sop_uid, inst.transfer_syntax, self.allowed)
+            try:
+                staged[inst.sop_uid] = stage_instance(source, pool / f"{n:08d}",
+                                                      inst.sop_uid, inst.transfer_syntax, self.allowed,
+                                                      self.settings.budget)
+            except BudgetExceeded as exc:
+                raise AuthoringError(f"instance {inst.sop_uid} cannot be put on a disc: {exc}") from exc
         if to_convert:
             LOGGER.info("disc job %d: %d instance(s) converted to Explicit VR Little Endian for %s", job.id,
                         len(to_convert), burn.profile)

@@ -38,6 +38,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
+from appliance.budget import Budget, BudgetExceeded
 from appliance.discs.dicomdir import (
     SOP_CLASS,
     SOP_INSTANCE,
@@ -47,7 +48,8 @@ from appliance.discs.dicomdir import (
     read_fields,
     write_dicomdir,
 )
-from appliance.errors import AuthoringError
+from appliance.errors import AuthoringError, InvalidDataset
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,24 +91,42 @@ class StagedInstance:
 
 
 def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: str,
-                   allowed: frozenset[str] | None) -> StagedInstance:
+                   allowed: frozenset[str] | None, budget: Budget | None = None) -> StagedInstance:
     """Put one stored instance at ``target`` in an allowed transfer syntax (``allowed`` None: as it is).
+
+    With a ``budget``, the conversion runs in its worker process, within its memory and time (a few
+    times the file's size more memory, and a minute more per 100 MB): an instance that needs more
+    fails with the reason instead of exhausting the appliance.
 
     Raises
     ------
     AuthoringError
-        The stored file is missing or cannot be decoded for transcoding.
+        The stored file is missing, fails :func:`appliance.validate.check_file`, or cannot be decoded for
+        transcoding.
+    BudgetExceeded
+        The conversion needed more memory or time than ``budget`` allows.
     OSError
         The staging disk failed (the caller maps a full disk to a clear job error).
     """
     if not source.is_file():
         raise AuthoringError(f"instance {sop_uid} is no longer in the store ({source} is missing)")
+    try:
+        # Checked before pydicom reads it whole (here or in the DICOMDIR): nesting too deep for pydicom's
+        # recursive reader fails this instance's job with the reason instead of exhausting memory.
+        check_file(source)
+    except InvalidDataset as exc:
+        raise AuthoringError(f"instance {sop_uid} cannot be put on a disc: {exc}") from exc
     if allowed is None or transfer_syntax in allowed:
         _link_or_copy(source, target)
         return StagedInstance(sop_uid, target, transfer_syntax, target.stat().st_size, False)
     try:
-        transcode(source, target)
-    except OSError:
+        if budget is None:
+            transcode(source, target)
+        else:
+            size_mb = source.stat().st_size // (1024 * 1024)
+            budget.run(transcode, source, target, what=f"converting instance {sop_uid}", extra_mb=8 * size_mb,
+                       seconds=budget.seconds + 0.6 * size_mb)
+    except (OSError, BudgetExceeded):
         raise
     except Exception as exc:  # codecs raise many types on data they cannot decode
         raise AuthoringError(f"instance {sop_uid} cannot be converted from transfer syntax {transfer_syntax} "

@@ -455,15 +455,41 @@ class JobEngine:
 
     def start(self) -> None:
         """Requeue jobs a stop interrupted while authoring, then start both threads."""
-        for job in self.jobs.recent(limit=10_000, states=[JobState.AUTHORING]):
-            with contextlib.suppress(InvalidTransition):
-                self.jobs.transition(job.id, JobState.QUEUED, "authoring was interrupted by a restart",
-                                     expect=JobState.AUTHORING)
+        self.resume_interrupted()
         self._stop.clear()
         self._threads = [threading.Thread(target=self._author_loop, name="disc-author", daemon=True),
                          threading.Thread(target=self._monitor_loop, name="disc-monitor", daemon=True)]
         for thread in self._threads:
             thread.start()
+
+    def resume_interrupted(self) -> None:
+        """Queue again the jobs a stop interrupted while authoring, or fail those interrupted too often.
+
+        A job found authoring at start was cut off by a stop or a crash. It is queued again, unless
+        restarts already interrupted it :data:`MAX_AUTHORING_RESTARTS` times in a row: then it is
+        failed with the reason (staff may retry it), so that a job that takes the process down
+        (memory, a hang) does not do so again at every start.
+        """
+        for job in self.jobs.recent(limit=10_000, states=[JobState.AUTHORING]):
+            with contextlib.suppress(InvalidTransition):
+                interrupted = self._restarts(job.id)
+                if interrupted >= MAX_AUTHORING_RESTARTS:
+                    # Not queued again: a job whose authoring took the process down would do it at every start.
+                    reason = (f"authoring was interrupted by a restart {interrupted + 1} times in a row; it is not"
+                              " resumed (an instance may be too heavy to author); retry it once the cause is known")
+                    self.jobs.transition(job.id, JobState.FAILED, reason, expect=JobState.AUTHORING, error=reason)
+                    continue
+                self.jobs.transition(job.id, JobState.QUEUED, _RESTARTED, expect=JobState.AUTHORING)
+
+    def _restarts(self, job_id: int) -> int:
+        """How many times in a row (since it was last queued by staff or routing) a restart interrupted the job."""
+        count = 0
+        for event in reversed(self.jobs.events(job_id)):
+            if event.to_state == JobState.QUEUED.value:
+                if event.reason != _RESTARTED:
+                    break
+                count += 1
+        return count
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads; a job being authored is requeued at the next start."""
@@ -559,6 +585,12 @@ class JobEngine:
                     self.housekeeping()
                 except Exception:
                     LOGGER.exception("disc staging housekeeping failed")
+
+
+#: Reason of the requeue of a job whose authoring a restart interrupted.
+_RESTARTED = "authoring was interrupted by a restart"
+#: A job interrupted this many times in a row is failed at the next start rather than authored again.
+MAX_AUTHORING_RESTARTS = 2
 
 
 def _log_failure(exc: Exception, what: str) -> None:

@@ -131,7 +131,7 @@ def index_html(content: Content, info: DiscInfo) -> str:
     else:
         viewer = "<p class=\"viewer\">Open the file DICOMDIR with a DICOM viewer to see the images.</p>"
     made = f"{info.created:%Y-%m-%d}" + (f" by {esc(info.institution)}" if info.institution else "")
-    return "\r\n".join([
+    text = "\n".join([
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
         '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
@@ -149,7 +149,9 @@ def index_html(content: Content, info: DiscInfo) -> str:
         f'<p>Made {made}. File-set {esc(info.fileset_id)}. See <a href="{README}">{README}</a>.</p>',
         "</body>",
         "</html>",
-    ]) + "\r\n"
+    ])
+    # CR LF throughout, also inside the table rows built above (a disc is read on Windows too).
+    return text.replace("\r\n", "\n").replace("\n", "\r\n") + "\r\n"
 
 
 def write_pdi_files(root: Path, content: Content, info: DiscInfo) -> None:

@@ -119,14 +119,21 @@ class ForwardQueue:
                          retry_min, retry_max)
         return True
 
-    def expire_commitments(self, older_than: float, retry_min: float, retry_max: float) -> int:
+    def expire_commitments(self, older_than: float, retry_min: float, retry_max: float,
+                           reason: str = "no storage commitment report from the regional server") -> int:
         """Instances sent with a transaction whose report never came before ``older_than``: send them again."""
         rows = self.db.conn.execute(
             "SELECT sop_uid FROM forward_instances WHERE state = 'sent' AND transaction_uid != '' AND sent_at < ?",
             (older_than,)).fetchall()
-        self.mark_failed({r["sop_uid"]: "no storage commitment report from the regional server" for r in rows},
-                         retry_min, retry_max)
+        self.mark_failed({r["sop_uid"]: reason for r in rows}, retry_min, retry_max)
         return len(rows)
+
+    def mark_held_regionally(self, uids: Iterable[str]) -> None:
+        """Instances fetched from the regional server (extended search): it holds them, nothing to send back."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE forward_instances SET state = 'committed', committed_at = ?, error = '' "
+                             "WHERE sop_uid = ? AND state IN ('queued', 'failed')", [(now, uid) for uid in uids])
 
     def restart(self) -> int:
         """Queue every stored instance again, as the manual's RESTART button (returns how many)."""

@@ -55,10 +55,12 @@ class Transport(Protocol):
         """C-STORE the instances over one association; raises ConnectionError when none can be made."""
         ...
 
-    def commit(self, instances: list[StoredInstance], transaction_uid: str) -> Report | None:
+    def commit(self, instances: list[StoredInstance], transaction_uid: str,
+               reported: threading.Event | None = None) -> Report | None:
         """Ask for Storage Commitment of the instances; the report when it came on the same association.
 
-        Raises ConnectionError when the request could not be made or was refused.
+        ``reported`` is set when the report came on a new association meanwhile: no need to wait longer
+        for one on this association. Raises ConnectionError when the request could not be made or was refused.
         """
         ...
 
@@ -92,9 +94,22 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error = ""
+        #: Transactions whose commitment request is under way -> set when their report is applied.
+        self._awaited: dict[str, threading.Event] = {}
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread.
+
+        Instances sent before this start whose commitment report has not come are sent again at once: a
+        report addressed to an appliance that was stopped (or killed) is lost, waiting ``commitment_wait``
+        for it would only delay them.
+        """
+        if self.config.storage_commitment:
+            again = self.queue.expire_commitments(time.time(), 0.0, 0.0,
+                                                  "no storage commitment report before the appliance restarted")
+            if again:
+                LOGGER.info("forwarding: %d instance(s) sent before the restart without a commitment report are "
+                            "sent again", again)
         self._thread = threading.Thread(target=self._run, name="forwarding", daemon=True)
         self._thread.start()
 
@@ -116,6 +131,9 @@ class Forwarder:
         if ours:
             LOGGER.info("forwarding: regional server committed %d, failed %d (transaction %s)",
                         len(report.committed), len(report.failed), report.transaction_uid)
+            awaited = self._awaited.get(report.transaction_uid)
+            if awaited is not None:
+                awaited.set()
         return ours
 
     def _run(self) -> None:
@@ -174,8 +192,10 @@ class Forwarder:
         if not transaction:
             return
         sent = [i for i in instances if i.sop_uid in set(result.sent)]
+        # A report on a new association ends the wait for one on the requesting association at once.
+        self._awaited[transaction] = reported = threading.Event()
         try:
-            report = self.transport.commit(sent, transaction)
+            report = self.transport.commit(sent, transaction, reported)
         except ConnectionError as exc:
             self.last_error = str(exc)
             LOGGER.error("forwarding: storage commitment request to %s failed, the batch is sent again: %s",
@@ -183,5 +203,7 @@ class Forwarder:
             self.queue.mark_failed({uid: f"storage commitment request failed: {exc}" for uid in result.sent},
                                    cfg.retry_min, cfg.retry_max)
             return
+        finally:
+            self._awaited.pop(transaction, None)
         if report is not None:
             self.on_report(report)

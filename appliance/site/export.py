@@ -33,6 +33,7 @@ from appliance.discs.fileset import StagedInstance, identity, stage_instance, un
 from appliance.errors import ApplianceError
 from appliance.site import jpegll
 from appliance.site.imaging import VIEW_SIZE, picture
+from appliance.validate import check_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ These are medical images in DICOM format, the format used by hospitals.
 
 * DICOMDIR lists every image; open it (or this whole folder) with a DICOM viewer,
   for example a free one such as Weasis, Horos, MicroDicom or the viewer of your doctor.
-* The images are in the DICOM folder. Their names are short codes, as on a CD.
+* The images are in the folders beside DICOMDIR. Their names are short codes, as on a CD.
 * To see the pictures without a DICOM viewer, download the JPEG zip from the same page.
 
 Keep these files private: they contain your name and your medical images.
@@ -165,6 +166,7 @@ class Exporter:
 
     def _stage(self, file: Path, target: Path) -> StagedInstance:
         """Put one instance at ``target``: JPEG Lossless when so configured and possible, else as received."""
+        check_file(file)  # before any pydicom read: see appliance.validate.check_file
         sop_uid, _, transfer_syntax = identity(file)
         if self.compression == "jpeg-lossless":
             ds = dcmread(file)

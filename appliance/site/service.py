@@ -8,6 +8,7 @@ The CLI builds it too (``appliance token``, ``appliance user add``) and attaches
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -36,8 +37,8 @@ from appliance.site.tokens import Tokens, parse_da
 from appliance.site.users import Users
 
 if TYPE_CHECKING:  # pragma: no cover
-    from appliance.cli.discs import Publishing
     from appliance.discs.jobs import Job, JobStore
+    from appliance.discs.publishing import Publishing
     from robots import DiscRobot
 
 LOGGER = logging.getLogger(__name__)
@@ -73,17 +74,41 @@ class LogRecord:
     text: str
 
 
-def machine_address() -> str:
-    """This machine's first non-loopback IPv4 address, else its host name."""
-    name = socket.gethostname()
-    try:
-        for info in socket.getaddrinfo(name, None, socket.AF_INET):
-            address = str(info[4][0])
-            if not ipaddress.ip_address(address).is_loopback:
-                return address
-    except OSError:
-        pass
-    return name
+def interface_addresses() -> list[str]:
+    """This machine's interface addresses: IPv4 (Linux ``SIOCGIFADDR`` per interface), then IPv6 (``if_inet6``)."""
+    import fcntl
+    import struct
+
+    found: list[str] = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            with contextlib.suppress(OSError):
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+                found.append(socket.inet_ntoa(packed[20:24]))
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6", encoding="ascii") as table:
+        for line in table:
+            raw = line.split()[0]
+            found.append(str(ipaddress.IPv6Address(int(raw, 16))))
+    return found
+
+
+def machine_address(addresses: list[str] | None = None) -> str:
+    """The address patient links name when ``[web] server_name`` is empty.
+
+    The first interface address a phone on the network can reach: IPv4 first, else a global IPv6 address
+    (loopback and link-local skipped). The host name only when there is none (the log then warns: a name from
+    ``/etc/hosts`` often resolves to 127.0.1.1 and reaches nobody else).
+    """
+    usable = []
+    for text in interface_addresses() if addresses is None else addresses:
+        address = ipaddress.ip_address(text)
+        if not (address.is_loopback or address.is_link_local or address.is_unspecified):
+            usable.append(address)
+    usable.sort(key=lambda a: a.version)  # IPv4 first
+    if not usable:
+        return socket.gethostname()
+    best = usable[0]
+    return f"[{best}]" if best.version == 6 else str(best)
 
 
 def mask_settings(cfg: Config) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -540,14 +565,14 @@ class Site:
         if self.publishing is not None:
             return self.publishing.robots
         if self._robots is None:
-            from appliance.cli.discs import build_robots
+            from appliance.discs.publishing import build_robots
 
             self._robots = build_robots(self.config)
         return self._robots
 
     def robot_names(self) -> list[str]:
         """Names of the configured robots, the default one first."""
-        from appliance.cli.discs import robot_tables
+        from appliance.discs.publishing import robot_tables
 
         names = list(robot_tables(self.config))
         default = self.config.burn.default_robot

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from pathlib import Path
 from appliance.config import StorageConfig
 from appliance.db import Database
 from appliance.errors import ConfigError, OutOfResources
-from appliance.store import TMP, FileStore
+from appliance.store import TMP, FileStore, Spool
 
 LOGGER = logging.getLogger(__name__)
 
@@ -310,7 +311,15 @@ class Storages:
         """Enabled, available storages in order."""
         return [s for s in self.all() if s.enabled and s.available and s.store is not None]
 
-    def write(self, chunks: list[bytes | memoryview]) -> str:
+    def spool(self) -> Spool:
+        """A new temporary file for a large data set being received (:class:`~appliance.store.Spool`), in
+        ``temp_dir`` or the first writable storage's ``tmp/``."""
+        writable = self.writable()
+        folder = self.temp_dir or (writable[0].root if writable else self.first.root) / TMP
+        folder.mkdir(parents=True, exist_ok=True)
+        return Spool(folder / f"{uuid.uuid4().hex}.spool")
+
+    def write(self, chunks: list[bytes | memoryview | Spool]) -> str:
         """Write one file durably into the first storage with room; return its index path.
 
         Raises

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
@@ -27,7 +29,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from appliance.db import WORKLIST
 
 # The C-FIND matching rules are the Q/R index's: one implementation of PS3.4 C.2.2.2.
-from appliance.matching import Key, Rules, condition, item_matches
+from appliance.matching import Key, Query, Rules, condition
 from appliance.query import answer_charset
 from appliance.worklist.store import SPS_SEQUENCE, Attrs, step_of, to_dataset
 
@@ -114,14 +116,21 @@ def _expanded(keyword: str, item: Dataset | None) -> Dataset | None:
     return out
 
 
-def _project(stored: Mapping[str, Any], query: Dataset) -> Dataset:
-    """The answer: the query's keys with the item's values (zero length when it has none).
+@dataclass(frozen=True)
+class _Slot:
+    """One key of the answer template: where its value comes from."""
 
-    As wlmscpfs: a sequence key gets one item per item of the stored sequence, each holding the
-    keys of the query's item; when the item has no such sequence, the query's item is answered as
-    sent; PregnancyStatus the item lacks is 4 (unknown).
-    """
-    answer = Dataset()
+    tag: int
+    keyword: str
+    vr: str
+    #: Sequence keys: the (expanded) query item, and its template; None: the whole stored sequence.
+    item: Dataset | None = None
+    sub: tuple[_Slot, ...] | None = None
+
+
+def _template(query: Dataset) -> tuple[_Slot, ...]:
+    """The answer's shape, computed once per query (see :func:`_project`)."""
+    slots = []
     for elem in query:
         if elem.tag.group in (0x0000, 0x0002) or elem.tag.element == 0x0000:
             continue
@@ -130,21 +139,42 @@ def _project(stored: Mapping[str, Any], query: Dataset) -> Dataset:
             continue
         if elem.VR == "SQ":
             sub = _expanded(keyword, elem.value[0] if len(elem.value) else None) if len(elem.value) <= 1 else None
-            if sub is None:  # no item (a sequence we do not expand) or several: the whole stored sequence
-                answer.add_new(elem.tag, "SQ", DicomSequence([to_dataset(i) for i in stored.get(keyword) or []]))
-                continue
-            items = stored.get(keyword) or []
-            if items:
-                answer.add_new(elem.tag, "SQ", DicomSequence([_project(i, sub) for i in items]))
-            else:
-                answer.add_new(elem.tag, "SQ", DicomSequence([_copy(sub)]))
-        elif keyword in stored and stored[keyword] not in ("", None, []):
-            single = to_dataset({keyword: stored[keyword]})
-            answer.add(single[elem.tag])
-        elif keyword == "PregnancyStatus" and keyword not in stored:
-            answer.add_new(elem.tag, "US", 4)
+            slots.append(_Slot(int(elem.tag), keyword, "SQ", sub, _template(sub) if sub is not None else None))
         else:
-            answer.add_new(elem.tag, dictionary_VR(elem.tag) if keyword else elem.VR, None)
+            slots.append(_Slot(int(elem.tag), keyword, dictionary_VR(elem.tag) if keyword else elem.VR))
+    return tuple(slots)
+
+
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
+
+
+def _project(stored: Mapping[str, Any], template: tuple[_Slot, ...]) -> Dataset:
+    """The answer: the query's keys with the item's values (zero length when it has none).
+
+    As wlmscpfs: a sequence key gets one item per item of the stored sequence, each holding the
+    keys of the query's item; when the item has no such sequence, the query's item is answered as
+    sent; PregnancyStatus the item lacks is 4 (unknown).
+    """
+    answer = Dataset()
+    for slot in template:
+        value = stored.get(slot.keyword) if slot.keyword else None
+        if slot.vr == "SQ":
+            items = value or []
+            if slot.sub is None or slot.item is None:  # no item to expand, or several: the whole sequence
+                seq = DicomSequence([to_dataset(i) for i in items])
+            elif items:
+                seq = DicomSequence([_project(i, slot.sub) for i in items])
+            else:
+                seq = DicomSequence([_copy(slot.item)])
+            answer.add(DataElement(slot.tag, "SQ", seq))
+        elif value not in ("", None, []):
+            if slot.vr in _INT_VRS and not isinstance(value, list):
+                value = int(value)
+            answer.add(DataElement(slot.tag, slot.vr, value))
+        elif slot.keyword == "PregnancyStatus" and slot.keyword not in stored:
+            answer.add(DataElement(slot.tag, "US", 4))
+        else:
+            answer.add(DataElement(slot.tag, slot.vr, None))
     return answer
 
 
@@ -209,13 +239,14 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
     pn_ignore_case : bool
         Match person names without regard to case (``[worklist] pn_ignore_case``).
     """
-    rules = Rules(pn_ignore_case)
+    matcher = Query(identifier, Rules(pn_ignore_case))
+    template = _template(identifier)
     keys = _requested(identifier)
     step_keys: list[tuple[int, str, Any]] = []
     for _tag, keyword, value in keys:
         if keyword == SPS_SEQUENCE and value is not None:
             step_keys = _requested(value)
-    # SQL only narrows the rows (a superset of the answers); matching.item_matches decides.
+    # SQL only narrows the rows (a superset of the answers); matching.Query decides.
     conds: list[str] = []
     params: list[Any] = []
     for table, wanted in ((TOP_KEYS, keys), (STEP_KEYS, step_keys)):
@@ -245,9 +276,9 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
         # A file's step without a status is answered without one until something changes it.
         if not (step.pop("_no_status", False) and row[1] == "SCHEDULED"):
             step["ScheduledProcedureStepStatus"] = row[1]
-        if not item_matches(item, identifier, rules):
+        if not matcher.matches(item):
             continue
-        answer = _project(item, identifier)
+        answer = _project(item, template)
         _cleanup(answer)
         if row[2] and _has_char_string(answer):
             charset = answer_charset(row[2], answer)

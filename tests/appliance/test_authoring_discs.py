@@ -233,7 +233,9 @@ def test_disc_with_a_viewer_and_implicit_vr_input(publish_node, tmp_path: Path) 
     root = node.job_dir(1) / "disc1" / "fileset"
     readme = (root / "README.TXT").read_text()
     assert "Start bin/Start Viewer.exe from this disc" in readme and "Radiology, +1 555 0100" in readme
-    index = (root / "INDEX.HTM").read_text()
+    raw = (root / "INDEX.HTM").read_bytes()
+    assert raw.count(b"\n") == raw.count(b"\r\n")  # CR LF throughout, no bare LF
+    index = raw.decode()
     assert '<a href="bin/Start%20Viewer.exe">Open the viewer</a>' in index
     page = ElementTree.fromstring(index.encode())  # well-formed XHTML
     assert "IMPLICIT, VR" in "".join(page.itertext())

@@ -8,85 +8,20 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from appliance.cli.forwarding import build_forwarding
-from appliance.config import parse_config
-from appliance.core import Appliance
-from appliance.dicom.server import DicomNode
-from appliance.forwarding.queue import ForwardQueue, not_forwarded
-from appliance.forwarding.worker import Forwarder
+from appliance.forwarding.queue import not_forwarded
 
-import dicomdata
 from conftest import HOST, free_port, wait_until
+from forwarding_support import Appliance_, reference, study
 
 COMMITMENT = "1.2.840.10008.1.20.1"
-
-
-class Appliance_:
-    """An appliance node with forwarding wired as ``appliance serve`` wires it."""
-
-    def __init__(self, data_dir: Path, forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> None:
-        self.cfg = parse_config({
-            "appliance": {"data_dir": str(data_dir)},
-            "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1,
-                      "nodes": nodes or []},
-            "forwarding": {"retry_min": 0.2, "retry_max": 1.0, "batch_size": 50, **forwarding},
-        })
-        self.app = Appliance(self.cfg)
-        self.app.start()
-        self.dicom = DicomNode(self.app)
-        self.forwarder = build_forwarding(self.app, self.cfg)
-        assert self.forwarder is None or isinstance(self.forwarder, Forwarder)
-        if self.forwarder is not None:
-            self.forwarder.poll = 0.1
-        self.dicom.start()
-        if self.forwarder is not None:
-            self.forwarder.start()
-        self.queue = ForwardQueue(self.app.db)
-        self.port = self.cfg.dicom.port
-
-    def store(self, instances: list[dicomdata.Instance]) -> None:
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(CTImageStorage)
-        assoc = ae.associate(HOST, self.port, ae_title=self.cfg.dicom.ae_title)
-        for inst in instances:
-            assert assoc.send_c_store(inst.dataset()).Status == 0
-        assoc.release()
-
-    def stop(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.stop()
-        self.dicom.stop(grace=2.0)
-        self.app.stop()
-
-
-@pytest.fixture
-def appliance(tmp_path: Path) -> Iterator[Callable[..., Appliance_]]:
-    started: list[Appliance_] = []
-
-    def start(forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> Appliance_:
-        node = Appliance_(tmp_path / f"app{len(started)}", forwarding, nodes)
-        started.append(node)
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
-
-
-def _study(pid: str, count: int, series: int = 1) -> list[dicomdata.Instance]:
-    out: list[dicomdata.Instance] = []
-    for _ in range(series):
-        out += dicomdata.study(pid, f"FWD^{pid}", ("CT",), count)
-    return out
 
 
 def test_every_instance_ends_committed_at_orthanc(appliance: Callable[..., Appliance_], orthanc_factory: Any) -> None:
@@ -94,7 +29,7 @@ def test_every_instance_ends_committed_at_orthanc(appliance: Callable[..., Appli
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port},
                      nodes=[{"ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port}])
     regional.put_modality("appliance", node.cfg.dicom.ae_title, node.port)
-    studies = _study("PFWD1", 3) + _study("PFWD2", 2)
+    studies = study("PFWD1", 3) + study("PFWD2", 2)
     node.store(studies)
     status = wait_until(lambda: (s := node.queue.status()).counts["committed"] == len(studies) and s, timeout=60)
     assert status.counts == {"queued": 0, "sent": 0, "committed": 5, "failed": 0}
@@ -114,7 +49,7 @@ def test_without_commitment_storescp_gets_everything_once(appliance: Callable[..
         wait_until(lambda: _listening(port))
         node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": port,
                           "storage_commitment": False})
-        studies = _study("PFWD3", 4)
+        studies = study("PFWD3", 4)
         node.store(studies)
         wait_until(lambda: node.queue.status().counts["sent"] == 4, timeout=60)
         assert len(list(out.iterdir())) == 4
@@ -136,7 +71,7 @@ def test_a_regional_server_that_is_down_gets_the_series_when_it_is_back(applianc
     port = free_port()
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": port,
                       "storage_commitment": False, "tcp_timeout_ms": 2000})
-    studies = _study("PFWD4", 2)
+    studies = study("PFWD4", 2)
     node.store(studies)
     failed = wait_until(lambda: (s := node.queue.status()).counts["failed"] == 2 and s, timeout=30)
     assert "connection refused" in failed.last_error
@@ -181,9 +116,9 @@ class PartialCommitter:
             out.TransactionUID = info.TransactionUID
             items = list(info.ReferencedSOPSequence)
             done, bad = (items[::2], items[1::2]) if first else (items, [])
-            out.ReferencedSOPSequence = [_ref(i) for i in done]
+            out.ReferencedSOPSequence = [reference(i) for i in done]
             if bad:
-                out.FailedSOPSequence = [_ref(i, 0x0110) for i in bad]
+                out.FailedSOPSequence = [reference(i, 0x0110) for i in bad]
             assoc.send_n_event_report(out, 2 if bad else 1, COMMITMENT, "1.2.840.10008.1.20.1.1")
 
         threading.Timer(0.1, report).start()
@@ -193,20 +128,11 @@ class PartialCommitter:
         self.server.shutdown()
 
 
-def _ref(item: Dataset, reason: int | None = None) -> Dataset:
-    out = Dataset()
-    out.ReferencedSOPClassUID = item.ReferencedSOPClassUID
-    out.ReferencedSOPInstanceUID = item.ReferencedSOPInstanceUID
-    if reason is not None:
-        out.FailureReason = reason
-    return out
-
-
 def test_instances_not_committed_are_sent_again_until_they_are(appliance: Callable[..., Appliance_]) -> None:
     regional = PartialCommitter()
     try:
         node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.port})
-        studies = _study("PFWD5", 4)
+        studies = study("PFWD5", 4)
         node.store(studies)
         wait_until(lambda: node.queue.status().counts["committed"] == 4, timeout=60)
     finally:
@@ -219,7 +145,7 @@ def test_instances_not_committed_are_sent_again_until_they_are(appliance: Callab
 def test_restart_sends_everything_again_and_disabled_forwarding_queues_nothing(
         appliance: Callable[..., Appliance_], tmp_path: Path) -> None:
     off = appliance({"enabled": False})
-    off.store(_study("PFWD6", 2))
+    off.store(study("PFWD6", 2))
     assert off.queue.status().counts == {"queued": 0, "sent": 0, "committed": 0, "failed": 0}
     assert off.queue.restart() == 2
     assert off.queue.status().counts["queued"] == 2

@@ -178,3 +178,106 @@ def test_parser_fuzz_element_streams(elements: list[tuple[int, int, bytes]]) -> 
         extract(ds)
     except InvalidDataset:
         pass
+
+
+# -- nested sequences and PDU lengths (issue 15) -----------------------------------------------------------
+
+
+def _sequence(tag: tuple[int, int], inner: bytes, defined: bool, explicit: bool) -> bytes:
+    """One sequence holding one item that holds ``inner``, Little Endian."""
+    if defined:
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+        length = len(item)
+    else:
+        item = (struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + inner + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        length = 0xFFFFFFFF
+    head = struct.pack("<HH2sHI", *tag, b"SQ", 0, length) if explicit else struct.pack("<HHI", *tag, length)
+    return head + item
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=2 * 32 + 4), st.booleans(),
+       st.binary(min_size=0, max_size=24))
+def test_nested_sequence_fuzz(levels: list[tuple[bool, bool]], explicit: bool, leaf: bytes) -> None:
+    """Sequences nested at random depths, lengths defined or not, standard or private tags, both VR encodings.
+
+    Deeper than the limit: refused with TooDeep, whichever way it is nested. Within it: accepted, and
+    pydicom reads and re-encodes the whole data set (what disc authoring and retrieve do).
+    """
+    from io import BytesIO
+
+    from pydicom import dcmread
+    from pydicom.filewriter import dcmwrite
+
+    from appliance.validate import MAX_DEPTH, TooDeep
+
+    value = leaf + b" " * (len(leaf) % 2)
+    inner = (struct.pack("<HH2sHI", 0x0040, 0xA160, b"UT", 0, len(value)) if explicit
+             else struct.pack("<HHI", 0x0040, 0xA160, len(value))) + value
+    for defined, private in levels:
+        inner = _sequence((0x0029, 0x1010) if private else (0x0040, 0xA730), inner, defined, explicit)
+    if any(private for _, private in levels):
+        inner = (struct.pack("<HH2sH", 0x0029, 0x0010, b"LO", 4) + b"TEST" if explicit
+                 else struct.pack("<HHI", 0x0029, 0x0010, 4) + b"TEST") + inner
+    if len(levels) > MAX_DEPTH:
+        with pytest.raises(TooDeep):
+            check_structure(inner, not explicit, True)
+        return
+    check_structure(inner, not explicit, True)
+    syntax = b"1.2.840.10008.1.2.1\x00" if explicit else b"1.2.840.10008.1.2\x00"
+    meta = b"\x00" * 128 + b"DICM" + struct.pack("<HH2sH", 2, 0x10, b"UI", len(syntax)) + syntax
+    ds = dcmread(BytesIO(meta + inner), force=True)
+    out = BytesIO()
+    dcmwrite(out, ds)  # every element converted and written: the full re-encode
+
+
+def _pdu_answer(node: Node, payload: bytes, associate: bool) -> int:
+    with socket.create_connection((HOST, node.port), timeout=30) as sock:
+        if associate:
+            sock.sendall(associate_rq(node.aet))
+            assert _read_pdu(sock)[0] == 0x02
+        sock.sendall(payload)
+        try:
+            return _read_pdu(sock)[0]
+        except (TimeoutError, ConnectionResetError):
+            return -1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 255), st.one_of(st.integers(0, 64), st.integers(2 ** 20, 2 ** 32 - 1)),
+       st.binary(max_size=32), st.booleans())
+def test_pdu_length_fuzz(node_factory, kind: int, length: int, body: bytes, associate: bool) -> None:
+    """Any PDU type and declared length, before or after the association: an answer within the timeouts,
+    memory that follows what arrived (not what was declared), and the listener still serving."""
+    node = _fuzz_node(node_factory)
+    rss = _rss_kb()
+    answer = _pdu_answer(node, struct.pack(">BBI", kind, 0, length) + body[:length], associate)
+    if associate and kind == 0x05:
+        assert answer in (-1, 0x06, 0x07)  # a release request (with a body or not)
+    else:
+        assert answer in (-1, 0x07) or (associate and kind == answer == 0x04), answer  # A-ABORT or closed
+    assert _rss_kb() - rss < 64 * 1024
+    assert _echo(node)
+
+
+_FUZZ_NODES: dict[int, Node] = {}
+
+
+def _fuzz_node(node_factory) -> Node:
+    # One node for all examples of a run (hypothesis calls the test many times with the same fixture).
+    key = id(node_factory)
+    if key not in _FUZZ_NODES:
+        _FUZZ_NODES.clear()
+        _FUZZ_NODES[key] = node_factory(acse_timeout=2, network_timeout=2)
+    return _FUZZ_NODES[key]
+
+
+def _rss_kb() -> int:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0

@@ -94,7 +94,8 @@ def _worklist(port: int) -> list[Dataset]:
     ds = Dataset()
     for key in ("PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID", "RequestedProcedureID"):
         setattr(ds, key, "")
-    # Patient ID takes no wildcards in a worklist query (wlmscpfs' rule): ask for every item, all are this test's.
+    # Patient ID takes no wildcards on the worklist (as DCMTK's wlmscpfs); the names of the orders do.
+    ds.PatientName = "KILL^HL7*"
     sps = Dataset()
     for key in ("ScheduledStationAETitle", "Modality", "ScheduledProcedureStepID", "ScheduledProcedureStepStartDate"):
         setattr(sps, key, "")

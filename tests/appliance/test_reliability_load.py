@@ -61,7 +61,7 @@ def _listens(port: int) -> bool:
 
 def _mwl_query() -> Dataset:
     ds = Dataset()
-    # Patient ID takes no wildcards in a worklist query (wlmscpfs' rule); the name does.
+    # Patient ID takes no wildcards on the worklist (as DCMTK's wlmscpfs); the names of the orders do.
     ds.PatientName = "LOAD^ORDER*"
     ds.PatientID = ""
     sps = Dataset()

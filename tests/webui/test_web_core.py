@@ -286,6 +286,9 @@ def test_dicom_zip_is_a_fileset_with_dicomdir(env, tmp_path: Path, compression: 
     with exporter.dicom_zip(items) as handle, zipfile.ZipFile(handle) as zf:
         names = zf.namelist()
         assert "DICOMDIR" in names and "README.TXT" in names
+        readme = zf.read("README.TXT").decode()
+        folders = {n.split("/")[0] for n in names if "/" in n}
+        assert "beside DICOMDIR" in readme and "DICOM folder" not in readme and "DICOM" not in folders
         zf.extractall(tmp_path / "out")
     fileset = FileSet(dcmread(tmp_path / "out" / "DICOMDIR"))
     assert len(fileset) == 6

@@ -191,7 +191,7 @@ def test_robots_page_warns_of_an_epson_robot_without_a_label_template(env, desk)
 
 
 def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
-    from appliance.cli.discs import robot_tables
+    from appliance.discs.publishing import robot_tables
     from robots.registry import create_simulator
 
     table = {**robot_tables(env.cfg)["epson"], "simulator": {"status_interval": 0.05}}

@@ -15,9 +15,9 @@ import hl7support
 import pytest
 from publishing_support import robot_table
 
-from appliance.cli.discs import build_publishing
 from appliance.config import parse_config
 from appliance.core import Appliance
+from appliance.discs.publishing import build_publishing
 from hl7.handlers import MessageProcessor
 from webui import create_app
 from webui.server import WebServer

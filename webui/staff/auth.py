@@ -59,7 +59,8 @@ def login() -> str | Response:
     if request.method == "GET":
         if g.user is not None:
             return redirect(url_for("staff.studies"))
-        return render_template("staff/login.html", next=request.args.get("next", ""))
+        return render_template("staff/login.html", next=request.args.get("next", ""),
+                               no_users=not get_context().site.users.all())
     context = get_context()
     limiter = context.login_limiter
     name = request.form.get("name", "")
@@ -75,8 +76,10 @@ def login() -> str | Response:
         for key in keys:
             limiter.fail(key)
         audit("staff.login_failed", detail=f"name {name[:64]!r}", outcome="failure")
-        flash("Wrong user name or password.", "error")
-        return render_template("staff/login.html", next=request.form.get("next", ""), name=name), 401  # type: ignore[return-value]
+        no_users = not context.site.users.all()
+        flash("No staff user exists yet." if no_users else "Wrong user name or password.", "error")
+        return render_template("staff/login.html", next=request.form.get("next", ""), name=name,  # type: ignore[return-value]
+                               no_users=no_users), 401
     session.clear()
     session.permanent = True
     session["uid"] = user.id

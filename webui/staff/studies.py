@@ -14,6 +14,7 @@ from webui.extensions import get_site
 from webui.patient import image_response, jpeg
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
+from webui.staff.forwarding import study_list_extras
 
 MODALITIES = ("", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT", "SR", "DOC")
 
@@ -51,7 +52,7 @@ def studies() -> Any:
     # Links (sorting, pages) carry only what was typed, so they stay short and readable.
     query = {k: v for k, v in args.items() if v and k != "page" and (k, v) not in (("period", "any"),)}
     return render_template("staff/studies.html", page=page, args=args, query=query, error=error, periods=PERIODS,
-                           modalities=MODALITIES), status
+                           modalities=MODALITIES, **study_list_extras(q, page)), status
 
 
 @bp.get("/studies/<study_uid>")

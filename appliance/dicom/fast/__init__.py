@@ -43,8 +43,9 @@ path), :mod:`~appliance.dicom.fast.association` (negotiation and the association
 through :mod:`appliance.dicom.compat`.
 """
 
-from appliance.dicom.fast.accept import Prefixed, serve, take_prefix
+from appliance.dicom.fast.accept import MAX_REQUEST, Prefixed, Unassociated, serve, take_prefix
 from appliance.dicom.fast.association import FastAssociation, Registry
-from appliance.dicom.fast.wire import recv_exact
+from appliance.dicom.fast.wire import abort_pdu, recv_exact
 
-__all__ = ["FastAssociation", "Prefixed", "Registry", "recv_exact", "serve", "take_prefix"]
+__all__ = ["MAX_REQUEST", "FastAssociation", "Prefixed", "Registry", "Unassociated", "abort_pdu", "recv_exact",
+           "serve", "take_prefix"]

@@ -49,6 +49,8 @@ from appliance.dicom.fast.dimse import (
 )
 from appliance.dicom.fast.dimse import C_STORE_RSP as STORE_RSP_FIELD
 from appliance.dicom.fast.wire import RELEASE_RP, abort_pdu, close, recv_exact, send_buffers
+from appliance.dicom.handlers import SpooledDataSet
+from appliance.store import Spool
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -64,6 +66,10 @@ _STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
 _PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
                      ImplementationVersionNameNotification, SCP_SCU_RoleSelectionNegotiation)
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
+#: A C-STORE data set beyond this many bytes is written to a temporary file as it arrives (see _Message).
+SPOOL_AT = 8 * 1024 * 1024
+#: A command set is a few hundred bytes; one beyond this is a protocol error.
+MAX_COMMAND = 64 * 1024
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
 
@@ -163,12 +169,14 @@ class FastAssociation:
         self._poller: select.poll | None = None
         self._finds = fast_find.handler_is_ours(server)
         self._retrieves = fast_retrieve.handlers_are_ours(server)
+        #: The DIMSE message being received (its spool, if any, is removed when the association ends).
+        self._message = _Message()
 
     # -- negotiation ------------------------------------------------------------------------------
 
     @classmethod
     def negotiate(cls, server: ApplianceServer, sock: socket.socket, address: tuple[str, int],
-                  raw: bytes) -> FastAssociation | None:
+                  raw: bytes, pdu: A_ASSOCIATE_RQ | None = None) -> FastAssociation | None:
         """Examine an A-ASSOCIATE-RQ; return the association to serve here, or None for pynetdicom.
 
         Parameters
@@ -181,9 +189,12 @@ class FastAssociation:
             The peer's address.
         raw : bytes
             The whole A-ASSOCIATE-RQ PDU.
+        pdu : A_ASSOCIATE_RQ, optional
+            ``raw`` already decoded.
         """
-        pdu = A_ASSOCIATE_RQ()
-        pdu.decode(raw)
+        if pdu is None:
+            pdu = A_ASSOCIATE_RQ()
+            pdu.decode(raw)
         if pdu.protocol_version != 0x0001:
             return None  # pynetdicom rejects it (1, 2, 2)
         rq = pdu.to_primitive()
@@ -301,6 +312,7 @@ class FastAssociation:
             self._abort(0x02, 0x00)
             self._ended(released=False)
         finally:
+            self._message.discard()
             self.server.fast.remove(self)
             with self._send_lock:
                 self._closed = True
@@ -319,7 +331,7 @@ class FastAssociation:
             evt.trigger(cast("Association", self), evt.EVT_ABORTED, {})
 
     def _serve(self) -> None:
-        message = _Message()
+        message = self._message
         while True:
             pdu = self._deferred.popleft() if self._deferred else self._read_pdu()
             if pdu is None or not self._on_pdu(pdu[0], pdu[1], message):
@@ -335,7 +347,16 @@ class FastAssociation:
                 self._ended(released=False)  # connection closed: A-P-ABORT
                 return None
             length = int.from_bytes(header[2:6], "big")
-            body = recv_exact(sock, length)
+            limit = self.acceptor.maximum_length
+            if limit and length > limit:
+                # Longer than the maximum we advertised: refused before anything is allocated for it.
+                LOGGER.error("fast path: association from %s aborted: PDU of %d bytes, more than the %d we accept",
+                             self.requestor.ae_title, length, limit)
+                self._abort(0x02, 0x06)
+                self._ended(released=False)
+                return None
+            # The rest of a PDU must follow within network_timeout of its header, however it trickles.
+            body = recv_exact(sock, length, time.monotonic() + self._network_timeout)
         except TimeoutError:
             LOGGER.error("Network timeout reached")
             self._abort(0x00, 0x00)
@@ -508,6 +529,8 @@ class FastAssociation:
                 if message.command_done:
                     return self._protocol_error("command fragment inside a data set")
                 message.command.append(bytes(fragment))
+                if sum(len(part) for part in message.command) > MAX_COMMAND:
+                    return self._protocol_error(f"command set larger than {MAX_COMMAND} bytes")
                 if control & 0x02:
                     try:
                         message.finish_command(context_id)
@@ -518,7 +541,9 @@ class FastAssociation:
             else:
                 if not message.command_done or not message.expects_data:
                     return self._protocol_error("data set fragment without a command")
-                message.data.append(fragment)
+                if not message.add_data(fragment, self.server.app.store_area.spool):
+                    return self._protocol_error(f"data set of a command 0x{message.fields.get(0x0100, 0):04X} larger"
+                                                f" than {SPOOL_AT // (1024 * 1024)} MB")
                 if control & 0x02 and not self._dispatch(message):
                     return False
         return True
@@ -555,15 +580,17 @@ class FastAssociation:
             self._send(self._echo(command, context))
             return True
         if field == _C_FIND_RQ and self._finds:
-            return fast_find.serve_find(self, command, data, context)
+            # Only a C-STORE's data set is spooled (or fails to be): an identifier is bytes.
+            return fast_find.serve_find(self, command, data if isinstance(data, bytes) else None, context)
         if field in (C_MOVE_RQ, C_GET_RQ) and self._retrieves:
-            return fast_retrieve.serve_retrieve(self, command, data, context)
+            return fast_retrieve.serve_retrieve(self, command, data if isinstance(data, bytes) else None, context)
         LOGGER.error("fast path: association from %s aborted: command 0x%04X is not served on a storage association",
                      self.requestor.ae_title, field)
         self._abort(0x00, 0x00)
         return False
 
-    def _store(self, command: dict[int, Any], data: bytes | None, context: PresentationContext) -> bytes:
+    def _store(self, command: dict[int, Any], data: bytes | Spool | OSError | None,
+               context: PresentationContext) -> bytes:
         req = C_STORE()
         req.MessageID = command.get(0x0110)
         req.AffectedSOPClassUID = command.get(0x0002)
@@ -573,8 +600,16 @@ class FastAssociation:
             req.MoveOriginatorApplicationEntityTitle = command[0x1030]
         if 0x1031 in command:
             req.MoveOriginatorMessageID = command[0x1031]
-        # BytesIO shares the bytes object: the handler's getvalue() returns it without a copy.
-        req.DataSet = io.BytesIO(data) if data is not None else None
+        if isinstance(data, OSError):
+            LOGGER.error("C-STORE %s from %s refused, nothing stored: spooling the data set failed: %s",
+                         command.get(0x1000), self.requestor.ae_title, data.strerror or data)
+            return self._response(0x8001, command, 0xA700, context)  # out of resources
+        # BytesIO shares the bytes object: the handler's getvalue() returns it without a copy. A large data
+        # set arrives as the Spool it was written to (appliance.dicom.handlers.handle_store takes either).
+        if isinstance(data, Spool):
+            req.DataSet = SpooledDataSet(data)
+        else:
+            req.DataSet = io.BytesIO(data) if data is not None else None
         try:
             result = evt.trigger(cast("Association", self), evt.EVT_C_STORE,
                                  {"request": req, "context": context.as_tuple})
@@ -582,6 +617,9 @@ class FastAssociation:
             LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             LOGGER.exception(exc)
             result = 0xC211
+        finally:
+            if isinstance(data, Spool):
+                data.discard()
         return self._response(0x8001, command, result, context)
 
     def _echo(self, command: dict[int, Any], context: PresentationContext) -> bytes:
@@ -645,11 +683,20 @@ def _is_cancel(body: bytearray, message_id: int) -> bool:
 
 
 class _Message:
-    """The DIMSE message being received: command fragments, then data set fragments."""
+    """The DIMSE message being received: command fragments, then data set fragments.
+
+    A C-STORE data set larger than :data:`SPOOL_AT` goes to a :class:`~appliance.store.Spool` as it
+    arrives, so an association holds at most that much (plus one PDU) in memory, whatever the
+    instance's size; other commands' data sets (C-FIND identifiers) are refused beyond it.
+    """
 
     def __init__(self) -> None:
         self.command: list[bytes] = []
         self.data: list[memoryview] = []
+        self.size = 0
+        self.spool: Spool | None = None
+        #: Writing the spool failed (disk full...): the rest is dropped, the C-STORE refused.
+        self.spool_error: OSError | None = None
         self.fields: dict[int, Any] = {}
         self.context_id = 0
         self.command_done = False
@@ -661,10 +708,52 @@ class _Message:
         self.command_done = True
         self.expects_data = self.fields.get(0x0800, NO_DATA_SET) != NO_DATA_SET
 
-    def take_data(self) -> bytes | None:
-        """The data set (None when the command has none), and reset for the next message."""
-        data = b"".join(self.data) if self.expects_data else None
+    def add_data(self, fragment: memoryview, spool: Callable[[], Spool]) -> bool:
+        """Take a data set fragment; False when a data set other than a C-STORE's grows too large."""
+        self.size += len(fragment)
+        if self.spool_error is not None:
+            return True
+        try:
+            if self.spool is not None:
+                self.spool.write(fragment)
+                return True
+            self.data.append(fragment)
+            if self.size <= SPOOL_AT:
+                return True
+            if self.fields.get(0x0100) != _C_STORE_RQ:
+                return False
+            self.spool = spool()
+            for part in self.data:
+                self.spool.write(part)
+        except OSError as exc:
+            self.spool_error = exc
+            if self.spool is not None:
+                with contextlib.suppress(OSError):
+                    self.spool.discard()
+                self.spool = None
+        self.data = []
+        return True
+
+    def take_data(self) -> bytes | Spool | OSError | None:
+        """The data set (None when the command has none; a Spool when large; the error when spooling
+        failed), and reset for the next message."""
+        data: bytes | Spool | OSError | None = None
+        if self.spool_error is not None:
+            data = self.spool_error
+        elif self.spool is not None:
+            data = self.spool
+        elif self.expects_data:
+            data = b"".join(self.data)
         self.command, self.data = [], []
+        self.size = 0
+        self.spool = self.spool_error = None
         self.fields = {}
         self.command_done = self.expects_data = False
         return data
+
+    def discard(self) -> None:
+        """Remove the spool of a message the association's end cut off."""
+        if self.spool is not None:
+            with contextlib.suppress(OSError):
+                self.spool.discard()
+            self.spool = None
