@@ -258,3 +258,29 @@ def test_a_disc_is_burned_from_files_on_several_storages(tmp_path: Path) -> None
         assert on_disc == {i.sop_uid: i.dataset().PixelData for i in early + late}
     finally:
         node.stop()
+
+
+def test_the_data_dir_store_can_be_moved_too(tmp_path: Path) -> None:
+    items = _instances(3, "PMOVE0")
+    port = free_port()
+    node = started(config(tmp_path / "var", port))  # no [[storage]]: the one data_dir store, as before
+    try:
+        assert store(port, items) == [0, 0, 0]
+        assert all(not node.app.index.lookup(i.sop_uid).path.startswith("@") for i in items)
+    finally:
+        node.stop()
+    cfg = write_toml(tmp_path / "a.toml", tmp_path / "var", port)
+    new = tmp_path / "bigdisk" / "store"
+    moved = cli("storage", "move", str(tmp_path / "var" / "store"), str(new), "--settle", "0", "--config", str(cfg))
+    assert moved.returncode == 0, moved.stderr
+    shutil.rmtree(tmp_path / "var" / "store")  # the admin removes the kept old folder
+    node = started(config(tmp_path / "var", port))
+    try:
+        assert node.app.store_area.first.root == new
+        got = getscu_study(port, items[0].study_uid, tmp_path / "get")
+        assert sorted(str(dcmread(p).SOPInstanceUID) for p in got) == sorted(i.sop_uid for i in items)
+        more = _instances(1, "PMOVE1")
+        assert store(port, more) == [0]
+        assert len(list(new.rglob("*.dcm"))) == 4
+    finally:
+        node.stop()
