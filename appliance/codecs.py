@@ -138,15 +138,34 @@ def choose(stored: str, accepted: Iterable[str], preferred: str | None = None) -
 def dataset_offset(data: bytes | memoryview) -> int:
     """Where the data set starts in a Part 10 file's bytes (after preamble, prefix and file meta).
 
+    The File Meta Information Group Length says where; when a writer left it out, the group's elements are
+    walked instead (explicit VR little endian, PS3.10 7.1).
+
     Raises
     ------
     CodecError
-        When the bytes are not a Part 10 file with a File Meta Information Group Length.
+        When the bytes are not a Part 10 file (no ``DICM`` prefix, or a meta group that runs past the end).
     """
-    if len(data) < 144 or bytes(data[128:132]) != b"DICM" or bytes(data[132:136]) != b"\x02\x00\x00\x00":
-        raise CodecError("not a DICOM Part 10 file with a File Meta Information Group Length")
-    (group_length,) = struct.unpack_from("<I", data, 140)
-    return 144 + group_length
+    if len(data) < 140 or bytes(data[128:132]) != b"DICM":
+        raise CodecError("not a DICOM Part 10 file (no DICM prefix after the preamble)")
+    if bytes(data[132:136]) == b"\x02\x00\x00\x00" and len(data) >= 144:
+        (group_length,) = struct.unpack_from("<I", data, 140)
+        if 144 + group_length > len(data):
+            raise CodecError("the file meta group is longer than the file")
+        return 144 + group_length
+    position = 132
+    while position + 8 <= len(data):
+        group, _ = struct.unpack_from("<HH", data, position)
+        if group != 0x0002:
+            return position
+        vr = bytes(data[position + 4:position + 6])
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            position += 12 + length
+        else:
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            position += 8 + length
+    raise CodecError("not a DICOM Part 10 file: its file meta group runs past the end")
 
 
 def read_stored(path: Path) -> bytes:
@@ -338,3 +357,65 @@ def recode_file(part10: bytes, target: str, implementation_version: str) -> byte
     source_ae = str(meta.get("SourceApplicationEntityTitle", "") or "")
     return file_meta(str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), target,
                      implementation_version, source_ae) + dataset
+
+
+def frames(part10: bytes, numbers: Iterable[int], target: str | None = None) -> tuple[str, list[bytes]]:
+    """Frames of a stored instance's pixel data, as they are in the stored syntax or in ``target``.
+
+    Parameters
+    ----------
+    part10 : bytes
+        The stored file.
+    numbers : iterable of int
+        Frame numbers, from 1.
+    target : str, optional
+        Transfer syntax to give the frames in (converted with :func:`convert`); default: as stored.
+
+    Returns
+    -------
+    (str, list of bytes)
+        The transfer syntax of the frames and each frame's bytes: one compressed frame (encapsulated
+        syntaxes) or the frame's native pixel bytes (little endian, padding to an even length excluded).
+
+    Raises
+    ------
+    CodecError
+        When the instance has no pixel data, a frame number is out of range, or conversion fails.
+    """
+    start = dataset_offset(part10)
+    try:
+        meta = dcmread(BytesIO(part10[:start]), stop_before_pixels=True)
+        stored = UID(meta.file_meta.TransferSyntaxUID)
+    except Exception as exc:
+        raise CodecError(f"stored file cannot be parsed: {exc}") from exc
+    syntax = UID(target) if target else stored
+    data = part10[start:] if syntax == stored else convert(part10, syntax)
+    try:
+        ds = as_dataset(data, syntax)
+        pixels = ds.get("PixelData")
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise CodecError(f"the instance cannot be read in {syntax.name}: {exc}") from exc
+    if pixels is None or not rows or not columns:
+        raise CodecError("the instance has no pixel data")
+    count = int(ds.get("NumberOfFrames") or 1)
+    wanted = list(numbers)
+    bad = [n for n in wanted if not 1 <= n <= count]
+    if bad:
+        raise CodecError(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
+    if syntax.is_encapsulated:
+        from pydicom.encaps import get_frame
+
+        try:
+            return str(syntax), [get_frame(pixels, n - 1, number_of_frames=count) for n in wanted]
+        except Exception as exc:
+            raise CodecError(f"encapsulated pixel data cannot be split into frames: {exc}") from exc
+    if syntax == ExplicitVRBigEndian:
+        raise CodecError("frames are not served from big endian data; ask for another transfer syntax")
+    bits = rows * columns * int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated)
+    if bits % 8:
+        raise CodecError("frames of bit-packed pixel data whose frames do not end on a byte are not served")
+    size = bits // 8
+    if len(pixels) < size * count:
+        raise CodecError(f"the pixel data is shorter ({len(pixels)} bytes) than {count} frame(s) of {size} bytes")
+    return str(syntax), [bytes(pixels[(n - 1) * size:n * size]) for n in wanted]

@@ -300,6 +300,30 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class DicomWebConfig:
+    """DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) on its own port (docs/dicomweb.md)."""
+
+    #: Address to listen on; empty: the web site's ([web] bind).
+    bind: str = ""
+    #: 0 disables DICOMweb.
+    port: int = 8010
+    #: Worker threads of its WSGI server.
+    threads: int = 8
+    #: Largest STOW-RS request body, in megabytes (a bigger one is refused with 413 before it is read).
+    max_upload_mb: int = 1024
+    #: QIDO-RS answers at most this many matches per request when the client sends no smaller ``limit``.
+    max_results: int = 10000
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Who may use DICOMweb and the JSON API besides staff sessions and API keys (docs/dicomweb.md)."""
+
+    #: Client addresses (or host names) the master cookie is accepted from; empty: from any host.
+    master_cookie_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """Certificates for the TLS listeners and outgoing TLS connections (see docs/certificates.md)."""
 
@@ -422,6 +446,52 @@ class ForwardingConfig:
 
 
 @dataclass(frozen=True)
+class AmqpConfig:
+    """Messaging with a RabbitMQ server over AMQP 0-9-1 (docs/amqp.md)."""
+
+    enabled: bool = False
+    #: Broker address: IPv4, IPv6 or a host name.
+    host: str = "127.0.0.1"
+    #: 5672; 5671 when tls = true and no port is given.
+    port: int = 5672
+    #: AMQP over TLS with the [tls] files (ca verifies the broker; client_cert/client_key when it asks for one).
+    tls: bool = False
+    vhost: str = "/"
+    user: str = "guest"
+    password: str = "guest"
+    #: Seconds between heartbeats (0: none).
+    heartbeat: int = 60
+    #: Seconds one connection attempt may take.
+    connect_timeout: float = 10.0
+    #: Seconds between two connection attempts while the broker is unreachable.
+    reconnect_seconds: float = 5.0
+    #: Exchanges, queues and routing keys (the defaults follow the manual's shape).
+    ris_exchange: str = "appliance.RIS"
+    request_exchange: str = "appliance.request"
+    mwl_queue: str = "appliance.MWL"
+    mwl_routing_key: str = "MWL"
+    mwl_changed_queue: str = "appliance.MWL_changed"
+    mwl_state_routing_key: str = "mwl_state_rk"
+    studies_queue: str = "appliance.Studies"
+    new_study_routing_key: str = "pacs_new_study_rk"
+    new_series_routing_key: str = "pacs_new_series_rk"
+    #: Which events go out.
+    notify_new_study: bool = True
+    notify_new_series: bool = True
+    notify_mwl_status: bool = True
+    #: Body of outgoing messages: "xml" (the manual's shapes) or "json" (adds patient ID, accession, modality, counts).
+    format: str = "xml"
+    #: Take worklist orders from mwl_queue.
+    consume: bool = True
+    #: Largest accepted input message; a bigger one is rejected.
+    max_message_kb: int = 1024
+    #: Input messages the broker may hand us before we acknowledge.
+    prefetch: int = 20
+    #: Days the message log keeps messages in and out; 0 keeps none.
+    log_retention_days: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -438,10 +508,13 @@ class Config:
     hl7: HL7Config = field(default_factory=HL7Config)
     worklist: WorklistConfig = field(default_factory=WorklistConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    dicomweb: DicomWebConfig = field(default_factory=DicomWebConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     tls: TlsConfig = field(default_factory=TlsConfig)
     forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
+    amqp: AmqpConfig = field(default_factory=AmqpConfig)
     #: ``[[storage]]`` entries; empty: the one store folder in data_dir.
     storages: tuple[StorageConfig, ...] = ()
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
@@ -509,7 +582,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         On unknown tables or keys, wrong types or invalid values.
     """
     allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
-               "storage", "maintenance", "archiving", "deletion", "email"}
+               "dicomweb", "api", "amqp", "storage", "maintenance", "archiving", "deletion", "email"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -559,7 +632,12 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         worklist = replace(worklist, folder=str(base_dir / worklist.folder))
     web = _web_config(data.get("web", {}))
     forwarding = _forwarding_config(data.get("forwarding", {}))
+    dicomweb = _dicomweb_config(data.get("dicomweb", {}))
+    api_table = dict(data.get("api", {}))
+    hosts = _str_list(api_table.pop("master_cookie_hosts", []), "[api] master_cookie_hosts")
+    api = replace(_build(ApiConfig, api_table, "api"), master_cookie_hosts=hosts)
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
+    amqp = _amqp_config(data.get("amqp", {}))
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
     if base_dir is not None:
@@ -575,10 +653,13 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         hl7=hl7,
         worklist=worklist,
         web=web,
+        dicomweb=dicomweb,
+        api=api,
         robots=dict(data.get("robots", {})),
         labels=dict(data.get("labels", {})),
         tls=tls,
         forwarding=forwarding,
+        amqp=amqp,
         **_upkeep_config(data, base_dir),
     )
 
@@ -661,6 +742,35 @@ def _worklist_config(table: Mapping[str, Any]) -> WorklistConfig:
     return wl
 
 
+def _amqp_config(table: Mapping[str, Any]) -> AmqpConfig:
+    table = dict(table)
+    amqp: AmqpConfig = _build(AmqpConfig, table, "amqp")
+    if amqp.tls and "port" not in table:
+        amqp = replace(amqp, port=5671)
+    _check_port(amqp.port, "[amqp] port")
+    if amqp.format not in ("xml", "json"):
+        raise ConfigError(f"[amqp] format must be 'xml' or 'json', not {amqp.format!r}")
+    if not amqp.host.strip():
+        raise ConfigError("[amqp] host must not be empty")
+    for key in ("max_message_kb", "prefetch"):
+        if getattr(amqp, key) < 1:
+            raise ConfigError(f"[amqp] {key} must be at least 1")
+    for key in ("heartbeat", "log_retention_days"):
+        if getattr(amqp, key) < 0:
+            raise ConfigError(f"[amqp] {key} must not be negative")
+    if amqp.connect_timeout <= 0 or amqp.reconnect_seconds <= 0:
+        raise ConfigError("[amqp] connect_timeout and reconnect_seconds must be positive")
+    names = ("ris_exchange", "request_exchange", "mwl_queue", "mwl_changed_queue", "studies_queue")
+    for key in names:
+        value = getattr(amqp, key)
+        if not value or len(value.encode()) > 255:
+            raise ConfigError(f"[amqp] {key} must be 1-255 bytes long")
+    for f in fields(AmqpConfig):
+        if f.name.endswith("routing_key") and len(getattr(amqp, f.name).encode()) > 255:
+            raise ConfigError(f"[amqp] {f.name} is longer than 255 bytes")
+    return amqp
+
+
 _TOKEN_UNITS = {"day": 1, "week": 7, "month": 0, "year": 0}
 
 
@@ -712,6 +822,15 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     if web.slip_paper not in ("A4", "Letter", "receipt80"):
         raise ConfigError(f"[web] slip_paper must be 'A4', 'Letter' or 'receipt80', not {web.slip_paper!r}")
     return web
+
+
+def _dicomweb_config(table: Mapping[str, Any]) -> DicomWebConfig:
+    dicomweb: DicomWebConfig = _build(DicomWebConfig, table, "dicomweb")
+    _check_port(dicomweb.port, "[dicomweb] port")
+    for key in ("threads", "max_upload_mb", "max_results"):
+        if getattr(dicomweb, key) < 1:
+            raise ConfigError(f"[dicomweb] {key} must be at least 1")
+    return dicomweb
 
 
 _ROUTE_SUFFIX_RE = re.compile(r"^_[A-Z0-9_]{1,14}$")

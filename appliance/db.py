@@ -45,6 +45,9 @@ MAINTENANCE_ITEMS = "maintenance_items"
 DELETION_JOURNAL = "deletion_journal"
 EMAIL_QUEUE = "email_queue"
 PATIENT_SESSIONS = "patient_sessions"
+OUTBOX = "outbox"
+OUTBOX_CURSORS = "outbox_cursors"
+AMQP_MESSAGES = "amqp_messages"
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -414,6 +417,68 @@ def _m_sessions(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_api_keys(conn: sqlite3.Connection) -> None:
+    # Credentials of DICOMweb and the JSON API: per-client API keys and the one master cookie (kind 'master'),
+    # each stored as a SHA-256 hash only (see appliance/site/apikeys.py). Revoked rows stay for the audit trail.
+    run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL COLLATE NOCASE,
+            kind TEXT NOT NULL DEFAULT 'key',
+            role TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL DEFAULT '',
+            revoked TEXT NOT NULL DEFAULT '',
+            last_used TEXT NOT NULL DEFAULT ''
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked = ''
+        """
+    )
+
+
+def _m_notify(conn: sqlite3.Connection) -> None:
+    # The outbox of events that leave the box (appliance/notify/outbox.py fills it by triggers, in the
+    # transaction of the change), one read position per publisher, and the AMQP message log (in and out).
+    # IF NOT EXISTS: this step may land after other branches' migrations in any order.
+    run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            uid TEXT NOT NULL DEFAULT '',
+            study_uid TEXT NOT NULL DEFAULT '',
+            patient_id TEXT NOT NULL DEFAULT '',
+            accession TEXT NOT NULL DEFAULT '',
+            modality TEXT NOT NULL DEFAULT '',
+            sps_id TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS outbox_cursors (
+            channel TEXT PRIMARY KEY,
+            last_id INTEGER NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS amqp_messages (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            address TEXT NOT NULL DEFAULT '',
+            message_id TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            body BLOB NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS amqp_messages_time ON amqp_messages (time)
+        """
+    )
+
+
 def _m_upkeep(conn: sqlite3.Connection) -> None:
     # Storages by id (0: the data_dir store, whose index paths have no "@<id>/" prefix), with the admin's
     # switch and a move in progress; maintenance tasks with their series; the journal of files whose index rows
@@ -486,7 +551,8 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
 
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding, _m_sessions, _m_upkeep]
+                                                          _m_forwarding, _m_sessions, _m_api_keys,
+                                                          _m_notify, _m_upkeep]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

@@ -56,6 +56,17 @@ def client_context(cfg: Config) -> ssl.SSLContext:
                               key_policy=t.key_permissions)  # type: ignore[arg-type]
 
 
+def broker_context(cfg: Config) -> ssl.SSLContext:
+    """Client context for the message broker (``[amqp] tls``): never the demo set.
+
+    The broker's certificate is checked against ``[tls] ca`` (else the system's CAs); ``client_cert`` and
+    ``client_key`` are offered only when set.
+    """
+    t = cfg.tls
+    return tls.client_context(t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname,
+                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+
+
 def expiry_warnings(cfg: Config) -> list[str]:
     """Sentences about certificates that expire within ``expiry_warning_days`` (for the log and staff UI)."""
     t = cfg.tls

@@ -94,6 +94,7 @@ _DEFAULT_MERGE_ORDER = (
     "disc_number",
     "created",
     "content_type",
+    "token_url",
 )
 
 
@@ -153,6 +154,8 @@ class LabelLayout:
     """Site logo for the ``logo`` line of the label and the top of the slip."""
     logo_height_mm: float = 9.0
     """Logo height on the disc; it shrinks if the chord at its place is too narrow."""
+    qr: bool = True
+    """Print the patient link's QR code (where a zone lists ``qr``) and pass the link to the robots' merge fields."""
     qr_size_mm: float = 22.0
     """QR code size on the disc, quiet zone included."""
     qr_min_size_mm: float = 14.0
@@ -360,6 +363,12 @@ def _opt_choice(choices: tuple[str, ...]) -> Callable[[_Parser, str, object], st
     return parse
 
 
+def _opt_bool(p: _Parser, key: str, raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise _Bad(f"{raw!r} is not true or false")
+    return raw
+
+
 def _opt_zone(p: _Parser, key: str, raw: object) -> Zone:
     return p.zone(raw)
 
@@ -480,6 +489,7 @@ _SPECS: dict[str, Callable[[_Parser, str, object], Any]] = {
     "max_study_lines": _opt_number(1, 20, integer=True),
     "logo": _opt_logo,
     "logo_height_mm": _opt_number(3, 30),
+    "qr": _opt_bool,
     "qr_size_mm": _opt_number(10, 40),
     "qr_min_size_mm": _opt_number(8, 40),
     "font_paths": _opt_font_paths,

@@ -51,6 +51,9 @@ def test_every_config_key_is_documented() -> None:
         "web": config.WebConfig,
         "tls": config.TlsConfig,
         "forwarding": config.ForwardingConfig,
+        "dicomweb": config.DicomWebConfig,
+        "api": config.ApiConfig,
+        "amqp": config.AmqpConfig,
         "[storage]": config.StorageConfig,
         "maintenance": config.MaintenanceConfig,
         "archiving": config.ArchivingConfig,
@@ -58,7 +61,7 @@ def test_every_config_key_is_documented() -> None:
         "email": config.EmailConfig,
     }
     skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
-            "storages", "maintenance", "archiving", "deletion", "email"}
+            "dicomweb", "api", "amqp", "storages", "maintenance", "archiving", "deletion", "email"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

@@ -112,12 +112,14 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
                                              RateLimiter(web.rate_limit, web.rate_window))
 
     from webui.api import bp as api_bp
+    from webui.api.v1 import bp as api_v1_bp
     from webui.patient import bp as patient_bp
     from webui.staff import bp as staff_bp
 
     app.register_blueprint(patient_bp)
     app.register_blueprint(staff_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(api_v1_bp)
     app.after_request(set_headers)
     app.jinja_env.filters.update(pn=format_pn, da=format_da, size=human_size, localtime=format_time)
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__)

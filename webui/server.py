@@ -171,12 +171,15 @@ class WebServer:
         Connections open at once (waitress's ``connection_limit``).
     max_connections_per_client : int
         Connections open at once from one client address.
+    name : str
+        What the log calls it ("web site", "DICOMweb").
     """
 
     def __init__(self, app: Any, host: str, port: int, threads: int = 8, ssl_context: ssl.SSLContext | None = None,
                  handshake_timeout: float = 10.0, header_timeout: float = 10.0, max_connections: int = 1000,
-                 max_connections_per_client: int = 50) -> None:
+                 max_connections_per_client: int = 50, name: str = "web site") -> None:
         self.app = app
+        self.name = name
         self.host = host
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
@@ -212,7 +215,7 @@ class WebServer:
         """Serve in a background thread."""
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self._thread.start()
-        LOGGER.info("web site on %s", self.url)
+        LOGGER.info("%s on %s", self.name, self.url)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, let running requests end (up to ``timeout`` seconds), close the connections."""
@@ -222,7 +225,7 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout)
         server.task_dispatcher.shutdown(timeout=timeout)
-        LOGGER.info("web site stopped")
+        LOGGER.info("%s stopped", self.name)
 
     def _close_all(self) -> None:
         server = self.server
@@ -266,6 +269,14 @@ class WebServer:
                 conn.close()
             return
         server = self.server
+        try:
+            # waitress's own accept sets TCP_NODELAY here: without it a small answer waits ~40 ms for the
+            # client's delayed ACK (Nagle).
+            server.set_socket_options(conn)
+        except OSError:
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
         server.channel_class(server, conn, addr, server.adj, map=server._map)
 
     # -- HTTPS ------------------------------------------------------------------------------------
@@ -279,6 +290,8 @@ class WebServer:
         if accepted is None:
             return
         conn, addr = accepted
+        with contextlib.suppress(OSError):
+            self.server.set_socket_options(conn)  # TCP_NODELAY, as waitress's own accept does
         host = addr[0]
         # Handshakes run in threads before waitress sees the connection: they are capped like connections, or
         # clients that never say hello would each hold a thread. At the per-client cap the oldest handshake of

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, permissions
+from appliance.cli import amqp as cli_amqp
 from appliance.cli import forwarding as cli_forwarding
 from appliance.cli import upkeep as cli_upkeep
 from appliance.cli import web as cli_web
@@ -75,10 +76,13 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Attaches the patient-token store listener before the node opens its ports; serves [web] port.
     web = cli_web.build_web(app, cfg)
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
-    publishing = build_publishing(app, cfg)
+    publishing = build_publishing(app, cfg, links=web.site.link)  # the patient link's QR code on labels
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     upkeep = cli_upkeep.build_upkeep(app, cfg, web.site)  # archiving, deletion, storage checks
     forwarder = cli_forwarding.build_forwarding(app, cfg)
+    # Sets the outbox triggers before the node opens its ports, so no new study or series goes unreported.
+    messaging = cli_amqp.build_amqp(app, cfg)
+    web.site.messaging = messaging
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener
@@ -98,6 +102,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         upkeep.start()
         if forwarder is not None:
             forwarder.start()
+        if messaging is not None:
+            messaging.start()
         if hl7_listener is not None:
             try:
                 hl7_listener.start()
@@ -119,6 +125,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         node.stop()
         upkeep.stop()
         publishing.stop()
+        if messaging is not None:
+            messaging.stop()
         app.stop()
         LOGGER.info("appliance stopped")
         lock.release()
@@ -317,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_web.add_parsers(sub, common)
     cli_upkeep.add_parsers(sub, common)
     cli_forwarding.add_parsers(sub, common)
+    cli_amqp.add_parsers(sub, common)
     return parser
 
 

@@ -38,6 +38,7 @@ class WebService:
         from appliance.site.service import Site
 
         self.server: Any = None
+        self.dicomweb: Any = None
         if cfg.web.port:
             from appliance import tls_contexts
             from webui import create_app
@@ -55,6 +56,8 @@ class WebService:
                                         cfg.web.max_connections_per_client)
             except OSError as exc:
                 raise ListenerError.port("web", "[web] port", cfg.web.bind, cfg.web.port, exc) from None
+            if cfg.dicomweb.port:
+                self.dicomweb = _dicomweb_server(self.site, cfg)
         else:
             self.site = Site(app)
         # Every stored study gets its token even with the web site off: disc labels and slips print the link.
@@ -72,6 +75,8 @@ class WebService:
             sys.setswitchinterval(WEB_SWITCH_INTERVAL)
             self.server.start()
             self._announce()
+        if self.dicomweb is not None:
+            self.dicomweb.start()
 
     def _announce(self) -> None:
         """Say where a person finds the site, and how to make the first staff user (issue 20: lead to the UI)."""
@@ -93,6 +98,8 @@ class WebService:
 
     def stop(self) -> None:
         """Stop serving: running requests may finish; queued audit rows are committed."""
+        if self.dicomweb is not None:
+            self.dicomweb.stop()
         if self.server is not None:
             self.server.stop()
         self.site.close()
@@ -114,6 +121,35 @@ def _raise_open_files_limit(wanted: int) -> None:
     if target < wanted:
         LOGGER.warning("open files are limited to %d: [web] max_connections needs about %d (raise LimitNOFILE)",
                        target, wanted)
+
+
+def dicomweb_https(cfg: Config) -> bool:
+    """Whether DICOMweb is served over HTTPS: with a ``[tls]`` certificate, or when the web site is HTTPS."""
+    return bool(cfg.tls.cert) or cfg.web.https
+
+
+def _dicomweb_server(site: Any, cfg: Config) -> Any:
+    """The DICOMweb server on ``[dicomweb] port``, or None (with an error line) when the port cannot be opened.
+
+    DICOMweb shares the web site's core (users, patient tokens, audit), so it runs only with the web site.
+    A port in use does not stop the rest of the appliance: the log says why DICOMweb is off.
+    """
+    from appliance import tls_contexts
+    from webui.dicomweb import create_dicomweb_app
+    from webui.server import WebServer
+
+    dw = cfg.dicomweb
+    bind = dw.bind or cfg.web.bind
+    # Like the web site: no client certificate asked for ([tls] verify_peer is for DICOM and HL7 peers).
+    context = tls_contexts.server_context(cfg, verify_peer=False) if dicomweb_https(cfg) else None
+    web = cfg.web
+    try:
+        return WebServer(create_dicomweb_app(site), bind, dw.port, dw.threads, context, cfg.tls.handshake_timeout,
+                         web.header_timeout, web.max_connections, web.max_connections_per_client, name="DICOMweb")
+    except OSError as exc:
+        LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind,
+                     exc.strerror or exc)
+        return None
 
 
 def build_web(app: Any, cfg: Config) -> WebService:
@@ -214,6 +250,53 @@ def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_apikey_add(args: argparse.Namespace, cfg: Config) -> int:
+    """Make an API key for a DICOMweb / API client and print it (once: only its hash is kept)."""
+    site = _site(cfg)
+    key, secret = site.apikeys.add(args.name, args.role, args.days)
+    site.audit.record("apikey.add", actor="cli", detail=f"{key.name} ({key.role})")
+    print(secret)
+    print(f"API key {key.name!r} ({key.role}) created" + (f", expires {key.expires}" if key.expires else "")
+          + "; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", file=sys.stderr)
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace, cfg: Config) -> int:
+    """List the API keys (names, roles, states; never the keys)."""
+    keys = _site(cfg).apikeys.all(include_revoked=args.all)
+    if not keys:
+        print("no API keys: make one with 'appliance apikey add NAME --role frontdesk'")
+    for key in keys:
+        print(f"{key.name:<24} {key.role:<10} {key.state():<8} created {key.created}"
+              f"{'  expires ' + key.expires if key.expires else ''}  last used {key.last_used or 'never'}")
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace, cfg: Config) -> int:
+    """Revoke an API key (``master-cookie`` revokes the master cookie)."""
+    site = _site(cfg)
+    key = site.apikeys.revoke(args.name)
+    site.audit.record("apikey.revoke", actor="cli", detail=key.name)
+    print(f"API key {key.name!r} revoked")
+    return 0
+
+
+def cmd_apikey_master(args: argparse.Namespace, cfg: Config) -> int:
+    """Make the master cookie (the previous one stops working) and print its value once."""
+    site = _site(cfg)
+    secret = site.apikeys.new_master()
+    site.audit.record("apikey.master", actor="cli", detail="new master cookie")
+    print(secret)
+    hosts = cfg.api.master_cookie_hosts
+    if hosts:
+        print(f"master cookie made; accepted only from: {', '.join(hosts)}. Clients send the cookie "
+              "'master_cookie=<value>'.", file=sys.stderr)
+    else:
+        print("WARNING: [api] master_cookie_hosts is empty: the master cookie is accepted from ANY host. "
+              "Set it to the integrated hosts' addresses.", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``token`` and ``user add|password|list|disable|enable`` to the CLI's subcommands."""
     p = sub.add_parser("token", parents=[common], help="print the patient link of a stored study")
@@ -243,4 +326,21 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         q = user_sub.add_parser(verb, parents=[common], help=text)
         q.add_argument("name", metavar="NAME")
         q.set_defaults(func=cmd_user_disable, disable=verb == "disable")
+
+    p = sub.add_parser("apikey", help="API keys and the master cookie of DICOMweb and the JSON API")
+    key_sub = p.add_subparsers(dest="apikey_command", metavar="APIKEY_COMMAND", required=True)
+    q = key_sub.add_parser("add", parents=[common], help="make an API key for a client (printed once)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--role", choices=("admin", "frontdesk"), required=True, help="admin or frontdesk")
+    q.add_argument("--days", type=int, default=0, help="the key expires after this many days (default: never)")
+    q.set_defaults(func=cmd_apikey_add)
+    q = key_sub.add_parser("list", parents=[common], help="list the API keys (never the keys themselves)")
+    q.add_argument("--all", action="store_true", help="include revoked keys")
+    q.set_defaults(func=cmd_apikey_list)
+    q = key_sub.add_parser("revoke", parents=[common], help="revoke an API key (master-cookie: the master cookie)")
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(func=cmd_apikey_revoke)
+    q = key_sub.add_parser("master", parents=[common], help="make the master cookie (printed once; replaces the "
+                           "old one)")
+    q.set_defaults(func=cmd_apikey_master)
 

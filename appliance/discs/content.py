@@ -209,8 +209,8 @@ def study_instances(db: Database, study_uid: str) -> list[str]:
 
 
 def label_fields(content: Content, disc_number: int = 1, disc_count: int = 1, institution: str = "",
-                 with_viewer: bool = False, created: dt.date | None = None) -> DiscLabelFields:
-    """The values printed on a disc holding ``content``.
+                 with_viewer: bool = False, created: dt.date | None = None, token_url: str = "") -> DiscLabelFields:
+    """The values printed on a disc holding ``content`` (``token_url``: the patient link of its first study).
 
     A label names one patient; when a disc holds several (an association that sent several patients), the
     first is printed and every study is listed.
@@ -219,7 +219,7 @@ def label_fields(content: Content, disc_number: int = 1, disc_count: int = 1, in
     studies = tuple(LabelStudy(s.date, s.description, s.modalities, s.accession) for s in content.studies())
     return DiscLabelFields(patient_name=first.name, patient_id=first.patient_id, birth_date=first.birth_date,
                            studies=studies, institution=institution, disc_number=disc_number,
-                           disc_count=disc_count, with_viewer=with_viewer, created=created)
+                           disc_count=disc_count, with_viewer=with_viewer, created=created, token_url=token_url)
 
 
 def _number(text: str) -> tuple[int, str]:

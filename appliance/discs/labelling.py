@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.discs.content import Content, label_fields
 from labels import LabelFormat, LabelLayout, primera_merge_fields, render_disc_label
+
+LOGGER = logging.getLogger(__name__)
 
 #: Merge data passed to the robot with the label files.
 EPSON_MERGE = "epson"
@@ -51,10 +54,24 @@ class DiscLabeler:
     institution : str
     """
 
-    def __init__(self, layout: LabelLayout, plans: Mapping[str, LabelPlan], institution: str = "") -> None:
+    def __init__(self, layout: LabelLayout, plans: Mapping[str, LabelPlan], institution: str = "",
+                 links: Callable[[str], str] | None = None) -> None:
         self.layout = layout
         self.plans = dict(plans)
         self.institution = institution
+        #: Study Instance UID -> its patient link (the web site's); printed as a QR code with ``[labels] qr``.
+        self.links = links
+
+    def link(self, content: Content) -> str:
+        """The patient link of the disc's first study ('' without links, with ``qr = false``, or on failure)."""
+        first = next(iter(content.studies()), None)
+        if self.links is None or not self.layout.qr or first is None:
+            return ""
+        try:
+            return self.links(first.study_uid)
+        except Exception as exc:  # the label is printed without the QR code rather than not at all
+            LOGGER.warning("disc label of study %s: no patient link for the QR code: %s", first.study_uid, exc)
+            return ""
 
     def render(self, robot: str, content: Content, number: int, count: int, with_viewer: bool,
                out_dir: Path, created: dt.date | None = None) -> dict[str, Any]:
@@ -67,7 +84,7 @@ class DiscLabeler:
             value, in template order) and ``warnings``.
         """
         plan = self.plans.get(robot, LabelPlan())
-        fields = label_fields(content, number, count, self.institution, with_viewer, created)
+        fields = label_fields(content, number, count, self.institution, with_viewer, created, self.link(content))
         formats = dict.fromkeys((LabelFormat.PDF, *plan.formats))
         rendered = render_disc_label(fields, self.layout, out_dir, formats)
         merge: dict[str, str] = {}

@@ -10,7 +10,7 @@ result to the web site; the commands of :mod:`appliance.cli.discs` use the same 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +140,7 @@ class Publishing:
 
 
 def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
-                     housekeeping_interval: float = 60.0) -> Publishing:
+                     housekeeping_interval: float = 60.0, links: Callable[[str], str] | None = None) -> Publishing:
     """Wire disc publishing to ``app`` and attach its router to the core's listeners.
 
     Parameters
@@ -151,6 +151,8 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
         Build the simulators of robots with ``simulate = true`` (started by :meth:`Publishing.start`).
     housekeeping_interval : float
         Seconds between purges of old staging.
+    links : callable, optional
+        Study Instance UID -> patient link (the web site's), printed as a QR code on labels.
 
     Raises
     ------
@@ -186,7 +188,8 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
                               max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump(),
                               budget, resolve=app.store_area.path)
     settings.discs_dir.mkdir(parents=True, exist_ok=True)
-    author = DiscAuthor(app.db, jobs, settings, DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution))
+    labeler = DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution, links)
+    author = DiscAuthor(app.db, jobs, settings, labeler)
     publisher = DiscPublisher(jobs, robots, cfg.burn.verify)
     engine = JobEngine(jobs, author, publisher, cfg.burn.poll_interval, author.purge_staging, housekeeping_interval)
     timer = GroupTimer(groups, lambda _job: engine.wake())

@@ -27,6 +27,9 @@ ACTIONS = (
     "token.slip", "token.link", "study.view", "study.download", "series.download", "study.delete",
     "series.delete", "staff.login", "staff.login_failed", "staff.logout", "user.add", "user.delete",
     "user.password", "user.role", "node.add", "node.edit", "node.delete", "node.echo", "logs.download",
+    "dicomweb.search", "dicomweb.retrieve", "dicomweb.metadata", "dicomweb.frames", "dicomweb.bulkdata",
+    "dicomweb.rendered", "dicomweb.store", "dicomweb.wado", "access.refused", "api.read", "api.change",
+    "apikey.add", "apikey.revoke", "apikey.master",
     "storage.add", "storage.enable", "storage.disable", "email.test",
 )
 

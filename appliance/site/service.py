@@ -27,8 +27,10 @@ from appliance.config import Config
 from appliance.core import Appliance
 from appliance.errors import InvalidTransition, InvalidValue, NotFound
 from appliance.log import LOG_FILE
+from appliance.site.apikeys import ApiKeys
 from appliance.site.audit import Audit, BatchWriter
 from appliance.site.catalog import Catalog
+from appliance.site.dicomweb import DicomWeb
 from appliance.site.export import Exporter, ZipItem, series_label, zip_name
 from appliance.site.imaging import VIEW_SIZE, ThumbnailCache, Window, jpeg_bytes, picture, placeholder
 from appliance.site.sessions import PatientSessions
@@ -165,12 +167,16 @@ class Site:
                              writer=self.writer)
         self.users = Users(appliance.db)
         self.patient_sessions = PatientSessions(appliance.db)
+        self.apikeys = ApiKeys(appliance.db)
+        self.dicomweb = DicomWeb(appliance)
         self.audit = Audit(appliance.db, self.writer)
         self.catalog = Catalog(appliance.db)
         self.renderer = RenderPool()
         self.thumbs = ThumbnailCache(data / "cache" / "thumbs", renderer=self._render_thumbnail)
         self.prerender = PrerenderWorker(self._series_of, self.prerender_series)
         self.publishing: Publishing | None = None
+        #: The running AMQP service of ``appliance serve`` (status() -> dict), if [amqp] is enabled.
+        self.messaging: Any = None
         self._jobs: JobStore | None = None
         self._robots: dict[str, DiscRobot] | None = None
         self._cert_cache: tuple[float, list[str]] | None = None
@@ -816,6 +822,19 @@ class Site:
                         "text": m.message.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").strip(),
                         "ack": m.ack.replace("\r", "\n").strip()})
         return out
+
+    def amqp_state(self) -> dict[str, Any]:
+        """The AMQP links, the outbox backlog and the newest messages in and out (for the settings page)."""
+        from appliance.notify.log import AmqpLog
+
+        state: dict[str, Any] = {"enabled": self.config.amqp.enabled, "status": None}
+        if self.messaging is not None:
+            state["status"] = self.messaging.status()
+        state["messages"] = [
+            {"time": m.time, "direction": m.direction, "address": m.address, "message_id": m.message_id,
+             "outcome": m.outcome, "error": m.error, "text": m.body.decode("utf-8", "replace")[:2000]}
+            for m in AmqpLog(self.app.db).recent(50)]
+        return state
 
     def cert_warnings(self) -> list[str]:
         """Certificates that expire within ``[tls] expiry_warning_days`` (cached for a few minutes)."""

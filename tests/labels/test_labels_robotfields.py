@@ -144,6 +144,7 @@ def test_primera_merge_fields(tricky: DiscLabelFields) -> None:
         "Disc 1 of 2",
         "2024-05-03",
         "DICOM + VIEWER",
+        tricky.token_url,  # the patient link goes to the last merge field
     )
     layout = LabelLayout.from_options({"primera_merge_order": ["patient_id", "token_url"]})
     long_url = "https://example.org/" + "t" * 300

@@ -28,7 +28,8 @@ def write_config(tmp_path: Path, web: str = "") -> Path:
     path = tmp_path / "appliance.toml"
     path.write_text(f'[appliance]\ndata_dir = "{tmp_path / "data"}"\ninstitution = "St. Example"\n'
                     f'[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                    f'[hl7]\nport = 0\n[web]\nbind = "{HOST}"\nserver_name = "pacs.example.org"\n{web}')
+                    f'[hl7]\nport = 0\n[dicomweb]\nport = 0\n'
+                    f'[web]\nbind = "{HOST}"\nserver_name = "pacs.example.org"\n{web}')
     return path
 
 

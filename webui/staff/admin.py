@@ -24,7 +24,7 @@ def settings() -> str:
     """The effective configuration, secrets masked."""
     site = get_site()
     return render_template("staff/settings.html", sections=site.settings(), source=site.config.source,
-                           nodes=site.nodes.all())
+                           nodes=site.nodes.all(), amqp=site.amqp_state())
 
 
 @bp.get("/logs")
