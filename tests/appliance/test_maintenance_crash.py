@@ -89,10 +89,13 @@ def test_sigkill_during_compression_then_restart(tmp_path: Path) -> None:
     packing = write_toml(tmp_path / "pack.toml", data_dir, port, archiving={"compression": "jpeg-ls-lossless"},
                          maintenance={"archiving": ALWAYS, "deletion": NEVER_SOON})
     server = _start(packing, port, tmp_path / "serve2.log")
+    sql = "SELECT COUNT(*) FROM instances WHERE transfer_syntax = ?"
+    watch = _db(data_dir)
     try:
-        sql = "SELECT COUNT(*) FROM instances WHERE transfer_syntax = ?"
-        wait_until(lambda: _count(data_dir, sql, JPEGLSLossless) >= 10, timeout=120, interval=0.02)
+        wait_until(lambda: watch.execute(sql, (JPEGLSLossless,)).fetchone()[0] >= 10, timeout=120, interval=0.005)
+        server.send_signal(signal.SIGSTOP)
     finally:
+        watch.close()
         _kill(server)
     done = _count(data_dir, sql, JPEGLSLossless)
     assert 0 < done < len(items), "the kill should land in the middle of the task"
@@ -122,7 +125,7 @@ def test_sigkill_during_compression_then_restart(tmp_path: Path) -> None:
 def test_sigkill_during_deletion_then_restart(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "var", free_port()
     plain = write_toml(tmp_path / "plain.toml", data_dir, port, maintenance={"deletion": NEVER_SOON})
-    old = [dicomdata.study(f"POLD{n}", "OLD^SERIES", ("CT",), 3, rows=32, columns=32) for n in range(300)]
+    old = [dicomdata.study(f"POLD{n}", "OLD^SERIES", ("CT",), 2, rows=32, columns=32) for n in range(600)]
     server = _start(plain, port, tmp_path / "serve1.log")
     try:
         assert set(store(port, [i for s in old for i in s])) == {0}
@@ -143,9 +146,12 @@ def test_sigkill_during_deletion_then_restart(tmp_path: Path) -> None:
                           maintenance={"deletion": ALWAYS, "archiving": NEVER_SOON})
     series_sql = "SELECT COUNT(*) FROM series"
     server = _start(deleting, port, tmp_path / "serve3.log")
+    watch = _db(data_dir)  # one open connection: each look costs a query, not a connect
     try:
-        wait_until(lambda: _count(data_dir, series_sql) <= len(old) - 5, timeout=120, interval=0.01)
+        wait_until(lambda: watch.execute(series_sql).fetchone()[0] <= len(old) - 5, timeout=120, interval=0.002)
+        server.send_signal(signal.SIGSTOP)  # freeze it where it is, then kill it there
     finally:
+        watch.close()
         _kill(server)
     left = _count(data_dir, series_sql)
     assert 1 < left < len(old) + 1, "the kill should land in the middle of the task"
