@@ -224,7 +224,9 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         if not _decodable(source):
             raise CodecError(f"no decoder installed for {source.name}")
         lossy = source.is_compressed and not _is_lossless(source)
-        ds.decompress(generate_instance_uid=False)
+        # A lossless YBR_FULL image stays YBR_FULL: pydicom's default conversion to RGB rounds, so the pixels
+        # would no longer be the stored ones.
+        ds.decompress(generate_instance_uid=False, as_rgb=lossy)
         if lossy:
             ds.LossyImageCompression = "01"
     if target.is_compressed:
@@ -235,8 +237,13 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         if target in (JPEG2000, JPEG2000Lossless) and min(int(ds.Rows), int(ds.Columns)) < 32:
             # OpenJPEG always makes 6 resolution levels, which needs 32 pixels in each direction.
             raise CodecError(f"{target.name}: images smaller than 32x32 pixels cannot be encoded")
+        if target in (JPEG2000, JPEG2000Lossless) and str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL":
+            # PS3.5 8.2.4 lists RGB, YBR_RCT and YBR_ICT for colour JPEG 2000; GDCM refuses YBR_FULL in it.
+            raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
+                             "YBR_ICT)")
         raw_size = len(ds.PixelData)
-        ds.compress(target, generate_instance_uid=False, **LOSSY_OPTIONS.get(target, {}))
+        ds.compress(target, generate_instance_uid=False, encoding_plugin=_encoding_plugin(target),
+                    **LOSSY_OPTIONS.get(target, {}))
         if target in _LOSSY_METHOD:
             _mark_lossy(ds, raw_size, target)
         return _write(ds, implicit=False, little=True)
@@ -247,6 +254,15 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         # PS3.5 A.5: an odd-length deflated stream is padded with one null byte (PDV fragments are even).
         return deflated + b"\x00" if len(deflated) % 2 else deflated
     return _write(ds, implicit=target == ImplicitVRLittleEndian, little=target != ExplicitVRBigEndian)
+
+
+#: Encoder plugin preferred per syntax when installed: pylibjpeg-rle encodes RLE about 8x faster than pydicom's own.
+_PREFERRED_PLUGIN = {RLELossless: "pylibjpeg"}
+
+
+def _encoding_plugin(target: UID) -> str:
+    plugin = _PREFERRED_PLUGIN.get(target, "")
+    return plugin if plugin and plugin in get_encoder(target).available_plugins else ""
 
 
 def _is_lossless(ts: UID) -> bool:
@@ -283,6 +299,64 @@ def as_dataset(data: bytes | memoryview, syntax: str) -> Dataset:
     ds.file_meta.TransferSyntaxUID = uid
     ds.set_original_encoding(implicit, little)
     return ds
+
+
+#: ``[archiving] compression`` names (:data:`appliance.config.COMPRESSIONS`) -> the transfer syntax stored files are
+#: compressed to; None for "none" and "source" (files stay as received).
+ARCHIVE_TS: dict[str, UID | None] = {
+    "none": None, "source": None, "rle": RLELossless, "deflate": DeflatedExplicitVRLittleEndian,
+    "jpeg-lossless": JPEGLosslessSV1, "jpeg-ls-lossless": JPEGLSLossless, "jpeg2000-lossless": JPEG2000Lossless,
+    "jpeg-lossy": JPEGBaseline8Bit, "jpeg-ls-near-lossless": JPEGLSNearLossless, "jpeg2000-lossy": JPEG2000,
+}
+
+
+def archive_syntax(compression: str) -> UID | None:
+    """The transfer syntax of an ``[archiving] compression`` name (None: leave files as they are).
+
+    Raises
+    ------
+    CodecError
+        When no encoder for it is installed, naming the ones that are.
+    """
+    target = ARCHIVE_TS[compression]
+    if target is not None and target.is_compressed and not _encodable(target):
+        usable = [name for name, ts in ARCHIVE_TS.items() if ts is None or not ts.is_compressed or _encodable(ts)]
+        raise CodecError(f"[archiving] compression {compression!r}: no encoder installed for {target.name}; "
+                         f"usable: {', '.join(usable)}")
+    return target
+
+
+def should_archive(stored: str, target: str) -> bool:
+    """Whether an instance stored in ``stored`` is compressed to ``target`` by archiving.
+
+    Never from a lossy syntax (that would lose twice) and never to the syntax it has.
+    """
+    src, dst = UID(stored), UID(target)
+    if dst == DeflatedExplicitVRLittleEndian and src.is_compressed:
+        return False  # deflating decoded pixels of a compressed file would make it bigger
+    return src != dst and _is_lossless(src) and (not src.is_compressed or _decodable(src))
+
+
+def recode_file(part10: bytes, target: str, implementation_version: str) -> bytes:
+    """A whole Part 10 file in ``target``: the file meta of the original with the new syntax, then :func:`convert`.
+
+    Every UID is kept; a lossy target marks Lossy Image Compression with ratio and method.
+
+    Raises
+    ------
+    CodecError
+        When the data cannot be decoded or encoded.
+    """
+    from appliance.part10 import file_meta
+
+    dataset = convert(part10, target)
+    try:
+        meta = dcmread(BytesIO(part10), stop_before_pixels=True).file_meta
+    except Exception as exc:
+        raise CodecError(f"stored file cannot be parsed: {exc}") from exc
+    source_ae = str(meta.get("SourceApplicationEntityTitle", "") or "")
+    return file_meta(str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), target,
+                     implementation_version, source_ae) + dataset
 
 
 def frames(part10: bytes, numbers: Iterable[int], target: str | None = None) -> tuple[str, list[bytes]]:

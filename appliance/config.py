@@ -340,6 +340,83 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """One ``[[storage]]`` folder for received files (appliance.storage)."""
+
+    path: str
+    #: A disabled storage takes no new files but is still read for query, retrieve, discs and downloads.
+    enabled: bool = True
+    #: New files go elsewhere (or are refused with 0xA700) once the folder's disk has less free space than this.
+    free_space_limit_mb: int = 2048
+
+
+#: Task kinds of the weekly ``[maintenance]`` schedule.
+TASK_KINDS = ("archiving", "deletion", "forwarding")
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """Weekly windows in which upkeep tasks are collected, e.g. ``["Mon-Fri 22:00-06:00"]`` (whole hours)."""
+
+    archiving: tuple[str, ...] = ("Mon-Sun 22:00-06:00",)
+    deletion: tuple[str, ...] = ("Mon-Sun 22:00-06:00",)
+    forwarding: tuple[str, ...] = ("Mon-Sun 00:00-24:00",)
+
+
+#: ``[archiving] compression`` names; the transfer syntax of each is chosen in appliance.codecs (ARCHIVE_TS).
+COMPRESSIONS = ("none", "source", "rle", "deflate", "jpeg-lossless", "jpeg-ls-lossless", "jpeg2000-lossless",
+                "jpeg-lossy", "jpeg-ls-near-lossless", "jpeg2000-lossy")
+LOSSY_COMPRESSIONS = ("jpeg-lossy", "jpeg-ls-near-lossless", "jpeg2000-lossy")
+
+
+@dataclass(frozen=True)
+class ArchivingConfig:
+    """Scheduled compression of stored series."""
+
+    compression: str = "none"
+    #: Days after receipt before a series is compressed; 0: at the next archiving window.
+    uncompressed_days: int = 0
+    #: A lossy compression is refused unless this is true (the images change for good).
+    confirm_lossy: bool = False
+
+
+@dataclass(frozen=True)
+class DeletionConfig:
+    """Scheduled and low-space deletion of stored series."""
+
+    #: Series older than this many days (since receipt) are deleted in the deletion window; 0: never.
+    store_days: int = 0
+    #: Delete the oldest series at once while a storage's free space is below low_space_threshold_mb.
+    low_space_removal: bool = False
+    low_space_threshold_mb: int = 4096
+    #: Also delete studies that still have a live patient link.
+    delete_shared: bool = False
+    #: Also delete series not yet forwarded to the regional PACS ([forwarding]).
+    remove_not_forwarded: bool = False
+
+
+#: Alerts ``[email] events`` may list.
+EMAIL_EVENTS = ("storage_unavailable", "free_space_limit", "save_error", "robot_needs_staff", "disc_job_failed",
+                "certificate_expiry")
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """E-mail alerts (appliance.notify.email); no smtp_host: no mail."""
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    #: "starttls", "tls" (implicit TLS, usually port 465) or "none".
+    security: str = "starttls"
+    user: str = ""
+    password: str = field(default="", repr=False)
+    #: The From address (key ``from`` in the file).
+    sender: str = ""
+    to: tuple[str, ...] = ()
+    events: tuple[str, ...] = EMAIL_EVENTS
+
+
+@dataclass(frozen=True)
 class ForwardingConfig:
     """``[forwarding]``: send every stored series to a regional PACS, with Storage Commitment."""
 
@@ -419,6 +496,8 @@ class Config:
     """The whole configuration."""
 
     data_dir: Path = Path("var")
+    #: Folder for incoming files before they are moved into a storage; empty: ``tmp/`` inside each storage.
+    temp_dir: str = ""
     log_level: str = "INFO"
     #: Rotate the log file when it reaches this size; keep this many old files.
     log_max_mb: float = 10.0
@@ -436,6 +515,12 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
+    #: ``[[storage]]`` entries; empty: the one store folder in data_dir.
+    storages: tuple[StorageConfig, ...] = ()
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    archiving: ArchivingConfig = field(default_factory=ArchivingConfig)
+    deletion: DeletionConfig = field(default_factory=DeletionConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
     #: The file this configuration was read from, if any.
     source: Path | None = None
 
@@ -497,7 +582,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         On unknown tables or keys, wrong types or invalid values.
     """
     allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
-               "dicomweb", "api", "amqp"}
+               "dicomweb", "api", "amqp", "storage", "maintenance", "archiving", "deletion", "email"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -506,6 +591,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     if not data_dir.is_absolute() and base_dir is not None:
         data_dir = base_dir / data_dir
     cfg = _build(Config, top, "appliance")
+    if cfg.temp_dir and not Path(cfg.temp_dir).is_absolute() and base_dir is not None:
+        cfg = replace(cfg, temp_dir=str(base_dir / cfg.temp_dir))
     level = cfg.log_level.upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"[appliance] log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -573,6 +660,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         tls=tls,
         forwarding=forwarding,
         amqp=amqp,
+        **_upkeep_config(data, base_dir),
     )
 
 
@@ -807,6 +895,88 @@ def _burn_config(table: Mapping[str, Any], ae_title: str, base_dir: Path | None)
             viewer = base_dir / viewer
         burn = replace(burn, viewer_dir=str(viewer))
     return burn
+
+
+_WINDOW_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))? "
+                        r"([01]\d|2[0-4]):00-([01]\d|2[0-4]):00$")
+
+
+def check_window(text: str, what: str) -> re.Match[str]:
+    """Check one weekly window such as ``"Mon-Fri 22:00-06:00"`` (whole hours; 24:00 ends a day).
+
+    Raises
+    ------
+    ConfigError
+        With the expected form.
+    """
+    match = _WINDOW_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None or int(match.group(3)) == 24 or int(match.group(3)) == int(match.group(4)):
+        raise ConfigError(f"{what}: {text!r} is not a window such as \"Mon-Fri 22:00-06:00\" (days Mon..Sun, "
+                          "whole hours, start before 24:00 and not equal to the end)")
+    return match
+
+
+def _upkeep_config(data: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """``[[storage]]``, ``[maintenance]``, ``[archiving]``, ``[deletion]`` and ``[email]``."""
+    raw = data.get("storage", [])
+    if not isinstance(raw, list):
+        raise ConfigError("storage must be written as [[storage]] entries with path, enabled, free_space_limit_mb")
+    storages = []
+    seen: set[str] = set()
+    for i, table in enumerate(raw):
+        if not isinstance(table, Mapping) or not table.get("path"):
+            raise ConfigError(f"[[storage]] entry {i + 1} has no path")
+        entry: StorageConfig = _build(StorageConfig, table, "storage")
+        path = Path(entry.path)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if entry.free_space_limit_mb < 0:
+            raise ConfigError(f"[[storage]] {entry.path}: free_space_limit_mb must not be negative")
+        if str(path) in seen:
+            raise ConfigError(f"[[storage]] {entry.path} is listed twice")
+        seen.add(str(path))
+        storages.append(replace(entry, path=str(path)))
+    maint_table = dict(data.get("maintenance", {}))
+    windows: dict[str, tuple[str, ...]] = {}
+    for kind in list(maint_table):
+        if kind not in TASK_KINDS:
+            raise ConfigError(f"[maintenance] has an unknown key {kind!r} (known: {', '.join(TASK_KINDS)})")
+        value = maint_table[kind]
+        items = _str_list([value] if isinstance(value, str) else value, f"[maintenance] {kind}")
+        for item in items:
+            check_window(item, f"[maintenance] {kind}")
+        windows[kind] = tuple(w.strip() for w in items)
+    maintenance = replace(MaintenanceConfig(), **windows)
+    archiving: ArchivingConfig = _build(ArchivingConfig, data.get("archiving", {}), "archiving")
+    if archiving.compression not in COMPRESSIONS:
+        raise ConfigError(f"[archiving] compression must be one of {', '.join(COMPRESSIONS)}, not "
+                          f"{archiving.compression!r}")
+    if archiving.compression in LOSSY_COMPRESSIONS and not archiving.confirm_lossy:
+        raise ConfigError(f"[archiving] compression {archiving.compression!r} is lossy: the stored images change for"
+                          " good. Use a lossless one, or set confirm_lossy = true")
+    if archiving.uncompressed_days < 0:
+        raise ConfigError("[archiving] uncompressed_days must not be negative")
+    deletion: DeletionConfig = _build(DeletionConfig, data.get("deletion", {}), "deletion")
+    if deletion.store_days < 0 or deletion.low_space_threshold_mb < 0:
+        raise ConfigError("[deletion] store_days and low_space_threshold_mb must not be negative")
+    email_table = dict(data.get("email", {}))
+    if "from" in email_table:
+        email_table["sender"] = email_table.pop("from")
+    if "sender" in data.get("email", {}):
+        raise ConfigError("[email] has an unknown key 'sender' (the From address is 'from')")
+    to = _str_list(email_table.pop("to", []), "[email] to")
+    events = _str_list(email_table.pop("events", list(EMAIL_EVENTS)), "[email] events")
+    for event in events:
+        if event not in EMAIL_EVENTS:
+            raise ConfigError(f"[email] events: {event!r} is not one of {', '.join(EMAIL_EVENTS)}")
+    email: EmailConfig = replace(_build(EmailConfig, email_table, "email"), to=to, events=events)
+    _check_port(email.smtp_port, "[email] smtp_port")
+    if email.security not in ("starttls", "tls", "none"):
+        raise ConfigError(f"[email] security must be 'starttls', 'tls' or 'none', not {email.security!r}")
+    if email.smtp_host and (not email.to or not email.sender):
+        raise ConfigError("[email] needs from and a to list when smtp_host is set")
+    return {"storages": tuple(storages), "maintenance": maintenance, "archiving": archiving, "deletion": deletion,
+            "email": email}
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -26,13 +26,14 @@ from pydicom.uid import UID
 from appliance import __version__
 from appliance.config import Config, NodeConfig
 from appliance.db import Database, describe
-from appliance.errors import IndexFailure, InvalidDataset
+from appliance.errors import IndexFailure, InvalidDataset, OutOfResources
 from appliance.index import Index, InstanceRecord, StoredInstance, extract
 from appliance.nodes import NodeRegistry
 from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
-from appliance.store import FileStore, Spool
+from appliance.storage import Storages
+from appliance.store import Spool
 from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
@@ -45,6 +46,7 @@ LOGGER = logging.getLogger(__name__)
 
 IMPLEMENTATION_VERSION = f"APPLIANCE_{__version__}"[:16]
 _CLEAN_MARKER = "running"
+_SQLITE_FULL = 13
 
 #: Suffix of a called AE title -> what happens to the instances received under it.
 BURN_SUFFIXES = {"_E": "epson", "_P": "primera", "_TE": "epson", "_TP": "primera"}
@@ -94,7 +96,8 @@ class Appliance:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database)
         self.index = Index(self.db)
-        self.store_area = FileStore(config.store_dir, config.dicom.free_space_limit_mb)
+        self.store_area = Storages(self.db, config.store_dir, config.dicom.free_space_limit_mb, config.storages,
+                                   Path(config.temp_dir) if config.temp_dir else None)
         self.worklist = Worklist(self.db, config.worklist, config.hl7.reject_merged_ids)
         self.mpps = MppsService(self.db, self.worklist)
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
@@ -103,6 +106,8 @@ class Appliance:
         self.commitment_listeners: list[CommitmentListener] = []
         #: ``[forwarding] extended_search``: C-FIND also asks the regional PACS, C-MOVE/C-GET fetch from it.
         self.extended_search: ExtendedSearch | None = None
+        #: Called when a received instance could not be saved: (SOP Instance UID, calling AE, the error).
+        self.save_failed_listeners: list[Callable[[str, str, Exception], None]] = []
         self._received: dict[str, list[str]] = {}
         self._received_lock = threading.Lock()
 
@@ -111,6 +116,7 @@ class Appliance:
     def start(self) -> None:
         """Recover from an unclean stop, then mark the data folder as in use."""
         marker = self.config.data_dir / _CLEAN_MARKER
+        self.finish_deletions()
         if marker.exists():
             LOGGER.warning("the previous run did not stop cleanly: checking store and index agree")
             self.reconcile()  # before tmp/ is cleaned: it may finish renames a power cut undid
@@ -139,7 +145,8 @@ class Appliance:
             (files indexed, rows dropped).
         """
         on_disk = set(self.store_area.iter_files())
-        indexed = self.index.all_paths()
+        # A storage that is unavailable (unmounted) keeps its rows: its files are not gone, only out of reach.
+        indexed = {p for p in self.index.all_paths() if self.store_area.is_available(p)}
         for rel in indexed - on_disk:
             if self.store_area.finish_interrupted(rel):
                 LOGGER.warning("stored file %s was still under tmp/: moved into place", rel)
@@ -164,6 +171,19 @@ class Appliance:
             LOGGER.warning("reconciled store: %d file(s) indexed, %d row(s) without a file dropped", added,
                            dropped)
         return added, dropped
+
+    def finish_deletions(self) -> int:
+        """Remove the files of deletions a crash interrupted (their index rows are gone already)."""
+        rows = self.db.conn.execute("SELECT path FROM deletion_journal").fetchall()
+        for (rel,) in rows:
+            if self.store_area.is_available(rel):
+                self.store_area.delete(rel)
+        if rows:
+            with self.db.transaction() as conn:
+                conn.executemany("DELETE FROM deletion_journal WHERE path = ?",
+                                 [r for r in rows if self.store_area.is_available(r[0])])
+            LOGGER.warning("finished %d file deletion(s) an interruption left undone", len(rows))
+        return len(rows)
 
     # -- policy -----------------------------------------------------------------------------------
 
@@ -224,7 +244,7 @@ class Appliance:
         InvalidDataset
             The data set cannot be parsed or lacks a UID; nothing is stored.
         OutOfResources
-            The store's disk is below the free-space limit; nothing is stored.
+            The store's disk is below the free-space limit, or the database's disk is full; nothing is stored.
         IndexFailure
             The index could not be written; the file is removed again.
         """
@@ -259,13 +279,22 @@ class Appliance:
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
             # Meta and data set go to the file as two chunks: no copy of the data set to join them.
-            rel = self.store_area.write([meta, dataset])
+            try:
+                rel = self.store_area.write([meta, dataset])
+            except Exception as exc:
+                self._save_failed(rec.sop_uid, calling_ae, exc)
+                raise
             try:
                 replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
                                              called_ae)
             except Exception as exc:
                 self.store_area.delete(rel)
-                raise IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}") from exc
+                failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+                    # The database shares a full disk with a storage: out of resources (0xA700), like the file.
+                    failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                self._save_failed(rec.sop_uid, calling_ae, failure)
+                raise failure from exc
             if replaced:
                 self.store_area.delete(replaced)
                 LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
@@ -279,6 +308,13 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
+
+    def _save_failed(self, sop_uid: str, calling_ae: str, exc: Exception) -> None:
+        for listener in self.save_failed_listeners:
+            try:
+                listener(sop_uid, calling_ae, exc)
+            except Exception:
+                LOGGER.exception("a save-error listener failed for %s", sop_uid)
 
     def association_ended(self, called_ae: str, association_id: str, released: bool = True) -> None:
         """Tell the listeners that an association which stored instances has ended."""

@@ -39,6 +39,11 @@ DISC_JOB_INSTANCES = "disc_job_instances"
 DISC_JOB_DISCS = "disc_job_discs"
 BURN_GROUPS = "burn_groups"
 BURN_GROUP_INSTANCES = "burn_group_instances"
+STORAGES = "storages"
+MAINTENANCE_TASKS = "maintenance_tasks"
+MAINTENANCE_ITEMS = "maintenance_items"
+DELETION_JOURNAL = "deletion_journal"
+EMAIL_QUEUE = "email_queue"
 PATIENT_SESSIONS = "patient_sessions"
 OUTBOX = "outbox"
 OUTBOX_CURSORS = "outbox_cursors"
@@ -474,10 +479,80 @@ def _m_notify(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_upkeep(conn: sqlite3.Connection) -> None:
+    # Storages by id (0: the data_dir store, whose index paths have no "@<id>/" prefix), with the admin's
+    # switch and a move in progress; maintenance tasks with their series; the journal of files whose index rows
+    # are already gone (removed at the next start if a crash interrupted the deletion); the e-mail queue.
+    run_script(
+        conn,
+        """
+        CREATE TABLE storages (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            moved_from TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'config',
+            enabled INTEGER NOT NULL DEFAULT 1,
+            free_space_limit_mb INTEGER NOT NULL DEFAULT 2048,
+            initialized INTEGER NOT NULL DEFAULT 0,
+            moving TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE maintenance_tasks (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            setting TEXT NOT NULL DEFAULT '',
+            total INTEGER NOT NULL DEFAULT 0,
+            done INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            started TEXT NOT NULL DEFAULT '',
+            finished TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX maintenance_tasks_state ON maintenance_tasks (state, id);
+        CREATE TABLE maintenance_items (
+            task_id INTEGER NOT NULL REFERENCES maintenance_tasks (id) ON DELETE CASCADE,
+            series_uid TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (task_id, series_uid)
+        );
+        CREATE TABLE archived_series (
+            series_uid TEXT PRIMARY KEY,
+            compression TEXT NOT NULL,
+            at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE deletion_journal (
+            path TEXT PRIMARY KEY,
+            sop_uid TEXT NOT NULL,
+            at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE email_queue (
+            id INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            object TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try REAL NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            suppressed INTEGER NOT NULL DEFAULT 0,
+            created TEXT NOT NULL,
+            sent TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX email_queue_state ON email_queue (state, next_try);
+        CREATE INDEX email_queue_event ON email_queue (event, object, created)
+        """
+    )
+
+
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
                                                           _m_forwarding, _m_sessions, _m_api_keys,
-                                                          _m_notify]
+                                                          _m_notify, _m_upkeep]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

@@ -9,7 +9,7 @@ count over millions of rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -267,6 +267,58 @@ class Index:
                 dropped += 1
             self._prune(conn)
         return dropped
+
+    def delete_series(self, series_uid: str, in_transaction: Callable[[sqlite3.Connection, list[StoredInstance]], None],
+                      ) -> list[StoredInstance]:
+        """Drop a series' rows in one transaction; ``in_transaction`` writes what must commit with them.
+
+        Returns
+        -------
+        list of StoredInstance
+            The instances whose rows were dropped (their files are the caller's to remove).
+        """
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, s.series_uid, st.study_uid "
+                "FROM instances i JOIN series s ON s.id = i.series_fk JOIN studies st ON st.id = s.study_fk "
+                "WHERE s.series_uid = ?", (series_uid,)).fetchall()
+            instances = [StoredInstance(*r) for r in rows]
+            if not instances:
+                return []
+            in_transaction(conn, instances)
+            series_fk = conn.execute("SELECT id FROM series WHERE series_uid = ?", (series_uid,)).fetchone()[0]
+            conn.execute("DELETE FROM instances WHERE series_fk = ?", (series_fk,))
+            self._count(conn, series_fk, -len(instances), -sum(i.size for i in instances))
+            conn.execute("UPDATE series SET num_instances = 0 WHERE id = ?", (series_fk,))
+            self._prune(conn)
+        return instances
+
+    def replace_files(self, changes: Sequence[tuple[str, str, str, str, int]]) -> list[bool]:
+        """Point instances at new files of the same instances (archiving), in one transaction.
+
+        Parameters
+        ----------
+        changes : sequence of (sop_uid, old_path, new_path, transfer_syntax, size)
+            One per instance.
+
+        Returns
+        -------
+        list of bool
+            Per change, False when the instance's row no longer names ``old_path`` (replaced or deleted meanwhile).
+        """
+        done = []
+        with self.db.transaction() as conn:
+            for sop_uid, old_path, new_path, transfer_syntax, size in changes:
+                row = conn.execute("SELECT id, series_fk, size FROM instances WHERE sop_uid = ? AND path = ?",
+                                   (sop_uid, old_path)).fetchone()
+                if row is None:
+                    done.append(False)
+                    continue
+                conn.execute("UPDATE instances SET path = ?, transfer_syntax = ?, size = ? WHERE id = ?",
+                             (new_path, transfer_syntax, size, row["id"]))
+                self._count(conn, row["series_fk"], 0, size - row["size"])
+                done.append(True)
+        return done
 
     @staticmethod
     def _prune(conn: sqlite3.Connection) -> None:

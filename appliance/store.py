@@ -83,11 +83,14 @@ class FileStore:
         Folder of the store; created when missing.
     free_space_limit_mb : int
         Writes are refused while the file system has less free space than this.
+    tmp : Path, optional
+        Folder incoming files are written to first (``[appliance] temp_dir``); default ``root/tmp``. On
+        another file system a finished file is copied into ``root/tmp`` and renamed from there.
     """
 
-    def __init__(self, root: Path, free_space_limit_mb: int = 0) -> None:
+    def __init__(self, root: Path, free_space_limit_mb: int = 0, tmp: Path | None = None) -> None:
         self.root = Path(root)
-        self.tmp = self.root / TMP
+        self.tmp = Path(tmp) if tmp is not None else self.root / TMP
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.free_space_limit = free_space_limit_mb * 1024 * 1024
         #: Day folders known to exist: a mkdir per instance is a wasted system call (recreated if removed).
@@ -110,13 +113,15 @@ class FileStore:
         """A new temporary file for a large data set being received (see :class:`Spool`)."""
         return Spool(self.tmp / f"{uuid.uuid4().hex}.spool")
 
-    def write(self, chunks: list[bytes | memoryview | Spool]) -> str:
+    def write(self, chunks: list[bytes | memoryview | Spool], enforce_limit: bool = True) -> str:
         """Write one file durably and return its path relative to the store root.
 
         Parameters
         ----------
         chunks : list of bytes or Spool
             The file's content, in order; a :class:`Spool` is copied by the kernel, not read into memory.
+        enforce_limit : bool
+            False for a file that replaces a bigger one (archiving): only a full disk stops it.
 
         Raises
         ------
@@ -125,7 +130,8 @@ class FileStore:
             nothing is left behind.
         """
         size = sum(len(c) for c in chunks)
-        self.check_space(size)
+        if enforce_limit:
+            self.check_space(size)
         name = uuid.uuid4().hex
         rel = f"{datetime.now():%Y/%m/%d}/{name}.dcm"
         final = self.root / rel
@@ -173,6 +179,25 @@ class FileStore:
             self._folders.discard(folder)  # the day folder was removed behind our back
             folder.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno != 18:  # EXDEV: temp_dir on another file system
+                raise
+            self._copy_in(tmp, final)
+
+    def _copy_in(self, tmp: Path, final: Path) -> None:
+        """Bring a finished file from a temp_dir on another file system: copy, flush, rename, remove."""
+        local = self.root / TMP / tmp.name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "rb") as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(local, final)
+        except BaseException:
+            local.unlink(missing_ok=True)
+            raise
+        tmp.unlink(missing_ok=True)
 
     def finish_interrupted(self, rel: str) -> bool:
         """Move a complete file whose rename a crash may have undone into place; True if there was one.
@@ -181,11 +206,11 @@ class FileStore:
         flushed, so ``tmp/<uuid>.part`` is whole (see the module docstring).
         """
         final = self.root / rel
-        tmp = self.tmp / f"{Path(rel).stem}.part"
-        if final.exists() or not tmp.exists():
+        name = f"{Path(rel).stem}.part"
+        tmp = next((t for t in (self.root / TMP / name, self.tmp / name) if t.exists()), None)
+        if final.exists() or tmp is None:
             return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        self._rename(tmp, final)
         return True
 
     def path(self, rel: str) -> Path:
@@ -199,9 +224,13 @@ class FileStore:
     def clean_tmp(self) -> int:
         """Remove unfinished writes left by a crash; return how many there were."""
         count = 0
-        for leftover in self.tmp.iterdir():
-            leftover.unlink(missing_ok=True)
-            count += 1
+        for folder in dict.fromkeys((self.tmp, self.root / TMP)):
+            if not folder.is_dir():
+                continue
+            for leftover in folder.iterdir():
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+                    count += 1
         if count:
             LOGGER.warning("removed %d unfinished file(s) left in %s by an interrupted store", count, self.tmp)
         return count

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="curl dcmtk orthanc orthanc-dicomweb orthanc-gdcm poppler-utils zbar-tools xorriso chromium fonts-dejavu-core fonts-wqy-zenhei libusb-1.0-0 hwdata rabbitmq-server"
+DEBS="curl dcmtk orthanc orthanc-dicomweb orthanc-gdcm poppler-utils zbar-tools xorriso chromium fonts-dejavu-core fonts-wqy-zenhei libusb-1.0-0 hwdata rabbitmq-server libgdcm-tools"
 missing=""
 for deb in $DEBS; do
     dpkg -s "$deb" >/dev/null 2>&1 || missing="$missing $deb"

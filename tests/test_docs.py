@@ -54,9 +54,14 @@ def test_every_config_key_is_documented() -> None:
         "dicomweb": config.DicomWebConfig,
         "api": config.ApiConfig,
         "amqp": config.AmqpConfig,
+        "[storage]": config.StorageConfig,
+        "maintenance": config.MaintenanceConfig,
+        "archiving": config.ArchivingConfig,
+        "deletion": config.DeletionConfig,
+        "email": config.EmailConfig,
     }
     skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
-            "dicomweb", "api", "amqp"}
+            "dicomweb", "api", "amqp", "storages", "maintenance", "archiving", "deletion", "email"}
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

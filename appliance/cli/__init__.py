@@ -20,6 +20,7 @@ from typing import Any
 from appliance import __version__, permissions
 from appliance.cli import amqp as cli_amqp
 from appliance.cli import forwarding as cli_forwarding
+from appliance.cli import upkeep as cli_upkeep
 from appliance.cli import web as cli_web
 from appliance.config import Config, load_config
 from appliance.db import Database, describe
@@ -51,7 +52,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     lock = DataFolderLock(cfg.data_dir)
     lock.acquire()
     # Patient data is for the service user and its group only: earlier runs' loose modes are taken away.
-    changed = permissions.make_private(cfg.data_dir, skip=(cfg.store_dir, *_hot_folders(cfg)))
+    storages = (cfg.store_dir, *(Path(s.path) for s in cfg.storages), *([Path(cfg.temp_dir)] if cfg.temp_dir else []))
+    changed = permissions.make_private(cfg.data_dir, skip=(*storages, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     if changed:
         LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed,
@@ -76,6 +78,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
     publishing = build_publishing(app, cfg, links=web.site.link)  # the patient link's QR code on labels
     web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
+    upkeep = cli_upkeep.build_upkeep(app, cfg, web.site)  # archiving, deletion, storage checks
     forwarder = cli_forwarding.build_forwarding(app, cfg)
     # Sets the outbox triggers before the node opens its ports, so no new study or series goes unreported.
     messaging = cli_amqp.build_amqp(app, cfg)
@@ -96,6 +99,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         node.start()
         web.start()
         publishing.start()
+        upkeep.start()
         if forwarder is not None:
             forwarder.start()
         if messaging is not None:
@@ -119,6 +123,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         if forwarder is not None:
             forwarder.stop()
         node.stop()
+        upkeep.stop()
         publishing.stop()
         if messaging is not None:
             messaging.stop()
@@ -318,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_discs.add_parsers(sub, common)
     cli_web.add_parsers(sub, common)
+    cli_upkeep.add_parsers(sub, common)
     cli_forwarding.add_parsers(sub, common)
     cli_amqp.add_parsers(sub, common)
     return parser

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +74,8 @@ class AuthorSettings:
     budget : Budget or None
         Memory and time budget of each conversion of a received instance (a worker process);
         None converts in this process.
+    resolve : callable or None
+        Index path -> file (the storages, :meth:`appliance.storage.Storages.path`); None: ``store_dir / path``.
     """
 
     discs_dir: Path
@@ -83,6 +85,7 @@ class AuthorSettings:
     reserve_mb: int = 1000
     dcmdump: str | None = None
     budget: Budget | None = None
+    resolve: Callable[[str], Path] | None = None
 
 
 class _Oversize(Exception):
@@ -179,8 +182,9 @@ class DiscAuthor:
         pool.mkdir()
         staged: dict[str, StagedInstance] = {}
         for n, inst in enumerate(content.instances()):
+            source = self.settings.resolve(inst.path) if self.settings.resolve else self.settings.store_dir / inst.path
             try:
-                staged[inst.sop_uid] = stage_instance(self.settings.store_dir / inst.path, pool / f"{n:08d}",
+                staged[inst.sop_uid] = stage_instance(source, pool / f"{n:08d}",
                                                       inst.sop_uid, inst.transfer_syntax, self.allowed,
                                                       self.settings.budget)
             except BudgetExceeded as exc:

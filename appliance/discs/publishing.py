@@ -186,7 +186,7 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
     budget = Budget(preload=("appliance.discs.fileset",))
     settings = AuthorSettings(cfg.data_dir / "discs", cfg.store_dir, cfg.burn, cfg.institution,
                               max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump(),
-                              budget)
+                              budget, resolve=app.store_area.path)
     settings.discs_dir.mkdir(parents=True, exist_ok=True)
     labeler = DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution, links)
     author = DiscAuthor(app.db, jobs, settings, labeler)

@@ -30,6 +30,7 @@ ACTIONS = (
     "dicomweb.search", "dicomweb.retrieve", "dicomweb.metadata", "dicomweb.frames", "dicomweb.bulkdata",
     "dicomweb.rendered", "dicomweb.store", "dicomweb.wado", "access.refused", "api.read", "api.change",
     "apikey.add", "apikey.revoke", "apikey.master",
+    "storage.add", "storage.enable", "storage.disable", "email.test",
 )
 
 

@@ -56,4 +56,4 @@ def certificate_warnings() -> dict[str, list[str]]:
     return {"cert_warnings": get_site().cert_warnings() if user is not None and user.is_admin else []}
 
 
-from webui.staff import admin, auth, discs, forwarding, nodes, studies, worklist  # noqa: E402,F401  (routes register on import)
+from webui.staff import admin, auth, discs, forwarding, nodes, studies, upkeep, worklist  # noqa: E402,F401  (routes register on import)
