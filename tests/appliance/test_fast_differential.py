@@ -9,11 +9,16 @@ and C-FIND (random identifiers) requests, C-CANCEL, responses the node never ask
 PDUs of unknown type, truncated PDUs and PDUs whose declared length is not what was sent.
 
 Every PDU each node answers, up to the close of the connection, must be the same bytes, and both nodes must have
-stored the same instances (index rows and file bytes). Nothing is normalised on the wire: the A-ASSOCIATE-AC,
-every DIMSE response and every A-ABORT are compared byte for byte (the ancestor of this test,
-test_fastpath.py::test_same_bytes_as_pynetdicom, needs no normalisation either: association names, which carry
-a timestamp, never reach the wire). What is left to the implementation by DICOM and may differ is the way a
-closed connection looks from the peer (FIN or RST after an A-ABORT): both count as "closed".
+stored the same instances (index rows and file bytes). The A-ASSOCIATE-AC/RJ, every DIMSE response and the
+A-RELEASE-RP are compared byte for byte (as in the deterministic ancestor of this test,
+test_fastpath.py::test_same_bytes_as_pynetdicom: association names, which carry a timestamp, never reach the
+wire). Normalised, because DICOM leaves them to the implementation: the source and reason of an A-ABORT (compared
+as "an A-ABORT"), whatever follows the first A-ABORT before the close, and whether the close shows as FIN or RST.
+
+A declared PDU length that is not what was sent comes only on the last step of a sequence: a PDU cut short behind
+a request blocks pynetdicom's reader from sending the answer it owes (test_release_with_a_pdu_cut_short_behind_it).
+Each step waits for the answers it should get (or a short quiet time), so that no PDU overtakes an answer
+pynetdicom's polling threads still owe.
 
 The examples are derandomized, so CI runs the same sequences every time; ``APPLIANCE_FUZZ_EXAMPLES=N`` runs N
 random ones instead (a longer local hunt). A failure prints the sequence (plan and bytes) and both answers.
@@ -615,8 +620,6 @@ class Peer:
         deadline = time.monotonic() + (ANSWER_WAIT if expect else QUIET_WAIT)
         while not self.closed:
             if not self._fill(deadline):
-                if got < expect and not self.closed and os.environ.get("FUZZ_DEBUG"):
-                    print(f"TIMEOUT waiting {expect} got {got}: {rendered.label}")
                 break
             got += self._take()
             if got >= expect:
@@ -639,17 +642,10 @@ class Peer:
 def converse(port: int, rendered: list[Rendered]) -> list[bytes]:
     peer = Peer(port)
     desync = False
-    times = []
     for step in rendered:
-        t0 = time.monotonic()
         peer.step(step, 0 if desync else step.expect)
-        times.append(round(time.monotonic() - t0, 2))
         desync = desync or step.desync
-    t0 = time.monotonic()
-    out = peer.finish()
-    if os.environ.get("FUZZ_DEBUG"):
-        print("TIMES", port, times, round(time.monotonic() - t0, 2))
-    return out
+    return peer.finish()
 
 
 # -- the two nodes ---------------------------------------------------------------------------------------------
@@ -724,6 +720,18 @@ def stored(node: Node, uids: list[str]) -> list[tuple[Any, ...]]:
     return out
 
 
+def until_abort(answers: list[bytes]) -> list[bytes]:
+    """The answers up to the first A-ABORT, and whether the connection then closed.
+
+    What an acceptor still writes after its A-ABORT (pynetdicom sometimes a second A-ABORT for the rest of a PDU
+    it could not frame) is noise the peer must ignore (PS3.8 9.1.3).
+    """
+    for n, pdu in enumerate(answers):
+        if pdu[:1] == b"\x07":
+            return [*answers[:n + 1], answers[-1] if answers[-1] in (CLOSED, STILL_OPEN) else STILL_OPEN]
+    return answers
+
+
 def describe(rendered: list[Rendered], answers: dict[bool, list[bytes]]) -> str:
     lines = ["sequence sent:"]
     for n, step in enumerate(rendered):
@@ -737,7 +745,7 @@ def describe(rendered: list[Rendered], answers: dict[bool, list[bytes]]) -> str:
 
 _serial = itertools.count(1)
 _EXAMPLES = int(os.environ.get("APPLIANCE_FUZZ_EXAMPLES", "0"))
-_fuzz = settings(max_examples=_EXAMPLES or 70, derandomize=not _EXAMPLES, deadline=None, database=None,
+_fuzz = settings(max_examples=_EXAMPLES or 100, derandomize=not _EXAMPLES, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=False)
 
 
@@ -747,19 +755,8 @@ def run_both(pair: dict[bool, Node], plan: Plan) -> None:
     rendered = render(plan, inst)
     with ThreadPoolExecutor(2) as both:
         futures = {fast: both.submit(converse, node.port, rendered) for fast, node in pair.items()}
-        answers = {fast: future.result(timeout=120) for fast, future in futures.items()}
+        answers = {fast: until_abort(future.result(timeout=120)) for fast, future in futures.items()}
     note(describe(rendered, answers))
-    if os.environ.get("FUZZ_DEBUG"):
-        summary = []
-        for pdu in answers[False]:
-            if pdu[:1] == b"\x04":
-                try:
-                    summary.append(hex(decode_command(pdu[12:]).get(0x0900, -1)))
-                except ValueError:
-                    summary.append("pdata")
-            else:
-                summary.append(pdu[:1].hex() if pdu[:1] != b"<" else pdu.decode(errors="replace")[:10])
-        print("SUMMARY", len(rendered), " ".join(summary))
     assert answers[True] == answers[False], describe(rendered, answers)
     kept = {fast: stored(node, inst.uids()) for fast, node in pair.items()}
     if kept[True] != kept[False]:  # a store the answers did not wait for may still be under way: wait, look again
@@ -772,4 +769,15 @@ def run_both(pair: dict[bool, Node], plan: Plan) -> None:
 @_fuzz
 @given(plan=plans)
 def test_same_answers_to_random_pdu_sequences(pair: dict[bool, Node], plan: Plan) -> None:
+    run_both(pair, plan)
+
+
+@pytest.mark.xfail(strict=True, reason="pynetdicom's DUL thread both reads and sends: once the first bytes of the "
+                   "next PDU are in, it blocks reading the rest and never sends the A-RELEASE-RP (nor a C-STORE-RSP) "
+                   "it owes; the fast path answers what is complete. Reported in issue 13; which one is wanted is the "
+                   "lead's call")
+def test_release_with_a_pdu_cut_short_behind_it(pair: dict[bool, Node]) -> None:
+    """An A-RELEASE-RQ that declares 0 bytes (its 4 reserved bytes missing) and one stray byte behind it."""
+    plan = Plan(Associate(AET, "FULL", (Context(VERIFICATION, (IMPLICIT,)),), 16384),
+                (Step(RawPdu("release"), length_delta=-4),))
     run_both(pair, plan)
