@@ -8,17 +8,14 @@ once a minute); shown on the staff settings page.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from appliance.db import AMQP_MESSAGES, Database
+from appliance.db import AMQP_MESSAGES
+from appliance.retention import RetainedLog, now_text
 
 LOGGER = logging.getLogger(__name__)
 
-_PURGE_INTERVAL = 60.0
 #: Bodies longer than this are cut in the log (an oversized input message is not kept whole).
 MAX_LOGGED_BYTES = 64 * 1024
 
@@ -40,12 +37,7 @@ class LoggedAmqpMessage:
     body: bytes
 
 
-def now_text() -> str:
-    """Local time as the log keeps it."""
-    return datetime.now().isoformat(timespec="milliseconds")
-
-
-class AmqpLog:
+class AmqpLog(RetainedLog):
     """The message log with a retention limit.
 
     Parameters
@@ -56,11 +48,9 @@ class AmqpLog:
         Days an entry is kept; 0 keeps nothing.
     """
 
-    def __init__(self, db: Database, retention_days: int = 30) -> None:
-        self.db = db
-        self.retention_days = retention_days
-        self._last_purge = 0.0
-        self._lock = threading.Lock()
+    table = AMQP_MESSAGES
+    time_column = "time"
+    label = "AMQP message log"
 
     def rows(self, direction: str, address: str, message_id: str, outcome: str, error: str,
              body: bytes) -> list[tuple[str, tuple[object, ...]]]:
@@ -83,34 +73,7 @@ class AmqpLog:
                     conn.execute(sql, params)
         self.purge_if_due()
 
-    def purge_if_due(self) -> None:
-        """Purge at most once a minute."""
-        if self.retention_days <= 0:
-            return
-        with self._lock:
-            due = time.monotonic() - self._last_purge > _PURGE_INTERVAL
-            if due:
-                self._last_purge = time.monotonic()
-        if due:
-            self.purge()
-
-    def purge(self, now: datetime | None = None) -> int:
-        """Delete entries older than the retention limit; return how many."""
-        limit = (now or datetime.now()) - timedelta(days=self.retention_days)
-        with self.db.transaction() as conn:
-            n = conn.execute(f"DELETE FROM {AMQP_MESSAGES} WHERE time < ?",
-                             (limit.isoformat(timespec="milliseconds"),)).rowcount
-        if n:
-            LOGGER.info("AMQP message log: %d message(s) older than %d days deleted", n, self.retention_days)
-        return n
-
     def recent(self, limit: int = 100, direction: str | None = None) -> list[LoggedAmqpMessage]:
         """The newest entries first, optionally only ``in`` or ``out``."""
-        sql = f"SELECT * FROM {AMQP_MESSAGES}"
-        params: list[object] = []
-        if direction:
-            sql += " WHERE direction = ?"
-            params.append(direction)
-        sql += f" ORDER BY id DESC LIMIT {int(limit)}"
         return [LoggedAmqpMessage(r["id"], r["time"], r["direction"], r["address"], r["message_id"], r["outcome"],
-                                  r["error"], bytes(r["body"])) for r in self.db.conn.execute(sql, params)]
+                                  r["error"], bytes(r["body"])) for r in self.newest(limit, "direction", direction)]
