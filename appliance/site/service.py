@@ -640,21 +640,39 @@ class Site:
         """
         return self.jobs.get(job_id)
 
+    def study_labels(self, study_uids: list[str]) -> dict[str, str]:
+        """A short name for each stored study, as the burn queue shows it: date, then description or modalities."""
+        out: dict[str, str] = {}
+        for start in range(0, len(study_uids), 500):
+            part = study_uids[start:start + 500]
+            rows = self.app.db.conn.execute(
+                f"SELECT study_uid, study_date, description, modalities FROM studies WHERE study_uid IN "
+                f"({','.join('?' * len(part))})", part)
+            for row in rows:
+                date = row["study_date"]
+                shown = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date
+                what = row["description"] or row["modalities"].replace("\\", "/") or "study"
+                out[row["study_uid"]] = f"{shown} {what}".strip()
+        return out
+
     def job_rows(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest disc jobs as plain data for the burn queue page and its JSON.
 
-        Each row has ``id, state, patient_name, patient_id, studies, robot, media, discs, copies, size, source,
-        parent_id, attempt, note, needs_staff, progress`` (one text per disc), ``updated``, ``actions`` (those
-        its state allows) and ``labels`` (disc numbers with a label PDF to preview).
+        Each row has ``id, state, patient_name, patient_id, studies, study_labels, robot, media, discs, copies,
+        size, source, parent_id, attempt, note, needs_staff, progress`` (one text per disc), ``updated``,
+        ``actions`` (those its state allows) and ``labels`` (disc numbers with a label PDF to preview).
         """
         rows = []
-        for job in self.jobs.recent(limit=limit):
+        recent = self.jobs.recent(limit=limit)
+        names = self.study_labels(sorted({s for job in recent for s in job.studies}))
+        for job in recent:
             discs = self.jobs.discs(job.id)
             progress = [f"disc {d.number}: {d.robot_state or 'waiting'}" + (f" – {d.reason}" if d.reason else "")
                         for d in discs if d.ticket or d.robot_state]
             rows.append({
                 "id": job.id, "state": job.state.value, "patient_name": job.patient_name,
-                "patient_id": job.patient_id, "studies": list(job.studies), "robot": job.robot,
+                "patient_id": job.patient_id, "studies": list(job.studies),
+                "study_labels": [names.get(s, f"study {n}") for n, s in enumerate(job.studies, 1)], "robot": job.robot,
                 "media": job.media, "discs": job.disc_count, "copies": job.copies, "size": job.size,
                 "source": job.source, "parent_id": job.parent_id, "attempt": job.attempt,
                 "note": job.error if job.state.value == "failed" else job.message,

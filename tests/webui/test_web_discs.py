@@ -257,7 +257,7 @@ def test_worklist_status_colours_reset_and_delete(env, admin, desk) -> None:
     hl7_order(env, msg_id="MSG0003")
     assert "its 1 step(s) were deleted" in follow(admin, post(env, admin, "/staff/worklist/items/1.2.3.4/delete"))
     assert post(env, admin, "/staff/worklist/items/1.2.3.4/delete").status_code == 404
-    assert "No worklist item." in text(admin.get("/staff/worklist"))
+    assert "The worklist is empty" in text(admin.get("/staff/worklist"))
 
 
 # -- HL7 log and certificates ------------------------------------------------------------------------
@@ -288,3 +288,14 @@ def test_certificate_banner_for_admins_only(env, admin, desk, monkeypatch) -> No
 
 def test_no_banner_without_expiring_certificates(env, admin) -> None:
     assert 'id="cert-warnings"' not in text(admin.get("/staff/studies"))
+
+
+def test_the_burn_queue_names_studies_by_date_and_description(env, admin) -> None:
+    """Not "study 1" (issue 20, item 11): the date and description a person recognises."""
+    ct = env.studies["ct"]
+    env.site.burn(ct, actor="test")
+    row = next(r for r in env.site.job_rows() if ct in r["studies"])
+    date = env.site.study(ct)["study_date"]
+    label = f"{date[:4]}-{date[4:6]}-{date[6:]} CT THORAX"
+    assert row["study_labels"] == [label]
+    assert label in text(admin.get("/staff/jobs"))

@@ -110,4 +110,6 @@ def hl7() -> str:
     ack = request.args.get("ack", "").upper()
     if ack not in ("", "AA", "AE", "AR"):
         abort(400, description="The ACK code must be AA, AE or AR.")
-    return render_template("staff/hl7.html", messages=get_site().hl7_messages(200, ack), ack=ack)
+    site = get_site()
+    return render_template("staff/hl7.html", messages=site.hl7_messages(200, ack), ack=ack,
+                           retention_days=site.config.hl7.log_retention_days)

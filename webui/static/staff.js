@@ -92,7 +92,7 @@
       var studies = el("td", {}, []);
       j.studies.forEach(function (s, i) {
         if (i) { studies.appendChild(document.createTextNode(", ")); }
-        studies.appendChild(el("a", { href: studyUrl.replace("UID", encodeURIComponent(s)), "class": "small", text: "study " + (i + 1) }));
+        studies.appendChild(el("a", { href: studyUrl.replace("UID", encodeURIComponent(s)), "class": "small", text: j.study_labels[i] }));
       });
       var progress = el("td", { "class": "progress" }, []);
       if (j.note) { progress.appendChild(el("span", { "class": "note", text: j.note })); }
