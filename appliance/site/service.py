@@ -122,7 +122,11 @@ def mask_settings(cfg: Config) -> list[tuple[str, list[tuple[str, str]]]]:
         if isinstance(value, Mapping):
             return ", ".join(f"{k} = {show(str(k), v)}" for k, v in value.items()) or "(none)"
         if isinstance(value, list | tuple):
-            return ", ".join(str(v) for v in value) or "(none)"
+            return ", ".join(show(key, v) for v in value) or "(none)"
+        if isinstance(value, bool):  # as the config file spells it, so it can be copied there
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
         return str(value)
 
     sections: list[tuple[str, list[tuple[str, str]]]] = []
@@ -138,6 +142,13 @@ def mask_settings(cfg: Config) -> list[tuple[str, list[tuple[str, str]]]]:
                 rows.append((g.name, show(g.name, inner)))
             sections.append((f.name, rows))
         elif isinstance(value, Mapping):
+            if not value and f.name == "robots":  # the built-in demo robots run when no table is given
+                from appliance.discs.publishing import robot_tables
+
+                value = {f"{name} (built-in demo)": table for name, table in robot_tables(cfg).items()}
+            if not value:
+                sections.append((f.name, [("(every key)", "the defaults (see docs)")]))
+                continue
             flat = [(str(k), show(str(k), v)) for k, v in value.items() if not isinstance(v, Mapping)]
             if flat:
                 sections.append((f.name, flat))

@@ -332,6 +332,16 @@ def test_settings_mask_secrets(tmp_path: Path) -> None:
     assert dict(sections["web"])["token_days"] == "60"
     assert dict(sections["labels"])["logo"] == "l.png"
     assert "hunter2" not in repr(sections)
+    assert dict(sections["robots.epson"])["simulate"] == "true"  # as the config file spells it
+
+
+def test_settings_show_values_as_the_config_file_spells_them_and_every_table(tmp_path: Path) -> None:
+    """Issue 20, item 11: no ``20.0`` / ``True``, and the robots and labels tables are shown also on defaults."""
+    sections = dict(mask_settings(parse_config({"appliance": {"data_dir": str(tmp_path)}})))
+    assert dict(sections["dicom"])["acse_timeout"] == "30"
+    assert dict(sections["dicom"])["accept_any_ae"] == "true"
+    assert dict(sections["robots.epson (built-in demo)"])["simulate"] == "true"
+    assert "labels" in sections
 
 
 def test_web_config_validation() -> None:
