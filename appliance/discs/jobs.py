@@ -335,6 +335,9 @@ class JobStore:
             The job is not failed or cancelled.
         """
         job = self.get(job_id)
+        if job.state is JobState.DONE:  # the common slip: the staff meant "burn it again"
+            raise InvalidTransition(f"job {job_id} is done; to burn its discs again use reburn "
+                                    f"(`appliance jobs reburn {job_id}`), for new labels reprint")
         return self.transition(job_id, JobState.QUEUED, reason, expect=(JobState.FAILED, JobState.CANCELLED),
                                attempt=job.attempt + 1, error="", message="", needs_staff=False)
 

@@ -53,7 +53,7 @@ def test_done_is_final_and_reburn_makes_a_new_job(jobs: JobStore) -> None:
     for state in JobState:
         with pytest.raises(InvalidTransition):
             jobs.transition(job_id, state)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition, match=f"is done; to burn its discs again use reburn .*jobs reburn {job_id}"):
         jobs.retry(job_id)
     child = jobs.get(jobs.repeat(job_id, "reprint", copies=3, robot="epson"))
     assert (child.parent_id, child.source, child.copies, child.robot, child.called_ae) == (
