@@ -151,7 +151,7 @@ class JobProgress:
     ----------
     state : JobState
     reason : str
-        One readable English sentence for staff ("publishing disc 2 of 3", "input stacker empty: ...").
+        One readable English sentence for staff ("publishing copy 2 of 3", "input stacker empty: ...").
     error_code : str or None
         The vendor's code (``"RTN000"``, ``"job-18"``) when there is one.
     retry_possible : bool

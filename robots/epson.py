@@ -567,7 +567,7 @@ def _running(files: Mapping[str, Path], section: Mapping[str, str], stf: Ini, ti
         return JobProgress(JobState.ACCEPTED, "TD Bridge is checking the job", retry_possible=True, raw=raw)
     if status == 2:
         state = JobState.BURNING
-        reason = f"publishing disc {min(done + bad + 1, total or done + bad + 1)} of {total or '?'}"
+        reason = f"publishing copy {min(done + bad + 1, total or done + bad + 1)} of {total or '?'}"
     else:
         state = JobState.ACCEPTED
         active = _job_list(stf, "ACTIVE_JOB")

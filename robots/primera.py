@@ -516,7 +516,7 @@ def _running(in_process: bool, section: Mapping[str, str], robot_sec: Mapping[st
         total = good + bad + (remaining or 0)
         what = STATUS_STATES.get(step or 0, "working") if step is not None else "working"
         reason = (
-            f"{what}, disc {min(good + bad + 1, total)} of {total}"
+            f"{what}, copy {min(good + bad + 1, total)} of {total}"
             if remaining is not None and total
             else what
         )

@@ -39,7 +39,7 @@ def test_a_rev_c_status_file_without_tdb_info_is_an_online_bridge(tmp_path: Path
     assert status.ink == {"cyan": 60, "black": 70} and status.media == {"stacker 1 (CD)": 80}
     assert status.bridge == "TD Bridge"  # no version without [TDB_INFO]
     progress = robot.poll("J1")
-    assert (progress.state, progress.reason) == (JobState.BURNING, "publishing disc 1 of 2")
+    assert (progress.state, progress.reason) == (JobState.BURNING, "publishing copy 1 of 2")
 
 
 def test_offline_means_a_missing_or_stale_status_file(tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ def test_a_moved_job_is_followed_not_failed(tmp_path: Path) -> None:
     _status(tmp_path, SYSTEM.replace("100", "101"), {"Bravo A": MOVED, "Bravo B": ON_B})
     burning = robot.poll("J1")
     assert burning.state == JobState.BURNING
-    assert burning.reason == "recording, disc 2 of 2 (moved to robot Bravo B)"
+    assert burning.reason == "recording, copy 2 of 2 (moved to robot Bravo B)"
     (tmp_path / "J1.INP").rename(tmp_path / "J1.DON")
     done_b = ON_B.replace("JobState=1", "JobState=2").replace("GoodDiscs=1", "GoodDiscs=2")
     _status(tmp_path, SYSTEM.replace("100", "102"), {"Bravo A": MOVED, "Bravo B": done_b})
