@@ -48,9 +48,9 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
         If the title is not valid.
     """
     if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
-        raise ConfigError(
-            f"{what} {value!r} is not valid: use 1-16 printable ASCII characters, no backslash"
-        )
+        # Quoted as typed: repr() would show a typed backslash doubled.
+        shown = f'"{value}"' if isinstance(value, str) and value.isprintable() else repr(value)
+        raise ConfigError(f"{what} {shown} is not valid: use 1-16 printable ASCII characters, no backslash")
     if value != value.strip():
         raise ConfigError(f"{what} {value!r} must not start or end with spaces")
     return value

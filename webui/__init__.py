@@ -40,6 +40,22 @@ _TITLES = {
 }
 
 
+#: Audit actions in the words of the staff pages (the raw names stay in the database and its filters).
+_ACTION_WORDS = {
+    "token.open": "link opened", "token.failed": "wrong link", "token.rate_limited": "too many wrong links",
+    "token.revoke": "link revoked", "token.extend": "link end date set", "token.regenerate": "new link made",
+    "token.slip": "slip printed", "token.link": "link shown", "study.view": "study viewed",
+    "study.download": "study downloaded", "series.download": "series downloaded", "study.delete": "study deleted",
+    "series.delete": "series deleted", "dicomweb.retrieve": "retrieved (DICOMweb)", "dicomweb.search":
+    "searched (DICOMweb)", "dicomweb.store": "stored (DICOMweb)", "access.refused": "access refused",
+}
+
+
+def format_action(value: str) -> str:
+    """An audit action as staff read it (``token.link`` -> ``link shown``); unknown ones as they are."""
+    return _ACTION_WORDS.get(value, value.replace(".", " ").replace("_", " "))
+
+
 def format_pn(value: str) -> str:
     """A DICOM person name as people write it: ``DOE^JOHN^A`` -> ``DOE, JOHN A``."""
     first = (value or "").split("=")[0]
@@ -121,7 +137,8 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     app.register_blueprint(api_bp)
     app.register_blueprint(api_v1_bp)
     app.after_request(set_headers)
-    app.jinja_env.filters.update(pn=format_pn, da=format_da, size=human_size, localtime=format_time)
+    app.jinja_env.filters.update(pn=format_pn, da=format_da, size=human_size, localtime=format_time,
+                                  action=format_action)
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__)
 
     @app.context_processor
@@ -163,7 +180,9 @@ def _error_page(code: int, message: str) -> Any:
     template = "staff/error.html" if audience == "staff" else "patient/error.html"
     if code == 404 and audience != "staff":
         template = "patient/not_found.html"
-    body = render_template(template, code=code, title=_TITLES.get(code, "Error"), message=message)
+    # People get words, not an HTTP reason phrase (issue 20, item 11: a patient saw "Bad request").
+    title = {400: "That did not work"}.get(code) or _TITLES.get(code, "Error")
+    body = render_template(template, code=code, title=title, message=message)
     response = make_response(body, code)
     if code == 429 and g.get("retry_after"):
         response.headers["Retry-After"] = str(g.retry_after)

@@ -122,6 +122,12 @@ def test_invalid_ae_titles_are_refused(title: str) -> None:
         parse_config({"dicom": {"nodes": [{"ae_title": title}]}})
 
 
+def test_the_error_shows_the_title_as_typed() -> None:
+    """Issue 20, item 11: a typed backslash is shown once, not doubled by repr()."""
+    with pytest.raises(ConfigError, match=r'"BACK\\SLASH" is not valid'):
+        validate_ae_title("BACK\\SLASH")
+
+
 def test_valid_ae_titles() -> None:
     for title in ("A", "X" * 16, "MOD-1_CT.2", "lower case"):
         assert validate_ae_title(title) == title

@@ -266,3 +266,12 @@ def test_audit_rows_survive_close(env, client) -> None:
     env.site.close()  # commits what the background writer still holds
     count = env.app.db.conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'token.open'").fetchone()[0]
     assert count == 1
+
+
+def test_a_patient_never_sees_an_http_reason_phrase(env) -> None:
+    """Issue 20, item 11: a broken request shows words a patient understands, not "Bad request"."""
+    from webui import _error_page
+
+    with env.flask.test_request_context("/study"):
+        body = _error_page(400, "").get_data(as_text=True)
+    assert "That did not work" in body and "Bad request" not in body

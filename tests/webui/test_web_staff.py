@@ -426,3 +426,11 @@ def test_errors_are_pages_not_tracebacks(env, admin, monkeypatch) -> None:
     assert response.status_code == 500 and "secret detail" not in text(response)
     big = admin.post("/staff/login", data={"name": "x" * 400_000})
     assert big.status_code == 413
+
+
+def test_the_study_access_log_speaks_words_not_event_names(env, desk) -> None:
+    """Issue 20, item 11: ``link shown``, not ``token.link``."""
+    mr = env.studies["mr"]
+    desk.get(f"/staff/studies/{mr}/link")
+    page = text(desk.get(f"/staff/studies/{mr}"))
+    assert "link shown" in page and "token.link" not in page
