@@ -125,7 +125,7 @@ def test_patient_opens_link_and_scrolls_the_viewer(live, browser, shot) -> None:
     page.get_by_role("link", name="Leave").click()
     page.wait_for_selector("text=You have left your images")
     page.goto(f"{site.url}/study")
-    page.wait_for_selector("text=This link is not valid or has expired")
+    page.wait_for_selector("text=Please open the link to your images")
     page.close()
 
 
@@ -148,7 +148,7 @@ def test_expired_and_wrong_links_look_the_same(live, browser, shot) -> None:
     shot(page, "patient-expired")
     page.goto(f"{site.url}/token?{'W' * 64}")
     assert page.locator("main").inner_text() == expired
-    assert "This link is not valid or has expired" in expired
+    assert "Please open the link to your images" in expired
     page.close()
 
 

@@ -11,7 +11,7 @@ from pydicom import dcmread
 
 from appliance.site.tokens import hash_token
 
-NEUTRAL = "This link is not valid or has expired"
+NEUTRAL = "Please open the link to your images"
 
 
 def open_link(client, token: str):
@@ -198,7 +198,10 @@ def test_leave_ends_the_session(env, client) -> None:
     open_link(client, env.token("ct"))
     response = client.get("/leave")
     assert response.status_code == 200 and "You have left" in response.get_data(as_text=True)
-    assert client.get("/study").status_code == 404
+    after = client.get("/study")
+    # The link still works: the page after Leave must not say it expired (issue 20, item 11).
+    assert after.status_code == 404 and "expired" not in after.get_data(as_text=True).lower()
+    assert "open that link again" in after.get_data(as_text=True)
 
 
 def test_deleted_study_closes_its_link(env, client) -> None:
