@@ -78,7 +78,7 @@ def test_burn_jobs_label_and_robots_commands(serve, tmp_path: Path) -> None:
     refused = cli(config, "jobs", "cancel", "2")
     assert refused.returncode == 7 and "job 2 is done" in refused.stderr
     not_failed = cli(config, "jobs", "retry", "2")
-    assert not_failed.returncode == 7 and "it cannot become queued" in not_failed.stderr
+    assert not_failed.returncode == 7 and "is done; to burn its discs again use reburn" in not_failed.stderr
 
     label = cli(config, "label", "--study", study, "--out", str(tmp_path / "out" / "label.pdf"))
     assert label.returncode == 0, label.stderr
