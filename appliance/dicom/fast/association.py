@@ -571,20 +571,20 @@ class FastAssociation:
             return True
         if field == _C_CANCEL_RQ:
             return True
+        # A request missing a parameter (Message ID, Affected SOP Class/Instance UID, Priority) is ignored, as
+        # pynetdicom ignores it, before its context is looked at; the association goes on.
+        if field == _C_STORE_RQ and not {0x0110, 0x0002, 0x1000, 0x0700} <= command.keys():
+            LOGGER.warning("Received unexpected C-STORE service message")
+            return True
+        if field == _C_ECHO_RQ and not {0x0110, 0x0002} <= command.keys():
+            LOGGER.warning("Received unexpected C-ECHO service message")
+            return True
         if context is None:
             LOGGER.info("Received DIMSE message with invalid or rejected context ID: %s", context_id)
             self._abort(0x00, 0x00)
             return False
         if field == _C_STORE_RQ:
-            if not {0x0110, 0x0002, 0x1000, 0x0700} <= command.keys():
-                # A parameter missing (Message ID, Affected SOP Class/Instance UID, Priority): pynetdicom ignores the
-                # request, and the association goes on.
-                LOGGER.warning("Received unexpected C-STORE service message")
-                return True
             self._send(self._store(command, data, context))
-            return True
-        if field == _C_ECHO_RQ and not {0x0110, 0x0002} <= command.keys():
-            LOGGER.warning("Received unexpected C-ECHO service message")  # pynetdicom ignores it too
             return True
         if field == _C_ECHO_RQ and command[0x0002] == VERIFICATION:
             self._send(self._echo(command, context))
