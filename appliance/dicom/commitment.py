@@ -32,6 +32,28 @@ INSTANCE = "1.2.840.10008.1.20.1.1"
 NO_SUCH_ACTION, INVALID_ARGUMENT, MISSING_ATTRIBUTE = 0x0123, 0x0115, 0x0120
 
 
+def refusal(app: Appliance, peer: str, sop_class: str) -> int | Dataset | None:
+    """The status refusing a Storage Commitment message (N-ACTION or N-EVENT-REPORT) up front, or None.
+
+    0x0124 when ``peer`` has no commit right; 0x0118 when the message is not for the Storage Commitment class.
+    """
+    if not app.may(peer, "commit"):
+        return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no commit right")
+    if sop_class != STORAGE_COMMITMENT:
+        return 0x0118
+    return None
+
+
+def referenced_sop(sop_class: str, sop_uid: str, reason: int | None = None) -> Dataset:
+    """An item of a Referenced (or, with ``reason``, Failed) SOP Sequence."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_uid
+    if reason is not None:
+        item.FailureReason = reason
+    return item
+
+
 def handle_n_action(event: Event, app: Appliance, reporter: Callable[[Event, Appliance, Dataset], None]
                     ) -> tuple[int | Dataset, Dataset | None]:
     """N-ACTION: accept a Storage Commitment request; the report follows on ``reporter``'s thread.
@@ -45,10 +67,9 @@ def handle_n_action(event: Event, app: Appliance, reporter: Callable[[Event, App
     """
     req: Any = event.request
     peer = handlers.calling_ae(event)
-    if not app.may(peer, "commit"):
-        return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no commit right"), None
-    if str(req.RequestedSOPClassUID) != STORAGE_COMMITMENT:
-        return 0x0118, None
+    refused = refusal(app, peer, str(req.RequestedSOPClassUID))
+    if refused is not None:
+        return refused, None
     if req.ActionTypeID != 1:
         return guard.refusal(NO_SUCH_ACTION, "Storage Commitment has action type 1 only"), None
     try:
@@ -75,20 +96,9 @@ def report(app: Appliance, info: Dataset) -> tuple[int, Dataset]:
     out.TransactionUID = info.TransactionUID
     out.RetrieveAETitle = app.config.dicom.ae_title
     if committed:
-        out.ReferencedSOPSequence = []
-        for sop_class, sop_uid in committed:
-            item = Dataset()
-            item.ReferencedSOPClassUID = sop_class
-            item.ReferencedSOPInstanceUID = sop_uid
-            out.ReferencedSOPSequence.append(item)
+        out.ReferencedSOPSequence = [referenced_sop(sop_class, sop_uid) for sop_class, sop_uid in committed]
     if failed:
-        out.FailedSOPSequence = []
-        for sop_class, sop_uid, reason in failed:
-            item = Dataset()
-            item.ReferencedSOPClassUID = sop_class
-            item.ReferencedSOPInstanceUID = sop_uid
-            item.FailureReason = reason
-            out.FailedSOPSequence.append(item)
+        out.FailedSOPSequence = [referenced_sop(sop_class, sop_uid, reason) for sop_class, sop_uid, reason in failed]
     return (2 if failed else 1), out
 
 

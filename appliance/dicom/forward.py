@@ -23,7 +23,7 @@ from pynetdicom.events import Event
 from appliance.config import ForwardingConfig
 from appliance.core import IMPLEMENTATION_VERSION, Appliance
 from appliance.dicom import guard, handlers, retrieve, status
-from appliance.dicom.commitment import INSTANCE
+from appliance.dicom.commitment import INSTANCE, referenced_sop, refusal
 from appliance.dicom.fast.scu import AssociationLost, Identity, StoreSCU, Timeouts
 from appliance.dicom.policy import STORAGE_COMMITMENT
 from appliance.errors import CodecError
@@ -171,12 +171,7 @@ def request(instances: list[StoredInstance], transaction_uid: str) -> Dataset:
     """The Action Information of a Storage Commitment request."""
     ds = Dataset()
     ds.TransactionUID = transaction_uid
-    ds.ReferencedSOPSequence = []
-    for inst in instances:
-        item = Dataset()
-        item.ReferencedSOPClassUID = inst.sop_class_uid
-        item.ReferencedSOPInstanceUID = inst.sop_uid
-        ds.ReferencedSOPSequence.append(item)
+    ds.ReferencedSOPSequence = [referenced_sop(inst.sop_class_uid, inst.sop_uid) for inst in instances]
     return ds
 
 
@@ -201,10 +196,9 @@ def handle_n_event_report(event: Event, app: Appliance) -> tuple[int | Dataset, 
     """
     req: Any = event.request
     peer = handlers.calling_ae(event)
-    if not app.may(peer, "commit"):
-        return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no commit right"), None
-    if str(req.AffectedSOPClassUID) != STORAGE_COMMITMENT:
-        return 0x0118, None
+    refused = refusal(app, peer, str(req.AffectedSOPClassUID))
+    if refused is not None:
+        return refused, None
     try:
         report = parse_report(event.event_information)
     except Exception as exc:
