@@ -3,6 +3,11 @@
 Stored files are kept exactly as received; what leaves the box is converted here when the receiver
 needs another transfer syntax. Decoding and encoding use pydicom's pixel handlers with the
 pylibjpeg plugins (libjpeg, openjpeg, rle) and pyjpegls (CharLS): no codec is written by hand.
+pydicom has no encoder for the JPEG (ISO 10918) syntaxes, so those two come from elsewhere: JPEG
+Lossless SV1 from GDCM (``python-gdcm``: every bit depth from 2 to 16, signed, colour) and 8-bit JPEG
+Baseline from Pillow (libjpeg, with the 4:2:2 subsampling DICOM's ``YBR_FULL_422`` names; GDCM's
+wheel subsamples 4:2:0 and mislabels its 12-bit streams). GDCM is also a pydicom decoder plugin;
+pylibjpeg stays the first one tried (:func:`_gdcm_decodes_last`).
 
 Rules (PS3.5 8, PS3.3 C.7.6.1.1.5):
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
@@ -29,7 +35,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.pixels import get_decoder, get_encoder
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder, get_encoder, pixel_array
+from pydicom.pixels.processing import convert_color_space
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -47,6 +55,13 @@ from pydicom.uid import (
 
 from appliance.config import TS_NAMES
 from appliance.errors import CodecError
+
+try:
+    import gdcm
+
+    HAVE_GDCM = True
+except ImportError:  # pragma: no cover - python-gdcm is a dependency; without it JPEG Lossless is not offered
+    HAVE_GDCM = False
 
 #: ``preferred_ts`` names (:data:`appliance.config.TS_NAMES`) -> transfer syntax; "as-is" sends what is stored.
 PREFERRED_TS: dict[str, UID | None] = dict(zip(TS_NAMES, (
@@ -95,6 +110,8 @@ def _decodable(ts: UID) -> bool:
 
 
 def _encodable(ts: UID) -> bool:
+    if ts in _OWN_ENCODERS:
+        return ts != JPEGLosslessSV1 or HAVE_GDCM
     try:
         return bool(get_encoder(ts).is_available)
     except NotImplementedError:
@@ -237,13 +254,14 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         if target in (JPEG2000, JPEG2000Lossless) and min(int(ds.Rows), int(ds.Columns)) < 32:
             # OpenJPEG always makes 6 resolution levels, which needs 32 pixels in each direction.
             raise CodecError(f"{target.name}: images smaller than 32x32 pixels cannot be encoded")
-        if target in (JPEG2000, JPEG2000Lossless) and str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL":
-            # PS3.5 8.2.4 lists RGB, YBR_RCT and YBR_ICT for colour JPEG 2000; GDCM refuses YBR_FULL in it.
-            raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
-                             "YBR_ICT)")
         raw_size = len(ds.PixelData)
-        ds.compress(target, generate_instance_uid=False, encoding_plugin=_encoding_plugin(target),
-                    **LOSSY_OPTIONS.get(target, {}))
+        if target in _OWN_ENCODERS:
+            _compress_jpeg(ds, target)
+        else:
+            if target in (JPEG2000, JPEG2000Lossless):
+                _j2k_colour(ds, target)
+            ds.compress(target, generate_instance_uid=False, encoding_plugin=_encoding_plugin(target),
+                        **LOSSY_OPTIONS.get(target, {}))
         if target in _LOSSY_METHOD:
             _mark_lossy(ds, raw_size, target)
         return _write(ds, implicit=False, little=True)
@@ -263,6 +281,129 @@ _PREFERRED_PLUGIN = {RLELossless: "pylibjpeg"}
 def _encoding_plugin(target: UID) -> str:
     plugin = _PREFERRED_PLUGIN.get(target, "")
     return plugin if plugin and plugin in get_encoder(target).available_plugins else ""
+
+
+def _j2k_colour(ds: Dataset, target: UID) -> None:
+    """Set the Photometric Interpretation a colour JPEG 2000 image gets (PS3.5 8.2.4): RGB is encoded with the
+    multi-component transform, YBR_RCT when reversible, YBR_ICT when not.
+
+    pydicom's encoder applies the transform unless the interpretation is RGB, so it is set before encoding.
+    YBR_FULL is not a JPEG 2000 colour space: for the lossy syntax it is converted to RGB first (the
+    image changes anyway); for the lossless one it is refused, since that conversion rounds.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "YBR_FULL":
+        if target == JPEG2000Lossless:
+            raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
+                             "YBR_ICT, and YBR_FULL cannot be made RGB without rounding)")
+        rgb = convert_color_space(pixel_array(ds, as_rgb=False), "YBR_FULL", "RGB")
+        ds.PixelData = rgb.tobytes()
+        ds.PlanarConfiguration = 0
+        photometric = "RGB"
+    if photometric == "RGB":
+        ds.PhotometricInterpretation = "YBR_RCT" if target == JPEG2000Lossless else "YBR_ICT"
+
+
+#: Photometric Interpretations each JPEG (ISO 10918) encoder here takes (PS3.5 8.2.1: no palette for lossy).
+_JPEG_PHOTOMETRIC = {JPEGLosslessSV1: ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"),
+                     JPEGBaseline8Bit: ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL")}
+#: JPEG Baseline quality: the libjpeg scale's usual "visually lossless" setting for diagnostic viewing.
+JPEG_QUALITY = 90
+
+
+def _compress_jpeg(ds: Dataset, target: UID) -> None:
+    """Encode a native data set's pixels in JPEG Lossless SV1 (GDCM) or 8-bit JPEG Baseline (Pillow), one
+    fragment per frame, in place."""
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.BitsStored)
+    if photometric not in _JPEG_PHOTOMETRIC[target]:
+        raise CodecError(f"{target.name}: {photometric or 'no'} Photometric Interpretation is not encoded")
+    if target == JPEGBaseline8Bit and (int(ds.BitsAllocated) != 8 or int(ds.PixelRepresentation)):
+        raise CodecError(f"{target.name} takes unsigned 8-bit images only; this one has {bits} bits stored"
+                         f"{' (signed)' if int(ds.PixelRepresentation) else ''}: use JPEG 2000 or JPEG-LS")
+    if target == JPEGLosslessSV1 and not 2 <= bits <= 16:
+        raise CodecError(f"{target.name} takes 2 to 16 bits stored; this image has {bits}")
+    count = int(ds.get("NumberOfFrames") or 1)
+    arr = pixel_array(ds, as_rgb=False)  # interleaved samples, whatever the Planar Configuration was
+    frames = arr.reshape((count, *arr.shape[-3 if samples > 1 else -2:]))
+    encode = _OWN_ENCODERS[target]
+    encoded = [encode(frame.tobytes(), ds) for frame in frames]
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = target
+    if samples > 1:
+        ds.PlanarConfiguration = 0  # PS3.5 8.2.1: colour-by-pixel in JPEG
+        if target == JPEGBaseline8Bit:
+            ds.PhotometricInterpretation = "YBR_FULL_422"  # what the JFIF stream holds (PS3.5 8.2.1)
+
+
+def _gdcm_lossless(frame: bytes, ds: Dataset) -> bytes:
+    """One frame in JPEG Lossless SV1, by GDCM (the pattern of pydicom's own GDCM RLE encoder)."""
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.BitsStored)
+    writer = gdcm.ImageWriter()  # the image must belong to a writer, which must outlive it
+    image = writer.GetImage()
+    image.SetNumberOfDimensions(2)
+    image.SetDimensions((int(ds.Columns), int(ds.Rows), 1))
+    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(
+        gdcm.PhotometricInterpretation.GetPIType(str(ds.PhotometricInterpretation))))
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.ExplicitVRLittleEndian))
+    image.SetPixelFormat(gdcm.PixelFormat(samples, int(ds.BitsAllocated), bits, bits - 1,
+                                          int(ds.PixelRepresentation)))
+    if samples > 1:
+        image.SetPlanarConfiguration(0)
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    element.SetByteStringValue(frame)
+    image.SetDataElement(element)
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(image)
+    if not change.Change():
+        raise CodecError("GDCM could not encode the frame in JPEG Lossless")
+    fragments = change.GetOutput().GetDataElement().GetSequenceOfFragments()
+    if fragments is None or fragments.GetNumberOfFragments() != 1:
+        raise CodecError("GDCM gave an unexpected number of JPEG Lossless fragments")
+    buffer = fragments.GetFragment(0).GetByteValue().GetBuffer()
+    return bytes(buffer.encode("utf-8", "surrogateescape"))
+
+
+def _pillow_baseline(frame: bytes, ds: Dataset) -> bytes:
+    """One 8-bit frame in JPEG Baseline, by Pillow (libjpeg): grey as is, colour as YCbCr 4:2:2."""
+    import numpy as np
+    from PIL import Image
+
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    arr = np.frombuffer(frame, dtype=np.uint8).reshape((rows, columns, samples) if samples > 1 else (rows, columns))
+    if samples > 1 and str(ds.PhotometricInterpretation) == "YBR_FULL":
+        arr = convert_color_space(arr, "YBR_FULL", "RGB")
+    picture = Image.fromarray(arr, "RGB" if samples > 1 else "L")
+    out = BytesIO()
+    picture.save(out, format="JPEG", quality=JPEG_QUALITY, subsampling="4:2:2", optimize=True)
+    return out.getvalue()
+
+
+#: The JPEG syntaxes pydicom cannot encode, with the frame encoder used here instead.
+_OWN_ENCODERS: dict[UID, Callable[[bytes, Dataset], bytes]] = {
+    JPEGLosslessSV1: _gdcm_lossless, JPEGBaseline8Bit: _pillow_baseline}
+
+
+def _gdcm_decodes_last() -> None:
+    """Make GDCM the last pydicom decoder plugin tried (pydicom lists it first): decoding stays with pylibjpeg
+    and pyjpegls, as before GDCM was installed for encoding; GDCM is the fallback."""
+    from pydicom.uid import AllTransferSyntaxes
+
+    for uid in AllTransferSyntaxes:
+        try:
+            decoder = get_decoder(uid)
+        except NotImplementedError:
+            continue
+        if "gdcm" in decoder.available_plugins and len(decoder.available_plugins) > 1:
+            decoder.remove_plugin("gdcm")
+            decoder.add_plugin("gdcm", ("pydicom.pixels.decoders.gdcm", "_decode_frame"))
+
+
+_gdcm_decodes_last()
 
 
 def _is_lossless(ts: UID) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.filereader import read_dataset
 from pydicom.uid import (
     JPEG2000,
@@ -25,6 +26,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -37,7 +39,8 @@ from appliance.errors import CodecError
 
 import dicomdata
 
-LOSSLESS = [JPEG2000Lossless, JPEGLSLossless, RLELossless]
+LOSSLESS = [JPEG2000Lossless, JPEGLSLossless, RLELossless, JPEGLosslessSV1]
+LOSSLESS_IDS = ["j2k", "jls", "rle", "jpegll"]
 
 
 def _image(bits: int, signed: bool, frames: int, rgb: bool) -> tuple[Dataset, np.ndarray]:
@@ -78,6 +81,8 @@ def _image(bits: int, signed: bool, frames: int, rgb: bool) -> tuple[Dataset, np
 def _part10(ds: Dataset, syntax: str) -> bytes:
     ds = ds.copy()
     ds.file_meta = ds.file_meta.copy()
+    if syntax in (JPEGLosslessSV1, JPEGBaseline8Bit):  # pydicom has no encoder: GDCM / Pillow through codecs
+        return codecs.recode_file(_part10(ds, ExplicitVRLittleEndian), syntax, "TEST")
     if syntax != ExplicitVRLittleEndian:
         ds.compress(syntax, generate_instance_uid=False, **({"j2k_cr": [20]} if syntax == JPEG2000 else {}))
     out = BytesIO()
@@ -98,7 +103,7 @@ KINDS = [(8, False, 1, False), (12, False, 1, False), (16, False, 1, False), (16
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=["8bit", "12bit", "16bit", "signed16", "multiframe", "rgb"])
-@pytest.mark.parametrize("stored", LOSSLESS, ids=["j2k", "jls", "rle"])
+@pytest.mark.parametrize("stored", LOSSLESS, ids=LOSSLESS_IDS)
 def test_decompression_keeps_uids_and_pixels(kind: tuple[int, bool, int, bool], stored: str) -> None:
     ds, arr = _image(*kind)
     data = _part10(ds, stored)
@@ -113,7 +118,7 @@ def test_decompression_keeps_uids_and_pixels(kind: tuple[int, bool, int, bool], 
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=["8bit", "12bit", "16bit", "signed16", "multiframe", "rgb"])
-@pytest.mark.parametrize("target", LOSSLESS, ids=["j2k", "jls", "rle"])
+@pytest.mark.parametrize("target", LOSSLESS, ids=LOSSLESS_IDS)
 def test_lossless_compression_round_trips(kind: tuple[int, bool, int, bool], target: str) -> None:
     ds, arr = _image(*kind)
     out = _decoded(codecs.convert(_part10(ds, ExplicitVRLittleEndian), target), target)
@@ -121,7 +126,8 @@ def test_lossless_compression_round_trips(kind: tuple[int, bool, int, bool], tar
     np.testing.assert_array_equal(out.pixel_array, arr)
 
 
-@pytest.mark.parametrize(("target", "tool"), [(JPEGLSLossless, "dcmdjpls"), (RLELossless, "dcmdrle")])
+@pytest.mark.parametrize(("target", "tool"), [(JPEGLSLossless, "dcmdjpls"), (RLELossless, "dcmdrle"),
+                                             (JPEGLosslessSV1, "dcmdjpeg")])
 def test_what_we_encode_decodes_with_dcmtk(tmp_path: Path, target: str, tool: str) -> None:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} (DCMTK) is not installed")
@@ -177,7 +183,9 @@ def test_choose() -> None:
     assert codecs.choose(JPEG2000Lossless, plain) == ExplicitVRLittleEndian
     assert codecs.choose(JPEG2000Lossless, [ImplicitVRLittleEndian]) == ImplicitVRLittleEndian
     assert codecs.choose(ExplicitVRLittleEndian, [RLELossless]) == RLELossless
-    assert codecs.choose(ExplicitVRLittleEndian, [JPEGBaseline8Bit]) is None  # no JPEG baseline encoder
+    assert codecs.choose(ExplicitVRLittleEndian, [JPEGBaseline8Bit]) == JPEGBaseline8Bit  # Pillow encodes it
+    assert codecs.choose(ExplicitVRLittleEndian, [JPEGLosslessSV1]) == JPEGLosslessSV1  # GDCM encodes it
+    assert codecs.choose(ExplicitVRLittleEndian, ["1.2.840.10008.1.2.4.57"]) is None  # no JPEG Lossless encoder
     assert codecs.choose(ExplicitVRLittleEndian, []) is None
     assert codecs.choose(JPEG2000Lossless, [JPEG2000Lossless, *plain], preferred=ExplicitVRLittleEndian) == \
         ExplicitVRLittleEndian
@@ -202,3 +210,79 @@ def test_unreadable_and_broken_files_raise_codec_errors(tmp_path: Path) -> None:
     data[start:start + 64] = bytes(64)  # a damaged codestream
     with pytest.raises(CodecError, match="cannot convert"):
         codecs.convert(bytes(data), ExplicitVRLittleEndian)
+
+
+def _smooth(ds: Dataset) -> np.ndarray:
+    """Replace the ramp by smooth gradients (what a lossy codec is made for), returning the new pixels."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    y, x = np.mgrid[0:rows, 0:columns]
+    top = (1 << int(ds.BitsStored)) - 1
+    grey = x * top // columns
+    arr = np.stack([grey, y * top // rows, top - grey], axis=-1) if int(ds.SamplesPerPixel) > 1 else grey
+    arr = arr.astype(np.uint8 if int(ds.BitsAllocated) == 8 else np.uint16)
+    ds.PixelData = arr.tobytes()
+    return arr
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
+def test_jpeg_baseline_is_marked_lossy_and_decodes_with_dcmtk(tmp_path: Path, rgb: bool) -> None:
+    ds, _ = _image(8, False, 1, rgb)
+    arr = _smooth(ds)
+    data = codecs.recode_file(_part10(ds, ExplicitVRLittleEndian), JPEGBaseline8Bit, "TEST")
+    out = dcmread(BytesIO(data))
+    assert out.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    assert out.SOPInstanceUID == ds.SOPInstanceUID  # as for the other lossy syntaxes: the same instance, marked
+    assert out.LossyImageCompression == "01"
+    assert out.LossyImageCompressionMethod == "ISO_10918_1"
+    assert float(out.LossyImageCompressionRatio) > 1
+    # PS3.5 8.2.1: colour JPEG Baseline holds YCbCr, subsampled 4:2:2.
+    assert out.PhotometricInterpretation == ("YBR_FULL_422" if rgb else "MONOCHROME2")
+    assert np.abs(out.pixel_array.astype(int) - arr.astype(int)).mean() < 4  # default as_rgb: back to RGB
+    if shutil.which("dcmdjpeg") is None:
+        pytest.skip("dcmdjpeg (DCMTK) is not installed")
+    (tmp_path / "in.dcm").write_bytes(data)
+    subprocess.run(["dcmdjpeg", str(tmp_path / "in.dcm"), str(tmp_path / "out.dcm")], check=True, capture_output=True)
+    back = dcmread(tmp_path / "out.dcm")
+    assert np.abs(back.pixel_array.astype(int) - arr.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize(("bits", "signed"), [(12, False), (16, False), (8, True)])
+def test_jpeg_baseline_refuses_what_it_cannot_hold_with_the_reason(bits: int, signed: bool) -> None:
+    ds, _ = _image(bits, signed, 1, False)
+    with pytest.raises(CodecError, match="unsigned 8-bit images only"):
+        codecs.convert(_part10(ds, ExplicitVRLittleEndian), JPEGBaseline8Bit)
+
+
+@pytest.mark.parametrize(("source", "target", "expected"), [
+    ("RGB", JPEG2000Lossless, "YBR_RCT"), ("RGB", JPEG2000, "YBR_ICT"), ("YBR_FULL", JPEG2000, "YBR_ICT")])
+def test_colour_jpeg2000_gets_the_photometric_interpretation_of_its_transform(
+        source: str, target: str, expected: str) -> None:
+    ds, _ = _image(8, False, 2, True)
+    arr = _smooth(ds) if target == JPEG2000 else np.frombuffer(ds.PixelData, np.uint8).reshape(2, 40, 36, 3)
+    if source == "YBR_FULL":
+        from pydicom.pixels import convert_color_space
+
+        ds.PixelData = convert_color_space(arr, "RGB", "YBR_FULL").tobytes()
+        ds.PhotometricInterpretation = "YBR_FULL"
+    ds.NumberOfFrames = 2
+    if target == JPEG2000:
+        ds.PixelData = np.concatenate([np.frombuffer(ds.PixelData, np.uint8)] * 2).tobytes()
+        arr = np.stack([arr, arr])
+    out = _decoded(codecs.convert(_part10(ds, ExplicitVRLittleEndian), target), target)
+    # PS3.5 8.2.4: the multi-component transform is used and the interpretation names it.
+    assert out.PhotometricInterpretation == expected
+    frame = next(generate_frames(out.PixelData, number_of_frames=2))
+    cod = frame.index(b"\xff\x52")
+    assert frame[cod + 8] == 1, "the codestream's COD marker says no multi-component transform"
+    back = out.pixel_array  # decoded to RGB
+    if target == JPEG2000Lossless:
+        np.testing.assert_array_equal(back, arr)
+    else:
+        assert np.abs(back.astype(int) - arr.astype(int)).mean() < 6
+
+
+def test_lossless_jpeg2000_of_ybr_full_is_refused_with_the_reason() -> None:
+    ds, _ = _image(8, False, 1, True)
+    ds.PhotometricInterpretation = "YBR_FULL"
+    with pytest.raises(CodecError, match="YBR_FULL"):
+        codecs.convert(_part10(ds, ExplicitVRLittleEndian), JPEG2000Lossless)
