@@ -123,7 +123,20 @@ def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefe
         check_file(path)  # before pydicom decodes it whole: see appliance.validate.check_file
     except (InvalidDataset, OSError) as exc:
         raise CodecError(f"instance cannot be converted: {exc}") from exc
-    return syntax, codecs.convert(data, syntax)
+    try:
+        return syntax, codecs.convert(data, syntax)
+    except CodecError:
+        if not prefer or syntax != prefer:
+            raise
+    # The node's preferred syntax cannot hold this instance (a 16-bit CT in 8-bit JPEG Baseline): the
+    # receiver gets it as it would without a preference.
+    fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
+    if fallback is None:
+        raise CodecError(f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted "
+                         "syntax can carry it")
+    if fallback == inst.transfer_syntax:
+        return fallback, memoryview(data)[codecs.dataset_offset(data):]
+    return fallback, codecs.convert(data, fallback)
 
 
 @dataclass

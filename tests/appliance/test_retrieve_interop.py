@@ -38,6 +38,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
@@ -66,7 +67,7 @@ REAL_WORLD = (
 #: The configuration keys' names of preferred_ts (issue 13) and the syntax each must deliver.
 PREFERRED = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian,
              "deflated": DeflatedExplicitVRLittleEndian, "as-is": None, "jpeg2000-lossless": JPEG2000Lossless,
-             "jpeg-ls-lossless": JPEGLSLossless, "rle": RLELossless}
+             "jpeg-ls-lossless": JPEGLSLossless, "rle": RLELossless, "jpeg-lossless": JPEGLosslessSV1}
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,29 @@ def test_move_to_node_with_preferred_ts(node_factory, mixed: Mixed, storescp, na
     assert_success(final, len(mixed.sources))
     wanted = PREFERRED[name]
     assert_arrived(_read_folder(out), mixed, syntax=wanted, as_stored=wanted is None)
+
+
+def test_preferred_jpeg_baseline_sends_what_it_can_hold_and_the_rest_as_usual(node_factory, mixed: Mixed,
+                                                                                storescp) -> None:
+    """``preferred_ts = "jpeg-baseline"`` (8-bit only): the 8-bit images arrive in JPEG Baseline, marked lossy,
+    same UIDs; the deeper ones arrive as they would without a preference, pixels unchanged."""
+    port, out = storescp("PREF", "+xa")
+    node = node_factory(nodes=_nodes(PREF={"port": port, "preferred_ts": "jpeg-baseline"}))
+    _store(node, mixed)
+    final, _ = c_move(node, "PREF", _study(mixed.study_uid))[-1]
+    assert_success(final, len(mixed.sources))
+    datasets = _read_folder(out)
+    assert set(datasets) == set(mixed.sources)
+    baseline = {sop for sop, ds in datasets.items() if ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit}
+    assert baseline, "no instance arrived in the preferred JPEG Baseline"
+    for sop, ds in datasets.items():
+        src = mixed.sources[sop]
+        if sop in baseline:
+            assert int(ds.BitsAllocated) == 8 and ds.LossyImageCompression == "01"
+            assert "ISO_10918_1" in ds.LossyImageCompressionMethod
+        else:
+            assert int(ds.BitsAllocated) > 8 or src.lossy
+            assert np.array_equal(ds.pixel_array, src.pixels), f"{sop}: pixels differ"
 
 
 def test_preferred_ts_the_receiver_refuses_falls_back(node_factory, mixed: Mixed, storescp) -> None:
