@@ -215,11 +215,23 @@ class Storages:
         row = self.db.conn.execute("SELECT initialized FROM storages WHERE id = ?", (storage.number,)).fetchone()
         initialized = bool(row and row[0])
         holds_files = _holds_files(storage.root)
-        if initialized or (self._has_rows(storage.number) and not holds_files):
+        has_rows = self._has_rows(storage.number)
+        if initialized or (has_rows and not holds_files):
+            # Files were here (or the index says so): an absent or empty folder is a disk or share that is not
+            # mounted. Never set up an empty folder in its place: the index rows stay, the storage waits.
             if not storage.root.exists():
                 return "the folder does not exist (disk or share not mounted?)"
+            if has_rows and not holds_files:
+                return (f"the folder is empty (no {MARKER}) while the index holds files in it"
+                        " (disk or share not mounted?)")
             return f"the folder has no {MARKER} (disk or share not mounted?)"
-        # First use (or an existing data_dir store from before storages): claim the folder.
+        # First use (or an existing data_dir store from before storages): claim the folder. A [[storage]] folder
+        # is created only inside a folder that exists: a missing parent is more likely a share not mounted yet
+        # than a place to start a new storage on the system disk (the data_dir store makes its parents).
+        created = not storage.root.exists()
+        if created and storage.number != 0 and not storage.root.parent.is_dir():
+            return (f"neither the folder nor its parent {storage.root.parent} exists (disk or share not mounted?);"
+                    " create the folder to start a new storage there")
         try:
             storage.root.mkdir(parents=True, exist_ok=True)
             tmp = marker.with_suffix(".part")
@@ -229,6 +241,12 @@ class Storages:
             return f"the folder cannot be set up: {exc.strerror or exc}"
         with self.db.transaction() as tx:
             tx.execute("UPDATE storages SET initialized = 1, updated = ? WHERE id = ?", (_now(), storage.number))
+        if has_rows:
+            LOGGER.info("storage %d: marked %s, whose files were indexed before storages had markers",
+                        storage.number, storage.root)
+        else:
+            LOGGER.info("storage %d: %s %s as a new, empty storage (the index holds no file in it)",
+                        storage.number, "created" if created else "set up", storage.root)
         return ""
 
     def refresh(self) -> None:

@@ -127,10 +127,13 @@ def health() -> Any:
     robots = site.robot_report()
     free = site.free_space()
     limit = cfg.dicom.free_space_limit_mb * 1024 * 1024
-    ok = all(s["up"] for s in services.values()) and free > limit
+    # A storage whose disk or share is not mounted: its images cannot be read until it is back.
+    storages = [{"number": s.number, "path": str(s.root), "available": s.available, "problem": s.problem}
+                for s in site.app.store_area.all()]
+    ok = all(s["up"] for s in services.values()) and free > limit and all(s["available"] for s in storages)
     _read()
     return {"status": "ok" if ok else "degraded", "version": __version__, "services": services,
-            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.counts()},
+            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.counts(), "storages": storages},
             "robots": robots, "queues": {"disc_jobs": jobs, "pending_burn_groups": int(pending),
                                          "thumbnails": site.prerender.pending}}
 
