@@ -171,6 +171,19 @@ def cmd_storage_move(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_storage_remove_old(args: argparse.Namespace, cfg: Config) -> int:
+    """Remove the folder a storage was moved away from, after checking every indexed file in the new one."""
+    from appliance.db import Database
+    from appliance.storage.move import remove_old
+
+    db = Database(cfg.database)
+    try:
+        remove_old(db, Path(args.old))
+    finally:
+        db.close()
+    return 0
+
+
 def cmd_maintenance_plan(args: argparse.Namespace, cfg: Config) -> int:
     """Print what the next archiving and deletion windows would do (a dry run)."""
     app = _app(cfg)
@@ -235,7 +248,7 @@ def cmd_email_test(args: argparse.Namespace, cfg: Config) -> int:
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``storage``, ``maintenance`` and ``email`` to the CLI's subcommands."""
-    p = sub.add_parser("storage", help="storages of received files: list, move")
+    p = sub.add_parser("storage", help="storages of received files: list, move, remove-old")
     s_sub = p.add_subparsers(dest="storage_command", metavar="STORAGE_COMMAND", required=True)
     q = s_sub.add_parser("list", parents=[common], help="list storages with free space, limit and instances")
     q.set_defaults(func=cmd_storage_list)
@@ -246,6 +259,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("--settle", type=float, default=5.0, help="seconds to let a running server stop writing to "
                    "the storage before copying (default 5)")
     q.set_defaults(func=cmd_storage_move)
+    q = s_sub.add_parser("remove-old", parents=[common], help="remove the folder a storage was moved away from, "
+                         "after checking that the new folder holds every indexed file")
+    q.add_argument("old", metavar="OLD", help="the folder 'storage move' kept")
+    q.set_defaults(func=cmd_storage_remove_old)
 
     p = sub.add_parser("maintenance", help="archiving and deletion: plan, tasks, restart archiving")
     m_sub = p.add_subparsers(dest="maintenance_command", metavar="MAINTENANCE_COMMAND", required=True)

@@ -4,6 +4,9 @@ The steps are the manual's (disable the storage, copy its files, change its path
 ``appliance storage move OLD NEW`` while ``appliance serve`` keeps running: the running server sees the
 ``storages`` table change within :data:`REFRESH_SECONDS` (:meth:`Storages.refresh`). Index paths name the
 storage by number, so the switch changes one row and no index path.
+
+The old folder is kept until ``appliance storage remove-old OLD`` (:func:`remove_old`) has checked that every
+indexed file of that storage is in the new folder, and identical where the old folder has it too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,11 +137,7 @@ def move_storage(db: Database, old: Path, new: Path, settle: float = 2 * REFRESH
             if _digest(old / rel) != _digest(new / rel):
                 raise ApplianceError(f"copy of {rel} differs from the original")
             size += (new / rel).stat().st_size
-        if number == 0:
-            rows = db.conn.execute("SELECT path FROM instances WHERE path NOT LIKE '@%'")
-        else:
-            rows = db.conn.execute("SELECT path FROM instances WHERE path LIKE ?", (f"@{number}/%",))
-        missing = [r[0] for r in rows if not (new / split(r[0])[1]).is_file()]
+        missing = [rel for rel in _indexed(db, number) if not (new / rel).is_file()]
         if missing:
             raise ApplianceError(f"{len(missing)} indexed file(s) are not in the copy, e.g. {missing[0]}")
         (new / MARKER).write_bytes((old / MARKER).read_bytes())
@@ -151,8 +151,117 @@ def move_storage(db: Database, old: Path, new: Path, settle: float = 2 * REFRESH
                    " moving = '', updated = ? WHERE id = ?", (str(new), str(old), _stamp(), number))
     LOGGER.info("storage %d moved from %s to %s (%d files)", number, old, new, len(files))
     say(f"storage {number}: now at {new} ({len(files)} file(s), {size // (1024 * 1024)} MB verified);"
-        f" the old folder {old} is kept: remove it when you are satisfied")
+        f" the old folder {old} is kept: 'appliance storage remove-old {old}' removes it after checking the"
+        " copy again")
     return MoveReport(number, old, new, len(files), size)
+
+
+def _indexed(db: Database, number: int) -> list[str]:
+    """Paths inside storage ``number`` of every instance the index holds in it."""
+    if number == 0:
+        rows = db.conn.execute("SELECT path FROM instances WHERE path NOT LIKE '@%'")
+    else:
+        rows = db.conn.execute("SELECT path FROM instances WHERE path LIKE ?", (f"@{number}/%",))
+    return [split(r[0])[1] for r in rows]
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    """What :func:`remove_old` removed."""
+
+    number: int
+    old: Path
+    new: Path
+    files: int
+    size: int
+
+
+def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> RemoveReport:
+    """Remove the folder a storage was moved away from, once its new folder holds every indexed file.
+
+    ``old`` must be a storage folder (its marker names the storage) that is no storage's folder any more.
+    Every instance the index holds in that storage must be a file in the storage's current folder, and a
+    file the old folder has too must be identical (same size and SHA-256); only then is the old folder's
+    content removed. Files only the old folder has (deleted or recompressed since the move) go with it.
+
+    Parameters
+    ----------
+    db : Database
+        The appliance database (``storages`` and ``instances``).
+    old : Path
+        The folder ``appliance storage move`` kept.
+    say : callable
+        Progress lines.
+
+    Raises
+    ------
+    ApplianceError
+        When ``old`` is not a kept storage folder, the storage is moving or its new folder is not there, or a
+        file is missing or differs; nothing is removed then.
+    """
+    old = Path(old).absolute()
+    if not old.is_dir():
+        raise ApplianceError(f"{old} is not a folder")
+    try:
+        number = int((old / MARKER).read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        raise ApplianceError(f"{old} has no readable {MARKER}: it is not a storage folder the appliance kept, "
+                             "so it is not removed") from None
+    row = db.conn.execute("SELECT * FROM storages WHERE id = ?", (number,)).fetchone()
+    if row is None:
+        raise ApplianceError(f"{old} names storage {number}, which the appliance does not know; not removed")
+    current = Path(row["path"]).absolute()
+    if current == old:
+        raise ApplianceError(f"{old} is storage {number}'s folder now, not an old copy; use 'appliance storage "
+                             "move' first")
+    if row["moving"]:
+        raise ApplianceError(f"storage {number} is being moved to {row['moving']}; wait until the move is done")
+    in_use = [Path(r[0]).absolute() for r in db.conn.execute("SELECT path FROM storages")]
+    nested = [p for p in in_use if p.is_relative_to(old) or old.is_relative_to(p)]
+    if nested:
+        raise ApplianceError(f"{old} contains or is inside the storage folder {nested[0]}; not removed")
+    try:
+        marker = (current / MARKER).read_text().split()[0]
+    except (OSError, IndexError):
+        marker = ""
+    if marker != str(number):
+        raise ApplianceError(f"storage {number}'s folder {current} is not there (no {MARKER}): the old copy is kept "
+                             "while the new one cannot be checked")
+    indexed = _indexed(db, number)
+    say(f"storage {number}: checking {len(indexed)} indexed file(s) in {current} against {old}")
+    missing: list[str] = []
+    different: list[str] = []
+    for rel in indexed:
+        new_file, old_file = current / rel, old / rel
+        if not new_file.is_file():
+            missing.append(rel)
+        elif old_file.is_file() and (old_file.stat().st_size != new_file.stat().st_size
+                                     or _digest(old_file) != _digest(new_file)):
+            different.append(rel)
+    if missing or different:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} indexed file(s) are not in {current} (e.g. {missing[0]})")
+        if different:
+            problems.append(f"{len(different)} file(s) differ between the two folders (e.g. {different[0]})")
+        raise ApplianceError(f"{old} is kept: " + "; ".join(problems))
+    files = _files(old)
+    size = 0
+    for rel in files:
+        path = old / rel
+        size += path.stat().st_size
+        path.unlink()
+    shutil.rmtree(old / TMP, ignore_errors=True)  # unfinished writes from before the move
+    (old / MARKER).unlink(missing_ok=True)
+    for dirpath, _dirnames, _filenames in sorted(os.walk(old, topdown=False), key=lambda w: -len(w[0])):
+        try:
+            Path(dirpath).rmdir()
+        except OSError:
+            pass  # a mount point (or something put there since): left in place
+    LOGGER.info("storage %d: old folder %s removed (%d files) after checking %s", number, old, len(files), current)
+    left = " (the empty folder itself stays: it is a mount point or holds other things)" if old.exists() else ""
+    say(f"storage {number}: old folder {old} removed, {len(files)} file(s), {size // (1024 * 1024)} MB{left}")
+    return RemoveReport(number, old, current, len(files), size)
 
 
 def update_config_path(config_file: Path, old: Path, new: Path) -> bool:
@@ -167,4 +276,4 @@ def update_config_path(config_file: Path, old: Path, new: Path) -> bool:
     return True
 
 
-__all__ = ["REFRESH_SECONDS", "MoveReport", "move_storage", "update_config_path"]
+__all__ = ["REFRESH_SECONDS", "MoveReport", "RemoveReport", "move_storage", "remove_old", "update_config_path"]

@@ -7,6 +7,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydicom import dcmread
 from upkeep_support import cli, config, getscu_study, mount_tmpfs, serve, started, store, umount, write_toml
 
 from appliance.errors import ConfigError
+from appliance.site.upkeep import UpkeepView
 from appliance.storage import check_temp_dir
 
 import dicomdata
@@ -282,5 +284,121 @@ def test_the_data_dir_store_can_be_moved_too(tmp_path: Path) -> None:
         more = _instances(1, "PMOVE1")
         assert store(port, more) == [0]
         assert len(list(new.rglob("*.dcm"))) == 4
+    finally:
+        node.stop()
+
+
+def test_the_old_folder_of_a_move_is_removed_only_when_the_new_one_holds_every_file(tmp_path: Path) -> None:
+    items = _instances(4, "PREMOVE")
+    old, new = tmp_path / "old", tmp_path / "new"
+    port = free_port()
+    node = started(config(tmp_path / "var", port, storage=[{"path": str(old)}]))
+    try:
+        assert store(port, items) == [0] * 4
+    finally:
+        node.stop()
+    cfg = write_toml(tmp_path / "a.toml", tmp_path / "var", port, storages=[{"path": str(old)}])
+    moved = cli("storage", "move", str(old), str(new), "--settle", "0", "--config", str(cfg))
+    assert moved.returncode == 0, moved.stderr
+    assert "remove-old" in moved.stdout
+    files = sorted(p.relative_to(new) for p in new.rglob("*.dcm"))
+    assert len(files) == 4 and sorted(p.relative_to(old) for p in old.rglob("*.dcm")) == files
+
+    def remove_old(folder: Path) -> Any:
+        return cli("storage", "remove-old", str(folder), "--config", str(cfg))
+
+    # A copy that differs from the original: refused, both folders untouched.
+    damaged = new / files[0]
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[:-4] + b"XXXX")
+    refused = remove_old(old)
+    assert refused.returncode != 0 and "differ" in refused.stderr and str(files[0]) in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(list(old.rglob("*.dcm"))) == 4
+    # A file missing from the new folder: refused.
+    damaged.unlink()
+    refused = remove_old(old)
+    assert refused.returncode != 0 and "not in" in refused.stderr and len(list(old.rglob("*.dcm"))) == 4
+    damaged.write_bytes(original)
+    # Not a kept copy: the storage's own folder, and a folder that is no storage at all.
+    assert "folder now" in remove_old(new).stderr
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "holiday.jpg").write_bytes(b"jpeg")
+    assert "not a storage folder" in remove_old(stranger).stderr and (stranger / "holiday.jpg").exists()
+    # Every indexed file is in the new folder and identical: the old folder goes.
+    done = remove_old(old)
+    assert done.returncode == 0, done.stderr
+    assert not old.exists()
+    assert len(list(new.rglob("*.dcm"))) == 4
+    node = started(config(tmp_path / "var", port, storage=[{"path": str(new)}]))
+    try:
+        got = getscu_study(port, items[0].study_uid, tmp_path / "get")
+        assert {str(dcmread(p).SOPInstanceUID): dcmread(p).PixelData for p in got} == \
+            {i.sop_uid: i.dataset().PixelData for i in items}
+    finally:
+        node.stop()
+
+
+def test_a_storage_folder_missing_at_start_is_not_made_again_when_the_index_holds_files(tmp_path: Path,
+                                                                                      caplog) -> None:
+    share, local = tmp_path / "share", tmp_path / "local"
+    items = _instances(3, "PMISS")
+    port = free_port()
+    storages = [{"path": str(share)}, {"path": str(local)}]
+    node = started(config(tmp_path / "var", port, storage=storages))
+    try:
+        assert store(port, items) == [0] * 3
+    finally:
+        node.stop()
+    aside = tmp_path / "share-unmounted"
+    share.rename(aside)  # the share's folder is gone, as when the disk holding it is not there
+    cfg = config(tmp_path / "var", port, storage=storages)
+    with caplog.at_level(logging.INFO):
+        node = started(cfg)
+    try:
+        first = node.app.store_area.get(1)
+        assert not first.available and "does not exist" in first.problem
+        # The staff Storages page shows it with the reason.
+        row = next(r for r in UpkeepView(node.app, cfg).storages() if r.number == 1)
+        assert (row.state, row.problem) == ("unavailable", first.problem)
+        assert not share.exists(), "an empty folder was made where the storage's files belong"
+        assert any("storage 1" in r.message and "unavailable" in r.message and r.levelno >= logging.ERROR
+                   for r in caplog.records)
+        assert node.app.index.counts()["instances"] == 3, "index rows of the missing storage were dropped"
+        listing = cli("storage", "list", "--config", str(write_toml(tmp_path / "l.toml", tmp_path / "var", port,
+                                                                   storages=storages)))
+        assert "unavailable" in listing.stdout and "does not exist" in listing.stdout
+        more = _instances(1, "PMISS2")
+        assert store(port, more) == [0]
+        assert node.app.index.lookup(more[0].sop_uid).path.startswith("@2/")
+        # Back in place: the running server finds it and reads its files again.
+        aside.rename(share)
+        node.app.store_area.refresh()
+        assert node.app.store_area.get(1).available
+        assert len(getscu_study(port, items[0].study_uid, tmp_path / "get")) == 3
+    finally:
+        node.stop()
+
+
+def test_a_new_storage_folder_is_made_only_inside_a_folder_that_exists(tmp_path: Path, caplog) -> None:
+    fresh = tmp_path / "disk" / "pacs"  # parent exists: a new storage, made at start
+    (tmp_path / "disk").mkdir()
+    unmounted = tmp_path / "nas" / "pacs"  # parent missing: a share not mounted yet
+    with caplog.at_level(logging.INFO):
+        node = started(config(tmp_path / "var", storage=[{"path": str(unmounted)}, {"path": str(fresh)}]))
+    try:
+        first, second = node.app.store_area.all()[:2]
+        assert not first.available and "parent" in first.problem and not unmounted.parent.exists()
+        assert second.available and (fresh / ".appliance-storage").is_file()
+        assert any("new, empty storage" in r.message and str(fresh) in r.message for r in caplog.records)
+        assert store(node.port, _instances(1, "PNEW")) == [0]
+        assert len(list(fresh.rglob("*.dcm"))) == 1
+        # The share is mounted: its folder is then made (no index row names it yet) and it is used first.
+        unmounted.parent.mkdir()
+        node.app.store_area.refresh()
+        assert node.app.store_area.get(first.number).available and unmounted.is_dir()
+        assert store(node.port, _instances(1, "PNEW2")) == [0]
+        assert len(list(unmounted.rglob("*.dcm"))) == 1
     finally:
         node.stop()

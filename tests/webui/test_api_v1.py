@@ -79,6 +79,8 @@ def test_health(api: tuple[Any, str, str, str]) -> None:
     assert health["storage"]["free_bytes"] > 0 and health["storage"]["counts"]["studies"] == 3
     assert isinstance(health["robots"], list) and "disc_jobs" in health["queues"]
     assert health["status"] in ("ok", "degraded")
+    first = health["storage"]["storages"][0]
+    assert first["available"] is True and first["problem"] == "" and first["path"]
 
 
 def test_studies_search_details_delete(api: tuple[Any, str, str, str]) -> None:
