@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, get_encoder, pixel_array
 from pydicom.pixels.processing import convert_color_space
 from pydicom.uid import (

@@ -11,6 +11,7 @@ indexed file of that storage is in the new folder, and identical where the old f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -253,11 +254,9 @@ def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> R
         path.unlink()
     shutil.rmtree(old / TMP, ignore_errors=True)  # unfinished writes from before the move
     (old / MARKER).unlink(missing_ok=True)
-    for dirpath, _dirnames, _filenames in sorted(os.walk(old, topdown=False), key=lambda w: -len(w[0])):
-        try:
+    for dirpath, _dirnames, _filenames in os.walk(old, topdown=False):  # deepest first
+        with contextlib.suppress(OSError):  # a mount point (or something put there since) stays
             Path(dirpath).rmdir()
-        except OSError:
-            pass  # a mount point (or something put there since): left in place
     LOGGER.info("storage %d: old folder %s removed (%d files) after checking %s", number, old, len(files), current)
     left = " (the empty folder itself stays: it is a mount point or holds other things)" if old.exists() else ""
     say(f"storage {number}: old folder {old} removed, {len(files)} file(s), {size // (1024 * 1024)} MB{left}")
