@@ -38,6 +38,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
+import appliance.codecs  # noqa: F401  (sets pydicom's decoder order: pylibjpeg first, GDCM last)
 from appliance.budget import Budget, BudgetExceeded
 from appliance.discs.dicomdir import (
     SOP_CLASS,

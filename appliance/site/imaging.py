@@ -30,6 +30,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
+import appliance.codecs  # noqa: F401  (sets pydicom's decoder order: pylibjpeg first, GDCM last)
+
 LOGGER = logging.getLogger(__name__)
 
 THUMB_SIZE = 160

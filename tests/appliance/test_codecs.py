@@ -286,3 +286,13 @@ def test_lossless_jpeg2000_of_ybr_full_is_refused_with_the_reason() -> None:
     ds.PhotometricInterpretation = "YBR_FULL"
     with pytest.raises(CodecError, match="YBR_FULL"):
         codecs.convert(_part10(ds, ExplicitVRLittleEndian), JPEG2000Lossless)
+
+
+def test_a_ybr_rct_instance_goes_out_as_the_original_rgb() -> None:
+    ds, arr = _image(8, False, 2, True)
+    stored = codecs.recode_file(_part10(ds, ExplicitVRLittleEndian), JPEG2000Lossless, "TEST")
+    assert dcmread(BytesIO(stored)).PhotometricInterpretation == "YBR_RCT"
+    for target in (ExplicitVRLittleEndian, JPEGLosslessSV1, RLELossless):
+        out = _decoded(codecs.convert(stored, target), target)
+        assert out.PhotometricInterpretation == "RGB"
+        np.testing.assert_array_equal(out.pixel_array, arr)
