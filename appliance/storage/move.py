@@ -248,10 +248,10 @@ def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> R
         raise ApplianceError(f"{old} is kept: " + "; ".join(problems))
     files = _files(old)
     size = 0
-    for rel in files:
-        path = old / rel
-        size += path.stat().st_size
-        path.unlink()
+    for name in files:
+        victim = old / name
+        size += victim.stat().st_size
+        victim.unlink()
     shutil.rmtree(old / TMP, ignore_errors=True)  # unfinished writes from before the move
     (old / MARKER).unlink(missing_ok=True)
     for dirpath, _dirnames, _filenames in os.walk(old, topdown=False):  # deepest first
