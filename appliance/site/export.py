@@ -3,9 +3,9 @@
 The DICOM zip is a file-set as on a patient CD, written by the disc's file-set writer
 (:func:`appliance.discs.fileset.write_fileset`: ``DICOMDIR`` at the top, the instances under 8-character upper-case
 File IDs, missing record values made up as ``dcmmkdir --invent`` does), the instances either as received or
-re-encoded JPEG Lossless (``[web] zip_compression``), and a ``README.TXT`` telling a lay person what the files
-are. Files no DICOMDIR record can be made for (not DICOM at all) go to an ``OTHER`` folder. The JPEG zip holds
-one picture per instance (first frame) in a folder per series.
+re-encoded JPEG Lossless (``[web] zip_compression``, by :mod:`appliance.codecs`), and a ``README.TXT`` telling a
+lay person what the files are. Files no DICOMDIR record can be made for (not DICOM at all) go to an ``OTHER``
+folder. The JPEG zip holds one picture per instance (first frame) in a folder per series.
 
 Zips are written to a temporary file in ``<data_dir>/cache/zips`` and handed to the caller as an open file
 that is already unlinked, so nothing is left behind even if the download is cut. At most
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pydicom import dcmread
-from pydicom.uid import JPEGLosslessSV1
+from pydicom.uid import UID, JPEGLosslessSV1
 
+from appliance import codecs
+from appliance.core import IMPLEMENTATION_VERSION
 from appliance.discs.fileset import StagedInstance, identity, stage_instance, unlistable, write_fileset
-from appliance.errors import ApplianceError
-from appliance.site import jpegll
+from appliance.errors import ApplianceError, CodecError
 from appliance.site.imaging import VIEW_SIZE, picture
 from appliance.validate import check_file
 
@@ -168,11 +168,14 @@ class Exporter:
         """Put one instance at ``target``: JPEG Lossless when so configured and possible, else as received."""
         check_file(file)  # before any pydicom read: see appliance.validate.check_file
         sop_uid, _, transfer_syntax = identity(file)
-        if self.compression == "jpeg-lossless":
-            ds = dcmread(file)
-            if jpegll.compress(ds):
-                ds.save_as(target, enforce_file_format=True)
-                return StagedInstance(sop_uid, target, JPEGLosslessSV1, target.stat().st_size, True)
+        if self.compression == "jpeg-lossless" and not UID(transfer_syntax).is_compressed:
+            try:
+                data = codecs.recode_file(codecs.read_stored(file), JPEGLosslessSV1, IMPLEMENTATION_VERSION)
+            except CodecError as exc:  # e.g. 32-bit or YBR_FULL_422 pixels: the file goes as received
+                LOGGER.info("instance %s goes into the download as received: %s", sop_uid, exc)
+            else:
+                target.write_bytes(data)
+                return StagedInstance(sop_uid, target, JPEGLosslessSV1, len(data), True)
         return stage_instance(file, target, sop_uid, transfer_syntax, None)
 
     def jpeg_zip(self, items: Sequence[ZipItem]) -> IO[bytes]:
