@@ -1,30 +1,36 @@
-"""How person names are shown to people: one rule for the web pages, the staff lists, the CLI and the disc README.
+"""How person names are shown to people: one rule for the web pages, the staff lists, the CLI, e-mails, the disc
+README/INDEX.HTM and (by default) the printed labels and slips.
 
 The rule, for a DICOM PN ``family^given^middle^prefix^suffix`` (up to three ``=``-separated groups:
 alphabetic, ideographic, phonetic):
 
-* only the alphabetic group is shown; the ideographic, then the phonetic group is used only when the
-  alphabetic one is empty (a name recorded in kanji alone is still shown);
-* components are split at ``^``, trimmed, inner runs of spaces made one, and empty components dropped;
-* the result is ``Family, Prefix Given Middle, Suffix``, each part only when it is there
-  (``DOE^JOHN`` -> ``DOE, JOHN``; ``Müller^Jürgen`` -> ``Müller, Jürgen``; ``^John`` -> ``John``);
-* the case is kept as stored: ``DOE^JOHN`` stays ``DOE, JOHN``, ``Doe^John`` stays ``Doe, John``;
+* ``FAMILY, Prefix Given Middle, Suffix``: the family name in capitals (as its script writes them: Greek
+  capitals lose their accents), everything else as stored; each part only when it is there
+  (``Müller^Jürgen`` -> ``MÜLLER, Jürgen``; ``DOE^JOHN`` -> ``DOE, JOHN``; ``^John`` -> ``John``). Capitals
+  tell the family name from the given name at a glance, as patient-identification guidance asks, and as the
+  labels have always printed it;
+* components are split at ``^``, trimmed, runs of spaces made one, and empty components dropped;
+* only the alphabetic group is shown; the ideographic, then the phonetic group is shown only when the
+  alphabetic one is empty, written family name first without comma and without changing case
+  (``=山田^太郎`` -> ``山田 太郎``);
 * no name at all is shown as ``(no name)``.
 
-Search is not a display matter: :mod:`appliance.matching` matches names case- and accent-insensitively.
+The formatting itself is :func:`labels.fields.format_person_name` (``family_comma_given`` style), the one the
+label renderer uses, so a label with the default ``[labels] name_style`` prints the very same text; this
+module is the entry point for everything else. Search is not a display matter: :mod:`appliance.matching`
+matches names case- and accent-insensitively.
 """
 
 from __future__ import annotations
 
-__all__ = ["NO_NAME", "display_name"]
+from labels.fields import NAME_GROUPS, format_person_name
+
+__all__ = ["NAME_STYLE", "NO_NAME", "display_name"]
 
 #: What is shown for an empty name.
 NO_NAME = "(no name)"
-
-
-def _components(group: str) -> list[str]:
-    parts = [" ".join(p.split()) for p in group.split("^")]
-    return (parts + [""] * 5)[:5]
+#: The label name style that writes names by this rule (the default of ``[labels] name_style``).
+NAME_STYLE = "family_comma_given"
 
 
 def display_name(value: object, empty: str = NO_NAME) -> str:
@@ -33,7 +39,7 @@ def display_name(value: object, empty: str = NO_NAME) -> str:
     Parameters
     ----------
     value : object
-        The PN as stored (``DOE^JOHN^A``, ``Yamada^Tarou=山田^太郎``); ``None`` and pydicom's
+        The PN as stored (``Doe^John^A``, ``Yamada^Tarou=山田^太郎``); ``None`` and pydicom's
         ``PersonName`` are accepted (``str()`` of the value is used).
     empty : str
         Shown when the name is empty.
@@ -41,22 +47,17 @@ def display_name(value: object, empty: str = NO_NAME) -> str:
     Returns
     -------
     str
-        ``Family, Prefix Given Middle, Suffix`` with empty parts dropped, in the case stored.
+        ``FAMILY, Prefix Given Middle, Suffix`` with empty parts dropped (see the module docstring).
 
     Examples
     --------
-    >>> display_name("DOE^JOHN^A")
-    'DOE, JOHN A'
+    >>> display_name("Doe^John^A")
+    'DOE, John A'
     >>> display_name("Doe^John^^Dr.^Jr.")
-    'Doe, Dr. John, Jr.'
+    'DOE, Dr. John, Jr.'
     >>> display_name("=山田^太郎")
-    '山田, 太郎'
+    '山田 太郎'
     """
     text = "" if value is None else str(value)
-    groups = [g for g in text.split("=")[:3] if g.replace("^", "").strip()]
-    if not groups:
-        return empty
-    family, given, middle, prefix, suffix = _components(groups[0])
-    first = " ".join(p for p in (prefix, given, middle) if p)
-    name = ", ".join(p for p in (family, first) if p)
-    return ", ".join(p for p in (name, suffix) if p) or empty
+    shown = format_person_name(text, NAME_STYLE, NAME_GROUPS)
+    return shown[0] if shown else empty

@@ -5,23 +5,25 @@ from __future__ import annotations
 import pytest
 
 from appliance.discs.pdi import person
-from appliance.names import display_name
+from appliance.names import NAME_STYLE, display_name
+from labels import LabelLayout, format_person_name
 from webui import create_app
 
 
 @pytest.mark.parametrize(
     ("stored", "shown"),
     [
-        ("DOE^JOHN", "DOE, JOHN"),  # the case is kept as stored: never upper- or title-cased
-        ("Müller^Jürgen", "Müller, Jürgen"),
-        ("MÜLLER^Jürgen", "MÜLLER, Jürgen"),
-        ("Doe^John^Alan^Dr.^Jr.", "Doe, Dr. John Alan, Jr."),
+        ("DOE^JOHN", "DOE, JOHN"),
+        ("Müller^Jürgen", "MÜLLER, Jürgen"),  # the family name in capitals, the rest as stored
+        ("MÜLLER^Jürgen", "MÜLLER, Jürgen"),  # ... so both spellings seen in issue 20 look the same
+        ("Παπαδόπουλος^Γεώργιος", "ΠΑΠΑΔΟΠΟΥΛΟΣ, Γεώργιος"),  # Greek capitals without accents
+        ("Doe^John^Alan^Dr.^Jr.", "DOE, Dr. John Alan, Jr."),
         ("DOE^JOHN^^^", "DOE, JOHN"),  # empty components are dropped
-        ("  DOE ^ JOHN  A ", "DOE, JOHN A"),  # spaces trimmed, inner runs made one
-        ("DOE", "DOE"),
+        ("  Doe ^ John  A ", "DOE, John A"),  # spaces trimmed, inner runs made one
+        ("Doe", "DOE"),
         ("^John", "John"),
-        ("Yamada^Tarou=山田^太郎=やまだ^たろう", "Yamada, Tarou"),  # ideographic and phonetic groups not shown
-        ("=山田^太郎", "山田, 太郎"),  # ... unless the alphabetic group is empty
+        ("Yamada^Tarou=山田^太郎=やまだ^たろう", "YAMADA, Tarou"),  # ideographic and phonetic groups not shown
+        ("=山田^太郎", "山田 太郎"),  # ... unless the alphabetic group is empty
         ("", "(no name)"),
         ("^^^", "(no name)"),
         (None, "(no name)"),
@@ -31,8 +33,10 @@ def test_display_rule(stored: str | None, shown: str) -> None:
     assert display_name(stored) == shown
 
 
-def test_pages_and_disc_readme_use_the_rule() -> None:
-    """The staff and patient pages' ``pn`` filter and the disc README/INDEX.HTM call the one function."""
+def test_pages_disc_readme_and_labels_use_the_rule() -> None:
+    """The pages' ``pn`` filter, the disc README/INDEX.HTM and a label with the default name style agree."""
     app = create_app()
     assert app.jinja_env.filters["pn"] is display_name
-    assert person("MÜLLER^Jürgen") == "MÜLLER, Jürgen"
+    assert person("Müller^Jürgen") == "MÜLLER, Jürgen"
+    assert LabelLayout().name_style == NAME_STYLE
+    assert format_person_name("Müller^Jürgen^^Dr.", LabelLayout().name_style) == (display_name("Müller^Jürgen^^Dr."),)

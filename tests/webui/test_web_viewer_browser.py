@@ -140,10 +140,10 @@ def test_one_name_and_series_descriptions_on_staff_and_patient_pages(live, brows
     page.get_by_label("Patient name").fill("müller")
     page.get_by_role("button", name="Search").click()
     page.wait_for_selector("#result-count")
-    assert page.get_by_role("link", name="Müller, Jürgen").count() == 1  # the staff list
-    page.get_by_role("link", name="Müller, Jürgen").click()
+    assert page.get_by_role("link", name="MÜLLER, Jürgen").count() == 1  # the staff list
+    page.get_by_role("link", name="MÜLLER, Jürgen").click()
     page.wait_for_selector("#patient-name")
-    assert page.locator("#patient-name").inner_text() == "Müller, Jürgen"  # the staff study page
+    assert page.locator("#patient-name").inner_text() == "MÜLLER, Jürgen"  # the staff study page
     shot(page, "staff-study-name")
     page.locator(".series-tile a").first.click()
     page.wait_for_selector("#viewer[data-loaded='1']")
@@ -153,7 +153,7 @@ def test_one_name_and_series_descriptions_on_staff_and_patient_pages(live, brows
     patient = browser.new_page(viewport=DESKTOP)
     patient.goto(f"{site.url}/token?{env.site.tokens.token(study)}")
     patient.wait_for_selector("#patient-name")
-    assert patient.locator("#patient-name").inner_text() == "Müller, Jürgen"  # the patient page
+    assert patient.locator("#patient-name").inner_text() == "MÜLLER, Jürgen"  # the patient page
     open_first_series(patient)
     assert patient.locator(".series-strip a").all_inner_texts() == ["KNEE SAG PD", "MR 2"]
     shot(patient, "patient-viewer-series-names", full_page=False)
