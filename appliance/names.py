@@ -17,8 +17,8 @@ alphabetic, ideographic, phonetic):
 
 The formatting itself is :func:`labels.fields.format_person_name` (``family_comma_given`` style), the one the
 label renderer uses, so a label with the default ``[labels] name_style`` prints the very same text; this
-module is the entry point for everything else. Search is not a display matter: :mod:`appliance.matching`
-matches names case- and accent-insensitively.
+module is the entry point for everything else. Search is not a display matter: the staff search matches names
+without regard to case, accents or the order of their parts.
 """
 
 from __future__ import annotations

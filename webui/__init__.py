@@ -18,10 +18,10 @@ from appliance import __version__
 from appliance.config import Config, parse_config
 from appliance.core import Appliance
 from appliance.errors import ApplianceError, InvalidValue, NotFound
+from appliance.names import display_name
 from appliance.site.export import Busy
 from appliance.site.service import Site
 from appliance.site.tokens import load_or_create_key
-from appliance.names import display_name
 from appliance.units import human_size
 from webui.extensions import WebContext, get_site
 from webui.security import RateLimiter, StaffSessionInterface, csrf_token, set_headers

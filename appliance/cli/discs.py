@@ -92,7 +92,8 @@ def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
     if groups:
         print("Delayed groups waiting for quiet:")
         for g in groups:
-            print(f"  {g.key} ({display_name(g.patient_name)}) for robot {g.robot}: {g.instances} instance(s), becomes a job in "
+            print(f"  {g.key} ({display_name(g.patient_name)}) for robot {g.robot}: {g.instances} instance(s), "
+                  "becomes a job in "
                   f"{max(0.0, g.due - time.time()):.0f} s")
     return 0
 

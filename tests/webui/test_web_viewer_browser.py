@@ -31,8 +31,10 @@ def sign_in(page: Any, url: str, who: tuple[str, str] = ADMIN) -> None:
 
 def box(page: Any, selector: str) -> dict[str, float]:
     """The element's rectangle in the window (CSS pixels)."""
-    return page.evaluate(f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
-                         " return {top: r.top, bottom: r.bottom, height: r.height, width: r.width}; })()")
+    return page.evaluate(
+        f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, height: r.height, width: r.width}; })()"
+    )
 
 
 def open_first_series(page: Any) -> None:
@@ -117,8 +119,10 @@ def test_admin_navigation_stays_on_one_line(live, browser, shot, width: int) -> 
     page = browser.new_page(viewport={"width": width, "height": 800})
     sign_in(page, site.url)
     shot(page, f"staff-nav-{width}", full_page=False)
-    tops = page.evaluate("[...document.querySelectorAll('.topbar .brand, .nav > a, .nav > form')]"
-                         ".map(e => Math.round(e.getBoundingClientRect().top + e.getBoundingClientRect().height / 2))")
+    tops = page.evaluate(
+        "[...document.querySelectorAll('.topbar .brand, .nav > a, .nav > form')]"
+        ".map(e => Math.round(e.getBoundingClientRect().top + e.getBoundingClientRect().height / 2))"
+    )
     assert len(tops) >= 15  # brand, 13 pages, the user, Sign out
     assert max(tops) - min(tops) <= 2, tops  # every item on the same line
     assert box(page, "header.topbar")["height"] <= 64
@@ -129,8 +133,15 @@ def test_admin_navigation_stays_on_one_line(live, browser, shot, width: int) -> 
 def test_one_name_and_series_descriptions_on_staff_and_patient_pages(live, browser, shot, store) -> None:
     site = live()
     env = site.env
-    knee = dicomdata.study("PID900", "Müller^Jürgen", ("MR", "MR"), 2, charset="ISO_IR 192",
-                           study_description="MR KNEE", study_date=dt.date.today().strftime("%Y%m%d"))
+    knee = dicomdata.study(
+        "PID900",
+        "Müller^Jürgen",
+        ("MR", "MR"),
+        2,
+        charset="ISO_IR 192",
+        study_description="MR KNEE",
+        study_date=dt.date.today().strftime("%Y%m%d"),
+    )
     for inst in knee:
         inst.extra = {"SeriesDescription": "KNEE SAG PD" if inst.series_number == 1 else ""}
     store(env.app, knee)
