@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from appliance.config import parse_config
 from appliance.discs.pdi import person
 from appliance.names import NAME_STYLE, display_name
 from labels import LabelLayout, format_person_name
@@ -33,9 +36,9 @@ def test_display_rule(stored: str | None, shown: str) -> None:
     assert display_name(stored) == shown
 
 
-def test_pages_disc_readme_and_labels_use_the_rule() -> None:
+def test_pages_disc_readme_and_labels_use_the_rule(tmp_path: Path) -> None:
     """The pages' ``pn`` filter, the disc README/INDEX.HTM and a label with the default name style agree."""
-    app = create_app()
+    app = create_app(parse_config({"appliance": {"data_dir": str(tmp_path)}}))
     assert app.jinja_env.filters["pn"] is display_name
     assert person("Müller^Jürgen") == "MÜLLER, Jürgen"
     assert LabelLayout().name_style == NAME_STYLE
