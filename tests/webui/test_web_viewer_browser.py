@@ -42,7 +42,7 @@ def open_first_series(page: Any) -> None:
     page.wait_for_selector("#viewer[data-loaded='1']")
 
 
-def test_staff_viewer_keys_without_a_click_and_the_image_fits_the_screen(live, browser, shot) -> None:
+def test_staff_viewer_keys_without_a_click_and_the_image_fits_the_screen(live: Any, browser: Any, shot: Any) -> None:
     site = live()
     page = browser.new_page(viewport=DESKTOP)
     sign_in(page, site.url)
@@ -80,7 +80,7 @@ def swipe(cdp: Any, start: tuple[float, float], dx: float) -> None:
     touch(cdp, "touchEnd")
 
 
-def test_phone_viewer_swipe_pinch_and_a_compact_header(live, browser, shot) -> None:
+def test_phone_viewer_swipe_pinch_and_a_compact_header(live: Any, browser: Any, shot: Any) -> None:
     site = live()
     context = browser.new_context(**PHONE)
     page = context.new_page()
@@ -114,7 +114,7 @@ def test_phone_viewer_swipe_pinch_and_a_compact_header(live, browser, shot) -> N
 
 
 @pytest.mark.parametrize("width", [1280, 1366])
-def test_admin_navigation_stays_on_one_line(live, browser, shot, width: int) -> None:
+def test_admin_navigation_stays_on_one_line(live: Any, browser: Any, shot: Any, width: int) -> None:
     site = live()
     page = browser.new_page(viewport={"width": width, "height": 800})
     sign_in(page, site.url)
@@ -130,7 +130,9 @@ def test_admin_navigation_stays_on_one_line(live, browser, shot, width: int) -> 
     page.close()
 
 
-def test_one_name_and_series_descriptions_on_staff_and_patient_pages(live, browser, shot, store) -> None:
+def test_one_name_and_series_descriptions_on_staff_and_patient_pages(
+    live: Any, browser: Any, shot: Any, store: Any
+) -> None:
     site = live()
     env = site.env
     knee = dicomdata.study(
