@@ -18,6 +18,7 @@ from appliance import __version__
 from appliance.config import Config, parse_config
 from appliance.core import Appliance
 from appliance.errors import ApplianceError, InvalidValue, NotFound
+from appliance.names import display_name
 from appliance.site.export import Busy
 from appliance.site.service import Site
 from appliance.site.tokens import load_or_create_key
@@ -54,18 +55,6 @@ _ACTION_WORDS = {
 def format_action(value: str) -> str:
     """An audit action as staff read it (``token.link`` -> ``link shown``); unknown ones as they are."""
     return _ACTION_WORDS.get(value, value.replace(".", " ").replace("_", " "))
-
-
-def format_pn(value: str) -> str:
-    """A DICOM person name as people write it: ``DOE^JOHN^A`` -> ``DOE, JOHN A``."""
-    first = (value or "").split("=")[0]
-    parts = [p.strip() for p in first.split("^")]
-    family = parts[0] if parts else ""
-    given = " ".join(p for p in parts[1:3] if p)
-    prefix = parts[3] if len(parts) > 3 else ""
-    suffix = parts[4] if len(parts) > 4 else ""
-    name = f"{family}, {given}" if family and given else family or given
-    return " ".join(p for p in (prefix, name, suffix) if p) or "(no name)"
 
 
 def format_da(value: str) -> str:
@@ -137,7 +126,7 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     app.register_blueprint(api_bp)
     app.register_blueprint(api_v1_bp)
     app.after_request(set_headers)
-    app.jinja_env.filters.update(pn=format_pn, da=format_da, size=human_size, localtime=format_time,
+    app.jinja_env.filters.update(pn=display_name, da=format_da, size=human_size, localtime=format_time,
                                   action=format_action)
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__)
 

@@ -27,6 +27,7 @@ from appliance.db import Database, describe
 from appliance.errors import ApplianceError, DatabaseError, ListenerError
 from appliance.lock import DataFolderLock
 from appliance.log import setup_logging
+from appliance.names import display_name
 from tls import TLSError
 
 LOGGER = logging.getLogger("appliance")
@@ -221,7 +222,7 @@ def cmd_worklist_list(args: argparse.Namespace, cfg: Config) -> int:
           f"{'PATIENT NAME':<28} {'ACCESSION':<16} STUDY UID / SPS ID")
     for r in rows:
         print(f"{r.id:>6}  {r.status:<12} {r.start_date + ' ' + r.start_time[:6]:<15} {r.station_aet:<16} "
-              f"{r.modality:<4} {r.patient_id:<16} {r.patient_name[:28]:<28} {r.accession:<16} "
+              f"{r.modality:<4} {r.patient_id:<16} {display_name(r.patient_name, '-')[:28]:<28} {r.accession:<16} "
               f"{r.study_uid} / {r.sps_id}")
     return 0
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.config import Config
 from appliance.discs.publishing import build_robots, label_layout, robot_tables
 from appliance.errors import ConfigError, NotFound, PublishError
+from appliance.names import display_name
 from appliance.units import human_size
 
 # The commands import the disc machinery (pydicom, reportlab, pycdlib) when they run, so that building the
@@ -82,7 +83,8 @@ def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{'ID':>5}  {'STATE':<10} {'ROBOT':<10} {'COPIES':>6} {'MEDIA':<6} {'DISCS':>5} {'SIZE':>10}  "
               f"{'PATIENT':<30} {'STUDIES':>7}  {'UPDATED':<19}  NOTE")
     for job in rows:
-        patient = f"{job.patient_name} ({job.patient_id})" if job.patient_id else job.patient_name
+        name = display_name(job.patient_name)
+        patient = f"{name} ({job.patient_id})" if job.patient_id else name
         note = job.error if job.state is JobState.FAILED else job.message
         print(f"{job.id:>5}  {job.state.value:<10} {job.robot:<10} {job.copies:>6} {job.media or '-':<6} "
               f"{job.disc_count or '-':>5} {human_size(job.size):>10}  {patient[:30]:<30} {len(job.studies):>7}  "
@@ -90,7 +92,8 @@ def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
     if groups:
         print("Delayed groups waiting for quiet:")
         for g in groups:
-            print(f"  {g.key} ({g.patient_name}) for robot {g.robot}: {g.instances} instance(s), becomes a job in "
+            print(f"  {g.key} ({display_name(g.patient_name)}) for robot {g.robot}: {g.instances} instance(s), "
+                  "becomes a job in "
                   f"{max(0.0, g.due - time.time()):.0f} s")
     return 0
 
@@ -102,7 +105,7 @@ def cmd_jobs_show(args: argparse.Namespace, cfg: Config) -> int:
     print(f"job {job.id}: {job.state.value}" + (f" ({job.error})" if job.error else ""))
     facts = {"robot": job.robot, "copies": job.copies, "source": job.source + (f" of job {job.parent_id}"
              if job.parent_id else ""), "called AE": job.called_ae or "-", "patient":
-             f"{job.patient_name} ({job.patient_id})", "studies": ", ".join(job.studies) or "-",
+             f"{display_name(job.patient_name)} ({job.patient_id})", "studies": ", ".join(job.studies) or "-",
              "instances": job.instances, "media": job.media or "-", "discs": job.disc_count or "-",
              "size": human_size(job.size), "attempt": job.attempt, "note": job.message or "-",
              "staging": f"purged {job.purged}" if job.purged else str(cfg.data_dir / "discs" / str(job.id))}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.discs.content import Content, StudyInfo
-from labels import format_da, format_person_name
-from labels.fields import join_name_groups
+from appliance.names import display_name
+from labels import format_da
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class DiscInfo:
 
 
 def person(name: str) -> str:
-    """A DICOM PN as people write it: ``DOE, John`` (and the ideographic form in brackets)."""
-    return join_name_groups(format_person_name(name)) or "(no name)"
+    """A DICOM PN as every page of the appliance shows it (:func:`appliance.names.display_name`)."""
+    return display_name(name)
 
 
 def _study_line(study: StudyInfo) -> str:

@@ -21,6 +21,7 @@ from email.utils import formatdate, make_msgid
 
 from appliance.config import EmailConfig
 from appliance.db import Database
+from appliance.names import display_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class DiscJobWatcher:
                                     " FROM disc_jobs WHERE updated > ? ORDER BY updated", (self.since,)).fetchall()
         for row in rows:
             self.since = max(self.since, row["updated"])
-            who = f"job {row['id']} ({row['patient_name'] or 'no name'}, robot {row['robot']})"
+            who = f"job {row['id']} ({display_name(row['patient_name'], 'no name')}, robot {row['robot']})"
             if row["state"] == "failed":
                 self.queue.alert("disc_job_failed", f"job {row['id']}", f"Disc {who} failed: {row['error']}")
             elif row["needs_staff"]:

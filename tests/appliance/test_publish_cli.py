@@ -66,7 +66,7 @@ def test_burn_jobs_label_and_robots_commands(serve, tmp_path: Path) -> None:
     listing = cli(config, "jobs")
     assert listing.returncode == 0
     row = next(line for line in listing.stdout.splitlines() if line.strip().startswith("1 "))
-    assert row.split()[:6] == ["1", "done", "primera", "2", "CD", "1"] and "COMMAND^LINE (PIDCLI)" in row
+    assert row.split()[:6] == ["1", "done", "primera", "2", "CD", "1"] and "COMMAND, LINE (PIDCLI)" in row
     shown = cli(config, "jobs", "show", "1")
     assert "queued -> authoring" in shown.stdout and "-> done" in shown.stdout
     assert "ticket J1D1A1" in shown.stdout

@@ -282,7 +282,7 @@ def test_cli_management(wl_node: Node, tmp_path: Path, capsys: pytest.CaptureFix
     rows = {r.sps_id: r.id for r in wl.items()}
     assert main(["worklist", "list", "--patient", "doe", *cfg]) == 0
     out = capsys.readouterr().out
-    assert "DOE^JANE" in out and "ROE" not in out
+    assert "DOE, JANE" in out and "ROE" not in out  # names as appliance.names shows them
     # Finished steps: purge removes them, and only them.
     with wl.db.transaction() as conn:
         wl.set_step_status(conn, ItemKey("1.2.826.0.1.2", "S2"), wl_status("COMPLETED"))

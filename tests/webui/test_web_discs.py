@@ -214,7 +214,7 @@ def test_worklist_shows_hl7_items_and_filters(env, desk) -> None:
     hl7_order(env, msg_id="MSG0002", name="Brown^Carl", pid="P77", zds="1.2.3.77", accession="ACC-77",
               rp_id="RP-77", sps_id="SPS-77", modality="CT", start="20260906090000")
     page = text(desk.get("/staff/worklist"))
-    assert "CompressedSamples, MR1" in page and "BROWN, CARL" in page.upper() and "SPS-1" in page
+    assert "COMPRESSEDSAMPLES, MR1" in page and "BROWN, CARL" in page.upper() and "SPS-1" in page
     assert "2 item(s)" in page and "tone-open" in page
     assert "1 item(s)" in text(desk.get("/staff/worklist?modality=ct"))
     assert "1 item(s)" in text(desk.get("/staff/worklist?date=2026-09-05"))

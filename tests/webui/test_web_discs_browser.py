@@ -112,6 +112,10 @@ def test_burn_watch_retry_reburn_robots_and_worklist(publishing_site, browser, s
     page.wait_for_selector("#job-1[data-state='done']", timeout=WAIT_MS)
     row = page.locator("#job-1").inner_text()
     assert "Done" in row and "SMITH, ANNA" in row and "epson" in row
+    # The live refresh shows name and size as the server-drawn page does (one name rule, one size formatter).
+    live_size = page.locator("#job-1 td.num.nowrap").inner_text()
+    drawn = page.request.get(site.url + "/staff/jobs").text()
+    assert live_size.endswith((" kB", " MB")) and f'<td class="num nowrap">{live_size}</td>' in drawn
     assert page.get_by_role("link", name="Label of job 1").count() == 1
     page.get_by_role("button", name="Burn again job 1").click()
     page.wait_for_selector(".flash-success")

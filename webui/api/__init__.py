@@ -7,6 +7,8 @@ from typing import Any
 from flask import Blueprint, abort, g, request
 
 from appliance import __version__
+from appliance.names import display_name
+from appliance.units import human_size
 from webui.extensions import get_site
 from webui.security import login_required
 
@@ -68,8 +70,13 @@ def whoami() -> dict[str, Any]:
 @bp.get("/jobs")
 @login_required
 def jobs() -> dict[str, Any]:
-    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see :meth:`Site.job_rows`)."""
-    return {"jobs": get_site().job_rows()}
+    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see :meth:`Site.job_rows`).
+
+    Each row also carries ``patient_name_text`` and ``size_text``, shown as the server-drawn page shows them
+    (one name rule, one size formatter; the page's script does not format them again).
+    """
+    return {"jobs": [dict(row, patient_name_text=display_name(row["patient_name"]), size_text=human_size(row["size"]))
+                     for row in get_site().job_rows()]}
 
 
 @bp.get("/robots")

@@ -56,16 +56,6 @@
     (children || []).forEach(function (c) { if (c) { node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); } });
     return node;
   }
-  function pn(value) {
-    var parts = (value || "").split("=")[0].split("^").map(function (p) { return p.trim(); });
-    var given = parts.slice(1, 3).filter(Boolean).join(" ");
-    return parts[0] && given ? parts[0] + ", " + given : (parts[0] || given || "(no name)");
-  }
-  function size(bytes) {
-    var v = bytes || 0, units = ["B", "KB", "MB", "GB"], i = 0;
-    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return i === 0 ? v + " B" : v.toFixed(1) + " " + units[i];
-  }
   function poll(url, draw) {
     var busy = false;
     var tick = function () {
@@ -115,10 +105,10 @@
       if (j.parent_id) { first.appendChild(el("br")); first.appendChild(el("span", { "class": "muted small", text: j.source + " of " + j.parent_id })); }
       return el("tr", { id: "job-" + j.id, "data-state": j.state }, [
         first,
-        el("td", {}, [pn(j.patient_name), el("br"), el("span", { "class": "muted small", text: j.patient_id })]),
+        el("td", {}, [j.patient_name_text, el("br"), el("span", { "class": "muted small", text: j.patient_id })]),
         studies, el("td", { text: j.robot }), el("td", { text: j.media || "—" }),
         el("td", { "class": "num", text: j.discs ? String(j.discs) : "—" }), el("td", { "class": "num", text: String(j.copies) }),
-        el("td", { "class": "num nowrap", text: j.size ? size(j.size) : "—" }), state, progress, el("td", {}, [actions])
+        el("td", { "class": "num nowrap", text: j.size ? j.size_text : "—" }), state, progress, el("td", {}, [actions])
       ]);
     };
     // Narrow screens show each job as a card: every cell carries its column's name.

@@ -1,5 +1,6 @@
-// Image viewer: scroll through the images of one series (wheel, arrow keys, slider, buttons).
-// Images are JPEGs rendered by the server; each is fetched once and kept, so scrolling back costs nothing.
+// Image viewer: scroll through the images of one series (wheel, arrow keys, slider, buttons; on phones swipe
+// left/right and pinch to zoom). Images are JPEGs rendered by the server; each is fetched once and kept, so
+// scrolling back costs nothing.
 (function () {
   "use strict";
   var root = document.getElementById("viewer");
@@ -15,6 +16,7 @@
   var stage = document.getElementById("stage");
   var cache = {};
   var current = 0;
+  var fitted = false;
 
   function url(uid) {
     var u = urlTemplate.replace(/SOP\.jpg$/, encodeURIComponent(uid) + ".jpg");
@@ -38,17 +40,22 @@
   }
 
   function fit() {
-    // Scale the picture to fill the stage, keeping its proportions (small images are enlarged).
+    // The stage takes the height left below it in the window (the whole image is visible without scrolling
+    // the page, at any window size), then the picture fills the stage keeping its proportions.
+    var top = stage.getBoundingClientRect().top + window.pageYOffset;
+    var spare = stage.parentNode.getBoundingClientRect().bottom - stage.getBoundingClientRect().bottom;
+    stage.style.height = Math.max(200, Math.floor(window.innerHeight - top - spare - 8)) + "px";
     var scale = Math.min(stage.clientWidth / canvas.width, stage.clientHeight / canvas.height);
     canvas.style.width = Math.floor(canvas.width * scale) + "px";
     canvas.style.height = Math.floor(canvas.height * scale) + "px";
   }
 
   function draw(img) {
-    if (canvas.width !== img.naturalWidth || canvas.height !== img.naturalHeight) {
+    if (!fitted || canvas.width !== img.naturalWidth || canvas.height !== img.naturalHeight) {
       canvas.width = img.naturalWidth;
       canvas.height = img.naturalHeight;
       fit();
+      fitted = true;
     }
     ctx.drawImage(img, 0, 0);
   }
@@ -85,11 +92,66 @@
     event.preventDefault();
     show(current + (event.deltaY > 0 ? 1 : -1));
   }, { passive: false });
-  stage.addEventListener("keydown", function (event) {
+  // Keys work as soon as the page is open (no click on the image first), but never while the user types in a
+  // field or moves the slider or the contrast list, which handle their own keys.
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) { return; }
+    if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) { return; }
     var moves = { ArrowDown: 1, ArrowRight: 1, PageDown: 5, ArrowUp: -1, ArrowLeft: -1, PageUp: -5 };
     if (event.key in moves) { event.preventDefault(); show(current + moves[event.key]); }
     if (event.key === "Home") { event.preventDefault(); show(0); }
     if (event.key === "End") { event.preventDefault(); show(uids.length - 1); }
+  });
+
+  // Touch: a swipe to the left shows the next image, to the right the previous one; two fingers pinch to zoom
+  // (then one finger moves the enlarged image); a double tap goes back to the whole image.
+  var zoom = 1, panX = 0, panY = 0, gesture = null, lastTap = 0;
+  function place() {
+    canvas.style.transform = zoom === 1 ? "" : "translate(" + panX + "px, " + panY + "px) scale(" + zoom + ")";
+    root.setAttribute("data-zoom", zoom.toFixed(2));
+  }
+  function spread(touches) {
+    return Math.hypot(touches[0].clientX - touches[1].clientX, touches[0].clientY - touches[1].clientY);
+  }
+  stage.addEventListener("touchstart", function (event) {
+    var t = event.touches;
+    if (t.length === 2) {
+      gesture = { kind: "pinch", spread: spread(t), zoom: zoom };
+    } else if (t.length === 1) {
+      gesture = { kind: zoom > 1 ? "pan" : "swipe", x: t[0].clientX, y: t[0].clientY, panX: panX, panY: panY };
+    }
+    event.preventDefault();
+  }, { passive: false });
+  stage.addEventListener("touchmove", function (event) {
+    var t = event.touches;
+    event.preventDefault();
+    if (!gesture) { return; }
+    if (gesture.kind === "pinch" && t.length === 2) {
+      zoom = Math.max(1, Math.min(8, gesture.zoom * spread(t) / Math.max(1, gesture.spread)));
+      if (zoom === 1) { panX = 0; panY = 0; }
+      place();
+    } else if (gesture.kind === "pan" && t.length === 1) {
+      panX = gesture.panX + t[0].clientX - gesture.x;
+      panY = gesture.panY + t[0].clientY - gesture.y;
+      place();
+    } else if (gesture.kind === "swipe" && t.length === 1) {
+      gesture.dx = t[0].clientX - gesture.x;
+      gesture.dy = t[0].clientY - gesture.y;
+    }
+  }, { passive: false });
+  stage.addEventListener("touchend", function (event) {
+    if (gesture && gesture.kind === "swipe" && event.touches.length === 0) {
+      var dx = gesture.dx || 0, dy = gesture.dy || 0;
+      if (Math.abs(dx) >= 30 && Math.abs(dx) > Math.abs(dy)) {
+        show(current + (dx < 0 ? 1 : -1));
+      } else if (Math.abs(dx) < 10 && Math.abs(dy) < 10) {
+        var now = Date.now();
+        if (now - lastTap < 350) { zoom = 1; panX = 0; panY = 0; place(); }
+        lastTap = now;
+      }
+    }
+    gesture = event.touches.length ? gesture : null;
   });
   window.addEventListener("resize", fit);
   show(0);
