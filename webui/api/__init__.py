@@ -53,7 +53,7 @@ def echo(ae_title: str) -> dict[str, Any]:
     """
     from webui.staff import audit
 
-    online, reason = get_site().echo(ae_title)
+    online, reason = get_site().admin.echo(ae_title)
     audit("node.echo", detail=f"{ae_title}: {reason}", outcome="success" if online else "failure")
     return {"ae_title": ae_title, "online": online, "reason": reason, "user": g.user.name}
 
@@ -68,12 +68,12 @@ def whoami() -> dict[str, Any]:
 @bp.get("/jobs")
 @login_required
 def jobs() -> dict[str, Any]:
-    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see :meth:`Site.job_rows`)."""
-    return {"jobs": get_site().job_rows()}
+    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see ``Discs.job_rows``)."""
+    return {"jobs": get_site().discs.job_rows()}
 
 
 @bp.get("/robots")
 @login_required
 def robots() -> dict[str, Any]:
     """Every robot's bridge status for the robots page's live refresh: ``{"robots": [...]}``."""
-    return {"robots": get_site().robot_report()}
+    return {"robots": get_site().discs.robot_report()}

@@ -124,15 +124,15 @@ def health() -> Any:
     for row in site.app.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state"):
         jobs[str(row[0])] = int(row[1])
     pending = site.app.db.conn.execute("SELECT COUNT(*) FROM burn_groups").fetchone()[0]
-    robots = site.robot_report()
-    free = site.free_space()
+    robots = site.discs.robot_report()
+    free = site.studies.free_space()
     limit = cfg.dicom.free_space_limit_mb * 1024 * 1024
     ok = all(s["up"] for s in services.values()) and free > limit
     _read()
     return {"status": "ok" if ok else "degraded", "version": __version__, "services": services,
-            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.counts()},
+            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.studies.counts()},
             "robots": robots, "queues": {"disc_jobs": jobs, "pending_burn_groups": int(pending),
-                                         "thumbnails": site.prerender.pending}}
+                                         "thumbnails": site.pictures.prerender.pending}}
 
 
 # -- studies ---------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def study(study_uid: str) -> Any:
     """One study with its series and patient link state."""
     _caller()
     site = get_site()
-    info = dict(site.study(study_uid))
+    info = dict(site.studies.study(study_uid))
     info["series"] = [dict(s) for s in site.catalog.series(study_uid)]
     token = site.tokens.get(study_uid)
     info["patient_link"] = _link_state(token, site) if token else None
@@ -168,7 +168,7 @@ def study(study_uid: str) -> Any:
 def delete_study(study_uid: str) -> Any:
     """Delete a study (files, index, patient link): admin only."""
     _caller(admin=True)
-    count = get_site().delete(study_uid)
+    count = get_site().studies.delete(study_uid)
     _changed("study.delete", study_uid, f"{count} instance(s)")
     return {"deleted_instances": count}
 
@@ -176,7 +176,7 @@ def delete_study(study_uid: str) -> Any:
 # -- patient links ---------------------------------------------------------------------------------
 
 def _link_state(token: Any, site: Any) -> dict[str, Any]:
-    return {"valid_until": token.valid_until.isoformat(), "state": token.state(site.today())}
+    return {"valid_until": token.valid_until.isoformat(), "state": token.state(site.links.today())}
 
 
 @bp.post("/studies/<study_uid>/link")
@@ -184,8 +184,8 @@ def create_link(study_uid: str) -> Any:
     """The study's patient link (made if it has none): ``{"link", "valid_until", "state"}``."""
     _caller()
     site = get_site()
-    site.tokens.ensure(study_uid, site.study(study_uid)["study_date"])
-    link = site.link(study_uid)
+    site.tokens.ensure(study_uid, site.studies.study(study_uid)["study_date"])
+    link = site.links.link(study_uid)
     _changed("token.link", study_uid)
     return {"link": link, **_link_state(site.tokens.get(study_uid), site)}
 
@@ -195,7 +195,7 @@ def link_action(study_uid: str, action: str) -> Any:
     """``extend`` (body ``{"until": "YYYY-MM-DD"}``), ``revoke`` or ``regenerate`` the patient link."""
     _caller()
     site = get_site()
-    site.tokens.ensure(study_uid, site.study(study_uid)["study_date"])
+    site.tokens.ensure(study_uid, site.studies.study(study_uid)["study_date"])
     body = _body()
     if action == "extend":
         try:
@@ -212,7 +212,7 @@ def link_action(study_uid: str, action: str) -> Any:
     _changed(f"token.{action}", study_uid, str(body.get("until", "")))
     out = _link_state(info, site)
     if action == "regenerate":
-        out["link"] = site.link(study_uid)
+        out["link"] = site.links.link(study_uid)
     return out
 
 
@@ -223,7 +223,7 @@ def link_slip(study_uid: str) -> Response:
     paper = request.args.get("paper") or None
     if paper is not None and paper not in ("A4", "Letter", "receipt80"):
         raise InvalidValue("paper must be A4, Letter or receipt80")
-    pdf = get_site().token_slip(study_uid, paper)
+    pdf = get_site().links.token_slip(study_uid, paper)
     _changed("token.slip", study_uid, paper or "")
     return Response(pdf, mimetype="application/pdf")
 
@@ -238,7 +238,7 @@ def jobs() -> Any:
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise InvalidValue("limit must be 1-1000")
     _read()
-    return {"jobs": get_site().job_rows(int(limit))}
+    return {"jobs": get_site().discs.job_rows(int(limit))}
 
 
 @bp.post("/jobs")
@@ -255,7 +255,7 @@ def create_job() -> Any:
     robot = body.get("robot") or ""
     if not isinstance(robot, str):
         raise InvalidValue("'robot' must be a robot name")
-    job = get_site().burn(study_uid, robot, copies, actor=principal.actor)
+    job = get_site().discs.burn(study_uid, robot, copies, actor=principal.actor)
     _changed("job.create", study_uid, f"job {job.id}")
     return _plain(dataclasses.asdict(job)), 201
 
@@ -264,7 +264,7 @@ def create_job() -> Any:
 def job_action(job_id: int, action: str) -> Any:
     """``cancel``, ``retry``, ``reburn`` or ``reprint`` a job (409 when its state does not allow it)."""
     principal = _caller()
-    job = get_site().job_action(job_id, action, actor=principal.actor)
+    job = get_site().discs.job_action(job_id, action, actor=principal.actor)
     _changed(f"job.{action}", "", f"job {job_id} -> {job.id}")
     return _plain(dataclasses.asdict(job))
 
@@ -274,7 +274,7 @@ def robots() -> Any:
     """Every robot with its bridge status."""
     _caller()
     _read()
-    return {"robots": get_site().robot_report()}
+    return {"robots": get_site().discs.robot_report()}
 
 
 # -- worklist --------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def worklist() -> Any:
     _caller()
     args = request.args
     _read()
-    return {"items": _plain(get_site().worklist_items(args.get("status", ""), args.get("patient", ""),
+    return {"items": _plain(get_site().worklist.items(args.get("status", ""), args.get("patient", ""),
                                                      args.get("date", ""), args.get("modality", "")))}
 
 
@@ -331,7 +331,7 @@ def create_worklist_item() -> Any:
 def delete_worklist_item(study_uid: str) -> Any:
     """Delete every step of a worklist item (admin)."""
     _caller(admin=True)
-    count = get_site().worklist_delete_item(study_uid)
+    count = get_site().worklist.delete_item(study_uid)
     _changed("worklist.delete", study_uid, f"{count} step(s)")
     return {"deleted_steps": count}
 
@@ -340,7 +340,7 @@ def delete_worklist_item(study_uid: str) -> Any:
 def reset_worklist_step(step_id: int) -> Any:
     """Set a step back to SCHEDULED."""
     _caller()
-    count = get_site().worklist_reset(step_id)
+    count = get_site().worklist.reset(step_id)
     _changed("worklist.reset", "", f"step {step_id}")
     return {"reset_steps": count}
 
@@ -359,7 +359,7 @@ def nodes() -> Any:
 def echo(ae_title: str) -> Any:
     """C-ECHO a known node: ``{"ae_title", "online", "reason"}``."""
     _caller()
-    online, reason = get_site().echo(ae_title)
+    online, reason = get_site().admin.echo(ae_title)
     _changed("node.echo", "", f"{ae_title}: {reason}")
     return {"ae_title": ae_title, "online": online, "reason": reason}
 
