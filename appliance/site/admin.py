@@ -6,19 +6,18 @@ The room of the admin pages. It sends no DICOM itself: the composition root hand
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from appliance.config import LOG_LEVELS, Config, NodeConfig
 from appliance.db import Database
 from appliance.errors import NotFound
-from appliance.log import LOG_FILE
+from appliance.log import LOG_FILE, LogRecord, read_records
 from appliance.nodes import NodeRegistry
 
 #: C-ECHO a node within a timeout (seconds): (online, reason when offline).
@@ -29,65 +28,70 @@ _CERT_CACHE_SECONDS = 600.0
 
 #: Config keys whose values the settings page never shows.
 _SECRET_RE = re.compile(r"password|passphrase|secret|api_key|private|credential", re.IGNORECASE)
-_LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (TRACE|DEBUG|INFO|WARNING|ERROR|FATAL|CRITICAL)\s+"
-                     r"(\S+): (.*)$")
 
 
 @dataclasses.dataclass(frozen=True)
-class LogRecord:
-    """One record of the appliance log (continuation lines, such as tracebacks, in ``text``)."""
-
-    time: str
-    level: str
-    logger: str
-    text: str
+class Masked:
+    """A secret of the configuration: the settings hand out this marker, never the value."""
 
 
-def mask_settings(cfg: Config) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The effective configuration as (section, [(key, value)]) for display, secrets replaced by ``••••••``."""
+#: The one marker of every masked value.
+MASKED = Masked()
 
-    def show(key: str, value: Any) -> str:
-        if _SECRET_RE.search(key) and value not in ("", None):
-            return "••••••"
-        if isinstance(value, Mapping):
-            return ", ".join(f"{k} = {show(str(k), v)}" for k, v in value.items()) or "(none)"
-        if isinstance(value, list | tuple):
-            return ", ".join(show(key, v) for v in value) or "(none)"
-        if isinstance(value, bool):  # as the config file spells it, so it can be copied there
-            return "true" if value else "false"
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
 
-    sections: list[tuple[str, list[tuple[str, str]]]] = []
-    top: list[tuple[str, str]] = []
+@dataclasses.dataclass(frozen=True)
+class SettingsSection:
+    """One table of the effective configuration (``web``, ``robots.epson``...), secrets masked."""
+
+    name: str
+    #: (key, value) as parsed; secret values, also inside tables and lists, replaced by :data:`MASKED`.
+    values: list[tuple[str, Any]]
+    #: A built-in demo robot (there is no ``[robots.*]`` table in the config).
+    demo: bool = False
+    #: An empty table: every key has its default.
+    defaults: bool = False
+
+
+def _mask(key: str, value: Any) -> Any:
+    """``value`` with secrets (by key name) replaced by :data:`MASKED`."""
+    if _SECRET_RE.search(key) and value not in ("", None):
+        return MASKED
+    if isinstance(value, Mapping):
+        return {k: _mask(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(key, v) for v in value]
+    return value
+
+
+def effective_settings(cfg: Config) -> list[SettingsSection]:
+    """The effective configuration, table by table, secrets masked (the known nodes have their own page)."""
+    sections: list[SettingsSection] = []
+    top: list[tuple[str, Any]] = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            rows = []
-            for g in dataclasses.fields(value):
-                inner = getattr(value, g.name)
-                if g.name == "nodes":
-                    continue
-                rows.append((g.name, show(g.name, inner)))
-            sections.append((f.name, rows))
+            rows = [(g.name, _mask(g.name, getattr(value, g.name))) for g in dataclasses.fields(value)
+                    if g.name != "nodes"]
+            sections.append(SettingsSection(f.name, rows))
         elif isinstance(value, Mapping):
+            demo = False
             if not value and f.name == "robots":  # the built-in demo robots run when no table is given
                 from appliance.discs.publishing import robot_tables
 
-                value = {f"{name} (built-in demo)": table for name, table in robot_tables(cfg).items()}
+                value, demo = robot_tables(cfg), True
             if not value:
-                sections.append((f.name, [("(every key)", "the defaults (see docs)")]))
+                sections.append(SettingsSection(f.name, [], defaults=True))
                 continue
-            flat = [(str(k), show(str(k), v)) for k, v in value.items() if not isinstance(v, Mapping)]
+            flat = [(str(k), _mask(str(k), v)) for k, v in value.items() if not isinstance(v, Mapping)]
             if flat:
-                sections.append((f.name, flat))
+                sections.append(SettingsSection(f.name, flat))
             for name, table in value.items():
                 if isinstance(table, Mapping):
-                    sections.append((f"{f.name}.{name}", [(str(k), show(str(k), v)) for k, v in table.items()]))
+                    sections.append(SettingsSection(f"{f.name}.{name}",
+                                                    [(str(k), _mask(str(k), v)) for k, v in table.items()], demo))
         else:
-            top.append((f.name, show(f.name, value)))
-    return [("appliance", top), *sections]
+            top.append((f.name, _mask(f.name, value)))
+    return [SettingsSection("appliance", top), *sections]
 
 
 class Admin:
@@ -130,9 +134,9 @@ class Admin:
         online, reason = self._echo(node, timeout)
         return online, "Online" if online else reason
 
-    def settings(self) -> list[tuple[str, list[tuple[str, str]]]]:
+    def settings(self) -> list[SettingsSection]:
         """The effective configuration, secrets masked."""
-        return mask_settings(self.config)
+        return effective_settings(self.config)
 
     def log_files(self) -> list[Path]:
         """The log file and its rotated copies, oldest first."""
@@ -147,7 +151,7 @@ class Admin:
         wanted = set(LOG_LEVELS[LOG_LEVELS.index(min_level):]) | ({"CRITICAL"} if min_level != "TRACE" else set())
         records: list[LogRecord] = []
         for path in reversed(self.log_files()):
-            for record in reversed(list(_parse(path))):
+            for record in reversed(list(read_records(path))):
                 if record.level in wanted:
                     records.append(record)
                     if len(records) >= limit:
@@ -189,22 +193,3 @@ class Admin:
             self._cert_cache = (now, warnings)
         return self._cert_cache[1]
 
-
-def _parse(path: Path, tail: int = 4 * 1024 * 1024) -> Iterator[LogRecord]:
-    """The records of a log file's last ``tail`` bytes, oldest first."""
-    with open(path, "rb") as fh:
-        fh.seek(0, io.SEEK_END)
-        fh.seek(max(0, fh.tell() - tail))
-        text = fh.read().decode("utf-8", "replace")
-    current: LogRecord | None = None
-    for line in text.splitlines():
-        m = _LOG_RE.match(line)
-        if m:
-            if current:
-                yield current
-            level = "FATAL" if m.group(2) == "CRITICAL" else m.group(2)
-            current = LogRecord(m.group(1), level, m.group(3), m.group(4))
-        elif current:
-            current = dataclasses.replace(current, text=current.text + "\n" + line)
-    if current:
-        yield current

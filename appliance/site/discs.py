@@ -140,43 +140,42 @@ class Discs:
         """
         return self.jobs.get(job_id)
 
-    def study_labels(self, study_uids: list[str]) -> dict[str, str]:
-        """A short name for each stored study, as the burn queue shows it: date, then description or modalities."""
-        out: dict[str, str] = {}
+    def study_info(self, study_uids: list[str]) -> dict[str, dict[str, str]]:
+        """``study_date``, ``description`` and ``modalities`` of each of these studies that is stored."""
+        out: dict[str, dict[str, str]] = {}
         for start in range(0, len(study_uids), 500):
             part = study_uids[start:start + 500]
             rows = self.db.conn.execute(
                 f"SELECT study_uid, study_date, description, modalities FROM studies WHERE study_uid IN "
                 f"({','.join('?' * len(part))})", part)
             for row in rows:
-                date = row["study_date"]
-                shown = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date
-                what = row["description"] or row["modalities"].replace("\\", "/") or "study"
-                out[row["study_uid"]] = f"{shown} {what}".strip()
+                out[row["study_uid"]] = {"study_date": row["study_date"], "description": row["description"],
+                                         "modalities": row["modalities"]}
         return out
 
     def job_rows(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest disc jobs as plain data for the burn queue page and its JSON.
 
-        Each row has ``id, state, patient_name, patient_id, studies, study_labels, robot, media, discs, copies,
-        size, source, parent_id, attempt, note, needs_staff, progress`` (one text per disc), ``updated``,
-        ``actions`` (those its state allows) and ``labels`` (disc numbers with a label PDF to preview).
+        Each row has ``id, state, patient_name, patient_id, studies, study_info`` (per study its record, None
+        when it is no longer stored), ``robot, media, discs, copies, size, source, parent_id, attempt, note,
+        needs_staff, robot_discs`` (``number, robot_state, reason`` of each disc the robot has seen),
+        ``updated``, ``actions`` (those its state allows) and ``labels`` (disc numbers with a label PDF).
         """
         rows = []
         recent = self.jobs.recent(limit=limit)
-        names = self.study_labels(sorted({s for job in recent for s in job.studies}))
+        info = self.study_info(sorted({s for job in recent for s in job.studies}))
         for job in recent:
             discs = self.jobs.discs(job.id)
-            progress = [f"disc {d.number}: {d.robot_state or 'waiting'}" + (f" – {d.reason}" if d.reason else "")
-                        for d in discs if d.ticket or d.robot_state]
             rows.append({
                 "id": job.id, "state": job.state.value, "patient_name": job.patient_name,
                 "patient_id": job.patient_id, "studies": list(job.studies),
-                "study_labels": [names.get(s, f"study {n}") for n, s in enumerate(job.studies, 1)], "robot": job.robot,
+                "study_info": [info.get(s) for s in job.studies], "robot": job.robot,
                 "media": job.media, "discs": job.disc_count, "copies": job.copies, "size": job.size,
                 "source": job.source, "parent_id": job.parent_id, "attempt": job.attempt,
                 "note": job.error if job.state.value == "failed" else job.message,
-                "needs_staff": job.needs_staff, "progress": progress, "updated": job.updated,
+                "needs_staff": job.needs_staff, "updated": job.updated,
+                "robot_discs": [{"number": d.number, "robot_state": d.robot_state, "reason": d.reason}
+                                for d in discs if d.ticket or d.robot_state],
                 "actions": [a for a, states in JOB_ACTIONS.items() if job.state.value in states],
                 "labels": [d.number for d in discs if _label_path(d.files) is not None],
             })

@@ -10,10 +10,6 @@ from typing import Any
 
 from appliance.core import Appliance
 
-#: Worklist step statuses the staff UI shows in green (done) and orange (ended without being done).
-WORKLIST_DONE = ("COMPLETED",)
-WORKLIST_ENDED = ("DISCONTINUED", "CANCELED", "CANCELLED", "MISSED")
-
 
 class Worklist:
     """Worklist items and HL7 messages.
@@ -48,10 +44,7 @@ class Worklist:
             item = items.setdefault(row.study_uid, {
                 "study_uid": row.study_uid, "patient_name": row.patient_name, "patient_id": row.patient_id,
                 "accession": row.accession, "source": row.source, "steps": []})
-            item["steps"].append({**dataclasses.asdict(row), "tone": worklist_tone(row.status)})
-        for item in items.values():
-            tones = {s["tone"] for s in item["steps"]}
-            item["tone"] = "done" if tones == {"done"} else "ended" if tones <= {"done", "ended"} else "open"
+            item["steps"].append(dataclasses.asdict(row))
         return list(items.values())
 
     def delete_item(self, study_uid: str) -> int:
@@ -95,8 +88,3 @@ class Worklist:
                         "ack": m.ack.replace("\r", "\n").strip()})
         return out
 
-
-def worklist_tone(status: str) -> str:
-    """``done`` (COMPLETED), ``ended`` (discontinued, cancelled, missed) or ``open``, for the status colour."""
-    status = status.upper()
-    return "done" if status in WORKLIST_DONE else "ended" if status in WORKLIST_ENDED else "open"

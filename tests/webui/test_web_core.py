@@ -17,11 +17,12 @@ from pydicom.uid import JPEGLosslessSV1
 from appliance.config import NodeConfig, parse_config
 from appliance.errors import InvalidValue, NotFound
 from appliance.nodes import validate_host
-from appliance.site.admin import mask_settings
+from appliance.site.admin import effective_settings
 from appliance.site.catalog import StudyQuery, parse_date, period_range, text_pattern
 from appliance.site.export import Busy, Exporter, ZipItem, zip_name
 from appliance.site.imaging import Window, apply_window, default_window, picture, render
 from appliance.site.jpegll import can_compress, compress
+from webui.presenters import settings_sections
 
 import dicomdata
 
@@ -326,7 +327,7 @@ def test_settings_mask_secrets(tmp_path: Path) -> None:
     cfg = parse_config({"appliance": {"data_dir": str(tmp_path)},
                         "robots": {"epson": {"hotfolder": "x", "password": "hunter2", "simulate": True}},
                         "labels": {"logo": "l.png"}})
-    sections = dict(mask_settings(cfg))
+    sections = dict(settings_sections(effective_settings(cfg)))
     assert dict(sections["robots.epson"])["password"] == "••••••"
     assert dict(sections["robots.epson"])["hotfolder"] == "x"
     assert dict(sections["web"])["token_days"] == "60"
@@ -337,7 +338,8 @@ def test_settings_mask_secrets(tmp_path: Path) -> None:
 
 def test_settings_show_values_as_the_config_file_spells_them_and_every_table(tmp_path: Path) -> None:
     """Issue 20, item 11: no ``20.0`` / ``True``, and the robots and labels tables are shown also on defaults."""
-    sections = dict(mask_settings(parse_config({"appliance": {"data_dir": str(tmp_path)}})))
+    cfg = parse_config({"appliance": {"data_dir": str(tmp_path)}})
+    sections = dict(settings_sections(effective_settings(cfg)))
     assert dict(sections["dicom"])["acse_timeout"] == "30"
     assert dict(sections["dicom"])["accept_any_ae"] == "true"
     assert dict(sections["robots.epson (built-in demo)"])["simulate"] == "true"

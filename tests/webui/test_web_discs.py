@@ -10,6 +10,7 @@ import hl7support
 
 from appliance.discs.jobs import DiscSpec, JobState
 from hl7.handlers import MessageProcessor
+from webui import presenters
 
 
 def post(env: Any, client: Any, path: str, data: dict | None = None) -> Any:
@@ -294,7 +295,7 @@ def test_the_burn_queue_names_studies_by_date_and_description(env, admin) -> Non
     """Not "study 1" (issue 20, item 11): the date and description a person recognises."""
     ct = env.studies["ct"]
     env.site.discs.burn(ct, actor="test")
-    row = next(r for r in env.site.discs.job_rows() if ct in r["studies"])
+    row = next(r for r in presenters.job_rows(env.site.discs.job_rows()) if ct in r["studies"])
     date = env.site.studies.study(ct)["study_date"]
     label = f"{date[:4]}-{date[4:6]}-{date[6:]} CT THORAX"
     assert row["study_labels"] == [label]

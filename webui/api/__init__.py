@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, g, request
 
 from appliance import __version__
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import login_required
 
@@ -69,7 +70,7 @@ def whoami() -> dict[str, Any]:
 @login_required
 def jobs() -> dict[str, Any]:
     """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see ``Discs.job_rows``)."""
-    return {"jobs": get_site().discs.job_rows()}
+    return {"jobs": presenters.job_rows(get_site().discs.job_rows())}
 
 
 @bp.get("/robots")

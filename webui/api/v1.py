@@ -26,6 +26,7 @@ from appliance.errors import (
     PublishError,
     WorklistError,
 )
+from webui import presenters
 from webui.api.openapi import OPENAPI
 from webui.credentials import Principal, Refused, audit, authenticate
 from webui.extensions import get_site
@@ -238,7 +239,7 @@ def jobs() -> Any:
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise InvalidValue("limit must be 1-1000")
     _read()
-    return {"jobs": get_site().discs.job_rows(int(limit))}
+    return {"jobs": presenters.job_rows(get_site().discs.job_rows(int(limit)))}
 
 
 @bp.post("/jobs")
@@ -285,8 +286,9 @@ def worklist() -> Any:
     _caller()
     args = request.args
     _read()
-    return {"items": _plain(get_site().worklist.items(args.get("status", ""), args.get("patient", ""),
-                                                     args.get("date", ""), args.get("modality", "")))}
+    items = get_site().worklist.items(args.get("status", ""), args.get("patient", ""), args.get("date", ""),
+                                      args.get("modality", ""))
+    return {"items": _plain(presenters.worklist_items(items))}
 
 
 @bp.post("/worklist")

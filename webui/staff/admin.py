@@ -13,6 +13,7 @@ from appliance import __version__
 from appliance.config import LOG_LEVELS
 from appliance.errors import InvalidValue
 from appliance.site.users import ROLES
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
@@ -23,7 +24,8 @@ from webui.staff import audit, bp
 def settings() -> str:
     """The effective configuration, secrets masked."""
     site = get_site()
-    return render_template("staff/settings.html", sections=site.admin.settings(), source=site.config.source,
+    sections = presenters.settings_sections(site.admin.settings())
+    return render_template("staff/settings.html", sections=sections, source=site.config.source,
                            nodes=site.nodes.all(), amqp=site.admin.amqp_state())
 
 

@@ -8,6 +8,7 @@ from flask import flash, g, redirect, render_template, request, send_file, url_f
 from werkzeug.wrappers import Response
 
 from appliance.errors import InvalidValue, PublishError
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import login_required
 from webui.staff import audit, bp
@@ -35,7 +36,7 @@ def burn(study_uid: str) -> Response:
 @login_required
 def jobs() -> str:
     """The burn queue: every job with its state and progress, refreshed by staff.js from ``/api/jobs``."""
-    return render_template("staff/jobs.html", jobs=get_site().discs.job_rows())
+    return render_template("staff/jobs.html", jobs=presenters.job_rows(get_site().discs.job_rows()))
 
 
 @bp.post("/jobs/<int:job_id>/<action>")

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
@@ -44,8 +45,8 @@ def worklist() -> Any:
     :raise 400: a bad status or date.
     """
     args, error = _filters()
-    items = [] if error else get_site().worklist.items(args["status"], args["patient"], args["date_value"],
-                                                       args["modality"])
+    items = [] if error else presenters.worklist_items(get_site().worklist.items(
+        args["status"], args["patient"], args["date_value"], args["modality"]))
     query = {k: args[k] for k in ("date", "modality", "status", "patient") if args[k]}
     return render_template("staff/worklist.html", items=items, args=args, error=error, query=query,
                            statuses=STATUSES), 400 if error else 200
