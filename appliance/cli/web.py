@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.config import Config
+from appliance.config import Config, NodeConfig
 from appliance.errors import InvalidValue, ListenerError, NotFound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,7 +168,7 @@ def build_site(app: Any, cfg: Config, robots: bool = False) -> Site:
     """
     from appliance.site.service import Site
 
-    def echo(node: Any, timeout: float) -> tuple[bool, str]:
+    def echo(node: NodeConfig, timeout: float) -> tuple[bool, str]:
         from appliance.dicom.scu import echo as scu_echo
 
         tls = app.client_tls() if node.tls and app.client_tls else None

@@ -181,6 +181,13 @@ class Discs:
             })
         return rows
 
+    def queue_depths(self) -> dict[str, Any]:
+        """``disc_jobs`` (jobs per state) and ``pending_burn_groups`` (delayed groups not yet a job), for health."""
+        jobs = {str(state): int(count) for state, count in
+                self.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state")}
+        pending = int(self.db.conn.execute("SELECT COUNT(*) FROM burn_groups").fetchone()[0])
+        return {"disc_jobs": jobs, "pending_burn_groups": pending}
+
     def job_label(self, job_id: int, disc: int = 1) -> Path:
         """The label PDF of one disc of a job.
 

@@ -21,11 +21,10 @@ is disabled.
 
 from __future__ import annotations
 
-from typing import Any
-
 from appliance.config import Config
 from appliance.core import Appliance
 from appliance.discs.jobs import JobStore
+from appliance.nodes import NodeRegistry
 from appliance.site.admin import Admin, Echo
 from appliance.site.apikeys import ApiKeys
 from appliance.site.audit import Audit, BatchWriter
@@ -73,7 +72,7 @@ class Site:
         self.admin = Admin(self.config, db, appliance.node_registry, echo)
 
     @property
-    def nodes(self) -> Any:
+    def nodes(self) -> NodeRegistry:
         """The node registry that the DICOM policy consults too."""
         return self.app.node_registry
 

@@ -121,10 +121,7 @@ def health() -> Any:
                        ("dicomweb", cfg.dicomweb.port)):
         if port:
             services[name] = {"port": port, "up": _listening(port)}
-    jobs: dict[str, int] = {}
-    for row in site.app.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state"):
-        jobs[str(row[0])] = int(row[1])
-    pending = site.app.db.conn.execute("SELECT COUNT(*) FROM burn_groups").fetchone()[0]
+    queues = site.discs.queue_depths()
     robots = site.discs.robot_report()
     free = site.studies.free_space()
     limit = cfg.dicom.free_space_limit_mb * 1024 * 1024
@@ -132,8 +129,7 @@ def health() -> Any:
     _read()
     return {"status": "ok" if ok else "degraded", "version": __version__, "services": services,
             "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.studies.counts()},
-            "robots": robots, "queues": {"disc_jobs": jobs, "pending_burn_groups": int(pending),
-                                         "thumbnails": site.pictures.prerender.pending}}
+            "robots": robots, "queues": {**queues, "thumbnails": site.pictures.prerender.pending}}
 
 
 # -- studies ---------------------------------------------------------------------------------------
