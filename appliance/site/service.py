@@ -8,6 +8,7 @@ room                      for
 :mod:`~.links`            patient links, the address they name, token slips
 :mod:`~.discs`            burn a study, the burn queue, job actions, robots
 :mod:`~.worklist`         worklist items and HL7 messages
+:mod:`~.forwarding`       the forwarding queue's state and buttons, the extended search of the regional PACS
 :mod:`~.admin`            settings, logs, messaging, certificate warnings, C-ECHO of known nodes
 ========================  ==========================================================================
 
@@ -31,6 +32,7 @@ from appliance.site.audit import Audit, BatchWriter
 from appliance.site.catalog import Catalog
 from appliance.site.dicomweb import DicomWeb
 from appliance.site.discs import Discs
+from appliance.site.forwarding import Forwarding
 from appliance.site.links import Links
 from appliance.site.pictures import Pictures
 from appliance.site.sessions import PatientSessions
@@ -69,6 +71,7 @@ class Site:
         self.links = Links(self.config, self.tokens, self.studies)
         self.discs = Discs(self.config, db, self.studies, JobStore(db))
         self.worklist = Worklist(appliance)
+        self.forwarding = Forwarding(appliance)
         self.admin = Admin(self.config, db, appliance.node_registry, echo)
 
     @property
