@@ -51,6 +51,10 @@ class Studies:
 
     # -- look-ups -----------------------------------------------------------------------------------
 
+    def find(self, study_uid: str) -> dict[str, Any] | None:
+        """A stored study with its patient, None when it is not stored."""
+        return self.app.index.study(study_uid)
+
     def study(self, study_uid: str) -> dict[str, Any]:
         """A stored study with its patient.
 

@@ -6,9 +6,12 @@ The room of the worklist and HL7 pages: items grouped by requested procedure, th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.core import Appliance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.worklist.store import Order, OrderResult
 
 
 class Worklist:
@@ -46,6 +49,16 @@ class Worklist:
                 "accession": row.accession, "source": row.source, "steps": []})
             item["steps"].append(dataclasses.asdict(row))
         return list(items.values())
+
+    def apply_order(self, order: Order) -> OrderResult:
+        """Add or update one order's item and steps, as an HL7 order would (all steps or none).
+
+        Raises
+        ------
+        WorklistError
+            The order is incomplete, invalid or names a different patient; nothing was changed.
+        """
+        return self.app.worklist.apply_orders([order])
 
     def delete_item(self, study_uid: str) -> int:
         """Delete every step of a worklist item; the number deleted.

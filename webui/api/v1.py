@@ -318,7 +318,7 @@ def create_worklist_item() -> Any:
     order = Order(str(body.get("StudyInstanceUID") or ""), PatientRef(patient_id, issuer),
                   {"PatientID": patient_id, **patient_attrs}, attrs, tuple(step_orders), charset="ISO_IR 192",
                   source="api")
-    result = site.app.worklist.apply_orders([order])
+    result = site.worklist.apply_order(order)
     keys = result.created + result.updated
     _changed("worklist.add", "", ", ".join(str(k) for k in keys))
     return {"created": [dataclasses.asdict(k) for k in result.created],

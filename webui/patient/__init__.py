@@ -79,7 +79,7 @@ def get_study_for_token() -> tuple[TokenInfo, dict[str, Any]]:
     :raise 404: no session cookie, or its token is unknown, expired, revoked or regenerated (one answer for all).
     """
     info = get_token()
-    study = get_site().app.index.study(info.study_uid)
+    study = get_site().studies.find(info.study_uid)
     if study is None:
         abort(404)
     return info, study

@@ -145,7 +145,7 @@ def delete(study_uid: str, series_uid: str | None = None) -> Any:
     audit("series.delete" if series_uid else "study.delete", study_uid,
           detail=f"{count} instance(s)" + (f" of series {series_uid}" if series_uid else ""))
     flash(f"Deleted {count} image(s).", "success")
-    if series_uid and site.app.index.study(study_uid) is not None:
+    if series_uid and site.studies.find(study_uid) is not None:
         return redirect(url_for("staff.study", study_uid=study_uid))
     return redirect(url_for("staff.studies"))
 
