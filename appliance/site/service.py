@@ -9,6 +9,7 @@ room                      for
 :mod:`~.discs`            burn a study, the burn queue, job actions, robots
 :mod:`~.worklist`         worklist items and HL7 messages
 :mod:`~.forwarding`       the forwarding queue's state and buttons, the extended search of the regional PACS
+:mod:`~.upkeep`           storages, maintenance tasks and e-mail alerts
 :mod:`~.admin`            settings, logs, messaging, certificate warnings, C-ECHO of known nodes
 ========================  ==========================================================================
 
@@ -38,6 +39,7 @@ from appliance.site.pictures import Pictures
 from appliance.site.sessions import PatientSessions
 from appliance.site.studies import Studies
 from appliance.site.tokens import Tokens
+from appliance.site.upkeep import UpkeepView
 from appliance.site.users import Users
 from appliance.site.worklist import Worklist
 
@@ -72,6 +74,7 @@ class Site:
         self.discs = Discs(self.config, db, self.studies, JobStore(db))
         self.worklist = Worklist(appliance)
         self.forwarding = Forwarding(appliance)
+        self.upkeep = UpkeepView(appliance, self.config)
         self.admin = Admin(self.config, db, appliance.node_registry, echo)
 
     @property
