@@ -9,10 +9,14 @@ history away. Tracebacks keep their lines.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
 import logging.handlers
 import re
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,10 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_FILE = "appliance.log"
 #: Longest message written, in characters (the traceback of a record comes on top).
 MAX_MESSAGE = 4000
+
+#: One record's first line as :data:`FORMAT` writes it (levels as named above; CRITICAL from older files).
+_RECORD_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (TRACE|DEBUG|INFO|WARNING|ERROR|FATAL|CRITICAL)\s+"
+                        r"(\S+): (.*)$")
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -133,3 +141,33 @@ def setup_logging(level: str, log_dir: Path | None, max_mb: float = 10.0, backup
         root.addHandler(rotating)
     # pynetdicom logs every PDU at DEBUG; keep its chatter one level below ours.
     logging.getLogger("pynetdicom").setLevel(max(level_number(level), logging.WARNING))
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of the appliance log (continuation lines, such as tracebacks, in ``text``)."""
+
+    time: str
+    level: str
+    logger: str
+    text: str
+
+
+def read_records(path: Path, tail: int = 4 * 1024 * 1024) -> Iterator[LogRecord]:
+    """The records of a log file written with :data:`FORMAT` (its last ``tail`` bytes), oldest first."""
+    with open(path, "rb") as fh:
+        fh.seek(0, io.SEEK_END)
+        fh.seek(max(0, fh.tell() - tail))
+        text = fh.read().decode("utf-8", "replace")
+    current: LogRecord | None = None
+    for line in text.splitlines():
+        m = _RECORD_RE.match(line)
+        if m:
+            if current:
+                yield current
+            level = "FATAL" if m.group(2) == "CRITICAL" else m.group(2)
+            current = LogRecord(m.group(1), level, m.group(3), m.group(4))
+        elif current:
+            current = dataclasses.replace(current, text=current.text + "\n" + line)
+    if current:
+        yield current

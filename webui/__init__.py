@@ -75,7 +75,7 @@ def format_time(value: str) -> str:
 
 
 def create_app(config: Config | None = None, appliance: Appliance | None = None,
-               overrides: Mapping[str, Any] | None = None) -> Flask:
+               overrides: Mapping[str, Any] | None = None, site: Site | None = None) -> Flask:
     """Build the web app.
 
     Parameters
@@ -86,16 +86,22 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
         The running core; made from ``config`` when not given.
     overrides : mapping, optional
         Flask settings to apply last (tests set ``TESTING``).
+    site : Site, optional
+        The web core as the composition root wired it (robots, publishing, C-ECHO:
+        :func:`appliance.cli.web.build_site`); default: a bare one over ``appliance``, with no robots and no echo.
 
     Returns
     -------
     Flask
         The app, with the ``patient``, ``staff`` and ``api`` blueprints.
     """
-    if appliance is None:
+    if site is not None:
+        appliance = site.app
+    elif appliance is None:
         appliance = Appliance(config or parse_config({}))
     cfg = appliance.config
-    site = Site(appliance)
+    if site is None:
+        site = Site(appliance)
     web = cfg.web
     app = Flask(__name__)
     app.config.update(

@@ -77,13 +77,13 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     # Attaches the patient-token store listener before the node opens its ports; serves [web] port.
     web = cli_web.build_web(app, cfg)
     # Listens to the core before the node opens its ports, so no instance misses its burn route.
-    publishing = build_publishing(app, cfg, links=web.site.link)  # the patient link's QR code on labels
-    web.site.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
+    publishing = build_publishing(app, cfg, links=web.site.links.link)  # the patient link's QR code on labels
+    web.site.discs.use_publishing(publishing)  # the burn queue and robots pages use the running engine and robots
     upkeep = cli_upkeep.build_upkeep(app, cfg, web.site)  # archiving, deletion, storage checks
     forwarder = cli_forwarding.build_forwarding(app, cfg)
     # Sets the outbox triggers before the node opens its ports, so no new study or series goes unreported.
     messaging = cli_amqp.build_amqp(app, cfg)
-    web.site.messaging = messaging
+    web.site.admin.messaging = messaging
     hl7_listener = None
     if cfg.hl7.port:
         from hl7.listener import HL7Listener

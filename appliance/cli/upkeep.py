@@ -53,7 +53,7 @@ class Upkeep:
         self.archiver = Archiver(app.db, app.index, app.store_area, cfg.archiving, IMPLEMENTATION_VERSION,
                                  self.pool, max(1, workers))
         self.deleter = Deleter(app.db, app.index, app.store_area, cfg.deletion,
-                               site.today if site is not None else None, cfg.forwarding.storage_commitment)
+                               site.links.today if site is not None else None, cfg.forwarding.storage_commitment)
         # Archiving gives way while images arrive: ingest must not slow down by more than a little.
         last_store = [0.0]
         app.stored_listeners.append(lambda *_: last_store.__setitem__(0, time.monotonic()))
@@ -63,12 +63,12 @@ class Upkeep:
         if site is not None:
             def _deleted(series_uid: str, instances: list[Any], study_gone: bool) -> None:
                 for inst in instances:
-                    site.thumbs.forget(inst.sop_uid, inst.path)
+                    site.pictures.thumbs.forget(inst.sop_uid, inst.path)
                 if study_gone:
                     site.tokens.delete(instances[0].study_uid)
 
             def _recoded(inst: Any, new_path: str) -> None:
-                site.thumbs.forget(inst.sop_uid, inst.path)
+                site.pictures.thumbs.forget(inst.sop_uid, inst.path)
 
             self.deleter.listeners.append(_deleted)
             self.archiver.listeners.append(_recoded)

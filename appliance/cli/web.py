@@ -12,10 +12,13 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.config import Config
+from appliance.config import Config, NodeConfig
 from appliance.errors import InvalidValue, ListenerError, NotFound
+
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.site.service import Site
 
 LOGGER = logging.getLogger("appliance")
 
@@ -35,8 +38,6 @@ class WebService:
     """
 
     def __init__(self, app: Any, cfg: Config) -> None:
-        from appliance.site.service import Site
-
         self.server: Any = None
         self.dicomweb: Any = None
         if cfg.web.port:
@@ -47,11 +48,11 @@ class WebService:
             # Never a client certificate on the web: patients' browsers have none ([tls] verify_peer is for
             # DICOM and HL7 peers).
             context = tls_contexts.server_context(cfg, verify_peer=False) if cfg.web.https else None
-            flask = create_app(cfg, app)
-            self.site: Site = flask.extensions["appliance"].site
+            self.site = build_site(app, cfg)
+            web_app = create_app(cfg, app, site=self.site)
             _raise_open_files_limit(cfg.web.max_connections + 512)  # connections, the database, the listeners
             try:
-                self.server = WebServer(flask, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
+                self.server = WebServer(web_app, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
                                         cfg.tls.handshake_timeout, cfg.web.header_timeout, cfg.web.max_connections,
                                         cfg.web.max_connections_per_client)
             except OSError as exc:
@@ -59,7 +60,7 @@ class WebService:
             if cfg.dicomweb.port:
                 self.dicomweb = _dicomweb_server(self.site, cfg)
         else:
-            self.site = Site(app)
+            self.site = build_site(app, cfg)
         # Every stored study gets its token even with the web site off: disc labels and slips print the link.
         self.site.attach(prerender=self.server is not None)
 
@@ -80,11 +81,11 @@ class WebService:
 
     def _announce(self) -> None:
         """Say where a person finds the site, and how to make the first staff user (issue 20: lead to the UI)."""
-        base = self.site.base_url()
+        base = self.site.links.base_url()
         LOGGER.info("staff web UI: %s/staff/ ; patient links: %s/token?...", base, base)
         web = self.site.config.web
         if not web.server_name and web.bind in ("0.0.0.0", "::", ""):
-            from appliance.site.service import machine_address
+            from appliance.site.links import machine_address
 
             host = machine_address()
             try:
@@ -152,17 +153,48 @@ def _dicomweb_server(site: Any, cfg: Config) -> Any:
         return None
 
 
+def build_site(app: Any, cfg: Config, robots: bool = False) -> Site:
+    """The web site's core over ``app``, with the C-ECHO of known nodes wired in.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core.
+    cfg : Config
+        The configuration.
+    robots : bool
+        Also hand the burn queue the configured robots and a publisher to cancel with (outside ``serve``,
+        whose running disc publishing is handed over with ``site.discs.use_publishing``).
+    """
+    from appliance.site.service import Site
+
+    def echo(node: NodeConfig, timeout: float) -> tuple[bool, str]:
+        from appliance.dicom.scu import echo as scu_echo
+
+        tls = app.client_tls() if node.tls and app.client_tls else None
+        result = scu_echo(node.host, node.port, node.ae_title, cfg.dicom.ae_title, timeout, tls)
+        return result.online, result.reason
+
+    site = Site(app, echo=echo)
+    if robots:
+        from appliance.discs.publisher import DiscPublisher
+        from appliance.discs.publishing import build_robots
+
+        found = build_robots(cfg)
+        site.discs.use_robots(found, DiscPublisher(site.discs.jobs, found))
+    return site
+
+
 def build_web(app: Any, cfg: Config) -> WebService:
     """The web service of ``appliance serve`` (call before the DICOM ports open, so no study misses its token)."""
     return WebService(app, cfg)
 
 
-def _site(cfg: Config) -> Any:
+def _site(cfg: Config) -> Site:
     from appliance.core import Appliance
     from appliance.site.audit import Audit
-    from appliance.site.service import Site
 
-    site = Site(Appliance(cfg))
+    site = build_site(Appliance(cfg), cfg)
     site.audit = Audit(site.app.db)  # a command ends at once: write its audit rows directly
     return site
 
@@ -172,20 +204,20 @@ def cmd_token(args: argparse.Namespace, cfg: Config) -> int:
     site = _site(cfg)
     try:
         if args.regenerate:
-            site.tokens.ensure(args.study_uid, site.study(args.study_uid)["study_date"])
+            site.tokens.ensure(args.study_uid, site.studies.study(args.study_uid)["study_date"])
             site.tokens.regenerate(args.study_uid)
-        link = site.link(args.study_uid)
+        link = site.links.link(args.study_uid)
     except NotFound:
         raise NotFound(f"study {args.study_uid} is not stored") from None
     info = site.tokens.get(args.study_uid)
     site.audit.record("token.link", actor="cli", study_uid=args.study_uid, token_id=info.id if info else None)
     print(link)
     if info is not None:
-        state = info.state(site.today())
+        state = info.state(site.links.today())
         print(f"valid until {info.valid_until.isoformat()}" + ("" if state == "valid" else f" ({state})"),
               file=sys.stderr)
     if args.slip:
-        Path(args.slip).write_bytes(site.token_slip(args.study_uid, args.paper))
+        Path(args.slip).write_bytes(site.links.token_slip(args.study_uid, args.paper))
         site.audit.record("token.slip", actor="cli", study_uid=args.study_uid, detail=args.slip)
         print(f"token slip written to {args.slip}", file=sys.stderr)
     return 0

@@ -1,6 +1,6 @@
 """Staff accounts of the web UI: names, hashed passwords and roles.
 
-Passwords are hashed with werkzeug's ``generate_password_hash`` (scrypt, salted); the plain password is never
+Passwords are hashed with salted scrypt (:mod:`appliance.site.passwords`); the plain password is never
 stored or logged. Two roles: ``admin`` (everything, including users, nodes, settings, logs and deleting
 studies) and ``frontdesk`` (find studies, download, patient links and slips, echo nodes).
 """
@@ -13,10 +13,9 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from appliance.db import Database
 from appliance.errors import InvalidValue, NotFound
+from appliance.site.passwords import hash_password, verify_password
 
 ROLES = ("admin", "frontdesk")
 #: Shortest password accepted.
@@ -27,7 +26,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 @functools.cache
 def _dummy_hash() -> str:
     # Checked against when the user name is unknown, so that a wrong name costs as long as a wrong password.
-    return generate_password_hash("not a password of anyone")
+    return hash_password("not a password of anyone")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class Users:
         try:
             with self.db.transaction() as conn:
                 conn.execute("INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
-                             (name, generate_password_hash(password), role, _now()))
+                             (name, hash_password(password), role, _now()))
         except sqlite3.IntegrityError:
             raise InvalidValue(f"a user named {name!r} already exists") from None
         user = self.by_name(name)
@@ -127,9 +126,9 @@ class Users:
         """The account if ``password`` is its password, else None; records the login time."""
         row = self.db.conn.execute("SELECT * FROM users WHERE name = ?", (name.strip(),)).fetchone()
         if row is None:
-            check_password_hash(_dummy_hash(), password)
+            verify_password(_dummy_hash(), password)
             return None
-        if not check_password_hash(row["password_hash"], password) or row["disabled"]:
+        if not verify_password(row["password_hash"], password) or row["disabled"]:
             return None
         with self.db.transaction() as conn:
             conn.execute("UPDATE users SET last_login = ? WHERE id = ?", (_now(), row["id"]))
@@ -148,7 +147,7 @@ class Users:
         check_password(password)
         with self.db.transaction() as conn:
             if not conn.execute("UPDATE users SET password_hash = ?, session_gen = session_gen + 1 WHERE id = ?",
-                                (generate_password_hash(password), user_id)).rowcount:
+                                (hash_password(password), user_id)).rowcount:
                 raise NotFound(f"no user with id {user_id}")
 
     def end_sessions(self, user_id: int) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.site.service import interface_addresses, machine_address
+from appliance.site.links import interface_addresses, machine_address
 
 from conftest import HOST, free_port, wait_until
 

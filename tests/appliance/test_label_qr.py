@@ -38,7 +38,7 @@ def test_a_burned_disc_label_carries_the_patient_link(tmp_path: Path, suffix: st
     app.start()
     site = Site(app)
     site.attach()  # every stored study gets its token, as in `appliance serve`
-    publishing = build_publishing(app, cfg, links=site.link)
+    publishing = build_publishing(app, cfg, links=site.links.link)
     node = DicomNode(app)
     node.start()
     publishing.start()
@@ -56,14 +56,14 @@ def test_a_burned_disc_label_carries_the_patient_link(tmp_path: Path, suffix: st
         disc = cfg.data_dir / "discs" / str(job.id) / "disc1"
         labels = sorted(disc.rglob("*.jpg")) + sorted(disc.rglob("*.JPG"))
         assert labels, sorted(p.name for p in disc.rglob("*"))
-        link = site.link(study[0].study_uid)
+        link = site.links.link(study[0].study_uid)
         assert _qr(labels[0]) == ([link] if qr else [])  # the label image the Primera robot prints
         # The robots' merge data of the same disc, as a site template (.tdd / .std) would receive it.
         content, _ = load_content(app.db, publishing.jobs.instances(job.id))
         labeler = DiscLabeler(label_layout(cfg), {"epson": LabelPlan((LabelFormat.PDF, LabelFormat.EPSON_FIELDS),
                                                                      EPSON_MERGE),
                                                   "primera": LabelPlan((LabelFormat.PDF,), PRIMERA_MERGE)},
-                              links=site.link)
+                              links=site.links.link)
         epson = labeler.render("epson", content, 1, 1, False, tmp_path / "epson")["fields"]
         primera = labeler.render("primera", content, 1, 1, False, tmp_path / "primera")["fields"]
         assert epson["tokenUrl"] == (link if qr else "")

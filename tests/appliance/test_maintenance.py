@@ -304,7 +304,7 @@ def test_deletion_after_store_days_with_its_rules(tmp_path: Path) -> None:
         jobs = JobStore(node.app.db)
         jobs.create("epson", 1, [burning[0].sop_uid], source="manual")
         old_paths = [node.app.file_path(node.app.index.lookup(i.sop_uid)) for i in old]
-        thumb = site.thumbs._file(old[0].sop_uid, node.app.index.lookup(old[0].sop_uid).path)
+        thumb = site.pictures.thumbs._file(old[0].sop_uid, node.app.index.lookup(old[0].sop_uid).path)
         thumb.parent.mkdir(parents=True, exist_ok=True)
         thumb.write_bytes(b"jpeg")
         toml = write_toml(tmp_path / "a.toml", tmp_path / "var", node.port, deletion={"store_days": 30})

@@ -40,7 +40,7 @@ def test_settings_page_shows_state_backlog_and_log(broker: Broker, running, tmp_
     r = running(make_cfg(tmp_path / "data", table, web={"port": 0}))
     flask = create_app(r.cfg, r.app, {"TESTING": True})
     site = flask.extensions["appliance"].site
-    site.messaging = r.service
+    site.admin.messaging = r.service
     try:
         _check_page(broker, r, table, site, _admin(flask, site))
     finally:
@@ -69,7 +69,7 @@ def _check_page(broker: Broker, r, table: dict, site, client) -> None:
 
     r.service = AmqpService(replace(r.cfg, amqp=replace(r.cfg.amqp, port=1)), Outbox(r.app.db), consume=False)
     r.service.start()
-    site.messaging = r.service
+    site.admin.messaging = r.service
     r.store(dicomdata.study("PAGE2", "PAGE^TEST", ("CT",), 1)[0])
     wait_until(lambda: r.link()["state"] == "disconnected")
     card = _card(client)

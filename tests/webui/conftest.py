@@ -16,6 +16,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from appliance.cli.web import build_site
 from appliance.config import Config, parse_config
 from appliance.core import Appliance
 from appliance.site.service import Site
@@ -113,8 +114,9 @@ def make_env(tmp_path: Path, **web: Any) -> WebEnv:
     cfg = web_config(tmp_path / "data", **web)
     app = Appliance(cfg)
     app.start()
-    flask = create_app(cfg, app, {"TESTING": True})
-    site: Site = flask.extensions["appliance"].site
+    # Wired as `appliance serve` wires it outside the running publishing: the robots and C-ECHO.
+    site: Site = build_site(app, cfg, robots=True)
+    flask = create_app(overrides={"TESTING": True}, site=site)
     site.attach()
     today = dt.date.today()
     recent = today.strftime("%Y%m%d")

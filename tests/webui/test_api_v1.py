@@ -130,7 +130,7 @@ def test_jobs_and_robots(api: tuple[Any, str, str, str]) -> None:
     ct = served.env.studies["ct"]
     status, _, robots = curl(base + "/robots", key=desk)
     assert status == 200 and isinstance(robots["robots"], list)
-    names = served.env.site.robot_names()
+    names = served.env.site.discs.robot_names()
     status, _, bad = curl(base + "/jobs", key=desk, data={"study_uid": ct, "robot": "no-such-robot"})
     assert status == 400 and "no robot 'no-such-robot'" in bad["detail"]
     status, _, bad = curl(base + "/jobs", key=desk, data={"study_uid": ct, "copies": "two"})
@@ -140,7 +140,7 @@ def test_jobs_and_robots(api: tuple[Any, str, str, str]) -> None:
     status, _, bad = curl(base + "/jobs", "-X", "POST", "-H", "Content-Type: application/json", "--data", "{oops",
                           key=desk)
     assert status == 400 and "JSON object" in bad["detail"]
-    assert names and served.env.site.job_rows() == []  # the refused requests made no job
+    assert names and served.env.site.discs.job_rows() == []  # the refused requests made no job
     status, _, job = curl(base + "/jobs", key=desk, data={"study_uid": ct, "copies": 2})
     assert status == 201 and job["copies"] == 2 and job["state"] == "queued"
     status, _, listed = curl(base + "/jobs", key=desk)

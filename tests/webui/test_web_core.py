@@ -18,10 +18,11 @@ from appliance import codecs
 from appliance.config import NodeConfig, parse_config
 from appliance.errors import InvalidValue, NotFound
 from appliance.nodes import validate_host
+from appliance.site.admin import effective_settings
 from appliance.site.catalog import StudyQuery, parse_date, period_range, text_pattern
 from appliance.site.export import Busy, Exporter, ZipItem, zip_name
 from appliance.site.imaging import Window, apply_window, default_window, picture, render
-from appliance.site.service import mask_settings
+from webui.presenters import settings_sections
 
 import dicomdata
 
@@ -255,12 +256,12 @@ def test_instance_without_pixels_gets_a_placeholder(tmp_path: Path) -> None:
 
 def test_thumbnails_are_cached_on_disk(env) -> None:
     series = env.site.catalog.series(env.studies["ct"])[0]
-    first = env.site.series_thumbnail(series["series_uid"])
+    first = env.site.pictures.series_thumbnail(series["series_uid"])
     cached = list((env.cfg.data_dir / "cache" / "thumbs").rglob("*.jpg"))
     assert len(cached) == 1 and cached[0].read_bytes() == first
-    assert env.site.series_thumbnail(series["series_uid"]) == first
+    assert env.site.pictures.series_thumbnail(series["series_uid"]) == first
     with pytest.raises(NotFound):
-        env.site.series_thumbnail(series["series_uid"], env.studies["mr"])
+        env.site.pictures.series_thumbnail(series["series_uid"], env.studies["mr"])
 
 
 # -- JPEG Lossless ----------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ def test_settings_mask_secrets(tmp_path: Path) -> None:
     cfg = parse_config({"appliance": {"data_dir": str(tmp_path)},
                         "robots": {"epson": {"hotfolder": "x", "password": "hunter2", "simulate": True}},
                         "labels": {"logo": "l.png"}})
-    sections = dict(mask_settings(cfg))
+    sections = dict(settings_sections(effective_settings(cfg)))
     assert dict(sections["robots.epson"])["password"] == "••••••"
     assert dict(sections["robots.epson"])["hotfolder"] == "x"
     assert dict(sections["web"])["token_days"] == "60"
@@ -338,7 +339,8 @@ def test_settings_mask_secrets(tmp_path: Path) -> None:
 
 def test_settings_show_values_as_the_config_file_spells_them_and_every_table(tmp_path: Path) -> None:
     """Issue 20, item 11: no ``20.0`` / ``True``, and the robots and labels tables are shown also on defaults."""
-    sections = dict(mask_settings(parse_config({"appliance": {"data_dir": str(tmp_path)}})))
+    cfg = parse_config({"appliance": {"data_dir": str(tmp_path)}})
+    sections = dict(settings_sections(effective_settings(cfg)))
     assert dict(sections["dicom"])["acse_timeout"] == "30"
     assert dict(sections["dicom"])["accept_any_ae"] == "true"
     assert dict(sections["robots.epson (built-in demo)"])["simulate"] == "true"
@@ -358,23 +360,23 @@ def test_web_config_validation() -> None:
 
 def test_site_download_and_delete(env) -> None:
     site = env.site
-    handle, name = site.download("jpeg", env.studies["ct"])
+    handle, name = site.studies.download("jpeg", env.studies["ct"])
     with zipfile.ZipFile(io.BytesIO(handle.read())) as zf:
         jpgs = [n for n in zf.namelist() if n.endswith(".jpg")]
     assert len(jpgs) == 6 and name.endswith("-jpeg.zip")
     with pytest.raises(NotFound):
-        site.download("tar", env.studies["ct"])
+        site.studies.download("tar", env.studies["ct"])
     series = site.catalog.series(env.studies["ct"])
-    assert site.delete(env.studies["ct"], series[0]["series_uid"]) == 3
+    assert site.studies.delete(env.studies["ct"], series[0]["series_uid"]) == 3
     assert env.app.index.study(env.studies["ct"])["num_instances"] == 3
     assert site.tokens.get(env.studies["ct"]) is not None
-    assert site.delete(env.studies["ct"]) == 3
+    assert site.studies.delete(env.studies["ct"]) == 3
     assert env.app.index.study(env.studies["ct"]) is None
     assert site.tokens.get(env.studies["ct"]) is None
     assert not list(env.cfg.store_dir.rglob("*.dcm")) or all(
         "tmp" in p.parts for p in env.cfg.store_dir.rglob("*.dcm")) or len(list(env.cfg.store_dir.rglob("*.dcm"))) == 3
     with pytest.raises(NotFound):
-        site.delete(env.studies["ct"])
+        site.studies.delete(env.studies["ct"])
 
 
 def test_zip_keeps_instances_that_lack_dicomdir_keys(tmp_path: Path) -> None:
@@ -397,7 +399,7 @@ def test_thumbnails_are_rendered_when_an_association_ends(env) -> None:
     assert not list(cache.rglob("*.jpg"))
     env.app.association_ended("DISCPACS", "nothing-received")
     env.app.association_ended("DISCPACS", "test")  # the association id the conftest stored everything under
-    assert env.site.prerender.wait_idle(60)
+    assert env.site.pictures.prerender.wait_idle(60)
     assert len(list(cache.rglob("*.jpg"))) == 4  # CT 2 series, MR 1, the old study 1
 
 

@@ -10,6 +10,7 @@ import hl7support
 
 from appliance.discs.jobs import DiscSpec, JobState
 from hl7.handlers import MessageProcessor
+from webui import presenters
 
 
 def post(env: Any, client: Any, path: str, data: dict | None = None) -> Any:
@@ -29,7 +30,7 @@ def follow(client: Any, response: Any) -> str:
 
 def finish(env: Any, job_id: int, to: JobState = JobState.DONE, label: Path | None = None) -> None:
     """Move a job along as the engine would (no robot needed)."""
-    jobs = env.site.jobs
+    jobs = env.site.discs.jobs
     jobs.transition(job_id, JobState.AUTHORING, "test")
     files = {"label": {"pdf": str(label)}} if label else {}
     jobs.set_discs(job_id, [DiscSpec(1, "CD", 1000, "VOL", files)])
@@ -60,7 +61,7 @@ def test_posts_need_csrf(env, admin) -> None:
                  "/staff/worklist/items/1.2.3/delete"):
         response = admin.post(path, data={"robot": "epson"})
         assert response.status_code == 400 and "form has expired" in text(response), path
-    assert env.site.jobs.recent() == []
+    assert env.site.discs.jobs.recent() == []
 
 
 # -- burn ------------------------------------------------------------------------------------------
@@ -79,14 +80,14 @@ def test_burn_queues_a_job_like_the_cli(env, desk) -> None:
     page = follow(desk, response)
     assert "Disc job 1 queued on primera (2 copies)." in page
     assert 'href="/staff/jobs#job-1"' in page
-    job = env.site.jobs.get(1)
+    job = env.site.discs.jobs.get(1)
     assert (job.state, job.robot, job.copies, job.source, job.instances) == (JobState.QUEUED, "primera", 2,
                                                                               "manual", 6)
     assert job.studies == (ct,) and job.patient_name == "SMITH^ANNA"
-    assert "burn requested on the web by desk" in env.site.jobs.events(1)[0].reason
+    assert "burn requested on the web by desk" in env.site.discs.jobs.events(1)[0].reason
     # Default robot and copies.
     post(env, desk, f"/staff/studies/{ct}/burn", {})
-    assert (env.site.jobs.get(2).robot, env.site.jobs.get(2).copies) == ("epson", env.cfg.burn.copies)
+    assert (env.site.discs.jobs.get(2).robot, env.site.discs.jobs.get(2).copies) == ("epson", env.cfg.burn.copies)
     assert any(e.action == "disc.burn" for e in env.site.audit.entries(study_uid=ct))
 
 
@@ -97,13 +98,13 @@ def test_burn_refuses_bad_input(env, admin) -> None:
         response = post(env, admin, f"/staff/studies/{ct}/burn", data)
         assert response.status_code == 400 and message in text(response), data
     assert post(env, admin, "/staff/studies/1.2.3.4/burn", {}).status_code == 404
-    assert env.site.jobs.recent() == []
+    assert env.site.discs.jobs.recent() == []
 
 
 # -- burn queue ------------------------------------------------------------------------------------
 
 def test_queue_page_and_json(env, desk) -> None:
-    job = env.site.burn(env.studies["mr"], "epson", 1, "test")
+    job = env.site.discs.burn(env.studies["mr"], "epson", 1, "test")
     page = text(desk.get("/staff/jobs"))
     assert 'id="job-1"' in page and "JONES, BOB" in page and "Waiting" in page and ">Cancel<" in page
     assert ">Retry<" not in page and 'data-api="/api/jobs"' in page
@@ -119,18 +120,18 @@ def test_empty_queue(env, desk) -> None:
 
 def test_cancel_retry_reburn_reprint_follow_the_cli_rules(env, desk, tmp_path) -> None:
     site = env.site
-    first = site.burn(env.studies["ct"], "epson", 1, "test").id
+    first = site.discs.burn(env.studies["ct"], "epson", 1, "test").id
     # Wrong state: a clear message, no traceback.
     for action in ("retry", "reburn", "reprint"):
         page = follow(desk, post(env, desk, f"/staff/jobs/{first}/{action}"))
         assert f"Job {first}: job {first} is queued; only" in page, action
     page = follow(desk, post(env, desk, f"/staff/jobs/{first}/cancel"))
-    assert f"Job {first} is cancelled." in page and site.jobs.get(first).state is JobState.CANCELLED
+    assert f"Job {first} is cancelled." in page and site.discs.jobs.get(first).state is JobState.CANCELLED
     assert "is cancelled; only queued or authoring or submitted or burning jobs can be cancelled" in follow(
         desk, post(env, desk, f"/staff/jobs/{first}/cancel"))
     page = follow(desk, post(env, desk, f"/staff/jobs/{first}/retry"))
     assert f"Job {first} is queued again." in page
-    assert site.jobs.get(first).state is JobState.QUEUED and site.jobs.get(first).attempt == 2
+    assert site.discs.jobs.get(first).state is JobState.QUEUED and site.discs.jobs.get(first).attempt == 2
     label = tmp_path / "label.pdf"
     label.write_bytes(b"%PDF-1.4 test label")
     finish(env, first, label=label)
@@ -139,9 +140,9 @@ def test_cancel_retry_reburn_reprint_follow_the_cli_rules(env, desk, tmp_path) -
     assert f"Job {first + 1} queued: job {first} burned again." in page
     page = follow(desk, post(env, desk, f"/staff/jobs/{first}/reprint"))
     assert f"Job {first + 2} queued: job {first} again with new labels." in page
-    assert [site.jobs.get(first + n).source for n in (1, 2)] == ["reburn", "reprint"]
-    assert site.jobs.get(first + 1).parent_id == first
-    failed = site.burn(env.studies["mr"], "epson", 1, "test").id
+    assert [site.discs.jobs.get(first + n).source for n in (1, 2)] == ["reburn", "reprint"]
+    assert site.discs.jobs.get(first + 1).parent_id == first
+    failed = site.discs.burn(env.studies["mr"], "epson", 1, "test").id
     finish(env, failed, JobState.FAILED)
     row = next(j for j in desk.get("/api/jobs").get_json()["jobs"] if j["id"] == failed)
     assert row["actions"] == ["retry"] and row["note"] == "drive failed"
@@ -153,7 +154,7 @@ def test_cancel_retry_reburn_reprint_follow_the_cli_rules(env, desk, tmp_path) -
 
 
 def test_label_preview(env, desk, tmp_path) -> None:
-    job = env.site.burn(env.studies["ct"], "epson", 1, "test").id
+    job = env.site.discs.burn(env.studies["ct"], "epson", 1, "test").id
     assert desk.get(f"/staff/jobs/{job}/label.pdf").status_code == 404  # not authored yet
     label = tmp_path / "label.pdf"
     label.write_bytes(b"%PDF-1.4 test label")
@@ -280,7 +281,7 @@ def test_certificate_banner_for_admins_only(env, admin, desk, monkeypatch) -> No
 
     monkeypatch.setattr(tls_contexts, "expiry_warnings",
                         lambda cfg: ["certificate /x/server.crt expires in 12 days (2026-12-05)"])
-    env.site._cert_cache = None
+    env.site.admin._cert_cache = None
     page = text(admin.get("/staff/studies"))
     assert 'id="cert-warnings"' in page and "expires in 12 days" in page
     assert 'id="cert-warnings"' not in text(desk.get("/staff/studies"))
@@ -293,9 +294,9 @@ def test_no_banner_without_expiring_certificates(env, admin) -> None:
 def test_the_burn_queue_names_studies_by_date_and_description(env, admin) -> None:
     """Not "study 1" (issue 20, item 11): the date and description a person recognises."""
     ct = env.studies["ct"]
-    env.site.burn(ct, actor="test")
-    row = next(r for r in env.site.job_rows() if ct in r["studies"])
-    date = env.site.study(ct)["study_date"]
+    env.site.discs.burn(ct, actor="test")
+    row = next(r for r in presenters.job_rows(env.site.discs.job_rows()) if ct in r["studies"])
+    date = env.site.studies.study(ct)["study_date"]
     label = f"{date[:4]}-{date[4:6]}-{date[6:]} CT THORAX"
     assert row["study_labels"] == [label]
     assert label in text(admin.get("/staff/jobs"))

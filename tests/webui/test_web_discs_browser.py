@@ -50,7 +50,7 @@ class PublishingSite:
         self.site = self.flask.extensions["appliance"].site
         self.site.attach()
         self.publishing = build_publishing(self.app, self.cfg, housekeeping_interval=0.2)
-        self.site.use_publishing(self.publishing)
+        self.site.discs.use_publishing(self.publishing)
         self.publishing.start()
         ct = dicomdata.study("PID100", "SMITH^ANNA", ("CT",), 2, accession="ACC-CT", study_description="CT THORAX",
                              rows=64, columns=64)

@@ -207,7 +207,7 @@ def test_leave_ends_the_session(env, client) -> None:
 def test_deleted_study_closes_its_link(env, client) -> None:
     token = env.token("mr")
     open_link(client, token)
-    env.site.delete(env.studies["mr"])
+    env.site.studies.delete(env.studies["mr"])
     assert client.get("/study").status_code == 404
     assert open_link(env.client(), token).status_code == 404
 
@@ -240,7 +240,7 @@ def test_busy_zip_builder_answers_503(env, client, monkeypatch) -> None:
     def busy(*args, **kwargs):
         raise Busy("too many downloads are being prepared at the moment")
 
-    monkeypatch.setattr(env.site, "download", busy)
+    monkeypatch.setattr(env.site.studies, "download", busy)
     response = client.get("/study/download/dicom.zip?consent=yes")
     assert response.status_code == 503 and "too many downloads" in response.get_data(as_text=True)
 

@@ -421,7 +421,7 @@ def test_errors_are_pages_not_tracebacks(env, admin, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(env.site, "counts", boom)
+    monkeypatch.setattr(env.site.studies, "counts", boom)
     response = admin.get("/staff/about")
     assert response.status_code == 500 and "secret detail" not in text(response)
     big = admin.post("/staff/login", data={"name": "x" * 400_000})

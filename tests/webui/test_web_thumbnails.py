@@ -39,7 +39,7 @@ def cache_file(env, series_uid: str) -> Path:
     """Where the thumbnail of a series is cached (its middle instance's)."""
     instances = env.site.catalog.instances(series_uid)
     middle = instances[len(instances) // 2]
-    return env.site.thumbs._file(middle["sop_uid"], middle["path"])
+    return env.site.pictures.thumbs._file(middle["sop_uid"], middle["path"])
 
 
 def series_of(env, study_uid: str) -> list[str]:
@@ -49,17 +49,17 @@ def series_of(env, study_uid: str) -> list[str]:
 def test_thumbnails_are_prerendered_when_a_study_is_stored(env) -> None:
     study = dicomdata.study("PID900", "NEW^NORA", ("CT", "CT"), 3, rows=64, columns=64)
     send(env, study, "assoc-new")
-    assert env.site.prerender.wait_idle(60)
+    assert env.site.pictures.prerender.wait_idle(60)
     series = series_of(env, study[0].study_uid)
     assert len(series) == 2 and all(cache_file(env, uid).is_file() for uid in series)
-    assert env.site.prerender.rendered == 2 and env.site.prerender.failed == 0
+    assert env.site.pictures.prerender.rendered == 2 and env.site.pictures.prerender.failed == 0
     # Nothing else was rendered: the studies stored without an association end keep an empty cache.
     assert len(list((env.cfg.data_dir / "cache" / "thumbs").rglob("*.jpg"))) == 2
     # The page's thumbnail is the pre-rendered file; sending the study again renders nothing new.
-    assert env.site.series_thumbnail(series[0]) == cache_file(env, series[0]).read_bytes()
+    assert env.site.pictures.series_thumbnail(series[0]) == cache_file(env, series[0]).read_bytes()
     send(env, study, "assoc-again")
-    assert env.site.prerender.wait_idle(60)
-    assert env.site.prerender.rendered == 2 and env.site.prerender.skipped == 2
+    assert env.site.pictures.prerender.wait_idle(60)
+    assert env.site.pictures.prerender.rendered == 2 and env.site.pictures.prerender.skipped == 2
 
 
 def test_a_damaged_file_is_logged_and_the_worker_goes_on(env, caplog) -> None:
@@ -68,7 +68,7 @@ def test_a_damaged_file_is_logged_and_the_worker_goes_on(env, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="appliance.site.thumbnails"):
         send(env, damaged, "assoc-damaged", corrupt=True)
         send(env, good, "assoc-good")
-        assert env.site.prerender.wait_idle(60)
+        assert env.site.pictures.prerender.wait_idle(60)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "placeholder" in r.getMessage()]
     assert len(warnings) == 1 and "cannot be decoded" in warnings[0].getMessage()
     # The damaged series gets its placeholder (the file will not get better); the next study is rendered.
@@ -78,7 +78,7 @@ def test_a_damaged_file_is_logged_and_the_worker_goes_on(env, caplog) -> None:
 
 
 def test_the_worker_survives_a_failed_render(env, caplog, monkeypatch) -> None:
-    renderer = env.site.renderer
+    renderer = env.site.pictures.renderer
     real = renderer.thumbnail
     calls: list[Path] = []
 
@@ -91,21 +91,21 @@ def test_the_worker_survives_a_failed_render(env, caplog, monkeypatch) -> None:
     monkeypatch.setattr(renderer, "thumbnail", crash_once)
     first, second = series_of(env, env.studies["ct"])
     with caplog.at_level(logging.WARNING, logger="appliance.site.thumbnails"):
-        assert env.site.prerender.submit_series([first, second])
-        assert env.site.prerender.wait_idle(60)
+        assert env.site.pictures.prerender.submit_series([first, second])
+        assert env.site.pictures.prerender.wait_idle(60)
     assert any("not pre-rendered" in r.getMessage() and first in r.getMessage() for r in caplog.records)
     assert not cache_file(env, first).exists() and cache_file(env, second).is_file()
-    assert env.site.prerender.failed == 1 and env.site.prerender.rendered == 1
+    assert env.site.pictures.prerender.failed == 1 and env.site.pictures.prerender.rendered == 1
 
 
 def test_a_failed_on_demand_render_gives_a_placeholder_that_is_not_cached(env, caplog, monkeypatch) -> None:
     def crash(path: Path, size: int) -> tuple[bytes, str]:
         raise RenderFailed("rendering it took over 60 s: render process restarted")
 
-    monkeypatch.setattr(env.site.renderer, "thumbnail", crash)
+    monkeypatch.setattr(env.site.pictures.renderer, "thumbnail", crash)
     series = series_of(env, env.studies["ct"])[0]
-    with caplog.at_level(logging.ERROR, logger="appliance.site.service"):
-        data = env.site.series_thumbnail(series)
+    with caplog.at_level(logging.ERROR, logger="appliance.site.pictures"):
+        data = env.site.pictures.series_thumbnail(series)
     assert data[:2] == b"\xff\xd8" and not cache_file(env, series).exists()
     assert any("took over 60 s" in r.getMessage() for r in caplog.records)
 
@@ -119,19 +119,19 @@ def test_thumbnails_render_on_demand_with_an_empty_cache(env, client) -> None:
         assert response.status_code == 200 and response.mimetype == "image/jpeg"
         assert response.headers["Cache-Control"] == "no-store"
         assert cache_file(env, uid).read_bytes() == response.data
-    assert env.site.prerender.pending == 0 and env.site.prerender.rendered == 0
+    assert env.site.pictures.prerender.pending == 0 and env.site.pictures.prerender.rendered == 0
 
 
 def test_deleting_a_study_removes_its_cached_thumbnails(env) -> None:
     ct, mr = series_of(env, env.studies["ct"]), series_of(env, env.studies["mr"])
-    assert env.site.prerender.submit_series(ct + mr)
-    assert env.site.prerender.wait_idle(60)
+    assert env.site.pictures.prerender.submit_series(ct + mr)
+    assert env.site.pictures.prerender.wait_idle(60)
     ct_files = [cache_file(env, uid) for uid in ct]
     mr_file = cache_file(env, mr[0])
     assert all(f.is_file() for f in [*ct_files, mr_file])
-    env.site.delete(env.studies["ct"], ct[0])
+    env.site.studies.delete(env.studies["ct"], ct[0])
     assert not ct_files[0].exists() and ct_files[1].is_file()
-    env.site.delete(env.studies["ct"])
+    env.site.studies.delete(env.studies["ct"])
     assert not ct_files[1].exists() and mr_file.is_file()
 
 

@@ -74,7 +74,9 @@ def test_email_page_masks_the_password_and_sends_a_test_mail(env_factory, tmp_pa
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
         env = env_factory()
-        env.cfg = env.site.config = _with_email(env.site.config, port)
+        env.cfg = _with_email(env.site.config, port)
+        # The rooms that read [email]: the e-mail page's and the settings page's.
+        env.site.config = env.site.upkeep.config = env.site.admin.config = env.cfg
         admin = env.client()
         env.login(admin)
         page = admin.get("/staff/email").get_data(as_text=True)

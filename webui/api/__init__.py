@@ -9,6 +9,7 @@ from flask import Blueprint, abort, g, request
 from appliance import __version__
 from appliance.names import display_name
 from appliance.units import human_size
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import login_required
 
@@ -55,7 +56,7 @@ def echo(ae_title: str) -> dict[str, Any]:
     """
     from webui.staff import audit
 
-    online, reason = get_site().echo(ae_title)
+    online, reason = get_site().admin.echo(ae_title)
     audit("node.echo", detail=f"{ae_title}: {reason}", outcome="success" if online else "failure")
     return {"ae_title": ae_title, "online": online, "reason": reason, "user": g.user.name}
 
@@ -70,17 +71,17 @@ def whoami() -> dict[str, Any]:
 @bp.get("/jobs")
 @login_required
 def jobs() -> dict[str, Any]:
-    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see :meth:`Site.job_rows`).
+    """The burn queue for its page's live refresh: ``{"jobs": [...]}`` (see ``Discs.job_rows``).
 
     Each row also carries ``patient_name_text`` and ``size_text``, shown as the server-drawn page shows them
     (one name rule, one size formatter; the page's script does not format them again).
     """
     return {"jobs": [dict(row, patient_name_text=display_name(row["patient_name"]), size_text=human_size(row["size"]))
-                     for row in get_site().job_rows()]}
+                     for row in presenters.job_rows(get_site().discs.job_rows())]}
 
 
 @bp.get("/robots")
 @login_required
 def robots() -> dict[str, Any]:
     """Every robot's bridge status for the robots page's live refresh: ``{"robots": [...]}``."""
-    return {"robots": get_site().robot_report()}
+    return {"robots": get_site().discs.robot_report()}

@@ -26,6 +26,7 @@ from appliance.errors import (
     PublishError,
     WorklistError,
 )
+from webui import presenters
 from webui.api.openapi import OPENAPI
 from webui.credentials import Principal, Refused, audit, authenticate
 from webui.extensions import get_site
@@ -120,12 +121,9 @@ def health() -> Any:
                        ("dicomweb", cfg.dicomweb.port)):
         if port:
             services[name] = {"port": port, "up": _listening(port)}
-    jobs: dict[str, int] = {}
-    for row in site.app.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state"):
-        jobs[str(row[0])] = int(row[1])
-    pending = site.app.db.conn.execute("SELECT COUNT(*) FROM burn_groups").fetchone()[0]
-    robots = site.robot_report()
-    free = site.free_space()
+    queues = site.discs.queue_depths()
+    robots = site.discs.robot_report()
+    free = site.studies.free_space()
     limit = cfg.dicom.free_space_limit_mb * 1024 * 1024
     # A storage whose disk or share is not mounted: its images cannot be read until it is back.
     storages = [{"number": s.number, "path": str(s.root), "available": s.available, "problem": s.problem}
@@ -133,9 +131,9 @@ def health() -> Any:
     ok = all(s["up"] for s in services.values()) and free > limit and all(s["available"] for s in storages)
     _read()
     return {"status": "ok" if ok else "degraded", "version": __version__, "services": services,
-            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.counts(), "storages": storages},
-            "robots": robots, "queues": {"disc_jobs": jobs, "pending_burn_groups": int(pending),
-                                         "thumbnails": site.prerender.pending}}
+            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.studies.counts(),
+                        "storages": storages},
+            "robots": robots, "queues": {**queues, "thumbnails": site.pictures.prerender.pending}}
 
 
 # -- studies ---------------------------------------------------------------------------------------
@@ -159,7 +157,7 @@ def study(study_uid: str) -> Any:
     """One study with its series and patient link state."""
     _caller()
     site = get_site()
-    info = dict(site.study(study_uid))
+    info = dict(site.studies.study(study_uid))
     info["series"] = [dict(s) for s in site.catalog.series(study_uid)]
     token = site.tokens.get(study_uid)
     info["patient_link"] = _link_state(token, site) if token else None
@@ -171,7 +169,7 @@ def study(study_uid: str) -> Any:
 def delete_study(study_uid: str) -> Any:
     """Delete a study (files, index, patient link): admin only."""
     _caller(admin=True)
-    count = get_site().delete(study_uid)
+    count = get_site().studies.delete(study_uid)
     _changed("study.delete", study_uid, f"{count} instance(s)")
     return {"deleted_instances": count}
 
@@ -179,7 +177,7 @@ def delete_study(study_uid: str) -> Any:
 # -- patient links ---------------------------------------------------------------------------------
 
 def _link_state(token: Any, site: Any) -> dict[str, Any]:
-    return {"valid_until": token.valid_until.isoformat(), "state": token.state(site.today())}
+    return {"valid_until": token.valid_until.isoformat(), "state": token.state(site.links.today())}
 
 
 @bp.post("/studies/<study_uid>/link")
@@ -187,8 +185,8 @@ def create_link(study_uid: str) -> Any:
     """The study's patient link (made if it has none): ``{"link", "valid_until", "state"}``."""
     _caller()
     site = get_site()
-    site.tokens.ensure(study_uid, site.study(study_uid)["study_date"])
-    link = site.link(study_uid)
+    site.tokens.ensure(study_uid, site.studies.study(study_uid)["study_date"])
+    link = site.links.link(study_uid)
     _changed("token.link", study_uid)
     return {"link": link, **_link_state(site.tokens.get(study_uid), site)}
 
@@ -198,7 +196,7 @@ def link_action(study_uid: str, action: str) -> Any:
     """``extend`` (body ``{"until": "YYYY-MM-DD"}``), ``revoke`` or ``regenerate`` the patient link."""
     _caller()
     site = get_site()
-    site.tokens.ensure(study_uid, site.study(study_uid)["study_date"])
+    site.tokens.ensure(study_uid, site.studies.study(study_uid)["study_date"])
     body = _body()
     if action == "extend":
         try:
@@ -215,7 +213,7 @@ def link_action(study_uid: str, action: str) -> Any:
     _changed(f"token.{action}", study_uid, str(body.get("until", "")))
     out = _link_state(info, site)
     if action == "regenerate":
-        out["link"] = site.link(study_uid)
+        out["link"] = site.links.link(study_uid)
     return out
 
 
@@ -226,7 +224,7 @@ def link_slip(study_uid: str) -> Response:
     paper = request.args.get("paper") or None
     if paper is not None and paper not in ("A4", "Letter", "receipt80"):
         raise InvalidValue("paper must be A4, Letter or receipt80")
-    pdf = get_site().token_slip(study_uid, paper)
+    pdf = get_site().links.token_slip(study_uid, paper)
     _changed("token.slip", study_uid, paper or "")
     return Response(pdf, mimetype="application/pdf")
 
@@ -241,7 +239,7 @@ def jobs() -> Any:
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise InvalidValue("limit must be 1-1000")
     _read()
-    return {"jobs": get_site().job_rows(int(limit))}
+    return {"jobs": presenters.job_rows(get_site().discs.job_rows(int(limit)))}
 
 
 @bp.post("/jobs")
@@ -258,7 +256,7 @@ def create_job() -> Any:
     robot = body.get("robot") or ""
     if not isinstance(robot, str):
         raise InvalidValue("'robot' must be a robot name")
-    job = get_site().burn(study_uid, robot, copies, actor=principal.actor)
+    job = get_site().discs.burn(study_uid, robot, copies, actor=principal.actor)
     _changed("job.create", study_uid, f"job {job.id}")
     return _plain(dataclasses.asdict(job)), 201
 
@@ -267,7 +265,7 @@ def create_job() -> Any:
 def job_action(job_id: int, action: str) -> Any:
     """``cancel``, ``retry``, ``reburn`` or ``reprint`` a job (409 when its state does not allow it)."""
     principal = _caller()
-    job = get_site().job_action(job_id, action, actor=principal.actor)
+    job = get_site().discs.job_action(job_id, action, actor=principal.actor)
     _changed(f"job.{action}", "", f"job {job_id} -> {job.id}")
     return _plain(dataclasses.asdict(job))
 
@@ -277,7 +275,7 @@ def robots() -> Any:
     """Every robot with its bridge status."""
     _caller()
     _read()
-    return {"robots": get_site().robot_report()}
+    return {"robots": get_site().discs.robot_report()}
 
 
 # -- worklist --------------------------------------------------------------------------------------
@@ -288,8 +286,9 @@ def worklist() -> Any:
     _caller()
     args = request.args
     _read()
-    return {"items": _plain(get_site().worklist_items(args.get("status", ""), args.get("patient", ""),
-                                                     args.get("date", ""), args.get("modality", "")))}
+    items = get_site().worklist.items(args.get("status", ""), args.get("patient", ""), args.get("date", ""),
+                                      args.get("modality", ""))
+    return {"items": _plain(presenters.worklist_items(items))}
 
 
 @bp.post("/worklist")
@@ -323,7 +322,7 @@ def create_worklist_item() -> Any:
     order = Order(str(body.get("StudyInstanceUID") or ""), PatientRef(patient_id, issuer),
                   {"PatientID": patient_id, **patient_attrs}, attrs, tuple(step_orders), charset="ISO_IR 192",
                   source="api")
-    result = site.app.worklist.apply_orders([order])
+    result = site.worklist.apply_order(order)
     keys = result.created + result.updated
     _changed("worklist.add", "", ", ".join(str(k) for k in keys))
     return {"created": [dataclasses.asdict(k) for k in result.created],
@@ -334,7 +333,7 @@ def create_worklist_item() -> Any:
 def delete_worklist_item(study_uid: str) -> Any:
     """Delete every step of a worklist item (admin)."""
     _caller(admin=True)
-    count = get_site().worklist_delete_item(study_uid)
+    count = get_site().worklist.delete_item(study_uid)
     _changed("worklist.delete", study_uid, f"{count} step(s)")
     return {"deleted_steps": count}
 
@@ -343,7 +342,7 @@ def delete_worklist_item(study_uid: str) -> Any:
 def reset_worklist_step(step_id: int) -> Any:
     """Set a step back to SCHEDULED."""
     _caller()
-    count = get_site().worklist_reset(step_id)
+    count = get_site().worklist.reset(step_id)
     _changed("worklist.reset", "", f"step {step_id}")
     return {"reset_steps": count}
 
@@ -362,7 +361,7 @@ def nodes() -> Any:
 def echo(ae_title: str) -> Any:
     """C-ECHO a known node: ``{"ae_title", "online", "reason"}``."""
     _caller()
-    online, reason = get_site().echo(ae_title)
+    online, reason = get_site().admin.echo(ae_title)
     _changed("node.echo", "", f"{ae_title}: {reason}")
     return {"ae_title": ae_title, "online": online, "reason": reason}
 

@@ -544,7 +544,7 @@ def series_thumbnail(study: str, series: str) -> Response:
     _image_format()
     check_uid(study, "Study Instance UID")
     check_uid(series, "Series Instance UID")
-    data = get_site().series_thumbnail(series, study)
+    data = get_site().pictures.series_thumbnail(series, study)
     audit("dicomweb.rendered", study_uid=study, detail=request.path)
     return Response(data, mimetype="image/jpeg")
 
@@ -556,7 +556,7 @@ def study_thumbnail(study: str) -> Response:
     _study_allowed(principal, study)
     _image_format()
     first = get_site().dicomweb.instances(study)[0]
-    data = get_site().series_thumbnail(first.series_uid, study)
+    data = get_site().pictures.series_thumbnail(first.series_uid, study)
     audit("dicomweb.rendered", study_uid=study, detail=request.path)
     return Response(data, mimetype="image/jpeg")
 

@@ -79,7 +79,7 @@ def get_study_for_token() -> tuple[TokenInfo, dict[str, Any]]:
     :raise 404: no session cookie, or its token is unknown, expired, revoked or regenerated (one answer for all).
     """
     info = get_token()
-    study = get_site().app.index.study(info.study_uid)
+    study = get_site().studies.find(info.study_uid)
     if study is None:
         abort(404)
     return info, study
@@ -157,7 +157,7 @@ def viewer(series_uid: str) -> str:
     """
     info, study = get_study_for_token()
     site = get_site()
-    series = site.series(series_uid, info.study_uid)
+    series = site.studies.series(series_uid, info.study_uid)
     instances = [i["sop_uid"] for i in site.catalog.instances(series_uid)]
     return render_template("patient/viewer.html", study=study, series=series, instances=instances,
                            all_series=site.catalog.series(info.study_uid), token=info)
@@ -200,7 +200,7 @@ def jpeg(data: bytes) -> Response:
 
 def image_response(site: Site, sop_uid: str, study_uid: str | None) -> Response:
     """The viewer picture of an instance, with the window used in ``X-Window`` (``centre/width``)."""
-    data, window = site.view_image(sop_uid, study_uid, parse_window(), parse_size(1024))
+    data, window = site.pictures.view_image(sop_uid, study_uid, parse_window(), parse_size(1024))
     response = jpeg(data)
     if window is not None:
         response.headers["X-Window"] = f"{window.center:g}/{window.width:g}"
@@ -213,7 +213,7 @@ def thumbnail(series_uid: str) -> Response:
 
     :raise 404: the series is not in this patient's study.
     """
-    return jpeg(get_site().series_thumbnail(series_uid, get_token().study_uid))
+    return jpeg(get_site().pictures.series_thumbnail(series_uid, get_token().study_uid))
 
 
 @bp.get("/study/image/<sop_uid>.jpg")
@@ -239,7 +239,7 @@ def download(kind: str) -> Response:
         abort(404)
     if request.args.get("consent") != "yes":
         abort(400, description="Please tick the box to confirm that you want to download your images.")
-    handle, name = get_site().download(kind, info.study_uid)
+    handle, name = get_site().studies.download(kind, info.study_uid)
     _audit("study.download", info, detail=f"{kind} zip")
     return send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name)
 

@@ -53,7 +53,7 @@ def audit(action: str, study_uid: str = "", detail: str = "", outcome: str = "su
 def certificate_warnings() -> dict[str, list[str]]:
     """Certificate expiry warnings for the admins' banner on every staff page."""
     user = g.get("user")
-    return {"cert_warnings": get_site().cert_warnings() if user is not None and user.is_admin else []}
+    return {"cert_warnings": get_site().admin.cert_warnings() if user is not None and user.is_admin else []}
 
 
 from webui.staff import admin, auth, discs, forwarding, nodes, studies, upkeep, worklist  # noqa: E402,F401  (routes register on import)

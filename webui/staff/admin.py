@@ -10,9 +10,10 @@ from flask import abort, flash, g, redirect, render_template, request, send_file
 from werkzeug.wrappers import Response
 
 from appliance import __version__
+from appliance.config import LOG_LEVELS
 from appliance.errors import InvalidValue
-from appliance.site.service import LOG_LEVELS
 from appliance.site.users import ROLES
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
@@ -23,8 +24,9 @@ from webui.staff import audit, bp
 def settings() -> str:
     """The effective configuration, secrets masked."""
     site = get_site()
-    return render_template("staff/settings.html", sections=site.settings(), source=site.config.source,
-                           nodes=site.nodes.all(), amqp=site.amqp_state())
+    sections = presenters.settings_sections(site.admin.settings())
+    return render_template("staff/settings.html", sections=sections, source=site.config.source,
+                           nodes=site.nodes.all(), amqp=site.admin.amqp_state())
 
 
 @bp.get("/logs")
@@ -38,7 +40,7 @@ def logs() -> Any:
     if level not in LOG_LEVELS:
         abort(400, description=f"Unknown level; use one of {', '.join(LOG_LEVELS)}.")
     limit = request.args.get("limit", "500")
-    records = get_site().log_records(level, max(10, min(int(limit), 5000)) if limit.isdigit() else 500)
+    records = get_site().admin.log_records(level, max(10, min(int(limit), 5000)) if limit.isdigit() else 500)
     return render_template("staff/logs.html", records=records, level=level, levels=LOG_LEVELS)
 
 
@@ -47,7 +49,7 @@ def logs() -> Any:
 def logs_download() -> Response:
     """Every log file in one zip."""
     audit("logs.download")
-    return send_file(get_site().logs_zip(), mimetype="application/zip", as_attachment=True,
+    return send_file(get_site().admin.logs_zip(), mimetype="application/zip", as_attachment=True,
                      download_name="appliance-logs.zip")
 
 
@@ -65,8 +67,8 @@ def about() -> str:
     site = get_site()
     components = [("appliance", __version__), ("Python", platform.python_version())] + [
         (name, _version(name)) for name in ("pydicom", "pynetdicom", "flask", "waitress", "pillow", "numpy")]
-    return render_template("staff/about.html", components=components, counts=site.counts(),
-                           free=site.free_space(), data_dir=site.config.data_dir.resolve())
+    return render_template("staff/about.html", components=components, counts=site.studies.counts(),
+                           free=site.studies.free_space(), data_dir=site.config.data_dir.resolve())
 
 
 @bp.route("/users", methods=["GET", "POST"])

@@ -8,6 +8,7 @@ from flask import flash, g, redirect, render_template, request, send_file, url_f
 from werkzeug.wrappers import Response
 
 from appliance.errors import InvalidValue, PublishError
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import login_required
 from webui.staff import audit, bp
@@ -24,7 +25,7 @@ def burn(study_uid: str) -> Response:
     copies = request.form.get("copies", "").strip()
     if copies and not copies.isdigit():
         raise InvalidValue("copies must be a number from 1 to 99")
-    job = get_site().burn(study_uid, request.form.get("robot", ""), int(copies) if copies else None, g.user.name)
+    job = get_site().discs.burn(study_uid, request.form.get("robot", ""), int(copies) if copies else None, g.user.name)
     audit("disc.burn", study_uid, detail=f"job {job.id}, robot {job.robot}, {job.copies} copies")
     flash(f"Disc job {job.id} queued on {job.robot} ({job.copies} cop{'y' if job.copies == 1 else 'ies'}).",
           "success")
@@ -35,7 +36,7 @@ def burn(study_uid: str) -> Response:
 @login_required
 def jobs() -> str:
     """The burn queue: every job with its state and progress, refreshed by staff.js from ``/api/jobs``."""
-    return render_template("staff/jobs.html", jobs=get_site().job_rows())
+    return render_template("staff/jobs.html", jobs=presenters.job_rows(get_site().discs.job_rows()))
 
 
 @bp.post("/jobs/<int:job_id>/<action>")
@@ -46,7 +47,7 @@ def job_action(job_id: int, action: str) -> Response:
     :raise 404: unknown job or action.
     """
     try:
-        job = get_site().job_action(job_id, action, g.user.name)
+        job = get_site().discs.job_action(job_id, action, g.user.name)
     except PublishError as exc:  # wrong state, or the robot refused to cancel
         audit(f"disc.{action}", detail=f"job {job_id}: {exc}", outcome="failure")
         flash(f"Job {job_id}: {exc}.", "error")
@@ -67,7 +68,7 @@ def job_label(job_id: int) -> Any:
     :raise 404: no such job, or its label is not staged (any more).
     """
     disc = request.args.get("disc", "1")
-    path = get_site().job_label(job_id, int(disc) if disc.isdigit() else 1)
+    path = get_site().discs.job_label(job_id, int(disc) if disc.isdigit() else 1)
     return send_file(path, mimetype="application/pdf", download_name=f"job-{job_id}-label.pdf")
 
 
@@ -76,6 +77,6 @@ def job_label(job_id: int) -> Any:
 def robots() -> str:
     """Each robot's bridge status, ink and media levels, drives and errors, set-up warnings, and the USB detection."""
     site = get_site()
-    warnings = {name: list(robot.setup_warnings()) for name, robot in site.robots.items()}
-    return render_template("staff/robots.html", robots=site.robot_report(), usb=site.usb_summary(),
+    warnings = {name: list(robot.setup_warnings()) for name, robot in site.discs.robots.items()}
+    return render_template("staff/robots.html", robots=site.discs.robot_report(), usb=site.discs.usb_summary(),
                            warnings=warnings)

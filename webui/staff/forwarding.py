@@ -1,7 +1,7 @@
 """Staff pages about forwarding to the regional PACS: the queue page, and what the study list shows of it.
 
-The queue lives in the appliance database (:class:`~appliance.forwarding.queue.ForwardQueue`); the running
-worker picks up a retry or a restart at its next look at the queue (within a second).
+The core's side is :class:`~appliance.site.forwarding.Forwarding`; the running worker picks up a retry or a
+restart at its next look at the queue (within a second).
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from typing import Any
 from flask import flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from appliance.forwarding.queue import STATES, ForwardQueue
+from appliance.forwarding.queue import STATES
 from appliance.site.catalog import StudyPage, StudyQuery
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
-
-
-def _queue() -> ForwardQueue:
-    return ForwardQueue(get_site().app.db)
 
 
 def _when(stamp: float | None) -> str:
@@ -32,7 +28,7 @@ def _when(stamp: float | None) -> str:
 @login_required
 def forwarding() -> str:
     """The forwarding queue: instances and series per state, the oldest waiting, the last error; admin buttons."""
-    status = _queue().status()
+    status = get_site().forwarding.status()
     waited = None if status.oldest_waiting is None else (time.time() - status.oldest_waiting) / 60
     return render_template("staff/forwarding.html", cfg=get_site().config.forwarding, status=status, states=STATES,
                            oldest=_when(status.oldest_waiting), waited=waited, next_try=_when(status.last_error_at))
@@ -42,7 +38,7 @@ def forwarding() -> str:
 @admin_required
 def forwarding_retry() -> Response:
     """Try every failed instance now."""
-    count = _queue().retry_failed()
+    count = get_site().forwarding.retry_failed()
     audit("forwarding retry", detail=f"{count} instance(s)")
     flash(f"{count} failed instance(s) will be tried again at once.", "success")
     return redirect(url_for("staff.forwarding"))
@@ -52,16 +48,10 @@ def forwarding_retry() -> Response:
 @admin_required
 def forwarding_restart() -> Response:
     """Queue every stored instance again (the regional server gets everything anew)."""
-    count = _queue().restart()
+    count = get_site().forwarding.restart()
     audit("forwarding restart", detail=f"{count} instance(s)")
     flash(f"{count} instance(s) queued to be sent again.", "success")
     return redirect(url_for("staff.forwarding"))
-
-
-def _wildcard(value: str) -> str:
-    """The study list's matching (from the start; a leading * anywhere) as a DICOM wildcard value."""
-    value = value.strip()
-    return "" if not value else value if value.endswith("*") else value + "*"
 
 
 def study_list_extras(q: StudyQuery, page: StudyPage | None) -> dict[str, Any]:
@@ -69,15 +59,10 @@ def study_list_extras(q: StudyQuery, page: StudyPage | None) -> dict[str, Any]:
     studies only the regional server holds (first page only) with a warning when it did not answer."""
     if page is None:
         return {"forward_states": {}, "regional_rows": [], "regional_warning": ""}
-    site = get_site()
-    states = _queue().study_states(r["study_uid"] for r in page.rows)
-    search = site.app.extended_search
+    forwarding = get_site().forwarding
+    states = forwarding.study_states(r["study_uid"] for r in page.rows)
     rows: list[dict[str, Any]] = []
     warning = ""
-    if search is not None and page.page == 1:
-        dates = f"{q.date_from}-{q.date_to}" if q.date_from or q.date_to else ""
-        criteria = {"PatientName": _wildcard(q.name.upper()), "PatientID": _wildcard(q.patient_id),
-                    "AccessionNumber": _wildcard(q.accession), "ModalitiesInStudy": q.modality.strip().upper(),
-                    "StudyDate": dates, "PatientBirthDate": q.birth_date}
-        rows, warning = search.studies(criteria, lambda uid: site.app.index.holds("STUDY", uid))
+    if page.page == 1:
+        rows, warning = forwarding.regional_studies(q) or ([], "")
     return {"forward_states": states, "regional_rows": rows, "regional_warning": warning}

@@ -115,7 +115,7 @@ def node_echo(ae_title: str) -> Response:
 
     :raise 404: no such node.
     """
-    online, reason = get_site().echo(ae_title)
+    online, reason = get_site().admin.echo(ae_title)
     audit("node.echo", detail=f"{ae_title}: {reason}", outcome="success" if online else "failure")
     flash(f"{ae_title}: {reason}", "success" if online else "error")
     return redirect(url_for("staff.nodes"))

@@ -33,7 +33,7 @@ def _query_from_args() -> tuple[StudyQuery, dict[str, str], str]:
     try:
         if args["period"] not in PERIODS:
             raise InvalidValue(f"unknown date period {args['period']!r}")
-        q.date_from, q.date_to = period_range(args["period"], get_site().today(), args["date"], args["from"],
+        q.date_from, q.date_to = period_range(args["period"], get_site().links.today(), args["date"], args["from"],
                                               args["to"])
         if args["birth"]:
             q.birth_date = parse_date(args["birth"], "birth date")
@@ -63,12 +63,12 @@ def study(study_uid: str) -> str:
     :raise 404: the study is not stored.
     """
     site = get_site()
-    study = site.study(study_uid)
+    study = site.studies.study(study_uid)
     accesses = site.audit.entries(study_uid=study_uid, limit=50)  # first: it commits queued access counts
     token = site.tokens.get(study_uid)
     return render_template("staff/study.html", study=study, series=site.catalog.series(study_uid), token=token,
-                           token_state=token.state(site.today()) if token else "none",
-                           accesses=accesses, today=site.today(), robot_names=site.robot_names(),
+                           token_state=token.state(site.links.today()) if token else "none",
+                           accesses=accesses, today=site.links.today(), robot_names=site.discs.robot_names(),
                            default_copies=site.config.burn.copies,
                            queued_job=request.args.get("job", "") if request.args.get("job", "").isdigit() else "",
                            default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")),
@@ -82,7 +82,7 @@ def thumbnail(series_uid: str) -> Response:
 
     :raise 404: the series is not stored.
     """
-    return jpeg(get_site().series_thumbnail(series_uid))
+    return jpeg(get_site().pictures.series_thumbnail(series_uid))
 
 
 @bp.get("/image/<sop_uid>.jpg")
@@ -103,8 +103,8 @@ def viewer(series_uid: str) -> str:
     :raise 404: the series is not stored.
     """
     site = get_site()
-    series = site.series(series_uid)
-    study = site.study(series["study_uid"])
+    series = site.studies.series(series_uid)
+    study = site.studies.study(series["study_uid"])
     instances = [i["sop_uid"] for i in site.catalog.instances(series_uid)]
     return render_template("staff/viewer.html", study=study, series=series, instances=instances,
                            all_series=site.catalog.series(study["study_uid"]))
@@ -119,7 +119,7 @@ def download(study_uid: str, kind: str, series_uid: str | None = None) -> Respon
     :raise 404: unknown study, series or kind.
     :raise 503: too many downloads are being prepared.
     """
-    handle, name = get_site().download(kind, study_uid, series_uid)
+    handle, name = get_site().studies.download(kind, study_uid, series_uid)
     audit("series.download" if series_uid else "study.download", study_uid,
           detail=f"{kind} zip" + (f" of series {series_uid}" if series_uid else ""))
     return send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name)
@@ -134,18 +134,18 @@ def delete(study_uid: str, series_uid: str | None = None) -> Any:
     :raise 404: the study or series is not stored.
     """
     site = get_site()
-    study = site.study(study_uid)
-    series = site.series(series_uid, study_uid) if series_uid else None
+    study = site.studies.study(study_uid)
+    series = site.studies.series(series_uid, study_uid) if series_uid else None
     if request.method == "GET":
         return render_template("staff/confirm_delete.html", study=study, series=series)
     if request.form.get("confirm") != "yes":
         flash("Nothing was deleted: tick the box to confirm.", "error")
         return redirect(request.path)
-    count = site.delete(study_uid, series_uid)
+    count = site.studies.delete(study_uid, series_uid)
     audit("series.delete" if series_uid else "study.delete", study_uid,
           detail=f"{count} instance(s)" + (f" of series {series_uid}" if series_uid else ""))
     flash(f"Deleted {count} image(s).", "success")
-    if series_uid and site.app.index.study(study_uid) is not None:
+    if series_uid and site.studies.find(study_uid) is not None:
         return redirect(url_for("staff.study", study_uid=study_uid))
     return redirect(url_for("staff.studies"))
 
@@ -161,8 +161,8 @@ def token_action(study_uid: str, action: str) -> BaseResponse:
     :raise 400: a bad date for ``extend``.
     """
     site = get_site()
-    site.study(study_uid)
-    site.tokens.ensure(study_uid, site.study(study_uid)["study_date"])
+    site.studies.study(study_uid)
+    site.tokens.ensure(study_uid, site.studies.study(study_uid)["study_date"])
     if action == "revoke":
         site.tokens.revoke(study_uid)
         flash("The patient link no longer works. Use “New link” to give the patient another one.", "success")
@@ -194,7 +194,7 @@ def slip(study_uid: str) -> Response:
     paper = request.args.get("paper") or None
     if paper is not None and paper not in ("A4", "Letter", "receipt80"):
         abort(400, description="The paper must be A4, Letter or receipt80.")
-    pdf = get_site().token_slip(study_uid, paper)
+    pdf = get_site().links.token_slip(study_uid, paper)
     audit("token.slip", study_uid, detail=paper or "")
     response = Response(pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = "inline; filename=token-slip.pdf"
@@ -209,8 +209,8 @@ def link(study_uid: str) -> str:
     :raise 404: the study is not stored.
     """
     site = get_site()
-    study = site.study(study_uid)
-    url = site.link(study_uid)
+    study = site.studies.study(study_uid)
+    url = site.links.link(study_uid)
     audit("token.link", study_uid)
     return render_template("staff/link.html", study=study, link=url, token=site.tokens.get(study_uid),
                            user=g.user)

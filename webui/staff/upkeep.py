@@ -15,8 +15,7 @@ from webui.staff import audit, bp
 
 
 def _view() -> UpkeepView:
-    site = get_site()
-    return UpkeepView(site.app, site.config)
+    return get_site().upkeep
 
 
 @bp.route("/storages", methods=["GET", "POST"])

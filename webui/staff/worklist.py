@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from webui import presenters
 from webui.extensions import get_site
 from webui.security import admin_required, login_required
 from webui.staff import audit, bp
@@ -44,8 +45,8 @@ def worklist() -> Any:
     :raise 400: a bad status or date.
     """
     args, error = _filters()
-    items = [] if error else get_site().worklist_items(args["status"], args["patient"], args["date_value"],
-                                                       args["modality"])
+    items = [] if error else presenters.worklist_items(get_site().worklist.items(
+        args["status"], args["patient"], args["date_value"], args["modality"]))
     query = {k: args[k] for k in ("date", "modality", "status", "patient") if args[k]}
     return render_template("staff/worklist.html", items=items, args=args, error=error, query=query,
                            statuses=STATUSES), 400 if error else 200
@@ -58,7 +59,7 @@ def worklist_reset(step_id: int) -> Response:
 
     :raise 404: no such step.
     """
-    get_site().worklist_reset(step_id)
+    get_site().worklist.reset(step_id)
     audit("worklist.reset", detail=f"step {step_id}")
     flash("The step is SCHEDULED again: the modality sees it in its worklist.", "success")
     return _back()
@@ -71,7 +72,7 @@ def worklist_delete_step(step_id: int) -> Response:
 
     :raise 404: no such step.
     """
-    get_site().worklist_delete_step(step_id)
+    get_site().worklist.delete_step(step_id)
     audit("worklist.delete_step", detail=f"step {step_id}")
     flash("The step was deleted.", "success")
     return _back()
@@ -84,7 +85,7 @@ def worklist_delete_item(study_uid: str) -> Response:
 
     :raise 404: no such item.
     """
-    count = get_site().worklist_delete_item(study_uid)
+    count = get_site().worklist.delete_item(study_uid)
     audit("worklist.delete_item", detail=f"{study_uid}: {count} step(s)")
     flash(f"The item and its {count} step(s) were deleted.", "success")
     return _back()
@@ -94,7 +95,7 @@ def worklist_delete_item(study_uid: str) -> Response:
 @admin_required
 def worklist_purge() -> Response:
     """Delete every COMPLETED, DISCONTINUED and CANCELED step (admins)."""
-    count = get_site().worklist_purge()
+    count = get_site().worklist.purge()
     audit("worklist.purge", detail=f"{count} step(s)")
     flash(f"{count} completed, discontinued or cancelled step(s) deleted.", "success")
     return redirect(url_for("staff.worklist"))
@@ -111,5 +112,5 @@ def hl7() -> str:
     if ack not in ("", "AA", "AE", "AR"):
         abort(400, description="The ACK code must be AA, AE or AR.")
     site = get_site()
-    return render_template("staff/hl7.html", messages=site.hl7_messages(200, ack), ack=ack,
+    return render_template("staff/hl7.html", messages=site.worklist.hl7_messages(200, ack), ack=ack,
                            retention_days=site.config.hl7.log_retention_days)
