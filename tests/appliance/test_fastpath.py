@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_ECHO_RSP, C_FIND_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -39,6 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 import tls
+from appliance.config import NodeConfig
 from appliance.core import Appliance
 from appliance.dicom import fast as fastpath
 from appliance.dicom.fast import dimse as dimse_codec
@@ -240,6 +242,26 @@ def test_same_bytes_as_pynetdicom(node_factory, fast_runs: list) -> None:
     assert len(fast_runs) == 1
     assert answers[True][0][0] == 0x02  # A-ASSOCIATE-AC
     assert answers[True] == answers[False]
+
+
+def test_a_repeated_request_is_answered_as_the_rights_are_now(node: Node, fast_runs: list) -> None:
+    """The same A-ASSOCIATE-RQ bytes again (a workstation's next C-GET) get the same A-ASSOCIATE-AC, until the
+    calling AE's rights change: then the new rights are applied, as to a request never seen."""
+    steps = [associate_rq(node.aet, "WS1", [build_context(StudyRootQueryRetrieveInformationModelGet, [IMPLICIT_LE]),
+                                             build_context(CTImageStorage, [IMPLICIT_LE])])]
+
+    def results() -> dict[int, int]:
+        ac = A_ASSOCIATE_AC()
+        ac.decode(conversation(node.port, node.aet, steps)[0])
+        contexts = ac.to_primitive().presentation_context_definition_results_list
+        return {int(cx.context_id): int(cx.result) for cx in contexts}
+
+    first = results()
+    assert first == {1: 0x00, 3: 0x00}
+    assert results() == first
+    node.app.node_registry.add(NodeConfig("WS1", HOST, 104, get=False))
+    assert results() == {1: 0x03, 3: 0x00}  # C-GET: not offered to WS1 any more; storage still accepted
+    assert len(fast_runs) == 3
 
 
 def test_encode_response_matches_pynetdicom() -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom import evt
-from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from appliance.dicom import compat
 from appliance.dicom.fast.association import FastAssociation
@@ -122,9 +121,8 @@ def serve(server: ApplianceServer, request: socket.socket, address: tuple[str, i
         close(request)
         return None
     raw = bytes(header + body)
-    pdu = A_ASSOCIATE_RQ()
     try:
-        pdu.decode(raw)
+        pdu = server.fast.request(raw).pdu  # a request seen before is not decoded again
     except Exception as exc:  # bad AE title bytes, items that do not fit: pynetdicom would log a traceback
         LOGGER.warning("connection from %s aborted: A-ASSOCIATE-RQ cannot be decoded: %s", peer, exc)
         _abort(request, 0x06)

@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -74,14 +74,60 @@ MAX_COMMAND = 64 * 1024
 _PDV_OVERHEAD = 6
 #: C-FIND SOP classes served here (Patient Root, Study Root, Modality Worklist) when the C-FIND handler is ours.
 FIND_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"})
+#: A-ASSOCIATE-RQs whose decoding and negotiation an AE keeps (see :class:`Request`).
+RECENT_REQUESTS = 16
+
+
+class Request:
+    """One A-ASSOCIATE-RQ's bytes decoded, and the negotiations already run for them.
+
+    Why kept: decoding a request and negotiating its contexts with pynetdicom's classes checks every
+    UID through pydicom, ~25 ms for the ~120 storage contexts with role selection that ``getscu``
+    proposes: more than the rest of a C-GET of a small study. A modality or workstation sends the
+    same bytes each time, and the same bytes decode the same way; a negotiation is also keyed by
+    what else it depends on (see :meth:`FastAssociation.negotiate`). Read only once made.
+    """
+
+    def __init__(self, pdu: A_ASSOCIATE_RQ) -> None:
+        self.pdu = pdu
+        #: ``pdu.to_primitive()``, made by the first negotiation (what it raises is that negotiation's).
+        self.primitive: A_ASSOCIATE | None = None
+        #: Negotiation key -> (accepted contexts, rejected contexts, role items, A-ASSOCIATE-AC bytes).
+        self.outcomes: dict[tuple[Any, ...], tuple[list[PresentationContext], list[PresentationContext],
+                                                   list[Any], bytes]] = {}
 
 
 class Registry:
-    """Open fast-path associations of one AE, counted with pynetdicom's against the association limit."""
+    """Open fast-path associations of one AE, counted with pynetdicom's against the association limit, and the
+    AE's last :data:`RECENT_REQUESTS` A-ASSOCIATE-RQs (:class:`Request`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: list[FastAssociation] = []
+        self._requests: OrderedDict[bytes, Request] = OrderedDict()
+
+    def request(self, raw: bytes, pdu: A_ASSOCIATE_RQ | None = None) -> Request:
+        """The A-ASSOCIATE-RQ ``raw`` decoded (``pdu`` when given), from the recent ones when the same bytes came.
+
+        Raises
+        ------
+        Exception
+            Whatever pynetdicom raises for bytes it cannot decode (nothing is kept then).
+        """
+        with self._lock:
+            known = self._requests.get(raw)
+            if known is not None:
+                self._requests.move_to_end(raw)
+                return known
+        if pdu is None:
+            pdu = A_ASSOCIATE_RQ()
+            pdu.decode(raw)
+        made = Request(pdu)
+        with self._lock:
+            self._requests[raw] = made
+            while len(self._requests) > RECENT_REQUESTS:
+                self._requests.popitem(last=False)
+        return made
 
     def admit(self, assoc: FastAssociation, others: int, limit: int) -> bool:
         """Register ``assoc`` unless it would make more than ``limit`` associations with ``others``."""
@@ -121,6 +167,51 @@ def _is_storage(uid: UID) -> bool:
     if uid_to_service_class(uid) not in (StorageServiceClass, ServiceClass):
         return False
     return bool(uid.is_private or uid in _STORAGE_UIDS or not hasattr(SOP_CLASS_MODULE, uid.keyword))
+
+
+def _negotiate(server: ApplianceServer, rq: A_ASSOCIATE, denied: set[str], negotiate: Callable[..., Any]
+               ) -> tuple[list[PresentationContext], list[PresentationContext], list[Any], bytes]:
+    """The negotiation the pynetdicom path runs for ``rq``: the same supported contexts less the services the calling
+    AE has no right to (``denied``), then the contexts of those services accepted as storage-like refused.
+
+    Returns
+    -------
+    (list, list, list, bytes)
+        The accepted contexts (by ID), the rejected ones, the role selection items, the A-ASSOCIATE-AC PDU.
+    """
+    proposed = rq.presentation_context_definition_list
+    supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
+    rq_roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role) for item in rq.user_information
+                if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+    result, roles = negotiate(proposed, supported, rq_roles)
+    by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
+    rejected = [cx for cx in result if cx.result != 0x00]
+    for cx_id, cx in list(by_id.items()):
+        if str(cx.abstract_syntax) in denied:
+            cx.result = 0x01  # user rejection
+            rejected.append(by_id.pop(cx_id))
+    accepted = sorted(by_id.values(), key=lambda cx: cast(int, cx.context_id))
+    ae = server.ae
+    ac = A_ASSOCIATE()
+    ac.application_context_name = APPLICATION_CONTEXT_NAME
+    ac.calling_ae_title = rq.calling_ae_title
+    ac.called_ae_title = rq.called_ae_title
+    ac.result = 0x00
+    ac.result_source = 0x01
+    ac.presentation_context_definition_results_list = accepted + rejected
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = ae.maximum_pdu_size
+    class_uid = ImplementationClassUIDNotification()
+    class_uid.implementation_class_uid = ae.implementation_class_uid
+    user: list[Any] = [max_length, class_uid]
+    if ae.implementation_version_name:
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = ae.implementation_version_name
+        user.append(version)
+    ac.user_information = user + list(roles)
+    ac_pdu = A_ASSOCIATE_AC()
+    ac_pdu.from_primitive(ac)
+    return accepted, rejected, list(roles), cast(bytes, ac_pdu.encode())
 
 
 class _User:
@@ -194,12 +285,12 @@ class FastAssociation:
         pdu : A_ASSOCIATE_RQ, optional
             ``raw`` already decoded.
         """
-        if pdu is None:
-            pdu = A_ASSOCIATE_RQ()
-            pdu.decode(raw)
-        if pdu.protocol_version != 0x0001:
+        request = server.fast.request(raw, pdu)
+        if request.pdu.protocol_version != 0x0001:
             return None  # pynetdicom rejects it (1, 2, 2)
-        rq = pdu.to_primitive()
+        if request.primitive is None:
+            request.primitive = request.pdu.to_primitive()
+        rq = request.primitive
         if any(not isinstance(item, _PLAIN_USER_ITEMS) for item in rq.user_information):
             return None
         if 0 < int(rq.maximum_length_received or 0) <= _PDV_OVERHEAD:
@@ -216,45 +307,20 @@ class FastAssociation:
         called = str(rq.called_ae_title).strip()
         if server.policy.refusal(calling, called) is not None:
             return None  # the pynetdicom path rejects it with the same policy's reason and log line
-        # The negotiation the pynetdicom path runs for this request: the same supported contexts less the services the
-        # calling AE has no right to, then the contexts of those services accepted as storage-like refused.
+        # The negotiation the pynetdicom path runs (see _negotiate): run once per request bytes and what it depends on.
         denied = server.policy.denied(calling)
-        supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
         negotiate = negotiate_unrestricted if compat.unrestricted_storage() else negotiate_as_acceptor
-        rq_roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role) for item in rq.user_information
-                    if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
-        result, roles = negotiate(proposed, supported, rq_roles)
-        by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
-        rejected = [cx for cx in result if cx.result != 0x00]
-        for cx_id, cx in list(by_id.items()):
-            if str(cx.abstract_syntax) in denied:
-                cx.result = 0x01  # user rejection
-                rejected.append(by_id.pop(cx_id))
-        accepted = sorted(by_id.values(), key=lambda cx: cast(int, cx.context_id))
         ae = server.ae
-        ac = A_ASSOCIATE()
-        ac.application_context_name = APPLICATION_CONTEXT_NAME
-        ac.calling_ae_title = rq.calling_ae_title
-        ac.called_ae_title = rq.called_ae_title
-        ac.result = 0x00
-        ac.result_source = 0x01
-        ac.presentation_context_definition_results_list = accepted + rejected
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = ae.maximum_pdu_size
-        class_uid = ImplementationClassUIDNotification()
-        class_uid.implementation_class_uid = ae.implementation_class_uid
-        user: list[Any] = [max_length, class_uid]
-        if ae.implementation_version_name:
-            version = ImplementationVersionNameNotification()
-            version.implementation_version_name = ae.implementation_version_name
-            user.append(version)
-        ac.user_information = user + list(roles)
-        ac_pdu = A_ASSOCIATE_AC()
-        ac_pdu.from_primitive(ac)
+        key = (frozenset(denied), negotiate, ae.maximum_pdu_size, ae.implementation_class_uid,
+               ae.implementation_version_name)
+        outcome = request.outcomes.get(key)
+        if outcome is None:
+            outcome = request.outcomes.setdefault(key, _negotiate(server, rq, denied, negotiate))
+        accepted, _, _, ac_bytes = outcome
         local = server.server_address
         requestor = _User(calling, address[0], int(address[1]), int(rq.maximum_length_received or 0))
         acceptor = _User(called, str(local[0]), int(local[1]), ae.maximum_pdu_size)
-        assoc = cls(server, sock, rq, accepted, ac_pdu.encode(), requestor, acceptor)
+        assoc = cls(server, sock, rq, accepted, ac_bytes, requestor, acceptor)
         if not server.fast.admit(assoc, compat.pynetdicom_acceptors(server), ae.maximum_associations):
             return None  # the pynetdicom path rejects it: local limit exceeded (2, 3, 2)
         server.policy.log_denied(calling, denied)
@@ -345,7 +411,8 @@ class FastAssociation:
         """The next PDU (type, body); None when the association has ended (closed, reset, network timeout)."""
         sock = self.sock
         try:
-            sock.settimeout(self._network_timeout)
+            if sock.gettimeout() != self._network_timeout:  # settimeout() is a system call each time
+                sock.settimeout(self._network_timeout)
             header = recv_exact(sock, 6)
             if len(header) < 6:
                 self._ended(released=False)  # connection closed: A-P-ABORT
@@ -455,19 +522,37 @@ class FastAssociation:
             The response's Status and Error Comment, and whether a C-CANCEL-RQ arrived; Status None
             when the association ended (closed, aborted, network timeout) before the response.
         """
-        cancelled = False
+        if not self.send_store(message_id, sop_class, sop_uid, context_id, data):
+            return None, "", False
+        return self.store_response(message_id, get_message_id)
+
+    def send_store(self, message_id: int, sop_class: str, sop_uid: str, context_id: int, data: bytes | memoryview,
+                   before: bytes = b"") -> bool:
+        """Send a C-STORE-RQ of a C-GET on this association, after the PDUs ``before`` (in the same system call).
+
+        Returns
+        -------
+        bool
+            False when the association has ended (it is then aborted); :meth:`store_response` waits for the answer.
+        """
         try:
             command = pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
                                  self.requestor.maximum_length)
             with self._send_lock:
                 if self._closed:
                     raise ConnectionAbortedError("association closed")
-                send_buffers(self.sock, [command, *pdv_buffers(data, context_id, self.requestor.maximum_length)])
+                send_buffers(self.sock, [before, command, *pdv_buffers(data, context_id,
+                                                                       self.requestor.maximum_length)])
         except OSError as exc:
             LOGGER.info("fast path: association from %s ended during a C-GET: %s", self.requestor.ae_title, exc)
             self._abort(0x00, 0x00)
             self._ended(released=False)
-            return None, "", cancelled
+            return False
+        return True
+
+    def store_response(self, message_id: int, get_message_id: int) -> tuple[int | None, str, bool]:
+        """Wait for the response to the C-STORE-RQ :meth:`send_store` sent; see :meth:`store_to_peer`."""
+        cancelled = False
         reader = CommandReader()
         while True:
             pdu = self._read_pdu()
@@ -679,12 +764,18 @@ class FastAssociation:
         return b"".join(out)
 
 
+#: Command Field (0000,0100) = C-CANCEL-RQ, as every command set encodes it (implicit VR little endian).
+_CANCEL_FIELD = b"\x00\x00\x00\x01\x02\x00\x00\x00\xff\x0f"
+
+
 def _is_cancel(body: bytearray, message_id: int) -> bool:
     """Whether a P-DATA-TF body is exactly one C-CANCEL-RQ command for ``message_id``."""
     if len(body) < 6:
         return False
     length = int.from_bytes(body[0:4], "big")
     if length + 4 != len(body) or body[5] & 0x03 != 0x03:
+        return False
+    if _CANCEL_FIELD not in body:  # most often a C-STORE-RSP: not decoded twice
         return False
     try:
         fields = decode_command(bytes(body[6:]))

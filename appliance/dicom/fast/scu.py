@@ -215,6 +215,18 @@ class StoreSCU:
         AssociationLost
             When the association ended (A-ABORT, reset, DIMSE timeout: then we abort it).
         """
+        self.send(message_id, sop_class, sop_instance, context_id, data, move_originator)
+        return self.response(message_id)
+
+    def send(self, message_id: int, sop_class: str, sop_instance: str, context_id: int,
+             data: bytes | memoryview, move_originator: tuple[str, int] | None = None) -> None:
+        """Send one C-STORE-RQ with its data set (:meth:`response` then waits for its answer).
+
+        Raises
+        ------
+        AssociationLost
+            When the association ended (reset, send timeout: then we abort it).
+        """
         sock = self._sock
         if sock is None:
             raise AssociationLost("the association is not open")
@@ -223,6 +235,31 @@ class StoreSCU:
         try:
             sock.settimeout(self.timeouts.dimse)
             send_buffers(sock, [command, *pdv_buffers(data, context_id, self._peer_max)])
+        except TimeoutError as exc:
+            self.abort()
+            raise AssociationLost(f"no C-STORE response within {self.timeouts.dimse:g} s (association aborted)") \
+                from exc
+        except OSError as exc:
+            self.abort()
+            raise AssociationLost(f"association lost while sending: {exc}") from exc
+
+    def response(self, message_id: int) -> tuple[int, str]:
+        """Wait for the response to the C-STORE-RQ sent with ``message_id``.
+
+        Returns
+        -------
+        (int, str)
+            The response's Status and Error Comment ('' when none).
+
+        Raises
+        ------
+        AssociationLost
+            When the association ended (A-ABORT, reset, DIMSE timeout: then we abort it).
+        """
+        sock = self._sock
+        if sock is None:
+            raise AssociationLost("the association is not open")
+        try:
             return self._response(sock, message_id)
         except TimeoutError as exc:
             self.abort()
