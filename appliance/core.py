@@ -7,6 +7,7 @@ composition root) from the configuration.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -33,7 +34,7 @@ from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
 from appliance.storage import Storages
-from appliance.store import Spool
+from appliance.store import PendingWrite, Spool
 from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
@@ -134,9 +135,9 @@ class Appliance:
     def reconcile(self) -> tuple[int, int]:
         """Make the index and the files agree after a crash.
 
-        A file renamed into the store but not yet indexed was never acknowledged;
-        it is complete (it was flushed before the rename), so it is indexed rather
-        than thrown away. An indexed file still under ``tmp/`` (a power cut undid its
+        A file renamed into the store but not indexed was either never acknowledged or
+        acknowledged with an index commit that did not wait for the disk (a power cut
+        undid it); it is complete (it was flushed before the rename), so it is indexed. An indexed file still under ``tmp/`` (a power cut undid its
         rename) is moved into place. Index rows whose file is gone are dropped.
 
         Returns
@@ -161,7 +162,9 @@ class Appliance:
                     self.store_area.delete(rel)  # a copy already indexed elsewhere
                     continue
                 size = self.store_area.path(rel).stat().st_size
-                self.index.record(rec, ts, rel, size)
+                # The sender is in the file (Source AE Title); the AE title it called is not (its burn routing
+                # is committed durably after the row, so a file whose row was lost had none to lose).
+                self.index.record(rec, ts, rel, size, str(ds.file_meta.get("SourceApplicationEntityTitle", "")))
                 added += 1
             except Exception as exc:
                 LOGGER.error("unreadable file %s left in the store is removed: %s", rel, exc)
@@ -226,8 +229,9 @@ class Appliance:
     ) -> StoreResult:
         """Store one received data set durably and index it.
 
-        The file is flushed and renamed into place and the index committed before
-        this returns, so the caller may acknowledge the instance.
+        The file is flushed, renamed into place, the rename flushed, and the index row committed
+        before this returns, so the caller may acknowledge the instance: the file is durable on its
+        own, and a row that a power cut undoes is rebuilt by :meth:`reconcile` at the next start.
 
         Parameters
         ----------
@@ -249,45 +253,60 @@ class Appliance:
             The index could not be written; the file is removed again.
         """
         ts = UID(transfer_syntax)
-        rec: InstanceRecord | None = None
-        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
-        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
-        if not ts.is_deflated:
-            # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
-            # pydicom decodes only what that pass leaves to it (None).
-            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
-        else:
-            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
-            check_structure(inflate(data), False, True)
+        overwrite = self.config.dicom.overwrite
         meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
-        if rec is None:
-            try:
-                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
-            except Exception as exc:
-                raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
-            rec = extract(ds)
-        if self.config.dicom.invalid_uids == "reject":
-            _check_uids(rec, sop_instance_uid)
+        # The file is written first and flushed while the data set is parsed (appliance.store.PendingWrite):
+        # the parse costs no time of its own. A resent instance (overwrite off) is not written again.
+        pending = None
+        if overwrite or self.index.lookup(sop_instance_uid) is None:
+            pending = self._begin([meta, dataset], sop_instance_uid, calling_ae)
+        try:
+            rec = self._record(dataset, ts, meta)
+            if self.config.dicom.invalid_uids == "reject":
+                _check_uids(rec, sop_instance_uid)
+        except BaseException:
+            if pending is not None:
+                pending.abandon()
+            raise
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
                 "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
                 " set's", rec.sop_uid, sop_instance_uid)
             meta = file_meta(rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax,
                              IMPLEMENTATION_VERSION, calling_ae)
-        if self.index.lookup(rec.sop_uid) is not None and not self.config.dicom.overwrite:
+            if pending is not None:
+                pending.abandon()
+            pending = None
+            if overwrite or self.index.lookup(rec.sop_uid) is None:
+                pending = self._begin([meta, dataset], rec.sop_uid, calling_ae)
+        if pending is None:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
-            # Meta and data set go to the file as two chunks: no copy of the data set to join them.
             try:
-                rel = self.store_area.write([meta, dataset])
+                pending.place()
+                rel = pending.index_path
+            except OutOfResources:
+                # The disk filled under the flush: another storage may have room (nothing was left behind).
+                pending = None
+                try:
+                    rel = self.store_area.write([meta, dataset])
+                except Exception as exc:
+                    self._save_failed(rec.sop_uid, calling_ae, exc)
+                    raise
             except Exception as exc:
                 self._save_failed(rec.sop_uid, calling_ae, exc)
                 raise
             try:
+                # The file is flushed; its rename is being flushed meanwhile. Once both are done (settle, below),
+                # the file is durable on its own: a power cut that undoes this commit leaves a stored file without
+                # a row, which the start-up reconcile indexes. So the commit does not wait for the disk.
                 replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
-                                             called_ae)
+                                             called_ae, durable=False)
             except Exception as exc:
+                if pending is not None:
+                    with contextlib.suppress(OSError):
+                        pending.settle()
                 self.store_area.delete(rel)
                 failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
                 if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
@@ -295,6 +314,13 @@ class Appliance:
                     failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
                 self._save_failed(rec.sop_uid, calling_ae, failure)
                 raise failure from exc
+            if pending is not None:
+                try:
+                    pending.settle()
+                except OSError as exc:
+                    # Not acknowledged: the file may not survive a power cut (its row then goes at the next start).
+                    self._save_failed(rec.sop_uid, calling_ae, exc)
+                    raise
             if replaced:
                 self.store_area.delete(replaced)
                 LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
@@ -308,6 +334,41 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
+
+    def _begin(self, chunks: list[bytes | memoryview | Spool], sop_uid: str, calling_ae: str) -> PendingWrite:
+        """Start writing a received file (see :meth:`Storages.begin`); a failure is reported to the listeners."""
+        try:
+            return self.store_area.begin(chunks)
+        except Exception as exc:
+            self._save_failed(sop_uid, calling_ae, exc)
+            raise
+
+    @staticmethod
+    def _record(dataset: bytes | Spool, ts: UID, meta: bytes) -> InstanceRecord:
+        """Check a received data set's structure and read what the index keeps of it.
+
+        Raises
+        ------
+        InvalidDataset
+            The data set cannot be parsed or lacks a UID.
+        """
+        rec: InstanceRecord | None = None
+        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
+        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
+        if not ts.is_deflated:
+            # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
+            # pydicom decodes only what that pass leaves to it (None).
+            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
+        else:
+            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
+            check_structure(inflate(data), False, True)
+        if rec is None:
+            try:
+                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
+            except Exception as exc:
+                raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
+            rec = extract(ds)
+        return rec
 
     def _save_failed(self, sop_uid: str, calling_ae: str, exc: Exception) -> None:
         for listener in self.save_failed_listeners:

@@ -182,8 +182,17 @@ class Index:
         size: int,
         calling_ae: str = "",
         called_ae: str = "",
+        durable: bool = True,
     ) -> str | None:
         """Index an instance in one transaction.
+
+        Parameters
+        ----------
+        rec, transfer_syntax, path, size, calling_ae, called_ae
+            What the row holds.
+        durable : bool
+            False when the file is durable already and the start-up reconcile would index it again
+            (see :meth:`Database.transaction`): the commit then does not wait for the disk.
 
         Returns
         -------
@@ -192,7 +201,7 @@ class Index:
             commit), or None when it is new.
         """
         now = _now()
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable) as conn:
             patient_fk = conn.execute(
                 "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient_id, issuer) DO UPDATE SET"

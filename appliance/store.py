@@ -5,11 +5,18 @@ final place, so a reader or a crash sees either nothing or the whole file. Each
 receipt gets a fresh name (``YYYY/MM/DD/<uuid>.dcm``), so overwriting an instance
 never touches the old file before the index points at the new one.
 
-The temporary file has the same ``<uuid>`` (``tmp/<uuid>.part``). The rename itself
-is not flushed (a directory ``fsync`` per instance would add a third disk flush to
-every C-STORE): after a power cut, an instance whose index row was committed is
-either in its place or, complete, still under ``tmp/``, and :meth:`FileStore.finish_interrupted`
-moves it into place before ``tmp/`` is cleaned.
+The temporary file has the same ``<uuid>`` (``tmp/<uuid>.part``). The rename is flushed too
+(an ``fsync`` of the day folder) before a write counts as done: a received instance is then
+durable on its own, and the index commit that follows need not wait for the disk (see
+:meth:`appliance.core.Appliance.store`; the start-up reconcile indexes a file whose row a power
+cut lost). The ``tmp/`` folder is never flushed: nothing in it has to survive. A file that an
+older version (which did not flush the rename) indexed may still be, complete, under ``tmp/``
+after a power cut: :meth:`FileStore.finish_interrupted` moves it into place before ``tmp/`` is
+cleaned.
+
+:meth:`FileStore.begin` splits a write so that the caller works while the disk flushes: the
+flushes run in a small thread pool (``fsync`` releases the GIL), so parsing the data set and
+preparing its index row cost no time of their own on the C-STORE path.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import mmap
 import os
 import shutil
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +36,100 @@ from appliance.errors import OutOfResources
 LOGGER = logging.getLogger(__name__)
 
 TMP = "tmp"
+
+#: Runs the flushes of :class:`PendingWrite` (one per association at a time; a few associations in parallel).
+_FLUSHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-flush")
+
+
+def _disk_error(exc: OSError) -> Exception:
+    """The error a failed write of the store raises: OutOfResources for a full or read-only disk."""
+    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        return OutOfResources(f"store disk is full: {exc.strerror}")
+    if exc.errno == 30:  # EROFS
+        return OutOfResources(f"store disk is read-only: {exc.strerror}")
+    return exc
+
+
+def _flush_folder(folder: Path) -> None:
+    """Make the entries of ``folder`` (a new name, a rename into it) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PendingWrite:
+    """A file of the store being made durable: written, its flush running (:meth:`FileStore.begin`).
+
+    :meth:`place` waits for the file's flush and renames it into place; :meth:`settle` waits for the
+    rename's flush. Only then is the file durable. :meth:`abandon` removes a file that is not wanted
+    after all (or whose placing failed).
+    """
+
+    def __init__(self, store: FileStore, rel: str, tmp: Path, fd: int) -> None:
+        self.store = store
+        #: The path relative to the store root it gets when placed.
+        self.rel = rel
+        self._tmp = tmp
+        self._fd = fd
+        self._flushed: Future[None] | None = _FLUSHER.submit(os.fsync, fd)
+        self._folder_flushed: Future[None] | None = None
+        #: The path the index keeps (:class:`~appliance.storage.Storages` prefixes its storage's number).
+        self.index_path = rel
+
+    def _wait_file(self) -> None:
+        flushed, self._flushed = self._flushed, None
+        try:
+            if flushed is not None:
+                flushed.result()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def place(self) -> None:
+        """Wait for the file's flush, rename it into place and start flushing the rename.
+
+        Raises
+        ------
+        OutOfResources
+            The disk filled (or turned read-only) under the flush; nothing is left behind.
+        OSError
+            Another disk error; nothing is left behind.
+        """
+        final = self.store.root / self.rel
+        try:
+            self._wait_file()
+            self.store._rename(self._tmp, final)
+        except OSError as exc:
+            self.abandon()
+            error = _disk_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._folder_flushed = _FLUSHER.submit(_flush_folder, final.parent)
+
+    def settle(self) -> None:
+        """Wait until the rename is durable (the file is then durable whatever happens next).
+
+        Raises
+        ------
+        OSError
+            The folder could not be flushed (the file is in place, but may not survive a power cut).
+        """
+        flushed, self._folder_flushed = self._folder_flushed, None
+        if flushed is not None:
+            flushed.result()
+
+    def abandon(self) -> None:
+        """Remove the file (before it was placed; a placed one is the caller's to delete)."""
+        with contextlib.suppress(OSError):
+            self._wait_file()
+        with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
+            self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.settle()
 
 
 class Spool:
@@ -129,60 +231,81 @@ class FileStore:
             When the limit would be crossed or the disk fills during the write;
             nothing is left behind.
         """
+        pending = self.begin(chunks, enforce_limit)
+        pending.place()
+        try:
+            pending.settle()
+        except OSError:
+            self.delete(pending.rel)
+            raise
+        return pending.rel
+
+    def begin(self, chunks: list[bytes | memoryview | Spool], enforce_limit: bool = True) -> PendingWrite:
+        """Write one file to ``tmp/`` and start flushing it; :class:`PendingWrite` finishes the job.
+
+        Parameters and errors as :meth:`write` (a full disk may also show when the file is placed).
+        """
         size = sum(len(c) for c in chunks)
         if enforce_limit:
             self.check_space(size)
         name = uuid.uuid4().hex
         rel = f"{datetime.now():%Y/%m/%d}/{name}.dcm"
-        final = self.root / rel
         tmp = self.tmp / f"{name}.part"
+        fd = -1
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                for chunk in chunks:
-                    if isinstance(chunk, Spool):
-                        offset = 0
-                        while offset < chunk.size:
-                            sent = os.sendfile(fd, chunk.fd, offset, chunk.size - offset)
-                            if not sent:
-                                raise OSError(5, "spooled data set is shorter than received")
-                            offset += sent
-                        continue
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._rename(tmp, final)
+            for chunk in chunks:
+                if isinstance(chunk, Spool):
+                    offset = 0
+                    while offset < chunk.size:
+                        sent = os.sendfile(fd, chunk.fd, offset, chunk.size - offset)
+                        if not sent:
+                            raise OSError(5, "spooled data set is shorter than received")
+                        offset += sent
+                    continue
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
         except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
                 tmp.unlink(missing_ok=True)
-            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-                raise OutOfResources(f"store disk is full: {exc.strerror}") from exc
-            if exc.errno == 30:  # EROFS
-                raise OutOfResources(f"store disk is read-only: {exc.strerror}") from exc
-            raise
-        return rel
+            error = _disk_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return PendingWrite(self, rel, tmp, fd)
 
     def _rename(self, tmp: Path, final: Path) -> None:
         folder = final.parent
         if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folders.add(folder)
+            self._make_folder(folder)
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
             if not tmp.exists():
                 raise
             self._folders.discard(folder)  # the day folder was removed behind our back
-            folder.mkdir(parents=True, exist_ok=True)
+            self._make_folder(folder)
             os.replace(tmp, final)
         except OSError as exc:
             if exc.errno != 18:  # EXDEV: temp_dir on another file system
                 raise
             self._copy_in(tmp, final)
+
+    def _make_folder(self, folder: Path) -> None:
+        """Create a day folder (and its year and month) durably: a flushed rename into it needs its entry kept."""
+        missing = []
+        parent = folder
+        while parent != self.root and not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for made in missing:
+            _flush_folder(made.parent)
+        self._folders.add(folder)
 
     def _copy_in(self, tmp: Path, final: Path) -> None:
         """Bring a finished file from a temp_dir on another file system: copy, flush, rename, remove."""
