@@ -137,8 +137,9 @@ class Appliance:
 
         A file renamed into the store but not indexed was either never acknowledged or
         acknowledged with an index commit that did not wait for the disk (a power cut
-        undid it); it is complete (it was flushed before the rename), so it is indexed. An indexed file still under ``tmp/`` (a power cut undid its
-        rename) is moved into place. Index rows whose file is gone are dropped.
+        undid it); it is complete (it was flushed before the rename), so it is indexed.
+        An indexed file still under ``tmp/`` (a power cut undid a rename that an older
+        version did not flush) is moved into place. Index rows whose file is gone are dropped.
 
         Returns
         -------
