@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -284,37 +284,40 @@ class Appliance:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
+            size = len(meta) + len(dataset)
+            rel = pending.index_path
+            stage = "index"
             try:
-                pending.place()
-                rel = pending.index_path
-            except OutOfResources:
+                # The row is written while the file is still being flushed, and committed only once the file is
+                # flushed and renamed (place): a committed row never names a file that is not whole. The rename is
+                # flushed meanwhile (settle, below); then the file is durable on its own, and a power cut that
+                # undoes the commit leaves a stored file without a row, which the start-up reconcile indexes. So
+                # the commit does not wait for the disk.
+                with self.index.recording(rec, transfer_syntax, rel, size, calling_ae, called_ae,
+                                          durable=False) as replaced:
+                    stage = "place"
+                    pending.place()
+                    stage = "commit"
+            except OutOfResources as exc:
+                if stage != "place":
+                    self._index_failed(rec, exc, pending, stage, calling_ae=calling_ae)
                 # The disk filled under the flush: another storage may have room (nothing was left behind).
                 pending = None
                 try:
                     rel = self.store_area.write([meta, dataset])
-                except Exception as exc:
+                except Exception as retry:
+                    self._save_failed(rec.sop_uid, calling_ae, retry)
+                    raise
+                try:
+                    replaced = self.index.record(rec, transfer_syntax, rel, size, calling_ae, called_ae,
+                                                 durable=False)
+                except Exception as retry:
+                    self._index_failed(rec, retry, None, "commit", rel, calling_ae)
+            except Exception as exc:
+                if stage == "place":
                     self._save_failed(rec.sop_uid, calling_ae, exc)
                     raise
-            except Exception as exc:
-                self._save_failed(rec.sop_uid, calling_ae, exc)
-                raise
-            try:
-                # The file is flushed; its rename is being flushed meanwhile. Once both are done (settle, below),
-                # the file is durable on its own: a power cut that undoes this commit leaves a stored file without
-                # a row, which the start-up reconcile indexes. So the commit does not wait for the disk.
-                replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
-                                             called_ae, durable=False)
-            except Exception as exc:
-                if pending is not None:
-                    with contextlib.suppress(OSError):
-                        pending.settle()
-                self.store_area.delete(rel)
-                failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
-                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
-                    # The database shares a full disk with a storage: out of resources (0xA700), like the file.
-                    failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
-                self._save_failed(rec.sop_uid, calling_ae, failure)
-                raise failure from exc
+                self._index_failed(rec, exc, pending, stage, calling_ae=calling_ae)
             if pending is not None:
                 try:
                     pending.settle()
@@ -335,6 +338,25 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
+
+    def _index_failed(self, rec: InstanceRecord, exc: Exception, pending: PendingWrite | None, stage: str,
+                      rel: str = "", calling_ae: str = "") -> NoReturn:
+        """Undo a store whose index row could not be written (``stage`` "index") or committed ("commit")."""
+        if pending is not None:
+            if stage == "index":
+                pending.abandon()
+            else:
+                with contextlib.suppress(OSError):
+                    pending.settle()
+                rel = pending.index_path
+        if rel:
+            self.store_area.delete(rel)
+        failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+            # The database shares a full disk with a storage: out of resources (0xA700), like the file.
+            failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
+        self._save_failed(rec.sop_uid, calling_ae, failure)
+        raise failure from exc
 
     def _begin(self, chunks: list[bytes | memoryview | Spool], sop_uid: str, calling_ae: str) -> PendingWrite:
         """Start writing a received file (see :meth:`Storages.begin`); a failure is reported to the listeners."""

@@ -9,7 +9,8 @@ count over millions of rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -200,6 +201,31 @@ class Index:
             The store path of the instance this one replaced (to delete after the
             commit), or None when it is new.
         """
+        with self.recording(rec, transfer_syntax, path, size, calling_ae, called_ae, durable) as replaced:
+            pass
+        return replaced
+
+    @contextmanager
+    def recording(
+        self,
+        rec: InstanceRecord,
+        transfer_syntax: str,
+        path: str,
+        size: int,
+        calling_ae: str = "",
+        called_ae: str = "",
+        durable: bool = True,
+    ) -> Iterator[str | None]:
+        """:meth:`record`, committed when the block ends (rolled back if it raises).
+
+        The store writes the row while the file is being flushed, and ends the block once the file is
+        in place: the row is committed only after its file is whole.
+
+        Yields
+        ------
+        str or None
+            As :meth:`record` returns.
+        """
         now = _now()
         with self.db.transaction(durable) as conn:
             patient_fk = conn.execute(
@@ -245,7 +271,7 @@ class Index:
                  rec.frames, calling_ae, called_ae, now),
             )
             self._count(conn, series_fk, 1, size)
-        return old["path"] if old is not None else None
+            yield old["path"] if old is not None else None
 
     @staticmethod
     def _count(conn: sqlite3.Connection, series_fk: int, delta: int, size: int) -> None:

@@ -135,6 +135,7 @@ def test_index_failure_removes_the_file(node: Node, monkeypatch) -> None:
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(node.app.index, "record", broken)
+    monkeypatch.setattr(node.app.index, "recording", broken)  # the C-STORE path writes its row with this
     ds = dicomdata.study("PIDX", "IDX^FAIL", ("CT",), 1)[0].dataset()
     ae = AE(ae_title="IDXFAIL")
     ae.add_requested_context(CTImageStorage)
