@@ -7,7 +7,6 @@ composition root) from the configuration.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import logging
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -135,11 +134,10 @@ class Appliance:
     def reconcile(self) -> tuple[int, int]:
         """Make the index and the files agree after a crash.
 
-        A file renamed into the store but not indexed was either never acknowledged or
-        acknowledged with an index commit that did not wait for the disk (a power cut
-        undid it); it is complete (it was flushed before the rename), so it is indexed.
-        An indexed file still under ``tmp/`` (a power cut undid a rename that an older
-        version did not flush) is moved into place. Index rows whose file is gone are dropped.
+        A file renamed into the store but not yet indexed was never acknowledged;
+        it is complete (it was flushed before the rename), so it is indexed rather
+        than thrown away. An indexed file still under ``tmp/`` (a power cut undid its
+        rename) is moved into place. Index rows whose file is gone are dropped.
 
         Returns
         -------
@@ -163,8 +161,7 @@ class Appliance:
                     self.store_area.delete(rel)  # a copy already indexed elsewhere
                     continue
                 size = self.store_area.path(rel).stat().st_size
-                # The sender is in the file (Source AE Title); the AE title it called is not (its burn routing
-                # is committed durably after the row, so a file whose row was lost had none to lose).
+                # The sender is in the file (Source AE Title); the AE title it called is not.
                 self.index.record(rec, ts, rel, size, str(ds.file_meta.get("SourceApplicationEntityTitle", "")))
                 added += 1
             except Exception as exc:
@@ -230,9 +227,8 @@ class Appliance:
     ) -> StoreResult:
         """Store one received data set durably and index it.
 
-        The file is flushed, renamed into place, the rename flushed, and the index row committed
-        before this returns, so the caller may acknowledge the instance: the file is durable on its
-        own, and a row that a power cut undoes is rebuilt by :meth:`reconcile` at the next start.
+        The file is flushed and renamed into place and the index committed before
+        this returns, so the caller may acknowledge the instance.
 
         Parameters
         ----------
@@ -284,47 +280,30 @@ class Appliance:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
-            size = len(meta) + len(dataset)
-            rel = pending.index_path
-            stage = "index"
             try:
-                # The row is written while the file is still being flushed, and committed only once the file is
-                # flushed and renamed (place): a committed row never names a file that is not whole. The rename is
-                # flushed meanwhile (settle, below); then the file is durable on its own, and a power cut that
-                # undoes the commit leaves a stored file without a row, which the start-up reconcile indexes. So
-                # the commit does not wait for the disk.
-                with self.index.recording(rec, transfer_syntax, rel, size, calling_ae, called_ae,
-                                          durable=False) as replaced:
-                    stage = "place"
-                    pending.place()
-                    stage = "commit"
-            except OutOfResources as exc:
-                if stage != "place":
-                    self._index_failed(rec, exc, pending, stage, calling_ae=calling_ae)
+                pending.place()
+                rel = pending.index_path
+            except OutOfResources:
                 # The disk filled under the flush: another storage may have room (nothing was left behind).
-                pending = None
                 try:
                     rel = self.store_area.write([meta, dataset])
-                except Exception as retry:
-                    self._save_failed(rec.sop_uid, calling_ae, retry)
+                except Exception as exc:
+                    self._save_failed(rec.sop_uid, calling_ae, exc)
                     raise
-                try:
-                    replaced = self.index.record(rec, transfer_syntax, rel, size, calling_ae, called_ae,
-                                                 durable=False)
-                except Exception as retry:
-                    self._index_failed(rec, retry, None, "commit", rel, calling_ae)
             except Exception as exc:
-                if stage == "place":
-                    self._save_failed(rec.sop_uid, calling_ae, exc)
-                    raise
-                self._index_failed(rec, exc, pending, stage, calling_ae=calling_ae)
-            if pending is not None:
-                try:
-                    pending.settle()
-                except OSError as exc:
-                    # Not acknowledged: the file may not survive a power cut (its row then goes at the next start).
-                    self._save_failed(rec.sop_uid, calling_ae, exc)
-                    raise
+                self._save_failed(rec.sop_uid, calling_ae, exc)
+                raise
+            try:
+                replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
+                                             called_ae)
+            except Exception as exc:
+                self.store_area.delete(rel)
+                failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+                    # The database shares a full disk with a storage: out of resources (0xA700), like the file.
+                    failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
+                self._save_failed(rec.sop_uid, calling_ae, failure)
+                raise failure from exc
             if replaced:
                 self.store_area.delete(replaced)
                 LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
@@ -338,25 +317,6 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
-
-    def _index_failed(self, rec: InstanceRecord, exc: Exception, pending: PendingWrite | None, stage: str,
-                      rel: str = "", calling_ae: str = "") -> NoReturn:
-        """Undo a store whose index row could not be written (``stage`` "index") or committed ("commit")."""
-        if pending is not None:
-            if stage == "index":
-                pending.abandon()
-            else:
-                with contextlib.suppress(OSError):
-                    pending.settle()
-                rel = pending.index_path
-        if rel:
-            self.store_area.delete(rel)
-        failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
-        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
-            # The database shares a full disk with a storage: out of resources (0xA700), like the file.
-            failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
-        self._save_failed(rec.sop_uid, calling_ae, failure)
-        raise failure from exc
 
     def _begin(self, chunks: list[bytes | memoryview | Spool], sop_uid: str, calling_ae: str) -> PendingWrite:
         """Start writing a received file (see :meth:`Storages.begin`); a failure is reported to the listeners."""

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.errors import DatabaseError
@@ -662,24 +662,13 @@ class Database:
         conn.close()
 
     @contextmanager
-    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run a block as one write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``).
 
         Taking the write lock at ``BEGIN`` avoids the deadlock-prone upgrade from a
         read to a write lock when several associations store at once.
-
-        Parameters
-        ----------
-        durable : bool
-            False: the commit does not wait for the disk (``synchronous=NORMAL`` for this one
-            transaction). It survives a crash of the process, and is kept in order with every later
-            commit, but a power cut may undo it until the next durable commit (or checkpoint). Only for
-            what can be rebuilt from elsewhere: the index row of a file already durable in the store,
-            which the start-up reconcile indexes again.
         """
         conn = self.conn
-        if not durable:
-            conn.execute("PRAGMA synchronous=NORMAL")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -696,10 +685,6 @@ class Database:
             if _primary_code(exc) == _SQLITE_READONLY:
                 self._discard(conn)
             raise
-        finally:
-            if not durable:
-                with suppress(sqlite3.Error):  # a discarded connection is closed: the next one starts FULL
-                    conn.execute("PRAGMA synchronous=FULL")
 
     def check_writable(self) -> None:
         """Make sure the database can be written, without changing it.

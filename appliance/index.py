@@ -9,8 +9,7 @@ count over millions of rows.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -183,17 +182,8 @@ class Index:
         size: int,
         calling_ae: str = "",
         called_ae: str = "",
-        durable: bool = True,
     ) -> str | None:
         """Index an instance in one transaction.
-
-        Parameters
-        ----------
-        rec, transfer_syntax, path, size, calling_ae, called_ae
-            What the row holds.
-        durable : bool
-            False when the file is durable already and the start-up reconcile would index it again
-            (see :meth:`Database.transaction`): the commit then does not wait for the disk.
 
         Returns
         -------
@@ -201,33 +191,8 @@ class Index:
             The store path of the instance this one replaced (to delete after the
             commit), or None when it is new.
         """
-        with self.recording(rec, transfer_syntax, path, size, calling_ae, called_ae, durable) as replaced:
-            pass
-        return replaced
-
-    @contextmanager
-    def recording(
-        self,
-        rec: InstanceRecord,
-        transfer_syntax: str,
-        path: str,
-        size: int,
-        calling_ae: str = "",
-        called_ae: str = "",
-        durable: bool = True,
-    ) -> Iterator[str | None]:
-        """:meth:`record`, committed when the block ends (rolled back if it raises).
-
-        The store writes the row while the file is being flushed, and ends the block once the file is
-        in place: the row is committed only after its file is whole.
-
-        Yields
-        ------
-        str or None
-            As :meth:`record` returns.
-        """
         now = _now()
-        with self.db.transaction(durable) as conn:
+        with self.db.transaction() as conn:
             patient_fk = conn.execute(
                 "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient_id, issuer) DO UPDATE SET"
@@ -271,7 +236,7 @@ class Index:
                  rec.frames, calling_ae, called_ae, now),
             )
             self._count(conn, series_fk, 1, size)
-            yield old["path"] if old is not None else None
+        return old["path"] if old is not None else None
 
     @staticmethod
     def _count(conn: sqlite3.Connection, series_fk: int, delta: int, size: int) -> None:

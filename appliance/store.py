@@ -5,18 +5,14 @@ final place, so a reader or a crash sees either nothing or the whole file. Each
 receipt gets a fresh name (``YYYY/MM/DD/<uuid>.dcm``), so overwriting an instance
 never touches the old file before the index points at the new one.
 
-The temporary file has the same ``<uuid>`` (``tmp/<uuid>.part``). The rename is flushed too
-(an ``fsync`` of the day folder) before a write counts as done: a received instance is then
-durable on its own, and the index commit that follows need not wait for the disk (see
-:meth:`appliance.core.Appliance.store`; the start-up reconcile indexes a file whose row a power
-cut lost). The ``tmp/`` folder is never flushed: nothing in it has to survive. A file that an
-older version (which did not flush the rename) indexed may still be, complete, under ``tmp/``
-after a power cut: :meth:`FileStore.finish_interrupted` moves it into place before ``tmp/`` is
-cleaned.
+The temporary file has the same ``<uuid>`` (``tmp/<uuid>.part``). The rename itself
+is not flushed (a directory ``fsync`` per instance would add a third disk flush to
+every C-STORE): after a power cut, an instance whose index row was committed is
+either in its place or, complete, still under ``tmp/``, and :meth:`FileStore.finish_interrupted`
+moves it into place before ``tmp/`` is cleaned.
 
-:meth:`FileStore.begin` splits a write so that the caller works while the disk flushes: the
-flushes run in a small thread pool (``fsync`` releases the GIL), so parsing the data set and
-preparing its index row cost no time of their own on the C-STORE path.
+:meth:`FileStore.begin` splits a write so that the caller parses the data set while the disk
+flushes the file: the flush runs in a helper thread (``fsync`` releases the GIL).
 """
 
 from __future__ import annotations
@@ -26,10 +22,11 @@ import logging
 import mmap
 import os
 import shutil
+import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from appliance.errors import OutOfResources
 
@@ -37,8 +34,54 @@ LOGGER = logging.getLogger(__name__)
 
 TMP = "tmp"
 
-#: Runs the flushes of :class:`PendingWrite` (one per association at a time; a few associations in parallel).
-_FLUSHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-flush")
+
+class _Flusher:
+    """A thread that flushes one file at a time for a :class:`PendingWrite`.
+
+    Why not a ``concurrent.futures`` pool: a future, its condition and the queue cost more CPU per
+    instance than the overlap saves when ``fsync`` is quick; two locks used as signals cost two wake-ups.
+    """
+
+    _idle: ClassVar[list[_Flusher]] = []
+    _idle_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._fd = -1
+        self._error: OSError | None = None
+        threading.Thread(target=self._run, name="store-flush", daemon=True).start()
+
+    @classmethod
+    def start(cls, fd: int) -> _Flusher:
+        """Start flushing ``fd`` on an idle flusher (a new one when all are busy: one per concurrent store)."""
+        with cls._idle_lock:
+            flusher = cls._idle.pop() if cls._idle else None
+        if flusher is None:
+            flusher = cls()
+        flusher._fd = fd
+        flusher._go.release()
+        return flusher
+
+    def wait(self) -> None:
+        """Wait for the flush; raise its error, if any. The flusher is idle again after this."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        with self._idle_lock:
+            self._idle.append(self)
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            self._go.acquire()
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._error = exc
+            self._done.release()
 
 
 def _disk_error(exc: OSError) -> Exception:
@@ -50,46 +93,35 @@ def _disk_error(exc: OSError) -> Exception:
     return exc
 
 
-def _flush_folder(folder: Path) -> None:
-    """Make the entries of ``folder`` (a new name, a rename into it) durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class PendingWrite:
     """A file of the store being made durable: written, its flush running (:meth:`FileStore.begin`).
 
-    :meth:`place` waits for the file's flush and renames it into place; :meth:`settle` waits for the
-    rename's flush. Only then is the file durable. :meth:`abandon` removes a file that is not wanted
-    after all (or whose placing failed).
+    :meth:`place` waits for the file's flush and renames it into place (the file is then whole, and
+    may be indexed); :meth:`abandon` removes a file that is not wanted after all.
     """
 
     def __init__(self, store: FileStore, rel: str, tmp: Path, fd: int) -> None:
         self.store = store
         #: The path relative to the store root it gets when placed.
         self.rel = rel
-        self._tmp = tmp
-        self._fd = fd
-        self._flushed: Future[None] | None = _FLUSHER.submit(os.fsync, fd)
-        self._folder_flushed: Future[None] | None = None
         #: The path the index keeps (:class:`~appliance.storage.Storages` prefixes its storage's number).
         self.index_path = rel
+        self._tmp = tmp
+        self._fd = fd
+        self._flusher: _Flusher | None = _Flusher.start(fd)
 
     def _wait_file(self) -> None:
-        flushed, self._flushed = self._flushed, None
+        flusher, self._flusher = self._flusher, None
         try:
-            if flushed is not None:
-                flushed.result()
+            if flusher is not None:
+                flusher.wait()
         finally:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
 
     def place(self) -> None:
-        """Wait for the file's flush, rename it into place and start flushing the rename.
+        """Wait for the file's flush and rename it into place.
 
         Raises
         ------
@@ -108,19 +140,6 @@ class PendingWrite:
             if error is exc:
                 raise
             raise error from exc
-        self._folder_flushed = _FLUSHER.submit(_flush_folder, final.parent)
-
-    def settle(self) -> None:
-        """Wait until the rename is durable (the file is then durable whatever happens next).
-
-        Raises
-        ------
-        OSError
-            The folder could not be flushed (the file is in place, but may not survive a power cut).
-        """
-        flushed, self._folder_flushed = self._folder_flushed, None
-        if flushed is not None:
-            flushed.result()
 
     def abandon(self) -> None:
         """Remove the file (before it was placed; a placed one is the caller's to delete)."""
@@ -128,8 +147,6 @@ class PendingWrite:
             self._wait_file()
         with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
             self._tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.settle()
 
 
 class Spool:
@@ -233,11 +250,6 @@ class FileStore:
         """
         pending = self.begin(chunks, enforce_limit)
         pending.place()
-        try:
-            pending.settle()
-        except OSError:
-            self.delete(pending.rel)
-            raise
         return pending.rel
 
     def begin(self, chunks: list[bytes | memoryview | Spool], enforce_limit: bool = True) -> PendingWrite:
@@ -281,31 +293,20 @@ class FileStore:
     def _rename(self, tmp: Path, final: Path) -> None:
         folder = final.parent
         if folder not in self._folders:
-            self._make_folder(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
             if not tmp.exists():
                 raise
             self._folders.discard(folder)  # the day folder was removed behind our back
-            self._make_folder(folder)
+            folder.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
         except OSError as exc:
             if exc.errno != 18:  # EXDEV: temp_dir on another file system
                 raise
             self._copy_in(tmp, final)
-
-    def _make_folder(self, folder: Path) -> None:
-        """Create a day folder (and its year and month) durably: a flushed rename into it needs its entry kept."""
-        missing = []
-        parent = folder
-        while parent != self.root and not parent.is_dir():
-            missing.append(parent)
-            parent = parent.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        for made in missing:
-            _flush_folder(made.parent)
-        self._folders.add(folder)
 
     def _copy_in(self, tmp: Path, final: Path) -> None:
         """Bring a finished file from a temp_dir on another file system: copy, flush, rename, remove."""

@@ -53,10 +53,10 @@ class AuditEntry:
 class BatchWriter:
     """Runs small writes (audit rows, access counters) in a background thread, many per transaction.
 
-    Every commit of the database waits for the disk (``synchronous=FULL``; the store's index rows are the one
-    exception). A page view that committed its own audit row would wait for one such flush, behind every other
-    writer; batched, fifty concurrent views share one. A row can be lost only if the machine stops within the
-    ~millisecond between a request and the batch's commit; :meth:`flush` waits for everything submitted so far.
+    Every commit of the database waits for the disk (``synchronous=FULL``, which the store needs). A page view
+    that committed its own audit row would wait for one such flush, behind every other writer; batched, fifty
+    concurrent views share one. A row can be lost only if the machine stops within the ~millisecond between a
+    request and the batch's commit; :meth:`flush` waits for everything submitted so far.
 
     Parameters
     ----------

@@ -133,8 +133,8 @@ def test_disk_full_during_write_leaves_nothing(node: Node, monkeypatch) -> None:
 def test_disk_full_or_failing_while_flushing_leaves_nothing(node: Node, monkeypatch) -> None:
     import errno
 
-    # The flush runs while the data set is parsed and its index row written; a disk that fails it (delayed
-    # allocation finds the disk full, or an I/O error) must still leave neither a file nor a row.
+    # The flush runs while the data set is parsed; a disk that fails it (delayed allocation finds the disk
+    # full, or an I/O error) must still leave neither a file nor a row.
     for code, expected in ((errno.ENOSPC, 0xA700), (errno.EIO, 0x0110)):
         def failing_fsync(fd: int, code: int = code) -> None:
             raise OSError(code, os.strerror(code))
@@ -155,7 +155,6 @@ def test_index_failure_removes_the_file(node: Node, monkeypatch) -> None:
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(node.app.index, "record", broken)
-    monkeypatch.setattr(node.app.index, "recording", broken)  # the C-STORE path writes its row with this
     ds = dicomdata.study("PIDX", "IDX^FAIL", ("CT",), 1)[0].dataset()
     ae = AE(ae_title="IDXFAIL")
     ae.add_requested_context(CTImageStorage)
