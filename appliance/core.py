@@ -33,7 +33,7 @@ from appliance.part10 import file_meta
 from appliance.query import find, match_instances
 from appliance.scan import instance_record
 from appliance.storage import Storages
-from appliance.store import PendingWrite, Spool
+from appliance.store import Spool
 from appliance.validate import check_structure, inflate
 from appliance.worklist.hl7log import MessageLog
 from appliance.worklist.mpps import MppsService
@@ -250,46 +250,38 @@ class Appliance:
             The index could not be written; the file is removed again.
         """
         ts = UID(transfer_syntax)
-        overwrite = self.config.dicom.overwrite
+        rec: InstanceRecord | None = None
+        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
+        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
+        if not ts.is_deflated:
+            # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
+            # pydicom decodes only what that pass leaves to it (None).
+            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
+        else:
+            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
+            check_structure(inflate(data), False, True)
         meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae)
-        # The file is written first and flushed while the data set is parsed (appliance.store.PendingWrite):
-        # the parse costs no time of its own. A resent instance (overwrite off) is not written again.
-        pending = None
-        if overwrite or self.index.lookup(sop_instance_uid) is None:
-            pending = self._begin([meta, dataset], sop_instance_uid, calling_ae)
-        try:
-            rec = self._record(dataset, ts, meta)
-            if self.config.dicom.invalid_uids == "reject":
-                _check_uids(rec, sop_instance_uid)
-        except BaseException:
-            if pending is not None:
-                pending.abandon()
-            raise
+        if rec is None:
+            try:
+                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
+            except Exception as exc:
+                raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
+            rec = extract(ds)
+        if self.config.dicom.invalid_uids == "reject":
+            _check_uids(rec, sop_instance_uid)
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
                 "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
                 " set's", rec.sop_uid, sop_instance_uid)
             meta = file_meta(rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax,
                              IMPLEMENTATION_VERSION, calling_ae)
-            if pending is not None:
-                pending.abandon()
-            pending = None
-            if overwrite or self.index.lookup(rec.sop_uid) is None:
-                pending = self._begin([meta, dataset], rec.sop_uid, calling_ae)
-        if pending is None:
+        if self.index.lookup(rec.sop_uid) is not None and not self.config.dicom.overwrite:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
             result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
         else:
+            # Meta and data set go to the file as two chunks: no copy of the data set to join them.
             try:
-                pending.place()
-                rel = pending.index_path
-            except OutOfResources:
-                # The disk filled under the flush: another storage may have room (nothing was left behind).
-                try:
-                    rel = self.store_area.write([meta, dataset])
-                except Exception as exc:
-                    self._save_failed(rec.sop_uid, calling_ae, exc)
-                    raise
+                rel = self.store_area.write([meta, dataset])
             except Exception as exc:
                 self._save_failed(rec.sop_uid, calling_ae, exc)
                 raise
@@ -317,41 +309,6 @@ class Appliance:
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
         return result
-
-    def _begin(self, chunks: list[bytes | memoryview | Spool], sop_uid: str, calling_ae: str) -> PendingWrite:
-        """Start writing a received file (see :meth:`Storages.begin`); a failure is reported to the listeners."""
-        try:
-            return self.store_area.begin(chunks)
-        except Exception as exc:
-            self._save_failed(sop_uid, calling_ae, exc)
-            raise
-
-    @staticmethod
-    def _record(dataset: bytes | Spool, ts: UID, meta: bytes) -> InstanceRecord:
-        """Check a received data set's structure and read what the index keeps of it.
-
-        Raises
-        ------
-        InvalidDataset
-            The data set cannot be parsed or lacks a UID.
-        """
-        rec: InstanceRecord | None = None
-        # A spooled data set is read through a mapping: only the pages holding element headers are touched.
-        data = dataset.mapped() if isinstance(dataset, Spool) else dataset
-        if not ts.is_deflated:
-            # One pass over the bytes checks the structure and reads the indexed values (appliance.scan);
-            # pydicom decodes only what that pass leaves to it (None).
-            rec = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)  # type: ignore[arg-type]
-        else:
-            # pydicom inflates and reads without checking lengths or depth: check the inflated bytes first.
-            check_structure(inflate(data), False, True)
-        if rec is None:
-            try:
-                ds = dcmread(io.BytesIO(meta + data), stop_before_pixels=True)
-            except Exception as exc:
-                raise InvalidDataset(f"data set cannot be parsed: {exc}") from exc
-            rec = extract(ds)
-        return rec
 
     def _save_failed(self, sop_uid: str, calling_ae: str, exc: Exception) -> None:
         for listener in self.save_failed_listeners:

@@ -10,9 +10,6 @@ is not flushed (a directory ``fsync`` per instance would add a third disk flush 
 every C-STORE): after a power cut, an instance whose index row was committed is
 either in its place or, complete, still under ``tmp/``, and :meth:`FileStore.finish_interrupted`
 moves it into place before ``tmp/`` is cleaned.
-
-:meth:`FileStore.begin` splits a write so that the caller parses the data set while the disk
-flushes the file: the flush runs in a helper thread (``fsync`` releases the GIL).
 """
 
 from __future__ import annotations
@@ -22,131 +19,15 @@ import logging
 import mmap
 import os
 import shutil
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
 
 from appliance.errors import OutOfResources
 
 LOGGER = logging.getLogger(__name__)
 
 TMP = "tmp"
-
-
-class _Flusher:
-    """A thread that flushes one file at a time for a :class:`PendingWrite`.
-
-    Why not a ``concurrent.futures`` pool: a future, its condition and the queue cost more CPU per
-    instance than the overlap saves when ``fsync`` is quick; two locks used as signals cost two wake-ups.
-    """
-
-    _idle: ClassVar[list[_Flusher]] = []
-    _idle_lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._fd = -1
-        self._error: OSError | None = None
-        threading.Thread(target=self._run, name="store-flush", daemon=True).start()
-
-    @classmethod
-    def start(cls, fd: int) -> _Flusher:
-        """Start flushing ``fd`` on an idle flusher (a new one when all are busy: one per concurrent store)."""
-        with cls._idle_lock:
-            flusher = cls._idle.pop() if cls._idle else None
-        if flusher is None:
-            flusher = cls()
-        flusher._fd = fd
-        flusher._go.release()
-        return flusher
-
-    def wait(self) -> None:
-        """Wait for the flush; raise its error, if any. The flusher is idle again after this."""
-        self._done.acquire()
-        error, self._error = self._error, None
-        with self._idle_lock:
-            self._idle.append(self)
-        if error is not None:
-            raise error
-
-    def _run(self) -> None:
-        while True:
-            self._go.acquire()
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                self._error = exc
-            self._done.release()
-
-
-def _disk_error(exc: OSError) -> Exception:
-    """The error a failed write of the store raises: OutOfResources for a full or read-only disk."""
-    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-        return OutOfResources(f"store disk is full: {exc.strerror}")
-    if exc.errno == 30:  # EROFS
-        return OutOfResources(f"store disk is read-only: {exc.strerror}")
-    return exc
-
-
-class PendingWrite:
-    """A file of the store being made durable: written, its flush running (:meth:`FileStore.begin`).
-
-    :meth:`place` waits for the file's flush and renames it into place (the file is then whole, and
-    may be indexed); :meth:`abandon` removes a file that is not wanted after all.
-    """
-
-    def __init__(self, store: FileStore, rel: str, tmp: Path, fd: int) -> None:
-        self.store = store
-        #: The path relative to the store root it gets when placed.
-        self.rel = rel
-        #: The path the index keeps (:class:`~appliance.storage.Storages` prefixes its storage's number).
-        self.index_path = rel
-        self._tmp = tmp
-        self._fd = fd
-        self._flusher: _Flusher | None = _Flusher.start(fd)
-
-    def _wait_file(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        try:
-            if flusher is not None:
-                flusher.wait()
-        finally:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def place(self) -> None:
-        """Wait for the file's flush and rename it into place.
-
-        Raises
-        ------
-        OutOfResources
-            The disk filled (or turned read-only) under the flush; nothing is left behind.
-        OSError
-            Another disk error; nothing is left behind.
-        """
-        final = self.store.root / self.rel
-        try:
-            self._wait_file()
-            self.store._rename(self._tmp, final)
-        except OSError as exc:
-            self.abandon()
-            error = _disk_error(exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    def abandon(self) -> None:
-        """Remove the file (before it was placed; a placed one is the caller's to delete)."""
-        with contextlib.suppress(OSError):
-            self._wait_file()
-        with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
-            self._tmp.unlink(missing_ok=True)
 
 
 class Spool:
@@ -248,47 +129,42 @@ class FileStore:
             When the limit would be crossed or the disk fills during the write;
             nothing is left behind.
         """
-        pending = self.begin(chunks, enforce_limit)
-        pending.place()
-        return pending.rel
-
-    def begin(self, chunks: list[bytes | memoryview | Spool], enforce_limit: bool = True) -> PendingWrite:
-        """Write one file to ``tmp/`` and start flushing it; :class:`PendingWrite` finishes the job.
-
-        Parameters and errors as :meth:`write` (a full disk may also show when the file is placed).
-        """
         size = sum(len(c) for c in chunks)
         if enforce_limit:
             self.check_space(size)
         name = uuid.uuid4().hex
         rel = f"{datetime.now():%Y/%m/%d}/{name}.dcm"
+        final = self.root / rel
         tmp = self.tmp / f"{name}.part"
-        fd = -1
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            for chunk in chunks:
-                if isinstance(chunk, Spool):
-                    offset = 0
-                    while offset < chunk.size:
-                        sent = os.sendfile(fd, chunk.fd, offset, chunk.size - offset)
-                        if not sent:
-                            raise OSError(5, "spooled data set is shorter than received")
-                        offset += sent
-                    continue
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-        except OSError as exc:
-            if fd >= 0:
+            try:
+                for chunk in chunks:
+                    if isinstance(chunk, Spool):
+                        offset = 0
+                        while offset < chunk.size:
+                            sent = os.sendfile(fd, chunk.fd, offset, chunk.size - offset)
+                            if not sent:
+                                raise OSError(5, "spooled data set is shorter than received")
+                            offset += sent
+                        continue
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                os.fsync(fd)
+            finally:
                 os.close(fd)
+            self._rename(tmp, final)
+        except OSError as exc:
             with contextlib.suppress(OSError):  # on a read-only disk the clean-up fails too: keep the first error
                 tmp.unlink(missing_ok=True)
-            error = _disk_error(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        return PendingWrite(self, rel, tmp, fd)
+            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+                raise OutOfResources(f"store disk is full: {exc.strerror}") from exc
+            if exc.errno == 30:  # EROFS
+                raise OutOfResources(f"store disk is read-only: {exc.strerror}") from exc
+            raise
+        return rel
 
     def _rename(self, tmp: Path, final: Path) -> None:
         folder = final.parent

@@ -27,7 +27,7 @@ from pathlib import Path
 from appliance.config import StorageConfig
 from appliance.db import Database
 from appliance.errors import ConfigError, OutOfResources
-from appliance.store import TMP, FileStore, PendingWrite, Spool
+from appliance.store import TMP, FileStore, Spool
 
 LOGGER = logging.getLogger(__name__)
 
@@ -335,46 +335,15 @@ class Storages:
                 return join(storage.number, storage.store.write(chunks))
             except OutOfResources as exc:
                 reasons.append(f"storage {storage.number} ({storage.root}): {exc}")
-        self._full(candidates)
-        if not reasons:
-            raise OutOfResources("no storage takes new files (all are disabled or unavailable)")
-        raise OutOfResources("; ".join(reasons))
-
-    def begin(self, chunks: list[bytes | memoryview | Spool]) -> PendingWrite:
-        """Start writing one file into the first storage with room (see :meth:`FileStore.begin`).
-
-        The :class:`~appliance.store.PendingWrite`'s ``index_path`` is the path the index keeps. A disk that
-        fills while the file is flushed shows when it is placed; :meth:`write` then tries every storage again.
-
-        Raises
-        ------
-        OutOfResources
-            As :meth:`write`.
-        """
-        reasons = []
-        candidates = self.writable()
-        for storage in candidates:
-            assert storage.store is not None
-            try:
-                pending = storage.store.begin(chunks)
-            except OutOfResources as exc:
-                reasons.append(f"storage {storage.number} ({storage.root}): {exc}")
-                continue
-            pending.index_path = join(storage.number, pending.rel)
-            return pending
-        self._full(candidates)
-        if not reasons:
-            raise OutOfResources("no storage takes new files (all are disabled or unavailable)")
-        raise OutOfResources("; ".join(reasons))
-
-    def _full(self, candidates: list[Storage]) -> None:
-        """Tell the listeners that no storage took a file."""
         if candidates:
             for listener in self.full_listeners:
                 try:
                     listener(candidates[-1])
                 except Exception:
                     LOGGER.exception("a storage listener failed")
+        if not reasons:
+            raise OutOfResources("no storage takes new files (all are disabled or unavailable)")
+        raise OutOfResources("; ".join(reasons))
 
     def check_space(self, incoming: int = 0) -> None:
         """Raise :class:`OutOfResources` when no writable storage has room for ``incoming`` bytes."""

@@ -133,8 +133,8 @@ def test_disk_full_during_write_leaves_nothing(node: Node, monkeypatch) -> None:
 def test_disk_full_or_failing_while_flushing_leaves_nothing(node: Node, monkeypatch) -> None:
     import errno
 
-    # The flush runs while the data set is parsed; a disk that fails it (delayed allocation finds the disk
-    # full, or an I/O error) must still leave neither a file nor a row.
+    # A disk that fails the flush (delayed allocation finds the disk full, or an I/O error) must leave
+    # neither a file nor a row.
     for code, expected in ((errno.ENOSPC, 0xA700), (errno.EIO, 0x0110)):
         def failing_fsync(fd: int, code: int = code) -> None:
             raise OSError(code, os.strerror(code))
