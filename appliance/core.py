@@ -161,7 +161,8 @@ class Appliance:
                     self.store_area.delete(rel)  # a copy already indexed elsewhere
                     continue
                 size = self.store_area.path(rel).stat().st_size
-                self.index.record(rec, ts, rel, size)
+                # The sender is in the file (Source AE Title); the AE title it called is not.
+                self.index.record(rec, ts, rel, size, str(ds.file_meta.get("SourceApplicationEntityTitle", "")))
                 added += 1
             except Exception as exc:
                 LOGGER.error("unreadable file %s left in the store is removed: %s", rel, exc)

@@ -130,6 +130,26 @@ def test_disk_full_during_write_leaves_nothing(node: Node, monkeypatch) -> None:
     _no_leftovers(node, 0)
 
 
+def test_disk_full_or_failing_while_flushing_leaves_nothing(node: Node, monkeypatch) -> None:
+    import errno
+
+    # A disk that fails the flush (delayed allocation finds the disk full, or an I/O error) must leave
+    # neither a file nor a row.
+    for code, expected in ((errno.ENOSPC, 0xA700), (errno.EIO, 0x0110)):
+        def failing_fsync(fd: int, code: int = code) -> None:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr("appliance.store.os.fsync", failing_fsync)
+        ds = dicomdata.study("PFLUSH", "FLUSH^FAIL", ("CT",), 1)[0].dataset()
+        ae = AE(ae_title="FLUSHER")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate(HOST, node.port, ae_title=node.aet)
+        status = assoc.send_c_store(ds)
+        assoc.release()
+        assert status.Status == expected
+        _no_leftovers(node, 0)
+
+
 def test_index_failure_removes_the_file(node: Node, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("database is locked")
