@@ -148,7 +148,7 @@ class _Walker:
             if implicit:
                 (length,) = struct.unpack_from(end + "I", data, pos + 4)
             else:
-                vr = data[pos + 4 : pos + 6]
+                vr = bytes(data[pos + 4 : pos + 6])  # data may be a memoryview (a STOW-RS part)
                 if vr in _LONG_VRS:
                     if pos + 12 > len(data):
                         raise self.fail(pos, tag, "header cut off")
