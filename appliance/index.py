@@ -191,7 +191,8 @@ class Index:
             The store path of the instance this one replaced (to delete after the
             commit), or None when it is new.
         """
-        return self.record_many([(rec, transfer_syntax, path, size, calling_ae, called_ae)])[0]
+        with self.db.transaction() as conn:
+            return self._record(conn, _now(), rec, transfer_syntax, path, size, calling_ae, called_ae)
 
     def record_many(self, entries: Sequence[tuple[InstanceRecord, str, str, int, str, str]]) -> list[str | None]:
         """Index several instances in one transaction (one commit, one flush of the database for all).

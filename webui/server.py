@@ -240,40 +240,64 @@ class GuardedChannel(HTTPChannel):
         return result
 
     def _flush_some(self, do_close: bool = True) -> bool:
-        """waitress's flush, with :class:`PartsBuffer` bodies sent by ``os.sendfile`` (called with the output
-        lock held, or from the loop thread when no task runs, like waitress's own)."""
-        sent = False
-        while self.outbufs and isinstance(self.outbufs[0], PartsBuffer):
-            buffer = self.outbufs[0]
-            if not len(buffer):
-                if len(self.outbufs) == 1:  # waitress keeps a writable buffer last; write_soon added one
-                    return sent
-                self.outbufs.pop(0).close()
-                continue
-            try:
-                count = buffer.send_to(self.socket)
-            except FileChanged as exc:
-                # The headers are out: the client sees a short answer, not a wrong one.
-                LOGGER.error("web: answer to %s ended early: %s", self.addr[0] if self.addr else "?",
-                             exc.strerror)
-                buffer.close()
-                self.will_close = True
-                return sent
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        """waitress's flush (its loop, rewritten), with :class:`PartsBuffer` bodies sent by ``os.sendfile``.
+
+        Called with the output lock held, or from the loop thread when no task runs, like waitress's own.
+        """
+        sent = 0
+        while True:
+            outbuf = self.outbufs[0]
+            remaining = len(outbuf)
+            while remaining > 0:
+                try:
+                    if isinstance(outbuf, PartsBuffer):
+                        count = self._send_parts(outbuf, do_close)
+                    else:
+                        count = self.send(outbuf.get(self.sendbuf_len), do_close=do_close)
+                        if count:
+                            outbuf.skip(count, True)
+                except FileChanged as exc:
+                    # The headers are out: the client sees a short answer, not a wrong one.
+                    LOGGER.error("web: answer to %s ended early: %s", self.addr[0] if self.addr else "?",
+                                 exc.strerror)
+                    self.total_outbufs_len -= len(outbuf)
+                    outbuf.close()
+                    self.will_close = True
                     count = 0
-                elif exc.errno in _DISCONNECTED:
-                    if do_close:
-                        self.handle_close()
-                    count = 0
-                else:
-                    raise
-            if not count:
-                return sent
-            sent = True
-            self.total_outbufs_len -= count
+                if not count:
+                    break
+                remaining -= count
+                sent += count
+                self.total_outbufs_len -= count
+            else:
+                # waitress keeps a writable buffer last
+                if len(self.outbufs) > 1:
+                    done = self.outbufs.pop(0)
+                    try:
+                        done.close()
+                    except Exception:
+                        self.logger.exception("Unexpected error when closing an outbuf")
+                    continue
+            break
+        if sent:
             self.last_activity = time.time()
-        return bool(super()._flush_some(do_close)) or sent
+            return True
+        return False
+
+    def _send_parts(self, buffer: PartsBuffer, do_close: bool) -> int:
+        """One ``sendfile`` (or ``send`` of a part head); 0 when the socket is full or gone (as ``send``)."""
+        try:
+            return buffer.send_to(self.socket)
+        except FileChanged:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return 0
+            if exc.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
 
     @property
     def waiting(self) -> bool:

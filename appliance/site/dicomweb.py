@@ -465,10 +465,12 @@ def _incoming(part: bytes | memoryview, number: int, study_uid: str | None) -> I
         part = b"\x00" * 128 + b"DICM" + part
     try:
         start = codecs.dataset_offset(part)
-        meta = dcmread(io.BytesIO(part[:start]), stop_before_pixels=True).file_meta
-        ts = str(meta.TransferSyntaxUID)
-        sop_class = str(meta.MediaStorageSOPClassUID)
-        sop_uid = str(meta.MediaStorageSOPInstanceUID)
+        uids = codecs.file_meta_uids(part[:start])
+        if uids is None:  # an unusual meta group: pydicom reads it, or says what is wrong with it
+            meta = dcmread(io.BytesIO(part[:start]), stop_before_pixels=True).file_meta
+            uids = (str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPClassUID),
+                    str(meta.MediaStorageSOPInstanceUID))
+        ts, sop_class, sop_uid = uids
     except Exception as exc:
         LOGGER.warning("STOW-RS part %d is not a DICOM Part 10 file: %s", number, exc)
         return Failure("", "", FAIL_NOT_DICOM, f"part {number} is not a DICOM Part 10 file")
