@@ -341,7 +341,7 @@ class Appliance:
             n: o for n, o in enumerate(outcomes) if not isinstance(o, _Written) and n not in later}
         entries = [(w.rec, w.transfer_syntax, w.rel, w.size, calling_ae, called_ae) for _, w in batch]
         try:
-            replaced_all: list[str | None | Exception] = list(self.index.record_many(entries)) if entries else []
+            replaced_all: list[str | Exception | None] = list(self.index.record_many(entries)) if entries else []
         except Exception as exc:
             LOGGER.warning("the index could not record %d instances at once (%s): recording them one by one",
                            len(entries), describe(exc))

@@ -286,7 +286,7 @@ def scan(data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> t
     return walker.found, walker.odd
 
 
-def inflate(data: bytes | mmap.mmap, limit: int = MAX_INFLATED) -> bytes:
+def inflate(data: bytes | memoryview | mmap.mmap, limit: int = MAX_INFLATED) -> bytes:
     """Inflate a deflated data set (raw deflate, PS3.5 A.5), refusing more than ``limit`` bytes.
 
     Raises

@@ -7,14 +7,14 @@ problem details. What is and is not supported is listed in docs/dicomweb.md (the
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Iterator, Mapping
 import contextlib
 import io
+import json
+import logging
 import mmap
 import os
 import stat
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request, stream_with_context
@@ -658,11 +658,8 @@ def _store_parts(body: bytes | mmap.mmap, boundary: str, study: str | None) -> S
     try:
         return get_site().dicomweb.store(bodies, study, base_url(), "DICOMWEB")
     finally:
-        for data in bodies:
-            if isinstance(data, memoryview):
-                data.release()
-        for _, data in parts:
-            data.release()
+        for _, view in parts:
+            view.release()
 
 
 @bp.post(f"{PREFIX}/studies")
