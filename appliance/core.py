@@ -252,9 +252,10 @@ class Appliance:
 
         Parameters
         ----------
-        dataset : bytes or Spool
+        dataset : bytes, memoryview or Spool
             The data set as received (no file meta), encoded in ``transfer_syntax``; a large one
-            spooled to a temporary file as it arrived (the caller discards the spool).
+            spooled to a temporary file as it arrived (the caller discards the spool), or a view of a
+            STOW-RS body.
         transfer_syntax, sop_class_uid, sop_instance_uid : str
             From the presentation context and the C-STORE request.
         calling_ae, called_ae, association_id : str

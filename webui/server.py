@@ -14,6 +14,10 @@ short-lived thread that runs the TLS handshake with a deadline (``tls.handshake`
 nothing cannot stall the listener), then joins the decrypted stream to waitress through a socket pair. waitress
 serves the pair exactly as a plain connection, with the real client address (for the rate limit and the audit
 log) and ``wsgi.url_scheme = https``. The relay is a few microseconds per chunk; the benchmark runs plain HTTP.
+
+Large answers made of stored files (a whole study as stored, for DICOMweb) are not yielded as bytes: the app
+hands the list of files to :data:`SEND_PARTS` and the channel sends them with ``os.sendfile``, from the page
+cache to the socket, in waitress's own output queue and flush loop.
 """
 
 from __future__ import annotations
@@ -145,6 +149,8 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
         part = self.parts[0]
         if isinstance(part, FilePart):
             sent = os.sendfile(sock.fileno(), self._open(part), self._offset, part.size - self._offset)
+            if not sent:  # a full socket raises EAGAIN: 0 is the end of a file cut short since it was opened
+                raise FileChanged(errno.EIO, f"{part.path} is shorter than announced")
         else:
             # A part head: held back until the file behind it fills the packet.
             more = socket.MSG_MORE if len(self.parts) > 1 and sock.family in (socket.AF_INET, socket.AF_INET6) else 0

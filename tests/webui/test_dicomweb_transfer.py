@@ -9,6 +9,7 @@ are stored, nothing of the failed ones left behind.
 from __future__ import annotations
 
 import io
+import os
 import re
 import sqlite3
 import subprocess
@@ -110,14 +111,20 @@ def test_whole_study_as_stored_is_the_stored_files(served: tuple[Any, str, dict[
     assert reply.status_code == 404 and reply.headers["Content-Type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("change", ["grown", "shrunk", "removed"])
 def test_a_file_changed_since_indexing_cuts_the_answer_short(served: tuple[Any, str, dict[str, str]],
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+                                                            caplog: pytest.LogCaptureFixture, change: str) -> None:
     env, root, auth = served
     instances = _big_study(env, 3, "910")
     study = instances[0].study_uid
-    changed = env.site.dicomweb.instances(study)[1]
-    with open(env.app.file_path(changed), "ab") as fh:
-        fh.write(b"\x00" * 1000)
+    path = env.app.file_path(env.site.dicomweb.instances(study)[1])
+    if change == "grown":
+        with open(path, "ab") as fh:
+            fh.write(b"\x00" * 1000)
+    elif change == "shrunk":
+        os.truncate(path, 1000)
+    else:
+        path.unlink()
     proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H",
                            f"Authorization: {auth['Authorization']}", "-H", f"Accept: {AS_STORED}",
                            f"{root}/studies/{study}"], capture_output=True, text=True, timeout=60)
