@@ -152,6 +152,47 @@ def choose(stored: str, accepted: Iterable[str], preferred: str | None = None) -
     return None
 
 
+def file_meta_uids(data: bytes | memoryview) -> tuple[str, str, str] | None:
+    """The Transfer Syntax, Media Storage SOP Class and SOP Instance UIDs of a Part 10 file's meta group.
+
+    Read by walking the group (explicit VR little endian, PS3.10 7.1), which takes microseconds where
+    pydicom's reader takes a millisecond: a STOW-RS request reads it for each of its parts.
+
+    Returns
+    -------
+    tuple of str, or None
+        None when the group is not that plain form (no prefix, other encoding, a UID missing): the caller
+        then reads it with pydicom, which says what is wrong.
+    """
+    if len(data) < 144 or bytes(data[128:132]) != b"DICM":
+        return None
+    found: dict[int, str] = {}
+    position = 132
+    while position + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, position)
+        if group != 0x0002:
+            break
+        vr = bytes(data[position + 4:position + 6])
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            position += 12
+        elif vr.isalpha() and vr.isupper():
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            position += 8
+        else:
+            return None
+        if position + length > len(data):
+            return None
+        if element in (0x0002, 0x0003, 0x0010):
+            if vr != b"UI":
+                return None
+            found[element] = bytes(data[position:position + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        position += length
+    if not all(found.get(e) for e in (0x0002, 0x0003, 0x0010)):
+        return None
+    return found[0x0010], found[0x0002], found[0x0003]
+
+
 def dataset_offset(data: bytes | memoryview) -> int:
     """Where the data set starts in a Part 10 file's bytes (after preamble, prefix and file meta).
 

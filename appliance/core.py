@@ -13,7 +13,8 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -58,6 +59,26 @@ class StoreOutcome(Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A received data set for :meth:`Appliance.store_batch` (the arguments of :meth:`Appliance.store`)."""
+
+    dataset: bytes | memoryview | Spool
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A data set of a batch on disk, not indexed yet."""
+
+    rec: InstanceRecord
+    rel: str
+    size: int
+    transfer_syntax: str
 
 
 @dataclass(frozen=True)
@@ -217,7 +238,7 @@ class Appliance:
 
     def store(
         self,
-        dataset: bytes | Spool,
+        dataset: bytes | memoryview | Spool,
         transfer_syntax: str,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -232,9 +253,10 @@ class Appliance:
 
         Parameters
         ----------
-        dataset : bytes or Spool
+        dataset : bytes, memoryview or Spool
             The data set as received (no file meta), encoded in ``transfer_syntax``; a large one
-            spooled to a temporary file as it arrived (the caller discards the spool).
+            spooled to a temporary file as it arrived (the caller discards the spool), or a view of a
+            STOW-RS body.
         transfer_syntax, sop_class_uid, sop_instance_uid : str
             From the presentation context and the C-STORE request.
         calling_ae, called_ae, association_id : str
@@ -249,6 +271,110 @@ class Appliance:
         IndexFailure
             The index could not be written; the file is removed again.
         """
+        rec, meta = self._prepare(dataset, transfer_syntax, sop_class_uid, sop_instance_uid, calling_ae)
+        if self._is_duplicate(rec, calling_ae):
+            result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
+        else:
+            rel = self._write(rec, meta, dataset, calling_ae)
+            size = len(meta) + len(dataset)
+            try:
+                replaced = self.index.record(rec, transfer_syntax, rel, size, calling_ae, called_ae)
+            except Exception as exc:
+                raise self._index_failed(rec, rel, calling_ae, exc) from exc
+            result = self._stored(rec, rel, replaced)
+        self._announce(result, calling_ae, called_ae, association_id)
+        return result
+
+    def store_batch(self, items: Sequence[Incoming], calling_ae: str = "", called_ae: str = "",
+                    association_id: str = "", threads: int = 4) -> list[StoreResult | Exception]:
+        """Store several received data sets, as :meth:`store` each, with one index transaction for all.
+
+        Each data set is checked, written and flushed to disk (``threads`` at a time: their flushes overlap);
+        then every written one is indexed in one transaction, flushed once. When that transaction fails, each
+        is indexed on its own, so one bad instance does not cost the others. Every result is durable when
+        this returns, as with :meth:`store`; listeners hear of the instances in the order given.
+
+        Parameters
+        ----------
+        items : sequence of Incoming
+            The data sets with their transfer syntax and UIDs, as :meth:`store` takes them.
+        calling_ae, called_ae, association_id : str
+            As for :meth:`store`.
+        threads : int
+            Data sets checked and written at the same time.
+
+        Returns
+        -------
+        list of StoreResult or Exception
+            For each item, what :meth:`store` would return, or the exception it would raise (nothing of that
+            item is stored then).
+        """
+        def written(item: Incoming) -> _Written | StoreResult | Exception:
+            try:
+                rec, meta = self._prepare(item.dataset, item.transfer_syntax, item.sop_class_uid,
+                                          item.sop_instance_uid, calling_ae)
+                if self._is_duplicate(rec, calling_ae):
+                    return StoreResult(StoreOutcome.DUPLICATE, rec, "")
+                rel = self._write(rec, meta, item.dataset, calling_ae)
+                return _Written(rec, rel, len(meta) + len(item.dataset), item.transfer_syntax)
+            except Exception as exc:
+                return exc
+
+        if threads > 1 and len(items) > 1:
+            with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="store") as pool:
+                outcomes: list[_Written | StoreResult | Exception] = list(pool.map(written, items))
+        else:
+            outcomes = [written(item) for item in items]
+        # An instance whose UID came earlier in the batch is stored after it, alone: the duplicate policy then
+        # sees the first (and an overwrite replaces it), as when they come one after the other.
+        seen: set[str] = set()
+        later: list[int] = []
+        for number, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):
+                continue
+            uid = outcome.rec.sop_uid if isinstance(outcome, _Written) else outcome.record.sop_uid
+            if uid in seen:
+                later.append(number)
+                if isinstance(outcome, _Written):
+                    self.store_area.delete(outcome.rel)
+            seen.add(uid)
+        batch = [(n, o) for n, o in enumerate(outcomes) if isinstance(o, _Written) and n not in later]
+        results: dict[int, StoreResult | Exception] = {
+            n: o for n, o in enumerate(outcomes) if not isinstance(o, _Written) and n not in later}
+        entries = [(w.rec, w.transfer_syntax, w.rel, w.size, calling_ae, called_ae) for _, w in batch]
+        try:
+            replaced_all: list[str | Exception | None] = list(self.index.record_many(entries)) if entries else []
+        except Exception as exc:
+            LOGGER.warning("the index could not record %d instances at once (%s): recording them one by one",
+                           len(entries), describe(exc))
+            replaced_all = []
+            for entry in entries:
+                try:
+                    replaced_all.append(self.index.record(*entry))
+                except Exception as one:
+                    replaced_all.append(one)
+        for (number, w), replaced in zip(batch, replaced_all, strict=True):
+            if isinstance(replaced, Exception):
+                results[number] = self._index_failed(w.rec, w.rel, calling_ae, replaced)
+            else:
+                results[number] = self._stored(w.rec, w.rel, replaced)
+        for number in sorted(results):
+            result = results[number]
+            if isinstance(result, StoreResult):
+                self._announce(result, calling_ae, called_ae, association_id)
+        for number in later:
+            item = items[number]
+            try:
+                results[number] = self.store(item.dataset, item.transfer_syntax, item.sop_class_uid,
+                                             item.sop_instance_uid, calling_ae, called_ae, association_id)
+            except Exception as exc:
+                results[number] = exc
+        ordered = [results[number] for number in range(len(items))]
+        return ordered
+
+    def _prepare(self, dataset: bytes | memoryview | Spool, transfer_syntax: str, sop_class_uid: str,
+                 sop_instance_uid: str, calling_ae: str) -> tuple[InstanceRecord, bytes]:
+        """Check a data set and read what the index keeps; its record and file meta (InvalidDataset)."""
         ts = UID(transfer_syntax)
         rec: InstanceRecord | None = None
         # A spooled data set is read through a mapping: only the pages holding element headers are touched.
@@ -275,31 +401,40 @@ class Appliance:
                 " set's", rec.sop_uid, sop_instance_uid)
             meta = file_meta(rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax,
                              IMPLEMENTATION_VERSION, calling_ae)
+        return rec, meta
+
+    def _is_duplicate(self, rec: InstanceRecord, calling_ae: str) -> bool:
         if self.index.lookup(rec.sop_uid) is not None and not self.config.dicom.overwrite:
             LOGGER.warning("duplicate instance %s from %s ignored (overwrite is off)", rec.sop_uid, calling_ae)
-            result = StoreResult(StoreOutcome.DUPLICATE, rec, "")
-        else:
-            # Meta and data set go to the file as two chunks: no copy of the data set to join them.
-            try:
-                rel = self.store_area.write([meta, dataset])
-            except Exception as exc:
-                self._save_failed(rec.sop_uid, calling_ae, exc)
-                raise
-            try:
-                replaced = self.index.record(rec, transfer_syntax, rel, len(meta) + len(dataset), calling_ae,
-                                             called_ae)
-            except Exception as exc:
-                self.store_area.delete(rel)
-                failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
-                if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
-                    # The database shares a full disk with a storage: out of resources (0xA700), like the file.
-                    failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
-                self._save_failed(rec.sop_uid, calling_ae, failure)
-                raise failure from exc
-            if replaced:
-                self.store_area.delete(replaced)
-                LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
-            result = StoreResult(StoreOutcome.REPLACED if replaced else StoreOutcome.STORED, rec, rel)
+            return True
+        return False
+
+    def _write(self, rec: InstanceRecord, meta: bytes, dataset: bytes | memoryview | Spool, calling_ae: str) -> str:
+        # Meta and data set go to the file as two chunks: no copy of the data set to join them.
+        try:
+            return self.store_area.write([meta, dataset])
+        except Exception as exc:
+            self._save_failed(rec.sop_uid, calling_ae, exc)
+            raise
+
+    def _index_failed(self, rec: InstanceRecord, rel: str, calling_ae: str, exc: Exception) -> Exception:
+        """Remove the file the index could not record; the error to raise."""
+        self.store_area.delete(rel)
+        failure: Exception = IndexFailure(f"index could not record {rec.sop_uid}: {describe(exc)}")
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+            # The database shares a full disk with a storage: out of resources (0xA700), like the file.
+            failure = OutOfResources(f"index could not record {rec.sop_uid}: {describe(exc)}")
+        self._save_failed(rec.sop_uid, calling_ae, failure)
+        return failure
+
+    def _stored(self, rec: InstanceRecord, rel: str, replaced: str | None) -> StoreResult:
+        if replaced:
+            self.store_area.delete(replaced)
+            LOGGER.info("instance %s replaced (overwrite is on)", rec.sop_uid)
+        return StoreResult(StoreOutcome.REPLACED if replaced else StoreOutcome.STORED, rec, rel)
+
+    def _announce(self, result: StoreResult, calling_ae: str, called_ae: str, association_id: str) -> None:
+        rec = result.record
         if association_id:
             with self._received_lock:
                 self._received.setdefault(association_id, []).append(rec.sop_uid)
@@ -308,7 +443,6 @@ class Appliance:
                 listener(result, calling_ae, called_ae, association_id)
             except Exception:
                 LOGGER.exception("a store listener failed for %s", rec.sop_uid)
-        return result
 
     def _save_failed(self, sop_uid: str, calling_ae: str, exc: Exception) -> None:
         for listener in self.save_failed_listeners:

@@ -191,51 +191,71 @@ class Index:
             The store path of the instance this one replaced (to delete after the
             commit), or None when it is new.
         """
+        with self.db.transaction() as conn:
+            return self._record(conn, _now(), rec, transfer_syntax, path, size, calling_ae, called_ae)
+
+    def record_many(self, entries: Sequence[tuple[InstanceRecord, str, str, int, str, str]]) -> list[str | None]:
+        """Index several instances in one transaction (one commit, one flush of the database for all).
+
+        Parameters
+        ----------
+        entries : sequence of (record, transfer syntax, path, size, calling AE, called AE)
+            As the arguments of :meth:`record`; an instance may replace one recorded earlier in the sequence.
+
+        Returns
+        -------
+        list of str or None
+            For each entry, the store path of the instance it replaced, or None.
+        """
         now = _now()
         with self.db.transaction() as conn:
-            patient_fk = conn.execute(
-                "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient_id, issuer) DO UPDATE SET"
-                " patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,"
-                " birth_date = excluded.birth_date, sex = excluded.sex RETURNING id",
-                (rec.patient_id, rec.issuer, rec.patient_name, pn_key(rec.patient_name), rec.birth_date,
-                 rec.sex, now),
+            return [self._record(conn, now, *entry) for entry in entries]
+
+    def _record(self, conn: sqlite3.Connection, now: str, rec: InstanceRecord, transfer_syntax: str, path: str,
+                size: int, calling_ae: str, called_ae: str) -> str | None:
+        patient_fk = conn.execute(
+            "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient_id, issuer) DO UPDATE SET"
+            " patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,"
+            " birth_date = excluded.birth_date, sex = excluded.sex RETURNING id",
+            (rec.patient_id, rec.issuer, rec.patient_name, pn_key(rec.patient_name), rec.birth_date,
+             rec.sex, now),
+        ).fetchone()[0]
+        study_fk = conn.execute(
+            "INSERT INTO studies (patient_fk, study_uid, study_date, study_time, accession, study_id,"
+            " description, referring, referring_key, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (study_uid) DO UPDATE SET updated = excluded.updated RETURNING id",
+            (patient_fk, rec.study_uid, rec.study_date, rec.study_time, rec.accession, rec.study_id,
+             rec.study_description, rec.referring, pn_key(rec.referring), now, now),
+        ).fetchone()[0]
+        series_row = conn.execute(
+            "SELECT id, study_fk FROM series WHERE series_uid = ?", (rec.series_uid,)
+        ).fetchone()
+        if series_row is None:
+            series_fk = conn.execute(
+                "INSERT INTO series (study_fk, series_uid, modality, series_number, description, body_part,"
+                " series_date, series_time, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (study_fk, rec.series_uid, rec.modality, rec.series_number, rec.series_description,
+                 rec.body_part, rec.series_date, rec.series_time, now),
             ).fetchone()[0]
-            study_fk = conn.execute(
-                "INSERT INTO studies (patient_fk, study_uid, study_date, study_time, accession, study_id,"
-                " description, referring, referring_key, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (study_uid) DO UPDATE SET updated = excluded.updated RETURNING id",
-                (patient_fk, rec.study_uid, rec.study_date, rec.study_time, rec.accession, rec.study_id,
-                 rec.study_description, rec.referring, pn_key(rec.referring), now, now),
-            ).fetchone()[0]
-            series_row = conn.execute(
-                "SELECT id, study_fk FROM series WHERE series_uid = ?", (rec.series_uid,)
-            ).fetchone()
-            if series_row is None:
-                series_fk = conn.execute(
-                    "INSERT INTO series (study_fk, series_uid, modality, series_number, description, body_part,"
-                    " series_date, series_time, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (study_fk, rec.series_uid, rec.modality, rec.series_number, rec.series_description,
-                     rec.body_part, rec.series_date, rec.series_time, now),
-                ).fetchone()[0]
-                conn.execute("UPDATE studies SET num_series = num_series + 1 WHERE id = ?", (study_fk,))
-                self._update_modalities(conn, study_fk)
-            else:
-                series_fk = series_row[0]
-            old = conn.execute(
-                "SELECT id, series_fk, path, size FROM instances WHERE sop_uid = ?", (rec.sop_uid,)
-            ).fetchone()
-            if old is not None:
-                # Overwrite: drop the old row and its counters, then insert afresh.
-                conn.execute("DELETE FROM instances WHERE id = ?", (old["id"],))
-                self._count(conn, old["series_fk"], -1, -old["size"])
-            conn.execute(
-                "INSERT INTO instances (series_fk, sop_uid, sop_class_uid, instance_number, transfer_syntax, path,"
-                " size, frames, calling_ae, called_ae, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (series_fk, rec.sop_uid, rec.sop_class_uid, rec.instance_number, transfer_syntax, path, size,
-                 rec.frames, calling_ae, called_ae, now),
-            )
-            self._count(conn, series_fk, 1, size)
+            conn.execute("UPDATE studies SET num_series = num_series + 1 WHERE id = ?", (study_fk,))
+            self._update_modalities(conn, study_fk)
+        else:
+            series_fk = series_row[0]
+        old = conn.execute(
+            "SELECT id, series_fk, path, size FROM instances WHERE sop_uid = ?", (rec.sop_uid,)
+        ).fetchone()
+        if old is not None:
+            # Overwrite: drop the old row and its counters, then insert afresh.
+            conn.execute("DELETE FROM instances WHERE id = ?", (old["id"],))
+            self._count(conn, old["series_fk"], -1, -old["size"])
+        conn.execute(
+            "INSERT INTO instances (series_fk, sop_uid, sop_class_uid, instance_number, transfer_syntax, path,"
+            " size, frames, calling_ae, called_ae, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (series_fk, rec.sop_uid, rec.sop_class_uid, rec.instance_number, transfer_syntax, path, size,
+             rec.frames, calling_ae, called_ae, now),
+        )
+        self._count(conn, series_fk, 1, size)
         return old["path"] if old is not None else None
 
     @staticmethod

@@ -91,7 +91,7 @@ def instance_record(data: bytes, implicit: bool, little: bool) -> InstanceRecord
         keyword, dict_vr = INDEXED[tag]
         text = None
         if vr is None or vr == _VR_BYTES[tag]:
-            text = _ascii_text(data[pos:pos + length], dict_vr)
+            text = _ascii_text(bytes(data[pos:pos + length]), dict_vr)  # data may be a memoryview
         if text is None:
             slow.append(tag)
         else:
@@ -126,7 +126,7 @@ def _pydicom_texts(data: bytes, found: dict[int, tuple[bytes | None, int, int]],
             continue
         vr, pos, length = found[tag]
         raw[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr.decode("latin-1") if vr else None, length,
-                                           data[pos:pos + length], pos, implicit, little)
+                                           bytes(data[pos:pos + length]), pos, implicit, little)
     ds = Dataset(raw)
     ds.set_original_encoding(implicit, little)
     return {INDEXED[tag][0]: text_value(ds, INDEXED[tag][0]) for tag in tags}

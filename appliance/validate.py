@@ -148,7 +148,7 @@ class _Walker:
             if implicit:
                 (length,) = struct.unpack_from(end + "I", data, pos + 4)
             else:
-                vr = data[pos + 4 : pos + 6]
+                vr = bytes(data[pos + 4 : pos + 6])  # data may be a memoryview (a STOW-RS part)
                 if vr in _LONG_VRS:
                     if pos + 12 > len(data):
                         raise self.fail(pos, tag, "header cut off")
@@ -286,7 +286,7 @@ def scan(data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> t
     return walker.found, walker.odd
 
 
-def inflate(data: bytes | mmap.mmap, limit: int = MAX_INFLATED) -> bytes:
+def inflate(data: bytes | memoryview | mmap.mmap, limit: int = MAX_INFLATED) -> bytes:
     """Inflate a deflated data set (raw deflate, PS3.5 A.5), refusing more than ``limit`` bytes.
 
     Raises

@@ -14,21 +14,31 @@ short-lived thread that runs the TLS handshake with a deadline (``tls.handshake`
 nothing cannot stall the listener), then joins the decrypted stream to waitress through a socket pair. waitress
 serves the pair exactly as a plain connection, with the real client address (for the rate limit and the audit
 log) and ``wsgi.url_scheme = https``. The relay is a few microseconds per chunk; the benchmark runs plain HTTP.
+
+Large answers made of stored files (a whole study as stored, for DICOMweb) are not yielded as bytes: the app
+hands the list of files to :data:`SEND_PARTS` and the channel sends them with ``os.sendfile``, from the page
+cache to the socket, in waitress's own output queue and flush loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import selectors
 import socket
 import ssl
 import threading
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
+from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import WSGITask
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,6 +80,146 @@ _QUEUE_FILTER = QueueWarningFilter()
 _CHECK_INTERVAL = 1
 
 
+class FilePart(NamedTuple):
+    """A whole file of an answer body, sent from the page cache with ``os.sendfile`` (see :data:`SEND_PARTS`)."""
+
+    path: str
+    #: Its length as announced in Content-Length: a file of another length ends the answer (connection closed).
+    size: int
+
+
+#: WSGI environ key of a function that sends a whole answer body made of bytes and :class:`FilePart` items.
+#: The app calls it from its response iterable, once, instead of yielding the bytes; the status and headers it
+#: started are sent first and its Content-Length must be the body's length. The stored files are then sent by
+#: the kernel (``os.sendfile``) from the page cache to the socket: waitress copies yielded bytes into its output
+#: buffer and spills them to a temporary file past 1 MB, which made a 50 MB WADO-RS answer slower than
+#: Orthanc's. Only servers of :class:`WebServer` provide it (the Flask test client does not: apps fall back to
+#: yielding bytes).
+SEND_PARTS = "appliance.send_parts"
+_DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE,
+                           errno.EBADF})
+
+
+class FileChanged(OSError):
+    """A file of a :class:`PartsBuffer` is missing or has another length than announced."""
+
+
+class PartsBuffer(ReadOnlyFileBasedBuffer):
+    """An answer body of bytes and whole files for waitress's output queue.
+
+    waitress keeps instances of :class:`ReadOnlyFileBasedBuffer` in its queue as they are (no copy);
+    :meth:`GuardedChannel._flush_some` sends this one with :meth:`send_to`. One file is open at a time (a
+    study of thousands of instances does not hold thousands of descriptors), and nothing of the files enters
+    the process's memory. :meth:`get` and :meth:`skip` are waitress's own buffer protocol, kept working.
+    """
+
+    def __init__(self, parts: Sequence[bytes | FilePart]) -> None:  # no super(): there is no single file
+        self.parts: deque[bytes | FilePart] = deque(p for p in parts if (p.size if isinstance(p, FilePart) else p))
+        self.remain = sum(p.size if isinstance(p, FilePart) else len(p) for p in self.parts)
+        self.file = None
+        self._fd = -1
+        self._offset = 0  # into the first part
+
+    def _open(self, part: FilePart) -> int:
+        if self._fd < 0:
+            try:
+                fd = os.open(part.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise FileChanged(exc.errno, f"{part.path} cannot be read: {exc.strerror}") from exc
+            size = os.fstat(fd).st_size
+            if size != part.size:
+                os.close(fd)
+                raise FileChanged(errno.EIO, f"{part.path} is {size} bytes, {part.size} were announced")
+            self._fd = fd
+        return self._fd
+
+    def _advance(self, count: int) -> None:
+        part = self.parts[0]
+        self._offset += count
+        self.remain -= count
+        if self._offset == (part.size if isinstance(part, FilePart) else len(part)):
+            self.parts.popleft()
+            self._offset = 0
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def send_to(self, sock: socket.socket) -> int:
+        """Send from the current part with one system call; the bytes sent (OSError as ``socket.send``)."""
+        part = self.parts[0]
+        if isinstance(part, FilePart):
+            sent = os.sendfile(sock.fileno(), self._open(part), self._offset, part.size - self._offset)
+            if not sent:  # a full socket raises EAGAIN: 0 is the end of a file cut short since it was opened
+                raise FileChanged(errno.EIO, f"{part.path} is shorter than announced")
+        else:
+            # A part head: held back until the file behind it fills the packet.
+            more = socket.MSG_MORE if len(self.parts) > 1 and sock.family in (socket.AF_INET, socket.AF_INET6) else 0
+            sent = sock.send(memoryview(part)[self._offset:], more)
+        if sent:
+            self._advance(sent)
+        return sent
+
+    def get(self, numbytes: int = -1, skip: bool = False) -> bytes:
+        """Up to ``numbytes`` of the current part (waitress's buffer protocol)."""
+        if not self.parts:
+            return b""
+        part = self.parts[0]
+        size = part.size if isinstance(part, FilePart) else len(part)
+        count = size - self._offset if numbytes < 0 else min(numbytes, size - self._offset)
+        if isinstance(part, FilePart):
+            data = os.pread(self._open(part), count, self._offset)
+            if len(data) != count:
+                raise FileChanged(errno.EIO, f"{part.path} is shorter than announced")
+        else:
+            data = part[self._offset:self._offset + count]
+        if skip:
+            self._advance(len(data))
+        return data
+
+    def skip(self, numbytes: int, allow_prune: int = 0) -> None:
+        """Drop ``numbytes`` already sent (waitress's buffer protocol)."""
+        while numbytes:
+            part = self.parts[0]
+            count = min(numbytes, (part.size if isinstance(part, FilePart) else len(part)) - self._offset)
+            self._advance(count)
+            numbytes -= count
+
+    def prepare(self, size: int | None = None) -> int:
+        """The length to send (waitress's file-wrapper protocol)."""
+        return int(self.remain)
+
+    def close(self) -> None:
+        """Close the open file, drop the rest."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.parts.clear()
+        self.remain = 0
+
+
+class PartsTask(WSGITask):
+    """waitress's WSGI task, with :data:`SEND_PARTS` in the environ."""
+
+    def get_environment(self) -> dict[str, Any]:
+        """The WSGI environ, with the function that sends bodies of files."""
+        environ: dict[str, Any] = super().get_environment()
+        environ[SEND_PARTS] = self.send_parts
+        return environ
+
+    def send_parts(self, parts: Sequence[bytes | FilePart]) -> None:
+        """Queue a whole body of bytes and files after the status line and headers (see :data:`SEND_PARTS`)."""
+        buffer = PartsBuffer(parts)
+        if self.chunked_response or self.content_length != len(buffer) or self.content_bytes_written:
+            raise RuntimeError("send_parts needs a Content-Length of the whole body and nothing written before")
+        self.write(b"")  # the status line and headers
+        self.channel.write_soon(buffer)
+        self.content_bytes_written += len(buffer)
+
+
+#: The type of :data:`SEND_PARTS`'s value.
+SendParts = Callable[[Sequence[bytes | FilePart]], None]
+
+
 class GuardedChannel(HTTPChannel):
     """waitress's HTTP channel with a deadline for each request's header.
 
@@ -77,6 +227,8 @@ class GuardedChannel(HTTPChannel):
     pending: a request is being served, or the connection is idle between requests). The server's
     maintenance pass closes channels past it.
     """
+
+    task_class = PartsTask
 
     def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any, map: Any = None) -> None:
         self.header_deadline: float | None = time.time() + server.header_timeout
@@ -92,6 +244,66 @@ class GuardedChannel(HTTPChannel):
         elif self.header_deadline is None:
             self.header_deadline = time.time() + self.server.header_timeout
         return result
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        """waitress's flush (its loop, rewritten), with :class:`PartsBuffer` bodies sent by ``os.sendfile``.
+
+        Called with the output lock held, or from the loop thread when no task runs, like waitress's own.
+        """
+        sent = 0
+        while True:
+            outbuf = self.outbufs[0]
+            remaining = len(outbuf)
+            while remaining > 0:
+                try:
+                    if isinstance(outbuf, PartsBuffer):
+                        count = self._send_parts(outbuf, do_close)
+                    else:
+                        count = self.send(outbuf.get(self.sendbuf_len), do_close=do_close)
+                        if count:
+                            outbuf.skip(count, True)
+                except FileChanged as exc:
+                    # The headers are out: the client sees a short answer, not a wrong one.
+                    LOGGER.error("web: answer to %s ended early: %s", self.addr[0] if self.addr else "?",
+                                 exc.strerror)
+                    self.total_outbufs_len -= len(outbuf)
+                    outbuf.close()
+                    self.will_close = True
+                    count = 0
+                if not count:
+                    break
+                remaining -= count
+                sent += count
+                self.total_outbufs_len -= count
+            else:
+                # waitress keeps a writable buffer last
+                if len(self.outbufs) > 1:
+                    done = self.outbufs.pop(0)
+                    try:
+                        done.close()
+                    except Exception:
+                        self.logger.exception("Unexpected error when closing an outbuf")
+                    continue
+            break
+        if sent:
+            self.last_activity = time.time()
+            return True
+        return False
+
+    def _send_parts(self, buffer: PartsBuffer, do_close: bool) -> int:
+        """One ``sendfile`` (or ``send`` of a part head); 0 when the socket is full or gone (as ``send``)."""
+        try:
+            return buffer.send_to(self.socket)
+        except FileChanged:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return 0
+            if exc.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
 
     @property
     def waiting(self) -> bool:
@@ -173,11 +385,14 @@ class WebServer:
         Connections open at once from one client address.
     name : str
         What the log calls it ("web site", "DICOMweb").
+    recv_bytes : int
+        Bytes read from a connection at a time (waitress's ``recv_bytes``, 8 KB by default): DICOMweb takes
+        50 MB uploads, which 8 KB reads (each appended to the spooled body) made slow.
     """
 
     def __init__(self, app: Any, host: str, port: int, threads: int = 8, ssl_context: ssl.SSLContext | None = None,
                  handshake_timeout: float = 10.0, header_timeout: float = 10.0, max_connections: int = 1000,
-                 max_connections_per_client: int = 50, name: str = "web site") -> None:
+                 max_connections_per_client: int = 50, name: str = "web site", recv_bytes: int = 8192) -> None:
         self.app = app
         self.name = name
         self.host = host
@@ -191,6 +406,7 @@ class WebServer:
             expose_tracebacks=False, log_untrusted_proxy_headers=False, channel_timeout=120,
             connection_limit=max_connections, clear_untrusted_proxy_headers=True,
             cleanup_interval=_CHECK_INTERVAL, asyncore_use_poll=True,  # select() stops at descriptor 1024
+            recv_bytes=recv_bytes,
         )
         server = self.server
         server.header_timeout = header_timeout

@@ -129,6 +129,10 @@ def dicomweb_https(cfg: Config) -> bool:
     return bool(cfg.tls.cert) or cfg.web.https
 
 
+#: DICOMweb reads uploads 256 KB at a time (STOW-RS bodies are tens of MB; waitress's default is 8 KB).
+_DICOMWEB_RECV_BYTES = 256 * 1024
+
+
 def _dicomweb_server(site: Any, cfg: Config) -> Any:
     """The DICOMweb server on ``[dicomweb] port``, or None (with an error line) when the port cannot be opened.
 
@@ -146,7 +150,8 @@ def _dicomweb_server(site: Any, cfg: Config) -> Any:
     web = cfg.web
     try:
         return WebServer(create_dicomweb_app(site), bind, dw.port, dw.threads, context, cfg.tls.handshake_timeout,
-                         web.header_timeout, web.max_connections, web.max_connections_per_client, name="DICOMweb")
+                         web.header_timeout, web.max_connections, web.max_connections_per_client, name="DICOMweb",
+                         recv_bytes=_DICOMWEB_RECV_BYTES)
     except OSError as exc:
         LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind,
                      exc.strerror or exc)

@@ -17,8 +17,8 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -30,8 +30,8 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from appliance import codecs
-from appliance.core import Appliance, StoreOutcome
-from appliance.errors import CodecError, IndexFailure, InvalidDataset, InvalidValue, NotFound, OutOfResources
+from appliance.core import Appliance, Incoming, StoreOutcome, StoreResult
+from appliance.errors import CodecError, InvalidDataset, InvalidValue, NotFound, OutOfResources
 from appliance.index import StoredInstance
 from appliance.part10 import file_meta
 from appliance.query import KEYS, LEVELS, UNIQUE, QueryError, find_rows, match_instances
@@ -303,6 +303,10 @@ class DicomWeb:
         """The stored file of an instance (CodecError when it cannot be read)."""
         return codecs.read_stored(self.app.file_path(instance))
 
+    def path(self, instance: StoredInstance) -> Path:
+        """Where the stored file of an instance is (for sending it as it is)."""
+        return self.app.file_path(instance)
+
     def part10(self, instance: StoredInstance, target: str | None) -> tuple[str, bytes]:
         """An instance as a Part 10 file, as stored (``target`` None) or converted to ``target``.
 
@@ -433,68 +437,73 @@ class DicomWeb:
         result = StowResult()
         ae = self.app.config.dicom.ae_title
         association = f"stow-{uuid.uuid4().hex}"
-        items = list(parts)
-
-        def one(numbered: tuple[int, bytes | memoryview]) -> Stored | Failure:
-            return self._store_one(bytes(numbered[1]), numbered[0], study_uid, base_url, who, ae, association)
-
+        checked = [_incoming(part, number, study_uid) for number, part in enumerate(parts, start=1)]
+        incoming = [(number, c) for number, c in enumerate(checked, start=1) if isinstance(c, Incoming)]
         try:
-            uids = [_peek_uid(part) for part in items]
-            if len(items) > 1 and len(set(uids)) == len(uids):
-                # Each instance is durable on its own (fsync of file and index); several in flight overlap those
-                # waits. Parts with the same SOP Instance UID go one after the other (the duplicate policy).
-                with ThreadPoolExecutor(STOW_THREADS, thread_name_prefix="stow") as pool:
-                    outcomes = list(pool.map(one, enumerate(items, start=1)))
-            else:
-                outcomes = [one(numbered) for numbered in enumerate(items, start=1)]
+            # Every file is written and flushed (several at a time: their flushes overlap), then all are indexed
+            # in one transaction: durable before the answer, with one flush of the index for the request.
+            outcomes = self.app.store_batch([c for _, c in incoming], who, ae, association, threads=STOW_THREADS)
         finally:
             self.app.association_ended(ae, association, released=True)
-        for outcome in outcomes:
-            if isinstance(outcome, Stored):
-                result.stored.append(outcome)
+        done: dict[int, Stored | Failure] = {}
+        for (number, item), outcome in zip(incoming, outcomes, strict=True):
+            done[number] = _outcome(outcome, item, number, base_url, who)
+        for number, c in enumerate(checked, start=1):
+            answer = c if isinstance(c, Failure) else done[number]
+            if isinstance(answer, Stored):
+                result.stored.append(answer)
             else:
-                result.failed.append(outcome)
+                result.failed.append(answer)
         return result
 
-    def _store_one(self, part: bytes, number: int, study_uid: str | None, base_url: str, who: str, ae: str,
-                   association: str) -> Stored | Failure:
-        if part[128:132] != b"DICM" and part[:2] == b"\x02\x00":
-            # A file meta group without preamble and prefix (pydicom's dcmwrite of a data set that has no
-            # preamble writes that, and dicomweb-client sends it so): accepted as the file it stands for.
-            part = b"\x00" * 128 + b"DICM" + part
-        try:
-            start = codecs.dataset_offset(part)
+
+def _incoming(part: bytes | memoryview, number: int, study_uid: str | None) -> Incoming | Failure:
+    """A STOW-RS part as a data set to store, or why it is refused (its file meta read once, no copy of it)."""
+    if part[128:132] != b"DICM" and part[:2] == b"\x02\x00":
+        # A file meta group without preamble and prefix (pydicom's dcmwrite of a data set that has no
+        # preamble writes that, and dicomweb-client sends it so): accepted as the file it stands for.
+        part = b"\x00" * 128 + b"DICM" + part
+    try:
+        start = codecs.dataset_offset(part)
+        uids = codecs.file_meta_uids(part[:start])
+        if uids is None:  # an unusual meta group: pydicom reads it, or says what is wrong with it
             meta = dcmread(io.BytesIO(part[:start]), stop_before_pixels=True).file_meta
-            ts = str(meta.TransferSyntaxUID)
-            sop_class = str(meta.MediaStorageSOPClassUID)
-            sop_uid = str(meta.MediaStorageSOPInstanceUID)
-        except Exception as exc:
-            LOGGER.warning("STOW-RS part %d from %s is not a DICOM Part 10 file: %s", number, who, exc)
-            return Failure("", "", FAIL_NOT_DICOM, f"part {number} is not a DICOM Part 10 file")
-        if not UID(ts).is_transfer_syntax:
-            return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: unknown transfer syntax {ts}")
-        if study_uid is not None:
-            try:
-                header = dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-                found = str(header.get("StudyInstanceUID", ""))
-            except Exception as exc:
-                return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number} cannot be parsed: {exc}")
-            if found != study_uid:
-                return Failure(sop_class, sop_uid, FAIL_STUDY_MISMATCH,
-                               f"part {number} belongs to study {found or '(none)'}, not {study_uid}")
+            uids = (str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPClassUID),
+                    str(meta.MediaStorageSOPInstanceUID))
+        ts, sop_class, sop_uid = uids
+    except Exception as exc:
+        LOGGER.warning("STOW-RS part %d is not a DICOM Part 10 file: %s", number, exc)
+        return Failure("", "", FAIL_NOT_DICOM, f"part {number} is not a DICOM Part 10 file")
+    if not UID(ts).is_transfer_syntax:
+        return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: unknown transfer syntax {ts}")
+    if study_uid is not None:
         try:
-            stored = self.app.store(part[start:], ts, sop_class, sop_uid, who, ae, association)
-        except InvalidDataset as exc:
-            return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number}: {exc}")
-        except OutOfResources as exc:
-            return Failure(sop_class, sop_uid, FAIL_OUT_OF_RESOURCES, str(exc))
-        except (IndexFailure, Exception) as exc:
-            LOGGER.error("STOW-RS part %d (%s) from %s could not be stored: %s", number, sop_uid, who, exc)
-            return Failure(sop_class, sop_uid, FAIL_PROCESSING, str(exc) or type(exc).__name__)
-        rec = stored.record
-        url = f"{base_url}/studies/{rec.study_uid}/series/{rec.series_uid}/instances/{rec.sop_uid}"
-        return Stored(rec.sop_class_uid or sop_class, rec.sop_uid, url, rec.study_uid,
-                      stored.outcome is StoreOutcome.DUPLICATE)
+            header = dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            found = str(header.get("StudyInstanceUID", ""))
+        except Exception as exc:
+            return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number} cannot be parsed: {exc}")
+        if found != study_uid:
+            return Failure(sop_class, sop_uid, FAIL_STUDY_MISMATCH,
+                           f"part {number} belongs to study {found or '(none)'}, not {study_uid}")
+    return Incoming(memoryview(part)[start:], ts, sop_class, sop_uid)
+
+
+def _outcome(outcome: StoreResult | Exception, item: Incoming, number: int, base_url: str, who: str
+             ) -> Stored | Failure:
+    """What the answer says of a stored part."""
+    if isinstance(outcome, InvalidDataset):
+        return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_NOT_DICOM, f"part {number}: {outcome}")
+    if isinstance(outcome, OutOfResources):
+        return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_OUT_OF_RESOURCES, str(outcome))
+    if isinstance(outcome, Exception):
+        LOGGER.error("STOW-RS part %d (%s) from %s could not be stored: %s", number, item.sop_instance_uid, who,
+                     outcome)
+        return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_PROCESSING,
+                       str(outcome) or type(outcome).__name__)
+    rec = outcome.record
+    url = f"{base_url}/studies/{rec.study_uid}/series/{rec.series_uid}/instances/{rec.sop_uid}"
+    return Stored(rec.sop_class_uid or item.sop_class_uid, rec.sop_uid, url, rec.study_uid,
+                  outcome.outcome is StoreOutcome.DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -559,18 +568,6 @@ def _item(sop_class: str, sop_uid: str, reason: int | None = None, url: str = ""
     if reason is not None:
         item["00081197"] = {"vr": "US", "Value": [reason]}
     return item
-
-
-def _peek_uid(part: bytes | memoryview) -> str:
-    """The Media Storage SOP Instance UID of a part ('' when it cannot be read: the store says why)."""
-    data = bytes(part[:4096])
-    try:
-        if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
-            data = b"\x00" * 128 + b"DICM" + data
-        meta = dcmread(io.BytesIO(data[:codecs.dataset_offset(data)]), stop_before_pixels=True).file_meta
-        return str(meta.MediaStorageSOPInstanceUID)
-    except Exception:
-        return f"?{uuid.uuid4().hex}"
 
 
 def _length(elem: Any) -> int:

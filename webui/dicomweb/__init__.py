@@ -7,18 +7,23 @@ problem details. What is and is not supported is listed in docs/dicomweb.md (the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import mmap
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request, stream_with_context
 from pydicom.uid import UID, ExplicitVRLittleEndian
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from appliance import codecs
 from appliance.errors import ApplianceError, CodecError, InvalidValue, NotFound
-from appliance.site.dicomweb import check_uid, parse_search
+from appliance.site.dicomweb import StowResult, check_uid, parse_search
 from appliance.site.imaging import Window
 from appliance.site.service import Site
 from appliance.site.tokens import load_or_create_key
@@ -28,6 +33,7 @@ from webui.dicomweb.xml import to_xml
 from webui.extensions import WebContext, get_site
 from webui.problem import problem
 from webui.security import RateLimiter, StaffSessionInterface
+from webui.server import SEND_PARTS, FilePart, SendParts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -280,6 +286,22 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
         # is needed. A file that changed size since it was indexed ends the response early (the client sees a
         # short body rather than a wrong one).
         types = [(f"application/dicom; transfer-syntax={i.transfer_syntax}", i.size) for i in instances]
+        send: SendParts | None = request.environ.get(SEND_PARTS)
+        if send is not None:
+            # Under our server the files go from the page cache to the socket (os.sendfile), one at a time.
+            body: list[bytes | FilePart] = []
+            for instance, (ctype, size) in zip(instances, types, strict=True):
+                body += [multipart.part_head(ctype, size, boundary), FilePart(str(dicomweb.path(instance)), size),
+                         b"\r\n"]
+            body.append(multipart.closing(boundary))
+
+            def files() -> Iterator[bytes]:
+                send(body)
+                yield from ()
+
+            response = Response(files(), content_type=content_type)
+            response.headers["Content-Length"] = str(multipart.body_length(types, boundary))
+            return response
 
         def stored() -> Iterator[bytes]:
             for instance, (ctype, size) in zip(instances, types, strict=True):
@@ -577,25 +599,13 @@ def _stow(study: str | None) -> Response:
         raise HTTPException(response=problem(415, f"only Part 10 files are stored (type=\"application/dicom\"); "
                                                   f"type={content.get('type')!r} is not supported"))
     fmt = _search_format()
-    body = request.get_data(cache=False)
+    body = _request_body()
     try:
-        parts = multipart.parse(body, content.get("boundary"))
-    except multipart.MultipartError as exc:
-        audit("dicomweb.store", study_uid=study or "", detail=f"malformed body: {exc}", outcome="failure")
-        raise InvalidValue(f"malformed multipart body: {exc}") from None
-    if not parts:
-        raise InvalidValue("the multipart body has no parts")
-    site = get_site()
-    bodies: list[bytes | memoryview] = []
-    refused: list[int] = []
-    for number, (headers, data) in enumerate(parts, start=1):
-        kind = multipart.parse_media_type(headers.get("content-type", "application/dicom")).media_type
-        if kind != "application/dicom":
-            refused.append(number)
-            bodies.append(b"")  # stored as nothing: reported as not a DICOM file
-        else:
-            bodies.append(data)
-    result = site.dicomweb.store(bodies, study, base_url(), "DICOMWEB")
+        result = _store_parts(body, content.get("boundary"), study)
+    finally:
+        if isinstance(body, mmap.mmap):
+            with contextlib.suppress(BufferError):  # a view still held: unmapped when it is collected
+                body.close()
     for failure in result.failed:
         LOGGER.info("STOW-RS from %s: %s", g.principal.actor, failure.text)
     audit("dicomweb.store", study_uid=study or next((s.study_uid for s in result.stored), ""),
@@ -606,6 +616,50 @@ def _stow(study: str | None) -> Response:
     if fmt == "xml":
         return Response(to_xml(answer), status=result.status, mimetype=DICOM_XML)
     return Response(json.dumps(answer), status=result.status, mimetype=DICOM_JSON)
+
+
+def _request_body() -> bytes | mmap.mmap:
+    """The request body: mapped from the file the server spooled it to (no copy of a 50 MB body in memory), or
+    read.
+
+    waitress writes a large body to a temporary file as it arrives; its ``wsgi.input`` is that file.
+
+    :raise 413: a body over ``[dicomweb] max_upload_mb``.
+    """
+    length = request.content_length
+    limit = request.max_content_length
+    if length is not None and limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    stream = request.environ.get("wsgi.input")
+    if length and stream is not None:
+        try:
+            info = os.fstat(stream.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size == length:
+                return mmap.mmap(stream.fileno(), length, prot=mmap.PROT_READ)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass  # not a file (a small body in memory, a test client's stream): read it
+    return request.get_data(cache=False)
+
+
+def _store_parts(body: bytes | mmap.mmap, boundary: str, study: str | None) -> StowResult:
+    """Parse a STOW-RS body and store its parts (the parts are views of ``body``, released on return)."""
+    try:
+        parts = multipart.parse(body, boundary)
+    except multipart.MultipartError as exc:
+        audit("dicomweb.store", study_uid=study or "", detail=f"malformed body: {exc}", outcome="failure")
+        raise InvalidValue(f"malformed multipart body: {exc}") from None
+    if not parts:
+        raise InvalidValue("the multipart body has no parts")
+    bodies: list[bytes | memoryview] = []
+    for headers, data in parts:
+        kind = multipart.parse_media_type(headers.get("content-type", "application/dicom")).media_type
+        # A part of another type is stored as nothing: reported as not a DICOM file.
+        bodies.append(data if kind == "application/dicom" else b"")
+    try:
+        return get_site().dicomweb.store(bodies, study, base_url(), "DICOMWEB")
+    finally:
+        for _, view in parts:
+            view.release()
 
 
 @bp.post(f"{PREFIX}/studies")

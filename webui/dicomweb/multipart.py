@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -67,8 +68,11 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return sorted((m for m in ranges if quality(m) > 0), key=quality, reverse=True)
 
 
-def parse(body: bytes, boundary: str) -> list[tuple[dict[str, str], memoryview]]:
+def parse(body: bytes | mmap.mmap, boundary: str) -> list[tuple[dict[str, str], memoryview]]:
     """The parts of a multipart body: each part's headers (lower-case names) and content.
+
+    The contents are views of ``body`` (no copy): the boundary is found with ``find``, which works on a body
+    mapped from a file as well.
 
     Raises
     ------
@@ -87,14 +91,14 @@ def parse(body: bytes, boundary: str) -> list[tuple[dict[str, str], memoryview]]
     position = first + len(marker)
     delimiter = b"\r\n" + marker
     while True:
-        if body.startswith(b"--", position):
+        if body[position:position + 2] == b"--":
             return parts  # the close delimiter
         line_end = body.find(b"\r\n", position)
         if line_end < 0:
             break
         start = line_end + 2
         headers: dict[str, str] = {}
-        if body.startswith(b"\r\n", start):
+        if body[start:start + 2] == b"\r\n":
             content_start = start + 2  # a part without headers
         else:
             header_end = body.find(b"\r\n\r\n", start)
