@@ -20,7 +20,7 @@ from pynetdicom.presentation import build_context
 
 from appliance import codecs
 from appliance.core import Appliance
-from appliance.dicom import guard, retrieve, status
+from appliance.dicom import compat, guard, retrieve, status
 from appliance.errors import CodecError, NotFound
 from appliance.forwarding.search import UID_TAGS
 from appliance.query import Answer, find_rows
@@ -75,20 +75,23 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
         LOGGER.error("C-STORE from %s refused: node has no store right", peer)
         return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no store right")
     req = cast(C_STORE, event.request)
+    received: Spool | None = None
     try:
         data = req.DataSet
-        app.store(
-            # A BytesIO from pynetdicom; from the fast path, a large data set as the Spool it was written to.
-            data.spool if isinstance(data, SpooledDataSet) else data.getvalue(),  # type: ignore[union-attr]
-            str(event.context.transfer_syntax),
-            str(req.AffectedSOPClassUID),
-            str(req.AffectedSOPInstanceUID),
-            peer,
-            called_ae(event),
-            assoc_id(event),
-        )
+        if isinstance(data, SpooledDataSet):  # the fast path spooled a large data set as it arrived
+            dataset: bytes | Spool = data.spool
+        elif (path := compat.received_dataset(event)) is not None:
+            # pynetdicom wrote the data set to the store's tmp/ as it arrived: stored from there by the kernel.
+            received = dataset = Spool.received(path)
+        else:
+            dataset = data.getvalue()  # type: ignore[union-attr]
+        app.store(dataset, str(event.context.transfer_syntax), str(req.AffectedSOPClassUID),
+                  str(req.AffectedSOPInstanceUID), peer, called_ae(event), assoc_id(event))
     except Exception as exc:
         return guard.failure("C-STORE", exc, peer, str(req.AffectedSOPInstanceUID))
+    finally:
+        if received is not None:
+            received.discard()  # removes pynetdicom's file now, whatever the outcome
     return status.SUCCESS
 
 
