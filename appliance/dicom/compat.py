@@ -159,6 +159,8 @@ def received_dataset(event: evt.Event) -> Path | None:
 
 def discard_partial_datasets(assoc: Association) -> None:
     """Remove the data set files of C-STOREs an ended association left unfinished or unserved."""
+    if not isinstance(assoc, Association):
+        return  # a fast-path association: it removes its own spool
     files = []
     message = getattr(assoc.dimse, "message", None)
     if message is not None:

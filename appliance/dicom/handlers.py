@@ -232,17 +232,22 @@ def _accepted(contexts: list[Any], as_scu: bool | None) -> dict[str, list[str]]:
 
 def _sub_operations(event: Event, app: Appliance, instances: list[Any], accepted: dict[str, list[str]],
                     prefer: str | None, service: str) -> Iterator[Any]:
-    for inst in instances:
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        try:
-            syntax, data = retrieve.payload(app, inst, accepted.get(inst.sop_class_uid, []), prefer)
-        except CodecError as exc:
-            guard.failure("sub-operation", exc, calling_ae(event), f"{service} {inst.sop_uid}")
-            yield status.PENDING, _unsendable(inst)
-            continue
-        yield status.PENDING, codecs.as_dataset(data, syntax)
+    # Conversions run in the budgeted workers, the next ones while this one is sent (appliance.conversion).
+    payloads = retrieve.Payloads(app, instances, accepted, prefer)
+    try:
+        for index, inst in enumerate(instances):
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            try:
+                syntax, data = payloads.get(index)
+            except CodecError as exc:
+                guard.failure("sub-operation", exc, calling_ae(event), f"{service} {inst.sop_uid}")
+                yield status.PENDING, _unsendable(inst)
+                continue
+            yield status.PENDING, codecs.as_dataset(data, syntax)
+    finally:
+        payloads.close()
 
 
 #: A transfer syntax no context has: pynetdicom's send_c_store() refuses the data set, and counts the

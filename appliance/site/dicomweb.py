@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from appliance import codecs
+from appliance import codecs, conversion
 from appliance.core import Appliance, StoreOutcome
 from appliance.errors import CodecError, IndexFailure, InvalidDataset, InvalidValue, NotFound, OutOfResources
 from appliance.index import StoredInstance
@@ -311,10 +311,11 @@ class DicomWeb:
         CodecError
             When the file cannot be read or converted.
         """
-        data = self.read(instance)
         if not target or target == instance.transfer_syntax:
-            return instance.transfer_syntax, data
-        body = codecs.convert(data, target)
+            return instance.transfer_syntax, self.read(instance)
+        # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
+        body = conversion.convert(self.app.conversions, self.app.file_path(instance), target,
+                                  f"converting instance {instance.sop_uid}")
         from appliance.core import IMPLEMENTATION_VERSION
 
         return target, file_meta(instance.sop_class_uid, instance.sop_uid, target, IMPLEMENTATION_VERSION) + body
