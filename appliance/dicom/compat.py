@@ -31,7 +31,8 @@ be a RAM disk) and leaves it behind when the association ends before the data se
 the flag is true only while one of the appliance's acceptor associations decodes a message (other
 pynetdicom users in the process, test peers and our requestors, keep the in-memory data set); the
 file is created in the store's temporary folder and holds the data set alone (so the stored file
-is made from it in the kernel, as on the fast path's spool), and :func:`discard_partial_datasets` removes what an ended association left.
+is made from it in the kernel, as from the fast path's spool), and :func:`discard_partial_datasets`
+removes what an ended association left.
 """
 
 from __future__ import annotations
@@ -134,9 +135,9 @@ def _spool_file(**kwargs: Any) -> Any:
     """pynetdicom's ``NamedTemporaryFile(delete=False, ...)``: for our acceptors, in the store's tmp/, data set only."""
     server = _receiving_server()
     if server is None:
-        return tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 - pynetdicom closes it
+        return tempfile.NamedTemporaryFile(**kwargs)
     kwargs.update(dir=server.spool_folder(), prefix="pynetdicom-", suffix=".spool")
-    return _DataSetFile(tempfile.NamedTemporaryFile(**kwargs))  # noqa: SIM115
+    return _DataSetFile(tempfile.NamedTemporaryFile(**kwargs))
 
 
 def spool_received_datasets() -> None:
@@ -145,7 +146,7 @@ def spool_received_datasets() -> None:
     The handler then finds the file at ``event.dataset_path`` (:func:`received_dataset`). Idempotent.
     """
     _config.STORE_RECV_CHUNKED_DATASET = cast(bool, _ForOurAcceptors())
-    dimse_messages.NamedTemporaryFile = _spool_file  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = _spool_file  # type: ignore[assignment]
 
 
 def received_dataset(event: evt.Event) -> Path | None:

@@ -18,9 +18,9 @@ from pydicom.dataset import Dataset
 
 from appliance import codecs
 from appliance.config import NodeConfig
+from appliance.conversion import convert_file
 from appliance.core import Appliance
 from appliance.dicom import status
-from appliance.conversion import convert_file
 from appliance.errors import CodecError, NotFound
 from appliance.index import StoredInstance
 

@@ -32,12 +32,12 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-import dicomdata
-from conftest import HOST, Node, free_port, make_config, wait_until
-
 from appliance.config import LimitsConfig
 from appliance.conversion import ConversionService
 from appliance.errors import CodecError
+
+import dicomdata
+from conftest import HOST, Node, free_port, make_config, wait_until
 
 pytestmark = pytest.mark.dcmtk
 

@@ -177,18 +177,10 @@ def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: lis
          accepted: dict[str, list[tuple[int, str]]], prefer: str | None, send: Any, service: str,
          started: float) -> bool:
     peer = assoc.requestor.ae_title
-    # Conversions run in the budgeted workers, the next ones while this one is sent (appliance.conversion).
-    payloads = retrieve.Payloads(app, instances, {uid: [ts for _, ts in cxs] for uid, cxs in accepted.items()}, prefer)
-    try:
-        return _send_all(assoc, out, app, instances, ops, accepted, payloads, send, service, started)
-    finally:
-        payloads.close()
-
-
-def _send_all(assoc: FastAssociation, out: _Responder, app: Appliance, instances: list[Any],
-              ops: retrieve.SubOperations, accepted: dict[str, list[tuple[int, str]]], payloads: retrieve.Payloads,
-              send: Any, service: str, started: float) -> bool:
-    peer = assoc.requestor.ae_title
+    # Conversions run in the budgeted workers, the next ones while this one is sent (appliance.conversion); at
+    # most one per worker is left running when the loop ends early.
+    payloads = retrieve.Payloads(app, instances, {sop_class: [ts for _, ts in contexts]
+                                                  for sop_class, contexts in accepted.items()}, prefer)
     for index, inst in enumerate(instances):
         if index and assoc.poll(out.message_id) == "cancel":
             return _cancelled(out, ops, service, peer, instances[index:])
