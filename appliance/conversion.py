@@ -89,6 +89,13 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             conn.send(reply)
         except MemoryError:
             conn.send(("memory", ""))
+        except Exception as exc:  # a result that cannot be pickled: say so rather than end the worker
+            conn.send(("error", f"the result cannot be returned: {type(exc).__name__}: {exc}"))
+
+
+def _ready() -> bool:
+    """A task that only makes a new worker import this module (pydicom, numpy, the codecs) ahead of use."""
+    return True
 
 
 class _Worker:
@@ -201,6 +208,11 @@ class ConversionService:
                 raise CodecError("the conversion service has stopped")
             return self._threads.submit(self._run, func, args, memory or self.memory,
                                         seconds if seconds is not None else self.seconds, what)
+
+    def start(self) -> None:
+        """Start every worker now, in the background, so the first retrieve does not wait for its imports."""
+        for _ in range(self.workers):
+            self.call(_ready, what="starting a conversion worker")
 
     def convert(self, path: Path, target: str, what: str) -> bytes:
         """:meth:`submit` and wait for the result.

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     app.start()
     # Decoding received instances for a retrieve or DICOMweb receiver: budgeted worker processes ([limits]).
     app.conversions = conversion.from_config(cfg.limits)
+    app.conversions.start()  # its workers import the codecs meanwhile: the first retrieve does not wait
     stop = threading.Event()
 
     def _signal(signum: int, _frame: Any) -> None:
