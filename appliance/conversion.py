@@ -58,6 +58,21 @@ def convert_file(path: str, target: str) -> bytes:
     return codecs.convert(codecs.read_stored(Path(path)), target)
 
 
+def frames_of_file(path: str, numbers: list[int], target: str) -> tuple[str, list[bytes]]:
+    """Frames of a stored file converted to ``target`` (:func:`appliance.codecs.frames`), structure checked first.
+
+    Raises
+    ------
+    CodecError
+        As :func:`convert_file`, or when a frame number is out of range.
+    """
+    try:
+        check_file(Path(path))
+    except (InvalidDataset, OSError) as exc:
+        raise CodecError(f"instance cannot be converted: {exc}") from exc
+    return codecs.frames(codecs.read_stored(Path(path)), numbers, target)
+
+
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     """A worker: run ``(func, args, memory)`` tasks from ``conn`` until it closes."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -271,6 +286,21 @@ def convert(service: ConversionService | None, path: Path, target: str, what: st
     if service is not None:
         return service.convert(path, target, what)
     return convert_file(str(path), target)
+
+
+def frames(service: ConversionService | None, path: Path, numbers: list[int], target: str, what: str
+           ) -> tuple[str, list[bytes]]:
+    """:func:`frames_of_file` with ``service`` (in this process, without a budget, when there is none).
+
+    Raises
+    ------
+    CodecError
+        As :meth:`ConversionService.submit`'s future, or when a frame number is out of range.
+    """
+    if service is None:
+        return frames_of_file(str(path), numbers, target)
+    result: tuple[str, list[bytes]] = service.call(frames_of_file, str(path), numbers, target, what=what).result()
+    return result
 
 
 def from_config(limits: LimitsConfig) -> ConversionService:

@@ -320,6 +320,20 @@ class DicomWeb:
 
         return target, file_meta(instance.sop_class_uid, instance.sop_uid, target, IMPLEMENTATION_VERSION) + body
 
+    def frames(self, instance: StoredInstance, numbers: list[int], target: str | None) -> tuple[str, list[bytes]]:
+        """Frames of an instance as stored (``target`` None or the stored syntax) or converted to ``target``.
+
+        Raises
+        ------
+        CodecError
+            When the file cannot be read or converted, or a frame number is out of range.
+        """
+        if not target or target == instance.transfer_syntax:
+            return codecs.frames(self.read(instance), numbers)
+        # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
+        return conversion.frames(self.app.conversions, self.app.file_path(instance), numbers, target,
+                                 f"converting frames of instance {instance.sop_uid}")
+
     def metadata(self, instance: StoredInstance, base_url: str) -> dict[str, Any]:
         """An instance's attributes in DICOM JSON, bulk data (pixel data included) as BulkDataURI.
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from dataclasses import replace
 from pathlib import Path
 
@@ -255,3 +256,30 @@ def test_limits_are_checked_in_the_config(tmp_path: Path) -> None:
     assert (cfg.limits.conversion_memory_mb, cfg.limits.conversion_seconds) == (1536, 30.0)
     with pytest.raises(ConfigError, match="conversion_memory_mb"):
         parse_config({"limits": {"conversion_memory_mb": 10}})
+
+
+def test_wado_rs_conversions_use_the_same_budgeted_workers(tmp_path: Path, hostile: Study) -> None:
+    """WADO-RS instances and frames in another syntax: the bomb and the corrupt instance fail alone (406 in the
+    web layer), the good ones convert, through the conversion service of C-MOVE/C-GET."""
+    from appliance.site.dicomweb import DicomWeb
+
+    node = _node(tmp_path / "node")
+    try:
+        hostile.store(node)
+        web = DicomWeb(node.app)
+        for uid in (hostile.bomb, hostile.corrupt):
+            (instance,) = web.instances(hostile.study_uid, None, uid)
+            with pytest.raises(CodecError):
+                web.part10(instance, ExplicitVRLittleEndian)
+            with pytest.raises(CodecError):
+                web.frames(instance, [1], ExplicitVRLittleEndian)
+        for uid in sorted(hostile.good):
+            (instance,) = web.instances(hostile.study_uid, None, uid)
+            syntax, data = web.part10(instance, ExplicitVRLittleEndian)
+            assert syntax == ExplicitVRLittleEndian
+            assert np.array_equal(dcmread(BytesIO(data)).pixel_array, hostile.pixels[uid])
+            _, (frame,) = web.frames(instance, [1], ExplicitVRLittleEndian)
+            assert frame == hostile.pixels[uid].tobytes()
+        assert node.app.conversions is not None and node.app.conversions.pids()  # the workers did it
+    finally:
+        node.stop()
