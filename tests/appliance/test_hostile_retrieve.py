@@ -16,8 +16,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from io import BytesIO
 from dataclasses import replace
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
