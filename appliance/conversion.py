@@ -24,6 +24,7 @@ import multiprocessing.connection
 import os
 import queue
 import resource
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,6 +76,8 @@ def frames_of_file(path: str, numbers: list[int], target: str) -> tuple[str, lis
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     """A worker: run ``(func, args, memory)`` tasks from ``conn`` until it closes."""
+    # Ctrl-C at the terminal reaches the whole process group: the server stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:
@@ -126,7 +129,11 @@ class _Worker:
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], memory: int, seconds: float, what: str) -> Any:
         """Run one task; raises :class:`CodecError` (and leaves the worker unusable: :meth:`alive`) on failure."""
-        self.conn.send((func, args, memory))
+        try:
+            self.conn.send((func, args, memory))
+        except OSError as exc:  # the worker ended while idle
+            self.stop()
+            raise CodecError(f"{what}: the conversion worker had stopped ({exc.strerror or exc})") from None
         if not self.conn.poll(seconds):
             self.stop()
             raise CodecError(f"{what} took longer than {seconds:g} s and was stopped")
