@@ -401,6 +401,19 @@ EMAIL_EVENTS = ("storage_unavailable", "free_space_limit", "save_error", "robot_
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Budgets for heavy work on received (untrusted) instances."""
+
+    #: Conversions for a retrieve or DICOMweb receiver (decompress, transcode) run in this many worker processes
+    #: (0: as many as the machine has cores, at most 2).
+    conversion_workers: int = 0
+    #: Address space one conversion may use, in MB (libraries included); an instance needing more fails alone.
+    conversion_memory_mb: int = 2048
+    #: Time one conversion may take, in seconds (plus 0.6 s per MB of the stored file).
+    conversion_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class EmailConfig:
     """E-mail alerts (appliance.notify.email); no smtp_host: no mail."""
 
@@ -521,6 +534,7 @@ class Config:
     archiving: ArchivingConfig = field(default_factory=ArchivingConfig)
     deletion: DeletionConfig = field(default_factory=DeletionConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     #: The file this configuration was read from, if any.
     source: Path | None = None
 
@@ -582,7 +596,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         On unknown tables or keys, wrong types or invalid values.
     """
     allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
-               "dicomweb", "api", "amqp", "storage", "maintenance", "archiving", "deletion", "email"}
+               "dicomweb", "api", "amqp", "storage", "maintenance", "archiving", "deletion", "email", "limits"}
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -638,6 +652,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     api = replace(_build(ApiConfig, api_table, "api"), master_cookie_hosts=hosts)
     tls = _build(TlsConfig, data.get("tls", {}), "tls")
     amqp = _amqp_config(data.get("amqp", {}))
+    limits: LimitsConfig = _build(LimitsConfig, data.get("limits", {}), "limits")
+    if limits.conversion_workers < 0 or limits.conversion_memory_mb < 256 or limits.conversion_seconds <= 0:
+        raise ConfigError("[limits] conversion_workers must be 0 or more, conversion_memory_mb at least 256, "
+                          "conversion_seconds positive")
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
     if base_dir is not None:
@@ -660,6 +678,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         tls=tls,
         forwarding=forwarding,
         amqp=amqp,
+        limits=limits,
         **_upkeep_config(data, base_dir),
     )
 

@@ -41,6 +41,7 @@ from appliance.worklist.mpps import MppsService
 from appliance.worklist.store import Worklist
 
 if TYPE_CHECKING:  # pragma: no cover
+    from appliance.conversion import ConversionService
     from appliance.forwarding.search import ExtendedSearch
 
 LOGGER = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class Appliance:
         self.commitment_listeners: list[CommitmentListener] = []
         #: ``[forwarding] extended_search``: C-FIND also asks the regional PACS, C-MOVE/C-GET fetch from it.
         self.extended_search: ExtendedSearch | None = None
+        #: Conversions for retrieve and DICOMweb receivers, in budgeted worker processes (set by the CLI; None:
+        #: in this process, without a budget).
+        self.conversions: ConversionService | None = None
         #: Called when a received instance could not be saved: (SOP Instance UID, calling AE, the error).
         self.save_failed_listeners: list[Callable[[str, str, Exception], None]] = []
         self._received: dict[str, list[str]] = {}

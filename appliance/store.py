@@ -45,6 +45,19 @@ class Spool:
         self.size = 0
         self._map: mmap.mmap | None = None
 
+    @classmethod
+    def received(cls, path: Path) -> Spool:
+        """A data set that another receiver (pynetdicom) wrote to ``path`` as it arrived.
+
+        :meth:`discard` removes the file, as for a spool of ours.
+        """
+        spool = cls.__new__(cls)
+        spool.path = path
+        spool.fd = os.open(path, os.O_RDONLY)
+        spool.size = os.fstat(spool.fd).st_size
+        spool._map = None
+        return spool
+
     def __len__(self) -> int:
         return self.size
 
@@ -56,9 +69,11 @@ class Spool:
             view = view[written:]
             self.size += written
 
-    def mapped(self) -> mmap.mmap:
+    def mapped(self) -> mmap.mmap | bytes:
         """The data set, mapped read-only (pages are read from the file only where they are looked at)."""
         if self._map is None:
+            if not self.size:
+                return b""  # an empty file cannot be mapped
             self._map = mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ)
         return self._map
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from appliance import conversion
 from appliance.config import Config, NodeConfig, parse_config
 from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
@@ -64,6 +65,7 @@ class Node:
         self.cfg = cfg
         self.app = Appliance(cfg)
         self.app.start()
+        self.app.conversions = conversion.from_config(cfg.limits)  # as serve wires it
         self.dicom = DicomNode(self.app, server_tls)
         self.dicom.start()
         self.port = cfg.dicom.port
@@ -72,6 +74,8 @@ class Node:
 
     def stop(self) -> None:
         self.dicom.stop(grace=2.0)
+        if self.app.conversions is not None:
+            self.app.conversions.close()
         self.app.stop()
 
 

@@ -37,7 +37,7 @@ Command = Callable[[argparse.Namespace, Config], int]
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     """Run every enabled service until SIGTERM/SIGINT."""
-    from appliance import tls_contexts
+    from appliance import conversion, tls_contexts
     from appliance.core import Appliance
     from appliance.dicom.server import DicomNode
     from appliance.discs.publishing import build_publishing
@@ -65,6 +65,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         LOGGER.warning(warning)
     app = Appliance(cfg, client_tls=lambda: tls_contexts.client_context(cfg))
     app.start()
+    # Decoding received instances for a retrieve or DICOMweb receiver: budgeted worker processes ([limits]).
+    app.conversions = conversion.from_config(cfg.limits)
+    app.conversions.start()  # its workers import the codecs meanwhile: the first retrieve does not wait
     stop = threading.Event()
 
     def _signal(signum: int, _frame: Any) -> None:
@@ -128,6 +131,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         publishing.stop()
         if messaging is not None:
             messaging.stop()
+        app.conversions.close()
         app.stop()
         LOGGER.info("appliance stopped")
         lock.release()

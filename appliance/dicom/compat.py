@@ -23,20 +23,33 @@ The fix is where the message is taken: while the checkpoint is cleared a ``send_
 queue, so the reactor's non-blocking read takes nothing; a message it took in the instant before a
 sender cleared the checkpoint is put back at the front of the queue. ``get_msg(block=True)`` (the
 senders' read) is unchanged. :func:`install` applies it once, process-wide.
+
+**Large C-STOREs received by pynetdicom go to disk** (:func:`spool_received_datasets`).
+pynetdicom assembles a C-STORE's data set in memory unless ``STORE_RECV_CHUNKED_DATASET`` is set;
+then it writes each fragment to a ``NamedTemporaryFile`` in the system temporary folder (which may
+be a RAM disk) and leaves it behind when the association ends before the data set is complete. Here
+the flag is true only while one of the appliance's acceptor associations decodes a message (other
+pynetdicom users in the process, test peers and our requestors, keep the in-memory data set); the
+file is created in the store's temporary folder and holds the data set alone (so the stored file
+is made from it in the kernel, as from the fast path's spool), and :func:`discard_partial_datasets`
+removes what an ended association left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pynetdicom import _config, evt
+from pynetdicom import _config, dimse_messages, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -66,6 +79,103 @@ _config.LOG_HANDLER_LEVEL = "none"
 
 _LOCK = threading.Lock()
 _ORIGINAL = DIMSEServiceProvider.get_msg
+
+
+def _receiving_server() -> ApplianceServer | None:
+    """The appliance listener whose acceptor association the current thread decodes messages for.
+
+    pynetdicom decodes P-DATA in the association's DUL thread, which carries the association.
+    """
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    if not isinstance(assoc, Association) or not assoc.is_acceptor:
+        return None
+    server = association_server(assoc)
+    return server if server is not None and hasattr(server, "spool_folder") else None
+
+
+class _ForOurAcceptors:
+    """``STORE_RECV_CHUNKED_DATASET`` that is true only in the DUL thread of one of our acceptors."""
+
+    def __bool__(self) -> bool:
+        return _receiving_server() is not None
+
+    def __repr__(self) -> str:
+        return "True for the appliance's acceptor associations"
+
+
+class _DataSetFile:
+    """pynetdicom's chunked C-STORE file, holding the data set only (as the fast path's spool does).
+
+    pynetdicom (3.0.4 ``DIMSEMessage.decode_msg``) writes a preamble, ``DICM`` and its file meta in three
+    writes before the first data set fragment; the appliance writes its own file meta (calling AE
+    included) in front of the data set when it stores it, so these three are dropped here.
+    """
+
+    _HEADER = (lambda b: bytes(b) == bytes(128), lambda b: bytes(b) == b"DICM", lambda b: bytes(b[:2]) == b"\x02\x00")
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._header = 0
+        self.name: str = handle.name
+        self.file = handle.file  # pynetdicom flushes this one after each fragment
+
+    def write(self, data: bytes) -> int:
+        if self._header < len(self._HEADER):
+            if not self._HEADER[self._header](data):  # checked against CHECKED_VERSION by the tests
+                raise RuntimeError("pynetdicom wrote its C-STORE data set file in an unexpected order")
+            self._header += 1
+            return len(data)
+        return int(self._handle.write(data))
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _spool_file(**kwargs: Any) -> Any:
+    """pynetdicom's ``NamedTemporaryFile(delete=False, ...)``: for our acceptors, in the store's tmp/, data set only."""
+    server = _receiving_server()
+    if server is None:
+        return tempfile.NamedTemporaryFile(**kwargs)
+    kwargs.update(dir=server.spool_folder(), prefix="pynetdicom-", suffix=".spool")
+    return _DataSetFile(tempfile.NamedTemporaryFile(**kwargs))
+
+
+def spool_received_datasets() -> None:
+    """Make pynetdicom write the C-STORE data sets our acceptors receive to the store's temporary folder.
+
+    The handler then finds the file at ``event.dataset_path`` (:func:`received_dataset`). Idempotent.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = cast(bool, _ForOurAcceptors())
+    dimse_messages.NamedTemporaryFile = _spool_file  # type: ignore[assignment]
+
+
+def received_dataset(event: evt.Event) -> Path | None:
+    """The file pynetdicom wrote a C-STORE's data set to (file meta first), None when it is in memory."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if isinstance(path, str | os.PathLike) else None
+
+
+def discard_partial_datasets(assoc: Association) -> None:
+    """Remove the data set files of C-STOREs an ended association left unfinished or unserved."""
+    if not isinstance(assoc, Association):
+        return  # a fast-path association: it removes its own spool
+    files = []
+    message = getattr(assoc.dimse, "message", None)
+    if message is not None:
+        files.append(getattr(message, "_data_set_file", None))
+    queue = assoc.dimse.msg_queue
+    with queue.mutex:
+        files += [getattr(item[1], "_dataset_file", None) for item in queue.queue if isinstance(item, tuple)]
+    for handle in files:
+        if handle is None:
+            continue
+        with contextlib.suppress(OSError):
+            handle.close()
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
 
 
 def unrestricted_storage() -> bool:

@@ -20,7 +20,7 @@ from pynetdicom.presentation import build_context
 
 from appliance import codecs
 from appliance.core import Appliance
-from appliance.dicom import guard, retrieve, status
+from appliance.dicom import compat, guard, retrieve, status
 from appliance.errors import CodecError, NotFound
 from appliance.forwarding.search import UID_TAGS
 from appliance.query import Answer, find_rows
@@ -75,20 +75,23 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
         LOGGER.error("C-STORE from %s refused: node has no store right", peer)
         return guard.refusal(status.NOT_AUTHORIZED, "calling AE has no store right")
     req = cast(C_STORE, event.request)
+    received: Spool | None = None
     try:
         data = req.DataSet
-        app.store(
-            # A BytesIO from pynetdicom; from the fast path, a large data set as the Spool it was written to.
-            data.spool if isinstance(data, SpooledDataSet) else data.getvalue(),  # type: ignore[union-attr]
-            str(event.context.transfer_syntax),
-            str(req.AffectedSOPClassUID),
-            str(req.AffectedSOPInstanceUID),
-            peer,
-            called_ae(event),
-            assoc_id(event),
-        )
+        if isinstance(data, SpooledDataSet):  # the fast path spooled a large data set as it arrived
+            dataset: bytes | Spool = data.spool
+        elif (path := compat.received_dataset(event)) is not None:
+            # pynetdicom wrote the data set to the store's tmp/ as it arrived: stored from there by the kernel.
+            received = dataset = Spool.received(path)
+        else:
+            dataset = data.getvalue()  # type: ignore[union-attr]
+        app.store(dataset, str(event.context.transfer_syntax), str(req.AffectedSOPClassUID),
+                  str(req.AffectedSOPInstanceUID), peer, called_ae(event), assoc_id(event))
     except Exception as exc:
         return guard.failure("C-STORE", exc, peer, str(req.AffectedSOPInstanceUID))
+    finally:
+        if received is not None:
+            received.discard()  # removes pynetdicom's file now, whatever the outcome
     return status.SUCCESS
 
 
@@ -229,17 +232,22 @@ def _accepted(contexts: list[Any], as_scu: bool | None) -> dict[str, list[str]]:
 
 def _sub_operations(event: Event, app: Appliance, instances: list[Any], accepted: dict[str, list[str]],
                     prefer: str | None, service: str) -> Iterator[Any]:
-    for inst in instances:
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        try:
-            syntax, data = retrieve.payload(app, inst, accepted.get(inst.sop_class_uid, []), prefer)
-        except CodecError as exc:
-            guard.failure("sub-operation", exc, calling_ae(event), f"{service} {inst.sop_uid}")
-            yield status.PENDING, _unsendable(inst)
-            continue
-        yield status.PENDING, codecs.as_dataset(data, syntax)
+    # Conversions run in the budgeted workers, the next ones while this one is sent (appliance.conversion).
+    payloads = retrieve.Payloads(app, instances, accepted, prefer)
+    try:
+        for index, inst in enumerate(instances):
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            try:
+                syntax, data = payloads.get(index)
+            except CodecError as exc:
+                guard.failure("sub-operation", exc, calling_ae(event), f"{service} {inst.sop_uid}")
+                yield status.PENDING, _unsendable(inst)
+                continue
+            yield status.PENDING, codecs.as_dataset(data, syntax)
+    finally:
+        payloads.close()
 
 
 #: A transfer syntax no context has: pynetdicom's send_c_store() refuses the data set, and counts the

@@ -9,7 +9,8 @@ final status from the sub-operation counts (PS3.4 C.4.2.1.5-6, C.4.3.1.4).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,11 +18,11 @@ from pydicom.dataset import Dataset
 
 from appliance import codecs
 from appliance.config import NodeConfig
+from appliance.conversion import convert_file
 from appliance.core import Appliance
 from appliance.dicom import status
-from appliance.errors import CodecError, InvalidDataset, NotFound
+from appliance.errors import CodecError, NotFound
 from appliance.index import StoredInstance
-from appliance.validate import check_file
 
 LOGGER = logging.getLogger("appliance.dicom")
 
@@ -104,39 +105,133 @@ def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefe
             ) -> tuple[str, bytes | memoryview]:
     """The transfer syntax and data set bytes to send ``inst`` in, given the syntaxes accepted for its class.
 
+    A conversion runs in the conversion service's budgeted worker (:mod:`appliance.conversion`).
+
     Raises
     ------
     CodecError
-        When no accepted syntax can carry it, or the file cannot be read or converted (the reason
-        says which); the caller fails that sub-operation.
+        When no accepted syntax can carry it, or the file cannot be read or converted, or the conversion
+        needed more memory or time than its budget (the reason says which); the caller fails that
+        sub-operation.
     """
+    syntax = target_syntax(inst, accepted, prefer)
+    if syntax == inst.transfer_syntax:
+        return syntax, _as_stored(app, inst)
+    try:
+        return syntax, _convert(app, inst, syntax).result()
+    except CodecError as exc:
+        if not prefer or syntax != prefer:
+            raise
+        return _without_preference(app, inst, accepted, prefer, exc)
+
+
+def _as_stored(app: Appliance, inst: StoredInstance) -> memoryview:
+    data = codecs.read_stored(app.file_path(inst))
+    return memoryview(data)[codecs.dataset_offset(data):]
+
+
+def _without_preference(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str,
+                        exc: CodecError) -> tuple[str, bytes | memoryview]:
+    """The node's preferred syntax cannot hold ``inst`` (a 16-bit CT in 8-bit JPEG Baseline): the receiver gets it
+    as it would without a preference."""
+    fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
+    if fallback is None:
+        raise CodecError(f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted "
+                         "syntax can carry it") from exc
+    if fallback == inst.transfer_syntax:
+        return fallback, _as_stored(app, inst)
+    return fallback, _convert(app, inst, fallback).result()
+
+
+def target_syntax(inst: StoredInstance, accepted: Sequence[str], prefer: str | None = None) -> str:
+    """The transfer syntax ``inst`` goes in (:func:`appliance.codecs.choose`); CodecError when none fits."""
     syntax = codecs.choose(inst.transfer_syntax, accepted, prefer)
     if syntax is None:
         offered = ", ".join(accepted) or "none"
         raise CodecError(f"no accepted presentation context can carry {inst.transfer_syntax} "
                          f"(accepted for its SOP class: {offered})")
+    return syntax
+
+
+def _convert(app: Appliance, inst: StoredInstance, syntax: str) -> Future[bytes]:
     path = app.file_path(inst)
-    data = codecs.read_stored(path)
-    if syntax == inst.transfer_syntax:
-        return syntax, memoryview(data)[codecs.dataset_offset(data):]
+    if app.conversions is not None:
+        return app.conversions.submit(path, syntax, f"converting instance {inst.sop_uid}")
+    done: Future[bytes] = Future()  # no service (an embedding without the CLI): here, unbudgeted
     try:
-        check_file(path)  # before pydicom decodes it whole: see appliance.validate.check_file
-    except (InvalidDataset, OSError) as exc:
-        raise CodecError(f"instance cannot be converted: {exc}") from exc
-    try:
-        return syntax, codecs.convert(data, syntax)
-    except CodecError:
-        if not prefer or syntax != prefer:
-            raise
-    # The node's preferred syntax cannot hold this instance (a 16-bit CT in 8-bit JPEG Baseline): the
-    # receiver gets it as it would without a preference.
-    fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
-    if fallback is None:
-        raise CodecError(f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted "
-                         "syntax can carry it")
-    if fallback == inst.transfer_syntax:
-        return fallback, memoryview(data)[codecs.dataset_offset(data):]
-    return fallback, codecs.convert(data, fallback)
+        done.set_result(convert_file(str(path), syntax))
+    except CodecError as exc:
+        done.set_exception(exc)
+    return done
+
+
+class Payloads:
+    """The payloads of one retrieve's instances in order, the next conversions running ahead.
+
+    While instance *n* is sent, the conversions of the next instances that need one already run in
+    the conversion service's workers (as many ahead as it has workers), so a retrieve that must
+    decompress for its receiver uses every worker and the sending never waits for a decode that
+    could have been done meanwhile.
+
+    Parameters
+    ----------
+    app : Appliance
+        The core (files, conversion service).
+    instances : list of StoredInstance
+        The retrieve's instances, in sending order.
+    accepted : mapping
+        SOP Class UID -> transfer syntaxes the receiver accepted for it.
+    prefer : str, optional
+        The receiver's preferred transfer syntax.
+    """
+
+    def __init__(self, app: Appliance, instances: Sequence[StoredInstance], accepted: Mapping[str, Sequence[str]],
+                 prefer: str | None = None) -> None:
+        self.app = app
+        self.instances = instances
+        self.accepted = accepted
+        self.prefer = prefer
+        self.ahead = app.conversions.workers if app.conversions is not None else 0
+        self._pending: dict[int, Future[bytes]] = {}
+        self._next = 0  # the first index not yet looked at for a conversion to start
+
+    def get(self, index: int) -> tuple[str, bytes | memoryview]:
+        """The transfer syntax and bytes of instance ``index`` (as :func:`payload`; CodecError likewise)."""
+        inst = self.instances[index]
+        self._start_until(index + 1 + self.ahead)
+        future = self._pending.pop(index, None)
+        if future is None:
+            return payload(self.app, inst, self.accepted.get(inst.sop_class_uid, ()), self.prefer)
+        accepted = self.accepted.get(inst.sop_class_uid, ())
+        syntax = target_syntax(inst, accepted, self.prefer)
+        try:
+            return syntax, future.result()
+        except CodecError as exc:
+            if not self.prefer or syntax != self.prefer:
+                raise
+            return _without_preference(self.app, inst, accepted, self.prefer, exc)
+
+    def _start_until(self, end: int) -> None:
+        end = min(end, len(self.instances))
+        while self._next < end:
+            index, self._next = self._next, self._next + 1
+            inst = self.instances[index]
+            try:
+                syntax = target_syntax(inst, self.accepted.get(inst.sop_class_uid, ()), self.prefer)
+            except CodecError:
+                continue  # get() raises it for that instance
+            if syntax != inst.transfer_syntax and self.app.conversions is not None:
+                try:
+                    self._pending[index] = self.app.conversions.submit(self.app.file_path(inst), syntax,
+                                                                       f"converting instance {inst.sop_uid}")
+                except CodecError:
+                    continue  # the service has stopped: get() converts it (and fails) on its own
+
+    def close(self) -> None:
+        """Drop the conversions not collected (a cancelled or cut-off retrieve)."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
 
 
 @dataclass

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from pydicom.uid import (
@@ -171,6 +172,10 @@ class ApplianceServer(ThreadedAssociationServer):
     block_on_close = False
     daemon_threads = True
 
+    def spool_folder(self) -> Path:
+        """Where pynetdicom writes the C-STORE data sets it receives for us (:func:`compat.spool_received_datasets`)."""
+        return self.app.store_area.spool_folder()
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock = cast(socket.socket, self.socket)
         client, address = sock.accept()
@@ -254,6 +259,8 @@ class DicomNode:
         self.fast = fast.Registry()
         self.policy = AssociationPolicy(app)
         self.reporter = commitment.Reporter()
+        # Associations pynetdicom serves write C-STORE data sets to the store's tmp/, not to memory (issue 15).
+        compat.spool_received_datasets()
 
     def _handlers(self) -> list[Any]:
         app = self.app
@@ -370,6 +377,7 @@ def _on_ended(event: evt.Event, how: str) -> None:
 
 def _on_closed(event: evt.Event, app: Appliance) -> None:
     assoc = event.assoc
+    compat.discard_partial_datasets(assoc)  # a C-STORE cut off while pynetdicom wrote it to the store's tmp
     stats = getattr(assoc, "_appliance_stats", None)
     if stats is None:  # rejected or never established
         return

@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from appliance import codecs
+from appliance import codecs, conversion
 from appliance.core import Appliance, Incoming, StoreOutcome, StoreResult
 from appliance.errors import CodecError, InvalidDataset, InvalidValue, NotFound, OutOfResources
 from appliance.index import StoredInstance
@@ -315,13 +315,28 @@ class DicomWeb:
         CodecError
             When the file cannot be read or converted.
         """
-        data = self.read(instance)
         if not target or target == instance.transfer_syntax:
-            return instance.transfer_syntax, data
-        body = codecs.convert(data, target)
+            return instance.transfer_syntax, self.read(instance)
+        # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
+        body = conversion.convert(self.app.conversions, self.app.file_path(instance), target,
+                                  f"converting instance {instance.sop_uid}")
         from appliance.core import IMPLEMENTATION_VERSION
 
         return target, file_meta(instance.sop_class_uid, instance.sop_uid, target, IMPLEMENTATION_VERSION) + body
+
+    def frames(self, instance: StoredInstance, numbers: list[int], target: str | None) -> tuple[str, list[bytes]]:
+        """Frames of an instance as stored (``target`` None or the stored syntax) or converted to ``target``.
+
+        Raises
+        ------
+        CodecError
+            When the file cannot be read or converted, or a frame number is out of range.
+        """
+        if not target or target == instance.transfer_syntax:
+            return codecs.frames(self.read(instance), numbers)
+        # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
+        return conversion.frames(self.app.conversions, self.app.file_path(instance), numbers, target,
+                                 f"converting frames of instance {instance.sop_uid}")
 
     def metadata(self, instance: StoredInstance, base_url: str) -> dict[str, Any]:
         """An instance's attributes in DICOM JSON, bulk data (pixel data included) as BulkDataURI.

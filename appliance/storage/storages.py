@@ -331,11 +331,16 @@ class Storages:
 
     def spool(self) -> Spool:
         """A new temporary file for a large data set being received (:class:`~appliance.store.Spool`), in
-        ``temp_dir`` or the first writable storage's ``tmp/``."""
+        :meth:`spool_folder`."""
+        return Spool(self.spool_folder() / f"{uuid.uuid4().hex}.spool")
+
+    def spool_folder(self) -> Path:
+        """Where data sets being received are written: ``temp_dir`` or the first writable storage's ``tmp/``
+        (created if missing), so that the stored file is made from them on the same file system."""
         writable = self.writable()
         folder = self.temp_dir or (writable[0].root if writable else self.first.root) / TMP
         folder.mkdir(parents=True, exist_ok=True)
-        return Spool(folder / f"{uuid.uuid4().hex}.spool")
+        return folder
 
     def write(self, chunks: list[bytes | memoryview | Spool]) -> str:
         """Write one file durably into the first storage with room; return its index path.

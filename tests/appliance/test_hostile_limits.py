@@ -556,6 +556,54 @@ def test_large_stores_are_streamed_to_disk(serve, tmp_path: Path) -> None:
     assert not any((child.folder / "var").rglob("*.spool"))
 
 
+@pytest.mark.parametrize("path", ["mpps-proposed", "fast-path-off"])
+def test_large_stores_served_by_pynetdicom_are_streamed_to_disk(serve, tmp_path: Path, monkeypatch,
+                                                                path: str) -> None:
+    """A 64 MB C-STORE on an association pynetdicom serves (it also proposes MPPS, or the fast path is off):
+    stored byte for byte as sent, the server's peak memory grows by far less than the instance."""
+    from pynetdicom import AE, _config
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+    from appliance.codecs import dataset_offset
+
+    child = serve(fast_path=path != "fast-path-off")
+    source, uid, _ = _large_instance(tmp_path, 3, 64)
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # the file's bytes, as they are
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context(CTImageStorage, EXPLICIT_LE)
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    before = vm_kb(child.proc.pid, "VmHWM")
+    assoc = ae.associate(HOST, child.port, ae_title="DISCPACS")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(source).Status == 0x0000
+    finally:
+        assoc.release()
+    grown = vm_kb(child.proc.pid, "VmHWM") - before
+    assert grown < 32 * 1024, f"peak memory grew by {grown} kB for a 64 MB instance"
+    (stored,) = (child.folder / "var" / "store").glob("????/??/??/*.dcm")
+    sent, kept = source.read_bytes(), stored.read_bytes()
+    assert kept[dataset_offset(kept):] == sent[dataset_offset(sent):]
+    assert str(dcmread(stored, stop_before_pixels=True).SOPInstanceUID) == uid
+    assert not list((child.folder / "var" / "store" / "tmp").iterdir())  # pynetdicom's file is removed
+
+
+def test_a_store_cut_off_inside_pynetdicom_leaves_nothing(node_factory) -> None:
+    """pynetdicom's chunked receive (fast path off) cut off by an A-ABORT: its file in tmp/ is removed too."""
+    node = node_factory(fast_path=False)
+    uid = "1.2.826.0.1.3680043.10.1234.11.8"
+    body = header(uid) + struct.pack("<HHI", 0x7FE0, 0x0010, 8 << 20) + bytes(8 << 20)
+    pdus = store_rq(body, uid)
+    with socket.create_connection((HOST, node.port), timeout=30) as sock:
+        sock.sendall(associate_rq(node.aet, "CUTOFF", [build_context(CTImageStorage, [IMPLICIT_LE])]))
+        assert read_pdu(sock)[:1] == b"\x02"
+        sock.sendall(pdus[: len(pdus) // 2])
+        wait_until(lambda: any(node.app.store_area.tmp.glob("pynetdicom-*")), timeout=30)
+        sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-ABORT
+    wait_until(lambda: not any(node.app.store_area.tmp.iterdir()), timeout=30)
+    assert node.app.index.counts()["instances"] == 0
+
+
 def test_a_spooled_store_cut_off_leaves_nothing(node: Node) -> None:
     """An association aborted in the middle of a data set already being spooled: no file, no index row."""
     from appliance.dicom.fast.association import SPOOL_AT

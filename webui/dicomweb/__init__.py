@@ -442,7 +442,7 @@ def frames(study: str, series: str, sop: str, frame_list: str) -> Response:
         raise HTTPException(response=problem(406, f"the frames cannot be sent in {UID(target).name} (stored in "
                                                   f"{UID(instance.transfer_syntax).name})"))
     try:
-        syntax, data = codecs.frames(site.dicomweb.read(instance), numbers, target)
+        syntax, data = site.dicomweb.frames(instance, numbers, target)
     except CodecError as exc:
         status = 404 if "out of range" in str(exc) or "no pixel data" in str(exc) else 406
         raise HTTPException(response=problem(status, str(exc))) from None

@@ -210,13 +210,13 @@ class _Link:
         self.result = result
 
 
-def _prepare(app: Appliance, inst: Any, accepted: dict[str, list[tuple[int, str]]], prefer: str | None
+def _prepare(payloads: retrieve.Payloads, index: int, accepted: dict[str, list[tuple[int, str]]]
              ) -> tuple[int, bytes | memoryview] | CodecError:
-    """The context ID and data set bytes to send ``inst`` with, or why it cannot be sent (the one place instances
-    are read and converted)."""
-    contexts = accepted.get(inst.sop_class_uid, [])
+    """The context ID and data set bytes to send instance ``index`` with, or why it cannot be sent (the one place
+    instances are read and converted)."""
+    contexts = accepted.get(payloads.instances[index].sop_class_uid, [])
     try:
-        syntax, data = retrieve.payload(app, inst, [ts for _, ts in contexts], prefer)
+        syntax, data = payloads.get(index)
     except CodecError as exc:
         return exc
     return next(cx for cx, ts in contexts if ts == syntax), data
@@ -233,21 +233,25 @@ def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: lis
     """
     peer = assoc.requestor.ae_title
     pending = b""  # the last sub-operation's pending response, not sent yet
-    ready = _prepare(app, instances[0], accepted, prefer)
+    # Conversions run in the budgeted workers (appliance.conversion), the next ones while this one is sent; at
+    # most one per worker is left running when the loop ends early.
+    payloads = retrieve.Payloads(app, instances, {sop_class: [ts for _, ts in contexts]
+                                                  for sop_class, contexts in accepted.items()}, prefer)
+    ready = _prepare(payloads, 0, accepted)
     for index, inst in enumerate(instances):
         if index and assoc.poll(out.message_id) == "cancel":
             if pending and not assoc.send_or_end(pending):
                 return False
             return _cancelled(out, ops, service, peer, instances[index:])
         current = ready
-        following = instances[index + 1] if index + 1 < len(instances) else None
+        following = index + 1 if index + 1 < len(instances) else None
         if isinstance(current, CodecError):
             guard.failure("sub-operation", current, peer, f"{service} {inst.sop_uid}")
             ops.record(inst.sop_uid, None)
             if pending and not assoc.send_or_end(pending):
                 return False
             if following is not None:
-                ready = _prepare(app, following, accepted, prefer)
+                ready = _prepare(payloads, following, accepted)
         else:
             context_id, data = current
             del current  # at most two data sets held: this one until sent, the next one being made
@@ -258,7 +262,7 @@ def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: lis
             if sent is False:
                 return False
             if sent and following is not None:
-                ready = _prepare(app, following, accepted, prefer)  # while the receiver takes this one
+                ready = _prepare(payloads, following, accepted)  # while the receiver takes this one
             code, comment, cancelled = link.result(msg_id) if sent else (None, "", False)
             if code is None:  # association lost: the rest cannot be sent
                 ops.record(inst.sop_uid, None)
