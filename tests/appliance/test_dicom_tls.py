@@ -96,7 +96,7 @@ def test_expired_client_certificate_is_refused(node_factory, pki: tls.Paths, tmp
 def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import AE, StoragePresentationContexts, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move  # type: ignore[attr-defined]
 
     received: list[str] = []
 

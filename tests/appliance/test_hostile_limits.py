@@ -21,7 +21,7 @@ from publishing_support import publish_node
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.db import Database
 from appliance.discs.fileset import stage_instance

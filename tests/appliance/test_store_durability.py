@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
 import dicomdata
 from conftest import HOST

@@ -10,7 +10,7 @@ import pytest
 from hl7support import findscu_mwl, sps
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
 
 from appliance.cli import main
 from appliance.errors import IncompleteItem
