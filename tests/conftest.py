@@ -17,6 +17,7 @@ import pytest
 from appliance.config import Config, NodeConfig, parse_config
 from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
+from appliance.index import StoredInstance
 
 import dicomdata
 from orthanc_support import orthanc, orthanc_factory  # noqa: F401 - fixtures for every test file
@@ -73,6 +74,13 @@ class Node:
     def stop(self) -> None:
         self.dicom.stop(grace=2.0)
         self.app.stop()
+
+
+def indexed(app: Appliance, sop_uid: str) -> StoredInstance:
+    """The index entry of an instance the test has stored; fails the test when there is none."""
+    found = app.index.lookup(sop_uid)
+    assert found is not None, f"{sop_uid} is not in the index"
+    return found
 
 
 def make_config(data_dir: Path, **dicom: Any) -> Config:

@@ -156,7 +156,7 @@ def test_query_and_retrieve_contexts_take_the_fast_path(node: Node, fast_runs: l
                if status.Status == 0xFF00]
     assoc.release()
     assert len(fast_runs) == 1
-    assert [a.StudyInstanceUID for a in answers] == [inst.study_uid]
+    assert [a.StudyInstanceUID if a is not None else None for a in answers] == [inst.study_uid]
 
 
 def test_mpps_goes_to_pynetdicom(node: Node, fast_runs: list) -> None:
@@ -252,7 +252,7 @@ def test_encode_response_matches_pynetdicom() -> None:
         rsp.AffectedSOPInstanceUID = uid
         rsp.Status = status
         if comment:
-            rsp.ErrorComment = comment
+            rsp.ErrorComment = comment  # type: ignore[assignment]  # pynetdicom types it as None only
         expected = message_pdus(C_STORE_RSP(), rsp, 5)
         command = dimse_codec.encode_response(0x8001, 9, CTImageStorage, status, comment, uid)
         assert [dimse_codec.pdata_pdus(command, 5, 16384)] == expected
@@ -276,7 +276,7 @@ def test_find_response_matches_pynetdicom(max_pdu: int, status: int, comment: st
     rsp.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
     rsp.Status = status
     if comment:
-        rsp.ErrorComment = comment
+        rsp.ErrorComment = comment  # type: ignore[assignment]  # pynetdicom types it as None only
     if identifier:
         rsp.Identifier = BytesIO(identifier)
     command = dimse_codec.encode_response(0x8020, 11, StudyRootQueryRetrieveInformationModelFind, status, comment,
@@ -381,7 +381,7 @@ def test_protocol_errors_abort(node: Node, fast_runs: list, label: str, send: Ca
     assert requesting_ae("AFTER", Verification).associate(HOST, node.port, ae_title=node.aet).send_c_echo().Status == 0
 
 
-_TINY = b"\x08\x00\x18\x00UI\x06\x001.2.3\x00"
+_TINY: bytes = b"\x08\x00\x18\x00UI\x06\x001.2.3\x00"
 
 
 def _find() -> C_FIND:
@@ -393,7 +393,9 @@ def _find() -> C_FIND:
     query.QueryRetrieveLevel = "STUDY"
     from pynetdicom.dsutils import encode
 
-    req.Identifier = BytesIO(encode(query, True, True))
+    identifier = encode(query, True, True)
+    assert identifier is not None
+    req.Identifier = BytesIO(identifier)
     return req
 
 

@@ -166,4 +166,4 @@ def test_store_then_find_sees_it_immediately(node: Node, tmp_path: Path) -> None
     answers = [ds for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
                if status.Status == 0xFF00]
     assoc.release()
-    assert [a.StudyInstanceUID for a in answers] == [inst.study_uid]
+    assert [a.StudyInstanceUID if a is not None else None for a in answers] == [inst.study_uid]
