@@ -215,14 +215,16 @@ def test_a_job_interrupted_by_restarts_is_failed_not_resumed_for_ever(tmp_path: 
             assert claimed is not None and claimed.id == job_id
             engine.resume_interrupted()  # the next start
             assert jobs.get(job_id).state is JobState.QUEUED
-        assert (claimed := jobs.claim_next()) is not None and claimed.id == job_id
+        claimed = jobs.claim_next()
+        assert claimed is not None and claimed.id == job_id
         engine.resume_interrupted()
         failed = jobs.get(job_id)
         assert failed.state is JobState.FAILED
         assert "interrupted by a restart 3 times in a row" in failed.error
         # Staff retry: the count starts again.
         jobs.retry(job_id)
-        assert (claimed := jobs.claim_next()) is not None and claimed.id == job_id
+        claimed = jobs.claim_next()
+        assert claimed is not None and claimed.id == job_id
         engine.resume_interrupted()
         assert jobs.get(job_id).state is JobState.QUEUED
     finally:
