@@ -19,6 +19,12 @@ python3 -m pip install -q -e ".[test]"
 
 python3 -m ruff check appliance robots hl7 webui tls labels tests bench
 python3 -m mypy
+# The tests too. Their support modules (dicomdata, orthanc_support...) are imported top-level, as pytest's
+# `pythonpath = ["tests"]` allows, so tests/ is a search root and a test's module name comes from its path under it
+# (tests/hl7/test_x.py is `hl7.test_x`; `import hl7` still finds the real package, whose __init__.py wins over the
+# namespace directory tests/hl7). Test functions may stay unannotated (fixtures come by name); their bodies are checked.
+MYPYPATH=tests python3 -m mypy --explicit-package-bases --allow-untyped-defs --check-untyped-defs \
+    --cache-dir .mypy_cache/tests tests
 lint-imports    # the import rules of the design (pyproject.toml [tool.importlinter])
 # Two workers (the machines have 2 cores); each starts its own peers (Orthanc, RabbitMQ) once per session.
 python3 -m pytest -n 2 "$@"

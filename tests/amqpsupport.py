@@ -179,7 +179,7 @@ class Broker:
     def parameters(self, vhost: str = "/", **kwargs: object) -> pika.ConnectionParameters:
         """pika parameters for a plain test client."""
         return pika.ConnectionParameters(HOST, self.port, vhost, pika.PlainCredentials("guest", "guest"),
-                                         **kwargs)  # type: ignore[arg-type]
+                                         **kwargs)
 
     def client(self, vhost: str = "/") -> pika.BlockingConnection:
         """A plain pika connection."""
@@ -191,7 +191,7 @@ def drain(broker: Broker, queue: str, vhost: str = "/") -> list[tuple[bytes, pik
     conn = broker.client(vhost)
     try:
         channel = conn.channel()
-        out = []
+        out: list[tuple[bytes, pika.BasicProperties]] = []
         while True:
             method, props, body = channel.basic_get(queue, auto_ack=True)
             if method is None:

@@ -18,6 +18,7 @@ from appliance import conversion
 from appliance.config import Config, NodeConfig, parse_config
 from appliance.core import Appliance
 from appliance.dicom.server import DicomNode
+from appliance.index import StoredInstance
 
 import dicomdata
 from orthanc_support import orthanc, orthanc_factory  # noqa: F401 - fixtures for every test file
@@ -77,6 +78,13 @@ class Node:
         if self.app.conversions is not None:
             self.app.conversions.close()
         self.app.stop()
+
+
+def indexed(app: Appliance, sop_uid: str) -> StoredInstance:
+    """The index entry of an instance the test has stored; fails the test when there is none."""
+    found = app.index.lookup(sop_uid)
+    assert found is not None, f"{sop_uid} is not in the index"
+    return found
 
 
 def make_config(data_dir: Path, **dicom: Any) -> Config:

@@ -14,7 +14,7 @@ from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.dicom import fast as fastpath
 

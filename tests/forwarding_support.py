@@ -169,4 +169,5 @@ class FaultyRegional:
         return 0, None
 
     def stop(self) -> None:
+        assert self.server is not None
         self.server.shutdown()

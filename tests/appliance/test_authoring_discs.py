@@ -12,6 +12,7 @@ import pytest
 from publishing_support import PublishNode, dcmdump_ok, iso_files, publish_config, publish_node, volume_label
 from pydicom import dcmread
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -38,7 +39,7 @@ def instance_file(folder: Path, ts: str = ExplicitVRLittleEndian, name: str = "a
     ds = inst.dataset()
     path = folder / name
     if ts == ImplicitVRLittleEndian:
-        ds.file_meta.TransferSyntaxUID = ts
+        ds.file_meta.TransferSyntaxUID = UID(ts)
         ds.save_as(path, enforce_file_format=True)
     elif ts in (RLELossless, JPEG2000Lossless):
         ds.compress(ts, generate_instance_uid=False)
@@ -49,7 +50,7 @@ def instance_file(folder: Path, ts: str = ExplicitVRLittleEndian, name: str = "a
         dcmtk("dcmcjpeg", "+e1", str(plain), str(path), check=True)
     elif ts == "1.2.840.10008.1.2.2":  # big endian: values of OW swapped by hand, as pydicom expects
         ds.PixelData = np.frombuffer(ds.PixelData, "<u2").astype(">u2").tobytes()
-        ds.file_meta.TransferSyntaxUID = ts
+        ds.file_meta.TransferSyntaxUID = UID(ts)
         ds.save_as(path, enforce_file_format=True)
     else:
         ds.save_as(path, enforce_file_format=True)

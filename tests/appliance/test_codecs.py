@@ -6,6 +6,7 @@ dcmdrle, and dcmdjp2k when present), so our codec choice cannot agree with itsel
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import zlib
@@ -20,6 +21,7 @@ from pydicom.encaps import generate_frames
 from pydicom.filereader import read_dataset
 from pydicom.uid import (
     JPEG2000,
+    UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -80,11 +82,11 @@ def _image(bits: int, signed: bool, frames: int, rgb: bool) -> tuple[Dataset, np
 
 def _part10(ds: Dataset, syntax: str) -> bytes:
     ds = ds.copy()
-    ds.file_meta = ds.file_meta.copy()
+    ds.file_meta = copy.copy(ds.file_meta)
     if syntax in (JPEGLosslessSV1, JPEGBaseline8Bit):  # pydicom has no encoder: GDCM / Pillow through codecs
         return codecs.recode_file(_part10(ds, ExplicitVRLittleEndian), syntax, "TEST")
     if syntax != ExplicitVRLittleEndian:
-        ds.compress(syntax, generate_instance_uid=False, **({"j2k_cr": [20]} if syntax == JPEG2000 else {}))
+        ds.compress(syntax, generate_instance_uid=False, j2k_cr=[20.0] if syntax == JPEG2000 else None)
     out = BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
@@ -94,7 +96,7 @@ def _decoded(data: bytes, syntax: str) -> Dataset:
     raw = zlib.decompress(data, -zlib.MAX_WBITS) if syntax == DeflatedExplicitVRLittleEndian else data
     ds = read_dataset(BytesIO(raw), syntax == ImplicitVRLittleEndian, True)
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     return ds
 
 

@@ -89,6 +89,7 @@ def test_commitment_report_on_a_new_association_to_a_known_node(node_factory: Ca
     receiver.add_supported_context(COMMITMENT, scu_role=True, scp_role=True)
     server = receiver.start_server((HOST, listen), block=False,
                                    evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))])
+    assert server is not None
     try:
         ae = _modality()
         assoc = ae.associate(HOST, node.port, ae_title=node.aet)

@@ -13,7 +13,7 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.dicom import compat as pynetdicom_fix
 

@@ -100,7 +100,8 @@ def test_sub_operation_counts_and_final_status() -> None:
     ops.record("3", 0xA700)
     ops.record("4", None)
     assert (ops.completed, ops.warning, ops.failed, ops.remaining) == (1, 1, 2, 0)
-    assert ops.final_status() == 0xB000 and ops.failed_list().FailedSOPInstanceUIDList == ["3", "4"]
+    failed = ops.failed_list()
+    assert ops.final_status() == 0xB000 and failed is not None and failed.FailedSOPInstanceUIDList == ["3", "4"]
     none = retrieve.SubOperations(2)
     none.fail_rest(["a", "b"])
     assert none.final_status() == 0xA702

@@ -96,7 +96,7 @@ def test_expired_client_certificate_is_refused(node_factory, pki: tls.Paths, tmp
 def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import AE, StoragePresentationContexts, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move  # type: ignore[attr-defined]
 
     received: list[str] = []
 
@@ -110,6 +110,7 @@ def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path
     server = dest.start_server((HOST, dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
                                ssl_context=tls.server_context(pki.server_cert, pki.server_key, pki.ca_cert,
                                                               verify_peer=True))
+    assert server is not None
     try:
         node = node_factory(nodes=[{"ae_title": "TLSDEST", "host": HOST, "port": dest_port, "tls": True}])
         node.app.client_tls = lambda: tls.client_context(pki.client_cert, pki.client_key, pki.ca_cert)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
+from typing import cast
 
 import pytest
 from upkeep_support import cli, config, mount_tmpfs, started, store, umount, write_toml
@@ -116,7 +117,7 @@ def test_a_down_server_is_retried_with_back_off_until_it_is_back(tmp_path: Path,
     assert queue.alert("disc_job_failed", "job 7", "Disc job 7 failed: tray jammed")
     queue.start()
     try:
-        wait_until(lambda: queue.recent()[0]["attempts"] >= 2, timeout=20)
+        wait_until(lambda: cast(int, queue.recent()[0]["attempts"]) >= 2, timeout=20)  # an SQLite column
         row = queue.recent()[0]
         assert row["state"] == "queued" and "cannot reach" in str(row["error"])
         server = smtp(port)

@@ -57,6 +57,7 @@ def _find(node: Appliance_, query: Dataset) -> tuple[list[Dataset], int]:
     answers, final = [], -1
     for rsp, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
         if rsp.Status in (0xFF00, 0xFF01):
+            assert ds is not None, "a pending answer without an identifier"
             answers.append(ds)
         else:
             final = int(rsp.Status)
@@ -132,6 +133,7 @@ class Workstation:
         return 0
 
     def stop(self) -> None:
+        assert self.server is not None
         self.server.shutdown()
 
 

@@ -389,7 +389,8 @@ def _context_id(index: int, proposed: list[tuple[int, str]], service: set[str]) 
 def render_store(s: Store, ids: list[tuple[int, str]], inst: Instances) -> tuple[bytes, int]:
     ds = inst.datasets[s.instance]
     sop_uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
-    data: bytes | None = inst.encoded(s.instance, s.explicit)
+    data: bytes | None
+    data = inst.encoded(s.instance, s.explicit)
     if s.defect == "truncated":
         data = data[: len(data) * s.cut // 1000]
     elif s.defect == "data set uid differs":
@@ -466,7 +467,9 @@ def _identifier(f: Find) -> bytes:
             ds.PatientID = ""
         else:
             setattr(ds, keyword, value)
-    return bytes(encode(ds, not f.explicit, True))
+    encoded = encode(ds, not f.explicit, True)
+    assert encoded is not None
+    return bytes(encoded)
 
 
 def render_find(f: Find, ids: list[tuple[int, str]]) -> tuple[bytes, int]:
@@ -760,8 +763,7 @@ def run_both(pair: dict[bool, Node], plan: Plan) -> None:
     assert answers[True] == answers[False], describe(rendered, answers)
     kept = {fast: stored(node, inst.uids()) for fast, node in pair.items()}
     if kept[True] != kept[False]:  # a store the answers did not wait for may still be under way: wait, look again
-        for node in pair.values():
-            wait_until(lambda node=node: not node.dicom.active())
+        wait_until(lambda: not any(node.dicom.active() for node in pair.values()))
         kept = {fast: stored(node, inst.uids()) for fast, node in pair.items()}
     assert kept[True] == kept[False], describe(rendered, answers)
 

@@ -36,7 +36,7 @@ from appliance.dicom import fast as fastpath
 from appliance.dicom import handlers
 from appliance.dicom.fast.codec import AnswerEncoder
 from appliance.dicom.fast.dimse import decode_command
-from appliance.query import Matches
+from appliance.query import Answer, Matches
 from appliance.worklist.files import import_files
 
 import dicomdata
@@ -67,7 +67,9 @@ def find_pdus(query: Dataset | bytes, sop_class: str, context_id: int, message_i
     req.MessageID = message_id
     req.AffectedSOPClassUID = sop_class
     req.Priority = 2
-    req.Identifier = BytesIO(query if isinstance(query, bytes) else encode(query, implicit, little))
+    identifier = query if isinstance(query, bytes) else encode(query, implicit, little)
+    assert identifier is not None
+    req.Identifier = BytesIO(identifier)
     return b"".join(message_pdus(C_FIND_RQ(), req, context_id, max_pdu))
 
 
@@ -235,8 +237,13 @@ def test_qr_answers_are_pynetdicoms(loaded_node: Node, fast_runs: list, monkeypa
     node = loaded_node
     by_hand: list[bool] = []  # every Q/R answer is written by appliance.dicom.fast.codec, none by pydicom
     real = AnswerEncoder.encode
-    monkeypatch.setattr(AnswerEncoder, "encode", lambda self, answer: by_hand.append(
-        (raw := real(self, answer)) is not None) or raw)
+
+    def counted(self: AnswerEncoder, answer: Answer) -> bytes | None:
+        raw = real(self, answer)
+        by_hand.append(raw is not None)
+        return raw
+
+    monkeypatch.setattr(AnswerEncoder, "encode", counted)
     study_uids = sorted({i.study_uid for i in dicomdata.sample_archive() if i.patient_id in ("PID001", "PID002")})
     contexts = [build_context(STUDY_ROOT, [ImplicitVRLittleEndian]),  # 1
                 build_context(STUDY_ROOT, [ExplicitVRLittleEndian]),  # 3
@@ -398,7 +405,7 @@ def test_pynetdicom_scu_with_small_pdus(loaded_node: Node, fast_runs: list) -> N
     assoc.release()
     archive = dicomdata.sample_archive()
     assert [s.Status for s, _ in found] == [0xFF00] * len({i.series_uid for i in archive}) + [0x0000]
-    assert sorted(str(ds.Modality) for _, ds in found[:-1]) == sorted(
+    assert sorted(str(ds.Modality) for _, ds in found[:-1] if ds is not None) == sorted(
         {i.series_uid: i.modality for i in archive}.values())
     assert len(fast_runs) == 1
 
@@ -535,5 +542,5 @@ def test_another_c_find_handler_keeps_pynetdicom(loaded_node: Node, fast_runs: l
     assoc = requesting_ae("OTHER", STUDY_ROOT).associate(HOST, loaded_node.port, ae_title=loaded_node.aet)
     found = [(s.Status, ds) for s, ds in assoc.send_c_find(q("STUDY", PatientID=""), STUDY_ROOT)]
     assoc.release()
-    assert [code for code, _ in found] == [0xFF00, 0x0000] and found[0][1].PatientID == "X"
+    assert [code for code, _ in found] == [0xFF00, 0x0000] and found[0][1] is not None and found[0][1].PatientID == "X"
     assert calls == ["STUDY"] and fast_runs == []

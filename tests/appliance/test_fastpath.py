@@ -158,7 +158,7 @@ def test_query_and_retrieve_contexts_take_the_fast_path(node: Node, fast_runs: l
                if status.Status == 0xFF00]
     assoc.release()
     assert len(fast_runs) == 1
-    assert [a.StudyInstanceUID for a in answers] == [inst.study_uid]
+    assert [a.StudyInstanceUID if a is not None else None for a in answers] == [inst.study_uid]
 
 
 def test_mpps_goes_to_pynetdicom(node: Node, fast_runs: list) -> None:
@@ -254,7 +254,7 @@ def test_a_repeated_request_is_answered_as_the_rights_are_now(node: Node, fast_r
         ac = A_ASSOCIATE_AC()
         ac.decode(conversation(node.port, node.aet, steps)[0])
         contexts = ac.to_primitive().presentation_context_definition_results_list
-        return {int(cx.context_id): int(cx.result) for cx in contexts}
+        return {int(cx.context_id or 0): int(cx.result or 0) for cx in contexts}
 
     first = results()
     assert first == {1: 0x00, 3: 0x00}
@@ -274,7 +274,7 @@ def test_encode_response_matches_pynetdicom() -> None:
         rsp.AffectedSOPInstanceUID = uid
         rsp.Status = status
         if comment:
-            rsp.ErrorComment = comment
+            rsp.ErrorComment = comment  # type: ignore[assignment]  # pynetdicom types it as None only
         expected = message_pdus(C_STORE_RSP(), rsp, 5)
         command = dimse_codec.encode_response(0x8001, 9, CTImageStorage, status, comment, uid)
         assert [dimse_codec.pdata_pdus(command, 5, 16384)] == expected
@@ -298,7 +298,7 @@ def test_find_response_matches_pynetdicom(max_pdu: int, status: int, comment: st
     rsp.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
     rsp.Status = status
     if comment:
-        rsp.ErrorComment = comment
+        rsp.ErrorComment = comment  # type: ignore[assignment]  # pynetdicom types it as None only
     if identifier:
         rsp.Identifier = BytesIO(identifier)
     command = dimse_codec.encode_response(0x8020, 11, StudyRootQueryRetrieveInformationModelFind, status, comment,
@@ -403,7 +403,7 @@ def test_protocol_errors_abort(node: Node, fast_runs: list, label: str, send: Ca
     assert requesting_ae("AFTER", Verification).associate(HOST, node.port, ae_title=node.aet).send_c_echo().Status == 0
 
 
-_TINY = b"\x08\x00\x18\x00UI\x06\x001.2.3\x00"
+_TINY: bytes = b"\x08\x00\x18\x00UI\x06\x001.2.3\x00"
 
 
 def _find() -> C_FIND:
@@ -415,7 +415,9 @@ def _find() -> C_FIND:
     query.QueryRetrieveLevel = "STUDY"
     from pynetdicom.dsutils import encode
 
-    req.Identifier = BytesIO(encode(query, True, True))
+    identifier = encode(query, True, True)
+    assert identifier is not None
+    req.Identifier = BytesIO(identifier)
     return req
 
 

@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
 import dicomdata
 from conftest import HOST, Node, free_port, wait_until
@@ -25,17 +25,19 @@ from conftest import HOST, Node, free_port, wait_until
 def _raw_store(node: Node, payload: bytes, tmp_path: Path, sop_uid: str = "1.2.3.4.5") -> tuple[int, str]:
     """Send a C-STORE whose data set is ``payload`` byte for byte (pynetdicom's chunked send)."""
     from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomFileLike
     from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
     from pynetdicom import _config
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
     path = tmp_path / "raw.dcm"
     with open(path, "wb") as fh:
         fh.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(fh, meta)
+        write_file_meta_info(DicomFileLike(fh), meta)
         fh.write(payload)
     ae = AE(ae_title="RAWPEER")
     ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")

@@ -125,6 +125,7 @@ class PartialCommitter:
         return 0, None
 
     def stop(self) -> None:
+        assert self.server is not None
         self.server.shutdown()
 
 

@@ -59,6 +59,7 @@ def test_an_abort_mid_batch_fails_the_rest_and_sends_it_again(appliance: Callabl
                       "retry_min": 2.0, "retry_max": 2.0}, hold=True)
     studies = study("PFLT2", 6)
     node.store(studies)
+    assert node.forwarder is not None
     node.forwarder.start()
     status = _failed(node, 4)
     # The first two went through; the one being sent and everything after it wait with the reason.
@@ -214,6 +215,7 @@ def test_a_report_on_a_new_association_ends_the_wait_for_one_on_the_request_asso
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": free_port()}, hold=True)
     node.store(study("PFLT6", 2))
     worker = node.forwarder
+    assert worker is not None
     worker.transport = NewAssociationReporter(worker)
     assert worker.run_once()
     assert seen == [True]
@@ -229,7 +231,8 @@ def test_instances_awaiting_commitment_at_a_restart_are_sent_again_at_once(
     node.store(studies)
     node.queue.mark_sent([i.sop_uid for i in studies], "1.2.826.0.1.3680043.10.1234.99")
     assert node.queue.status().counts["sent"] == 2
+    assert node.forwarder is not None
     node.forwarder.start()
     counts = node.queue.status().counts
     assert counts["sent"] == 0 and counts["failed"] == 2
-    assert node.queue.next_due() is not None and node.queue.next_due() <= time.time()
+    assert (due := node.queue.next_due()) is not None and due <= time.time()

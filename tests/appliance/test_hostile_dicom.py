@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.errors import InvalidDataset
 from appliance.index import extract

@@ -21,7 +21,7 @@ from publishing_support import publish_node
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.db import Database
 from appliance.discs.fileset import stage_instance
@@ -30,7 +30,7 @@ from appliance.errors import AuthoringError, InvalidDataset
 from appliance.part10 import file_meta
 from appliance.validate import MAX_DEPTH, TooDeep, check_file, check_structure
 
-from conftest import HOST, Node, dcmtk, free_port, wait_until
+from conftest import HOST, Node, dcmtk, free_port, indexed, wait_until
 
 __all__ = ["publish_node"]  # a fixture
 
@@ -169,7 +169,7 @@ def test_nesting_at_the_limit_is_stored_and_re_encodes(node: Node, explicit: boo
     data = header(uid, explicit) + nested(MAX_DEPTH, explicit=explicit)
     syntax = EXPLICIT_LE if explicit else IMPLICIT_LE
     assert store_raw(node.port, node.aet, data, uid, syntax) == (0, "")
-    path = node.app.file_path(node.app.index.lookup(uid))
+    path = node.app.file_path(indexed(node.app, uid))
     ds = dcmread(path)
     depth, item = 0, ds
     while "ContentSequence" in item:
@@ -211,17 +211,20 @@ def test_a_job_interrupted_by_restarts_is_failed_not_resumed_for_ever(tmp_path: 
         job_id = jobs.create("epson", 1, ["1.2.3"], "manual", reason="test")
         engine = JobEngine(jobs, author=None, publisher=None)  # type: ignore[arg-type]  # only the requeue runs
         for _ in range(MAX_AUTHORING_RESTARTS):
-            assert jobs.claim_next().id == job_id  # authoring starts, then the process dies
+            claimed = jobs.claim_next()  # authoring starts, then the process dies
+            assert claimed is not None and claimed.id == job_id
             engine.resume_interrupted()  # the next start
             assert jobs.get(job_id).state is JobState.QUEUED
-        assert jobs.claim_next().id == job_id
+        claimed = jobs.claim_next()
+        assert claimed is not None and claimed.id == job_id
         engine.resume_interrupted()
         failed = jobs.get(job_id)
         assert failed.state is JobState.FAILED
         assert "interrupted by a restart 3 times in a row" in failed.error
         # Staff retry: the count starts again.
         jobs.retry(job_id)
-        assert jobs.claim_next().id == job_id
+        claimed = jobs.claim_next()
+        assert claimed is not None and claimed.id == job_id
         engine.resume_interrupted()
         assert jobs.get(job_id).state is JobState.QUEUED
     finally:
@@ -562,7 +565,7 @@ def test_large_stores_served_by_pynetdicom_are_streamed_to_disk(serve, tmp_path:
     """A 64 MB C-STORE on an association pynetdicom serves (it also proposes MPPS, or the fast path is off):
     stored byte for byte as sent, the server's peak memory grows by far less than the instance."""
     from pynetdicom import AE, _config
-    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
     from appliance.codecs import dataset_offset
 

@@ -15,7 +15,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -182,7 +182,7 @@ def _get_explicit_only(node: Node, study_uid: str) -> tuple[Dataset, Dataset | N
     return final, identifier, received
 
 
-def _assert_only_hostile_failed(final: Dataset, identifier: Dataset | None, received: dict[str, Dataset],
+def _assert_only_hostile_failed(final: Dataset, identifier: Dataset | None, received: Mapping[str, Dataset],
                                 hostile: Study) -> None:
     assert hex(final.Status) == hex(0xB000)
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (3, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from appliance.errors import InvalidTransition, NotFound
 
 
 @pytest.fixture
-def jobs(tmp_path: Path) -> JobStore:
+def jobs(tmp_path: Path) -> Iterator[JobStore]:
     db = Database(tmp_path / "appliance.db")
     yield JobStore(db)
     db.close()
@@ -26,7 +27,8 @@ def test_a_job_moves_only_along_allowed_transitions(jobs: JobStore) -> None:
     assert sorted(jobs.instances(job_id)) == ["1.2.3", "1.2.4"]
     with pytest.raises(InvalidTransition, match="job 1 is queued; it cannot become done"):
         jobs.transition(job_id, JobState.DONE)
-    assert jobs.claim_next().state is JobState.AUTHORING
+    claimed = jobs.claim_next()
+    assert claimed is not None and claimed.state is JobState.AUTHORING
     assert jobs.claim_next() is None
     with pytest.raises(InvalidTransition):
         jobs.transition(job_id, JobState.BURNING, expect=JobState.QUEUED)

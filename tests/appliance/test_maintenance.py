@@ -36,7 +36,7 @@ from appliance.errors import ConfigError
 from appliance.maintenance.windows import Schedule, hours_of
 
 import dicomdata
-from conftest import HOST, Node, dcmtk
+from conftest import HOST, Node, dcmtk, indexed
 
 pytestmark = pytest.mark.dcmtk
 
@@ -180,7 +180,7 @@ def test_lossless_archiving_keeps_uids_and_pixels(tmp_path: Path, compression: s
         _send(node.port, originals, tmp_path / "sent")
         upkeep = _run_window(node, cfg)
         for n, orig in enumerate(originals):
-            inst = node.app.index.lookup(orig.SOPInstanceUID)
+            inst = indexed(node.app, orig.SOPInstanceUID)
             if target == JPEG2000Lossless and KINDS[n][3] == "YBR_FULL":
                 # Not a colour space JPEG 2000 carries (PS3.5 8.2.4): left as received, with the reason.
                 assert inst.transfer_syntax == ExplicitVRLittleEndian
@@ -203,9 +203,11 @@ def test_lossless_archiving_keeps_uids_and_pixels(tmp_path: Path, compression: s
             assert _raw_pixels(ds) == _raw_pixels(orig)
         # Index and disc agree: every file is one the index names; the old ones are gone.
         assert set(node.app.store_area.iter_files()) == node.app.index.all_paths()
-        sizes = {o.SOPInstanceUID: node.app.index.lookup(o.SOPInstanceUID).size for o in originals}
-        assert all(node.app.file_path(node.app.index.lookup(u)).stat().st_size == n for u, n in sizes.items())
-        study_size = node.app.index.study(study)["size"]
+        sizes = {o.SOPInstanceUID: indexed(node.app, o.SOPInstanceUID).size for o in originals}
+        assert all(node.app.file_path(indexed(node.app, u)).stat().st_size == n for u, n in sizes.items())
+        study_row = node.app.index.study(study)
+        assert study_row is not None
+        study_size = study_row["size"]
         assert study_size == sum(sizes.values()), "the study size counter missed the new file sizes"
         # DCMTK fetches the compressed instances back and decodes them to the original pixels.
         got = getscu_study(node.port, study, tmp_path / "get")
@@ -225,7 +227,7 @@ def test_lossy_archiving_is_marked(tmp_path: Path) -> None:
         ds = _image(dicomdata.uid(), dicomdata.uid(), 12, False, 1, "MONOCHROME2")
         _send(node.port, [ds])
         _run_window(node, cfg)
-        inst = node.app.index.lookup(ds.SOPInstanceUID)
+        inst = indexed(node.app, ds.SOPInstanceUID)
         assert inst.transfer_syntax == JPEG2000
         stored = dcmread(node.app.file_path(inst))
         assert stored.SOPInstanceUID == ds.SOPInstanceUID
@@ -252,7 +254,7 @@ def test_uncompressed_days_new_images_and_a_changed_level(tmp_path: Path) -> Non
         ct = [i.sop_uid for i in items if i.modality == "CT"]
         _received_days_ago(node, ct, 4)
         _run_window(node, cfg)
-        syntaxes = {i.sop_uid: node.app.index.lookup(i.sop_uid).transfer_syntax for i in items}
+        syntaxes = {i.sop_uid: indexed(node.app, i.sop_uid).transfer_syntax for i in items}
         assert {syntaxes[u] for u in ct} == {RLELossless}
         assert RLELossless not in {s for u, s in syntaxes.items() if u not in ct}, "too young to compress"
         # A new image in the compressed series is compressed at the next window.
@@ -261,20 +263,20 @@ def test_uncompressed_days_new_images_and_a_changed_level(tmp_path: Path) -> Non
         assert store(node.port, [late]) == [0]
         _received_days_ago(node, [late.sop_uid], 4)
         _run_window(node, cfg)
-        assert node.app.index.lookup(late.sop_uid).transfer_syntax == RLELossless
+        assert indexed(node.app, late.sop_uid).transfer_syntax == RLELossless
         # A changed level leaves archived series alone until "appliance maintenance restart archiving".
         node.stop()
         cfg2 = config(tmp_path / "var", node.port, archiving={"compression": "jpeg-ls-lossless",
                                                               "uncompressed_days": 3})
         node = started(cfg2)
         _run_window(node, cfg2)
-        assert {node.app.index.lookup(u).transfer_syntax for u in ct} == {RLELossless}
+        assert {indexed(node.app, u).transfer_syntax for u in ct} == {RLELossless}
         toml = write_toml(tmp_path / "a.toml", tmp_path / "var", node.port,
                           archiving={"compression": "jpeg-ls-lossless", "uncompressed_days": 3})
         done = cli("maintenance", "restart", "archiving", "--config", str(toml))
         assert done.returncode == 0, done.stderr
         _run_window(node, cfg2)
-        assert {node.app.index.lookup(u).transfer_syntax for u in ct} == {JPEGLSLossless}
+        assert {indexed(node.app, u).transfer_syntax for u in ct} == {JPEGLSLossless}
     finally:
         node.stop()
 
@@ -303,8 +305,8 @@ def test_deletion_after_store_days_with_its_rules(tmp_path: Path) -> None:
         site.tokens.ensure(linked[0].study_uid, "20991231")  # a live patient link
         jobs = JobStore(node.app.db)
         jobs.create("epson", 1, [burning[0].sop_uid], source="manual")
-        old_paths = [node.app.file_path(node.app.index.lookup(i.sop_uid)) for i in old]
-        thumb = site.pictures.thumbs._file(old[0].sop_uid, node.app.index.lookup(old[0].sop_uid).path)
+        old_paths = [node.app.file_path(indexed(node.app, i.sop_uid)) for i in old]
+        thumb = site.pictures.thumbs._file(old[0].sop_uid, indexed(node.app, old[0].sop_uid).path)
         thumb.parent.mkdir(parents=True, exist_ok=True)
         thumb.write_bytes(b"jpeg")
         toml = write_toml(tmp_path / "a.toml", tmp_path / "var", node.port, deletion={"store_days": 30})
@@ -413,7 +415,7 @@ def test_lossy_jpeg_archiving_is_marked(tmp_path: Path, photometric: str) -> Non
         deep = _image(dicomdata.uid(), dicomdata.uid(), 16, False, 1, "MONOCHROME2")
         _send(node.port, [ds, deep])
         upkeep = _run_window(node, cfg)
-        inst = node.app.index.lookup(ds.SOPInstanceUID)
+        inst = indexed(node.app, ds.SOPInstanceUID)
         assert inst.transfer_syntax == JPEGBaseline8Bit
         stored = dcmread(node.app.file_path(inst))
         assert stored.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
@@ -425,7 +427,7 @@ def test_lossy_jpeg_archiving_is_marked(tmp_path: Path, photometric: str) -> Non
         dcmtk("dcmdjpeg", str(node.app.file_path(inst)), str(tmp_path / "dec.dcm"), check=True)
         assert dcmread(tmp_path / "dec.dcm").pixel_array.shape == stored.pixel_array.shape
         # A 16-bit image cannot be JPEG Baseline: left as received, with the reason in the task.
-        assert node.app.index.lookup(deep.SOPInstanceUID).transfer_syntax == ExplicitVRLittleEndian
+        assert indexed(node.app, deep.SOPInstanceUID).transfer_syntax == ExplicitVRLittleEndian
         reasons = " ".join(str(item[2]) for task in (1, 2) for item in upkeep.engine.tasks.items(task))
         assert "8-bit" in reasons
     finally:

@@ -147,7 +147,7 @@ def test_demo_robots_without_a_robots_table(serve, tmp_path: Path) -> None:
     assert "    warning: epson: no label template is configured" in listing.stdout
     server = serve(config)
     for status in ("robots/epson/TDBStatus.txt", "robots/primera/Status/SystemStatus.txt"):
-        wait_until(lambda s=status: (tmp_path / "var" / s).is_file())
+        wait_until((tmp_path / "var" / status).is_file)
     log = (tmp_path / "serve.log").read_text()
     assert "robot epson: no label template is configured" in log and "robot primera: no label" not in log
     assert cli(config, "robots").stdout.count("bridge: online") == 2

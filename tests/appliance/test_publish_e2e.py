@@ -178,7 +178,7 @@ def test_restart_while_a_group_is_pending_still_burns_exactly_one_disc(publish_n
 
 def test_aborted_association_burns_nothing(publish_node, tmp_path: Path) -> None:
     from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
     node = publish_node()
     items = dicomdata.study("PIDX", "ABORT^ED", ("CT",), 2)

@@ -31,7 +31,7 @@ import pytest
 from hl7support import HL7_TABLE, MLLPClient, orm, segments
 from publishing_support import PublishNode, robot_table
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # generated at import time
 
 from appliance.config import Config, parse_config
 from appliance.db import Database

@@ -24,7 +24,7 @@ from publishing_support import (
 )
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
+from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from appliance.discs.jobs import JobState
 

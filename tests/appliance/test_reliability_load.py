@@ -18,7 +18,7 @@ import pytest
 from hl7support import MLLPClient, orm, segments
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
+from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 import dicomdata
 from conftest import HOST, free_port, wait_until

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -44,7 +44,8 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -125,8 +126,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Mixed:
 
 
 #: storescu's option proposing each stored syntax (-R: only the contexts the files need, plus uncompressed).
-STORESCU_PROPOSE = {JPEG2000Lossless: "-xv", JPEG2000: "-xw", JPEGLSLossless: "-xt", RLELossless: "-xr",
-                    JPEGLosslessSV1: "-xs", ExplicitVRLittleEndian: "-xe"}
+STORESCU_PROPOSE: dict[str, str] = {JPEG2000Lossless: "-xv", JPEG2000: "-xw", JPEGLSLossless: "-xt", RLELossless: "-xr",
+                                    JPEGLosslessSV1: "-xs", ExplicitVRLittleEndian: "-xe"}
 
 
 def _store(node: Node, mixed: Mixed) -> None:
@@ -229,7 +230,7 @@ def assert_arrived(datasets: dict[str, Dataset], mixed: Mixed, syntax: str | Non
 
 def _read_folder(out: Path) -> dict[str, Dataset]:
     datasets = [dcmread(f) for f in sorted(out.iterdir())]
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
+    by_uid: dict[str, Dataset] = {str(ds.SOPInstanceUID): ds for ds in datasets}
     assert len(by_uid) == len(datasets), "an instance arrived twice"
     return by_uid
 
@@ -389,7 +390,7 @@ def c_get_one_syntax(node: Node, mixed: Mixed, syntax: str = ExplicitVRLittleEnd
     ae = AE(ae_title="ONESYNTAX")
     ae.dimse_timeout = ae.network_timeout = 120
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
+    roles: list[Any] = []  # pynetdicom types ext_neg items with a private union
     for sop_class in sorted({s.sop_class for s in mixed.sources.values()}):
         ae.add_requested_context(sop_class, [syntax])
         roles.append(build_role(sop_class, scp_role=True))
@@ -448,7 +449,7 @@ def test_get_twice_gives_the_same_uids(node_factory, mixed: Mixed) -> None:
 
 
 def _orthanc_datasets(orthanc: Orthanc, study_uid: str) -> dict[str, Dataset]:
-    out = {}
+    out: dict[str, Dataset] = {}
     for found in orthanc.find("Instance", {"StudyInstanceUID": study_uid}):
         ds = dcmread(BytesIO(orthanc.instance_file(found)))
         out[str(ds.SOPInstanceUID)] = ds
@@ -541,19 +542,22 @@ def fake_receiver() -> Iterator[Callable[..., tuple[int, list[str]]]]:
         stored: list[str] = []
         ae = AE(ae_title="FAKE")
         for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None
             ae.add_supported_context(cx.abstract_syntax, ALL_SYNTAXES)
 
         def on_store(event: evt.Event) -> int:
             if stored:
                 if kind == "abort":
                     # A-ABORT PDU (type 07, source 0 = service user), straight onto the socket, then drop it.
-                    sock = event.assoc.dul.socket.socket
+                    assoc_socket = event.assoc.dul.socket
+                    assert assoc_socket is not None and assoc_socket.socket is not None
+                    sock = assoc_socket.socket
                     sock.sendall(bytes([7, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
                     sock.shutdown(socket.SHUT_RDWR)
                     return 0xA700
                 release.wait(60)  # stall: no answer until the test ends
                 return 0xA700
-            stored.append(str(event.request.AffectedSOPInstanceUID))
+            stored.append(str(cast(C_STORE, event.request).AffectedSOPInstanceUID))
             return 0x0000
 
         servers.append(ae.start_server((HOST, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]))

@@ -6,12 +6,14 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
 import dicomdata
 from conftest import HOST, Node, dcmtk, free_port, wait_until
@@ -140,7 +142,7 @@ def test_sub_operation_failure_gives_b000(node_factory, archive_dir: Path) -> No
 
     def refuse_first(event: evt.Event) -> int:
         if not refused:
-            refused.append(event.request.AffectedSOPInstanceUID)
+            refused.append(str(cast(C_STORE, event.request).AffectedSOPInstanceUID))
             return 0xA700
         return 0x0000
 
@@ -148,6 +150,7 @@ def test_sub_operation_failure_gives_b000(node_factory, archive_dir: Path) -> No
     dest = AE(ae_title="PICKY")
     dest.supported_contexts = StoragePresentationContexts
     server = dest.start_server((HOST, port), block=False, evt_handlers=[(evt.EVT_C_STORE, refuse_first)])
+    assert server is not None
     try:
         node = node_factory(nodes=_nodes(PICKY={"port": port}))
         dcmtk("storescu", "-aec", node.aet, "+sd", HOST, str(node.port), str(archive_dir), check=True)

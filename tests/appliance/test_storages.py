@@ -20,7 +20,7 @@ from appliance.site.upkeep import UpkeepView
 from appliance.storage import check_temp_dir
 
 import dicomdata
-from conftest import HOST, free_port, wait_until
+from conftest import HOST, free_port, indexed, wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -55,7 +55,7 @@ def test_new_files_fill_the_first_storage_then_the_next_then_are_refused(two_dis
         assert 30 <= len(accepted) <= 50, statuses
         first_refused = statuses.index(0xA700)
         assert set(statuses[first_refused:]) == {0xA700}, "a storage took files after all were full"
-        paths = [node.app.index.lookup(i.sop_uid).path for i in accepted]
+        paths = [indexed(node.app, i.sop_uid).path for i in accepted]
         on_a = [p for p in paths if p.startswith("@1/")]
         on_b = [p for p in paths if p.startswith("@2/")]
         assert on_a and on_b and len(on_a) + len(on_b) == len(paths)
@@ -119,7 +119,7 @@ def test_a_vanished_storage_is_reported_and_keeps_its_rows(tmp_path: Path, caplo
             # New files go to the storage that is there.
             more = _instances(1, "PVAN2")
             assert store(port, more) == [0]
-            assert node.app.index.lookup(more[0].sop_uid).path.startswith("@2/")
+            assert indexed(node.app, more[0].sop_uid).path.startswith("@2/")
         finally:
             node.stop()
     finally:
@@ -249,7 +249,7 @@ def test_a_disc_is_burned_from_files_on_several_storages(tmp_path: Path) -> None
         (tmp_path / "in2").mkdir()
         late[0].write(tmp_path / "in2")
         node.send(tmp_path / "in2")
-        paths = {i.sop_uid: node.app.index.lookup(i.sop_uid).path for i in early + late}
+        paths = {i.sop_uid: indexed(node.app, i.sop_uid).path for i in early + late}
         assert {p.split("/")[0] for p in paths.values()} == {"@1", "@2"}
         job_id = node.jobs.create("epson", 1, list(paths), source="manual")
         node.publishing.engine.wake()
@@ -268,7 +268,7 @@ def test_the_data_dir_store_can_be_moved_too(tmp_path: Path) -> None:
     node = started(config(tmp_path / "var", port))  # no [[storage]]: the one data_dir store, as before
     try:
         assert store(port, items) == [0, 0, 0]
-        assert all(not node.app.index.lookup(i.sop_uid).path.startswith("@") for i in items)
+        assert all(not indexed(node.app, i.sop_uid).path.startswith("@") for i in items)
     finally:
         node.stop()
     cfg = write_toml(tmp_path / "a.toml", tmp_path / "var", port)
@@ -371,7 +371,7 @@ def test_a_storage_folder_missing_at_start_is_not_made_again_when_the_index_hold
         assert "unavailable" in listing.stdout and "does not exist" in listing.stdout
         more = _instances(1, "PMISS2")
         assert store(port, more) == [0]
-        assert node.app.index.lookup(more[0].sop_uid).path.startswith("@2/")
+        assert indexed(node.app, more[0].sop_uid).path.startswith("@2/")
         # Back in place: the running server finds it and reads its files again.
         aside.rename(share)
         node.app.store_area.refresh()

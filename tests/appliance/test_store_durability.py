@@ -13,10 +13,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.dsutils import encode
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 import dicomdata
-from conftest import HOST, free_port, wait_until
+from conftest import HOST, free_port, indexed, wait_until
 
 
 def _dataset_bytes(path: Path) -> bytes:
@@ -117,7 +120,7 @@ def test_stored_files_without_index_rows_are_indexed_with_their_sender(node_fact
         assert assoc.send_c_store(inst.dataset()).Status == 0
     assoc.release()
     lost = items[1:]
-    paths = {i.sop_uid: node.app.index.lookup(i.sop_uid).path for i in items}  # type: ignore[union-attr]
+    paths = {i.sop_uid: indexed(node.app, i.sop_uid).path for i in items}
     node.dicom.stop()
     node.app.index.remove_paths(paths[i.sop_uid] for i in lost)
     assert node.app.index.lookup(lost[0].sop_uid) is None

@@ -18,7 +18,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 from wlmscpfs_support import Wlmscpfs, write_wl
 
 from appliance.config import parse_config
@@ -178,7 +178,7 @@ def query(step: dict[str, Any] | None = None, charset: str | None = None, **top:
 
 def canon(ds: Dataset) -> Any:
     """An answer as comparable plain data: keyword -> value, sequences as lists of items."""
-    out = {}
+    out: dict[str, Any] = {}
     for elem in ds:
         if elem.VR == "SQ":
             out[elem.keyword] = [canon(i) for i in elem.value]

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification  # type: ignore[attr-defined]
 
 from appliance.worklist.store import ItemKey, Order, PatientRef, SpsStatus, StepOrder
 

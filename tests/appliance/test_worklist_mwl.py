@@ -10,7 +10,7 @@ import pytest
 from hl7support import findscu_mwl, sps
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
 
 from appliance.cli import main
 from appliance.errors import IncompleteItem
@@ -163,6 +163,7 @@ def test_answer_holds_exactly_the_requested_keys(wl_node: Node) -> None:
     answers = [ds for status, ds in responses if status.Status == 0xFF00]
     assoc.release()
     [answer] = answers
+    assert answer is not None
     # The empty code sequence goes, as wlmscpfs drops it when the item has none (it has a description).
     assert sorted(e.keyword for e in answer) == ["PatientComments", "PatientName", "ScheduledProcedureStepSequence",
                                                  "SpecificCharacterSet"]
@@ -211,7 +212,7 @@ def test_files_are_taken_as_wlmscpfs_serves_them(node: Node, tmp_path: Path,
 
 
 def test_completeness_rules() -> None:
-    complete = {
+    complete: dict[str, Any] = {
         "PatientName": "A^B", "PatientID": "1", "StudyInstanceUID": "1.2", "RequestedProcedureID": "R",
         "RequestedProcedureDescription": "desc", "ReferencedStudySequence": [], "ReferencedPatientSequence": [],
         "ScheduledProcedureStepSequence": [{"ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate":

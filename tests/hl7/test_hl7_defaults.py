@@ -15,7 +15,7 @@ from hl7support import HL7Node, MLLPClient, er7, findscu_mwl, orm, segments, sps
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from hl7.mapping import order_uid
 

@@ -27,7 +27,9 @@ def test_hex_escape_nul_does_not_reach_names(hl7_node: HL7Node, client: MLLPClie
     [answer] = findscu_mwl(hl7_node, tmp_path, SAET_MR1)
     assert answer.PatientName == "EvilDoe^Jane"
     assert answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription == "MRI[ head"
-    stored, _, _ = hl7_node.app.worklist.item(_key("1.2.3.4", "SPS-1"))
+    found = hl7_node.app.worklist.item(_key("1.2.3.4", "SPS-1"))
+    assert found is not None
+    stored, _, _ = found
     assert stored["PatientName"] == "EvilDoe^Jane"
 
 
@@ -235,5 +237,5 @@ def test_silent_tls_clients_do_not_shut_out_the_his(hl7_factory, tmp_path: Path)
             assert time.monotonic() - start < 5
         assert node.hl7.server.open_connections <= 5
     finally:
-        for sock in attack:
-            sock.close()
+        for attacker in attack:
+            attacker.close()

@@ -28,7 +28,9 @@ def test_case1_orm_happy_path(hl7_node: HL7Node, client: MLLPClient, tmp_path: P
     assert answer.RequestedProcedurePriority == "ROUTINE"
     assert step.ScheduledProcedureStepStatus == "SCHEDULED"
     assert answer.SpecificCharacterSet == "ISO_IR 100"
-    attrs, status, _ = hl7_node.app.worklist.item(_key("1.2.3.4", "SPS-1"))
+    found = hl7_node.app.worklist.item(_key("1.2.3.4", "SPS-1"))
+    assert found is not None
+    attrs, status, _ = found
     code = attrs["ScheduledProcedureStepSequence"][0]["ScheduledProtocolCodeSequence"][0]
     assert (code["CodeValue"], code["CodingSchemeDesignator"]) == ("MRHEAD", "L")
     assert status == "SCHEDULED"
@@ -52,7 +54,9 @@ def test_case2_omi_with_two_ipc(hl7_node: HL7Node, client: MLLPClient, tmp_path:
     assert {sps(a).ScheduledProcedureStepStartTime for a in answers} == {"113000"}
     [second] = findscu_mwl(hl7_node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledProcedureStepID=*-2")
     assert sps(second).ScheduledProcedureStepDescription == "MR head with contrast"
-    attrs, _, _ = hl7_node.app.worklist.item(_key("1.2.3.5", "SPS-2026-0004-1"))
+    found = hl7_node.app.worklist.item(_key("1.2.3.5", "SPS-2026-0004-1"))
+    assert found is not None
+    attrs, _, _ = found
     step = attrs["ScheduledProcedureStepSequence"][0]
     assert step["ScheduledProtocolCodeSequence"][0]["CodeValue"] == "MR-HEAD-NC"
     assert (step["ScheduledStationName"], step["ScheduledProcedureStepLocation"]) == ("MR Room", "Floor 1")

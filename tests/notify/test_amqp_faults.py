@@ -145,8 +145,12 @@ def test_sigkill_between_commit_and_publish(broker: Broker, tmp_path: Path) -> N
     proc = _serve(cfg_file)
     try:
         got: list[bytes] = []
-        wait_until(lambda: got.extend(b for b, _ in drain(broker, table["studies_queue"], vhost)) or len(got) >= 2,
-                   timeout=60)
+
+        def both_arrived() -> bool:
+            got.extend(b for b, _ in drain(broker, table["studies_queue"], vhost))
+            return len(got) >= 2
+
+        wait_until(both_arrived, timeout=60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:

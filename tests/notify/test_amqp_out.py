@@ -130,7 +130,7 @@ def test_status_changes_from_mpps_hl7_and_staff(broker: Broker, running, tmp_pat
     from hl7support import orm
     from pydicom.dataset import Dataset
     from pynetdicom import AE
-    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
     from appliance.dicom.server import DicomNode
     from hl7.handlers import MessageProcessor

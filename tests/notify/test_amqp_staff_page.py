@@ -23,7 +23,9 @@ def _admin(flask, site):
     site.users.add("admin", "admin-password-1", "admin")
     client = flask.test_client()
     page = client.get("/staff/login").get_data(as_text=True)
-    token = html.unescape(_CSRF_RE.search(page).group(1))
+    found = _CSRF_RE.search(page)
+    assert found is not None, "no CSRF token on the login page"
+    token = html.unescape(found.group(1))
     rsp = client.post("/staff/login", data={"name": "admin", "password": "admin-password-1", "csrf_token": token})
     assert rsp.status_code == 302
     return client

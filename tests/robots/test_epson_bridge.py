@@ -22,7 +22,7 @@ def test_a_data_job_goes_through_every_state_and_uses_discs_and_ink(epson, make_
     robot, sim = epson
     before = wait(lambda: (s := robot.status()).online and s)
     ticket = robot.submit(make_request(image=False, copies=2))
-    seen = []
+    seen: list[JobState] = []
 
     def record():
         progress = robot.poll(ticket)

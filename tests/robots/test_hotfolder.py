@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -100,15 +101,16 @@ def test_liveness_uses_the_mtime_first_then_its_own_clock() -> None:
 
 def test_burn_request_validation() -> None:
     iso = Path("/d.iso")
-    assert BurnRequest("J-1_a", 1, "BD", "x", data_paths=[Path("/a")]).data_paths == (Path("/a"),)  # type: ignore
-    for kwargs, message in [
+    assert BurnRequest("J-1_a", 1, "BD", "x", data_paths=[Path("/a")]).data_paths == (Path("/a"),)  # type: ignore[arg-type]
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"job_id": "J 1"}, "job id"),
         ({"job_id": "J" * 33}, "job id"),
         ({"copies": 0}, "copies"),
         ({"media": "HD-DVD"}, "media"),
         ({"image_path": None}, "either"),
         ({"data_paths": (Path("/a"),)}, "either"),
-    ]:
+    ]
+    for kwargs, message in cases:
         args = {"job_id": "J1", "copies": 1, "media": "CD", "volume_label": "x", "image_path": iso, **kwargs}
         with pytest.raises(RequestError, match=message):
             BurnRequest(**args)

@@ -18,7 +18,7 @@ def test_a_data_job_goes_through_every_state(primera, make_request, wait) -> Non
     robot, sim = primera
     before = wait(lambda: (s := robot.status()).online and s)
     ticket = robot.submit(make_request(image=False, copies=2))
-    seen = []
+    seen: list[JobState] = []
 
     def record():
         progress = robot.poll(ticket)

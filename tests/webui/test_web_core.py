@@ -96,9 +96,9 @@ def test_ui_nodes_join_the_association_policy(tmp_path: Path) -> None:
         assert not app.may_associate("UINODE")
         registry.add(NodeConfig("UINODE", "127.0.0.1", 11112, store=False))
         assert app.may_associate("UINODE") and app.may("UINODE", "find") and not app.may("UINODE", "store")
-        assert app.node("UINODE").port == 11112
+        assert (added := app.node("UINODE")) is not None and added.port == 11112
         registry.update("UINODE", NodeConfig("UINODE2", "::1", 104))
-        assert app.node("UINODE") is None and app.node("UINODE2").host == "::1"
+        assert app.node("UINODE") is None and (moved := app.node("UINODE2")) is not None and moved.host == "::1"
         with pytest.raises(InvalidValue, match="config file"):
             registry.update("CFGNODE", NodeConfig("CFGNODE", "127.0.0.1", 1))
         with pytest.raises(InvalidValue, match="config file"):
@@ -212,6 +212,7 @@ def test_window_from_tags_or_computed(tmp_path: Path) -> None:
     assert render(path).window == Window(1000, 200)
     path = _ds().write(tmp_path)
     computed = render(path).window
+    assert computed is not None
     assert 0 < computed.center < 4096 and computed.width > 1000  # noise over the whole 12-bit range
     assert render(path, Window(10, 20)).window == Window(10, 20)
     values = np.array([[0.0, 50.0], [100.0, 100.0]])
@@ -415,4 +416,5 @@ def test_fast_pixel_path_matches_pydicom(tmp_path: Path, bits: int, signed: bool
     ds.PixelData = raw.tobytes()  # high bits above BitsStored hold junk on purpose
     ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
     fast = _native_frame(dcmread(tmp_path / "x.dcm", defer_size=64))
+    assert fast is not None
     assert np.array_equal(fast, dcmread(tmp_path / "x.dcm").pixel_array)

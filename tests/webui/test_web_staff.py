@@ -246,8 +246,10 @@ def test_the_study_page_shows_one_end_date(env, desk) -> None:
 
     mr = env.studies["mr"]
     page = text(desk.get(f"/staff/studies/{mr}"))
-    shown = re.search(r'id="token-until">([0-9-]+)<', page).group(1)
-    boxed = re.search(r'id="until" name="until" value="([0-9-]+)"', page).group(1)
+    shown_at = re.search(r'id="token-until">([0-9-]+)<', page)
+    boxed_at = re.search(r'id="until" name="until" value="([0-9-]+)"', page)
+    assert shown_at is not None and boxed_at is not None
+    shown, boxed = shown_at.group(1), boxed_at.group(1)
     assert shown == boxed == env.site.tokens.get(mr).valid_until.isoformat()
     post(env, desk, f"/staff/studies/{mr}/token/extend", {"until": boxed})
     assert env.site.tokens.get(mr).valid_until.isoformat() == shown

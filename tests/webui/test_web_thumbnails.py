@@ -141,6 +141,7 @@ def test_the_render_process_is_started_again_after_it_dies(env) -> None:
     try:
         first, reason = renderer.thumbnail(path, 64)
         assert first[:2] == b"\xff\xd8" and reason == ""
+        assert renderer.pid is not None
         os.kill(renderer.pid, signal.SIGKILL)  # as a decoder crash would
         with pytest.raises(RenderFailed, match="render process ended"):
             renderer.thumbnail(path, 64)

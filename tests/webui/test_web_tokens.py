@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
+def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(tmp_path / "a.db")
     yield database
     database.close()
