@@ -2,7 +2,7 @@
 
 pynetdicom gives an acceptor no hook for an association policy, a socket class or a guarded state
 machine, and its requestor has a race; the appliance reaches into it here and nowhere else, so a
-pynetdicom update is checked against one module (``tests/appliance/test_compat.py`` pins the version
+pynetdicom update is checked against one module (``tests/appliance/dicom/test_compat.py`` pins the version
 :data:`CHECKED_VERSION` was read against and exercises each adaptation).
 
 **The requestor race fix** (:func:`install`).

@@ -22,7 +22,7 @@ from appliance.notify.email import MailQueue
 import dicomdata
 from conftest import free_port, wait_until
 
-SINK = Path(__file__).resolve().parent.parent / "smtp_sink.py"
+SINK = Path(__file__).resolve().parents[2] / "smtp_sink.py"
 SECRET = "pa55-W0rd-never-shown"
 
 

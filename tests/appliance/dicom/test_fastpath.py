@@ -2,7 +2,7 @@
 
 "As before" is checked against the same node with the fast path off (pynetdicom serving everything):
 the A-ASSOCIATE-AC and the C-STORE/C-ECHO responses must be the same bytes. C-FIND on the fast path:
-tests/appliance/test_fast_find.py.
+tests/appliance/dicom/test_fast_find.py.
 """
 
 from __future__ import annotations
@@ -468,7 +468,7 @@ def test_tls_storage_takes_the_fast_path(node_factory, pki: tls.Paths, tmp_path:
     dcmtk("storescu", *args, "-aec", node.aet, "+sd", HOST, str(node.tls_port), str(tmp_path), check=True)
     assert len(fast_runs) == 1
     assert node.app.index.counts()["instances"] == 3
-    # A query on the TLS port takes the fast path too (tests/appliance/test_fast_find.py for its answers).
+    # A query on the TLS port takes the fast path too (tests/appliance/dicom/test_fast_find.py for its answers).
     proc = dcmtk("findscu", *args, "-S", "-aec", node.aet, "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PTLSF",
                  "-k", "PatientName", HOST, str(node.tls_port), check=True)
     assert "TLS^FAST" in proc.stderr
