@@ -60,8 +60,14 @@ class Budget:
         self._lock = threading.Lock()
         self._pool: multiprocessing.pool.Pool | None = None
 
-    def run(self, func: Callable[..., Any], *args: Any, what: str = "the task", extra_mb: int = 0,
-            seconds: float | None = None) -> Any:
+    def run(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        what: str = "the task",
+        extra_mb: int = 0,
+        seconds: float | None = None,
+    ) -> Any:
         """Run ``func(*args)`` in the worker and return its result.
 
         Parameters
@@ -94,8 +100,9 @@ class Budget:
                 self._stop()
                 raise BudgetExceeded(f"{what} took longer than {limit:g} s and was stopped") from None
             except MemoryError:
-                raise BudgetExceeded(f"{what} needed more than {(self.memory // 1048576) + extra_mb} MB of memory"
-                                     ) from None
+                raise BudgetExceeded(
+                    f"{what} needed more than {(self.memory // 1048576) + extra_mb} MB of memory"
+                ) from None
 
     def close(self) -> None:
         """Stop the worker (it is started again by the next :meth:`run`)."""

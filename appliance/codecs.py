@@ -64,12 +64,29 @@ except ImportError:  # pragma: no cover - python-gdcm is a dependency; without i
     HAVE_GDCM = False
 
 #: ``preferred_ts`` names (:data:`appliance.config.TS_NAMES`) -> transfer syntax; "as-is" sends what is stored.
-PREFERRED_TS: dict[str, UID | None] = dict(zip(TS_NAMES, (
-    None, ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit,
-    JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless), strict=True))
+PREFERRED_TS: dict[str, UID | None] = dict(
+    zip(
+        TS_NAMES,
+        (
+            None,
+            ImplicitVRLittleEndian,
+            ExplicitVRLittleEndian,
+            DeflatedExplicitVRLittleEndian,
+            JPEGBaseline8Bit,
+            JPEGLosslessSV1,
+            JPEGLSLossless,
+            JPEGLSNearLossless,
+            JPEG2000Lossless,
+            JPEG2000,
+            RLELossless,
+        ),
+        strict=True,
+    )
+)
 #: Native (not encapsulated) syntaxes: what every receiver accepts is among them (PS3.5 10.1).
-NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-                    ExplicitVRBigEndian})
+NATIVE = frozenset(
+    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian}
+)
 #: The pair proposed beside every stored syntax (PS3.4 B.4.1: the default syntax and the explicit one).
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEG2000: "ISO_15444_1", JPEGLSNearLossless: "ISO_14495_1"}
@@ -142,8 +159,7 @@ def choose(stored: str, accepted: Iterable[str], preferred: str | None = None) -
         return preferred
     if stored in offered:
         return stored
-    for native in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-                   ExplicitVRBigEndian):
+    for native in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
         if native in offered and can_convert(stored, native):
             return str(native)
     for ts in offered:
@@ -172,7 +188,7 @@ def file_meta_uids(data: bytes | memoryview) -> tuple[str, str, str] | None:
         group, element = struct.unpack_from("<HH", data, position)
         if group != 0x0002:
             break
-        vr = bytes(data[position + 4:position + 6])
+        vr = bytes(data[position + 4 : position + 6])
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
             (length,) = struct.unpack_from("<I", data, position + 8)
             position += 12
@@ -186,7 +202,7 @@ def file_meta_uids(data: bytes | memoryview) -> tuple[str, str, str] | None:
         if element in (0x0002, 0x0003, 0x0010):
             if vr != b"UI":
                 return None
-            found[element] = bytes(data[position:position + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            found[element] = bytes(data[position : position + length]).rstrip(b"\x00 ").decode("ascii", "replace")
         position += length
     if not all(found.get(e) for e in (0x0002, 0x0003, 0x0010)):
         return None
@@ -216,7 +232,7 @@ def dataset_offset(data: bytes | memoryview) -> int:
         group, _ = struct.unpack_from("<HH", data, position)
         if group != 0x0002:
             return position
-        vr = bytes(data[position + 4:position + 6])
+        vr = bytes(data[position + 4 : position + 6])
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"):
             (length,) = struct.unpack_from("<I", data, position + 8)
             position += 12 + length
@@ -310,8 +326,12 @@ def _encode(ds: Dataset, source: UID, target: UID) -> bytes:
         else:
             if target in (JPEG2000, JPEG2000Lossless):
                 _j2k_colour(ds, target)
-            ds.compress(target, generate_instance_uid=False, encoding_plugin=_encoding_plugin(target),
-                        **LOSSY_OPTIONS.get(target, {}))
+            ds.compress(
+                target,
+                generate_instance_uid=False,
+                encoding_plugin=_encoding_plugin(target),
+                **LOSSY_OPTIONS.get(target, {}),
+            )
         if target in _LOSSY_METHOD:
             _mark_lossy(ds, raw_size, target)
         return _write(ds, implicit=False, little=True)
@@ -344,8 +364,10 @@ def _j2k_colour(ds: Dataset, target: UID) -> None:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "YBR_FULL":
         if target == JPEG2000Lossless:
-            raise CodecError(f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
-                             "YBR_ICT, and YBR_FULL cannot be made RGB without rounding)")
+            raise CodecError(
+                f"{target.name}: YBR_FULL images are not encoded (PS3.5 8.2.4 allows RGB, YBR_RCT, "
+                "YBR_ICT, and YBR_FULL cannot be made RGB without rounding)"
+            )
         rgb = convert_color_space(pixel_array(ds, as_rgb=False), "YBR_FULL", "RGB")
         ds.PixelData = rgb.tobytes()
         ds.PlanarConfiguration = 0
@@ -355,8 +377,10 @@ def _j2k_colour(ds: Dataset, target: UID) -> None:
 
 
 #: Photometric Interpretations each JPEG (ISO 10918) encoder here takes (PS3.5 8.2.1: no palette for lossy).
-_JPEG_PHOTOMETRIC = {JPEGLosslessSV1: ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"),
-                     JPEGBaseline8Bit: ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL")}
+_JPEG_PHOTOMETRIC = {
+    JPEGLosslessSV1: ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"),
+    JPEGBaseline8Bit: ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL"),
+}
 #: JPEG Baseline quality: the libjpeg scale's usual "visually lossless" setting for diagnostic viewing.
 JPEG_QUALITY = 90
 
@@ -369,13 +393,15 @@ def _compress_jpeg(ds: Dataset, target: UID) -> None:
     if photometric not in _JPEG_PHOTOMETRIC[target]:
         raise CodecError(f"{target.name}: {photometric or 'no'} Photometric Interpretation is not encoded")
     if target == JPEGBaseline8Bit and (int(ds.BitsAllocated) != 8 or int(ds.PixelRepresentation)):
-        raise CodecError(f"{target.name} takes unsigned 8-bit images only; this one has {bits} bits stored"
-                         f"{' (signed)' if int(ds.PixelRepresentation) else ''}: use JPEG 2000 or JPEG-LS")
+        raise CodecError(
+            f"{target.name} takes unsigned 8-bit images only; this one has {bits} bits stored"
+            f"{' (signed)' if int(ds.PixelRepresentation) else ''}: use JPEG 2000 or JPEG-LS"
+        )
     if target == JPEGLosslessSV1 and not 2 <= bits <= 16:
         raise CodecError(f"{target.name} takes 2 to 16 bits stored; this image has {bits}")
     count = int(ds.get("NumberOfFrames") or 1)
     arr = pixel_array(ds, as_rgb=False)  # interleaved samples, whatever the Planar Configuration was
-    frames = arr.reshape((count, *arr.shape[-3 if samples > 1 else -2:]))
+    frames = arr.reshape((count, *arr.shape[-3 if samples > 1 else -2 :]))
     encode = _OWN_ENCODERS[target]
     encoded = [encode(frame.tobytes(), ds) for frame in frames]
     ds.PixelData = encapsulate(encoded)
@@ -395,11 +421,11 @@ def _gdcm_lossless(frame: bytes, ds: Dataset) -> bytes:
     image = writer.GetImage()
     image.SetNumberOfDimensions(2)
     image.SetDimensions((int(ds.Columns), int(ds.Rows), 1))
-    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(
-        gdcm.PhotometricInterpretation.GetPIType(str(ds.PhotometricInterpretation))))
+    image.SetPhotometricInterpretation(
+        gdcm.PhotometricInterpretation(gdcm.PhotometricInterpretation.GetPIType(str(ds.PhotometricInterpretation)))
+    )
     image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.ExplicitVRLittleEndian))
-    image.SetPixelFormat(gdcm.PixelFormat(samples, int(ds.BitsAllocated), bits, bits - 1,
-                                          int(ds.PixelRepresentation)))
+    image.SetPixelFormat(gdcm.PixelFormat(samples, int(ds.BitsAllocated), bits, bits - 1, int(ds.PixelRepresentation)))
     if samples > 1:
         image.SetPlanarConfiguration(0)
     element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
@@ -435,7 +461,9 @@ def _pillow_baseline(frame: bytes, ds: Dataset) -> bytes:
 
 #: The JPEG syntaxes pydicom cannot encode, with the frame encoder used here instead.
 _OWN_ENCODERS: dict[UID, Callable[[bytes, Dataset], bytes]] = {
-    JPEGLosslessSV1: _gdcm_lossless, JPEGBaseline8Bit: _pillow_baseline}
+    JPEGLosslessSV1: _gdcm_lossless,
+    JPEGBaseline8Bit: _pillow_baseline,
+}
 
 
 def _gdcm_decodes_last() -> None:
@@ -495,9 +523,16 @@ def as_dataset(data: bytes | memoryview, syntax: str) -> Dataset:
 #: ``[archiving] compression`` names (:data:`appliance.config.COMPRESSIONS`) -> the transfer syntax stored files are
 #: compressed to; None for "none" and "source" (files stay as received).
 ARCHIVE_TS: dict[str, UID | None] = {
-    "none": None, "source": None, "rle": RLELossless, "deflate": DeflatedExplicitVRLittleEndian,
-    "jpeg-lossless": JPEGLosslessSV1, "jpeg-ls-lossless": JPEGLSLossless, "jpeg2000-lossless": JPEG2000Lossless,
-    "jpeg-lossy": JPEGBaseline8Bit, "jpeg-ls-near-lossless": JPEGLSNearLossless, "jpeg2000-lossy": JPEG2000,
+    "none": None,
+    "source": None,
+    "rle": RLELossless,
+    "deflate": DeflatedExplicitVRLittleEndian,
+    "jpeg-lossless": JPEGLosslessSV1,
+    "jpeg-ls-lossless": JPEGLSLossless,
+    "jpeg2000-lossless": JPEG2000Lossless,
+    "jpeg-lossy": JPEGBaseline8Bit,
+    "jpeg-ls-near-lossless": JPEGLSNearLossless,
+    "jpeg2000-lossy": JPEG2000,
 }
 
 
@@ -512,8 +547,10 @@ def archive_syntax(compression: str) -> UID | None:
     target = ARCHIVE_TS[compression]
     if target is not None and target.is_compressed and not _encodable(target):
         usable = [name for name, ts in ARCHIVE_TS.items() if ts is None or not ts.is_compressed or _encodable(ts)]
-        raise CodecError(f"[archiving] compression {compression!r}: no encoder installed for {target.name}; "
-                         f"usable: {', '.join(usable)}")
+        raise CodecError(
+            f"[archiving] compression {compression!r}: no encoder installed for {target.name}; "
+            f"usable: {', '.join(usable)}"
+        )
     return target
 
 
@@ -546,8 +583,16 @@ def recode_file(part10: bytes, target: str, implementation_version: str) -> byte
     except Exception as exc:
         raise CodecError(f"stored file cannot be parsed: {exc}") from exc
     source_ae = str(meta.get("SourceApplicationEntityTitle", "") or "")
-    return file_meta(str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), target,
-                     implementation_version, source_ae) + dataset
+    return (
+        file_meta(
+            str(meta.MediaStorageSOPClassUID),
+            str(meta.MediaStorageSOPInstanceUID),
+            target,
+            implementation_version,
+            source_ae,
+        )
+        + dataset
+    )
 
 
 def frames(part10: bytes, numbers: Iterable[int], target: str | None = None) -> tuple[str, list[bytes]]:
@@ -609,4 +654,4 @@ def frames(part10: bytes, numbers: Iterable[int], target: str | None = None) -> 
     size = bits // 8
     if len(pixels) < size * count:
         raise CodecError(f"the pixel data is shorter ({len(pixels)} bytes) than {count} frame(s) of {size} bytes")
-    return str(syntax), [bytes(pixels[(n - 1) * size:n * size]) for n in wanted]
+    return str(syntax), [bytes(pixels[(n - 1) * size : n * size]) for n in wanted]

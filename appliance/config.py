@@ -58,8 +58,19 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
 
 #: ``preferred_ts`` of a known node: the transfer syntax retrieve and forwarding convert to when the node accepts it
 #: (appliance.codecs maps each name to its UID); "as-is" (the default, like "") sends what is stored.
-TS_NAMES = ("as-is", "implicit", "explicit", "deflated", "jpeg-baseline", "jpeg-lossless", "jpeg-ls-lossless",
-            "jpeg-ls-near-lossless", "jpeg2000-lossless", "jpeg2000", "rle")
+TS_NAMES = (
+    "as-is",
+    "implicit",
+    "explicit",
+    "deflated",
+    "jpeg-baseline",
+    "jpeg-lossless",
+    "jpeg-ls-lossless",
+    "jpeg-ls-near-lossless",
+    "jpeg2000-lossless",
+    "jpeg2000",
+    "rle",
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,15 @@ class DicomConfig:
 DISC_MEDIA = ("CD", "DVD", "DVD-DL", "BD")
 #: PS3.11 media application profiles the disc author knows; appliance/discs/fileset.py holds their transfer syntaxes.
 MEDIA_PROFILES = (
-    "STD-GEN-CD", "STD-GEN-DVD-RAM", "STD-GEN-BD", "STD-GEN-DVD-JPEG", "STD-GEN-DVD-J2K", "STD-GEN-BD-JPEG",
-    "STD-GEN-BD-J2K", "STD-GEN-USB-JPEG", "STD-GEN-USB-J2K",
+    "STD-GEN-CD",
+    "STD-GEN-DVD-RAM",
+    "STD-GEN-BD",
+    "STD-GEN-DVD-JPEG",
+    "STD-GEN-DVD-J2K",
+    "STD-GEN-BD-JPEG",
+    "STD-GEN-BD-J2K",
+    "STD-GEN-USB-JPEG",
+    "STD-GEN-USB-J2K",
 )
 #: What a burn AE title does: one disc per association, one disc per quiet group, or only store.
 ROUTE_MODES = ("association", "delayed", "store")
@@ -364,8 +382,18 @@ class MaintenanceConfig:
 
 
 #: ``[archiving] compression`` names; the transfer syntax of each is chosen in appliance.codecs (ARCHIVE_TS).
-COMPRESSIONS = ("none", "source", "rle", "deflate", "jpeg-lossless", "jpeg-ls-lossless", "jpeg2000-lossless",
-                "jpeg-lossy", "jpeg-ls-near-lossless", "jpeg2000-lossy")
+COMPRESSIONS = (
+    "none",
+    "source",
+    "rle",
+    "deflate",
+    "jpeg-lossless",
+    "jpeg-ls-lossless",
+    "jpeg2000-lossless",
+    "jpeg-lossy",
+    "jpeg-ls-near-lossless",
+    "jpeg2000-lossy",
+)
 LOSSY_COMPRESSIONS = ("jpeg-lossy", "jpeg-ls-near-lossless", "jpeg2000-lossy")
 
 
@@ -396,8 +424,14 @@ class DeletionConfig:
 
 
 #: Alerts ``[email] events`` may list.
-EMAIL_EVENTS = ("storage_unavailable", "free_space_limit", "save_error", "robot_needs_staff", "disc_job_failed",
-                "certificate_expiry")
+EMAIL_EVENTS = (
+    "storage_unavailable",
+    "free_space_limit",
+    "save_error",
+    "robot_needs_staff",
+    "disc_job_failed",
+    "certificate_expiry",
+)
 
 
 @dataclass(frozen=True)
@@ -595,8 +629,27 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     ConfigError
         On unknown tables or keys, wrong types or invalid values.
     """
-    allowed = {"appliance", "dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "forwarding",
-               "dicomweb", "api", "amqp", "storage", "maintenance", "archiving", "deletion", "email", "limits"}
+    allowed = {
+        "appliance",
+        "dicom",
+        "burn",
+        "hl7",
+        "worklist",
+        "web",
+        "robots",
+        "labels",
+        "tls",
+        "forwarding",
+        "dicomweb",
+        "api",
+        "amqp",
+        "storage",
+        "maintenance",
+        "archiving",
+        "deletion",
+        "email",
+        "limits",
+    }
     for section in data:
         if section not in allowed:
             raise ConfigError(f"unknown table [{section}] (known: {', '.join(sorted(allowed))})")
@@ -631,8 +684,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
         validate_ae_title(node.ae_title, f"[[dicom.nodes]] entry {i + 1} ae_title")
         _check_port(node.port, f"[[dicom.nodes]] {node.ae_title} port")
         if node.preferred_ts and node.preferred_ts not in TS_NAMES:
-            raise ConfigError(f"[[dicom.nodes]] {node.ae_title} preferred_ts {node.preferred_ts!r} is not one of: "
-                              f"{', '.join(TS_NAMES)}")
+            raise ConfigError(
+                f"[[dicom.nodes]] {node.ae_title} preferred_ts {node.preferred_ts!r} is not one of: "
+                f"{', '.join(TS_NAMES)}"
+            )
         if node.ae_title in seen:
             raise ConfigError(f"[[dicom.nodes]] {node.ae_title!r} is listed twice")
         seen.add(node.ae_title)
@@ -654,14 +709,22 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None) -> Confi
     amqp = _amqp_config(data.get("amqp", {}))
     limits: LimitsConfig = _build(LimitsConfig, data.get("limits", {}), "limits")
     if limits.conversion_workers < 0 or limits.conversion_memory_mb < 256 or limits.conversion_seconds <= 0:
-        raise ConfigError("[limits] conversion_workers must be 0 or more, conversion_memory_mb at least 256, "
-                          "conversion_seconds positive")
+        raise ConfigError(
+            "[limits] conversion_workers must be 0 or more, conversion_memory_mb at least 256, "
+            "conversion_seconds positive"
+        )
     if tls.key_permissions not in ("refuse", "warn", "ignore"):
         raise ConfigError(f"[tls] key_permissions must be 'refuse', 'warn' or 'ignore', not {tls.key_permissions!r}")
     if base_dir is not None:
         # Certificate paths in the file are relative to the file's folder.
-        tls = replace(tls, **{k: str(base_dir / v) for k in ("cert", "key", "ca", "client_cert", "client_key")
-                              if (v := getattr(tls, k)) and not Path(v).is_absolute()})
+        tls = replace(
+            tls,
+            **{
+                k: str(base_dir / v)
+                for k in ("cert", "key", "ca", "client_cert", "client_key")
+                if (v := getattr(tls, k)) and not Path(v).is_absolute()
+            },
+        )
     return replace(
         cfg,
         data_dir=data_dir,
@@ -687,8 +750,10 @@ def _forwarding_config(table: Mapping[str, Any]) -> ForwardingConfig:
     fwd: ForwardingConfig = _build(ForwardingConfig, table, "forwarding")
     if fwd.enabled or fwd.extended_search:
         if not fwd.ae_title or not fwd.host:
-            raise ConfigError(f"[forwarding] {'enabled' if fwd.enabled else 'extended_search'} needs ae_title and "
-                              "host (the regional PACS)")
+            raise ConfigError(
+                f"[forwarding] {'enabled' if fwd.enabled else 'extended_search'} needs ae_title and "
+                "host (the regional PACS)"
+            )
         validate_ae_title(fwd.ae_title, "[forwarding] ae_title")
         _check_port(fwd.port, "[forwarding] port")
     if fwd.preferred_ts and fwd.preferred_ts not in TS_NAMES:
@@ -710,7 +775,7 @@ def _str_list(value: Any, what: str) -> tuple[str, ...]:
 
 def _str_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{what} must be a table of strings (e.g. {{CT = \"CT1\"}}), not {value!r}")
+        raise ConfigError(f'{what} must be a table of strings (e.g. {{CT = "CT1"}}), not {value!r}')
     return {str(k): v for k, v in value.items()}
 
 
@@ -728,10 +793,17 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
     if hl7.default_station_aet:
         validate_ae_title(hl7.default_station_aet, "[hl7] default_station_aet")
     if hl7.missing_study_uid not in ("reject", "generate", "accession"):
-        raise ConfigError(f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not "
-                          f"{hl7.missing_study_uid!r}")
-    for key in ("log_retention_days", "max_message_kb", "max_connections", "max_connections_per_peer",
-                "log_message_kb", "free_space_limit_mb"):
+        raise ConfigError(
+            f"[hl7] missing_study_uid must be 'reject', 'generate' or 'accession', not {hl7.missing_study_uid!r}"
+        )
+    for key in (
+        "log_retention_days",
+        "max_message_kb",
+        "max_connections",
+        "max_connections_per_peer",
+        "log_message_kb",
+        "free_space_limit_mb",
+    ):
         if getattr(hl7, key) < (0 if key in ("log_retention_days", "free_space_limit_mb") else 1):
             raise ConfigError(f"[hl7] {key} {getattr(hl7, key)} is out of range")
     for key in ("idle_timeout", "first_message_timeout", "message_timeout"):
@@ -744,8 +816,7 @@ def _hl7_config(table: Mapping[str, Any]) -> HL7Config:
 
 def _worklist_config(table: Mapping[str, Any]) -> WorklistConfig:
     table = dict(table)
-    hidden = _str_list(table.pop("hidden_statuses", list(WorklistConfig.hidden_statuses)),
-                       "[worklist] hidden_statuses")
+    hidden = _str_list(table.pop("hidden_statuses", list(WorklistConfig.hidden_statuses)), "[worklist] hidden_statuses")
     for status in hidden:
         if status not in _SPS_STATUSES:
             raise ConfigError(f"[worklist] hidden_statuses: {status!r} is not one of {', '.join(_SPS_STATUSES)}")
@@ -816,7 +887,7 @@ def parse_validity(value: int | str) -> tuple[int, str]:
     elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*(day|week|month|year)s?\s*", value.lower())):
         count, unit = int(m.group(1)), m.group(2)
     else:
-        raise ConfigError(f"[web] token_days must be a number of days or a text such as \"6 months\", not {value!r}")
+        raise ConfigError(f'[web] token_days must be a number of days or a text such as "6 months", not {value!r}')
     if count < 1:
         raise ConfigError("[web] token_days must be at least 1")
     if unit in ("day", "week"):
@@ -830,8 +901,16 @@ def _web_config(table: Mapping[str, Any]) -> WebConfig:
     parse_validity(token_days)
     web: WebConfig = replace(_build(WebConfig, table, "web"), token_days=token_days)
     _check_port(web.port, "[web] port")
-    for key in ("threads", "session_minutes", "patient_session_minutes", "rate_limit", "rate_window",
-                "max_zip_builds", "max_connections", "max_connections_per_client"):
+    for key in (
+        "threads",
+        "session_minutes",
+        "patient_session_minutes",
+        "rate_limit",
+        "rate_window",
+        "max_zip_builds",
+        "max_connections",
+        "max_connections_per_client",
+    ):
         if getattr(web, key) < 1:
             raise ConfigError(f"[web] {key} must be at least 1")
     if web.header_timeout <= 0:
@@ -889,8 +968,9 @@ def _burn_config(table: Mapping[str, Any], ae_title: str, base_dir: Path | None)
         if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= 99:
             raise ConfigError(f"{where}: copies must be a whole number 1-99")
         routes[suffix] = {"robot": robot, "mode": mode, "copies": copies}
-    burn: BurnConfig = replace(_build(BurnConfig, table, "burn"), auto_media=tuple(auto_media),
-                               capacity_mb=dict(capacity), routes=routes)
+    burn: BurnConfig = replace(
+        _build(BurnConfig, table, "burn"), auto_media=tuple(auto_media), capacity_mb=dict(capacity), routes=routes
+    )
     if burn.group_by not in ("patient_id", "study_uid"):
         raise ConfigError(f"[burn] group_by must be 'patient_id' or 'study_uid', not {burn.group_by!r}")
     if burn.media != "auto" and burn.media not in DISC_MEDIA:
@@ -916,8 +996,10 @@ def _burn_config(table: Mapping[str, Any], ae_title: str, base_dir: Path | None)
     return burn
 
 
-_WINDOW_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))? "
-                        r"([01]\d|2[0-4]):00-([01]\d|2[0-4]):00$")
+_WINDOW_RE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))? "
+    r"([01]\d|2[0-4]):00-([01]\d|2[0-4]):00$"
+)
 
 
 def check_window(text: str, what: str) -> re.Match[str]:
@@ -930,8 +1012,10 @@ def check_window(text: str, what: str) -> re.Match[str]:
     """
     match = _WINDOW_RE.match(text.strip()) if isinstance(text, str) else None
     if match is None or int(match.group(3)) == 24 or int(match.group(3)) == int(match.group(4)):
-        raise ConfigError(f"{what}: {text!r} is not a window such as \"Mon-Fri 22:00-06:00\" (days Mon..Sun, "
-                          "whole hours, start before 24:00 and not equal to the end)")
+        raise ConfigError(
+            f'{what}: {text!r} is not a window such as "Mon-Fri 22:00-06:00" (days Mon..Sun, '
+            "whole hours, start before 24:00 and not equal to the end)"
+        )
     return match
 
 
@@ -968,11 +1052,14 @@ def _upkeep_config(data: Mapping[str, Any], base_dir: Path | None) -> dict[str, 
     maintenance = replace(MaintenanceConfig(), **windows)
     archiving: ArchivingConfig = _build(ArchivingConfig, data.get("archiving", {}), "archiving")
     if archiving.compression not in COMPRESSIONS:
-        raise ConfigError(f"[archiving] compression must be one of {', '.join(COMPRESSIONS)}, not "
-                          f"{archiving.compression!r}")
+        raise ConfigError(
+            f"[archiving] compression must be one of {', '.join(COMPRESSIONS)}, not {archiving.compression!r}"
+        )
     if archiving.compression in LOSSY_COMPRESSIONS and not archiving.confirm_lossy:
-        raise ConfigError(f"[archiving] compression {archiving.compression!r} is lossy: the stored images change for"
-                          " good. Use a lossless one, or set confirm_lossy = true")
+        raise ConfigError(
+            f"[archiving] compression {archiving.compression!r} is lossy: the stored images change for"
+            " good. Use a lossless one, or set confirm_lossy = true"
+        )
     if archiving.uncompressed_days < 0:
         raise ConfigError("[archiving] uncompressed_days must not be negative")
     deletion: DeletionConfig = _build(DeletionConfig, data.get("deletion", {}), "deletion")
@@ -994,8 +1081,13 @@ def _upkeep_config(data: Mapping[str, Any], base_dir: Path | None) -> dict[str, 
         raise ConfigError(f"[email] security must be 'starttls', 'tls' or 'none', not {email.security!r}")
     if email.smtp_host and (not email.to or not email.sender):
         raise ConfigError("[email] needs from and a to list when smtp_host is set")
-    return {"storages": tuple(storages), "maintenance": maintenance, "archiving": archiving, "deletion": deletion,
-            "email": email}
+    return {
+        "storages": tuple(storages),
+        "maintenance": maintenance,
+        "archiving": archiving,
+        "deletion": deletion,
+        "email": email,
+    }
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -121,8 +121,9 @@ class _Worker:
 
     def __init__(self, context: Any) -> None:
         here, there = context.Pipe()
-        self.process: BaseProcess = context.Process(target=_serve, args=(there,), name="appliance-conversion",
-                                                    daemon=True)
+        self.process: BaseProcess = context.Process(
+            target=_serve, args=(there,), name="appliance-conversion", daemon=True
+        )
         self.process.start()
         there.close()
         self.conn: multiprocessing.connection.Connection = here
@@ -205,8 +206,9 @@ class ConversionService:
         seconds = self.seconds + 0.6 * size_mb
         return self.call(convert_file, str(path), target, what=what, memory=memory, seconds=seconds)
 
-    def call(self, func: Callable[..., Any], *args: Any, what: str, memory: int | None = None,
-             seconds: float | None = None) -> Future[Any]:
+    def call(
+        self, func: Callable[..., Any], *args: Any, what: str, memory: int | None = None, seconds: float | None = None
+    ) -> Future[Any]:
         """Run ``func(*args)`` (a module-level function, pickled by name) in a worker within the budget.
 
         Parameters
@@ -228,8 +230,9 @@ class ConversionService:
         with self._lock:
             if self._closed:
                 raise CodecError("the conversion service has stopped")
-            return self._threads.submit(self._run, func, args, memory or self.memory,
-                                        seconds if seconds is not None else self.seconds, what)
+            return self._threads.submit(
+                self._run, func, args, memory or self.memory, seconds if seconds is not None else self.seconds, what
+            )
 
     def start(self) -> None:
         """Start every worker now, in the background, so the first retrieve does not wait for its imports."""
@@ -278,8 +281,9 @@ class ConversionService:
     def pids(self) -> list[int]:
         """The process ids of the running workers (for tests and diagnosis)."""
         with self._idle.mutex:
-            return [w.process.pid for w in self._idle.queue if w is not None and w.process.pid is not None
-                    and w.alive()]
+            return [
+                w.process.pid for w in self._idle.queue if w is not None and w.process.pid is not None and w.alive()
+            ]
 
 
 def convert(service: ConversionService | None, path: Path, target: str, what: str) -> bytes:
@@ -295,8 +299,9 @@ def convert(service: ConversionService | None, path: Path, target: str, what: st
     return convert_file(str(path), target)
 
 
-def frames(service: ConversionService | None, path: Path, numbers: list[int], target: str, what: str
-           ) -> tuple[str, list[bytes]]:
+def frames(
+    service: ConversionService | None, path: Path, numbers: list[int], target: str, what: str
+) -> tuple[str, list[bytes]]:
     """:func:`frames_of_file` with ``service`` (in this process, without a budget, when there is none).
 
     Raises

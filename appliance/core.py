@@ -118,8 +118,13 @@ class Appliance:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database)
         self.index = Index(self.db)
-        self.store_area = Storages(self.db, config.store_dir, config.dicom.free_space_limit_mb, config.storages,
-                                   Path(config.temp_dir) if config.temp_dir else None)
+        self.store_area = Storages(
+            self.db,
+            config.store_dir,
+            config.dicom.free_space_limit_mb,
+            config.storages,
+            Path(config.temp_dir) if config.temp_dir else None,
+        )
         self.worklist = Worklist(self.db, config.worklist, config.hl7.reject_merged_ids)
         self.mpps = MppsService(self.db, self.worklist)
         self.hl7_log = MessageLog(self.db, config.hl7.log_retention_days)
@@ -194,8 +199,7 @@ class Appliance:
                 self.store_area.delete(rel)
         dropped = self.index.remove_paths(indexed - on_disk)
         if added or dropped:
-            LOGGER.warning("reconciled store: %d file(s) indexed, %d row(s) without a file dropped", added,
-                           dropped)
+            LOGGER.warning("reconciled store: %d file(s) indexed, %d row(s) without a file dropped", added, dropped)
         return added, dropped
 
     def finish_deletions(self) -> int:
@@ -206,8 +210,10 @@ class Appliance:
                 self.store_area.delete(rel)
         if rows:
             with self.db.transaction() as conn:
-                conn.executemany("DELETE FROM deletion_journal WHERE path = ?",
-                                 [r for r in rows if self.store_area.is_available(r[0])])
+                conn.executemany(
+                    "DELETE FROM deletion_journal WHERE path = ?",
+                    [r for r in rows if self.store_area.is_available(r[0])],
+                )
             LOGGER.warning("finished %d file deletion(s) an interruption left undone", len(rows))
         return len(rows)
 
@@ -289,8 +295,14 @@ class Appliance:
         self._announce(result, calling_ae, called_ae, association_id)
         return result
 
-    def store_batch(self, items: Sequence[Incoming], calling_ae: str = "", called_ae: str = "",
-                    association_id: str = "", threads: int = 4) -> list[StoreResult | Exception]:
+    def store_batch(
+        self,
+        items: Sequence[Incoming],
+        calling_ae: str = "",
+        called_ae: str = "",
+        association_id: str = "",
+        threads: int = 4,
+    ) -> list[StoreResult | Exception]:
         """Store several received data sets, as :meth:`store` each, with one index transaction for all.
 
         Each data set is checked, written and flushed to disk (``threads`` at a time: their flushes overlap);
@@ -313,10 +325,12 @@ class Appliance:
             For each item, what :meth:`store` would return, or the exception it would raise (nothing of that
             item is stored then).
         """
+
         def written(item: Incoming) -> _Written | StoreResult | Exception:
             try:
-                rec, meta = self._prepare(item.dataset, item.transfer_syntax, item.sop_class_uid,
-                                          item.sop_instance_uid, calling_ae)
+                rec, meta = self._prepare(
+                    item.dataset, item.transfer_syntax, item.sop_class_uid, item.sop_instance_uid, calling_ae
+                )
                 if self._is_duplicate(rec, calling_ae):
                     return StoreResult(StoreOutcome.DUPLICATE, rec, "")
                 rel = self._write(rec, meta, item.dataset, calling_ae)
@@ -344,13 +358,17 @@ class Appliance:
             seen.add(uid)
         batch = [(n, o) for n, o in enumerate(outcomes) if isinstance(o, _Written) and n not in later]
         results: dict[int, StoreResult | Exception] = {
-            n: o for n, o in enumerate(outcomes) if not isinstance(o, _Written) and n not in later}
+            n: o for n, o in enumerate(outcomes) if not isinstance(o, _Written) and n not in later
+        }
         entries = [(w.rec, w.transfer_syntax, w.rel, w.size, calling_ae, called_ae) for _, w in batch]
         try:
             replaced_all: list[str | Exception | None] = list(self.index.record_many(entries)) if entries else []
         except Exception as exc:
-            LOGGER.warning("the index could not record %d instances at once (%s): recording them one by one",
-                           len(entries), describe(exc))
+            LOGGER.warning(
+                "the index could not record %d instances at once (%s): recording them one by one",
+                len(entries),
+                describe(exc),
+            )
             replaced_all = []
             for entry in entries:
                 try:
@@ -369,15 +387,28 @@ class Appliance:
         for number in later:
             item = items[number]
             try:
-                results[number] = self.store(item.dataset, item.transfer_syntax, item.sop_class_uid,
-                                             item.sop_instance_uid, calling_ae, called_ae, association_id)
+                results[number] = self.store(
+                    item.dataset,
+                    item.transfer_syntax,
+                    item.sop_class_uid,
+                    item.sop_instance_uid,
+                    calling_ae,
+                    called_ae,
+                    association_id,
+                )
             except Exception as exc:
                 results[number] = exc
         ordered = [results[number] for number in range(len(items))]
         return ordered
 
-    def _prepare(self, dataset: bytes | memoryview | Spool, transfer_syntax: str, sop_class_uid: str,
-                 sop_instance_uid: str, calling_ae: str) -> tuple[InstanceRecord, bytes]:
+    def _prepare(
+        self,
+        dataset: bytes | memoryview | Spool,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        calling_ae: str,
+    ) -> tuple[InstanceRecord, bytes]:
         """Check a data set and read what the index keeps; its record and file meta (InvalidDataset)."""
         ts = UID(transfer_syntax)
         rec: InstanceRecord | None = None
@@ -401,10 +432,13 @@ class Appliance:
             _check_uids(rec, sop_instance_uid)
         if rec.sop_uid != sop_instance_uid:
             LOGGER.warning(
-                "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data"
-                " set's", rec.sop_uid, sop_instance_uid)
-            meta = file_meta(rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax,
-                             IMPLEMENTATION_VERSION, calling_ae)
+                "SOP Instance UID in the data set (%s) differs from the C-STORE request (%s); keeping the data set's",
+                rec.sop_uid,
+                sop_instance_uid,
+            )
+            meta = file_meta(
+                rec.sop_class_uid or sop_class_uid, rec.sop_uid, transfer_syntax, IMPLEMENTATION_VERSION, calling_ae
+            )
         return rec, meta
 
     def _is_duplicate(self, rec: InstanceRecord, calling_ae: str) -> bool:
@@ -485,8 +519,7 @@ class Appliance:
             search.fetched([i.sop_uid for i in found])
         return found
 
-    def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
-                                                                      list[tuple[str, str, int]]]:
+    def commitment(self, references: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str, int]]]:
         """Which referenced instances are safely stored (Storage Commitment, PS3.4 J.3.3).
 
         An instance counts as committed when the index holds it under the same SOP Class and its file
@@ -529,9 +562,13 @@ _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 def _check_uids(rec: InstanceRecord, requested: str) -> None:
     """Refuse a data set whose identifying UIDs are not UIDs (``[dicom] invalid_uids = "reject"``)."""
-    for name, value in (("Study Instance UID", rec.study_uid), ("Series Instance UID", rec.series_uid),
-                        ("SOP Instance UID", rec.sop_uid), ("SOP Class UID", rec.sop_class_uid),
-                        ("Affected SOP Instance UID", requested)):
+    for name, value in (
+        ("Study Instance UID", rec.study_uid),
+        ("Series Instance UID", rec.series_uid),
+        ("SOP Instance UID", rec.sop_uid),
+        ("SOP Class UID", rec.sop_class_uid),
+        ("Affected SOP Instance UID", requested),
+    ):
         if value and (len(value) > 64 or not _UID.fullmatch(value)):
             # Reason first: the error comment of the answer keeps only 64 characters.
             raise InvalidDataset(f"{name} is not a valid UID (digits and dots, at most 64): {value[:80]!r}")

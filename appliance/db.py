@@ -133,7 +133,7 @@ def _m1_index(conn: sqlite3.Connection) -> None:
             received TEXT NOT NULL
         );
         CREATE INDEX instances_series ON instances (series_fk);
-        """
+        """,
     )
 
 
@@ -201,9 +201,8 @@ def _m2_worklist(conn: sqlite3.Connection) -> None:
             ack TEXT NOT NULL DEFAULT ''
         );
         CREATE INDEX hl7_messages_received ON hl7_messages (received);
-        """
+        """,
     )
-
 
 
 def _m_web(conn: sqlite3.Connection) -> None:
@@ -260,7 +259,7 @@ def _m_web(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX audit_log_study ON audit_log (study_uid, time);
         CREATE INDEX audit_log_time ON audit_log (time)
-        """
+        """,
     )
     # Trigger bodies hold ';', which run_script would split: one statement each.
     for verb in ("UPDATE", "DELETE"):
@@ -352,7 +351,7 @@ def _m_disc_publishing(conn: sqlite3.Connection) -> None:
             sop_uid TEXT NOT NULL,
             PRIMARY KEY (group_id, sop_uid)
         ) WITHOUT ROWID
-        """
+        """,
     )
 
 
@@ -393,7 +392,7 @@ def _m_forwarding(conn: sqlite3.Connection) -> None:
         BEGIN
             DELETE FROM forward_instances WHERE sop_uid = OLD.sop_uid;
         END;
-        """
+        """,
     )
 
 
@@ -413,7 +412,7 @@ def _m_sessions(conn: sqlite3.Connection) -> None:
         ) WITHOUT ROWID;
         CREATE INDEX patient_sessions_expires ON {PATIENT_SESSIONS} (expires);
         CREATE INDEX patient_sessions_token ON {PATIENT_SESSIONS} (token_id, expires)
-        """
+        """,
     )
 
 
@@ -435,7 +434,7 @@ def _m_api_keys(conn: sqlite3.Connection) -> None:
             last_used TEXT NOT NULL DEFAULT ''
         );
         CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked = ''
-        """
+        """,
     )
 
 
@@ -475,7 +474,7 @@ def _m_notify(conn: sqlite3.Connection) -> None:
             body BLOB NOT NULL
         );
         CREATE INDEX IF NOT EXISTS amqp_messages_time ON amqp_messages (time)
-        """
+        """,
     )
 
 
@@ -545,14 +544,22 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX email_queue_state ON email_queue (state, next_try);
         CREATE INDEX email_queue_event ON email_queue (event, object, created)
-        """
+        """,
     )
 
 
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_index, _m2_worklist, _m_web, _m_disc_publishing,
-                                                          _m_forwarding, _m_sessions, _m_api_keys,
-                                                          _m_notify, _m_upkeep]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m1_index,
+    _m2_worklist,
+    _m_web,
+    _m_disc_publishing,
+    _m_forwarding,
+    _m_sessions,
+    _m_api_keys,
+    _m_notify,
+    _m_upkeep,
+]
 
 
 #: SQLite primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``) -> what they mean here.

@@ -56,10 +56,12 @@ class ListenerError(ApplianceError):
     @classmethod
     def port(cls, service: str, key: str, bind: str, port: int, exc: OSError) -> ListenerError:
         """The one line for a port that cannot be opened: the service, the port and the config key to change."""
-        why = "it is already in use (another program, or another appliance, listens there)" \
-            if exc.errno == 98 else (exc.strerror or str(exc))
-        return cls(f"{service} port {port} on {bind} cannot be opened: {why}; change {key} or stop the other "
-                   "program")
+        why = (
+            "it is already in use (another program, or another appliance, listens there)"
+            if exc.errno == 98
+            else (exc.strerror or str(exc))
+        )
+        return cls(f"{service} port {port} on {bind} cannot be opened: {why}; change {key} or stop the other program")
 
 
 class DataFolderInUse(ApplianceError):

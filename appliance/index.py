@@ -211,32 +211,58 @@ class Index:
         with self.db.transaction() as conn:
             return [self._record(conn, now, *entry) for entry in entries]
 
-    def _record(self, conn: sqlite3.Connection, now: str, rec: InstanceRecord, transfer_syntax: str, path: str,
-                size: int, calling_ae: str, called_ae: str) -> str | None:
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        now: str,
+        rec: InstanceRecord,
+        transfer_syntax: str,
+        path: str,
+        size: int,
+        calling_ae: str,
+        called_ae: str,
+    ) -> str | None:
         patient_fk = conn.execute(
             "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_key, birth_date, sex, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient_id, issuer) DO UPDATE SET"
             " patient_name = excluded.patient_name, patient_name_key = excluded.patient_name_key,"
             " birth_date = excluded.birth_date, sex = excluded.sex RETURNING id",
-            (rec.patient_id, rec.issuer, rec.patient_name, pn_key(rec.patient_name), rec.birth_date,
-             rec.sex, now),
+            (rec.patient_id, rec.issuer, rec.patient_name, pn_key(rec.patient_name), rec.birth_date, rec.sex, now),
         ).fetchone()[0]
         study_fk = conn.execute(
             "INSERT INTO studies (patient_fk, study_uid, study_date, study_time, accession, study_id,"
             " description, referring, referring_key, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (study_uid) DO UPDATE SET updated = excluded.updated RETURNING id",
-            (patient_fk, rec.study_uid, rec.study_date, rec.study_time, rec.accession, rec.study_id,
-             rec.study_description, rec.referring, pn_key(rec.referring), now, now),
+            (
+                patient_fk,
+                rec.study_uid,
+                rec.study_date,
+                rec.study_time,
+                rec.accession,
+                rec.study_id,
+                rec.study_description,
+                rec.referring,
+                pn_key(rec.referring),
+                now,
+                now,
+            ),
         ).fetchone()[0]
-        series_row = conn.execute(
-            "SELECT id, study_fk FROM series WHERE series_uid = ?", (rec.series_uid,)
-        ).fetchone()
+        series_row = conn.execute("SELECT id, study_fk FROM series WHERE series_uid = ?", (rec.series_uid,)).fetchone()
         if series_row is None:
             series_fk = conn.execute(
                 "INSERT INTO series (study_fk, series_uid, modality, series_number, description, body_part,"
                 " series_date, series_time, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (study_fk, rec.series_uid, rec.modality, rec.series_number, rec.series_description,
-                 rec.body_part, rec.series_date, rec.series_time, now),
+                (
+                    study_fk,
+                    rec.series_uid,
+                    rec.modality,
+                    rec.series_number,
+                    rec.series_description,
+                    rec.body_part,
+                    rec.series_date,
+                    rec.series_time,
+                    now,
+                ),
             ).fetchone()[0]
             conn.execute("UPDATE studies SET num_series = num_series + 1 WHERE id = ?", (study_fk,))
             self._update_modalities(conn, study_fk)
@@ -252,8 +278,19 @@ class Index:
         conn.execute(
             "INSERT INTO instances (series_fk, sop_uid, sop_class_uid, instance_number, transfer_syntax, path,"
             " size, frames, calling_ae, called_ae, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (series_fk, rec.sop_uid, rec.sop_class_uid, rec.instance_number, transfer_syntax, path, size,
-             rec.frames, calling_ae, called_ae, now),
+            (
+                series_fk,
+                rec.sop_uid,
+                rec.sop_class_uid,
+                rec.instance_number,
+                transfer_syntax,
+                path,
+                size,
+                rec.frames,
+                calling_ae,
+                called_ae,
+                now,
+            ),
         )
         self._count(conn, series_fk, 1, size)
         return old["path"] if old is not None else None
@@ -288,8 +325,11 @@ class Index:
             self._prune(conn)
         return dropped
 
-    def delete_series(self, series_uid: str, in_transaction: Callable[[sqlite3.Connection, list[StoredInstance]], None],
-                      ) -> list[StoredInstance]:
+    def delete_series(
+        self,
+        series_uid: str,
+        in_transaction: Callable[[sqlite3.Connection, list[StoredInstance]], None],
+    ) -> list[StoredInstance]:
         """Drop a series' rows in one transaction; ``in_transaction`` writes what must commit with them.
 
         Returns
@@ -301,7 +341,9 @@ class Index:
             rows = conn.execute(
                 "SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, s.series_uid, st.study_uid "
                 "FROM instances i JOIN series s ON s.id = i.series_fk JOIN studies st ON st.id = s.study_fk "
-                "WHERE s.series_uid = ?", (series_uid,)).fetchall()
+                "WHERE s.series_uid = ?",
+                (series_uid,),
+            ).fetchall()
             instances = [StoredInstance(*r) for r in rows]
             if not instances:
                 return []
@@ -329,13 +371,16 @@ class Index:
         done = []
         with self.db.transaction() as conn:
             for sop_uid, old_path, new_path, transfer_syntax, size in changes:
-                row = conn.execute("SELECT id, series_fk, size FROM instances WHERE sop_uid = ? AND path = ?",
-                                   (sop_uid, old_path)).fetchone()
+                row = conn.execute(
+                    "SELECT id, series_fk, size FROM instances WHERE sop_uid = ? AND path = ?", (sop_uid, old_path)
+                ).fetchone()
                 if row is None:
                     done.append(False)
                     continue
-                conn.execute("UPDATE instances SET path = ?, transfer_syntax = ?, size = ? WHERE id = ?",
-                             (new_path, transfer_syntax, size, row["id"]))
+                conn.execute(
+                    "UPDATE instances SET path = ?, transfer_syntax = ?, size = ? WHERE id = ?",
+                    (new_path, transfer_syntax, size, row["id"]),
+                )
                 self._count(conn, row["series_fk"], 0, size - row["size"])
                 done.append(True)
         return done
@@ -372,10 +417,13 @@ class Index:
     def holds(self, level: str, uid: str) -> bool:
         """Whether a patient (by Patient ID), study, series or instance (``level`` PATIENT/STUDY/SERIES/IMAGE) is
         held here."""
-        table, column = {"PATIENT": ("patients", "patient_id"), "STUDY": ("studies", "study_uid"),
-                         "SERIES": ("series", "series_uid"), "IMAGE": ("instances", "sop_uid")}[level]
-        return self.db.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (uid,)).fetchone() \
-            is not None
+        table, column = {
+            "PATIENT": ("patients", "patient_id"),
+            "STUDY": ("studies", "study_uid"),
+            "SERIES": ("series", "series_uid"),
+            "IMAGE": ("instances", "sop_uid"),
+        }[level]
+        return self.db.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (uid,)).fetchone() is not None
 
     def study(self, study_uid: str) -> dict[str, Any] | None:
         """A study joined with its patient, as a dict, or None."""

@@ -48,8 +48,10 @@ class DataFolderLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise DataFolderInUse(f"the data folder {self.path.parent} is in use by {holder}; stop it first "
-                                  f"(or give this {what} another [appliance] data_dir)") from None
+            raise DataFolderInUse(
+                f"the data folder {self.path.parent} is in use by {holder}; stop it first "
+                f"(or give this {what} another [appliance] data_dir)"
+            ) from None
         started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         handle.seek(0)
         handle.truncate()

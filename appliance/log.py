@@ -39,8 +39,10 @@ LOG_FILE = "appliance.log"
 MAX_MESSAGE = 4000
 
 #: One record's first line as :data:`FORMAT` writes it (levels as named above; CRITICAL from older files).
-_RECORD_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (TRACE|DEBUG|INFO|WARNING|ERROR|FATAL|CRITICAL)\s+"
-                        r"(\S+): (.*)$")
+_RECORD_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (TRACE|DEBUG|INFO|WARNING|ERROR|FATAL|CRITICAL)\s+"
+    r"(\S+): (.*)$"
+)
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 

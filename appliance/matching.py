@@ -51,13 +51,24 @@ SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 
 #: wlmscpfs' matching keys: keyword -> wildcards allowed.
 DCMTK_TOP_KEYS: dict[str, bool] = {
-    "PatientName": True, "ResponsiblePerson": True, "ResponsiblePersonRole": True, "PatientID": False,
-    "AccessionNumber": True, "RequestedProcedureID": True, "ReferringPhysicianName": True, "PatientSex": True,
-    "RequestingPhysician": True, "AdmissionID": True, "RequestedProcedurePriority": True,
-    "PatientBirthDate": True, "IssuerOfPatientID": True,
+    "PatientName": True,
+    "ResponsiblePerson": True,
+    "ResponsiblePersonRole": True,
+    "PatientID": False,
+    "AccessionNumber": True,
+    "RequestedProcedureID": True,
+    "ReferringPhysicianName": True,
+    "PatientSex": True,
+    "RequestingPhysician": True,
+    "AdmissionID": True,
+    "RequestedProcedurePriority": True,
+    "PatientBirthDate": True,
+    "IssuerOfPatientID": True,
 }
 DCMTK_STEP_KEYS: dict[str, bool] = {
-    "ScheduledStationAETitle": False, "Modality": False, "ScheduledPerformingPhysicianName": True,
+    "ScheduledStationAETitle": False,
+    "Modality": False,
+    "ScheduledPerformingPhysicianName": True,
 }
 #: Date and time keys matched together.
 COMBINED = {"StudyDate": "StudyTime", "ScheduledProcedureStepStartDate": "ScheduledProcedureStepStartTime"}
@@ -171,10 +182,12 @@ def _date_time_match(date_key: str, time_key: str, date_value: str, time_value: 
     if d2 and second is None:
         return False
     return (not d1 or (first is not None and first <= candidate)) and (
-        not d2 or (second is not None and second >= candidate))
+        not d2 or (second is not None and second >= candidate)
+    )
 
 
 # -- single values ---------------------------------------------------------------------------------
+
 
 def _wildcard(pattern: str, text: str) -> bool:
     """DCMTK's wildcard matcher: ``*`` any run, ``?`` one character, everything else literal."""
@@ -207,6 +220,7 @@ def attribute_matches(vr: str, key: list[str], stored: Any, wildcards: bool, rul
 
 
 # -- data sets ---------------------------------------------------------------------------------------
+
 
 def _query_keys(identifier: Dataset) -> list[tuple[str, Any]]:
     out = []
@@ -277,8 +291,11 @@ def _passes(stored: Mapping[str, Any], tests: tuple[_Test, ...], rules: Rules) -
         elif test.time_keyword:
             date_text = values_of(stored.get(test.keyword))
             time_text = values_of(stored.get(test.time_keyword))
-            if not (date_text and time_text
-                    and _date_time_match(test.values[0], test.time_value, date_text[0], time_text[0])):
+            if not (
+                date_text
+                and time_text
+                and _date_time_match(test.values[0], test.time_value, date_text[0], time_text[0])
+            ):
                 return False
         elif not attribute_matches(test.vr, list(test.values), stored.get(test.keyword), test.wildcards, rules):
             return False
@@ -322,6 +339,7 @@ class Key:
     kind: str = "str"  # str | pn | uid | date | time | multi | int
     #: Column to match against when it differs from the returned one (PN keys).
     match_column: str = ""
+
 
 def _glob_escape(text: str) -> str:
     """Escape GLOB metacharacters so they match literally."""

@@ -101,8 +101,14 @@ class NodeRegistry:
 
     @staticmethod
     def _node(row: sqlite3.Row) -> NodeConfig:
-        return NodeConfig(row["ae_title"], row["host"], row["port"], bool(row["tls"]), row["description"],
-                          *(bool(row[r]) for r in RIGHTS))
+        return NodeConfig(
+            row["ae_title"],
+            row["host"],
+            row["port"],
+            bool(row["tls"]),
+            row["description"],
+            *(bool(row[r]) for r in RIGHTS),
+        )
 
     def get(self, ae_title: str) -> NodeConfig | None:
         """The node with this AE title (case-sensitive): the config file's first, then the UI's."""
@@ -116,8 +122,9 @@ class NodeRegistry:
     def all(self) -> list[KnownNode]:
         """Every known node, config file first, each part sorted by AE title."""
         ui = [self._node(r) for r in self.db.conn.execute("SELECT * FROM dicom_nodes ORDER BY ae_title")]
-        return ([KnownNode(n, "config") for n in sorted(self.config_nodes.values(), key=lambda n: n.ae_title)]
-                + [KnownNode(n, "ui") for n in ui if n.ae_title not in self.config_nodes])
+        return [KnownNode(n, "config") for n in sorted(self.config_nodes.values(), key=lambda n: n.ae_title)] + [
+            KnownNode(n, "ui") for n in ui if n.ae_title not in self.config_nodes
+        ]
 
     def find(self, ae_title: str) -> KnownNode | None:
         """The node with this AE title and where it comes from."""

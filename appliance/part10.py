@@ -22,8 +22,9 @@ def _element(element: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, implementation_version: str,
-              source_ae: str = "") -> bytes:
+def file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, implementation_version: str, source_ae: str = ""
+) -> bytes:
     """Preamble, ``DICM`` and the file meta group for a data set stored as received.
 
     Parameters
@@ -41,13 +42,15 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, i
         What goes before the data set in the file.
     """
     # pydicom's UID() strips surrounding whitespace; UIDs are padded with NUL, text with a space.
-    body = b"".join((
-        _VERSION,
-        _element(0x0002, b"UI", sop_class_uid.strip().encode("latin-1"), b"\x00"),
-        _element(0x0003, b"UI", sop_instance_uid.strip().encode("latin-1"), b"\x00"),
-        _element(0x0010, b"UI", transfer_syntax.strip().encode("latin-1"), b"\x00"),
-        _element(0x0012, b"UI", PYDICOM_IMPLEMENTATION_UID.encode("latin-1"), b"\x00"),
-        _element(0x0013, b"SH", implementation_version.encode("latin-1"), b" "),
-        _element(0x0016, b"AE", source_ae.encode("latin-1"), b" ") if source_ae else b"",
-    ))
+    body = b"".join(
+        (
+            _VERSION,
+            _element(0x0002, b"UI", sop_class_uid.strip().encode("latin-1"), b"\x00"),
+            _element(0x0003, b"UI", sop_instance_uid.strip().encode("latin-1"), b"\x00"),
+            _element(0x0010, b"UI", transfer_syntax.strip().encode("latin-1"), b"\x00"),
+            _element(0x0012, b"UI", PYDICOM_IMPLEMENTATION_UID.encode("latin-1"), b"\x00"),
+            _element(0x0013, b"SH", implementation_version.encode("latin-1"), b" "),
+            _element(0x0016, b"AE", source_ae.encode("latin-1"), b" ") if source_ae else b"",
+        )
+    )
     return _PREAMBLE + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body

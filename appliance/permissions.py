@@ -81,6 +81,7 @@ def make_private(data_dir: Path, skip: tuple[Path, ...] = ()) -> int:
             if stat.S_ISDIR(st.st_mode) and os.path.realpath(entry.path) not in skipped:
                 pending.append(Path(entry.path))
     if seen >= MAX_ENTRIES:
-        LOGGER.warning("data folder %s: only the first %d entries were checked for private permissions", data_dir,
-                       MAX_ENTRIES)
+        LOGGER.warning(
+            "data folder %s: only the first %d entries were checked for private permissions", data_dir, MAX_ENTRIES
+        )
     return changed

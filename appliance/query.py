@@ -48,7 +48,6 @@ _ORDER = {
 }
 
 
-
 KEYS: dict[str, Key] = {
     "PatientID": Key("PATIENT", "p.patient_id"),
     "IssuerOfPatientID": Key("PATIENT", "p.issuer"),
@@ -95,8 +94,7 @@ KEYS: dict[str, Key] = {
 }
 
 #: Keys that identify the entities of each level, in the order the levels nest.
-UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
-          "IMAGE": "SOPInstanceUID"}
+UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 
 
 class QueryError(ValueError):
@@ -119,8 +117,9 @@ def _output(key: Key, value: Any) -> Any:
     return value
 
 
-def _build(identifier: Dataset, level: str) -> tuple[list[tuple[str, Key]], list[str], list[Any],
-                                                   list[tuple[int, str]]]:
+def _build(
+    identifier: Dataset, level: str
+) -> tuple[list[tuple[str, Key]], list[str], list[Any], list[tuple[int, str]]]:
     """Split an identifier into selected keys, SQL conditions, parameters and requested tags."""
     if level not in LEVELS:
         raise QueryError(f"unsupported QueryRetrieveLevel {level!r}")
@@ -142,8 +141,11 @@ def _build(identifier: Dataset, level: str) -> tuple[list[tuple[str, Key]], list
         selects.append((keyword, key))
         if elem.VR != "SQ" and elem.value is not None:
             raw = elem.value
-            text = "\\".join(str(v) for v in raw) if isinstance(raw, (list, tuple)) or (
-                type(raw).__name__ == "MultiValue") else str(raw)
+            text = (
+                "\\".join(str(v) for v in raw)
+                if isinstance(raw, (list, tuple)) or (type(raw).__name__ == "MultiValue")
+                else str(raw)
+            )
             cond = condition(key, text, params)
             if cond:
                 conds.append(cond)
@@ -215,8 +217,9 @@ class Matches:
         return self._rows
 
 
-def find_rows(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "",
-              limit: int = 0) -> Matches:
+def find_rows(
+    conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "", limit: int = 0
+) -> Matches:
     """The entities matching a C-FIND identifier, as plain values (no data set per answer).
 
     Parameters
@@ -263,8 +266,15 @@ def find_rows(conn: sqlite3.Connection, identifier: Dataset, level: str, retriev
     return Matches(fields, _rows(conn, level, selects, conds, params, getters, limit))
 
 
-def _rows(conn: sqlite3.Connection, level: str, selects: list[tuple[str, Key]], conds: list[str],
-          params: list[Any], getters: list[tuple[int, Key | None, Any]], limit: int) -> Iterator[list[Any]]:
+def _rows(
+    conn: sqlite3.Connection,
+    level: str,
+    selects: list[tuple[str, Key]],
+    conds: list[str],
+    params: list[Any],
+    getters: list[tuple[int, Key | None, Any]],
+    limit: int,
+) -> Iterator[list[Any]]:
     columns = ", ".join(k.column for _, k in selects) or "1"
     sql = f"SELECT {columns} FROM {_FROM[level]}"
     if conds:
@@ -276,8 +286,9 @@ def _rows(conn: sqlite3.Connection, level: str, selects: list[tuple[str, Key]], 
         yield [_output(key, row[i]) if key is not None else const for i, key, const in getters]
 
 
-def find(conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "",
-         limit: int = 0) -> Iterator[Dataset]:
+def find(
+    conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_ae: str = "", limit: int = 0
+) -> Iterator[Dataset]:
     """Yield one answer data set per matching entity (:func:`find_rows`, as data sets).
 
     The answers carry no Specific Character Set: the caller chooses it (see :meth:`Answer.charset`).
@@ -315,8 +326,10 @@ def match_instances(conn: sqlite3.Connection, identifier: Dataset, level: str) -
         For an unknown level.
     """
     _, conds, params, _ = _build(identifier, level)
-    sql = ("SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, s.series_uid, st.study_uid "
-           f"FROM {_FROM['IMAGE']}")
+    sql = (
+        "SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.path, i.size, s.series_uid, st.study_uid "
+        f"FROM {_FROM['IMAGE']}"
+    )
     if conds:
         sql += " WHERE " + " AND ".join(conds)
     sql += " ORDER BY st.id, s.id, CAST(i.instance_number AS INTEGER), i.id"

@@ -55,8 +55,9 @@ class RetainedLog:
         """Delete entries older than the retention limit; return how many."""
         limit = (now or datetime.now()) - timedelta(days=self.retention_days)
         with self.db.transaction() as conn:
-            n = conn.execute(f"DELETE FROM {self.table} WHERE {self.time_column} < ?",
-                             (limit.isoformat(timespec="milliseconds"),)).rowcount
+            n = conn.execute(
+                f"DELETE FROM {self.table} WHERE {self.time_column} < ?", (limit.isoformat(timespec="milliseconds"),)
+            ).rowcount
         if n:
             LOGGER.info("%s: %d message(s) older than %d days deleted", self.label, n, self.retention_days)
         return n

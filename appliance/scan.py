@@ -91,7 +91,7 @@ def instance_record(data: bytes, implicit: bool, little: bool) -> InstanceRecord
         keyword, dict_vr = INDEXED[tag]
         text = None
         if vr is None or vr == _VR_BYTES[tag]:
-            text = _ascii_text(bytes(data[pos:pos + length]), dict_vr)  # data may be a memoryview
+            text = _ascii_text(bytes(data[pos : pos + length]), dict_vr)  # data may be a memoryview
         if text is None:
             slow.append(tag)
         else:
@@ -117,16 +117,24 @@ def _read_differently(data: bytes, implicit: bool, little: bool) -> bool:
     return looks_implicit != implicit
 
 
-def _pydicom_texts(data: bytes, found: dict[int, tuple[bytes | None, int, int]], tags: list[int],
-                   implicit: bool, little: bool) -> dict[str, str]:
+def _pydicom_texts(
+    data: bytes, found: dict[int, tuple[bytes | None, int, int]], tags: list[int], implicit: bool, little: bool
+) -> dict[str, str]:
     """Convert unusual values with pydicom, from the raw elements ``dcmread`` would have made."""
     raw: dict[BaseTag, DataElement | RawDataElement] = {}
     for tag in [*tags, SPECIFIC_CHARACTER_SET]:
         if tag not in found:
             continue
         vr, pos, length = found[tag]
-        raw[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr.decode("latin-1") if vr else None, length,
-                                           bytes(data[pos:pos + length]), pos, implicit, little)
+        raw[BaseTag(tag)] = RawDataElement(
+            BaseTag(tag),
+            vr.decode("latin-1") if vr else None,
+            length,
+            bytes(data[pos : pos + length]),
+            pos,
+            implicit,
+            little,
+        )
     ds = Dataset(raw)
     ds.set_original_encoding(implicit, little)
     return {INDEXED[tag][0]: text_value(ds, INDEXED[tag][0]) for tag in tags}

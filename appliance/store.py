@@ -120,8 +120,7 @@ class FileStore:
         free = self.free_bytes()
         if free - incoming < self.free_space_limit:
             raise OutOfResources(
-                f"store disk has {free // (1024 * 1024)} MB free, "
-                f"limit is {self.free_space_limit // (1024 * 1024)} MB"
+                f"store disk has {free // (1024 * 1024)} MB free, limit is {self.free_space_limit // (1024 * 1024)} MB"
             )
 
     def spool(self) -> Spool:

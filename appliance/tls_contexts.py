@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import cast
 
 import tls
 from appliance.config import Config
@@ -39,10 +40,10 @@ def server_context(cfg: Config, verify_peer: bool | None = None) -> ssl.SSLConte
     if not t.cert:
         paths = tls.ensure_demo_certs(cfg.data_dir / DEMO_DIR)
         LOGGER.warning(tls.DEMO_WARNING.format(directory=cfg.data_dir / DEMO_DIR))
-        return tls.server_context(paths.server_cert, paths.server_key, paths.ca_cert, verify,
-                                  key_policy=t.key_permissions)  # type: ignore[arg-type]
-    return tls.server_context(t.cert, t.key or None, t.ca or None, verify,
-                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+        return tls.server_context(
+            paths.server_cert, paths.server_key, paths.ca_cert, verify, key_policy=_key_policy(cfg)
+        )
+    return tls.server_context(t.cert, t.key or None, t.ca or None, verify, key_policy=_key_policy(cfg))
 
 
 def client_context(cfg: Config) -> ssl.SSLContext:
@@ -50,10 +51,12 @@ def client_context(cfg: Config) -> ssl.SSLContext:
     t = cfg.tls
     if not t.cert and not t.client_cert:
         paths = tls.ensure_demo_certs(cfg.data_dir / DEMO_DIR)
-        return tls.client_context(paths.client_cert, paths.client_key, paths.ca_cert, t.check_hostname,
-                                  key_policy=t.key_permissions)  # type: ignore[arg-type]
-    return tls.client_context(t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname,
-                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+        return tls.client_context(
+            paths.client_cert, paths.client_key, paths.ca_cert, t.check_hostname, key_policy=_key_policy(cfg)
+        )
+    return tls.client_context(
+        t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname, key_policy=_key_policy(cfg)
+    )
 
 
 def broker_context(cfg: Config) -> ssl.SSLContext:
@@ -63,8 +66,14 @@ def broker_context(cfg: Config) -> ssl.SSLContext:
     ``client_key`` are offered only when set.
     """
     t = cfg.tls
-    return tls.client_context(t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname,
-                              key_policy=t.key_permissions)  # type: ignore[arg-type]
+    return tls.client_context(
+        t.client_cert or None, t.client_key or None, t.ca or None, t.check_hostname, key_policy=_key_policy(cfg)
+    )
+
+
+def _key_policy(cfg: Config) -> tls.KeyPolicy:
+    """``[tls] key_permissions`` as the TLS package types it (the config loader has checked its value)."""
+    return cast("tls.KeyPolicy", cfg.tls.key_permissions)
 
 
 def expiry_warnings(cfg: Config) -> list[str]:

@@ -60,9 +60,18 @@ class _Frame:
 
     __slots__ = ("after", "collect", "kind", "limit", "pos", "speculative", "stop", "tag", "until")
 
-    def __init__(self, kind: int, pos: int, stop: int | None, tag: tuple[int, int],
-                 until: tuple[int, int] | None = None, after: int | None = None, speculative: bool = False,
-                 collect: bool = False, limit: int = 0) -> None:
+    def __init__(
+        self,
+        kind: int,
+        pos: int,
+        stop: int | None,
+        tag: tuple[int, int],
+        until: tuple[int, int] | None = None,
+        after: int | None = None,
+        speculative: bool = False,
+        collect: bool = False,
+        limit: int = 0,
+    ) -> None:
         self.kind = kind
         self.pos = pos
         #: Elements: end of the enclosing value; items: end of a defined-length sequence, None for a delimited one.
@@ -123,8 +132,10 @@ class _Walker:
                 if done.kind == _ITEMS:
                     depth += 1
                     if depth > MAX_DEPTH:
-                        raise TooDeep(f"data set has sequences nested deeper than {MAX_DEPTH} levels, at byte"
-                                      f" {done.pos}, element ({done.tag[0]:04X},{done.tag[1]:04X})")
+                        raise TooDeep(
+                            f"data set has sequences nested deeper than {MAX_DEPTH} levels, at byte"
+                            f" {done.pos}, element ({done.tag[0]:04X},{done.tag[1]:04X})"
+                        )
                 stack.append(done)
                 continue
             stack.pop()
@@ -178,8 +189,9 @@ class _Walker:
                 raise self.fail(pos, tag, "undefined length on a VR that does not allow it")
             if pos + length > stop:
                 raise self.fail(pos, tag, f"value of {length} bytes runs past the end of the data")
-            if length and (vr == b"SQ" or ((implicit or vr == b"UN") and length >= 8
-                                           and data[pos:pos + 4] == self.item_bytes)):
+            if length and (
+                vr == b"SQ" or ((implicit or vr == b"UN") and length >= 8 and data[pos : pos + 4] == self.item_bytes)
+            ):
                 frame.pos = pos + length
                 if vr == b"SQ" or (implicit and not tag[0] & 1 and _dictionary_sq(tag)):
                     return _Frame(_ITEMS, pos, pos + length, tag, after=pos + length)
@@ -206,8 +218,11 @@ class _Walker:
                 frame.pos = pos
                 return _Frame(_ELEMENTS, pos, end, frame.tag, until=_ITEM_END)
             if pos + length > end:
-                raise self.fail(pos, frame.tag, "item runs past the end of the data" if stop is None
-                                else "item runs past the end of its sequence")
+                raise self.fail(
+                    pos,
+                    frame.tag,
+                    "item runs past the end of the data" if stop is None else "item runs past the end of its sequence",
+                )
             if length:
                 frame.pos = pos + length
                 return _Frame(_ELEMENTS, pos, pos + length, frame.tag, after=pos + length)
@@ -251,8 +266,9 @@ def check_structure(data: bytes, implicit: bool, little: bool) -> None:
         raise InvalidDataset(f"data set is truncated: {exc}") from exc
 
 
-def scan(data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> tuple[
-        dict[int, tuple[bytes | None, int, int]], bool]:
+def scan(
+    data: bytes, implicit: bool, little: bool, wanted: frozenset[int]
+) -> tuple[dict[int, tuple[bytes | None, int, int]], bool]:
     """Check the structure like :func:`check_structure` and locate wanted top-level elements.
 
     Parameters
@@ -341,7 +357,7 @@ def _file_meta_end(data: mmap.mmap) -> tuple[int, str]:
         group, element = struct.unpack_from("<HH", data, pos)
         if group != 0x0002:
             break
-        vr = data[pos + 4:pos + 6]
+        vr = data[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             (length,) = struct.unpack_from("<I", data, pos + 8)
             pos += 12
@@ -349,7 +365,7 @@ def _file_meta_end(data: mmap.mmap) -> tuple[int, str]:
             (length,) = struct.unpack_from("<H", data, pos + 6)
             pos += 8
         if element == 0x0010:
-            syntax = data[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            syntax = data[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos += length
     if not syntax:
         raise InvalidDataset("file meta has no transfer syntax")

@@ -62,13 +62,18 @@ def machine() -> dict[str, str]:
                 mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
     except OSError:
         pass
-    return {"cores": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
-            "kernel": platform.release()}
+    return {
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 @contextmanager
-def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server until the block ends."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

@@ -81,8 +81,13 @@ def _version_at_least_25(version: str) -> bool:
     return parts >= [2, 5]
 
 
-def build_ack(code: str, msg: Message | None, sending_application: str = "", sending_facility: str = "",
-              error: AckError | None = None) -> str:
+def build_ack(
+    code: str,
+    msg: Message | None,
+    sending_application: str = "",
+    sending_facility: str = "",
+    error: AckError | None = None,
+) -> str:
     """Build an ACK message (segments separated by CR, no MLLP framing).
 
     Parameters
@@ -103,8 +108,20 @@ def build_ack(code: str, msg: Message | None, sending_application: str = "", sen
     """
     now = f"{datetime.now():%Y%m%d%H%M%S}"
     if msg is None:
-        header = ["MSH", "^~\\&", sending_application, sending_facility, "", "", now, "", "ACK", _control_id(),
-                  "P", "2.5"]
+        header = [
+            "MSH",
+            "^~\\&",
+            sending_application,
+            sending_facility,
+            "",
+            "",
+            now,
+            "",
+            "ACK",
+            _control_id(),
+            "P",
+            "2.5",
+        ]
         version, control = "2.5", ""
         seps = ("|", "^", "~", "\\", "&")
     else:
@@ -119,9 +136,20 @@ def build_ack(code: str, msg: Message | None, sending_application: str = "", sen
         version = msg.version or "2.5"
         control = copied(10)
         trigger = trigger[:MAX_COPIED_FIELD]
-        header = ["MSH", copied(2), sending_application or copied(5), sending_facility or copied(6),
-                  copied(3), copied(4), now, "", f"ACK{s.component}{trigger}{s.component}ACK" if trigger else "ACK",
-                  _control_id(), copied(11) or "P", copied(12) or "2.5"]
+        header = [
+            "MSH",
+            copied(2),
+            sending_application or copied(5),
+            sending_facility or copied(6),
+            copied(3),
+            copied(4),
+            now,
+            "",
+            f"ACK{s.component}{trigger}{s.component}ACK" if trigger else "ACK",
+            _control_id(),
+            copied(11) or "P",
+            copied(12) or "2.5",
+        ]
         if msh.raw(18):
             header += [""] * 5 + [copied(18)]
     fs, cs = seps[0], seps[1]
@@ -135,8 +163,21 @@ def build_ack(code: str, msg: Message | None, sending_application: str = "", sen
         location = error.location.replace("^", cs)
         if _version_at_least_25(version):
             severity = "E"
-            segments.append(fs.join(["ERR", "", location, f"{error.code}{cs}{condition}{cs}HL70357", severity,
-                                     "", "", "", _escape(error.text, *seps)]))
+            segments.append(
+                fs.join(
+                    [
+                        "ERR",
+                        "",
+                        location,
+                        f"{error.code}{cs}{condition}{cs}HL70357",
+                        severity,
+                        "",
+                        "",
+                        "",
+                        _escape(error.text, *seps),
+                    ]
+                )
+            )
         else:
             # v2.3.1 ERR-1 (CM): segment^sequence^field^code&text&table.
             ss = seps[4]

@@ -118,8 +118,11 @@ def decode(raw: bytes, default_charset: str) -> tuple[str, Charset]:
     try:
         text = raw.decode(charset.codec)
     except UnicodeDecodeError as exc:
-        raise ER7Error(f"message bytes are not valid {charset.name} (byte {exc.start}): set MSH-18 or "
-                       f"[hl7] default_charset", "MSH^1^18", 102) from None
+        raise ER7Error(
+            f"message bytes are not valid {charset.name} (byte {exc.start}): set MSH-18 or [hl7] default_charset",
+            "MSH^1^18",
+            102,
+        ) from None
     return text, charset
 
 
@@ -162,10 +165,9 @@ def unescape(value: str, seps: Separators, codec: str = "latin-1") -> str:
         if j < 0:
             out.append(value[i:])
             break
-        seq = value[i + 1:j]
+        seq = value[i + 1 : j]
         i = j + 1
-        simple = {"F": seps.field, "S": seps.component, "T": seps.subcomponent, "R": seps.repetition,
-                  "E": esc}.get(seq)
+        simple = {"F": seps.field, "S": seps.component, "T": seps.subcomponent, "R": seps.repetition, "E": esc}.get(seq)
         if simple is not None:
             out.append(simple)
         elif seq in (".br", ".sp") or seq.startswith(".sp"):
@@ -314,8 +316,7 @@ def parse(text: str, charset: Charset | None = None) -> Message:
     enc = head[4:].split(field_sep, 1)[0]
     if field_sep.isalnum() or len(enc) < 2 or field_sep in enc:
         raise ER7Error("not an HL7 v2 message: invalid encoding characters in MSH-1/MSH-2", "MSH^1^2")
-    seps = Separators(field_sep, enc[0], enc[1], enc[2] if len(enc) > 2 else "",
-                      enc[3] if len(enc) > 3 else "&")
+    seps = Separators(field_sep, enc[0], enc[1], enc[2] if len(enc) > 2 else "", enc[3] if len(enc) > 3 else "&")
     charset = charset or resolve_charset("ASCII")
     segments = []
     for line in lines:

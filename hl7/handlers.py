@@ -72,13 +72,19 @@ def handle_order(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
     orders = map_order(msg, cfg)
     result = app.worklist.apply_orders(orders)
     # Only a scheduling order says where a step is to be done; cancels need no station.
-    stationless = [f"{s.sps_id} ({s.attrs.get('Modality') or 'no modality'})" for o in orders for s in o.steps
-                   if s.status == SpsStatus.SCHEDULED and not s.attrs.get("ScheduledStationAETitle")]
+    stationless = [
+        f"{s.sps_id} ({s.attrs.get('Modality') or 'no modality'})"
+        for o in orders
+        for s in o.steps
+        if s.status == SpsStatus.SCHEDULED and not s.attrs.get("ScheduledStationAETitle")
+    ]
     warning = ""
     if stationless:
-        warning = (f"no Scheduled Station AE Title for step(s) {', '.join(stationless)}: stored with an empty "
-                   "station, found only by queries without a station key (set [hl7] station_aets or "
-                   "default_station_aet)")
+        warning = (
+            f"no Scheduled Station AE Title for step(s) {', '.join(stationless)}: stored with an empty "
+            "station, found only by queries without a station key (set [hl7] station_aets or "
+            "default_station_aet)"
+        )
     return Outcome("AA", summary=result.summary(), warning=warning)
 
 
@@ -93,8 +99,11 @@ def handle_patient(msg: Message, app: Appliance, cfg: HL7Config) -> Outcome:
     merged = f" ({update.merged.patient_id} merged in)" if update.merged else ""
     summary = f"{result.changed} item(s) of patient {update.patient.patient_id} updated{merged}"
     if not result.known:
-        who = f"prior patient ID {update.merged.patient_id}" if update.merged else \
-            f"patient ID {update.patient.patient_id}"
+        who = (
+            f"prior patient ID {update.merged.patient_id}"
+            if update.merged
+            else f"patient ID {update.patient.patient_id}"
+        )
         return Outcome("AA", AckError(0, "", f"Nothing to update: {who} has no worklist item"), summary)
     return Outcome("AA", summary=summary)
 
@@ -146,8 +155,10 @@ class MessageProcessor:
         limit = self.cfg.free_space_limit_mb * 1024 * 1024
         if free >= limit:
             return ""
-        return (f"the database disk has {free // (1024 * 1024)} MB free, limit is {self.cfg.free_space_limit_mb} MB;"
-                " send again later")
+        return (
+            f"the database disk has {free // (1024 * 1024)} MB free, limit is {self.cfg.free_space_limit_mb} MB;"
+            " send again later"
+        )
 
     def __call__(self, payload: bytes | Oversize, peer: str) -> bytes | None:
         """Process one frame; return the ACK bytes, or None when ACKs are off."""
@@ -156,16 +167,21 @@ class MessageProcessor:
         codec = "ascii"
         if isinstance(payload, Oversize):
             msg = _header_only(raw)
-            outcome = Outcome("AR", AckError(207, "", f"Message too large ({payload.size} bytes, limit "
-                                             f"{self.cfg.max_message_kb} KiB)"))
+            outcome = Outcome(
+                "AR",
+                AckError(207, "", f"Message too large ({payload.size} bytes, limit {self.cfg.max_message_kb} KiB)"),
+            )
         else:
             try:
                 text, charset = decode(raw, self.cfg.default_charset)
                 codec = charset.codec
                 msg = parse(text, charset)
                 full = self.disk_too_full()
-                outcome = Outcome("AR", AckError(207, "", f"Application internal error: {full}")) if full \
+                outcome = (
+                    Outcome("AR", AckError(207, "", f"Application internal error: {full}"))
+                    if full
                     else self.process(msg)
+                )
             except ER7Error as exc:
                 # Undecodable text is wrong content (AE); no MSH at all is not HL7 (AR).
                 outcome = Outcome("AR" if exc.code == 100 else "AE", AckError(exc.code, exc.location, str(exc)))
@@ -183,8 +199,14 @@ class MessageProcessor:
             sender = msg.msh.text(3).upper()
             facility = msg.msh.text(4).upper()
             if sender not in self.accepted and f"{sender}|{facility}" not in self.accepted:
-                return Outcome("AR", AckError(103, "MSH^1^3^1^1", f"Table value not found: sending application "
-                                              f"{sender}|{facility} is not accepted"))
+                return Outcome(
+                    "AR",
+                    AckError(
+                        103,
+                        "MSH^1^3^1^1",
+                        f"Table value not found: sending application {sender}|{facility} is not accepted",
+                    ),
+                )
         handler = self.handlers.get((kind, event))
         if handler is None:
             if kind in _KNOWN_TYPES:
@@ -204,8 +226,7 @@ class MessageProcessor:
                 location = "ORC^1^1^1^1"
             return Outcome("AE", AckError(code, location, str(exc)))
         except sqlite3.Error as exc:  # read-only, locked or full database: the sender should retry later
-            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, clip(msg.control_id, 64),
-                         describe(exc))
+            LOGGER.error("HL7 %s^%s %s could not be applied: %s", kind, event, clip(msg.control_id, 64), describe(exc))
             return Outcome("AR", AckError(207, "", f"Application internal error: {describe(exc)}"))
         except Exception as exc:
             LOGGER.exception("HL7 %s^%s %s could not be processed", kind, event, clip(msg.control_id, 64))
@@ -219,11 +240,24 @@ class MessageProcessor:
             error = clip(outcome.warning, 500)
             LOGGER.warning("HL7 %s %s from %s: AA, %s; %s", kind, control, peer, clip(outcome.summary, 500), error)
         elif outcome.code == "AA":
-            LOGGER.info("HL7 %s %s from %s: AA, %s%s", kind, control, peer, clip(outcome.summary, 500),
-                        f" ({error})" if error else "")
+            LOGGER.info(
+                "HL7 %s %s from %s: AA, %s%s",
+                kind,
+                control,
+                peer,
+                clip(outcome.summary, 500),
+                f" ({error})" if error else "",
+            )
         else:
-            LOGGER.warning("HL7 %s %s from %s: %s, %s%s", kind, control, peer, outcome.code, error,
-                           f" ({outcome.error.location})" if outcome.error and outcome.error.location else "")
+            LOGGER.warning(
+                "HL7 %s %s from %s: %s, %s%s",
+                kind,
+                control,
+                peer,
+                outcome.code,
+                error,
+                f" ({outcome.error.location})" if outcome.error and outcome.error.location else "",
+            )
         cap = self.cfg.log_message_kb * 1024
         if len(raw) > cap:
             raw = raw[:cap] + f"\r[... {len(raw) - cap} more bytes not kept]".encode("ascii")

@@ -35,8 +35,10 @@ class HL7Listener:
         try:
             resolve_charset(cfg.default_charset)
         except ER7Error:
-            raise ConfigError(f"[hl7] default_charset {cfg.default_charset!r} is not a known character set "
-                              "(e.g. 8859/1, UNICODE UTF-8, cp1252)") from None
+            raise ConfigError(
+                f"[hl7] default_charset {cfg.default_charset!r} is not a known character set "
+                "(e.g. 8859/1, UNICODE UTF-8, cp1252)"
+            ) from None
         self.app = app
         self.processor = MessageProcessor(app, cfg)
         self.ssl_context = ssl_context
@@ -45,9 +47,18 @@ class HL7Listener:
     def start(self) -> None:
         """Open the port and serve in a background thread."""
         cfg = self.app.config.hl7
-        self.server = MLLPServer((cfg.bind, cfg.port), self.processor, self.ssl_context, cfg.max_message_kb * 1024,
-                                 cfg.idle_timeout, cfg.max_connections, self.app.config.tls.handshake_timeout,
-                                 cfg.first_message_timeout, cfg.message_timeout, cfg.max_connections_per_peer)
+        self.server = MLLPServer(
+            (cfg.bind, cfg.port),
+            self.processor,
+            self.ssl_context,
+            cfg.max_message_kb * 1024,
+            cfg.idle_timeout,
+            cfg.max_connections,
+            self.app.config.tls.handshake_timeout,
+            cfg.first_message_timeout,
+            cfg.message_timeout,
+            cfg.max_connections_per_peer,
+        )
         self.server.start()
         LOGGER.info("HL7 listening%s on %s:%d", " with TLS" if self.ssl_context else "", cfg.bind, self.server.port)
 

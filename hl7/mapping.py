@@ -31,21 +31,35 @@ from hl7.er7 import Message, Segment
 #: ORC-1 (order control) and ORC-5 (order status) -> status of the step; dcm4chee's
 #: default table, plus the same controls with ORC-5 empty (many RIS leave it so).
 ORDER_STATUS: dict[tuple[str, str], SpsStatus] = {
-    ("NW", "SC"): SpsStatus.SCHEDULED, ("NW", "IP"): SpsStatus.SCHEDULED, ("NW", ""): SpsStatus.SCHEDULED,
-    ("XO", "SC"): SpsStatus.SCHEDULED, ("XO", ""): SpsStatus.SCHEDULED, ("SC", "SC"): SpsStatus.SCHEDULED,
+    ("NW", "SC"): SpsStatus.SCHEDULED,
+    ("NW", "IP"): SpsStatus.SCHEDULED,
+    ("NW", ""): SpsStatus.SCHEDULED,
+    ("XO", "SC"): SpsStatus.SCHEDULED,
+    ("XO", ""): SpsStatus.SCHEDULED,
+    ("SC", "SC"): SpsStatus.SCHEDULED,
     ("SC", "IP"): SpsStatus.STARTED,
-    ("CA", "CA"): SpsStatus.CANCELED, ("CA", ""): SpsStatus.CANCELED, ("OC", "CA"): SpsStatus.CANCELED,
-    ("OC", ""): SpsStatus.CANCELED, ("SC", "CA"): SpsStatus.CANCELED,
-    ("DC", "CA"): SpsStatus.DISCONTINUED, ("DC", ""): SpsStatus.DISCONTINUED, ("OD", "CA"): SpsStatus.DISCONTINUED,
-    ("OD", ""): SpsStatus.DISCONTINUED, ("SC", "DC"): SpsStatus.DISCONTINUED,
-    ("XO", "CM"): SpsStatus.COMPLETED, ("SC", "CM"): SpsStatus.COMPLETED, ("SC", "A"): SpsStatus.COMPLETED,
+    ("CA", "CA"): SpsStatus.CANCELED,
+    ("CA", ""): SpsStatus.CANCELED,
+    ("OC", "CA"): SpsStatus.CANCELED,
+    ("OC", ""): SpsStatus.CANCELED,
+    ("SC", "CA"): SpsStatus.CANCELED,
+    ("DC", "CA"): SpsStatus.DISCONTINUED,
+    ("DC", ""): SpsStatus.DISCONTINUED,
+    ("OD", "CA"): SpsStatus.DISCONTINUED,
+    ("OD", ""): SpsStatus.DISCONTINUED,
+    ("SC", "DC"): SpsStatus.DISCONTINUED,
+    ("XO", "CM"): SpsStatus.COMPLETED,
+    ("SC", "CM"): SpsStatus.COMPLETED,
+    ("SC", "A"): SpsStatus.COMPLETED,
 }
 #: Order controls that (re)schedule and list every step of the study.
 SCHEDULING = frozenset({"NW", "XO", "SC"})
 #: HL7 table 0119 (order control codes, v2.5.1): a code outside it is ERR 103, a code in it
 #: that the worklist does not take (with that ORC-5) ERR 101.
-_TABLE_0119 = ("AF CA CH CN CR DC DE DF DR FU HD HR LI MC NA NW OC OD OE OF OH OK OP OR PA PR PY RA RE RF RL RO RP RQ "
-               "RR RU SC SN SR SS UA UC UD UF UH UM UN UR UX XO XR XX")
+_TABLE_0119 = (
+    "AF CA CH CN CR DC DE DF DR FU HD HR LI MC NA NW OC OD OE OF OH OK OP OR PA PR PY RA RE RF RL RO RP RQ "
+    "RR RU SC SN SR SS UA UC UD UF UH UM UN UR UX XO XR XX"
+)
 ORDER_CONTROL_CODES = frozenset(_TABLE_0119.split())
 
 #: HL7 table 0074 diagnostic service sections that differ from DICOM modalities.
@@ -63,21 +77,40 @@ PRIORITIES = {"S": "STAT", "A": "HIGH", "P": "HIGH", "C": "HIGH", "R": "ROUTINE"
 
 #: DICOM attribute -> HL7 field it comes from, to name the field of a rejected order.
 ORM_FIELDS = {
-    "PatientID": "PID^1^3^1^1", "PatientName": "PID^1^5^1^1", "PatientBirthDate": "PID^1^7^1^1",
-    "StudyInstanceUID": "ZDS^1^1^1^1", "AccessionNumber": "OBR^1^18^1^1", "RequestedProcedureID": "OBR^1^19^1^1",
-    "ScheduledProcedureStepID": "OBR^1^20^1^1", "Modality": "OBR^1^24^1^1", "ScheduledStationAETitle": "OBR^1^24^1^1",
-    "ScheduledProcedureStepStartDate": "ORC^1^7^1^4", "ScheduledProcedureStepStartTime": "ORC^1^7^1^4",
-    "ScheduledProcedureStepDescription": "OBR^1^4^1^5", "RequestedProcedureDescription": "OBR^1^4^1^2",
-    "ReferringPhysicianName": "PV1^1^8^1^2", "RequestingPhysician": "OBR^1^16^1^2", "MedicalAlerts": "OBR^1^13",
-    "ScheduledPerformingPhysicianName": "OBR^1^34^1^1", "PlacerOrderNumberImagingServiceRequest": "ORC^1^2^1^1",
-    "FillerOrderNumberImagingServiceRequest": "ORC^1^3^1^1", "AdmissionID": "PV1^1^19^1^1",
-    "ScheduledProcedureStepSequence": "OBR^1^20", "OtherPatientIDs": "MRG^1^1^1^1",
+    "PatientID": "PID^1^3^1^1",
+    "PatientName": "PID^1^5^1^1",
+    "PatientBirthDate": "PID^1^7^1^1",
+    "StudyInstanceUID": "ZDS^1^1^1^1",
+    "AccessionNumber": "OBR^1^18^1^1",
+    "RequestedProcedureID": "OBR^1^19^1^1",
+    "ScheduledProcedureStepID": "OBR^1^20^1^1",
+    "Modality": "OBR^1^24^1^1",
+    "ScheduledStationAETitle": "OBR^1^24^1^1",
+    "ScheduledProcedureStepStartDate": "ORC^1^7^1^4",
+    "ScheduledProcedureStepStartTime": "ORC^1^7^1^4",
+    "ScheduledProcedureStepDescription": "OBR^1^4^1^5",
+    "RequestedProcedureDescription": "OBR^1^4^1^2",
+    "ReferringPhysicianName": "PV1^1^8^1^2",
+    "RequestingPhysician": "OBR^1^16^1^2",
+    "MedicalAlerts": "OBR^1^13",
+    "ScheduledPerformingPhysicianName": "OBR^1^34^1^1",
+    "PlacerOrderNumberImagingServiceRequest": "ORC^1^2^1^1",
+    "FillerOrderNumberImagingServiceRequest": "ORC^1^3^1^1",
+    "AdmissionID": "PV1^1^19^1^1",
+    "ScheduledProcedureStepSequence": "OBR^1^20",
+    "OtherPatientIDs": "MRG^1^1^1^1",
 }
 OMI_FIELDS = {
-    **ORM_FIELDS, "StudyInstanceUID": "IPC^1^3^1^1", "AccessionNumber": "IPC^1^1^1^1",
-    "RequestedProcedureID": "IPC^1^2^1^1", "ScheduledProcedureStepID": "IPC^1^4^1^1", "Modality": "IPC^1^5^1^1",
-    "ScheduledStationAETitle": "IPC^1^9^1^1", "ScheduledProcedureStepStartDate": "TQ1^1^7^1^1",
-    "ScheduledProcedureStepStartTime": "TQ1^1^7^1^1", "ScheduledProcedureStepDescription": "IPC^1^6^1^2",
+    **ORM_FIELDS,
+    "StudyInstanceUID": "IPC^1^3^1^1",
+    "AccessionNumber": "IPC^1^1^1^1",
+    "RequestedProcedureID": "IPC^1^2^1^1",
+    "ScheduledProcedureStepID": "IPC^1^4^1^1",
+    "Modality": "IPC^1^5^1^1",
+    "ScheduledStationAETitle": "IPC^1^9^1^1",
+    "ScheduledProcedureStepStartDate": "TQ1^1^7^1^1",
+    "ScheduledProcedureStepStartTime": "TQ1^1^7^1^1",
+    "ScheduledProcedureStepDescription": "IPC^1^6^1^2",
     "ScheduledProcedureStepSequence": "IPC^1^4",
 }
 
@@ -106,6 +139,7 @@ class MappingError(ValueError):
 
 # -- field conversions ------------------------------------------------------------------------------
 
+
 def _dtm(value: str | None, location: str) -> tuple[str, str] | None:
     """HL7 DTM -> (DA, TM); time zone dropped, time padded to HHMMSS."""
     if value is None:
@@ -129,8 +163,14 @@ def _date(value: str | None, location: str) -> str | None:
     return value[:8]
 
 
-def _pn(family: str | None, given: str | None, middle: str | None, prefix: str | None, suffix: str | None,
-        degree: str | None) -> str:
+def _pn(
+    family: str | None,
+    given: str | None,
+    middle: str | None,
+    prefix: str | None,
+    suffix: str | None,
+    degree: str | None,
+) -> str:
     suffix = " ".join(p for p in (suffix, degree) if p)
     return "^".join([family or "", given or "", middle or "", prefix or "", suffix]).rstrip("^")
 
@@ -183,8 +223,11 @@ def _code(seg: Segment | None, fld: int, first: int) -> tuple[str | None, list[d
     if seg is None:
         return None, None
     value, text, scheme = (seg.value(fld, first + i) for i in range(3))
-    codes = [{"CodeValue": value, "CodingSchemeDesignator": scheme, "CodeMeaning": text or value}] \
-        if value and scheme else None
+    codes = (
+        [{"CodeValue": value, "CodingSchemeDesignator": scheme, "CodeMeaning": text or value}]
+        if value and scheme
+        else None
+    )
     return text, codes
 
 
@@ -204,6 +247,7 @@ def _put(attrs: dict[str, Any], keyword: str, value: Any) -> None:
 
 
 # -- patient ----------------------------------------------------------------------------------------
+
 
 def patient_ref(msg: Message) -> PatientRef:
     """PID-3, first repetition: Patient ID and Issuer of Patient ID.
@@ -287,6 +331,7 @@ def patient_attrs(msg: Message) -> dict[str, Any]:
 
 # -- orders -------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Group:
     """One ORC with what follows it (OBR, TQ1, ZDS, IPC, NTE) up to the next ORC."""
@@ -332,11 +377,15 @@ def _status(group: _Group) -> SpsStatus:
     order_status = group.orc.text(5).upper()
     status = ORDER_STATUS.get((control, order_status))
     if status is None and control not in ORDER_CONTROL_CODES:
-        raise MappingError(103, f"ORC^{group.index}^1^1^1",
-                           f"Table value not found: order control {control!r} is not in HL7 table 0119")
+        raise MappingError(
+            103,
+            f"ORC^{group.index}^1^1^1",
+            f"Table value not found: order control {control!r} is not in HL7 table 0119",
+        )
     if status is None:
-        raise MappingError(101, f"ORC^{group.index}^1^1^1",
-                           "Invalid order control in field 1 and/or invalid order status in field 5")
+        raise MappingError(
+            101, f"ORC^{group.index}^1^1^1", "Invalid order control in field 1 and/or invalid order status in field 5"
+        )
     return status
 
 
@@ -416,8 +465,11 @@ def _steps(g: _Group, status: SpsStatus, omi: bool, cfg: HL7Config, rp_id: str) 
             modality = _modality(ipc.value(5), cfg, f"IPC^{n}^5^1^1")
             _put(attrs, "Modality", modality)
             aets = [a for a in (ipc.text(9, 1, 1, r) for r in range(len(ipc.repetitions(9)))) if a]
-            _put(attrs, "ScheduledStationAETitle", (aets if len(aets) > 1 else aets[0]) if aets
-                 else _station(modality, cfg))
+            _put(
+                attrs,
+                "ScheduledStationAETitle",
+                (aets if len(aets) > 1 else aets[0]) if aets else _station(modality, cfg),
+            )
             _put(attrs, "ScheduledStationName", ipc.value(7))
             _put(attrs, "ScheduledProcedureStepLocation", ipc.value(8))
             text, codes = _code(ipc, 6, 1)
@@ -464,10 +516,8 @@ def _study_uid(g: _Group, omi: bool, attrs: Mapping[str, Any], cfg: HL7Config) -
         return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, 'accession:' + accession).int}"
     if cfg.missing_study_uid == "generate":
         # Placer and filler numbers: the entity identifier with its namespace (EI.1^EI.2).
-        placer = "^".join(p for p in (g.orc.text(2, 1), g.orc.text(2, 2)) if p) or (
-            g.obr.text(2, 1) if g.obr else "")
-        filler = "^".join(p for p in (g.orc.text(3, 1), g.orc.text(3, 2)) if p) or (
-            g.obr.text(3, 1) if g.obr else "")
+        placer = "^".join(p for p in (g.orc.text(2, 1), g.orc.text(2, 2)) if p) or (g.obr.text(2, 1) if g.obr else "")
+        filler = "^".join(p for p in (g.orc.text(3, 1), g.orc.text(3, 2)) if p) or (g.obr.text(3, 1) if g.obr else "")
         return order_uid(placer, filler, accession, attrs.get("RequestedProcedureID") or "")
     raise MappingError(101, location, "Required field missing: Study Instance UID")
 
@@ -500,11 +550,15 @@ def map_order(msg: Message, cfg: HL7Config) -> list[Order]:
         status = _status(g)
         attrs = _request_attrs(msg, g, omi, cfg)
         accession = attrs.get("AccessionNumber") or ""
-        rp_id = attrs.get("RequestedProcedureID") or accession or attrs.get(
-            "PlacerOrderNumberImagingServiceRequest") or ""
+        rp_id = (
+            attrs.get("RequestedProcedureID") or accession or attrs.get("PlacerOrderNumberImagingServiceRequest") or ""
+        )
         if not rp_id:
-            raise MappingError(101, f"{'IPC' if omi else 'OBR'}^{g.index}^{2 if omi else 19}^1^1",
-                               "Required field missing: requested procedure ID")
+            raise MappingError(
+                101,
+                f"{'IPC' if omi else 'OBR'}^{g.index}^{2 if omi else 19}^1^1",
+                "Required field missing: requested procedure ID",
+            )
         attrs["RequestedProcedureID"] = rp_id
         study_uid = _study_uid(g, omi, attrs, cfg)
         steps = tuple(_steps(g, status, omi, cfg, rp_id))
@@ -512,12 +566,25 @@ def map_order(msg: Message, cfg: HL7Config) -> list[Order]:
         control = g.orc.text(1).upper()
         previous = orders.get(key)
         if previous is None:
-            orders[key] = Order(study_uid, patient, pattrs, attrs, steps,
-                                replace_steps=control in SCHEDULING and status == SpsStatus.SCHEDULED,
-                                charset=msg.charset.dicom)
+            orders[key] = Order(
+                study_uid,
+                patient,
+                pattrs,
+                attrs,
+                steps,
+                replace_steps=control in SCHEDULING and status == SpsStatus.SCHEDULED,
+                charset=msg.charset.dicom,
+            )
         else:
-            orders[key] = Order(study_uid, patient, pattrs, {**previous.attrs, **attrs}, previous.steps + steps,
-                                previous.replace_steps, previous.charset)
+            orders[key] = Order(
+                study_uid,
+                patient,
+                pattrs,
+                {**previous.attrs, **attrs},
+                previous.steps + steps,
+                previous.replace_steps,
+                previous.charset,
+            )
     return list(orders.values())
 
 

@@ -95,7 +95,7 @@ class FrameReader:
                     buf.clear()
                     break
                 self._skip(buf[:start])
-                del buf[:start + 1]
+                del buf[: start + 1]
                 self._in_frame, self._scanned, self._dropping, self._dropped = True, 0, False, 0
                 continue
             end = buf.find(END_BLOCK, self._scanned)
@@ -216,12 +216,12 @@ class _Connection(socketserver.BaseRequestHandler):
                     frame_start = conn.last  # a new message began in this chunk
                 conn.state = "busy" if reader.in_frame else "idle"
             if reader.partial:
-                LOGGER.warning("HL7 sender %s disconnected in the middle of a message: %d byte(s) discarded", peer,
-                               reader.partial)
+                LOGGER.warning(
+                    "HL7 sender %s disconnected in the middle of a message: %d byte(s) discarded", peer, reader.partial
+                )
         finally:
             if reader.garbage:
-                LOGGER.warning("HL7 connection from %s: %d byte(s) outside MLLP frames ignored", peer,
-                               reader.garbage)
+                LOGGER.warning("HL7 connection from %s: %d byte(s) outside MLLP frames ignored", peer, reader.garbage)
             LOGGER.debug("HL7 connection from %s closed after %d message(s)", peer, count)
 
 
@@ -265,10 +265,19 @@ class MLLPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], handler: FrameHandler, ssl_context: ssl.SSLContext | None = None,
-                 max_size: int = 16 * 1024 * 1024, idle_timeout: float = 300.0, max_connections: int = 50,
-                 handshake_timeout: float = 10.0, first_message_timeout: float = 10.0,
-                 message_timeout: float = 60.0, max_connections_per_peer: int = 10) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: FrameHandler,
+        ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 16 * 1024 * 1024,
+        idle_timeout: float = 300.0,
+        max_connections: int = 50,
+        handshake_timeout: float = 10.0,
+        first_message_timeout: float = 10.0,
+        message_timeout: float = 60.0,
+        max_connections_per_peer: int = 10,
+    ) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
         self.max_size = max_size
@@ -297,8 +306,9 @@ class MLLPServer(socketserver.ThreadingTCPServer):
         with self._lock:
             return len(self._open)
 
-    def verify_request(self, request: socket.socket | tuple[bytes, socket.socket],
-                       client_address: tuple[str, int] | str) -> bool:
+    def verify_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple[str, int] | str
+    ) -> bool:
         assert isinstance(request, socket.socket)
         host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         with self._lock:
@@ -325,12 +335,18 @@ class MLLPServer(socketserver.ThreadingTCPServer):
                 conn.state = "idle"  # until its thread starts reading
             self._open[request] = conn
         if victim is not None:
-            LOGGER.info("HL7: %s open; closing the connection %s longest (from %s, %.0f s) for one from %s",
-                        limit, "idle" if victim.state == "idle" else "in a TLS handshake", victim.host,
-                        time.monotonic() - victim.last, host)
+            LOGGER.info(
+                "HL7: %s open; closing the connection %s longest (from %s, %.0f s) for one from %s",
+                limit,
+                "idle" if victim.state == "idle" else "in a TLS handshake",
+                victim.host,
+                time.monotonic() - victim.last,
+                host,
+            )
             with contextlib.suppress(OSError):
                 (victim.handle if victim.state == "starting" and victim.handle else victim.sock).shutdown(
-                    socket.SHUT_RDWR)
+                    socket.SHUT_RDWR
+                )
         return True
 
     def connection(self, request: socket.socket) -> _Conn | None:
@@ -369,5 +385,3 @@ class MLLPServer(socketserver.ThreadingTCPServer):
                 sock.shutdown(socket.SHUT_RD)  # wakes recv(); a reply being sent still goes out
         if self._thread is not None:
             self._thread.join(grace)
-
-

@@ -399,15 +399,11 @@ def render_disc_label(
             title = f"Disc label {fields.disc_number}/{fields.disc_count}"
             written[fmt.value] = write_pdf(composed.drawing, path, title=title)
         elif fmt is LabelFormat.PRIMERA_JPG:
-            written[fmt.value] = write_jpeg(
-                raster(layout.primera_dpi), path, layout.primera_dpi, layout.jpeg_quality
-            )
+            written[fmt.value] = write_jpeg(raster(layout.primera_dpi), path, layout.primera_dpi, layout.jpeg_quality)
         elif fmt is LabelFormat.PRIMERA_BMP:
             written[fmt.value] = write_bmp(raster(layout.primera_dpi), path, layout.primera_dpi)
         elif fmt is LabelFormat.EPSON_JPG:
-            written[fmt.value] = write_jpeg(
-                raster(layout.epson_dpi), path, layout.epson_dpi, layout.jpeg_quality
-            )
+            written[fmt.value] = write_jpeg(raster(layout.epson_dpi), path, layout.epson_dpi, layout.jpeg_quality)
         else:
             written[fmt.value], epson_warnings = write_epson_fields(fields, layout, path)
             warnings.extend(epson_warnings)

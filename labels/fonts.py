@@ -92,9 +92,7 @@ class FontFace:
     @functools.lru_cache(maxsize=64)  # noqa: B019 - faces live as long as the process anyway
     def pil(self, size_px: float) -> ImageFont.FreeTypeFont:
         """The same face opened by Pillow at `size_px` pixels."""
-        return ImageFont.truetype(
-            self.path, size=size_px, index=self.index, layout_engine=ImageFont.Layout.BASIC
-        )
+        return ImageFont.truetype(self.path, size=size_px, index=self.index, layout_engine=ImageFont.Layout.BASIC)
 
 
 @functools.lru_cache(maxsize=32)

@@ -232,9 +232,7 @@ class LabelLayout:
             spec = _SPECS.get(key)
             if spec is None:
                 hint = difflib.get_close_matches(str(key), sorted(_SPECS), n=1)
-                parser.errors.append(
-                    f"labels.{key}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                )
+                parser.errors.append(f"labels.{key}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
                 continue
             try:
                 values[key] = spec(parser, key, raw)
@@ -282,9 +280,7 @@ class _Parser:
         path = Path(text).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
-    def table(
-        self, value: object, keys: tuple[str, ...] | None, item: Callable[[object], Any]
-    ) -> dict[str, Any]:
+    def table(self, value: object, keys: tuple[str, ...] | None, item: Callable[[object], Any]) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise _Bad(f"expected a table, got {value!r} ({_type_name(value)})")
         out: dict[str, Any] = {}
@@ -300,8 +296,7 @@ class _Parser:
     def zone(self, value: object) -> Zone:
         if not isinstance(value, list):
             raise _Bad(
-                f'expected a list of field names such as ["institution", "patient_id+birth_date"], '
-                f"got {value!r}"
+                f'expected a list of field names such as ["institution", "patient_id+birth_date"], got {value!r}'
             )
         lines = []
         for entry in value:

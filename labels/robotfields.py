@@ -107,9 +107,7 @@ def epson_field_file(fields: DiscLabelFields, layout: LabelLayout) -> tuple[byte
     lines: list[str] = []
     for key, template_name in names.items():
         if key in _PER_STUDY:
-            entries = [
-                (template_name + (str(i + 1) if i else ""), study[key]) for i, study in enumerate(per_study)
-            ]
+            entries = [(template_name + (str(i + 1) if i else ""), study[key]) for i, study in enumerate(per_study)]
         else:
             entries = [(template_name, values.get(key, ""))]
         for name, value in entries:
@@ -130,9 +128,7 @@ def epson_field_file(fields: DiscLabelFields, layout: LabelLayout) -> tuple[byte
     return "".join(lines).encode(codecs.lookup(layout.epson_encoding).name), tuple(warnings)
 
 
-def write_epson_fields(
-    fields: DiscLabelFields, layout: LabelLayout, path: Path
-) -> tuple[Path, tuple[str, ...]]:
+def write_epson_fields(fields: DiscLabelFields, layout: LabelLayout, path: Path) -> tuple[Path, tuple[str, ...]]:
     """Write :func:`epson_field_file` to `path` atomically; returns the path and the warnings."""
     data, warnings = epson_field_file(fields, layout)
 

@@ -58,9 +58,7 @@ class _Flow:
     def space(self, mm: float) -> None:
         self.y -= mm * self.paper.scale
 
-    def _line(
-        self, field: str, spans: list[Span], size: float, left: float, width: float, centre: bool
-    ) -> None:
+    def _line(self, field: str, spans: list[Span], size: float, left: float, width: float, centre: bool) -> None:
         ascent, descent = self.fonts.extent("".join(s.text for s in spans))
         line_width = sum(self.fonts.width(s.text, size, s.bold) for s in spans) * PT
         x = left + (width - line_width) / 2 if centre else left
@@ -96,9 +94,7 @@ class _Flow:
         self.rules.append(Box(self.left, self.y, self.left + self.width, self.y))
 
     def qr(self, data: str, size: float) -> None:
-        box = Box(
-            self.left + (self.width - size) / 2, self.y - size, self.left + (self.width + size) / 2, self.y
-        )
+        box = Box(self.left + (self.width - size) / 2, self.y - size, self.left + (self.width + size) / 2, self.y)
         self.qr_codes.append(QRCode(box, QRCode.matrix(data), data))
         self.y -= size
 
@@ -135,9 +131,7 @@ def compose_token_slip(fields: TokenSlipFields, paper: str, layout: LabelLayout 
     fonts = font_set(layout.font_paths)
     flow = _Flow(spec, fonts)
     groups = format_person_name(fields.patient_name, layout.name_style, layout.name_groups)
-    name = join_name_groups(
-        [g for g in groups if not fonts.missing(g)] or [fonts.renderable(g) for g in groups]
-    )
+    name = join_name_groups([g for g in groups if not fonts.missing(g)] or [fonts.renderable(g) for g in groups])
 
     flow.picture(layout, 14.0)
     if flow.pictures:
@@ -169,9 +163,7 @@ def compose_token_slip(fields: TokenSlipFields, paper: str, layout: LabelLayout 
     return flow.drawing()
 
 
-def render_token_slip(
-    fields: TokenSlipFields, paper: str, out: Path, layout: LabelLayout | None = None
-) -> Path:
+def render_token_slip(fields: TokenSlipFields, paper: str, out: Path, layout: LabelLayout | None = None) -> Path:
     """Write the patient's token slip as a one-page PDF.
 
     Parameters

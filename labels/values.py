@@ -30,9 +30,7 @@ def study_values(study: LabelStudy, layout: LabelLayout) -> dict[str, str]:
     }
 
 
-def label_values(
-    fields: DiscLabelFields, layout: LabelLayout, name_groups: tuple[str, ...] = ()
-) -> dict[str, str]:
+def label_values(fields: DiscLabelFields, layout: LabelLayout, name_groups: tuple[str, ...] = ()) -> dict[str, str]:
     """Every text field of a disc label as one string each, before captions are added.
 
     Parameters

@@ -109,8 +109,7 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "JDF1602": _transient("the merge file (REPLACE_FIELD) is in use by another program"),
     "JDF1603": _setup("the drive holding the merge file (REPLACE_FIELD) is not ready"),
     "JDF1604": _bad_job(
-        "the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters "
-        "or more than 255 fields"
+        "the merge file (REPLACE_FIELD) has invalid characters, a value over 1024 characters or more than 255 fields"
     ),
     "JDF2000": _bad_job("LABEL_AREA outer diameter must be 700-1194 (70-119.4 mm)"),
     "JDF2001": _bad_job("LABEL_AREA inner diameter must be 180-500 (18-50 mm)"),
@@ -129,8 +128,7 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "CAN001": _staff("a disc was dropped; turn the publisher off, remove the disc, turn it on"),
     "CAN002": _staff("a disc could not be released; turn the publisher off and on"),
     "CAN003": _staff(
-        "no disc was found in the drive or printer tray; turn the publisher off, remove any foreign object, "
-        "turn it on"
+        "no disc was found in the drive or printer tray; turn the publisher off, remove any foreign object, turn it on"
     ),
     "CAN004": _staff("output stacker 3 is full (batch mode); empty it"),
     "CAN005": _staff("robot arm error; turn the publisher off, remove any foreign object, turn it on"),
@@ -162,9 +160,7 @@ EPSON_CODES: dict[str, ErrorInfo] = {
     "CAN103": _setup("the TD Bridge plug-in could not start: no user is logged in on the publishing PC"),
     "STP000": _staff("paused: wrong disc type or retry limit reached; check the blank discs, then resume"),
     "STP001": _staff("paused: write retry limit reached; check the blank discs, then resume"),
-    "STP002": _staff(
-        "paused: too many consecutive discs over the error-rate threshold; load other media, then resume"
-    ),
+    "STP002": _staff("paused: too many consecutive discs over the error-rate threshold; load other media, then resume"),
     "RTN000": _staff("input stacker empty: load blank discs"),
     "RTN001": _staff("output stacker full: remove the finished discs"),
     "RTN002": _staff("disc cover open: close it"),
@@ -201,10 +197,7 @@ EPSON_RANGES: tuple[tuple[str, int, int, ErrorInfo], ...] = (
         "JDF",
         1500,
         1599,
-        _setup(
-            "the label template (LABEL) is invalid or missing, or a file or drive it "
-            "refers to is not available"
-        ),
+        _setup("the label template (LABEL) is invalid or missing, or a file or drive it refers to is not available"),
     ),
     ("JDF", 1610, 1619, _bad_job("a barcode merge field (REPLACE_FIELD) is invalid")),
     ("JDF", 1620, 1629, _setup("an image merge field (REPLACE_FIELD) refers to a missing or invalid image")),

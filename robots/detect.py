@@ -173,9 +173,7 @@ def detect_usb(
         Never raises: a missing pyusb or libusb is reported in ``message`` with what to install.
     """
     if not HAVE_USB:
-        return UsbScan(
-            False, message="USB detection off: pyusb is not installed (pip install 'appliance[usb]')"
-        )
+        return UsbScan(False, message="USB detection off: pyusb is not installed (pip install 'appliance[usb]')")
     vendors = {**KNOWN_VENDORS, **(extra_vendors or {})}
     shorts = {**SHORT_NAMES, **(extra_vendors or {})}
     robots = {**ROBOT_PRODUCTS, **(robot_products or {})}

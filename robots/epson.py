@@ -286,9 +286,7 @@ class EpsonRobot(HotFolderRobot):
     def _known_job_ids(self) -> set[str]:
         stf, _ = self._read_stf()
         return {
-            name.upper()
-            for name in (stf or {})
-            if name not in STF_RESERVED and not re.fullmatch(r"PUBLISHER\d+", name)
+            name.upper() for name in (stf or {}) if name not in STF_RESERVED and not re.fullmatch(r"PUBLISHER\d+", name)
         }
 
     # ------------------------------------------------------------------------------------------ poll
@@ -309,9 +307,7 @@ class EpsonRobot(HotFolderRobot):
             waited = self._pending_seconds(ticket, files["JDF"])
             if waited > self.config.offline_timeout:
                 return self._offline(waited)
-            return JobProgress(
-                JobState.PENDING, "waiting for TD Bridge to pick up the job", retry_possible=True
-            )
+            return JobProgress(JobState.PENDING, "waiting for TD Bridge to pick up the job", retry_possible=True)
         if _active(files):
             if not fresh:
                 since = age if stf is not None else self._pending_seconds(ticket, next(iter(files.values())))
@@ -364,9 +360,7 @@ class EpsonRobot(HotFolderRobot):
             return bool({"CDN", "CER"} & job_files(self.hotfolder, ticket).keys())
 
         if not wait_until(answered, self.config.cancel_timeout, 0.1):
-            LOGGER.warning(
-                "%s: no answer to cancelling %s yet; the .JCF stays for TD Bridge", self.name, ticket
-            )
+            LOGGER.warning("%s: no answer to cancelling %s yet; the .JCF stays for TD Bridge", self.name, ticket)
             return
         if "CER" in job_files(self.hotfolder, ticket):
             raise CancelError(f"TD Bridge could not cancel job {ticket} (it may be finishing)")
@@ -385,11 +379,7 @@ class EpsonRobot(HotFolderRobot):
             )
             return RobotStatus(False, RobotState.OFFLINE, reason=reason, raw=stf or {})
         pub = _publisher_section(stf, self.config.publisher)
-        ink = {
-            label: v
-            for key, label in INK_KEYS.items()
-            if (v := as_int(pub.get(key), -1)) is not None and v >= 0
-        }
+        ink = {label: v for key, label in INK_KEYS.items() if (v := as_int(pub.get(key), -1)) is not None and v >= 0}
         media: dict[str, int] = {}
         for n in range(1, 5):
             level = as_int(pub.get(f"STACKER{n}"), -1)
@@ -417,9 +407,7 @@ class EpsonRobot(HotFolderRobot):
             if code_s and code_s != "0" and code_s.upper() not in EPSON_INFORMATIONAL:
                 errors.append(f"{job}: {describe_epson(code_s).reason}")
         current_error = (
-            bool(errors)
-            or as_int(pub.get("PRINTER_STATUS")) in (5, 7)
-            or any(d.state == "error" for d in drives)
+            bool(errors) or as_int(pub.get("PRINTER_STATUS")) in (5, 7) or any(d.state == "error" for d in drives)
         )
         for job in _job_list(stf, "COMPLETE_JOB")[:5]:
             sec = stf.get(job, {})
@@ -480,9 +468,7 @@ def _active(files: Mapping[str, Path]) -> bool:
 
 def _job_list(stf: Ini, section: str) -> list[str]:
     entries = stf.get(section, {})
-    keyed = sorted(
-        (as_int(k[3:], 0) or 0, v) for k, v in entries.items() if k.upper().startswith("JOB") and v
-    )
+    keyed = sorted((as_int(k[3:], 0) or 0, v) for k, v in entries.items() if k.upper().startswith("JOB") and v)
     return [v for _, v in keyed]
 
 

@@ -297,9 +297,7 @@ class PathMap:
             if _is_windows_path(bridge):
                 norm = bridge_path.replace("/", "\\")
                 broot = bridge.replace("/", "\\")
-                if norm.lower() == broot.lower() or norm.lower().startswith(
-                    broot.lower().rstrip("\\") + "\\"
-                ):
+                if norm.lower() == broot.lower() or norm.lower().startswith(broot.lower().rstrip("\\") + "\\"):
                     rest = [part for part in norm[len(broot) :].split("\\") if part]
                     return Path(root, *rest)
             elif bridge_path == bridge or bridge_path.startswith(bridge.rstrip("/") + "/"):

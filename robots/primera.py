@@ -296,9 +296,7 @@ class PrimeraRobot(HotFolderRobot):
             return JobProgress(JobState.PENDING, "waiting for PTBurn to pick up the job", retry_possible=True)
         if self.queued_ext in files or self.running_ext in files:
             if age > self.config.status_timeout:
-                since = (
-                    age if system is not None else self._pending_seconds(ticket, next(iter(files.values())))
-                )
+                since = age if system is not None else self._pending_seconds(ticket, next(iter(files.values())))
                 return self._offline(since)
             progress = _running(self.running_ext in files, section, (system or {}).get(where, {}))
             return self._forward_only(ticket, _on_robot(progress, where, robot))
@@ -369,13 +367,9 @@ class PrimeraRobot(HotFolderRobot):
             if code is None:
                 continue
             name = rsys.get(f"DriveDesc{n}") or f"drive {n}"
-            drives.append(
-                DriveStatus(name, DRIVE_STATES.get(code, "unknown"), as_int(rsys.get(f"DrivePercent{n}")))
-            )
+            drives.append(DriveStatus(name, DRIVE_STATES.get(code, "unknown"), as_int(rsys.get(f"DrivePercent{n}"))))
         errors: list[str] = []
-        sys_error = (
-            as_int(sec.get("SysErrorNumber"), 0) or as_int(system["System"].get("SysErrorNumber"), 0) or 0
-        )
+        sys_error = as_int(sec.get("SysErrorNumber"), 0) or as_int(system["System"].get("SysErrorNumber"), 0) or 0
         if sys_error:
             errors.append(describe_primera(sys_error, system=True).reason)
         for job in _completed_jobs(robot_ini or {})[:5]:
@@ -515,11 +509,7 @@ def _running(in_process: bool, section: Mapping[str, str], robot_sec: Mapping[st
         remaining = as_int(section.get("DiscsRemaining"))
         total = good + bad + (remaining or 0)
         what = STATUS_STATES.get(step or 0, "working") if step is not None else "working"
-        reason = (
-            f"{what}, copy {min(good + bad + 1, total)} of {total}"
-            if remaining is not None and total
-            else what
-        )
+        reason = f"{what}, copy {min(good + bad + 1, total)} of {total}" if remaining is not None and total else what
     if sys_error:  # the robot waits for an operator; the job goes on afterwards
         info = describe_primera(sys_error, system=True)
         return JobProgress(

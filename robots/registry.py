@@ -121,9 +121,7 @@ def build_config(cls: type[T], table: Mapping[str, Any], where: str) -> T:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(table) - set(names))
     if unknown:
-        raise RobotConfigError(
-            f"[{where}]: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(names)}"
-        )
+        raise RobotConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(names)}")
     values = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in table.items()}
     try:
         return cls(**values)

@@ -55,8 +55,7 @@ def _status_lines(robot: DiscRobot) -> list[str]:
         lines.append("media: " + ", ".join(f"{where} {level}{unit}" for where, level in st.media.items()))
     if st.drives:
         lines.append(
-            "drives: "
-            + ", ".join(f"{d.name} {d.state}" + (f" {d.percent}%" if d.percent else "") for d in st.drives)
+            "drives: " + ", ".join(f"{d.name} {d.state}" + (f" {d.percent}%" if d.percent else "") for d in st.drives)
         )
     lines.append("errors: " + ("; ".join(st.errors) if st.errors else "none"))
     return lines

@@ -64,9 +64,7 @@ class SimulatorConfig:
             raise RobotConfigError("simulator.discs must be >= 0 and simulator.ink 0-100")
         for stacker, media in self.stackers.items():
             if stacker not in ("1", "2") or media not in ("CD", "DVD", "DVD-DL", "BD", "BD-DL"):
-                raise RobotConfigError(
-                    f"simulator.stackers.{stacker} = {media!r}: stacker 1 or 2, media CD/DVD/..."
-                )
+                raise RobotConfigError(f"simulator.stackers.{stacker} = {media!r}: stacker 1 or 2, media CD/DVD/...")
 
 
 @dataclass(frozen=True)
@@ -109,9 +107,7 @@ class SimJob:
         return self.path.suffix[1:].upper()
 
 
-def send_control(
-    hotfolder: Path, *commands: str, name: str = "simulator.ctl", timeout: float | None = None
-) -> bool:
+def send_control(hotfolder: Path, *commands: str, name: str = "simulator.ctl", timeout: float | None = None) -> bool:
     """Write commands for a simulator watching ``hotfolder`` (possibly in another process).
 
     Parameters

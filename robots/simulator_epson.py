@@ -152,9 +152,7 @@ class EpsonSimulator(BridgeSimulator):
         text = decode_text(path.read_bytes(), self.config.encoding)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         job_id = next((line[7:] for line in lines if line.startswith("JOB_ID=")), "")
-        target = next(
-            (j for j in self.jobs.values() if (j.job_id or j.ticket) == job_id and not j.final), None
-        )
+        target = next((j for j in self.jobs.values() if (j.job_id or j.ticket) == job_id and not j.final), None)
         base = path.with_suffix("")
         if not lines or lines[0] != "[CANCEL]" or target is None:
             path.replace(base.with_name(base.name + ".CER"))

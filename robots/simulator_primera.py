@@ -274,10 +274,7 @@ class PrimeraSimulator(BridgeSimulator):
         for key in YES_NO_KEYS:
             if key in keys and keys[key].upper() not in ("YES", "NO"):
                 return 25
-        if (
-            "DataImageType" in keys
-            and keys["DataImageType"].split(",")[0].strip().upper() not in DATA_IMAGE_TYPES
-        ):
+        if "DataImageType" in keys and keys["DataImageType"].split(",")[0].strip().upper() not in DATA_IMAGE_TYPES:
             return 25
         if "ImageType" in keys and keys["ImageType"] not in IMAGE_TYPES:
             return 25
@@ -317,9 +314,7 @@ class PrimeraSimulator(BridgeSimulator):
         self.tick_count += 1
         folder = self.hotfolder / self.config.status_dir
         folder.mkdir(exist_ok=True)
-        wait = next(
-            (j.error for j in self.jobs.values() if not j.final and j.error.startswith("system-")), ""
-        )
+        wait = next((j.error for j in self.jobs.values() if not j.final and j.error.startswith("system-")), "")
         sys_error = int(wait.partition("-")[2]) if wait else 0
         active = [j for j in self.jobs.values() if not j.final]
         robots = [self.robot, *([self.second_robot] if self.moved else [])]

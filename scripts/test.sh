@@ -18,6 +18,7 @@ fi
 python3 -m pip install -q -e ".[test]"
 
 python3 -m ruff check appliance robots hl7 webui tls labels tests bench
+python3 -m ruff format --check .   # one code format (ruff format), checked like the lint rules
 python3 -m mypy
 # The tests too. Their support modules (dicomdata, orthanc_support...) are imported top-level, as pytest's
 # `pythonpath = ["tests"]` allows, so tests/ is a search root and a test's module name comes from its path under it

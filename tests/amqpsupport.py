@@ -51,8 +51,9 @@ class Broker:
 
     def __init__(self, base: Path) -> None:
         if not Path(SERVER).exists():
-            raise BrokerUnavailable("rabbitmq-server is not installed (scripts/test.sh installs the Debian "
-                                    "package rabbitmq-server)")
+            raise BrokerUnavailable(
+                "rabbitmq-server is not installed (scripts/test.sh installs the Debian package rabbitmq-server)"
+            )
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
@@ -72,7 +73,8 @@ class Broker:
             f"ssl_options.certfile = {self.tls_dir / 'server.crt'}\n"
             f"ssl_options.keyfile = {self.tls_dir / 'server.key'}\n"
             "ssl_options.verify = verify_none\n"
-            "ssl_options.fail_if_no_peer_cert = false\n")
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        )
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))},
             "HOME": str(base),  # the Erlang cookie of this node and its CLI
@@ -104,8 +106,14 @@ class Broker:
             It did not come up; the message holds the end of its output.
         """
         out = open(self.base / "server.out", "ab")  # noqa: SIM115 - kept open for the server's life
-        self.proc = subprocess.Popen([SERVER], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [SERVER],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -154,15 +162,15 @@ class Broker:
         self.stop()
         epmd = shutil.which("epmd")
         if epmd:
-            subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], env=self.env, capture_output=True,
-                           timeout=30)
+            subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], env=self.env, capture_output=True, timeout=30)
 
     # -- control ----------------------------------------------------------------------------------
 
     def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         """Run rabbitmqctl against this node; return its output."""
-        proc = subprocess.run([CTL, "-n", self.node, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [CTL, "-n", self.node, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
         return proc.stdout
@@ -178,8 +186,7 @@ class Broker:
 
     def parameters(self, vhost: str = "/", **kwargs: object) -> pika.ConnectionParameters:
         """pika parameters for a plain test client."""
-        return pika.ConnectionParameters(HOST, self.port, vhost, pika.PlainCredentials("guest", "guest"),
-                                         **kwargs)
+        return pika.ConnectionParameters(HOST, self.port, vhost, pika.PlainCredentials("guest", "guest"), **kwargs)
 
     def client(self, vhost: str = "/") -> pika.BlockingConnection:
         """A plain pika connection."""
@@ -210,9 +217,16 @@ def amqp_table(broker: Broker, **overrides: Any) -> dict[str, Any]:
     """An [amqp] table on the test broker, with exchange and queue names no other test uses."""
     p = f"t{next(_names)}"
     table: dict[str, Any] = {
-        "enabled": True, "host": "127.0.0.1", "port": broker.port, "reconnect_seconds": 0.2, "heartbeat": 10,
-        "ris_exchange": f"{p}.RIS", "request_exchange": f"{p}.request", "mwl_queue": f"{p}.MWL",
-        "mwl_changed_queue": f"{p}.MWL_changed", "studies_queue": f"{p}.Studies",
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "reconnect_seconds": 0.2,
+        "heartbeat": 10,
+        "ris_exchange": f"{p}.RIS",
+        "request_exchange": f"{p}.request",
+        "mwl_queue": f"{p}.MWL",
+        "mwl_changed_queue": f"{p}.MWL_changed",
+        "studies_queue": f"{p}.Studies",
     }
     table.update(overrides)
     return table
@@ -247,8 +261,14 @@ class Running:
 
     def store(self, inst: Instance) -> StoreResult:
         ds = inst.dataset()
-        return self.app.store(encoded(inst), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPClassUID),
-                              str(ds.SOPInstanceUID), "TESTSCU", self.cfg.dicom.ae_title)
+        return self.app.store(
+            encoded(inst),
+            str(ds.file_meta.TransferSyntaxUID),
+            str(ds.SOPClassUID),
+            str(ds.SOPInstanceUID),
+            "TESTSCU",
+            self.cfg.dicom.ae_title,
+        )
 
     def backlog(self) -> int:
         return int(self.service.status()["backlog"])

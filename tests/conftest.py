@@ -45,15 +45,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
-def dcmtk(tool: str, *args: str, timeout: float = 120, check: bool = False,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def dcmtk(
+    tool: str, *args: str, timeout: float = 120, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK command-line tool and return its completed process (output as text)."""
     # pynetdicom installs console scripts with the same names (storescu, findscu...): use DCMTK's.
     exe = shutil.which(tool, path="/usr/bin:/bin")
     assert exe, f"DCMTK tool {tool} is not installed (scripts/test.sh installs dcmtk)"
     full_env = dict(os.environ, TCP_NODELAY="1", **(env or {}))
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
-                          errors="replace")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env, errors="replace")
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -19,8 +19,13 @@ from pydicom.uid import (
     generate_uid,
 )
 
-SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage, "OT": SecondaryCaptureImageStorage,
-               "PT": "1.2.840.10008.5.1.4.1.1.128", "US": "1.2.840.10008.5.1.4.1.1.6.1"}
+SOP_CLASSES = {
+    "CT": CTImageStorage,
+    "MR": MRImageStorage,
+    "OT": SecondaryCaptureImageStorage,
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+    "US": "1.2.840.10008.5.1.4.1.1.6.1",
+}
 ROOT = "1.2.826.0.1.3680043.10.1234."  # test-only UID root
 
 
@@ -101,16 +106,28 @@ class Instance:
         return path
 
 
-def study(patient_id: str, patient_name: str, modalities: tuple[str, ...] = ("CT",), per_series: int = 2,
-          **kwargs: object) -> list[Instance]:
+def study(
+    patient_id: str, patient_name: str, modalities: tuple[str, ...] = ("CT",), per_series: int = 2, **kwargs: object
+) -> list[Instance]:
     """Instances of one study: one series per modality, ``per_series`` instances each."""
     study_uid = uid()
     out = []
     for s, modality in enumerate(modalities, start=1):
         series_uid = uid()
         for i in range(1, per_series + 1):
-            out.append(Instance(patient_id, patient_name, study_uid, series_uid, uid(), modality=modality,
-                                series_number=s, instance_number=i, **kwargs))  # type: ignore[arg-type]
+            out.append(
+                Instance(
+                    patient_id,
+                    patient_name,
+                    study_uid,
+                    series_uid,
+                    uid(),
+                    modality=modality,
+                    series_number=s,
+                    instance_number=i,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            )
     return out
 
 
@@ -124,15 +141,57 @@ def sample_archive() -> list[Instance]:
     - MyName[*] (PID_5%): OT study 2022-02-02
     """
     items: list[Instance] = []
-    items += study("PID001", "DOE^JOHN", ("CT", "CT"), 2, study_date="19980312", study_time="083000",
-                   accession="A100", study_description="CT CHEST")
-    items += study("PID001", "DOE^JOHN", ("MR",), 3, study_date="20070208", study_time="100000",
-                   accession="A101", study_description="MR HEAD")
-    items += study("PID002", "DOE^JANE", ("CT", "PT"), 1, study_date="20070208", study_time="140000",
-                   accession="A200", study_description="PET CT", sex="F")
-    items += study("PID003", "MÜLLER^HANS", ("US",), 1, study_date="20200501", accession="A300",
-                   charset="ISO_IR 100", study_description="ABDOMEN")
-    items += study("PID004", "Test-éüäöò^ΔЖ", ("OT",), 1, study_date="20210101", accession="A400",
-                   charset="ISO_IR 192", sex="", study_description="ÜBERSICHT")
+    items += study(
+        "PID001",
+        "DOE^JOHN",
+        ("CT", "CT"),
+        2,
+        study_date="19980312",
+        study_time="083000",
+        accession="A100",
+        study_description="CT CHEST",
+    )
+    items += study(
+        "PID001",
+        "DOE^JOHN",
+        ("MR",),
+        3,
+        study_date="20070208",
+        study_time="100000",
+        accession="A101",
+        study_description="MR HEAD",
+    )
+    items += study(
+        "PID002",
+        "DOE^JANE",
+        ("CT", "PT"),
+        1,
+        study_date="20070208",
+        study_time="140000",
+        accession="A200",
+        study_description="PET CT",
+        sex="F",
+    )
+    items += study(
+        "PID003",
+        "MÜLLER^HANS",
+        ("US",),
+        1,
+        study_date="20200501",
+        accession="A300",
+        charset="ISO_IR 100",
+        study_description="ABDOMEN",
+    )
+    items += study(
+        "PID004",
+        "Test-éüäöò^ΔЖ",
+        ("OT",),
+        1,
+        study_date="20210101",
+        accession="A400",
+        charset="ISO_IR 192",
+        sex="",
+        study_description="ÜBERSICHT",
+    )
     items += study("PID_5%", "MyName[*]", ("OT",), 1, study_date="20220202", accession="A500")
     return items

@@ -33,15 +33,30 @@ class Appliance_:
     """An appliance node with forwarding wired as ``appliance serve`` wires it (``hold``: the worker is started
     by the test, once what it must send in one batch is stored)."""
 
-    def __init__(self, data_dir: Path, forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None,
-                 hold: bool = False, dicom: dict[str, Any] | None = None, **tables: Any) -> None:
-        self.cfg = parse_config({
-            "appliance": {"data_dir": str(data_dir)},
-            "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1,
-                      "nodes": nodes or [], **(dicom or {})},
-            "forwarding": {"retry_min": 0.2, "retry_max": 1.0, "batch_size": 50, **forwarding},
-            **tables,
-        })
+    def __init__(
+        self,
+        data_dir: Path,
+        forwarding: dict[str, Any],
+        nodes: list[dict[str, Any]] | None = None,
+        hold: bool = False,
+        dicom: dict[str, Any] | None = None,
+        **tables: Any,
+    ) -> None:
+        self.cfg = parse_config(
+            {
+                "appliance": {"data_dir": str(data_dir)},
+                "dicom": {
+                    "bind": HOST,
+                    "port": free_port(),
+                    "tls_port": 0,
+                    "free_space_limit_mb": 1,
+                    "nodes": nodes or [],
+                    **(dicom or {}),
+                },
+                "forwarding": {"retry_min": 0.2, "retry_max": 1.0, "batch_size": 50, **forwarding},
+                **tables,
+            }
+        )
         cfg = self.cfg
         self.app = Appliance(cfg, client_tls=lambda: tls_contexts.client_context(cfg))
         self.app.start()
@@ -75,8 +90,13 @@ class Appliance_:
 def appliance(tmp_path: Path) -> Iterator[Callable[..., Appliance_]]:
     started: list[Appliance_] = []
 
-    def start(forwarding: dict[str, Any], nodes: list[dict[str, Any]] | None = None, hold: bool = False,
-              dicom: dict[str, Any] | None = None, **tables: Any) -> Appliance_:
+    def start(
+        forwarding: dict[str, Any],
+        nodes: list[dict[str, Any]] | None = None,
+        hold: bool = False,
+        dicom: dict[str, Any] | None = None,
+        **tables: Any,
+    ) -> Appliance_:
         node = Appliance_(tmp_path / f"app{len(started)}", forwarding, nodes, hold, dicom, **tables)
         started.append(node)
         return node
@@ -116,18 +136,25 @@ class FaultyRegional:
         self.port = free_port()
         self.stored: list[str] = []
         self.associations = 0
-        self.abort_at = 0          # abort the association at this C-STORE of the next association (once)
-        self.slow = 0.0            # hold the first C-STORE this long (once)
-        self.commit = True         # answer N-ACTION with a report
+        self.abort_at = 0  # abort the association at this C-STORE of the next association (once)
+        self.slow = 0.0  # hold the first C-STORE this long (once)
+        self.commit = True  # answer N-ACTION with a report
         self.lock = threading.Lock()
         self.ae = AE(ae_title="REGIONAL")
         self.ae.add_supported_context(CTImageStorage)
         self.ae.add_supported_context(COMMITMENT, scu_role=True, scp_role=True)
         self.ae.network_timeout = 30
         self._count = 0
-        self.server = self.ae.start_server((HOST, self.port), block=False, ssl_context=ssl_context, evt_handlers=[
-            (evt.EVT_C_STORE, self._store), (evt.EVT_N_ACTION, self._action),
-            (evt.EVT_REQUESTED, self._requested)])
+        self.server = self.ae.start_server(
+            (HOST, self.port),
+            block=False,
+            ssl_context=ssl_context,
+            evt_handlers=[
+                (evt.EVT_C_STORE, self._store),
+                (evt.EVT_N_ACTION, self._action),
+                (evt.EVT_REQUESTED, self._requested),
+            ],
+        )
 
     def reject(self, on: bool) -> None:
         """Reject every association (calling AE title not recognised) while on."""

@@ -30,13 +30,25 @@ HL7_TABLE: dict[str, Any] = {
 class HL7Node(Node):
     """A running appliance with the DICOM node and the HL7 listener."""
 
-    def __init__(self, data_dir: Path, hl7: dict[str, Any] | None = None, worklist: dict[str, Any] | None = None,
-                 ssl_context: Any = None, **dicom: Any) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        hl7: dict[str, Any] | None = None,
+        worklist: dict[str, Any] | None = None,
+        ssl_context: Any = None,
+        **dicom: Any,
+    ) -> None:
         table = {**HL7_TABLE, "port": free_port(), **(hl7 or {})}
-        dicom_table: dict[str, Any] = {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1,
-                                       **dicom}
-        cfg = parse_config({"appliance": {"data_dir": str(data_dir)}, "dicom": dicom_table, "hl7": table,
-                            "worklist": worklist or {}})
+        dicom_table: dict[str, Any] = {
+            "bind": HOST,
+            "port": free_port(),
+            "tls_port": 0,
+            "free_space_limit_mb": 1,
+            **dicom,
+        }
+        cfg = parse_config(
+            {"appliance": {"data_dir": str(data_dir)}, "dicom": dicom_table, "hl7": table, "worklist": worklist or {}}
+        )
         super().__init__(cfg)
         self.hl7 = HL7Listener(self.app, ssl_context)
         self.hl7.start()
@@ -96,8 +108,16 @@ def er7(*lines: str) -> str:
 
 #: Return keys asked by a worklist query, as a modality asks them.
 RETURN_KEYS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyInstanceUID",
-    "RequestedProcedureID", "RequestedProcedureDescription", "RequestedProcedurePriority", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "RequestedProcedurePriority",
+    "ReferringPhysicianName",
     "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
     "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate",
     "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime",
@@ -113,8 +133,7 @@ def _key_name(key: str) -> str:
     return key.split("=", 1)[0]
 
 
-def findscu_mwl(node: Node, out_dir: Path, *keys: str, calling: str = "FINDSCU",
-                check: bool = True) -> list[Dataset]:
+def findscu_mwl(node: Node, out_dir: Path, *keys: str, calling: str = "FINDSCU", check: bool = True) -> list[Dataset]:
     """DCMTK ``findscu -W``: ``keys`` filter (``Key=value``); the usual return keys are added."""
     n = 0
     while (out_dir / f"mwl{n}").exists():
@@ -162,12 +181,29 @@ def segment(name: str, fields: dict[int, str]) -> str:
     return "|".join([name, *values[1:]]).rstrip("|")
 
 
-def orm(control: str = "NW", status: str = "SC", msg_id: str = "MSG0001", start: str = "20260905110000",
-        name: str = "CompressedSamples^MR1", pid: str = "4MR1", zds: str | None = "1.2.3.4", obr4: str =
-        "^^^MRHEAD^MRI head^L", accession: str = "ACC-1", rp_id: str = "RP-1", sps_id: str = "SPS-1",
-        modality: str = "MR", pv1_8: str = "", version: str = "2.3.1", charset: str = "", pid_extra: str = "",
-        orc7: str | None = None, extra: tuple[str, ...] = (), obr13: str = "", obr34: str = "",
-        pv1_15: str = "") -> str:
+def orm(
+    control: str = "NW",
+    status: str = "SC",
+    msg_id: str = "MSG0001",
+    start: str = "20260905110000",
+    name: str = "CompressedSamples^MR1",
+    pid: str = "4MR1",
+    zds: str | None = "1.2.3.4",
+    obr4: str = "^^^MRHEAD^MRI head^L",
+    accession: str = "ACC-1",
+    rp_id: str = "RP-1",
+    sps_id: str = "SPS-1",
+    modality: str = "MR",
+    pv1_8: str = "",
+    version: str = "2.3.1",
+    charset: str = "",
+    pid_extra: str = "",
+    orc7: str | None = None,
+    extra: tuple[str, ...] = (),
+    obr13: str = "",
+    obr34: str = "",
+    pv1_15: str = "",
+) -> str:
     """The spec's test case 1 ORM, with the fields the cases change."""
     msh = MSH_ORM.format(id=msg_id, charset=f"||||||{charset}" if charset else "").replace("2.3.1", version)
     lines = [
@@ -175,8 +211,10 @@ def orm(control: str = "NW", status: str = "SC", msg_id: str = "MSG0001", start:
         f"PID|||{pid}^^^HOSP^MR||{name}||{pid_extra}",
         f"PV1||O||||||{pv1_8}|||||||{pv1_15}",
         f"ORC|{control}|ORD-1|FIL-1||{status}||{orc7 if orc7 is not None else f'^^^{start}^^R'}",
-        segment("OBR", {2: "ORD-1", 3: "FIL-1", 4: obr4, 13: obr13, 18: accession, 19: rp_id, 20: sps_id,
-                         24: modality, 34: obr34}),
+        segment(
+            "OBR",
+            {2: "ORD-1", 3: "FIL-1", 4: obr4, 13: obr13, 18: accession, 19: rp_id, 20: sps_id, 24: modality, 34: obr34},
+        ),
     ]
     if zds is not None:
         lines.append(f"ZDS|{zds}^^Application^DICOM")
@@ -187,10 +225,16 @@ def omi(msg_id: str = "MSG0002", ipcs: tuple[int, ...] = (1, 2), control: str = 
     """OMI^O23 with two IPC segments (one requested procedure, two steps)."""
     ipc = {
         1: "IPC|ACC-2026-0004^HOSP|RP-2026-0004|1.2.3.5|SPS-2026-0004-1|MR|MR-HEAD-NC^MR head without contrast^L"
-           "|MR Room|Floor 1|MR1AE",
+        "|MR Room|Floor 1|MR1AE",
         2: "IPC|ACC-2026-0004^HOSP|RP-2026-0004|1.2.3.5|SPS-2026-0004-2|MR|MR-HEAD-C^MR head with contrast^L"
-           "|MR Room|Floor 1|MR1AE",
+        "|MR Room|Floor 1|MR1AE",
     }
-    return er7(MSH_OMI.format(id=msg_id, charset=""), "PID|1||4MR2^^^HOSP^MR||Doe^John||19800202|M", "PV1|1|O",
-               f"ORC|{control}|ORD-4|FIL-4||SC", f"TQ1|1||||||20260905113000||{tq1_9}",
-               "OBR|1|ORD-4|FIL-4|MRHEAD^MR head^L", *(ipc[i] for i in ipcs))
+    return er7(
+        MSH_OMI.format(id=msg_id, charset=""),
+        "PID|1||4MR2^^^HOSP^MR||Doe^John||19800202|M",
+        "PV1|1|O",
+        f"ORC|{control}|ORD-4|FIL-4||SC",
+        f"TQ1|1||||||20260905113000||{tq1_9}",
+        "OBR|1|ORD-4|FIL-4|MRHEAD^MR head^L",
+        *(ipc[i] for i in ipcs),
+    )

@@ -82,8 +82,14 @@ class Orthanc:
         Further config keys; they win over the defaults set here.
     """
 
-    def __init__(self, work: Path, aet: str = "ORTHANC", modalities: dict[str, Any] | None = None,
-                 plugins: list[str] | None = None, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        aet: str = "ORTHANC",
+        modalities: dict[str, Any] | None = None,
+        plugins: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.work = work
         self.aet = aet
         self.dicom_port = _free_port()
@@ -128,8 +134,12 @@ class Orthanc:
         log = open(self.log_path, "wb")  # noqa: SIM115 - Orthanc keeps writing into it
         try:
             # TCP_NODELAY: DCMTK (inside Orthanc) reads it, as in bench/ingest.
-            self.proc = subprocess.Popen([ORTHANC_BIN, str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                                         env={"PATH": "/usr/bin:/bin", "TCP_NODELAY": "1"})
+            self.proc = subprocess.Popen(
+                [ORTHANC_BIN, str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin", "TCP_NODELAY": "1"},
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -142,8 +152,9 @@ class Orthanc:
             except (OSError, OrthancError):
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"Orthanc's REST API did not answer within {timeout} s:\n"
-                                       f"{self.log_tail()}") from None
+                    raise RuntimeError(
+                        f"Orthanc's REST API did not answer within {timeout} s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.1)
         self._wait_dicom(deadline)
         return self
@@ -268,8 +279,14 @@ class Orthanc:
         """C-ECHO a modality (``POST /modalities/{name}/echo``)."""
         return self.post(f"/modalities/{name}/echo", {})
 
-    def move(self, name: str, level: str, resources: list[dict[str, str]], target_aet: str | None = None,
-             timeout: int | None = None) -> Any:
+    def move(
+        self,
+        name: str,
+        level: str,
+        resources: list[dict[str, str]],
+        target_aet: str | None = None,
+        timeout: int | None = None,
+    ) -> Any:
         """C-MOVE SCU: ask modality ``name`` to move ``resources`` to ``target_aet`` (default: this Orthanc).
 
         ``POST /modalities/{name}/move``; runs synchronously and raises :class:`OrthancError` when the move
@@ -314,8 +331,12 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
     assert installed(), "Debian's orthanc is not installed (scripts/test.sh installs it)"
     started: list[Orthanc] = []
 
-    def start(aet: str = "ORTHANC", modalities: dict[str, Any] | None = None, plugins: list[str] | None = None,
-              settings: dict[str, Any] | None = None) -> Orthanc:
+    def start(
+        aet: str = "ORTHANC",
+        modalities: dict[str, Any] | None = None,
+        plugins: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Orthanc:
         server = Orthanc(tmp_path_factory.mktemp(f"orthanc-{aet.lower()}"), aet, modalities, plugins, settings)
         server.start()
         started.append(server)

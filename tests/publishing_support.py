@@ -30,26 +30,41 @@ FAST_SIM = {"disc_seconds": 0.1, "step_seconds": 0.05, "status_interval": 0.05, 
 
 def robot_table(data_dir: Path, name: str, **extra: Any) -> dict[str, Any]:
     """A simulated robot with fast timings under ``data_dir``."""
-    table: dict[str, Any] = {"hotfolder": str(data_dir / "robots" / name), "simulate": True,
-                             "simulator": dict(FAST_SIM), "offline_timeout": 10.0, "status_timeout": 10.0,
-                             "cancel_timeout": 5.0}
+    table: dict[str, Any] = {
+        "hotfolder": str(data_dir / "robots" / name),
+        "simulate": True,
+        "simulator": dict(FAST_SIM),
+        "offline_timeout": 10.0,
+        "status_timeout": 10.0,
+        "cancel_timeout": 5.0,
+    }
     table.update(extra)
     return table
 
 
-def publish_config(data_dir: Path, burn: dict[str, Any] | None = None, robots: dict[str, Any] | None = None,
-                   port: int | None = None, **top: Any) -> Config:
+def publish_config(
+    data_dir: Path,
+    burn: dict[str, Any] | None = None,
+    robots: dict[str, Any] | None = None,
+    port: int | None = None,
+    **top: Any,
+) -> Config:
     """A loopback config with both robots simulated, a short delay and fast polling."""
     burn_table: dict[str, Any] = {"delay": 2.0, "poll_interval": 0.1, "staging_free_space_mb": 0}
     burn_table.update(burn or {})
-    robot_tables = robots if robots is not None else {
-        "epson": robot_table(data_dir, "epson"), "primera": robot_table(data_dir, "primera")}
-    return parse_config({
-        "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital", **top},
-        "dicom": {"bind": HOST, "port": port or free_port(), "tls_port": 0, "free_space_limit_mb": 1},
-        "burn": burn_table,
-        "robots": copy.deepcopy(robot_tables),
-    })
+    robot_tables = (
+        robots
+        if robots is not None
+        else {"epson": robot_table(data_dir, "epson"), "primera": robot_table(data_dir, "primera")}
+    )
+    return parse_config(
+        {
+            "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital", **top},
+            "dicom": {"bind": HOST, "port": port or free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+            "burn": burn_table,
+            "robots": copy.deepcopy(robot_tables),
+        }
+    )
 
 
 class PublishNode:
@@ -84,6 +99,7 @@ class PublishNode:
 
     def wait_job(self, job_id: int, condition: Callable[[Job], Any], timeout: float = 60.0) -> Job:
         """Wait until a job exists and ``condition(job)`` holds; return the job."""
+
         def reached() -> Job | None:
             try:
                 job = self.jobs.get(job_id)
@@ -155,8 +171,18 @@ def dcmdump_ok(path: Path) -> str:
     return proc.stdout
 
 
-__all__ = ["FAST_SIM", "PublishNode", "dcmdump_ok", "free_port", "iso_files", "publish_config", "publish_node",
-           "robot_table", "volume_label", "wait_until"]
+__all__ = [
+    "FAST_SIM",
+    "PublishNode",
+    "dcmdump_ok",
+    "free_port",
+    "iso_files",
+    "publish_config",
+    "publish_node",
+    "robot_table",
+    "volume_label",
+    "wait_until",
+]
 
 
 class Serve:
@@ -166,8 +192,11 @@ class Serve:
         self.config = config
         self.cfg = load_config(config)
         self.log = open(config.parent / "serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_until(self._listening, timeout=60)
 
     def _listening(self) -> bool:
@@ -175,8 +204,16 @@ class Serve:
         return dcmtk("echoscu", "-aec", self.cfg.dicom.ae_title, HOST, str(self.cfg.dicom.port)).returncode == 0
 
     def send(self, folder: Path, suffix: str = "") -> None:
-        dcmtk("storescu", "-aec", self.cfg.dicom.ae_title + suffix, "+sd", HOST, str(self.cfg.dicom.port),
-              str(folder), check=True)
+        dcmtk(
+            "storescu",
+            "-aec",
+            self.cfg.dicom.ae_title + suffix,
+            "+sd",
+            HOST,
+            str(self.cfg.dicom.port),
+            str(folder),
+            check=True,
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -194,15 +231,35 @@ def toml_value(value: Any) -> str:
 
 def write_config(folder: Path, robots: bool = True, **burn: Any) -> Path:
     """A config file for a serve process on loopback; ``robots=False`` leaves the demo defaults."""
-    lines = ["[appliance]", f'data_dir = "{folder / "var"}"', 'log_level = "INFO"', 'institution = "CLI Clinic"',
-             "[dicom]", f'bind = "{HOST}"', f"port = {free_port()}", "tls_port = 0", "free_space_limit_mb = 1",
-             "[hl7]", "port = 0", "[web]", "port = 0",
-             "[burn]", "poll_interval = 0.2", "staging_free_space_mb = 0"]
+    lines = [
+        "[appliance]",
+        f'data_dir = "{folder / "var"}"',
+        'log_level = "INFO"',
+        'institution = "CLI Clinic"',
+        "[dicom]",
+        f'bind = "{HOST}"',
+        f"port = {free_port()}",
+        "tls_port = 0",
+        "free_space_limit_mb = 1",
+        "[hl7]",
+        "port = 0",
+        "[web]",
+        "port = 0",
+        "[burn]",
+        "poll_interval = 0.2",
+        "staging_free_space_mb = 0",
+    ]
     lines += [f"{key} = {toml_value(value)}" for key, value in burn.items()]
     if robots:
         for name in ("epson", "primera"):
-            lines += [f"[robots.{name}]", f'hotfolder = "{folder / "var" / "robots" / name}"', "simulate = true",
-                      "status_timeout = 10.0", "offline_timeout = 10.0", f"simulator = {toml_value(FAST_SIM)}"]
+            lines += [
+                f"[robots.{name}]",
+                f'hotfolder = "{folder / "var" / "robots" / name}"',
+                "simulate = true",
+                "status_timeout = 10.0",
+                "offline_timeout = 10.0",
+                f"simulator = {toml_value(FAST_SIM)}",
+            ]
     path = folder / "appliance.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -40,7 +40,7 @@ def _option(name: str, count: int) -> list[str] | None:
     if name not in sys.argv:
         return None
     at = sys.argv.index(name)
-    return sys.argv[at + 1:at + 1 + count]
+    return sys.argv[at + 1 : at + 1 + count]
 
 
 def main() -> None:
@@ -59,9 +59,13 @@ def main() -> None:
                 kwargs.update(tls_context=context, require_starttls=True)
     login = _option("--login", 2)
     if login:
+
         def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-            ok = isinstance(data, LoginPassword) and data.login.decode() == login[0] and \
-                data.password.decode() == login[1]
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == login[0]
+                and data.password.decode() == login[1]
+            )
             return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
         kwargs.update(authenticator=check, auth_required=True, auth_exclude_mechanism=["LOGIN"])

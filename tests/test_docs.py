@@ -60,8 +60,27 @@ def test_every_config_key_is_documented() -> None:
         "deletion": config.DeletionConfig,
         "email": config.EmailConfig,
     }
-    skip = {"dicom", "burn", "hl7", "worklist", "web", "robots", "labels", "tls", "source", "nodes", "forwarding",
-            "dicomweb", "api", "amqp", "storages", "maintenance", "archiving", "deletion", "email"}
+    skip = {
+        "dicom",
+        "burn",
+        "hl7",
+        "worklist",
+        "web",
+        "robots",
+        "labels",
+        "tls",
+        "source",
+        "nodes",
+        "forwarding",
+        "dicomweb",
+        "api",
+        "amqp",
+        "storages",
+        "maintenance",
+        "archiving",
+        "deletion",
+        "email",
+    }
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"
         section = text.split(heading, 1)

@@ -26,8 +26,9 @@ def mount_tmpfs(folder: Path, size: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"this container does not allow mounting a tmpfs: {done.stderr.strip()}")
 
@@ -39,10 +40,12 @@ def umount(folder: Path) -> None:
 
 def config(data_dir: Path, port: int | None = None, **tables: Any) -> Config:
     """A loopback test config with extra tables (``storage=[...]``, ``archiving={...}``...)."""
-    doc: dict[str, Any] = {"appliance": {"data_dir": str(data_dir)},
-                           "dicom": {"bind": HOST, "port": port or free_port(), "tls_port": 0,
-                                     "free_space_limit_mb": 1},
-                           "hl7": {"port": 0}, "web": {"port": 0}}
+    doc: dict[str, Any] = {
+        "appliance": {"data_dir": str(data_dir)},
+        "dicom": {"bind": HOST, "port": port or free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+        "hl7": {"port": 0},
+        "web": {"port": 0},
+    }
     for key, value in tables.items():
         if key == "appliance":
             doc["appliance"].update(value)
@@ -61,14 +64,17 @@ def toml_value(value: Any) -> str:
     return str(value)
 
 
-def write_toml(path: Path, data_dir: Path, port: int, storages: Iterable[dict[str, Any]] = (),
-               **tables: dict[str, Any]) -> Path:
+def write_toml(
+    path: Path, data_dir: Path, port: int, storages: Iterable[dict[str, Any]] = (), **tables: dict[str, Any]
+) -> Path:
     """A config file for ``appliance serve`` (web and HL7 off)."""
     lines = [f'[appliance]\ndata_dir = "{data_dir}"']
     for key, value in tables.pop("appliance", {}).items():
         lines.append(f"{key} = {toml_value(value)}")
-    lines.append(f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                 "[hl7]\nport = 0\n[web]\nport = 0")
+    lines.append(
+        f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        "[hl7]\nport = 0\n[web]\nport = 0"
+    )
     for name, table in tables.items():
         lines.append(f"[{name}]")
         lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
@@ -82,14 +88,20 @@ def write_toml(path: Path, data_dir: Path, port: int, storages: Iterable[dict[st
 def serve(cfg: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
     """``appliance serve`` in a child process (stderr to ``log`` when given)."""
     err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=err)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=err
+    )
 
 
 def cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run an ``appliance`` command in a child process (``env``: extra environment variables)."""
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def store(port: int, items: Iterable[dicomdata.Instance], calling: str = "UPKEEP") -> list[int]:
@@ -112,8 +124,21 @@ def store(port: int, items: Iterable[dicomdata.Instance], calling: str = "UPKEEP
 def getscu_study(port: int, study_uid: str, out: Path) -> list[Path]:
     """C-GET a study with DCMTK's getscu into ``out``; the received files."""
     out.mkdir(parents=True, exist_ok=True)
-    dcmtk("getscu", "-S", "-aec", "DISCPACS", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-          "-k", f"StudyInstanceUID={study_uid}", HOST, str(port), check=True)
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        "DISCPACS",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study_uid}",
+        HOST,
+        str(port),
+        check=True,
+    )
     return sorted(out.iterdir())
 
 

@@ -717,9 +717,7 @@ def issue_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -841,9 +839,7 @@ def init_pki(
     ca_key = _new_key(key_type)
     ca_name = _name(f"{org} CA for {primary}", org, country)
     ca_end = start + dt.timedelta(days=ca_days)
-    ca_cert = issue_certificate(
-        ca_name, ca_key.public_key(), None, ca_key, not_before=start, not_after=ca_end, ca=True
-    )
+    ca_cert = issue_certificate(ca_name, ca_key.public_key(), None, ca_key, not_before=start, not_after=ca_end, ca=True)
     end = start + dt.timedelta(days=days)
     server_key = _new_key(key_type)
     server_cert = issue_certificate(

@@ -157,8 +157,7 @@ def server_context(
     if verify_peer:
         if ca is None:
             raise TLSConfigError(
-                "verify_peer needs a CA: set [tls] ca to the certificate of the CA that signs "
-                "the clients' certificates"
+                "verify_peer needs a CA: set [tls] ca to the certificate of the CA that signs the clients' certificates"
             )
         _load_ca(ctx, ca)
         ctx.verify_mode = ssl.CERT_REQUIRED

@@ -128,8 +128,7 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, timeout: float = DEFAULT
     if first[0] != _TLS_HANDSHAKE_RECORD:
         sock.close()
         raise PlainTextClientError(
-            f"TLS handshake with {peer} failed: "
-            f"client spoke plain TCP to the TLS port{_guess_protocol(first[0])}"
+            f"TLS handshake with {peer} failed: client spoke plain TCP to the TLS port{_guess_protocol(first[0])}"
         )
 
     tls_sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -138,14 +137,10 @@ def handshake(sock: socket.socket, ctx: ssl.SSLContext, timeout: float = DEFAULT
         tls_sock.do_handshake()
     except TimeoutError:
         tls_sock.close()
-        raise HandshakeTimeoutError(
-            f"TLS handshake with {peer} failed: not finished within {timeout:g} s"
-        ) from None
+        raise HandshakeTimeoutError(f"TLS handshake with {peer} failed: not finished within {timeout:g} s") from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:
         tls_sock.close()
-        raise ClientClosedError(
-            f"TLS handshake with {peer} failed: the client closed the connection ({exc})"
-        ) from None
+        raise ClientClosedError(f"TLS handshake with {peer} failed: the client closed the connection ({exc})") from None
     except ssl.SSLError as exc:
         tls_sock.close()
         raise HandshakeError(f"TLS handshake with {peer} failed: {_describe_ssl_error(exc)}") from None

@@ -43,12 +43,23 @@ _TITLES = {
 
 #: Audit actions in the words of the staff pages (the raw names stay in the database and its filters).
 _ACTION_WORDS = {
-    "token.open": "link opened", "token.failed": "wrong link", "token.rate_limited": "too many wrong links",
-    "token.revoke": "link revoked", "token.extend": "link end date set", "token.regenerate": "new link made",
-    "token.slip": "slip printed", "token.link": "link shown", "study.view": "study viewed",
-    "study.download": "study downloaded", "series.download": "series downloaded", "study.delete": "study deleted",
-    "series.delete": "series deleted", "dicomweb.retrieve": "retrieved (DICOMweb)", "dicomweb.search":
-    "searched (DICOMweb)", "dicomweb.store": "stored (DICOMweb)", "access.refused": "access refused",
+    "token.open": "link opened",
+    "token.failed": "wrong link",
+    "token.rate_limited": "too many wrong links",
+    "token.revoke": "link revoked",
+    "token.extend": "link end date set",
+    "token.regenerate": "new link made",
+    "token.slip": "slip printed",
+    "token.link": "link shown",
+    "study.view": "study viewed",
+    "study.download": "study downloaded",
+    "series.download": "series downloaded",
+    "study.delete": "study deleted",
+    "series.delete": "series deleted",
+    "dicomweb.retrieve": "retrieved (DICOMweb)",
+    "dicomweb.search": "searched (DICOMweb)",
+    "dicomweb.store": "stored (DICOMweb)",
+    "access.refused": "access refused",
 }
 
 
@@ -74,8 +85,12 @@ def format_time(value: str) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def create_app(config: Config | None = None, appliance: Appliance | None = None,
-               overrides: Mapping[str, Any] | None = None, site: Site | None = None) -> Flask:
+def create_app(
+    config: Config | None = None,
+    appliance: Appliance | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    site: Site | None = None,
+) -> Flask:
     """Build the web app.
 
     Parameters
@@ -119,8 +134,9 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     if overrides:
         app.config.update(overrides)
     app.session_interface = StaffSessionInterface()
-    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window),
-                                             RateLimiter(web.rate_limit, web.rate_window))
+    app.extensions["appliance"] = WebContext(
+        site, RateLimiter(web.rate_limit, web.rate_window), RateLimiter(web.rate_limit, web.rate_window)
+    )
 
     from webui.api import bp as api_bp
     from webui.api.v1 import bp as api_v1_bp
@@ -132,8 +148,9 @@ def create_app(config: Config | None = None, appliance: Appliance | None = None,
     app.register_blueprint(api_bp)
     app.register_blueprint(api_v1_bp)
     app.after_request(set_headers)
-    app.jinja_env.filters.update(pn=display_name, da=format_da, size=human_size, localtime=format_time,
-                                  action=format_action)
+    app.jinja_env.filters.update(
+        pn=display_name, da=format_da, size=human_size, localtime=format_time, action=format_action
+    )
     app.jinja_env.globals.update(csrf_token=csrf_token, version=__version__)
 
     @app.context_processor

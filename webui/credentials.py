@@ -52,8 +52,9 @@ class Principal:
     @property
     def actor(self) -> str:
         """How the audit log names the caller."""
-        return {"staff": self.name, "apikey": f"apikey:{self.name}", "master": "master-cookie",
-                "patient": "patient"}[self.kind]
+        return {"staff": self.name, "apikey": f"apikey:{self.name}", "master": "master-cookie", "patient": "patient"}[
+            self.kind
+        ]
 
     def may_read(self, study_uid: str) -> bool:
         """Whether the caller may see this study (a patient only their own)."""
@@ -139,22 +140,26 @@ def authenticate() -> Principal:
         else:
             info = site.tokens.resolve(secret)
             if info is None:
-                raise _fail("the bearer token is not a valid API key or patient token (unknown, expired or "
-                            "revoked)")
+                raise _fail("the bearer token is not a valid API key or patient token (unknown, expired or revoked)")
             principal = Principal("patient", "patient", "patient", info.study_uid, info.id)
     elif master is not None:
         check = site.apikeys.check(master, kind="master")
         if check.key is None or check.refusal:
             raise _fail("the master cookie is not valid (unknown or replaced)")
         if not master_host_allowed(address):
-            raise _fail(f"the master cookie is not accepted from {address}: the host is not in [api] "
-                        "master_cookie_hosts", status=403)
+            raise _fail(
+                f"the master cookie is not accepted from {address}: the host is not in [api] master_cookie_hosts",
+                status=403,
+            )
         principal = Principal("master", "master-cookie", "admin")
     else:
         principal = _staff() or _patient()
     if principal is None:
-        raise Refused(401, "credentials are required: a staff session, an API key or patient token "
-                           "(Authorization: Bearer), or the master cookie")
+        raise Refused(
+            401,
+            "credentials are required: a staff session, an API key or patient token "
+            "(Authorization: Bearer), or the master cookie",
+        )
     g.principal = principal
     return principal
 
@@ -204,6 +209,13 @@ def _patient() -> Principal | None:
 def audit(action: str, study_uid: str = "", detail: str = "", outcome: str = "success") -> None:
     """Record one DICOMweb or API access in the audit log, as patient-link accesses are."""
     principal: Principal | None = g.get("principal")
-    get_site().audit.record(action, actor=principal.actor if principal else "", address=client_address(),
-                            user_agent=user_agent(), study_uid=study_uid,
-                            token_id=principal.token_id if principal else None, detail=detail, outcome=outcome)
+    get_site().audit.record(
+        action,
+        actor=principal.actor if principal else "",
+        address=client_address(),
+        user_agent=user_agent(),
+        study_uid=study_uid,
+        token_id=principal.token_id if principal else None,
+        detail=detail,
+        outcome=outcome,
+    )

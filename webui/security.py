@@ -22,8 +22,10 @@ from itsdangerous import URLSafeTimedSerializer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; object-src 'none';"
-       " frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; object-src 'none';"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 def set_headers(response: Response) -> Response:
@@ -44,6 +46,7 @@ def set_headers(response: Response) -> Response:
 
 
 # -- staff session ---------------------------------------------------------------------------------
+
 
 class StaffSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, with its signing serializer made once per key instead of per request.
@@ -66,6 +69,7 @@ class StaffSessionInterface(SecureCookieSessionInterface):
 
 
 # -- CSRF ------------------------------------------------------------------------------------------
+
 
 def csrf_token() -> str:
     """This session's CSRF token (made on first use); templates put it in every form."""
@@ -91,6 +95,7 @@ def check_csrf() -> None:
 
 # -- staff login -----------------------------------------------------------------------------------
 
+
 def login_required(view: F) -> F:
     """Send visitors without a staff session to the login page."""
 
@@ -99,8 +104,7 @@ def login_required(view: F) -> F:
         if g.get("user") is None:
             if request.blueprint == "api":
                 abort(401)
-            return redirect(url_for("staff.login", next=request.full_path if request.query_string
-                                    else request.path))
+            return redirect(url_for("staff.login", next=request.full_path if request.query_string else request.path))
         return view(*args, **kwargs)
 
     return cast(F, wrapped)
@@ -125,6 +129,7 @@ def admin_required(view: F) -> F:
 
 
 # -- rate limiting ---------------------------------------------------------------------------------
+
 
 class RateLimiter:
     """Failed attempts per client address in a sliding window (kept in memory, per process).

@@ -96,8 +96,9 @@ class FilePart(NamedTuple):
 #: Orthanc's. Only servers of :class:`WebServer` provide it (the Flask test client does not: apps fall back to
 #: yielding bytes).
 SEND_PARTS = "appliance.send_parts"
-_DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE,
-                           errno.EBADF})
+_DISCONNECTED = frozenset(
+    {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
+)
 
 
 class FileChanged(OSError):
@@ -154,7 +155,7 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
         else:
             # A part head: held back until the file behind it fills the packet.
             more = socket.MSG_MORE if len(self.parts) > 1 and sock.family in (socket.AF_INET, socket.AF_INET6) else 0
-            sent = sock.send(memoryview(part)[self._offset:], more)
+            sent = sock.send(memoryview(part)[self._offset :], more)
         if sent:
             self._advance(sent)
         return sent
@@ -171,7 +172,7 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
             if len(data) != count:
                 raise FileChanged(errno.EIO, f"{part.path} is shorter than announced")
         else:
-            data = part[self._offset:self._offset + count]
+            data = part[self._offset : self._offset + count]
         if skip:
             self._advance(len(data))
         return data
@@ -264,8 +265,7 @@ class GuardedChannel(HTTPChannel):
                             outbuf.skip(count, True)
                 except FileChanged as exc:
                     # The headers are out: the client sees a short answer, not a wrong one.
-                    LOGGER.error("web: answer to %s ended early: %s", self.addr[0] if self.addr else "?",
-                                 exc.strerror)
+                    LOGGER.error("web: answer to %s ended early: %s", self.addr[0] if self.addr else "?", exc.strerror)
                     self.total_outbufs_len -= len(outbuf)
                     outbuf.close()
                     self.will_close = True
@@ -314,14 +314,20 @@ class GuardedChannel(HTTPChannel):
 def _maintenance(server: Any, original: Any) -> Any:
     def maintenance(now: float) -> None:
         original(now)
-        late = [c for c in list(server.active_channels.values())
-                if isinstance(c, GuardedChannel) and c.header_deadline is not None and c.header_deadline < now
-                and c.waiting]
+        late = [
+            c
+            for c in list(server.active_channels.values())
+            if isinstance(c, GuardedChannel) and c.header_deadline is not None and c.header_deadline < now and c.waiting
+        ]
         for channel in late:
             channel.will_close = True  # the loop closes it at its next pass
         if late:
-            LOGGER.info("web: %d connection(s) closed that did not send a request header within %.0f s",
-                        len(late), server.header_timeout)
+            LOGGER.info(
+                "web: %d connection(s) closed that did not send a request header within %.0f s",
+                len(late),
+                server.header_timeout,
+            )
+
     return maintenance
 
 
@@ -390,9 +396,20 @@ class WebServer:
         50 MB uploads, which 8 KB reads (each appended to the spooled body) made slow.
     """
 
-    def __init__(self, app: Any, host: str, port: int, threads: int = 8, ssl_context: ssl.SSLContext | None = None,
-                 handshake_timeout: float = 10.0, header_timeout: float = 10.0, max_connections: int = 1000,
-                 max_connections_per_client: int = 50, name: str = "web site", recv_bytes: int = 8192) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        threads: int = 8,
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        header_timeout: float = 10.0,
+        max_connections: int = 1000,
+        max_connections_per_client: int = 50,
+        name: str = "web site",
+        recv_bytes: int = 8192,
+    ) -> None:
         self.app = app
         self.name = name
         self.host = host
@@ -400,12 +417,20 @@ class WebServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections_per_client = max_connections_per_client
         self.server: Any = create_server(
-            app, host=host, port=port, threads=threads, ident="appliance",
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="appliance",
             url_scheme="https" if ssl_context else "http",
             # The token travels in the query string: keep waitress from putting request lines in its logs.
-            expose_tracebacks=False, log_untrusted_proxy_headers=False, channel_timeout=120,
-            connection_limit=max_connections, clear_untrusted_proxy_headers=True,
-            cleanup_interval=_CHECK_INTERVAL, asyncore_use_poll=True,  # select() stops at descriptor 1024
+            expose_tracebacks=False,
+            log_untrusted_proxy_headers=False,
+            channel_timeout=120,
+            connection_limit=max_connections,
+            clear_untrusted_proxy_headers=True,
+            cleanup_interval=_CHECK_INTERVAL,
+            asyncore_use_poll=True,  # select() stops at descriptor 1024
             recv_bytes=recv_bytes,
         )
         server = self.server
@@ -455,16 +480,23 @@ class WebServer:
     def _make_room(self, host: str) -> bool:
         """Whether a new connection from ``host`` may be served: under the per-client cap, or after closing the
         client's connection that has waited longest (in the middle of a header, or idle). Loop thread only."""
-        mine = [c for c in self.server.active_channels.values()
-                if isinstance(c, GuardedChannel) and c.addr and c.addr[0] == host and not c.will_close]
+        mine = [
+            c
+            for c in self.server.active_channels.values()
+            if isinstance(c, GuardedChannel) and c.addr and c.addr[0] == host and not c.will_close
+        ]
         if len(mine) < self.max_connections_per_client:
             return True
         idle = [c for c in mine if c.waiting]
         if not idle:
             self._refused += 1
             if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
-                LOGGER.warning("web: connection from %s refused: %d connections of it open, all busy (%d refused "
-                               "so far)", host, len(mine), self._refused)
+                LOGGER.warning(
+                    "web: connection from %s refused: %d connections of it open, all busy (%d refused so far)",
+                    host,
+                    len(mine),
+                    self._refused,
+                )
             return False
         # Stalled headers first (their deadline is nearest), then the longest idle.
         victim = min(idle, key=lambda c: (c.header_deadline is None, c.header_deadline or c.last_activity))
@@ -532,8 +564,12 @@ class WebServer:
         if not admitted:
             self._refused += 1
             if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
-                LOGGER.warning("web: TLS connection from %s refused: %d handshakes under way (%d refused so far)",
-                               host, total, self._refused)
+                LOGGER.warning(
+                    "web: TLS connection from %s refused: %d handshakes under way (%d refused so far)",
+                    host,
+                    total,
+                    self._refused,
+                )
             with contextlib.suppress(OSError):
                 conn.close()
             return

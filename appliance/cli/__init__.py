@@ -57,8 +57,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     changed = permissions.make_private(cfg.data_dir, skip=(*storages, *_hot_folders(cfg)))
     setup_logging(cfg.log_level, cfg.log_dir, cfg.log_max_mb, cfg.log_backups)
     if changed:
-        LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed,
-                    cfg.data_dir)
+        LOGGER.info("%d file(s) and folder(s) in %s made private (no access for other users)", changed, cfg.data_dir)
     hl7_tls = bool(cfg.hl7.port and cfg.hl7.tls)
     server_tls = tls_contexts.server_context(cfg) if cfg.dicom.tls_port or hl7_tls else None
     for warning in tls_contexts.expiry_warnings(cfg):
@@ -147,8 +146,14 @@ def cmd_echo(args: argparse.Namespace, cfg: Config) -> int:
     """C-ECHO a node and say Online/Offline with the reason."""
     from appliance.dicom.scu import echo
 
-    result = echo(args.host, args.port, args.aet, args.calling_aet or cfg.dicom.ae_title, args.timeout,
-                  _client_tls(cfg) if args.tls else None)
+    result = echo(
+        args.host,
+        args.port,
+        args.aet,
+        args.calling_aet or cfg.dicom.ae_title,
+        args.timeout,
+        _client_tls(cfg) if args.tls else None,
+    )
     print(f"{args.aet}@{args.host}:{args.port}: {result}")
     return 0 if result.online else 1
 
@@ -162,8 +167,15 @@ def cmd_import(args: argparse.Namespace, cfg: Config) -> int:
         raise ApplianceError(f"{root} does not exist")
     port = args.port or cfg.dicom.port
     try:
-        report = import_files(root, args.host, port, args.aet or cfg.dicom.ae_title,
-                              args.calling_aet or "IMPORT", args.timeout, _client_tls(cfg) if args.tls else None)
+        report = import_files(
+            root,
+            args.host,
+            port,
+            args.aet or cfg.dicom.ae_title,
+            args.calling_aet or "IMPORT",
+            args.timeout,
+            _client_tls(cfg) if args.tls else None,
+        )
     except ConnectionError as exc:
         print(f"cannot send to {args.host}:{port}: {exc}", file=sys.stderr)
         return 1
@@ -182,8 +194,17 @@ def cmd_tls_init(args: argparse.Namespace, cfg: Config) -> int:
     """Create a CA, a server and a client certificate with keys."""
     import tls
 
-    print(tls.cmd_init(args.dir, args.host or [], args.ip or [], org=args.org, country=args.country,
-                       days=args.days, overwrite=args.force))
+    print(
+        tls.cmd_init(
+            args.dir,
+            args.host or [],
+            args.ip or [],
+            org=args.org,
+            country=args.country,
+            days=args.days,
+            overwrite=args.force,
+        )
+    )
     return 0
 
 
@@ -222,12 +243,16 @@ def cmd_worklist_list(args: argparse.Namespace, cfg: Config) -> int:
     if not rows:
         print("no worklist items")
         return 0
-    print(f"{'ID':>6}  {'STATUS':<12} {'START':<15} {'STATION':<16} {'MOD':<4} {'PATIENT ID':<16} "
-          f"{'PATIENT NAME':<28} {'ACCESSION':<16} STUDY UID / SPS ID")
+    print(
+        f"{'ID':>6}  {'STATUS':<12} {'START':<15} {'STATION':<16} {'MOD':<4} {'PATIENT ID':<16} "
+        f"{'PATIENT NAME':<28} {'ACCESSION':<16} STUDY UID / SPS ID"
+    )
     for r in rows:
-        print(f"{r.id:>6}  {r.status:<12} {r.start_date + ' ' + r.start_time[:6]:<15} {r.station_aet:<16} "
-              f"{r.modality:<4} {r.patient_id:<16} {display_name(r.patient_name, '-')[:28]:<28} {r.accession:<16} "
-              f"{r.study_uid} / {r.sps_id}")
+        print(
+            f"{r.id:>6}  {r.status:<12} {r.start_date + ' ' + r.start_time[:6]:<15} {r.station_aet:<16} "
+            f"{r.modality:<4} {r.patient_id:<16} {display_name(r.patient_name, '-')[:28]:<28} {r.accession:<16} "
+            f"{r.study_uid} / {r.sps_id}"
+        )
     return 0
 
 
@@ -257,12 +282,16 @@ def cmd_worklist_reset(args: argparse.Namespace, cfg: Config) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (also read by the documentation test)."""
-    parser = argparse.ArgumentParser(prog="appliance", description="DICOM store / worklist appliance that "
-                                     "publishes patient discs.")
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="DICOM store / worklist appliance that publishes patient discs."
+    )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="config file (default: $APPLIANCE_CONFIG, else "
-                        "./appliance.toml, else built-in defaults)")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $APPLIANCE_CONFIG, else ./appliance.toml, else built-in defaults)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="run every enabled service until SIGTERM/SIGINT")

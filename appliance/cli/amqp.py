@@ -31,8 +31,11 @@ def build_amqp(app: Any, cfg: Config) -> Any:
 
     outbox = Outbox(app.db)
     a = cfg.amqp
-    kinds = {k for k, on in ((STUDY, a.notify_new_study), (SERIES, a.notify_new_series),
-                             (MWL, a.notify_mwl_status)) if on} if a.enabled else set()
+    kinds = (
+        {k for k, on in ((STUDY, a.notify_new_study), (SERIES, a.notify_new_series), (MWL, a.notify_mwl_status)) if on}
+        if a.enabled
+        else set()
+    )
     outbox.configure(kinds)
     if not a.enabled:
         return None
@@ -47,8 +50,7 @@ def cmd_amqp_test(args: argparse.Namespace, cfg: Config) -> int:
 
     a = cfg.amqp
     lines = check(a, _ssl_context(cfg))
-    print(f"connected to {a.host}:{a.port}, virtual host {a.vhost!r}, as {a.user!r}"
-          f"{' (TLS)' if a.tls else ''}")
+    print(f"connected to {a.host}:{a.port}, virtual host {a.vhost!r}, as {a.user!r}{' (TLS)' if a.tls else ''}")
     for name, ok, text in lines:
         print(f"{'ok     ' if ok else 'MISSING'} {name}: {text}")
     missing = [name for name, ok, _ in lines if not ok]
@@ -73,9 +75,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``amqp test`` and ``amqp declare``."""
     p = sub.add_parser("amqp", help="messaging with a RabbitMQ server: test, declare")
     amqp_sub = p.add_subparsers(dest="amqp_command", metavar="AMQP_COMMAND", required=True)
-    q = amqp_sub.add_parser("test", parents=[common],
-                            help="connect to the [amqp] broker and say which exchanges and queues are missing")
+    q = amqp_sub.add_parser(
+        "test", parents=[common], help="connect to the [amqp] broker and say which exchanges and queues are missing"
+    )
     q.set_defaults(func=cmd_amqp_test)
-    q = amqp_sub.add_parser("declare", parents=[common],
-                            help="create the [amqp] exchanges, queues and bindings (durable, not auto-delete)")
+    q = amqp_sub.add_parser(
+        "declare", parents=[common], help="create the [amqp] exchanges, queues and bindings (durable, not auto-delete)"
+    )
     q.set_defaults(func=cmd_amqp_declare)

@@ -60,11 +60,14 @@ def cmd_burn(args: argparse.Namespace, cfg: Config) -> int:
     if not uids:
         raise NotFound(f"study {args.study} is not in the store")
     robot = _robot_name(cfg, args.robot)
-    job_id = jobs.create(robot, _copies(args.copies, cfg), uids, "manual",
-                         reason=f"appliance burn {args.study}: {len(uids)} instance(s)")
-    print(f"job {job_id} queued: study {args.study}, {len(uids)} instance(s), robot {robot}, "
-          f"{_copies(args.copies, cfg)} cop{'y' if _copies(args.copies, cfg) == 1 else 'ies'}"
-          " ('appliance serve' publishes it; 'appliance jobs' shows its progress)")
+    job_id = jobs.create(
+        robot, _copies(args.copies, cfg), uids, "manual", reason=f"appliance burn {args.study}: {len(uids)} instance(s)"
+    )
+    print(
+        f"job {job_id} queued: study {args.study}, {len(uids)} instance(s), robot {robot}, "
+        f"{_copies(args.copies, cfg)} cop{'y' if _copies(args.copies, cfg) == 1 else 'ies'}"
+        " ('appliance serve' publishes it; 'appliance jobs' shows its progress)"
+    )
     return 0
 
 
@@ -80,21 +83,27 @@ def cmd_jobs_list(args: argparse.Namespace, cfg: Config) -> int:
         print("no disc jobs")
         return 0
     if rows:
-        print(f"{'ID':>5}  {'STATE':<10} {'ROBOT':<10} {'COPIES':>6} {'MEDIA':<6} {'DISCS':>5} {'SIZE':>10}  "
-              f"{'PATIENT':<30} {'STUDIES':>7}  {'UPDATED':<19}  NOTE")
+        print(
+            f"{'ID':>5}  {'STATE':<10} {'ROBOT':<10} {'COPIES':>6} {'MEDIA':<6} {'DISCS':>5} {'SIZE':>10}  "
+            f"{'PATIENT':<30} {'STUDIES':>7}  {'UPDATED':<19}  NOTE"
+        )
     for job in rows:
         name = display_name(job.patient_name)
         patient = f"{name} ({job.patient_id})" if job.patient_id else name
         note = job.error if job.state is JobState.FAILED else job.message
-        print(f"{job.id:>5}  {job.state.value:<10} {job.robot:<10} {job.copies:>6} {job.media or '-':<6} "
-              f"{job.disc_count or '-':>5} {human_size(job.size):>10}  {patient[:30]:<30} {len(job.studies):>7}  "
-              f"{job.updated[:19].replace('T', ' '):<19}  {note}")
+        print(
+            f"{job.id:>5}  {job.state.value:<10} {job.robot:<10} {job.copies:>6} {job.media or '-':<6} "
+            f"{job.disc_count or '-':>5} {human_size(job.size):>10}  {patient[:30]:<30} {len(job.studies):>7}  "
+            f"{job.updated[:19].replace('T', ' '):<19}  {note}"
+        )
     if groups:
         print("Delayed groups waiting for quiet:")
         for g in groups:
-            print(f"  {g.key} ({display_name(g.patient_name)}) for robot {g.robot}: {g.instances} instance(s), "
-                  "becomes a job in "
-                  f"{max(0.0, g.due - time.time()):.0f} s")
+            print(
+                f"  {g.key} ({display_name(g.patient_name)}) for robot {g.robot}: {g.instances} instance(s), "
+                "becomes a job in "
+                f"{max(0.0, g.due - time.time()):.0f} s"
+            )
     return 0
 
 
@@ -103,21 +112,34 @@ def cmd_jobs_show(args: argparse.Namespace, cfg: Config) -> int:
     jobs = _jobs(cfg)
     job = jobs.get(args.id)
     print(f"job {job.id}: {job.state.value}" + (f" ({job.error})" if job.error else ""))
-    facts = {"robot": job.robot, "copies": job.copies, "source": job.source + (f" of job {job.parent_id}"
-             if job.parent_id else ""), "called AE": job.called_ae or "-", "patient":
-             f"{display_name(job.patient_name)} ({job.patient_id})", "studies": ", ".join(job.studies) or "-",
-             "instances": job.instances, "media": job.media or "-", "discs": job.disc_count or "-",
-             "size": human_size(job.size), "attempt": job.attempt, "note": job.message or "-",
-             "staging": f"purged {job.purged}" if job.purged else str(cfg.data_dir / "discs" / str(job.id))}
+    facts = {
+        "robot": job.robot,
+        "copies": job.copies,
+        "source": job.source + (f" of job {job.parent_id}" if job.parent_id else ""),
+        "called AE": job.called_ae or "-",
+        "patient": f"{display_name(job.patient_name)} ({job.patient_id})",
+        "studies": ", ".join(job.studies) or "-",
+        "instances": job.instances,
+        "media": job.media or "-",
+        "discs": job.disc_count or "-",
+        "size": human_size(job.size),
+        "attempt": job.attempt,
+        "note": job.message or "-",
+        "staging": f"purged {job.purged}" if job.purged else str(cfg.data_dir / "discs" / str(job.id)),
+    }
     for key, value in facts.items():
         print(f"  {key + ':':<11} {value}")
     for disc in jobs.discs(job.id):
-        print(f"  disc {disc.number}: {disc.media} {disc.volume} {human_size(disc.size)}, ticket {disc.ticket or '-'}, "
-              f"{disc.robot_state or '-'}: {disc.reason or '-'}")
+        print(
+            f"  disc {disc.number}: {disc.media} {disc.volume} {human_size(disc.size)}, ticket {disc.ticket or '-'}, "
+            f"{disc.robot_state or '-'}: {disc.reason or '-'}"
+        )
     print("  history:")
     for event in jobs.events(job.id):
-        print(f"    {event.at[:23].replace('T', ' ')}  {event.from_state or '-':>9} -> {event.to_state:<9}  "
-              f"{event.reason}")
+        print(
+            f"    {event.at[:23].replace('T', ' ')}  {event.from_state or '-':>9} -> {event.to_state:<9}  "
+            f"{event.reason}"
+        )
     return 0
 
 
@@ -199,8 +221,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     parent_common = common
     p = sub.add_parser("burn", parents=[common], help="queue a disc job for a stored study")
     p.add_argument("study", metavar="STUDY_UID")
-    p.add_argument("--robot", help="robot name, e.g. epson or primera (default: [burn] default_robot, else the "
-                                   "first robot)")
+    p.add_argument(
+        "--robot", help="robot name, e.g. epson or primera (default: [burn] default_robot, else the first robot)"
+    )
     p.add_argument("--copies", type=int, help="discs to burn (default: [burn] copies)")
     p.set_defaults(func=cmd_burn)
 
@@ -210,19 +233,27 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     jobs_sub = p.add_subparsers(dest="jobs_command", metavar="JOBS_COMMAND")
     # --config may come before or after the job command: a default here would hide one given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (default: $APPLIANCE_CONFIG, else ./appliance.toml, else built-in defaults)")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="config file (default: $APPLIANCE_CONFIG, else ./appliance.toml, else built-in defaults)",
+    )
     q = jobs_sub.add_parser("list", parents=[common], help="list disc jobs and pending delayed groups")
     q.add_argument("--limit", type=int, default=argparse.SUPPRESS, help="newest jobs listed (default 50)")
     q.set_defaults(func=cmd_jobs_list)
-    for name, func, text in (("show", cmd_jobs_show, "show a job's discs and history"),
-                             ("retry", cmd_jobs_retry, "queue a failed or cancelled job again"),
-                             ("cancel", cmd_jobs_cancel, "cancel a queued job or one with its robot")):
+    for name, func, text in (
+        ("show", cmd_jobs_show, "show a job's discs and history"),
+        ("retry", cmd_jobs_retry, "queue a failed or cancelled job again"),
+        ("cancel", cmd_jobs_cancel, "cancel a queued job or one with its robot"),
+    ):
         q = jobs_sub.add_parser(name, parents=[common], help=text)
         q.add_argument("id", metavar="ID", type=int)
         q.set_defaults(func=func)
-    for name, func, text in (("reburn", cmd_jobs_reburn, "burn a done job again with the same labels"),
-                             ("reprint", cmd_jobs_reprint, "burn a done job again with freshly rendered labels")):
+    for name, func, text in (
+        ("reburn", cmd_jobs_reburn, "burn a done job again with the same labels"),
+        ("reprint", cmd_jobs_reprint, "burn a done job again with freshly rendered labels"),
+    ):
         q = jobs_sub.add_parser(name, parents=[common], help=text)
         q.add_argument("id", metavar="ID", type=int)
         q.add_argument("--copies", type=int, help="discs to burn (default: as the job)")
@@ -236,4 +267,3 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("robots", parents=[parent_common], help="list robots, their bridge status and USB devices")
     p.set_defaults(func=cmd_robots)
-

@@ -38,8 +38,12 @@ def build_forwarding(app: Appliance, cfg: Config) -> Forwarder | None:
         from appliance.dicom.regional import DicomRegional
 
         fwd = cfg.forwarding
-        search = ExtendedSearch(DicomRegional(fwd, cfg.dicom.ae_title, app.client_tls), cfg.dicom.ae_title,
-                                fwd.ae_title, fwd.dicom_timeout_ms / 1000)
+        search = ExtendedSearch(
+            DicomRegional(fwd, cfg.dicom.ae_title, app.client_tls),
+            cfg.dicom.ae_title,
+            fwd.ae_title,
+            fwd.dicom_timeout_ms / 1000,
+        )
         search.fetched_listeners.append(queue.mark_held_regionally)
         app.extended_search = search
     if not cfg.forwarding.enabled:
@@ -64,8 +68,10 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         db.close()
     fwd = cfg.forwarding
-    print(f"forwarding {'to ' + fwd.ae_title + '@' + fwd.host + ':' + str(fwd.port) if fwd.enabled else 'is off'}"
-          f"{', storage commitment' if fwd.enabled and fwd.storage_commitment else ''}")
+    print(
+        f"forwarding {'to ' + fwd.ae_title + '@' + fwd.host + ':' + str(fwd.port) if fwd.enabled else 'is off'}"
+        f"{', storage commitment' if fwd.enabled and fwd.storage_commitment else ''}"
+    )
     print("state       instances  series")
     for state in ("queued", "sent", "committed", "failed"):
         print(f"{state:<11} {status.counts[state]:>9}  {status.series[state]:>6}")

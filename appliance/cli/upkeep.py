@@ -50,10 +50,17 @@ class Upkeep:
         self.pool: Executor | None = None
         if workers and cfg.archiving.compression not in ("none", "source"):
             self.pool = process_pool(workers)
-        self.archiver = Archiver(app.db, app.index, app.store_area, cfg.archiving, IMPLEMENTATION_VERSION,
-                                 self.pool, max(1, workers))
-        self.deleter = Deleter(app.db, app.index, app.store_area, cfg.deletion,
-                               site.links.today if site is not None else None, cfg.forwarding.storage_commitment)
+        self.archiver = Archiver(
+            app.db, app.index, app.store_area, cfg.archiving, IMPLEMENTATION_VERSION, self.pool, max(1, workers)
+        )
+        self.deleter = Deleter(
+            app.db,
+            app.index,
+            app.store_area,
+            cfg.deletion,
+            site.links.today if site is not None else None,
+            cfg.forwarding.storage_commitment,
+        )
         # Archiving gives way while images arrive: ingest must not slow down by more than a little.
         last_store = [0.0]
         app.stored_listeners.append(lambda *_: last_store.__setitem__(0, time.monotonic()))
@@ -61,6 +68,7 @@ class Upkeep:
         schedules = {kind: Schedule(getattr(cfg.maintenance, kind)) for kind in ("archiving", "deletion")}
         self.engine = Maintenance(app.store_area, TaskStore(app.db), self.archiver, self.deleter, schedules)
         if site is not None:
+
             def _deleted(series_uid: str, instances: list[Any], study_gone: bool) -> None:
                 for inst in instances:
                     site.pictures.thumbs.forget(inst.sop_uid, inst.path)
@@ -86,22 +94,31 @@ class Upkeep:
 
         def _availability(storage: Any, problem: str) -> None:
             if problem:
-                mail.alert("storage_unavailable", f"storage {storage.number}",
-                           f"Storage {storage.number} at {storage.root} is unavailable: {problem}.\nIts images stay"
-                           " in the index but cannot be read until it is back; new images go to other storages.")
+                mail.alert(
+                    "storage_unavailable",
+                    f"storage {storage.number}",
+                    f"Storage {storage.number} at {storage.root} is unavailable: {problem}.\nIts images stay"
+                    " in the index but cannot be read until it is back; new images go to other storages.",
+                )
 
         def _full(storage: Any) -> None:
-            mail.alert("free_space_limit", "storages",
-                       f"No storage has room above its free-space limit (last tried: storage {storage.number} at"
-                       f" {storage.root}, {storage.free_bytes() // _MB} MB free, limit"
-                       f" {storage.free_space_limit_mb} MB).\nNew images are refused (C-STORE 0xA700).")
+            mail.alert(
+                "free_space_limit",
+                "storages",
+                f"No storage has room above its free-space limit (last tried: storage {storage.number} at"
+                f" {storage.root}, {storage.free_bytes() // _MB} MB free, limit"
+                f" {storage.free_space_limit_mb} MB).\nNew images are refused (C-STORE 0xA700).",
+            )
 
         def _save_failed(sop_uid: str, calling_ae: str, exc: Exception) -> None:
             if isinstance(exc, OutOfResources):
                 return  # mailed as free_space_limit
-            mail.alert("save_error", calling_ae or "unknown sender",
-                       f"An image from {calling_ae or 'an unknown sender'} could not be saved: {exc}\n"
-                       f"SOP Instance UID {sop_uid}")
+            mail.alert(
+                "save_error",
+                calling_ae or "unknown sender",
+                f"An image from {calling_ae or 'an unknown sender'} could not be saved: {exc}\n"
+                f"SOP Instance UID {sop_uid}",
+            )
 
         storages.availability_listeners.append(_availability)
         storages.full_listeners.append(_full)
@@ -144,11 +161,12 @@ def cmd_storage_list(args: argparse.Namespace, cfg: Config) -> int:
     counts = app.store_area.instance_counts()
     print(f"{'NO':>3}  {'STATE':<12} {'FREE MB':>9} {'SIZE MB':>9} {'LIMIT MB':>9} {'INSTANCES':>10}  PATH")
     for s in app.store_area.all():
-        state = "unavailable" if not s.available else ("moving" if s.moving else
-                                                       "enabled" if s.enabled else "disabled")
+        state = "unavailable" if not s.available else ("moving" if s.moving else "enabled" if s.enabled else "disabled")
         count, _size = counts.get(s.number, (0, 0))
-        print(f"{s.number:>3}  {state:<12} {s.free_bytes() // _MB:>9} {s.total_bytes() // _MB:>9} "
-              f"{s.free_space_limit_mb:>9} {count:>10}  {s.root}" + (f"  ({s.problem})" if s.problem else ""))
+        print(
+            f"{s.number:>3}  {state:<12} {s.free_bytes() // _MB:>9} {s.total_bytes() // _MB:>9} "
+            f"{s.free_space_limit_mb:>9} {count:>10}  {s.root}" + (f"  ({s.problem})" if s.problem else "")
+        )
     app.db.close()
     return 0
 
@@ -166,8 +184,10 @@ def cmd_storage_move(args: argparse.Namespace, cfg: Config) -> int:
     if cfg.source is not None and update_config_path(cfg.source, report.old, report.new):
         print(f"{cfg.source}: [[storage]] path changed to {report.new}")
     elif cfg.storages:
-        print(f"change the [[storage]] path {report.old} to {report.new} in the config file (until then the"
-              " appliance finds it by its old path)")
+        print(
+            f"change the [[storage]] path {report.old} to {report.new} in the config file (until then the"
+            " appliance finds it by its old path)"
+        )
     return 0
 
 
@@ -209,8 +229,10 @@ def cmd_maintenance_restart(args: argparse.Namespace, cfg: Config) -> int:
     """Re-process every series at the next window with the current setting."""
     app = _app(cfg)
     n = Upkeep(app, cfg, workers=0).engine.restart_archiving()
-    print(f"archiving restarted: {n} series will be compressed again to {cfg.archiving.compression} at the next"
-          " archiving window")
+    print(
+        f"archiving restarted: {n} series will be compressed again to {cfg.archiving.compression} at the next"
+        " archiving window"
+    )
     app.db.close()
     return 0
 
@@ -225,8 +247,10 @@ def cmd_maintenance_tasks(args: argparse.Namespace, cfg: Config) -> int:
     if not tasks:
         print("no maintenance tasks yet")
     for t in tasks:
-        print(f"{t.id:>5}  {t.kind:<10} {t.state:<8} {t.done}/{t.total:<6} {t.created[:19]}  {t.reason}"
-              + (f"  error: {t.error}" if t.error else ""))
+        print(
+            f"{t.id:>5}  {t.kind:<10} {t.state:<8} {t.done}/{t.total:<6} {t.created[:19]}  {t.reason}"
+            + (f"  error: {t.error}" if t.error else "")
+        )
     db.close()
     return 0
 
@@ -237,8 +261,9 @@ def cmd_email_test(args: argparse.Namespace, cfg: Config) -> int:
 
     if not cfg.email.smtp_host:
         raise ApplianceError("[email] smtp_host is not set")
-    error = send_now(cfg.email, "appliance test mail",
-                     "This is a test mail from the appliance: e-mail alerts reach you.\n")
+    error = send_now(
+        cfg.email, "appliance test mail", "This is a test mail from the appliance: e-mail alerts reach you.\n"
+    )
     if error:
         print(f"test mail not sent: {error}", file=sys.stderr)
         return 1
@@ -252,15 +277,27 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     s_sub = p.add_subparsers(dest="storage_command", metavar="STORAGE_COMMAND", required=True)
     q = s_sub.add_parser("list", parents=[common], help="list storages with free space, limit and instances")
     q.set_defaults(func=cmd_storage_list)
-    q = s_sub.add_parser("move", parents=[common], help="move a storage to an empty folder while the appliance "
-                         "runs (copy, verify, switch; the old folder is kept)")
+    q = s_sub.add_parser(
+        "move",
+        parents=[common],
+        help="move a storage to an empty folder while the appliance "
+        "runs (copy, verify, switch; the old folder is kept)",
+    )
     q.add_argument("old", metavar="OLD", help="the storage's folder now")
     q.add_argument("new", metavar="NEW", help="the empty or new folder it moves to")
-    q.add_argument("--settle", type=float, default=5.0, help="seconds to let a running server stop writing to "
-                   "the storage before copying (default 5)")
+    q.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to let a running server stop writing to the storage before copying (default 5)",
+    )
     q.set_defaults(func=cmd_storage_move)
-    q = s_sub.add_parser("remove-old", parents=[common], help="remove the folder a storage was moved away from, "
-                         "after checking that the new folder holds every indexed file")
+    q = s_sub.add_parser(
+        "remove-old",
+        parents=[common],
+        help="remove the folder a storage was moved away from, "
+        "after checking that the new folder holds every indexed file",
+    )
     q.add_argument("old", metavar="OLD", help="the folder 'storage move' kept")
     q.set_defaults(func=cmd_storage_remove_old)
 

@@ -52,9 +52,17 @@ class WebService:
             web_app = create_app(cfg, app, site=self.site)
             _raise_open_files_limit(cfg.web.max_connections + 512)  # connections, the database, the listeners
             try:
-                self.server = WebServer(web_app, cfg.web.bind, cfg.web.port, cfg.web.threads, context,
-                                        cfg.tls.handshake_timeout, cfg.web.header_timeout, cfg.web.max_connections,
-                                        cfg.web.max_connections_per_client)
+                self.server = WebServer(
+                    web_app,
+                    cfg.web.bind,
+                    cfg.web.port,
+                    cfg.web.threads,
+                    context,
+                    cfg.tls.handshake_timeout,
+                    cfg.web.header_timeout,
+                    cfg.web.max_connections,
+                    cfg.web.max_connections_per_client,
+                )
             except OSError as exc:
                 raise ListenerError.port("web", "[web] port", cfg.web.bind, cfg.web.port, exc) from None
             if cfg.dicomweb.port:
@@ -91,11 +99,17 @@ class WebService:
             try:
                 ipaddress.ip_address(host.strip("[]"))
             except ValueError:
-                LOGGER.warning("no network address found: patient links name the host %r, which phones may not "
-                               "reach; set [web] server_name to the name or address patients use", host)
+                LOGGER.warning(
+                    "no network address found: patient links name the host %r, which phones may not "
+                    "reach; set [web] server_name to the name or address patients use",
+                    host,
+                )
         if not self.site.users.all():
-            LOGGER.warning("no staff user yet: create the first admin with `appliance user add NAME --role admin`, "
-                           "then sign in at %s/staff/", base)
+            LOGGER.warning(
+                "no staff user yet: create the first admin with `appliance user add NAME --role admin`, "
+                "then sign in at %s/staff/",
+                base,
+            )
 
     def stop(self) -> None:
         """Stop serving: running requests may finish; queued audit rows are committed."""
@@ -120,8 +134,9 @@ def _raise_open_files_limit(wanted: int) -> None:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < wanted:
-        LOGGER.warning("open files are limited to %d: [web] max_connections needs about %d (raise LimitNOFILE)",
-                       target, wanted)
+        LOGGER.warning(
+            "open files are limited to %d: [web] max_connections needs about %d (raise LimitNOFILE)", target, wanted
+        )
 
 
 def dicomweb_https(cfg: Config) -> bool:
@@ -149,12 +164,23 @@ def _dicomweb_server(site: Any, cfg: Config) -> Any:
     context = tls_contexts.server_context(cfg, verify_peer=False) if dicomweb_https(cfg) else None
     web = cfg.web
     try:
-        return WebServer(create_dicomweb_app(site), bind, dw.port, dw.threads, context, cfg.tls.handshake_timeout,
-                         web.header_timeout, web.max_connections, web.max_connections_per_client, name="DICOMweb",
-                         recv_bytes=_DICOMWEB_RECV_BYTES)
+        return WebServer(
+            create_dicomweb_app(site),
+            bind,
+            dw.port,
+            dw.threads,
+            context,
+            cfg.tls.handshake_timeout,
+            web.header_timeout,
+            web.max_connections,
+            web.max_connections_per_client,
+            name="DICOMweb",
+            recv_bytes=_DICOMWEB_RECV_BYTES,
+        )
     except OSError as exc:
-        LOGGER.error("[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind,
-                     exc.strerror or exc)
+        LOGGER.error(
+            "[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind, exc.strerror or exc
+        )
         return None
 
 
@@ -219,8 +245,9 @@ def cmd_token(args: argparse.Namespace, cfg: Config) -> int:
     print(link)
     if info is not None:
         state = info.state(site.links.today())
-        print(f"valid until {info.valid_until.isoformat()}" + ("" if state == "valid" else f" ({state})"),
-              file=sys.stderr)
+        print(
+            f"valid until {info.valid_until.isoformat()}" + ("" if state == "valid" else f" ({state})"), file=sys.stderr
+        )
     if args.slip:
         Path(args.slip).write_bytes(site.links.token_slip(args.study_uid, args.paper))
         site.audit.record("token.slip", actor="cli", study_uid=args.study_uid, detail=args.slip)
@@ -282,8 +309,10 @@ def cmd_user_list(args: argparse.Namespace, cfg: Config) -> int:
     if not users:
         print("no users: create the first admin with 'appliance user add NAME --role admin'")
     for user in users:
-        print(f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}"
-              + (" (disabled)" if user.disabled else ""))
+        print(
+            f"{user.name:<24} {user.role:<10} last sign-in {user.last_login or 'never'}"
+            + (" (disabled)" if user.disabled else "")
+        )
     return 0
 
 
@@ -293,8 +322,12 @@ def cmd_apikey_add(args: argparse.Namespace, cfg: Config) -> int:
     key, secret = site.apikeys.add(args.name, args.role, args.days)
     site.audit.record("apikey.add", actor="cli", detail=f"{key.name} ({key.role})")
     print(secret)
-    print(f"API key {key.name!r} ({key.role}) created" + (f", expires {key.expires}" if key.expires else "")
-          + "; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", file=sys.stderr)
+    print(
+        f"API key {key.name!r} ({key.role}) created"
+        + (f", expires {key.expires}" if key.expires else "")
+        + "; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -304,8 +337,10 @@ def cmd_apikey_list(args: argparse.Namespace, cfg: Config) -> int:
     if not keys:
         print("no API keys: make one with 'appliance apikey add NAME --role frontdesk'")
     for key in keys:
-        print(f"{key.name:<24} {key.role:<10} {key.state():<8} created {key.created}"
-              f"{'  expires ' + key.expires if key.expires else ''}  last used {key.last_used or 'never'}")
+        print(
+            f"{key.name:<24} {key.role:<10} {key.state():<8} created {key.created}"
+            f"{'  expires ' + key.expires if key.expires else ''}  last used {key.last_used or 'never'}"
+        )
     return 0
 
 
@@ -326,11 +361,17 @@ def cmd_apikey_master(args: argparse.Namespace, cfg: Config) -> int:
     print(secret)
     hosts = cfg.api.master_cookie_hosts
     if hosts:
-        print(f"master cookie made; accepted only from: {', '.join(hosts)}. Clients send the cookie "
-              "'master_cookie=<value>'.", file=sys.stderr)
+        print(
+            f"master cookie made; accepted only from: {', '.join(hosts)}. Clients send the cookie "
+            "'master_cookie=<value>'.",
+            file=sys.stderr,
+        )
     else:
-        print("WARNING: [api] master_cookie_hosts is empty: the master cookie is accepted from ANY host. "
-              "Set it to the integrated hosts' addresses.", file=sys.stderr)
+        print(
+            "WARNING: [api] master_cookie_hosts is empty: the master cookie is accepted from ANY host. "
+            "Set it to the integrated hosts' addresses.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -340,8 +381,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--regenerate", action="store_true", help="make a new link first (the old one stops working)")
     p.add_argument("--slip", metavar="FILE.pdf", help="also write the patient's token slip (PDF) to this file")
-    p.add_argument("--paper", choices=("A4", "Letter", "receipt80"), help="paper of the slip (default: [web] "
-                   "slip_paper)")
+    p.add_argument(
+        "--paper", choices=("A4", "Letter", "receipt80"), help="paper of the slip (default: [web] slip_paper)"
+    )
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("user", help="staff users of the web UI: add, password, list, disable, enable")
@@ -349,8 +391,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q = user_sub.add_parser("add", parents=[common], help="create a web UI user (asks for the password)")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--role", choices=("admin", "frontdesk"), required=True, help="admin or frontdesk")
-    q.add_argument("--password-stdin", action="store_true", help="read the password from the first line of "
-                   "standard input instead of asking")
+    q.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking",
+    )
     q.set_defaults(func=cmd_user_add)
     q = user_sub.add_parser("password", parents=[common], help="set a web UI user's password")
     q.add_argument("name", metavar="NAME")
@@ -358,8 +403,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_user_password)
     q = user_sub.add_parser("list", parents=[common], help="list the web UI users and their roles")
     q.set_defaults(func=cmd_user_list)
-    for verb, text in (("disable", "stop a web UI user from signing in and end their sessions now"),
-                       ("enable", "let a disabled web UI user sign in again")):
+    for verb, text in (
+        ("disable", "stop a web UI user from signing in and end their sessions now"),
+        ("enable", "let a disabled web UI user sign in again"),
+    ):
         q = user_sub.add_parser(verb, parents=[common], help=text)
         q.add_argument("name", metavar="NAME")
         q.set_defaults(func=cmd_user_disable, disable=verb == "disable")
@@ -377,7 +424,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     q = key_sub.add_parser("revoke", parents=[common], help="revoke an API key (master-cookie: the master cookie)")
     q.add_argument("name", metavar="NAME")
     q.set_defaults(func=cmd_apikey_revoke)
-    q = key_sub.add_parser("master", parents=[common], help="make the master cookie (printed once; replaces the "
-                           "old one)")
+    q = key_sub.add_parser(
+        "master", parents=[common], help="make the master cookie (printed once; replaces the old one)"
+    )
     q.set_defaults(func=cmd_apikey_master)
-

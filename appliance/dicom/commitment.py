@@ -54,8 +54,9 @@ def referenced_sop(sop_class: str, sop_uid: str, reason: int | None = None) -> D
     return item
 
 
-def handle_n_action(event: Event, app: Appliance, reporter: Callable[[Event, Appliance, Dataset], None]
-                    ) -> tuple[int | Dataset, Dataset | None]:
+def handle_n_action(
+    event: Event, app: Appliance, reporter: Callable[[Event, Appliance, Dataset], None]
+) -> tuple[int | Dataset, Dataset | None]:
     """N-ACTION: accept a Storage Commitment request; the report follows on ``reporter``'s thread.
 
     Returns
@@ -78,19 +79,26 @@ def handle_n_action(event: Event, app: Appliance, reporter: Callable[[Event, App
         return guard.failure("N-ACTION", exc, peer, "Storage Commitment"), None
     if not info.get("TransactionUID") or not info.get("ReferencedSOPSequence"):
         return guard.refusal(MISSING_ATTRIBUTE, "Transaction UID and Referenced SOP Sequence are required"), None
-    if any(not item.get("ReferencedSOPClassUID") or not item.get("ReferencedSOPInstanceUID")
-           for item in info.ReferencedSOPSequence):
+    if any(
+        not item.get("ReferencedSOPClassUID") or not item.get("ReferencedSOPInstanceUID")
+        for item in info.ReferencedSOPSequence
+    ):
         return guard.refusal(INVALID_ARGUMENT, "a Referenced SOP Sequence item lacks its UIDs"), None
-    LOGGER.info("Storage Commitment from %s: transaction %s, %d instance(s)", peer, info.TransactionUID,
-                len(info.ReferencedSOPSequence))
+    LOGGER.info(
+        "Storage Commitment from %s: transaction %s, %d instance(s)",
+        peer,
+        info.TransactionUID,
+        len(info.ReferencedSOPSequence),
+    )
     reporter(event, app, info)
     return status.SUCCESS, None
 
 
 def report(app: Appliance, info: Dataset) -> tuple[int, Dataset]:
     """The N-EVENT-REPORT of a commitment request: event type and Event Information."""
-    references = [(str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
-                  for item in info.ReferencedSOPSequence]
+    references = [
+        (str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID)) for item in info.ReferencedSOPSequence
+    ]
     committed, failed = app.commitment(references)
     out = Dataset()
     out.TransactionUID = info.TransactionUID
@@ -117,8 +125,12 @@ class Reporter:
 
     def __call__(self, event: Event, app: Appliance, info: Dataset) -> None:
         """Schedule the report of one request (the handler's ``reporter``)."""
-        thread = threading.Thread(target=self._send, args=(event.assoc, handlers.calling_ae(event), app, info),
-                                  name="commitment-report", daemon=True)
+        thread = threading.Thread(
+            target=self._send,
+            args=(event.assoc, handlers.calling_ae(event), app, info),
+            name="commitment-report",
+            daemon=True,
+        )
         self._threads.append(thread)
         thread.start()
 
@@ -140,8 +152,12 @@ class Reporter:
             try:
                 answer, _ = assoc.send_n_event_report(data, event_type, STORAGE_COMMITMENT, INSTANCE)
                 if answer is not None and answer.get("Status") == 0x0000:
-                    LOGGER.info("Storage Commitment report to %s (same association): transaction %s, %d failed",
-                                peer, info.TransactionUID, failed)
+                    LOGGER.info(
+                        "Storage Commitment report to %s (same association): transaction %s, %d failed",
+                        peer,
+                        info.TransactionUID,
+                        failed,
+                    )
                     return
             except Exception as exc:  # closed meanwhile: report on a new association below
                 LOGGER.info("Storage Commitment report to %s: same association not usable (%s)", peer, exc)
@@ -151,8 +167,12 @@ class Reporter:
     def _send_new(peer: str, app: Appliance, data: Dataset, event_type: int, failed: int) -> None:
         node = app.node(peer)
         if node is None:
-            LOGGER.error("Storage Commitment report for %s not sent: the association has ended and %s is not a "
-                         "known node (add it to [[dicom.nodes]] so the report can reach it)", peer, peer)
+            LOGGER.error(
+                "Storage Commitment report for %s not sent: the association has ended and %s is not a "
+                "known node (add it to [[dicom.nodes]] so the report can reach it)",
+                peer,
+                peer,
+            )
             return
         cfg = app.config.dicom
         ae = AE(ae_title=cfg.ae_title)
@@ -164,8 +184,7 @@ class Reporter:
         tls_args = handlers.app_tls_args(app, node.host) if node.tls else None
         assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=[role], tls_args=tls_args)
         if not assoc.is_established:
-            LOGGER.error("Storage Commitment report to %s (%s:%d) not sent: no association", peer, node.host,
-                         node.port)
+            LOGGER.error("Storage Commitment report to %s (%s:%d) not sent: no association", peer, node.host, node.port)
             return
         try:
             answer, _ = assoc.send_n_event_report(data, event_type, STORAGE_COMMITMENT, INSTANCE)
@@ -173,11 +192,16 @@ class Reporter:
             assoc.release()
         code = answer.get("Status") if answer is not None else None
         if code == 0x0000:
-            LOGGER.info("Storage Commitment report to %s (new association): transaction %s, %d failed", peer,
-                        data.TransactionUID, failed)
+            LOGGER.info(
+                "Storage Commitment report to %s (new association): transaction %s, %d failed",
+                peer,
+                data.TransactionUID,
+                failed,
+            )
         else:
-            LOGGER.error("Storage Commitment report to %s answered %s", peer,
-                         "nothing" if code is None else f"0x{int(code):04X}")
+            LOGGER.error(
+                "Storage Commitment report to %s answered %s", peer, "nothing" if code is None else f"0x{int(code):04X}"
+            )
 
 
 def _may_report_on(assoc: Any) -> bool:

@@ -216,9 +216,6 @@ def over_limit(assoc: Association) -> bool:
     return len(registry) + pynetdicom_acceptors(server) > server.ae.maximum_associations
 
 
-
-
-
 def _get_msg(self: DIMSEServiceProvider, block: bool = False) -> Any:
     if block:
         return _ORIGINAL(self, True)
@@ -251,8 +248,9 @@ def installed() -> bool:
 class PolicyACSE(ACSE):
     """ACSE that applies the :class:`~appliance.dicom.policy.AssociationPolicy` before negotiating."""
 
-    def __init__(self, assoc: Association, policy: AssociationPolicy, over_limit: Callable[[Association], bool]
-                 ) -> None:
+    def __init__(
+        self, assoc: Association, policy: AssociationPolicy, over_limit: Callable[[Association], bool]
+    ) -> None:
         super().__init__(assoc)
         self.policy = policy
         self.over_limit = over_limit
@@ -344,8 +342,12 @@ def guard_state_machine(assoc: Association) -> None:
         try:
             action(event)
         except Exception as exc:
-            LOGGER.error("association from %s aborted: malformed message (%s: %s)", assoc.requestor.ae_title,
-                         type(exc).__name__, exc)
+            LOGGER.error(
+                "association from %s aborted: malformed message (%s: %s)",
+                assoc.requestor.ae_title,
+                type(exc).__name__,
+                exc,
+            )
             abort = A_ABORT_RQ()
             abort.source = 0x02
             abort.reason_diagnostic = 0x00

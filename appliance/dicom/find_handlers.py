@@ -23,6 +23,7 @@ from appliance.worklist.store import from_dataset
 
 LOGGER = logging.getLogger("appliance.dicom")
 
+
 def handle_c_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND: :func:`find_responses` with each answer as a data set.
 
@@ -33,14 +34,20 @@ def handle_c_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset,
         :func:`mwl_answers` (Modality Worklist).
     """
     req: Any = event.request
-    responses = find_responses(app, handlers.calling_ae(event), str(req.AffectedSOPClassUID),
-                               lambda: event.identifier, lambda: event.is_cancelled)
+    responses = find_responses(
+        app,
+        handlers.calling_ae(event),
+        str(req.AffectedSOPClassUID),
+        lambda: event.identifier,
+        lambda: event.is_cancelled,
+    )
     for result, answer in responses:
         yield result, answer.dataset() if isinstance(answer, Answer) else answer
 
 
-def find_responses(app: Appliance, peer: str, sop_class: str, identifier: Callable[[], Dataset],
-                   cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
+def find_responses(
+    app: Appliance, peer: str, sop_class: str, identifier: Callable[[], Dataset], cancelled: Callable[[], bool]
+) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
     """Every C-FIND's decisions: Modality Worklist queries to :func:`mwl_answers`, the rest to Q/R.
 
     The one place that decides rights, statuses and log lines of a C-FIND, for pynetdicom's handler
@@ -69,8 +76,9 @@ def handle_mwl_find(event: Event, app: Appliance) -> Iterator[tuple[int | Datase
     return mwl_answers(app, handlers.calling_ae(event), lambda: event.identifier, lambda: event.is_cancelled)
 
 
-def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
-                cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+def mwl_answers(
+    app: Appliance, peer: str, identifier: Callable[[], Dataset], cancelled: Callable[[], bool]
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """Modality Worklist C-FIND: one pending answer per matching step.
 
     Parameters
@@ -95,8 +103,12 @@ def mwl_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
         yield guard.refusal(status.NOT_AUTHORIZED, "calling AE has no mwl right"), None
         return
     try:
-        answers = find_items(app.db.conn, identifier(), app.config.worklist.hidden_statuses,
-                             pn_ignore_case=app.config.worklist.pn_ignore_case)
+        answers = find_items(
+            app.db.conn,
+            identifier(),
+            app.config.worklist.hidden_statuses,
+            pn_ignore_case=app.config.worklist.pn_ignore_case,
+        )
         count = 0
         for answer in answers:
             if cancelled():
@@ -152,8 +164,9 @@ def handle_n_set(event: Event, app: Appliance) -> tuple[int | Dataset, Dataset |
     return _mpps_request(event, app, "N-SET", str(req.RequestedSOPClassUID), set_)
 
 
-def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
-                  apply: Callable[[str], Dataset]) -> tuple[int | Dataset, Dataset | None]:
+def _mpps_request(
+    event: Event, app: Appliance, verb: str, sop_class: str, apply: Callable[[str], Dataset]
+) -> tuple[int | Dataset, Dataset | None]:
     """The guard of N-CREATE and N-SET: the mwl right, the SOP Class, then ``apply(peer)`` with failures mapped.
 
     Returns
@@ -176,4 +189,3 @@ def _mpps_request(event: Event, app: Appliance, verb: str, sop_class: str,
 
 
 _MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
-

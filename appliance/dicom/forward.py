@@ -33,9 +33,14 @@ from appliance.index import StoredInstance
 LOGGER = logging.getLogger("appliance.forwarding")
 
 #: Failure Reasons of a Storage Commitment report (PS3.4 J.3.3.1.1) in words.
-FAILURE_REASONS = {0x0110: "processing failure", 0x0112: "no such object instance", 0x0213: "resource limitation",
-                   0x0122: "SOP class not supported", 0x0119: "class / instance conflict",
-                   0x0131: "duplicate transaction UID"}
+FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0112: "no such object instance",
+    0x0213: "resource limitation",
+    0x0122: "SOP class not supported",
+    0x0119: "class / instance conflict",
+    0x0131: "duplicate transaction UID",
+}
 
 
 class DicomTransport:
@@ -51,8 +56,9 @@ class DicomTransport:
         Makes the client TLS context when ``[forwarding] tls`` is on.
     """
 
-    def __init__(self, app: Appliance, config: ForwardingConfig,
-                 client_tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+    def __init__(
+        self, app: Appliance, config: ForwardingConfig, client_tls: Callable[[], ssl.SSLContext] | None = None
+    ) -> None:
         self.app = app
         self.config = config
         self.client_tls = client_tls
@@ -75,12 +81,15 @@ class DicomTransport:
         """
         cfg = self.config
         dicom = self.app.config.dicom
-        sender = StoreSCU(cfg.host, cfg.port, cfg.ae_title,
-                          Identity(dicom.ae_title, _implementation_uid(), IMPLEMENTATION_VERSION, dicom.max_pdu),
-                          retrieve.store_contexts(instances, self.prefer),
-                          Timeouts(cfg.tcp_timeout_ms / 1000, cfg.dicom_timeout_ms / 1000,
-                                   cfg.transfer_timeout_ms / 1000),
-                          self._tls())
+        sender = StoreSCU(
+            cfg.host,
+            cfg.port,
+            cfg.ae_title,
+            Identity(dicom.ae_title, _implementation_uid(), IMPLEMENTATION_VERSION, dicom.max_pdu),
+            retrieve.store_contexts(instances, self.prefer),
+            Timeouts(cfg.tcp_timeout_ms / 1000, cfg.dicom_timeout_ms / 1000, cfg.transfer_timeout_ms / 1000),
+            self._tls(),
+        )
         sender.open()
         result = BatchResult()
         try:
@@ -95,7 +104,7 @@ class DicomTransport:
                 try:
                     code, comment = sender.store(number % 65536, inst.sop_class_uid, inst.sop_uid, context_id, data)
                 except AssociationLost as exc:
-                    for rest in instances[number - 1:]:
+                    for rest in instances[number - 1 :]:
                         result.failed[rest.sop_uid] = str(exc)
                     return result
                 if code in (0x0000, 0xB000, 0xB006, 0xB007):
@@ -106,8 +115,9 @@ class DicomTransport:
             sender.release()
         return result
 
-    def commit(self, instances: list[StoredInstance], transaction_uid: str,
-               reported: threading.Event | None = None) -> Report | None:
+    def commit(
+        self, instances: list[StoredInstance], transaction_uid: str, reported: threading.Event | None = None
+    ) -> Report | None:
         """Ask the regional server to commit the instances (N-ACTION, Storage Commitment Push Model).
 
         Parameters
@@ -142,18 +152,24 @@ class DicomTransport:
             return status.SUCCESS, None
 
         context = self._tls()
-        assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.ae_title,
-                             ext_neg=[build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)],
-                             tls_args=(context, cfg.host) if context is not None else None,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+        assoc = ae.associate(
+            cfg.host,
+            cfg.port,
+            ae_title=cfg.ae_title,
+            ext_neg=[build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)],
+            tls_args=(context, cfg.host) if context is not None else None,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+        )
         if not assoc.is_established:
             raise ConnectionError(f"no association with {cfg.ae_title}@{cfg.host}:{cfg.port} for storage commitment")
         try:
             answer, _ = assoc.send_n_action(request(instances, transaction_uid), 1, STORAGE_COMMITMENT, INSTANCE)
             code = answer.get("Status") if answer is not None else None
             if code != 0x0000:
-                raise ConnectionError(f"{cfg.ae_title} answered the storage commitment request with "
-                                      f"{'nothing' if code is None else f'0x{int(code):04X}'}")
+                raise ConnectionError(
+                    f"{cfg.ae_title} answered the storage commitment request with "
+                    f"{'nothing' if code is None else f'0x{int(code):04X}'}"
+                )
             arrived.wait(min(5.0, cfg.dicom_timeout_ms / 1000))
         finally:
             if assoc.is_established:
@@ -203,9 +219,11 @@ def handle_n_event_report(event: Event, app: Appliance) -> tuple[int | Dataset, 
         report = parse_report(event.event_information)
     except Exception as exc:
         return guard.failure("N-ACTION", exc, peer, "Storage Commitment report"), None
-    taken = any(listener(report.transaction_uid, report.committed, report.failed)
-                for listener in app.commitment_listeners)
+    taken = any(
+        listener(report.transaction_uid, report.committed, report.failed) for listener in app.commitment_listeners
+    )
     if not taken:
-        LOGGER.warning("Storage Commitment report from %s for unknown transaction %s ignored", peer,
-                       report.transaction_uid)
+        LOGGER.warning(
+            "Storage Commitment report from %s for unknown transaction %s ignored", peer, report.transaction_uid
+        )
     return status.SUCCESS, None

@@ -76,8 +76,17 @@ TABLE: dict[str, list[tuple[type[BaseException], int]]] = {
 }
 
 #: Errors the core raises on purpose: logged as one line; anything else is a bug, logged with its traceback.
-_EXPECTED = (InvalidDataset, OutOfResources, IndexFailure, DatabaseError, OSError, QueryError, NotFound, MppsError,
-             CodecError)
+_EXPECTED = (
+    InvalidDataset,
+    OutOfResources,
+    IndexFailure,
+    DatabaseError,
+    OSError,
+    QueryError,
+    NotFound,
+    MppsError,
+    CodecError,
+)
 
 
 def status_of(service: str, exc: BaseException) -> int:
@@ -112,8 +121,16 @@ def failure(service: str, exc: BaseException, peer: str, what: str = "") -> Data
     if isinstance(exc, _EXPECTED):
         LOGGER.error("%s from %s %s (0x%04X): %s", subject, peer, outcome, code, reason)
     else:
-        LOGGER.error("%s from %s %s (0x%04X): unexpected %s: %s", subject, peer, outcome, code,
-                     type(exc).__name__, reason, exc_info=exc)
+        LOGGER.error(
+            "%s from %s %s (0x%04X): unexpected %s: %s",
+            subject,
+            peer,
+            outcome,
+            code,
+            type(exc).__name__,
+            reason,
+            exc_info=exc,
+        )
         reason = "internal error (see the appliance log)"
     ds = Dataset()
     ds.Status = code

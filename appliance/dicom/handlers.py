@@ -85,8 +85,15 @@ def handle_store(event: Event, app: Appliance) -> int | Dataset:
             received = dataset = Spool.received(path)
         else:
             dataset = data.getvalue()  # type: ignore[union-attr]
-        app.store(dataset, str(event.context.transfer_syntax), str(req.AffectedSOPClassUID),
-                  str(req.AffectedSOPInstanceUID), peer, called_ae(event), assoc_id(event))
+        app.store(
+            dataset,
+            str(event.context.transfer_syntax),
+            str(req.AffectedSOPClassUID),
+            str(req.AffectedSOPInstanceUID),
+            peer,
+            called_ae(event),
+            assoc_id(event),
+        )
     except Exception as exc:
         return guard.failure("C-STORE", exc, peer, str(req.AffectedSOPInstanceUID))
     finally:
@@ -103,13 +110,13 @@ def handle_find(event: Event, app: Appliance) -> Iterator[tuple[int | Dataset, D
     (status, identifier)
         As :func:`find_answers`.
     """
-    for result, answer in find_answers(app, calling_ae(event), lambda: event.identifier,
-                                       lambda: event.is_cancelled):
+    for result, answer in find_answers(app, calling_ae(event), lambda: event.identifier, lambda: event.is_cancelled):
         yield result, answer.dataset() if isinstance(answer, Answer) else answer
 
 
-def find_answers(app: Appliance, peer: str, identifier: Callable[[], Dataset],
-                 cancelled: Callable[[], bool]) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
+def find_answers(
+    app: Appliance, peer: str, identifier: Callable[[], Dataset], cancelled: Callable[[], bool]
+) -> Iterator[tuple[int | Dataset, Answer | Dataset | None]]:
     """C-FIND (Patient Root and Study Root) decisions, for pynetdicom's handler and the fast path alike.
 
     Parameters
@@ -209,8 +216,9 @@ def handle_move(event: Event, app: Appliance) -> Iterator[Any]:
         kwargs["tls_args"] = app_tls_args(app, node.host)
     yield node.host, node.port, kwargs
     yield len(instances)
-    LOGGER.info("C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), node.ae_title, node.host,
-                node.port)
+    LOGGER.info(
+        "C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), node.ae_title, node.host, node.port
+    )
     accepted = _accepted(destination[0].accepted_contexts if destination else [], as_scu=None)
     yield from _sub_operations(event, app, instances, accepted, prefer, "C-MOVE")
 
@@ -230,8 +238,9 @@ def _accepted(contexts: list[Any], as_scu: bool | None) -> dict[str, list[str]]:
     return out
 
 
-def _sub_operations(event: Event, app: Appliance, instances: list[Any], accepted: dict[str, list[str]],
-                    prefer: str | None, service: str) -> Iterator[Any]:
+def _sub_operations(
+    event: Event, app: Appliance, instances: list[Any], accepted: dict[str, list[str]], prefer: str | None, service: str
+) -> Iterator[Any]:
     # Conversions run in the budgeted workers, the next ones while this one is sent (appliance.conversion).
     payloads = retrieve.Payloads(app, instances, accepted, prefer)
     try:

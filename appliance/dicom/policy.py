@@ -83,11 +83,20 @@ class AssociationPolicy:
         if reason == CALLING_AE_NOT_RECOGNISED:
             LOGGER.warning("association from %s (%s) rejected: calling AE not known", calling, peer)
         elif reason == CALLED_AE_NOT_RECOGNISED:
-            LOGGER.warning("association from %s (%s) rejected: called AE %r is not ours (%s)", calling, peer, called,
-                           ", ".join(sorted(self.app.ae_titles())))
+            LOGGER.warning(
+                "association from %s (%s) rejected: called AE %r is not ours (%s)",
+                calling,
+                peer,
+                called,
+                ", ".join(sorted(self.app.ae_titles())),
+            )
         else:
-            LOGGER.warning("association from %s (%s) rejected: local limit exceeded (%d associations open)",
-                           calling, peer, self.app.config.dicom.max_associations)
+            LOGGER.warning(
+                "association from %s (%s) rejected: local limit exceeded (%d associations open)",
+                calling,
+                peer,
+                self.app.config.dicom.max_associations,
+            )
 
     def denied(self, calling: str) -> set[str]:
         """The SOP Class UIDs whose contexts ``calling`` is refused (the rights it lacks)."""
@@ -96,5 +105,8 @@ class AssociationPolicy:
     def log_denied(self, calling: str, denied: set[str]) -> None:
         """The log line of an accepted association whose services were restricted."""
         if denied:
-            LOGGER.info("association from %s: %d query/retrieve service(s) not permitted, their contexts"
-                        " are rejected", calling, len(denied))
+            LOGGER.info(
+                "association from %s: %d query/retrieve service(s) not permitted, their contexts are rejected",
+                calling,
+                len(denied),
+            )

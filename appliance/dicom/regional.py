@@ -39,8 +39,9 @@ class DicomRegional:
         Makes the client TLS context when ``[forwarding] tls`` is on.
     """
 
-    def __init__(self, config: ForwardingConfig, our_ae: str,
-                 client_tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+    def __init__(
+        self, config: ForwardingConfig, our_ae: str, client_tls: Callable[[], ssl.SSLContext] | None = None
+    ) -> None:
         self.config = config
         self.our_ae = our_ae
         self.client_tls = client_tls
@@ -72,16 +73,20 @@ class DicomRegional:
             No association, the peer went silent or aborted, or it ended the query with a failure.
         """
         level = str(identifier.get("QueryRetrieveLevel", "")).upper()
-        model = (PatientRootQueryRetrieveInformationModelFind if level == "PATIENT"
-                 else StudyRootQueryRetrieveInformationModelFind)
+        model = (
+            PatientRootQueryRetrieveInformationModelFind
+            if level == "PATIENT"
+            else StudyRootQueryRetrieveInformationModelFind
+        )
         assoc = self._associate(model)
         answers: list[Dataset] = []
         try:
             for rsp, ds in assoc.send_c_find(identifier, model):
                 code = rsp.get("Status") if rsp is not None else None
                 if code is None:
-                    raise ConnectionError(f"{self.config.ae_title} aborted or stopped answering the C-FIND "
-                                          "(does it know our AE title?)")
+                    raise ConnectionError(
+                        f"{self.config.ae_title} aborted or stopped answering the C-FIND (does it know our AE title?)"
+                    )
                 if code in (0xFF00, 0xFF01):
                     if ds is not None:
                         answers.append(ds)
@@ -108,13 +113,15 @@ class DicomRegional:
             for rsp, _ in assoc.send_c_move(identifier, self.our_ae, model):
                 code = rsp.get("Status") if rsp is not None else None
                 if code is None:
-                    raise ConnectionError(f"{self.config.ae_title} aborted or stopped answering the C-MOVE "
-                                          "(does it know our AE title?)")
+                    raise ConnectionError(
+                        f"{self.config.ae_title} aborted or stopped answering the C-MOVE (does it know our AE title?)"
+                    )
                 moved = int(rsp.get("NumberOfCompletedSuboperations", moved))
         finally:
             if assoc.is_established:
                 assoc.release()
         if code not in _MOVE_DONE:
-            raise ConnectionError(f"{self.config.ae_title} ended the C-MOVE to {self.our_ae} with "
-                                  f"0x{int(code or 0):04X}")
+            raise ConnectionError(
+                f"{self.config.ae_title} ended the C-MOVE to {self.our_ae} with 0x{int(code or 0):04X}"
+            )
         return moved

@@ -101,8 +101,9 @@ def store_contexts(instances: Iterable[Sendable], prefer: str | None = None) -> 
     return sorted(chosen, key=lambda cx: (order[cx[0]], cx[1] == plain))
 
 
-def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str | None = None
-            ) -> tuple[str, bytes | memoryview]:
+def payload(
+    app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str | None = None
+) -> tuple[str, bytes | memoryview]:
     """The transfer syntax and data set bytes to send ``inst`` in, given the syntaxes accepted for its class.
 
     A conversion runs in the conversion service's budgeted worker (:mod:`appliance.conversion`).
@@ -127,17 +128,19 @@ def payload(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefe
 
 def _as_stored(app: Appliance, inst: StoredInstance) -> memoryview:
     data = codecs.read_stored(app.file_path(inst))
-    return memoryview(data)[codecs.dataset_offset(data):]
+    return memoryview(data)[codecs.dataset_offset(data) :]
 
 
-def _without_preference(app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str,
-                        exc: CodecError) -> tuple[str, bytes | memoryview]:
+def _without_preference(
+    app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str, exc: CodecError
+) -> tuple[str, bytes | memoryview]:
     """The node's preferred syntax cannot hold ``inst`` (a 16-bit CT in 8-bit JPEG Baseline): the receiver gets it
     as it would without a preference."""
     fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
     if fallback is None:
-        raise CodecError(f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted "
-                         "syntax can carry it") from exc
+        raise CodecError(
+            f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted syntax can carry it"
+        ) from exc
     if fallback == inst.transfer_syntax:
         return fallback, _as_stored(app, inst)
     return fallback, _convert(app, inst, fallback).result()
@@ -148,8 +151,9 @@ def target_syntax(inst: StoredInstance, accepted: Sequence[str], prefer: str | N
     syntax = codecs.choose(inst.transfer_syntax, accepted, prefer)
     if syntax is None:
         offered = ", ".join(accepted) or "none"
-        raise CodecError(f"no accepted presentation context can carry {inst.transfer_syntax} "
-                         f"(accepted for its SOP class: {offered})")
+        raise CodecError(
+            f"no accepted presentation context can carry {inst.transfer_syntax} (accepted for its SOP class: {offered})"
+        )
     return syntax
 
 
@@ -185,8 +189,13 @@ class Payloads:
         The receiver's preferred transfer syntax.
     """
 
-    def __init__(self, app: Appliance, instances: Sequence[StoredInstance], accepted: Mapping[str, Sequence[str]],
-                 prefer: str | None = None) -> None:
+    def __init__(
+        self,
+        app: Appliance,
+        instances: Sequence[StoredInstance],
+        accepted: Mapping[str, Sequence[str]],
+        prefer: str | None = None,
+    ) -> None:
         self.app = app
         self.instances = instances
         self.accepted = accepted
@@ -222,8 +231,9 @@ class Payloads:
                 continue  # get() raises it for that instance
             if syntax != inst.transfer_syntax and self.app.conversions is not None:
                 try:
-                    self._pending[index] = self.app.conversions.submit(self.app.file_path(inst), syntax,
-                                                                       f"converting instance {inst.sop_uid}")
+                    self._pending[index] = self.app.conversions.submit(
+                        self.app.file_path(inst), syntax, f"converting instance {inst.sop_uid}"
+                    )
                 except CodecError:
                     continue  # the service has stopped: get() converts it (and fails) on its own
 

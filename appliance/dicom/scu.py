@@ -26,7 +26,6 @@ from appliance.errors import CodecError
 LOGGER = logging.getLogger("appliance.dicom")
 
 
-
 @dataclass
 class EchoResult:
     """Outcome of a C-ECHO."""
@@ -76,8 +75,14 @@ def _why_not(assoc: Association, host: str, port: int, timeout: float, elapsed: 
     return "no association (the peer did not answer the association request)"
 
 
-def echo(host: str, port: int, called_ae: str, calling_ae: str = "APPLIANCE", timeout: float = 10.0,
-         ssl_context: ssl.SSLContext | None = None) -> EchoResult:
+def echo(
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str = "APPLIANCE",
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> EchoResult:
     """C-ECHO a node and say whether it answered.
 
     Parameters
@@ -140,8 +145,15 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def import_files(root: Path, host: str, port: int, called_ae: str, calling_ae: str = "APPLIANCE",
-                 timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> ImportReport:
+def import_files(
+    root: Path,
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str = "APPLIANCE",
+    timeout: float = 30.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ImportReport:
     """Send every DICOM file under ``root`` (any depth) by C-STORE.
 
     Files are read header-only to plan the associations: per SOP class, one presentation context
@@ -159,8 +171,9 @@ def import_files(root: Path, host: str, port: int, called_ae: str, calling_ae: s
     for path in _walk(root):
         try:
             ds = dcmread(path, stop_before_pixels=True)
-            sop_class = str(ds.file_meta.MediaStorageSOPClassUID if "MediaStorageSOPClassUID" in ds.file_meta
-                            else ds.SOPClassUID)
+            sop_class = str(
+                ds.file_meta.MediaStorageSOPClassUID if "MediaStorageSOPClassUID" in ds.file_meta else ds.SOPClassUID
+            )
             files.append(_File(path, sop_class, str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)))
         except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError) as exc:
             report.unreadable.append((str(path), _reason(exc)))
@@ -223,8 +236,11 @@ def _send_batch(sender: StoreSCU, batch: list[_File], report: ImportReport) -> N
             continue
         try:
             data = codecs.read_stored(item.path)
-            payload = memoryview(data)[codecs.dataset_offset(data):] if syntax == item.transfer_syntax \
+            payload = (
+                memoryview(data)[codecs.dataset_offset(data) :]
+                if syntax == item.transfer_syntax
                 else codecs.convert(data, syntax)
+            )
         except CodecError as exc:
             report.failed.append((str(item.path), str(exc)))
             continue

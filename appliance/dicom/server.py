@@ -83,6 +83,7 @@ STORAGE_SYNTAXES: list[str | bytes | UID] = [
 ]
 QUERY_SYNTAXES: list[str | bytes | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
+
 class FastSocket(AssociationSocket):
     """AssociationSocket that reads whole PDUs at once and keeps ACKs prompt."""
 
@@ -115,8 +116,12 @@ class FastSocket(AssociationSocket):
             self._in_pdu = False
             limit = self.assoc.acceptor.maximum_length if self.assoc.is_established else fast.MAX_REQUEST
             if limit and nr_bytes > limit:
-                LOGGER.error("association from %s aborted: PDU of %d bytes, more than the %d we accept",
-                             self.assoc.requestor.ae_title, nr_bytes, limit)
+                LOGGER.error(
+                    "association from %s aborted: PDU of %d bytes, more than the %d we accept",
+                    self.assoc.requestor.ae_title,
+                    nr_bytes,
+                    limit,
+                )
                 self._abort_and_close()
                 return bytearray()  # pynetdicom: PDU shorter than announced, the connection is closed
         return self._read(nr_bytes)
@@ -134,8 +139,9 @@ class FastSocket(AssociationSocket):
             return fast.recv_exact(cast(socket.socket, self.socket), nr_bytes, self._deadline)
         except TimeoutError:
             # One line and an A-ABORT rather than pynetdicom's traceback; the short read ends the association.
-            LOGGER.error("association from %s aborted: a PDU did not arrive whole in time",
-                         self.assoc.requestor.ae_title)
+            LOGGER.error(
+                "association from %s aborted: a PDU did not arrive whole in time", self.assoc.requestor.ae_title
+            )
             self._abort_and_close()
             return bytearray()
 
@@ -147,8 +153,6 @@ class FastSocket(AssociationSocket):
 
 class _RequestHandler(compat.PolicyRequestHandler):
     socket_class = FastSocket
-
-
 
 
 class ApplianceServer(ThreadedAssociationServer):
@@ -190,8 +194,7 @@ class ApplianceServer(ThreadedAssociationServer):
                 try:
                     request = tls.handshake(request, self.ssl_context, self.handshake_timeout)
                 except tls.HandshakeError as exc:
-                    LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0],
-                                   exc)
+                    LOGGER.warning("TLS connection from %s failed before the association: %s", client_address[0], exc)
                     return
             request = fast.serve(self, request, client_address, lambda: self.unassociated.remove(raw))
         finally:
@@ -283,15 +286,18 @@ class DicomNode:
     def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> ApplianceServer:
         cfg = self.app.config.dicom
         try:
-            server = cast(ApplianceServer, self.ae.make_server(
-                (cfg.bind, port),
-                ae_title=cfg.ae_title,
-                contexts=self._contexts,
-                ssl_context=ssl_context,
-                evt_handlers=self._handlers(),
-                server_class=ApplianceServer,
-                request_handler=_RequestHandler,
-            ))
+            server = cast(
+                ApplianceServer,
+                self.ae.make_server(
+                    (cfg.bind, port),
+                    ae_title=cfg.ae_title,
+                    contexts=self._contexts,
+                    ssl_context=ssl_context,
+                    evt_handlers=self._handlers(),
+                    server_class=ApplianceServer,
+                    request_handler=_RequestHandler,
+                ),
+            )
         except OSError as exc:
             key = "[dicom] tls_port" if ssl_context is not None else "[dicom] port"
             raise ListenerError.port("DICOM", key, cfg.bind, port, exc) from None
@@ -303,8 +309,7 @@ class DicomNode:
         server.unassociated = Unassociated()
         blocking = blocking_handlers(server)
         if server.fast_path and blocking:
-            LOGGER.info("DICOM fast path off: handler(s) bound to %s, which only pynetdicom emits",
-                        ", ".join(blocking))
+            LOGGER.info("DICOM fast path off: handler(s) bound to %s, which only pynetdicom emits", ", ".join(blocking))
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-listener-{port}", daemon=True)
         thread.start()
         compat.register_server(self.ae, server)
@@ -344,7 +349,8 @@ class DicomNode:
     def active(self) -> list[Association | fast.FastAssociation]:
         """Open acceptor associations (pynetdicom's and the fast path's)."""
         pynetdicom: list[Association | fast.FastAssociation] = [
-            a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()]
+            a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()
+        ]
         return pynetdicom + self.fast.active()
 
 
@@ -367,8 +373,13 @@ def _stats(assoc: Association) -> dict[str, Any]:
 def _on_established(event: evt.Event) -> None:
     assoc = event.assoc
     _stats(assoc)
-    LOGGER.info("association from %s (%s:%s) to %s accepted", handlers.calling_ae(event),
-                assoc.requestor.address, assoc.requestor.port, handlers.called_ae(event))
+    LOGGER.info(
+        "association from %s (%s:%s) to %s accepted",
+        handlers.calling_ae(event),
+        assoc.requestor.address,
+        assoc.requestor.port,
+        handlers.called_ae(event),
+    )
 
 
 def _on_ended(event: evt.Event, how: str) -> None:
@@ -382,9 +393,15 @@ def _on_closed(event: evt.Event, app: Appliance) -> None:
     if stats is None:  # rejected or never established
         return
     app.association_ended(handlers.called_ae(event), handlers.assoc_id(event), stats["end"] == "released")
-    LOGGER.info("association from %s to %s %s after %.1f s: %d stored, %d failed", handlers.calling_ae(event),
-                handlers.called_ae(event), stats["end"], time.monotonic() - stats["start"], stats["stored"],
-                stats["failed"])
+    LOGGER.info(
+        "association from %s to %s %s after %.1f s: %d stored, %d failed",
+        handlers.calling_ae(event),
+        handlers.called_ae(event),
+        stats["end"],
+        time.monotonic() - stats["start"],
+        stats["stored"],
+        stats["failed"],
+    )
 
 
 ListenerFactory = Callable[[Appliance], DicomNode]

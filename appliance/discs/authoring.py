@@ -136,8 +136,12 @@ class DiscAuthor:
         uids = self.jobs.instances(job.id)
         folder = self.job_dir(job.id)
         manifest = read_manifest(folder)
-        if manifest and manifest.get("complete") and manifest.get("key") == self._key(job, uids) and \
-                _files_present(folder, manifest):
+        if (
+            manifest
+            and manifest.get("complete")
+            and manifest.get("key") == self._key(job, uids)
+            and _files_present(folder, manifest)
+        ):
             LOGGER.info("disc job %d: reusing its staged discs", job.id)
             return self._specs(job, folder, manifest)
         if job.parent_id is not None and job.source in ("reburn", "reprint"):
@@ -145,8 +149,9 @@ class DiscAuthor:
             parent_manifest = read_manifest(parent)
             if parent_manifest and parent_manifest.get("complete") and _files_present(parent, parent_manifest):
                 return self._from_parent(job, uids, parent, parent_manifest, relabel=job.source == "reprint")
-            LOGGER.info("disc job %d: the staged files of job %d are gone; authoring from the store", job.id,
-                        job.parent_id)
+            LOGGER.info(
+                "disc job %d: the staged files of job %d are gone; authoring from the store", job.id, job.parent_id
+            )
         return self._build(job, uids)
 
     # -- building ---------------------------------------------------------------------------------------
@@ -154,8 +159,9 @@ class DiscAuthor:
     def _build(self, job: Job, uids: Sequence[str]) -> list[DiscSpec]:
         content, missing = load_content(self.db, uids)
         if missing:
-            raise AuthoringError(f"{len(missing)} of the job's {len(uids)} instance(s) are no longer in the store "
-                                 f"(e.g. {missing[0]})")
+            raise AuthoringError(
+                f"{len(missing)} of the job's {len(uids)} instance(s) are no longer in the store (e.g. {missing[0]})"
+            )
         if not content.instance_count:
             raise AuthoringError("the job has no instances")
         folder = self.job_dir(job.id)
@@ -184,20 +190,27 @@ class DiscAuthor:
         for n, inst in enumerate(content.instances()):
             source = self.settings.resolve(inst.path) if self.settings.resolve else self.settings.store_dir / inst.path
             try:
-                staged[inst.sop_uid] = stage_instance(source, pool / f"{n:08d}",
-                                                      inst.sop_uid, inst.transfer_syntax, self.allowed,
-                                                      self.settings.budget)
+                staged[inst.sop_uid] = stage_instance(
+                    source, pool / f"{n:08d}", inst.sop_uid, inst.transfer_syntax, self.allowed, self.settings.budget
+                )
             except BudgetExceeded as exc:
                 raise AuthoringError(f"instance {inst.sop_uid} cannot be put on a disc: {exc}") from exc
         if to_convert:
-            LOGGER.info("disc job %d: %d instance(s) converted to Explicit VR Little Endian for %s", job.id,
-                        len(to_convert), burn.profile)
+            LOGGER.info(
+                "disc job %d: %d instance(s) converted to Explicit VR Little Endian for %s",
+                job.id,
+                len(to_convert),
+                burn.profile,
+            )
         viewer = Path(burn.viewer_dir) if burn.viewer_dir else None
         if viewer is not None and not viewer.is_dir():
             raise AuthoringError(f"[burn] viewer_dir {viewer} is not a folder")
-        fixed = (IMAGE_OVERHEAD + sectors(4096 + 300 * len(list(content.studies())))
-                 + sectors(4096 + 400 * len(list(content.studies())) + 200 * content.series_count)
-                 + (viewer_size(viewer) if viewer else 0))
+        fixed = (
+            IMAGE_OVERHEAD
+            + sectors(4096 + 300 * len(list(content.studies())))
+            + sectors(4096 + 400 * len(list(content.studies())) + 200 * content.series_count)
+            + (viewer_size(viewer) if viewer else 0)
+        )
 
         def size_of(inst: InstanceInfo) -> int:
             return staged[inst.sop_uid].size
@@ -210,25 +223,49 @@ class DiscAuthor:
             plans = Planner(budget, fixed, size_of).plan(content)
             self._check_space(sum(p.estimate for p in plans), "write the disc image(s)")
             try:
-                discs = self._lay_out(job, folder, content, [[i.sop_uid for i in p.instances] for p in plans],
-                                      staged, medium, limit, viewer)
+                discs = self._lay_out(
+                    job,
+                    folder,
+                    content,
+                    [[i.sop_uid for i in p.instances] for p in plans],
+                    staged,
+                    medium,
+                    limit,
+                    viewer,
+                )
                 break
             except _Oversize as over:
-                LOGGER.info("disc job %d: an image came out %d bytes over the %s; planning again", job.id,
-                            over.excess, medium)
+                LOGGER.info(
+                    "disc job %d: an image came out %d bytes over the %s; planning again", job.id, over.excess, medium
+                )
                 budget -= over.excess + 16 * 2048
         else:
             raise AuthoringError(f"the content does not fit on {medium} discs even after {_REPLANS} attempts")
         shutil.rmtree(pool, ignore_errors=True)
-        manifest = {"job": job.id, "complete": True, "key": self._key(job, uids), "profile": burn.profile,
-                    "media": medium, "created": datetime.now(UTC).isoformat(), "discs": discs}
+        manifest = {
+            "job": job.id,
+            "complete": True,
+            "key": self._key(job, uids),
+            "profile": burn.profile,
+            "media": medium,
+            "created": datetime.now(UTC).isoformat(),
+            "discs": discs,
+        }
         write_manifest(folder, manifest)
         self._link_root_label(folder)
         return self._specs(job, folder, manifest)
 
-    def _lay_out(self, job: Job, folder: Path, content: Content, discs: list[list[str]],
-                 staged: dict[str, StagedInstance], medium: str, limit: int,
-                 viewer: Path | None) -> list[dict[str, Any]]:
+    def _lay_out(
+        self,
+        job: Job,
+        folder: Path,
+        content: Content,
+        discs: list[list[str]],
+        staged: dict[str, StagedInstance],
+        medium: str,
+        limit: int,
+        viewer: Path | None,
+    ) -> list[dict[str, Any]]:
         """Write every disc's File-set, image and labels; undo and raise :class:`_Oversize` if one is too big."""
         out: list[dict[str, Any]] = []
         placed: dict[str, Path] = {}
@@ -245,20 +282,39 @@ class DiscAuthor:
                 placed.update(write_fileset(root, fileset_id, [staged[u] for u in disc_uids]))
                 if viewer is not None:
                     copy_viewer(viewer, root)
-                info = DiscInfo(fileset_id, number, count, self.settings.burn.profile, created, APPLICATION,
-                                self.settings.institution, self.settings.burn.contact,
-                                self.settings.burn.viewer_entry, viewer is not None)
+                info = DiscInfo(
+                    fileset_id,
+                    number,
+                    count,
+                    self.settings.burn.profile,
+                    created,
+                    APPLICATION,
+                    self.settings.institution,
+                    self.settings.burn.contact,
+                    self.settings.burn.viewer_entry,
+                    viewer is not None,
+                )
                 write_pdi_files(root, sub, info)
                 validate_fileset(root, self.allowed, self.settings.dcmdump)
                 iso = disc_dir / "disc.iso"
                 size = build_iso(root, iso, fileset_id, self.settings.institution, APPLICATION)
                 if size > limit:
                     raise _Oversize(size - limit)
-                label = self.labeler.render(job.robot, sub, number, count, viewer is not None, disc_dir,
-                                            created.date())
-                out.append({"number": number, "count": count, "media": medium, "volume": fileset_id, "size": size,
-                            "iso": _rel(iso, folder), "fileset": _rel(root, folder), "instances": disc_uids,
-                            "viewer": viewer is not None, "label": _relative_label(label, folder)})
+                label = self.labeler.render(job.robot, sub, number, count, viewer is not None, disc_dir, created.date())
+                out.append(
+                    {
+                        "number": number,
+                        "count": count,
+                        "media": medium,
+                        "volume": fileset_id,
+                        "size": size,
+                        "iso": _rel(iso, folder),
+                        "fileset": _rel(root, folder),
+                        "instances": disc_uids,
+                        "viewer": viewer is not None,
+                        "label": _relative_label(label, folder),
+                    }
+                )
         except _Oversize:
             for uid, path in placed.items():  # put the staged files back for the next plan
                 os.replace(path, staged[uid].path)
@@ -267,8 +323,9 @@ class DiscAuthor:
             raise
         return out
 
-    def _from_parent(self, job: Job, uids: Sequence[str], parent: Path, manifest: dict[str, Any],
-                     relabel: bool) -> list[DiscSpec]:
+    def _from_parent(
+        self, job: Job, uids: Sequence[str], parent: Path, manifest: dict[str, Any], relabel: bool
+    ) -> list[DiscSpec]:
         """A reburn or reprint: link the parent's images (and labels, unless relabelling) into this job."""
         folder = self.job_dir(job.id)
         shutil.rmtree(folder, ignore_errors=True)
@@ -282,8 +339,14 @@ class DiscAuthor:
             _link(str(parent / disc["iso"]), str(folder / disc["iso"]))
             entry = dict(disc)
             if relabel:
-                label = self.labeler.render(job.robot, content.subset(disc["instances"]), disc["number"],
-                                            disc["count"], bool(disc.get("viewer")), disc_dir)
+                label = self.labeler.render(
+                    job.robot,
+                    content.subset(disc["instances"]),
+                    disc["number"],
+                    disc["count"],
+                    bool(disc.get("viewer")),
+                    disc_dir,
+                )
                 entry["label"] = _relative_label(label, folder)
             else:
                 label = dict(disc["label"])
@@ -303,15 +366,25 @@ class DiscAuthor:
     def _key(self, job: Job, uids: Sequence[str]) -> str:
         """What must not have changed for staged discs to be reused: content, robot, media settings."""
         burn = self.settings.burn
-        text = json.dumps([sorted(uids), job.robot, burn.profile, burn.media, list(burn.auto_media),
-                           dict(burn.capacity_mb), burn.viewer_dir])
+        text = json.dumps(
+            [
+                sorted(uids),
+                job.robot,
+                burn.profile,
+                burn.media,
+                list(burn.auto_media),
+                dict(burn.capacity_mb),
+                burn.viewer_dir,
+            ]
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _specs(self, job: Job, folder: Path, manifest: dict[str, Any]) -> list[DiscSpec]:
         specs = []
         for disc in manifest["discs"]:
-            label = {k: (str(folder / v) if isinstance(v, str) and k != "warnings" else v)
-                     for k, v in disc["label"].items()}
+            label = {
+                k: (str(folder / v) if isinstance(v, str) and k != "warnings" else v) for k, v in disc["label"].items()
+            }
             files = {"iso": str(folder / disc["iso"]), "dir": str(folder / f"disc{disc['number']}"), "label": label}
             specs.append(DiscSpec(disc["number"], disc["media"], disc["size"], disc["volume"], files))
         return specs
@@ -322,7 +395,8 @@ class DiscAuthor:
         if free - needed < reserve:
             raise StagingSpaceError(
                 f"not enough free space to {what}: {needed / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free on the "
-                f"data disk, and {reserve / 1e6:.0f} MB must stay free for the store ([burn] staging_free_space_mb)")
+                f"data disk, and {reserve / 1e6:.0f} MB must stay free for the store ([burn] staging_free_space_mb)"
+            )
 
     def _link_root_label(self, folder: Path) -> None:
         first = folder / "disc1" / "label.pdf"
@@ -378,8 +452,10 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def _files_present(folder: Path, manifest: dict[str, Any]) -> bool:
-    return all((folder / d["iso"]).is_file() and (folder / d["fileset"] / "DICOMDIR").is_file()
-               for d in manifest.get("discs", []))
+    return all(
+        (folder / d["iso"]).is_file() and (folder / d["fileset"] / "DICOMDIR").is_file()
+        for d in manifest.get("discs", [])
+    )
 
 
 def _rel(path: Path, folder: Path) -> str:

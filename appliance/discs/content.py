@@ -125,17 +125,30 @@ class Content:
             studies = []
             for study in patient.studies:
                 series = [
-                    SeriesInfo(s.series_uid, s.modality, s.number, s.description,
-                               [i for i in s.instances if i.sop_uid in wanted])
+                    SeriesInfo(
+                        s.series_uid,
+                        s.modality,
+                        s.number,
+                        s.description,
+                        [i for i in s.instances if i.sop_uid in wanted],
+                    )
                     for s in study.series
                 ]
                 series = [s for s in series if s.instances]
                 if series:
-                    studies.append(StudyInfo(study.study_uid, study.date, study.time, study.description,
-                                             study.accession, study.study_id, series))
+                    studies.append(
+                        StudyInfo(
+                            study.study_uid,
+                            study.date,
+                            study.time,
+                            study.description,
+                            study.accession,
+                            study.study_id,
+                            series,
+                        )
+                    )
             if studies:
-                patients.append(PatientInfo(patient.patient_id, patient.name, patient.birth_date, patient.sex,
-                                            studies))
+                patients.append(PatientInfo(patient.patient_id, patient.name, patient.birth_date, patient.sex, studies))
         return Content(patients)
 
 
@@ -158,7 +171,7 @@ def load_content(db: Database, sop_uids: Iterable[str]) -> tuple[Content, list[s
     uids = list(dict.fromkeys(sop_uids))
     rows = []
     for start in range(0, len(uids), _BATCH):
-        chunk = uids[start:start + _BATCH]
+        chunk = uids[start : start + _BATCH]
         marks = ",".join("?" * len(chunk))
         rows += db.conn.execute(
             "SELECT p.patient_id, p.patient_name, p.birth_date, p.sex, st.study_uid, st.study_date, st.study_time,"
@@ -169,9 +182,18 @@ def load_content(db: Database, sop_uids: Iterable[str]) -> tuple[Content, list[s
             f" JOIN {PATIENTS} p ON p.id = st.patient_fk WHERE i.sop_uid IN ({marks})",
             chunk,
         ).fetchall()
-    rows.sort(key=lambda r: (r["patient_id"], r["study_date"], r["study_time"], r["study_uid"],
-                             _number(r["series_number"]), r["series_uid"], _number(r["instance_number"]),
-                             r["sop_uid"]))
+    rows.sort(
+        key=lambda r: (
+            r["patient_id"],
+            r["study_date"],
+            r["study_time"],
+            r["study_uid"],
+            _number(r["series_number"]),
+            r["series_uid"],
+            _number(r["instance_number"]),
+            r["sop_uid"],
+        )
+    )
     content = Content()
     patients: dict[str, PatientInfo] = {}
     studies: dict[str, StudyInfo] = {}
@@ -179,21 +201,27 @@ def load_content(db: Database, sop_uids: Iterable[str]) -> tuple[Content, list[s
     for r in rows:
         patient = patients.get(r["patient_id"])
         if patient is None:
-            patient = patients[r["patient_id"]] = PatientInfo(r["patient_id"], r["patient_name"], r["birth_date"],
-                                                              r["sex"])
+            patient = patients[r["patient_id"]] = PatientInfo(
+                r["patient_id"], r["patient_name"], r["birth_date"], r["sex"]
+            )
             content.patients.append(patient)
         study = studies.get(r["study_uid"])
         if study is None:
-            study = studies[r["study_uid"]] = StudyInfo(r["study_uid"], r["study_date"], r["study_time"],
-                                                        r["study_description"], r["accession"], r["study_id"])
+            study = studies[r["study_uid"]] = StudyInfo(
+                r["study_uid"], r["study_date"], r["study_time"], r["study_description"], r["accession"], r["study_id"]
+            )
             patient.studies.append(study)
         ser = series.get(r["series_uid"])
         if ser is None:
-            ser = series[r["series_uid"]] = SeriesInfo(r["series_uid"], r["modality"], r["series_number"],
-                                                       r["series_description"])
+            ser = series[r["series_uid"]] = SeriesInfo(
+                r["series_uid"], r["modality"], r["series_number"], r["series_description"]
+            )
             study.series.append(ser)
-        ser.instances.append(InstanceInfo(r["sop_uid"], r["sop_class_uid"], r["transfer_syntax"], r["path"],
-                                          r["size"], r["instance_number"]))
+        ser.instances.append(
+            InstanceInfo(
+                r["sop_uid"], r["sop_class_uid"], r["transfer_syntax"], r["path"], r["size"], r["instance_number"]
+            )
+        )
     found = {r["sop_uid"] for r in rows}
     return content, [u for u in uids if u not in found]
 
@@ -208,8 +236,15 @@ def study_instances(db: Database, study_uid: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def label_fields(content: Content, disc_number: int = 1, disc_count: int = 1, institution: str = "",
-                 with_viewer: bool = False, created: dt.date | None = None, token_url: str = "") -> DiscLabelFields:
+def label_fields(
+    content: Content,
+    disc_number: int = 1,
+    disc_count: int = 1,
+    institution: str = "",
+    with_viewer: bool = False,
+    created: dt.date | None = None,
+    token_url: str = "",
+) -> DiscLabelFields:
     """The values printed on a disc holding ``content`` (``token_url``: the patient link of its first study).
 
     A label names one patient; when a disc holds several (an association that sent several patients), the
@@ -217,9 +252,18 @@ def label_fields(content: Content, disc_number: int = 1, disc_count: int = 1, in
     """
     first = content.patients[0] if content.patients else PatientInfo("", "", "", "")
     studies = tuple(LabelStudy(s.date, s.description, s.modalities, s.accession) for s in content.studies())
-    return DiscLabelFields(patient_name=first.name, patient_id=first.patient_id, birth_date=first.birth_date,
-                           studies=studies, institution=institution, disc_number=disc_number,
-                           disc_count=disc_count, with_viewer=with_viewer, created=created, token_url=token_url)
+    return DiscLabelFields(
+        patient_name=first.name,
+        patient_id=first.patient_id,
+        birth_date=first.birth_date,
+        studies=studies,
+        institution=institution,
+        disc_number=disc_number,
+        disc_count=disc_count,
+        with_viewer=with_viewer,
+        created=created,
+        token_url=token_url,
+    )
 
 
 def _number(text: str) -> tuple[int, str]:

@@ -61,12 +61,19 @@ NOT_PLAIN = 0xFFFFFFFE
 _NOT_PLAIN_TAGS = frozenset({0x00420011, 0x300A0002})
 _LAST_CHECKED = 0x300A0002
 _PATIENT = ((0x00100010, b"PN", False), (0x00100020, b"LO", True))
-_STUDY = ((0x00080020, b"DA", True), (0x00080030, b"TM", True), (0x00080050, b"SH", False),
-          (0x00081030, b"LO", False), (0x0020000D, b"UI", True), (0x00200010, b"SH", True))
+_STUDY = (
+    (0x00080020, b"DA", True),
+    (0x00080030, b"TM", True),
+    (0x00080050, b"SH", False),
+    (0x00081030, b"LO", False),
+    (0x0020000D, b"UI", True),
+    (0x00200010, b"SH", True),
+)
 _SERIES = ((0x00080060, b"CS", True), (0x0020000E, b"UI", True), (0x00200011, b"IS", True))
 _IMAGE = ((0x00200013, b"IS", True),)
-_WANTED = frozenset({_CHARSET, _SOP_CLASS, _SOP_INSTANCE, *(t for group in (_PATIENT, _STUDY, _SERIES, _IMAGE)
-                                                              for t, _, _ in group)})
+_WANTED = frozenset(
+    {_CHARSET, _SOP_CLASS, _SOP_INSTANCE, *(t for group in (_PATIENT, _STUDY, _SERIES, _IMAGE) for t, _, _ in group)}
+)
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,12 @@ def _element(tag: int, vr: bytes, value: bytes) -> bytes:
 
 def _prefix(kind: str) -> bytes:
     zero = b"\x00\x00\x00\x00"
-    return (_element(0x00041400, b"UL", zero) + _element(0x00041410, b"US", b"\xff\xff")
-            + _element(0x00041420, b"UL", zero) + _element(0x00041430, b"CS", kind.encode("ascii")))
+    return (
+        _element(0x00041400, b"UL", zero)
+        + _element(0x00041410, b"US", b"\xff\xff")
+        + _element(0x00041420, b"UL", zero)
+        + _element(0x00041430, b"CS", kind.encode("ascii"))
+    )
 
 
 def _encode(record: Dataset) -> bytes:
@@ -158,7 +169,7 @@ def _scan(data: bytes, complete: bool) -> dict[int, bytes] | None:
             return fields
         if tag > _LAST_CHECKED:
             return fields
-        vr = data[pos + 4:pos + 6]
+        vr = data[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             if pos + 12 > end:
                 return None
@@ -176,9 +187,9 @@ def _scan(data: bytes, complete: bool) -> dict[int, bytes] | None:
         if start + length > end:
             return None
         if group == 0x0002 and elem == 0x0010:
-            transfer_syntax = fields[TRANSFER_SYNTAX] = data[start:start + length]
+            transfer_syntax = fields[TRANSFER_SYNTAX] = data[start : start + length]
         elif tag in _WANTED:
-            fields[tag] = data[start:start + length]
+            fields[tag] = data[start : start + length]
         pos = start + length
     return fields if complete and pos == end else None
 
@@ -203,7 +214,7 @@ def _skip_undefined(data: bytes, pos: int) -> int | None:
             if (group, elem) == (0xFFFE, 0xE00D):
                 pos += 8
                 break
-            vr = data[pos + 4:pos + 6]
+            vr = data[pos + 4 : pos + 6]
             if vr in _LONG_VRS:
                 length = struct.unpack_from("<L", data, pos + 8)[0]
                 pos += 12
@@ -224,9 +235,14 @@ def _plain_records(fields: dict[int, bytes]) -> tuple[list[str], list[bytes]] | 
     """Keys and encoded PATIENT/STUDY/SERIES/IMAGE records (without the leaf's reference), or None."""
     sop_class = fields.get(_SOP_CLASS, b"").rstrip(b"\x00 ").decode("ascii", "replace")
     modality = fields.get(0x00080060, b"").strip(b"\x00 ")
-    if sop_class in _FOUR_LEVEL_SOP_CLASSES or sop_class in _SINGLE_LEVEL_SOP_CLASSES or not sop_class \
-            or modality in _NOT_PLAIN_MODALITIES or NOT_PLAIN in fields \
-            or not fields.get(_SOP_INSTANCE, b"").strip(b"\x00 "):
+    if (
+        sop_class in _FOUR_LEVEL_SOP_CLASSES
+        or sop_class in _SINGLE_LEVEL_SOP_CLASSES
+        or not sop_class
+        or modality in _NOT_PLAIN_MODALITIES
+        or NOT_PLAIN in fields
+        or not fields.get(_SOP_INSTANCE, b"").strip(b"\x00 ")
+    ):
         return None
     charset = fields.get(_CHARSET)
     records = []
@@ -245,10 +261,12 @@ def _plain_records(fields: dict[int, bytes]) -> tuple[list[str], list[bytes]] | 
 
 
 def _leaf_reference(file_id: list[str], sop_class: bytes, sop_instance: bytes, transfer_syntax: str) -> bytes:
-    return (_element(0x00041500, b"CS", "\\".join(file_id).encode("ascii"))
-            + _element(0x00041510, b"UI", sop_class.rstrip(b"\x00 "))
-            + _element(0x00041511, b"UI", sop_instance.rstrip(b"\x00 "))
-            + _element(0x00041512, b"UI", transfer_syntax.encode("ascii")))
+    return (
+        _element(0x00041500, b"CS", "\\".join(file_id).encode("ascii"))
+        + _element(0x00041510, b"UI", sop_class.rstrip(b"\x00 "))
+        + _element(0x00041511, b"UI", sop_instance.rstrip(b"\x00 "))
+        + _element(0x00041512, b"UI", transfer_syntax.encode("ascii"))
+    )
 
 
 # -- building the tree ---------------------------------------------------------------------------------------------
@@ -306,8 +324,11 @@ def _add_general(root: _Node, entry: Entry, fix: Callable[[Dataset, ValueError],
 def _add_dataset(root: _Node, ds: Dataset, transfer_syntax: str) -> list[str]:
     single = _single_level_record_type(ds)
     kinds = [single] if single != "PATIENT" else ["PATIENT", "STUDY", "SERIES", _four_level_record_type(ds)]
-    keys = ([f"{single}:{ds.SOPInstanceUID}"] if single != "PATIENT" else
-            [str(ds.get(k, "")) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")])
+    keys = (
+        [f"{single}:{ds.SOPInstanceUID}"]
+        if single != "PATIENT"
+        else [str(ds.get(k, "")) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    )
     # Records are made only for nodes that do not exist yet, all of them before the tree changes, so a missing
     # value leaves the tree as it was.
     missing = []
@@ -337,8 +358,9 @@ def _add_dataset(root: _Node, ds: Dataset, transfer_syntax: str) -> list[str]:
     return path
 
 
-def build_dicomdir(fileset_id: str, entries: Sequence[Entry],
-                   fix: Callable[[Dataset, ValueError], bool] | None = None) -> tuple[bytes, list[list[str]]]:
+def build_dicomdir(
+    fileset_id: str, entries: Sequence[Entry], fix: Callable[[Dataset, ValueError], bool] | None = None
+) -> tuple[bytes, list[list[str]]]:
     """Make the DICOMDIR of some instances and the File ID each gets.
 
     Parameters
@@ -387,8 +409,11 @@ def build_dicomdir(fileset_id: str, entries: Sequence[Entry],
     write_file_meta_info(head, meta, enforce_standard=True)
     head.write(_element(0x00041130, b"CS", fileset_id.encode("ascii")))
     first_at = len(head.getvalue()) + 8  # the value of (0004,1200)
-    head.write(_element(0x00041200, b"UL", b"\x00" * 4) + _element(0x00041202, b"UL", b"\x00" * 4)
-               + _element(0x00041212, b"US", b"\x00\x00"))
+    head.write(
+        _element(0x00041200, b"UL", b"\x00" * 4)
+        + _element(0x00041202, b"UL", b"\x00" * 4)
+        + _element(0x00041212, b"US", b"\x00\x00")
+    )
     head.write(struct.pack("<HH2sHL", 0x0004, 0x1220, b"SQ", 0, _UNDEFINED))
     position = len(head.getvalue())
     for node in records:
@@ -416,8 +441,9 @@ def _patch_offsets(node: _Node) -> None:
         _patch_offsets(child)
 
 
-def write_dicomdir(root: Path, fileset_id: str, entries: Sequence[Entry],
-                   fix: Callable[[Dataset, ValueError], bool] | None = None) -> list[list[str]]:
+def write_dicomdir(
+    root: Path, fileset_id: str, entries: Sequence[Entry], fix: Callable[[Dataset, ValueError], bool] | None = None
+) -> list[list[str]]:
     """Write ``root/DICOMDIR`` (see :func:`build_dicomdir`) and return each entry's File ID components."""
     data, file_ids = build_dicomdir(fileset_id, entries, fix)
     (root / "DICOMDIR").write_bytes(data)

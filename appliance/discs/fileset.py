@@ -91,8 +91,14 @@ class StagedInstance:
     transcoded: bool
 
 
-def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: str,
-                   allowed: frozenset[str] | None, budget: Budget | None = None) -> StagedInstance:
+def stage_instance(
+    source: Path,
+    target: Path,
+    sop_uid: str,
+    transfer_syntax: str,
+    allowed: frozenset[str] | None,
+    budget: Budget | None = None,
+) -> StagedInstance:
     """Put one stored instance at ``target`` in an allowed transfer syntax (``allowed`` None: as it is).
 
     With a ``budget``, the conversion runs in its worker process, within its memory and time (a few
@@ -125,13 +131,21 @@ def stage_instance(source: Path, target: Path, sop_uid: str, transfer_syntax: st
             transcode(source, target)
         else:
             size_mb = source.stat().st_size // (1024 * 1024)
-            budget.run(transcode, source, target, what=f"converting instance {sop_uid}", extra_mb=8 * size_mb,
-                       seconds=budget.seconds + 0.6 * size_mb)
+            budget.run(
+                transcode,
+                source,
+                target,
+                what=f"converting instance {sop_uid}",
+                extra_mb=8 * size_mb,
+                seconds=budget.seconds + 0.6 * size_mb,
+            )
     except (OSError, BudgetExceeded):
         raise
     except Exception as exc:  # codecs raise many types on data they cannot decode
-        raise AuthoringError(f"instance {sop_uid} cannot be converted from transfer syntax {transfer_syntax} "
-                             f"to Explicit VR Little Endian: {exc}") from exc
+        raise AuthoringError(
+            f"instance {sop_uid} cannot be converted from transfer syntax {transfer_syntax} "
+            f"to Explicit VR Little Endian: {exc}"
+        ) from exc
     return StagedInstance(sop_uid, target, ExplicitVRLittleEndian, target.stat().st_size, True)
 
 
@@ -190,8 +204,11 @@ def write_fileset(root: Path, fileset_id: str, staged: Sequence[StagedInstance])
     except ValueError as exc:
         raise AuthoringError(f"the instances cannot be listed in a DICOMDIR: {exc}") from exc
     if invented:
-        LOGGER.warning("DICOMDIR of %s: made up missing record values (%s), as dcmmkdir --invent does", fileset_id,
-                       ", ".join(f"{k} x{n}" for k, n in sorted(invented.items())))
+        LOGGER.warning(
+            "DICOMDIR of %s: made up missing record values (%s), as dcmmkdir --invent does",
+            fileset_id,
+            ", ".join(f"{k} x{n}" for k, n in sorted(invented.items())),
+        )
     placed: dict[str, Path] = {}
     folders: set[Path] = set()
     for item, components in zip(staged, file_ids, strict=True):
@@ -292,8 +309,9 @@ def validate_fileset(root: Path, allowed: frozenset[str], dcmdump: str | None = 
     dicomdir = root / "DICOMDIR"
     problems: list[str] = []
     if dcmdump:
-        proc = subprocess.run([dcmdump, "-q", str(dicomdir)], capture_output=True, text=True, errors="replace",
-                              timeout=300)
+        proc = subprocess.run(
+            [dcmdump, "-q", str(dicomdir)], capture_output=True, text=True, errors="replace", timeout=300
+        )
         if proc.returncode != 0 or "E:" in proc.stderr:
             problems.append(f"dcmdump cannot read the DICOMDIR: {proc.stderr.strip()[:300] or proc.returncode}")
     try:
@@ -344,8 +362,9 @@ def identity(path: Path) -> tuple[str, str, str]:
     """SOP Instance UID, SOP Class UID and transfer syntax of a file (a raw scan, else pydicom)."""
     fields = read_fields(path)
     if fields and SOP_INSTANCE in fields and SOP_CLASS in fields:
-        uid, sop_class, ts = (fields[t].rstrip(b"\x00 ").decode("ascii", "replace")
-                              for t in (SOP_INSTANCE, SOP_CLASS, TRANSFER_SYNTAX))
+        uid, sop_class, ts = (
+            fields[t].rstrip(b"\x00 ").decode("ascii", "replace") for t in (SOP_INSTANCE, SOP_CLASS, TRANSFER_SYNTAX)
+        )
         return uid, sop_class, ts
     header = dcmread(path, stop_before_pixels=True)
     return str(header.SOPInstanceUID), str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID)

@@ -53,8 +53,18 @@ class GroupStore:
         self.db = db
         self.jobs = jobs
 
-    def add(self, robot: str, key: str, sop_uid: str, delay: float, called_ae: str = "", copies: int = 1,
-            patient_id: str = "", patient_name: str = "", now: float | None = None) -> float:
+    def add(
+        self,
+        robot: str,
+        key: str,
+        sop_uid: str,
+        delay: float,
+        called_ae: str = "",
+        copies: int = 1,
+        patient_id: str = "",
+        patient_name: str = "",
+        now: float | None = None,
+    ) -> float:
         """Add an instance to its robot's group for ``key`` (opening one if needed) and restart its timer.
 
         Returns
@@ -65,8 +75,9 @@ class GroupStore:
         stamp = time.time() if now is None else now
         due = stamp + delay
         with self.db.transaction() as conn:
-            row = conn.execute(f"SELECT id FROM {BURN_GROUPS} WHERE robot = ? AND group_key = ? AND state = ?",
-                               (robot, key, PENDING)).fetchone()
+            row = conn.execute(
+                f"SELECT id FROM {BURN_GROUPS} WHERE robot = ? AND group_key = ? AND state = ?", (robot, key, PENDING)
+            ).fetchone()
             if row is None:
                 group_id = conn.execute(
                     f"INSERT INTO {BURN_GROUPS} (robot, group_key, called_ae, copies, patient_id, patient_name,"
@@ -77,8 +88,9 @@ class GroupStore:
             else:
                 group_id = row[0]
                 conn.execute(f"UPDATE {BURN_GROUPS} SET last_at = ?, due = ? WHERE id = ?", (stamp, due, group_id))
-            conn.execute(f"INSERT OR IGNORE INTO {BURN_GROUP_INSTANCES} (group_id, sop_uid) VALUES (?, ?)",
-                         (group_id, sop_uid))
+            conn.execute(
+                f"INSERT OR IGNORE INTO {BURN_GROUP_INSTANCES} (group_id, sop_uid) VALUES (?, ?)", (group_id, sop_uid)
+            )
         return due
 
     def pending(self) -> list[Group]:
@@ -86,7 +98,9 @@ class GroupStore:
         rows = self.db.conn.execute(
             f"SELECT g.id, g.robot, g.group_key, g.called_ae, g.copies, g.patient_id, g.patient_name, g.due,"
             f" (SELECT COUNT(*) FROM {BURN_GROUP_INSTANCES} i WHERE i.group_id = g.id)"
-            f" FROM {BURN_GROUPS} g WHERE g.state = ? ORDER BY g.due, g.id", (PENDING,)).fetchall()
+            f" FROM {BURN_GROUPS} g WHERE g.state = ? ORDER BY g.due, g.id",
+            (PENDING,),
+        ).fetchall()
         return [Group(*r) for r in rows]
 
     def next_due(self) -> float | None:
@@ -97,24 +111,37 @@ class GroupStore:
     def publish_due(self, now: float | None = None) -> list[int]:
         """Turn every group due by ``now`` into a disc job; return the new job ids."""
         stamp = time.time() if now is None else now
-        due = self.db.conn.execute(f"SELECT id FROM {BURN_GROUPS} WHERE state = ? AND due <= ? ORDER BY due",
-                                   (PENDING, stamp)).fetchall()
+        due = self.db.conn.execute(
+            f"SELECT id FROM {BURN_GROUPS} WHERE state = ? AND due <= ? ORDER BY due", (PENDING, stamp)
+        ).fetchall()
         created = []
         for (group_id,) in due:
             with self.db.transaction() as conn:
                 # Re-read inside the write lock: an instance may have arrived and pushed the due time.
-                row = conn.execute(f"SELECT robot, group_key, called_ae, copies, last_at FROM {BURN_GROUPS}"
-                                   " WHERE id = ? AND state = ? AND due <= ?", (group_id, PENDING, stamp)).fetchone()
+                row = conn.execute(
+                    f"SELECT robot, group_key, called_ae, copies, last_at FROM {BURN_GROUPS}"
+                    " WHERE id = ? AND state = ? AND due <= ?",
+                    (group_id, PENDING, stamp),
+                ).fetchone()
                 if row is None:
                     continue
-                uids = [r[0] for r in conn.execute(
-                    f"SELECT sop_uid FROM {BURN_GROUP_INSTANCES} WHERE group_id = ?", (group_id,))]
+                uids = [
+                    r[0]
+                    for r in conn.execute(f"SELECT sop_uid FROM {BURN_GROUP_INSTANCES} WHERE group_id = ?", (group_id,))
+                ]
                 quiet = stamp - float(row["last_at"])
-                job_id = self.jobs.create(row["robot"], row["copies"], uids, "group", row["called_ae"],
-                                          reason=f"delayed group for {row['group_key']}: {len(uids)} instance(s),"
-                                                 f" quiet for {quiet:.0f} s", conn=conn)
-                conn.execute(f"UPDATE {BURN_GROUPS} SET state = ?, job_id = ? WHERE id = ?",
-                             (PUBLISHED, job_id, group_id))
+                job_id = self.jobs.create(
+                    row["robot"],
+                    row["copies"],
+                    uids,
+                    "group",
+                    row["called_ae"],
+                    reason=f"delayed group for {row['group_key']}: {len(uids)} instance(s), quiet for {quiet:.0f} s",
+                    conn=conn,
+                )
+                conn.execute(
+                    f"UPDATE {BURN_GROUPS} SET state = ?, job_id = ? WHERE id = ?", (PUBLISHED, job_id, group_id)
+                )
             created.append(job_id)
         return created
 
@@ -143,8 +170,11 @@ class GroupTimer:
         """Start the timer; groups already due (the appliance was down) are published at once."""
         pending = self.groups.pending()
         if pending:
-            LOGGER.info("resuming %d delayed group(s); the next is due in %.0f s", len(pending),
-                        max(0.0, pending[0].due - time.time()))
+            LOGGER.info(
+                "resuming %d delayed group(s); the next is due in %.0f s",
+                len(pending),
+                max(0.0, pending[0].due - time.time()),
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="burn-groups", daemon=True)
         self._thread.start()

@@ -21,7 +21,7 @@ from appliance.errors import AuthoringError
 MAX_DEPTH = 8
 _JOLIET_MAX = 64
 _NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
-_JOLIET_BAD = re.compile(r'[*/:;?\\\x00-\x1f]')
+_JOLIET_BAD = re.compile(r"[*/:;?\\\x00-\x1f]")
 
 
 def volume_id(text: str) -> str:
@@ -87,8 +87,14 @@ def build_iso(root: Path, out: Path, vol_ident: str, publisher: str = "", applic
         The image cannot be written (a full disk is reported by the caller).
     """
     iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=1, vol_ident=vol_ident, sys_ident="", pub_ident_str=publisher[:128],
-            app_ident_str=application[:128], joliet=3)
+    iso.new(
+        interchange_level=1,
+        vol_ident=vol_ident,
+        sys_ident="",
+        pub_ident_str=publisher[:128],
+        app_ident_str=application[:128],
+        joliet=3,
+    )
     tmp = out.with_name(f".{out.name}.part")
     try:
         _add_tree(iso, root, "", "", 1)
@@ -113,10 +119,13 @@ def _add_tree(iso: pycdlib.PyCdlib, folder: Path, iso_dir: str, joliet_dir: str,
         joliet_path = f"{joliet_dir}/{joliet_name}"
         if is_dir:
             if depth + 1 > MAX_DEPTH:
-                raise AuthoringError(f"{entry.path} is more than {MAX_DEPTH} folder levels deep; ISO 9660 cannot "
-                                     "hold it (flatten the viewer folder)")
+                raise AuthoringError(
+                    f"{entry.path} is more than {MAX_DEPTH} folder levels deep; ISO 9660 cannot "
+                    "hold it (flatten the viewer folder)"
+                )
             iso.add_directory(iso_path, joliet_path=joliet_path)
             _add_tree(iso, Path(entry.path), iso_path, joliet_path, depth + 1)
         elif entry.is_file():
-            iso.add_file(entry.path, iso_path=f"{iso_path};1" if "." in iso_name else f"{iso_path}.;1",
-                         joliet_path=joliet_path)
+            iso.add_file(
+                entry.path, iso_path=f"{iso_path};1" if "." in iso_name else f"{iso_path}.;1", joliet_path=joliet_path
+            )

@@ -175,8 +175,17 @@ class JobStore:
 
     # -- creating and reading -----------------------------------------------------------------------
 
-    def create(self, robot: str, copies: int, sop_uids: Sequence[str], source: str, called_ae: str = "",
-               parent_id: int | None = None, reason: str = "", conn: sqlite3.Connection | None = None) -> int:
+    def create(
+        self,
+        robot: str,
+        copies: int,
+        sop_uids: Sequence[str],
+        source: str,
+        called_ae: str = "",
+        parent_id: int | None = None,
+        reason: str = "",
+        conn: sqlite3.Connection | None = None,
+    ) -> int:
         """Queue a job for some stored instances and return its id.
 
         Parameters
@@ -203,16 +212,34 @@ class JobStore:
         uids = list(dict.fromkeys(sop_uids))
         patient_id, patient_name, studies = _describe(conn, uids)
         stamp = now_text()
-        job_id = int(conn.execute(
-            f"INSERT INTO {DISC_JOBS} (state, robot, copies, source, called_ae, parent_id, patient_id, patient_name,"
-            " studies, instances, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (JobState.QUEUED.value, robot, copies, source, called_ae, parent_id, patient_id, patient_name,
-             "\\".join(studies), len(uids), stamp, stamp),
-        ).fetchone()[0])
-        conn.executemany(f"INSERT INTO {DISC_JOB_INSTANCES} (job_id, sop_uid) VALUES (?, ?)",
-                         [(job_id, uid) for uid in uids])
-        conn.execute(f"INSERT INTO {DISC_JOB_EVENTS} (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
-                     (job_id, stamp, "", JobState.QUEUED.value, reason or f"{len(uids)} instance(s), {source}"))
+        job_id = int(
+            conn.execute(
+                f"INSERT INTO {DISC_JOBS} (state, robot, copies, source, called_ae, parent_id, patient_id,"
+                " patient_name, studies, instances, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    JobState.QUEUED.value,
+                    robot,
+                    copies,
+                    source,
+                    called_ae,
+                    parent_id,
+                    patient_id,
+                    patient_name,
+                    "\\".join(studies),
+                    len(uids),
+                    stamp,
+                    stamp,
+                ),
+            ).fetchone()[0]
+        )
+        conn.executemany(
+            f"INSERT INTO {DISC_JOB_INSTANCES} (job_id, sop_uid) VALUES (?, ?)", [(job_id, uid) for uid in uids]
+        )
+        conn.execute(
+            f"INSERT INTO {DISC_JOB_EVENTS} (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
+            (job_id, stamp, "", JobState.QUEUED.value, reason or f"{len(uids)} instance(s), {source}"),
+        )
         LOGGER.info("disc job %d queued for robot %s: %s", job_id, robot, reason or f"{len(uids)} instance(s)")
         return job_id
 
@@ -232,14 +259,17 @@ class JobStore:
         """Newest jobs first, optionally only some states."""
         wanted = [s.value for s in states]
         where = f"WHERE state IN ({','.join('?' * len(wanted))})" if wanted else ""
-        rows = self.db.conn.execute(f"SELECT * FROM {DISC_JOBS} {where} ORDER BY id DESC LIMIT ?",
-                                    (*wanted, limit)).fetchall()
+        rows = self.db.conn.execute(
+            f"SELECT * FROM {DISC_JOBS} {where} ORDER BY id DESC LIMIT ?", (*wanted, limit)
+        ).fetchall()
         return [Job.from_row(r) for r in rows]
 
     def active(self) -> list[Job]:
         """Jobs the robot has: submitted or burning, oldest first."""
-        rows = self.db.conn.execute(f"SELECT * FROM {DISC_JOBS} WHERE state IN (?, ?) ORDER BY id",
-                                    (JobState.SUBMITTED.value, JobState.BURNING.value)).fetchall()
+        rows = self.db.conn.execute(
+            f"SELECT * FROM {DISC_JOBS} WHERE state IN (?, ?) ORDER BY id",
+            (JobState.SUBMITTED.value, JobState.BURNING.value),
+        ).fetchall()
         return [Job.from_row(r) for r in rows]
 
     def instances(self, job_id: int) -> list[str]:
@@ -250,13 +280,21 @@ class JobStore:
     def events(self, job_id: int) -> list[JobEvent]:
         """Every change of state of a job, oldest first."""
         rows = self.db.conn.execute(
-            f"SELECT at, from_state, to_state, reason FROM {DISC_JOB_EVENTS} WHERE job_id = ? ORDER BY id", (job_id,))
+            f"SELECT at, from_state, to_state, reason FROM {DISC_JOB_EVENTS} WHERE job_id = ? ORDER BY id", (job_id,)
+        )
         return [JobEvent(*r) for r in rows]
 
     # -- changing -----------------------------------------------------------------------------------
 
-    def transition(self, job_id: int, to: JobState, reason: str = "", *,
-                   expect: JobState | Iterable[JobState] | None = None, **fields: Any) -> Job:
+    def transition(
+        self,
+        job_id: int,
+        to: JobState,
+        reason: str = "",
+        *,
+        expect: JobState | Iterable[JobState] | None = None,
+        **fields: Any,
+    ) -> Job:
         """Move a job to another state, persist it with a timestamped event, and return the new job.
 
         Parameters
@@ -292,18 +330,27 @@ class JobStore:
             extra = f", {sets}" if sets else ""
             conn.execute(
                 f"UPDATE {DISC_JOBS} SET state = ?, updated = ?{extra} WHERE id = ? AND state = ?",
-                (to.value, stamp, *[_column(v) for v in fields.values()], job_id, current.value))
+                (to.value, stamp, *[_column(v) for v in fields.values()], job_id, current.value),
+            )
             conn.execute(
                 f"INSERT INTO {DISC_JOB_EVENTS} (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
-                (job_id, stamp, current.value, to.value, reason))
-        LOGGER.log(logging.WARNING if to is JobState.FAILED else logging.INFO, "disc job %d: %s -> %s%s", job_id,
-                   current.value, to.value, f": {reason}" if reason else "")
+                (job_id, stamp, current.value, to.value, reason),
+            )
+        LOGGER.log(
+            logging.WARNING if to is JobState.FAILED else logging.INFO,
+            "disc job %d: %s -> %s%s",
+            job_id,
+            current.value,
+            to.value,
+            f": {reason}" if reason else "",
+        )
         return self.get(job_id)
 
     def note(self, job_id: int, message: str, needs_staff: bool = False) -> None:
         """Record the robot's latest word on a job without changing its state (a hold, progress)."""
-        self.db.conn.execute(f"UPDATE {DISC_JOBS} SET message = ?, needs_staff = ? WHERE id = ?",
-                             (message, int(needs_staff), job_id))
+        self.db.conn.execute(
+            f"UPDATE {DISC_JOBS} SET message = ?, needs_staff = ? WHERE id = ?", (message, int(needs_staff), job_id)
+        )
 
     def set_fields(self, job_id: int, **fields: Any) -> None:
         """Set descriptive columns (not the state)."""
@@ -311,14 +358,16 @@ class JobStore:
         if unknown:
             raise ValueError(f"cannot set {', '.join(sorted(unknown))}")
         sets = ", ".join(f"{name} = ?" for name in fields)
-        self.db.conn.execute(f"UPDATE {DISC_JOBS} SET {sets} WHERE id = ?",
-                             (*[_column(v) for v in fields.values()], job_id))
+        self.db.conn.execute(
+            f"UPDATE {DISC_JOBS} SET {sets} WHERE id = ?", (*[_column(v) for v in fields.values()], job_id)
+        )
 
     def claim_next(self) -> Job | None:
         """Take the oldest queued job for authoring (queued -> authoring), or None."""
         while True:
-            row = self.db.conn.execute(f"SELECT id FROM {DISC_JOBS} WHERE state = ? ORDER BY id LIMIT 1",
-                                       (JobState.QUEUED.value,)).fetchone()
+            row = self.db.conn.execute(
+                f"SELECT id FROM {DISC_JOBS} WHERE state = ? ORDER BY id LIMIT 1", (JobState.QUEUED.value,)
+            ).fetchone()
             if row is None:
                 return None
             try:
@@ -336,10 +385,20 @@ class JobStore:
         """
         job = self.get(job_id)
         if job.state is JobState.DONE:  # the common slip: the staff meant "burn it again"
-            raise InvalidTransition(f"job {job_id} is done; to burn its discs again use reburn "
-                                    f"(`appliance jobs reburn {job_id}`), for new labels reprint")
-        return self.transition(job_id, JobState.QUEUED, reason, expect=(JobState.FAILED, JobState.CANCELLED),
-                               attempt=job.attempt + 1, error="", message="", needs_staff=False)
+            raise InvalidTransition(
+                f"job {job_id} is done; to burn its discs again use reburn "
+                f"(`appliance jobs reburn {job_id}`), for new labels reprint"
+            )
+        return self.transition(
+            job_id,
+            JobState.QUEUED,
+            reason,
+            expect=(JobState.FAILED, JobState.CANCELLED),
+            attempt=job.attempt + 1,
+            error="",
+            message="",
+            needs_staff=False,
+        )
 
     def repeat(self, job_id: int, source: str, copies: int | None = None, robot: str | None = None) -> int:
         """Queue a new job burning a finished job's discs again (``source`` is ``reburn`` or ``reprint``).
@@ -351,10 +410,19 @@ class JobStore:
         """
         job = self.get(job_id)
         if job.state is not JobState.DONE:
-            raise InvalidTransition(f"job {job_id} is {job.state.value}; only a done job can be "
-                                    f"{'reburned' if source == 'reburn' else 'reprinted'} (retry a failed one)")
-        return self.create(robot or job.robot, copies or job.copies, self.instances(job_id), source, job.called_ae,
-                           parent_id=job_id, reason=f"{source} of job {job_id}")
+            raise InvalidTransition(
+                f"job {job_id} is {job.state.value}; only a done job can be "
+                f"{'reburned' if source == 'reburn' else 'reprinted'} (retry a failed one)"
+            )
+        return self.create(
+            robot or job.robot,
+            copies or job.copies,
+            self.instances(job_id),
+            source,
+            job.called_ae,
+            parent_id=job_id,
+            reason=f"{source} of job {job_id}",
+        )
 
     # -- discs ----------------------------------------------------------------------------------------
 
@@ -366,7 +434,8 @@ class JobStore:
             conn.executemany(
                 f"INSERT INTO {DISC_JOB_DISCS} (job_id, number, media, size, volume, files, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(job_id, d.number, d.media, d.size, d.volume, json.dumps(dict(d.files)), stamp) for d in discs])
+                [(job_id, d.number, d.media, d.size, d.volume, json.dumps(dict(d.files)), stamp) for d in discs],
+            )
 
     def discs(self, job_id: int) -> list[Disc]:
         """A job's discs in order."""
@@ -380,15 +449,18 @@ class JobStore:
         if unknown:
             raise ValueError(f"cannot set {', '.join(sorted(unknown))}")
         sets = ", ".join(f"{name} = ?" for name in fields)
-        self.db.conn.execute(f"UPDATE {DISC_JOB_DISCS} SET {sets}, updated = ? WHERE job_id = ? AND number = ?",
-                             (*[_column(v) for v in fields.values()], now_text(), job_id, number))
+        self.db.conn.execute(
+            f"UPDATE {DISC_JOB_DISCS} SET {sets}, updated = ? WHERE job_id = ? AND number = ?",
+            (*[_column(v) for v in fields.values()], now_text(), job_id, number),
+        )
 
     def finished_before(self, hours: float) -> list[Job]:
         """Finished jobs whose last change is older than ``hours`` and whose staging is not purged yet."""
         limit = (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = self.db.conn.execute(
             f"SELECT * FROM {DISC_JOBS} WHERE state IN (?, ?, ?) AND purged = '' AND updated <= ? ORDER BY id",
-            (*[s.value for s in FINAL], limit)).fetchall()
+            (*[s.value for s in FINAL], limit),
+        ).fetchall()
         return [Job.from_row(r) for r in rows]
 
 
@@ -400,12 +472,13 @@ def _describe(conn: sqlite3.Connection, uids: Sequence[str]) -> tuple[str, str, 
     """Patient ID, patient name and study UIDs of some instances (the first patient's, for a mixed job)."""
     studies: dict[str, tuple[str, str]] = {}
     for start in range(0, len(uids), 500):
-        chunk = uids[start:start + 500]
+        chunk = uids[start : start + 500]
         rows = conn.execute(
             f"SELECT DISTINCT st.study_uid, p.patient_id, p.patient_name FROM {INSTANCES} i"
             f" JOIN {SERIES} s ON s.id = i.series_fk JOIN {STUDIES} st ON st.id = s.study_fk"
             f" JOIN {PATIENTS} p ON p.id = st.patient_fk WHERE i.sop_uid IN ({','.join('?' * len(chunk))})",
-            chunk)
+            chunk,
+        )
         for study_uid, patient_id, patient_name in rows:
             studies.setdefault(study_uid, (patient_id, patient_name))
     first = next(iter(studies.values()), ("", ""))
@@ -441,8 +514,15 @@ class JobEngine:
     housekeeping_interval : float
     """
 
-    def __init__(self, jobs: JobStore, author: Author, publisher: Publisher, poll_interval: float = 2.0,
-                 housekeeping: Callable[[], Any] | None = None, housekeeping_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        author: Author,
+        publisher: Publisher,
+        poll_interval: float = 2.0,
+        housekeeping: Callable[[], Any] | None = None,
+        housekeeping_interval: float = 60.0,
+    ) -> None:
         self.jobs = jobs
         self.author = author
         self.publisher = publisher
@@ -460,8 +540,10 @@ class JobEngine:
         """Requeue jobs a stop interrupted while authoring, then start both threads."""
         self.resume_interrupted()
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._author_loop, name="disc-author", daemon=True),
-                         threading.Thread(target=self._monitor_loop, name="disc-monitor", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._author_loop, name="disc-author", daemon=True),
+            threading.Thread(target=self._monitor_loop, name="disc-monitor", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -478,8 +560,10 @@ class JobEngine:
                 interrupted = self._restarts(job.id)
                 if interrupted >= MAX_AUTHORING_RESTARTS:
                     # Not queued again: a job whose authoring took the process down would do it at every start.
-                    reason = (f"authoring was interrupted by a restart {interrupted + 1} times in a row; it is not"
-                              " resumed (an instance may be too heavy to author); retry it once the cause is known")
+                    reason = (
+                        f"authoring was interrupted by a restart {interrupted + 1} times in a row; it is not"
+                        " resumed (an instance may be too heavy to author); retry it once the cause is known"
+                    )
                     self.jobs.transition(job.id, JobState.FAILED, reason, expect=JobState.AUTHORING, error=reason)
                     continue
                 self.jobs.transition(job.id, JobState.QUEUED, _RESTARTED, expect=JobState.AUTHORING)
@@ -529,8 +613,12 @@ class JobEngine:
             # A job changed meanwhile (cancelled by staff) has nothing to put back; a database still refusing
             # raises, and the job is tried again at the next turn.
             with contextlib.suppress(InvalidTransition, NotFound):
-                self.jobs.transition(job_id, JobState.QUEUED, "authoring was interrupted by a database failure",
-                                     expect=JobState.AUTHORING)
+                self.jobs.transition(
+                    job_id,
+                    JobState.QUEUED,
+                    "authoring was interrupted by a database failure",
+                    expect=JobState.AUTHORING,
+                )
             self._stranded.discard(job_id)
 
     def run_one(self, job: Job) -> None:
@@ -548,10 +636,17 @@ class JobEngine:
         media = discs[0].media if discs else ""
         size = sum(d.size for d in discs)
         try:
-            self.jobs.transition(job.id, JobState.SUBMITTED,
-                                 f"{len(discs)} {media} disc(s), {size / 1e6:.1f} MB, ready for robot {job.robot}",
-                                 expect=JobState.AUTHORING, media=media, disc_count=len(discs), size=size,
-                                 error="", message="")
+            self.jobs.transition(
+                job.id,
+                JobState.SUBMITTED,
+                f"{len(discs)} {media} disc(s), {size / 1e6:.1f} MB, ready for robot {job.robot}",
+                expect=JobState.AUTHORING,
+                media=media,
+                disc_count=len(discs),
+                size=size,
+                error="",
+                message="",
+            )
         except InvalidTransition as exc:
             LOGGER.info("disc job %d was not submitted: %s", job.id, exc)
             return

@@ -54,8 +54,13 @@ class DiscLabeler:
     institution : str
     """
 
-    def __init__(self, layout: LabelLayout, plans: Mapping[str, LabelPlan], institution: str = "",
-                 links: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        layout: LabelLayout,
+        plans: Mapping[str, LabelPlan],
+        institution: str = "",
+        links: Callable[[str], str] | None = None,
+    ) -> None:
         self.layout = layout
         self.plans = dict(plans)
         self.institution = institution
@@ -73,8 +78,16 @@ class DiscLabeler:
             LOGGER.warning("disc label of study %s: no patient link for the QR code: %s", first.study_uid, exc)
             return ""
 
-    def render(self, robot: str, content: Content, number: int, count: int, with_viewer: bool,
-               out_dir: Path, created: dt.date | None = None) -> dict[str, Any]:
+    def render(
+        self,
+        robot: str,
+        content: Content,
+        number: int,
+        count: int,
+        with_viewer: bool,
+        out_dir: Path,
+        created: dt.date | None = None,
+    ) -> dict[str, Any]:
         """Write the label files of disc ``number`` of ``count`` into ``out_dir``.
 
         Returns

@@ -50,8 +50,11 @@ def person(name: str) -> str:
 
 
 def _study_line(study: StudyInfo) -> str:
-    parts = [format_da(study.date) or "(no date)", "/".join(study.modalities) or "?",
-             study.description or "(no description)"]
+    parts = [
+        format_da(study.date) or "(no date)",
+        "/".join(study.modalities) or "?",
+        study.description or "(no description)",
+    ]
     extra = f"{len(study.series)} series, {study.instance_count} images"
     if study.accession:
         extra += f", accession {study.accession}"
@@ -63,20 +66,27 @@ def readme_text(content: Content, info: DiscInfo) -> str:
     lines = ["MEDICAL IMAGES ON THIS DISC (DICOM)", "=" * 36, ""]
     for patient in content.patients:
         born = format_da(patient.birth_date)
-        lines.append(f"Patient:  {person(patient.name)}   ID {patient.patient_id or '(none)'}"
-                     + (f"   born {born}" if born else ""))
+        lines.append(
+            f"Patient:  {person(patient.name)}   ID {patient.patient_id or '(none)'}"
+            + (f"   born {born}" if born else "")
+        )
         lines.extend(f"  Study:  {_study_line(study)}" for study in patient.studies)
     lines += [
         "",
         f"Disc:     {info.disc_number} of {info.disc_count}   (File-set ID {info.fileset_id})",
-        f"Created:  {info.created:%Y-%m-%d %H:%M}" + (f" by {info.institution}" if info.institution else "")
+        f"Created:  {info.created:%Y-%m-%d %H:%M}"
+        + (f" by {info.institution}" if info.institution else "")
         + f" with {info.application}",
     ]
     if info.contact:
         lines.append(f"Contact:  {info.contact}")
     if info.disc_count > 1:
-        lines += ["", f"The images of this patient did not fit on one disc; this is disc {info.disc_number} of "
-                      f"{info.disc_count}.", "Each disc can be read on its own; keep the discs together."]
+        lines += [
+            "",
+            f"The images of this patient did not fit on one disc; this is disc {info.disc_number} of "
+            f"{info.disc_count}.",
+            "Each disc can be read on its own; keep the discs together.",
+        ]
     lines += ["", "HOW TO LOOK AT THE IMAGES", "-------------------------"]
     if info.has_viewer:
         entry = info.viewer_entry or "the viewer program on this disc"
@@ -111,45 +121,57 @@ def index_html(content: Content, info: DiscInfo) -> str:
     rows = []
     for patient in content.patients:
         born = format_da(patient.birth_date)
-        rows.append(f"<h2>{esc(person(patient.name))}</h2>\n<p>Patient ID {esc(patient.patient_id or '(none)')}"
-                    + (f", born {esc(born)}" if born else "") + "</p>")
+        rows.append(
+            f"<h2>{esc(person(patient.name))}</h2>\n<p>Patient ID {esc(patient.patient_id or '(none)')}"
+            + (f", born {esc(born)}" if born else "")
+            + "</p>"
+        )
         for study in patient.studies:
-            rows.append(f"<h3>{esc(format_da(study.date) or '(no date)')} &#8212; "
-                        f"{esc(study.description or '(no description)')}</h3>")
+            rows.append(
+                f"<h3>{esc(format_da(study.date) or '(no date)')} &#8212; "
+                f"{esc(study.description or '(no description)')}</h3>"
+            )
             if study.accession:
                 rows.append(f"<p>Accession number {esc(study.accession)}</p>")
             rows.append("<table>\n<tr><th>Series</th><th>Modality</th><th>Description</th><th>Images</th></tr>")
-            rows.extend(f"<tr><td>{esc(s.number)}</td><td>{esc(s.modality)}</td><td>{esc(s.description)}</td>"
-                        f"<td>{len(s.instances)}</td></tr>" for s in study.series)
+            rows.extend(
+                f"<tr><td>{esc(s.number)}</td><td>{esc(s.modality)}</td><td>{esc(s.description)}</td>"
+                f"<td>{len(s.instances)}</td></tr>"
+                for s in study.series
+            )
             rows.append("</table>")
     if info.has_viewer and info.viewer_entry:
         href = esc(urllib.parse.quote(info.viewer_entry.replace(os.sep, "/")), quote=True)
-        viewer = (f'<p class="viewer"><a href="{href}">Open the viewer</a> ({esc(info.viewer_entry)}). '
-                  "It does not start by itself when the disc is inserted.</p>")
+        viewer = (
+            f'<p class="viewer"><a href="{href}">Open the viewer</a> ({esc(info.viewer_entry)}). '
+            "It does not start by itself when the disc is inserted.</p>"
+        )
     elif info.has_viewer:
-        viewer = "<p class=\"viewer\">A viewer program is on this disc; see README.TXT.</p>"
+        viewer = '<p class="viewer">A viewer program is on this disc; see README.TXT.</p>'
     else:
-        viewer = "<p class=\"viewer\">Open the file DICOMDIR with a DICOM viewer to see the images.</p>"
+        viewer = '<p class="viewer">Open the file DICOMDIR with a DICOM viewer to see the images.</p>'
     made = f"{info.created:%Y-%m-%d}" + (f" by {esc(info.institution)}" if info.institution else "")
-    text = "\n".join([
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
-        '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
-        '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
-        "<head>",
-        '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
-        f"<title>Medical images, disc {info.disc_number} of {info.disc_count}</title>",
-        '<style type="text/css">body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}'
-        "td,th{border:1px solid #999;padding:.2em .6em;text-align:left}.viewer{font-size:1.2em}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>Medical images (DICOM), disc {info.disc_number} of {info.disc_count}</h1>",
-        viewer,
-        *rows,
-        f'<p>Made {made}. File-set {esc(info.fileset_id)}. See <a href="{README}">{README}</a>.</p>',
-        "</body>",
-        "</html>",
-    ])
+    text = "\n".join(
+        [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+            '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
+            '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
+            "<head>",
+            '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
+            f"<title>Medical images, disc {info.disc_number} of {info.disc_count}</title>",
+            '<style type="text/css">body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}'
+            "td,th{border:1px solid #999;padding:.2em .6em;text-align:left}.viewer{font-size:1.2em}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>Medical images (DICOM), disc {info.disc_number} of {info.disc_count}</h1>",
+            viewer,
+            *rows,
+            f'<p>Made {made}. File-set {esc(info.fileset_id)}. See <a href="{README}">{README}</a>.</p>',
+            "</body>",
+            "</html>",
+        ]
+    )
     # CR LF throughout, also inside the table rows built above (a disc is read on Windows too).
     return text.replace("\r\n", "\n").replace("\n", "\r\n") + "\r\n"
 

@@ -73,8 +73,11 @@ class DiscPublisher:
                 return
             robot = self.robots.get(job.robot)
             if robot is None:
-                self._finish(job, JobState.FAILED, f"robot {job.robot!r} is not configured "
-                                                   f"(configured: {', '.join(sorted(self.robots)) or 'none'})")
+                self._finish(
+                    job,
+                    JobState.FAILED,
+                    f"robot {job.robot!r} is not configured (configured: {', '.join(sorted(self.robots)) or 'none'})",
+                )
                 return
             for disc in self.jobs.discs(job_id):
                 if not disc.ticket and not self._submit(job, disc, robot):
@@ -90,8 +93,13 @@ class DiscPublisher:
             try:
                 robot.poll(disc.robot_job_id)
                 self.jobs.update_disc(job.id, disc.number, ticket=disc.robot_job_id, submitting=False)
-                LOGGER.info("disc job %d: disc %d was already with robot %s as %s", job.id, disc.number, robot.name,
-                            disc.robot_job_id)
+                LOGGER.info(
+                    "disc job %d: disc %d was already with robot %s as %s",
+                    job.id,
+                    disc.number,
+                    robot.name,
+                    disc.robot_job_id,
+                )
                 return True
             except RobotError:
                 pass
@@ -105,8 +113,14 @@ class DiscPublisher:
             what = "cannot reach the robot's hot folder" if isinstance(exc, HotFolderError) else "the robot refused"
             self._finish(job, JobState.FAILED, f"disc {disc.number} of {job.disc_count or 1}: {what}: {exc}")
             return False
-        self.jobs.update_disc(job.id, disc.number, ticket=ticket, submitting=False,
-                              robot_state=RobotJobState.PENDING.value, reason="submitted")
+        self.jobs.update_disc(
+            job.id,
+            disc.number,
+            ticket=ticket,
+            submitting=False,
+            robot_state=RobotJobState.PENDING.value,
+            reason="submitted",
+        )
         self._keep_job_files(robot, request, ticket, Path(disc.files.get("dir", "")))
         LOGGER.info("disc job %d: disc %d submitted to robot %s as %s", job.id, disc.number, robot.name, ticket)
         return True
@@ -126,8 +140,15 @@ class DiscPublisher:
             return Path(value) if value else None
 
         labels = LabelFiles(pdf=path("pdf"), jpg=path("jpg"), bmp=path("bmp"), fields=dict(label.get("fields") or {}))
-        return BurnRequest(robot_job_id, job.copies, disc.media, disc.volume, image_path=Path(disc.files["iso"]),
-                           label=labels, verify=self.verify)
+        return BurnRequest(
+            robot_job_id,
+            job.copies,
+            disc.media,
+            disc.volume,
+            image_path=Path(disc.files["iso"]),
+            label=labels,
+            verify=self.verify,
+        )
 
     @staticmethod
     def _keep_job_files(robot: DiscRobot, request: BurnRequest, ticket: str, folder: Path) -> None:
@@ -146,14 +167,27 @@ class DiscPublisher:
         try:
             progress = robot.poll(disc.ticket)
         except UnknownTicketError:
-            progress = JobProgress(RobotJobState.FAILED, f"robot {robot.name} has no record of job {disc.ticket} "
-                                   "any more (was its hot folder cleaned?)", retry_possible=True)
+            progress = JobProgress(
+                RobotJobState.FAILED,
+                f"robot {robot.name} has no record of job {disc.ticket} any more (was its hot folder cleaned?)",
+                retry_possible=True,
+            )
         except RobotError as exc:  # the hot folder cannot be read: the job file may still be there
-            progress = JobProgress(RobotJobState.BRIDGE_OFFLINE, f"cannot read robot {robot.name}: {exc}",
-                                   retry_possible=True, needs_staff=True)
+            progress = JobProgress(
+                RobotJobState.BRIDGE_OFFLINE,
+                f"cannot read robot {robot.name}: {exc}",
+                retry_possible=True,
+                needs_staff=True,
+            )
         if progress.state.value != disc.robot_state or progress.reason != disc.reason:
-            self.jobs.update_disc(job.id, disc.number, robot_state=progress.state.value, reason=progress.reason,
-                                  error_code=progress.error_code or "", needs_staff=progress.needs_staff)
+            self.jobs.update_disc(
+                job.id,
+                disc.number,
+                robot_state=progress.state.value,
+                reason=progress.reason,
+                error_code=progress.error_code or "",
+                needs_staff=progress.needs_staff,
+            )
         return progress
 
     def _settle(self, job: Job, robot: DiscRobot, progress: Mapping[int, JobProgress]) -> None:
@@ -179,8 +213,11 @@ class DiscPublisher:
         if states and all(s.final for s in states):
             self._finish(job, JobState.CANCELLED, f"cancelled at robot {robot.name}")
             return
-        held = [(n, p) for n, p in progress.items() if p.needs_staff or p.state in
-                (RobotJobState.PAUSED, RobotJobState.BRIDGE_OFFLINE)]
+        held = [
+            (n, p)
+            for n, p in progress.items()
+            if p.needs_staff or p.state in (RobotJobState.PAUSED, RobotJobState.BRIDGE_OFFLINE)
+        ]
         if held:
             number, first = held[0]
             code = _code(first)
@@ -219,8 +256,9 @@ class DiscPublisher:
                 continue
             try:
                 robot.cancel(disc.ticket)
-                self.jobs.update_disc(job.id, disc.number, robot_state=RobotJobState.CANCELLED.value,
-                                      reason="cancelled on request")
+                self.jobs.update_disc(
+                    job.id, disc.number, robot_state=RobotJobState.CANCELLED.value, reason="cancelled on request"
+                )
             except UnknownTicketError:
                 continue
             except CancelError as exc:
@@ -244,15 +282,18 @@ class DiscPublisher:
             if job.state in (JobState.QUEUED, JobState.AUTHORING):
                 return self.jobs.transition(job_id, JobState.CANCELLED, reason, expect=job.state)
             if job.state not in _ACTIVE:
-                raise InvalidTransition(f"job {job_id} is {job.state.value}; only queued, authoring, submitted or "
-                                        "burning jobs can be cancelled")
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state.value}; only queued, authoring, submitted or "
+                    "burning jobs can be cancelled"
+                )
             robot = self.robots.get(job.robot)
             refused = self._cancel_discs(job, robot) if robot is not None else []
             if refused:
                 raise PublishError(f"robot {job.robot} did not cancel job {job_id}: {'; '.join(refused)}")
             try:
-                return self.jobs.transition(job_id, JobState.CANCELLED, reason, expect=_ACTIVE, message="",
-                                            needs_staff=False)
+                return self.jobs.transition(
+                    job_id, JobState.CANCELLED, reason, expect=_ACTIVE, message="", needs_staff=False
+                )
             except InvalidTransition:
                 # The engine of a running `appliance serve` saw the robot's answer first.
                 job = self.jobs.get(job_id)

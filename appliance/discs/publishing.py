@@ -42,8 +42,7 @@ def robot_tables(cfg: Config) -> dict[str, dict[str, Any]]:
     """The ``[robots.*]`` tables, or the demo defaults (one simulated Epson, one simulated Primera)."""
     if cfg.robots:
         return {name: dict(table) for name, table in cfg.robots.items()}
-    return {name: {"hotfolder": str(cfg.data_dir / "robots" / name), "simulate": True}
-            for name in ("epson", "primera")}
+    return {name: {"hotfolder": str(cfg.data_dir / "robots" / name), "simulate": True} for name in ("epson", "primera")}
 
 
 def robot_kind(name: str, table: Mapping[str, Any]) -> str:
@@ -139,8 +138,13 @@ class Publishing:
             sim.stop()
 
 
-def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
-                     housekeeping_interval: float = 60.0, links: Callable[[str], str] | None = None) -> Publishing:
+def build_publishing(
+    app: Appliance,
+    cfg: Config,
+    simulate: bool = True,
+    housekeeping_interval: float = 60.0,
+    links: Callable[[str], str] | None = None,
+) -> Publishing:
     """Wire disc publishing to ``app`` and attach its router to the core's listeners.
 
     Parameters
@@ -184,16 +188,30 @@ def build_publishing(app: Appliance, cfg: Config, simulate: bool = True,
     groups = GroupStore(app.db, jobs)
     # Conversions of received instances run in a worker process with a memory and time budget (issue 15).
     budget = Budget(preload=("appliance.discs.fileset",))
-    settings = AuthorSettings(cfg.data_dir / "discs", cfg.store_dir, cfg.burn, cfg.institution,
-                              max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb), find_dcmdump(),
-                              budget, resolve=app.store_area.path)
+    settings = AuthorSettings(
+        cfg.data_dir / "discs",
+        cfg.store_dir,
+        cfg.burn,
+        cfg.institution,
+        max(cfg.burn.staging_free_space_mb, cfg.dicom.free_space_limit_mb),
+        find_dcmdump(),
+        budget,
+        resolve=app.store_area.path,
+    )
     settings.discs_dir.mkdir(parents=True, exist_ok=True)
     labeler = DiscLabeler(label_layout(cfg), label_plans(tables), cfg.institution, links)
     author = DiscAuthor(app.db, jobs, settings, labeler)
     publisher = DiscPublisher(jobs, robots, cfg.burn.verify)
     engine = JobEngine(jobs, author, publisher, cfg.burn.poll_interval, author.purge_staging, housekeeping_interval)
     timer = GroupTimer(groups, lambda _job: engine.wake())
-    router = Router(routing_table(cfg.dicom.ae_title, cfg.burn, robots), jobs, groups, cfg.burn.group_by,
-                    cfg.burn.delay, on_job=engine.wake, on_group=timer.poke)
+    router = Router(
+        routing_table(cfg.dicom.ae_title, cfg.burn, robots),
+        jobs,
+        groups,
+        cfg.burn.group_by,
+        cfg.burn.delay,
+        on_job=engine.wake,
+        on_group=timer.poke,
+    )
     router.attach(app)
     return Publishing(jobs, groups, router, author, publisher, engine, timer, robots, simulators)

@@ -56,8 +56,13 @@ def routing_table(ae_title: str, burn: BurnConfig, robots: Collection[str]) -> d
         mode = str(spec.get("mode", ASSOCIATION))
         robot = str(spec.get("robot", ""))
         if mode != STORE and robot not in robots:
-            LOGGER.warning("%s routes to robot %r, which is not configured: instances sent to it are stored, not "
-                           "burned (configured robots: %s)", called, robot, ", ".join(sorted(robots)) or "none")
+            LOGGER.warning(
+                "%s routes to robot %r, which is not configured: instances sent to it are stored, not "
+                "burned (configured robots: %s)",
+                called,
+                robot,
+                ", ".join(sorted(robots)) or "none",
+            )
             mode = STORE
         table[called] = Route(called, mode, robot, int(spec.get("copies") or burn.copies))
     return table
@@ -82,9 +87,16 @@ class Router:
         Called after a group changed (wakes the group timer).
     """
 
-    def __init__(self, routes: Mapping[str, Route], jobs: JobStore, groups: GroupStore, group_by: str,
-                 delay: float, on_job: Callable[[], None] | None = None,
-                 on_group: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        jobs: JobStore,
+        groups: GroupStore,
+        group_by: str,
+        delay: float,
+        on_job: Callable[[], None] | None = None,
+        on_group: Callable[[], None] | None = None,
+    ) -> None:
         self.routes = dict(routes)
         self.jobs = jobs
         self.groups = groups
@@ -119,8 +131,9 @@ class Router:
         with self._lock:
             pending, self._pending = self._pending, []
         for what, _ in pending:
-            LOGGER.error("stopping with %s still not done: the database refused it; queue the disc with "
-                         "'appliance burn'", what)
+            LOGGER.error(
+                "stopping with %s still not done: the database refused it; queue the disc with 'appliance burn'", what
+            )
 
     def pending(self) -> list[str]:
         """What is waiting for the database, in words."""
@@ -171,8 +184,9 @@ class Router:
         key = rec.study_uid if self.group_by == "study_uid" else rec.patient_id
 
         def join_group() -> None:
-            self.groups.add(route.robot, key, rec.sop_uid, self.delay, called_ae, route.copies, rec.patient_id,
-                            rec.patient_name)
+            self.groups.add(
+                route.robot, key, rec.sop_uid, self.delay, called_ae, route.copies, rec.patient_id, rec.patient_name
+            )
             if self.on_group is not None:
                 self.on_group()
 
@@ -184,16 +198,28 @@ class Router:
         if route is None or route.mode != ASSOCIATION:
             return
         if not released:
-            LOGGER.warning("association %s to %s was aborted after %d instance(s): they are stored but no disc is "
-                           "burned (send again, or queue the study with 'appliance burn')", association_id, called_ae,
-                           len(sop_uids))
+            LOGGER.warning(
+                "association %s to %s was aborted after %d instance(s): they are stored but no disc is "
+                "burned (send again, or queue the study with 'appliance burn')",
+                association_id,
+                called_ae,
+                len(sop_uids),
+            )
             return
 
         def queue_job() -> None:
-            self.jobs.create(route.robot, route.copies, sop_uids, ASSOCIATION, called_ae,
-                             reason=f"{len(sop_uids)} instance(s) received on {called_ae}")
+            self.jobs.create(
+                route.robot,
+                route.copies,
+                sop_uids,
+                ASSOCIATION,
+                called_ae,
+                reason=f"{len(sop_uids)} instance(s) received on {called_ae}",
+            )
             if self.on_job is not None:
                 self.on_job()
 
-        self._attempt(f"queueing the disc job of association {association_id} to {called_ae} "
-                      f"({len(sop_uids)} instance(s))", queue_job)
+        self._attempt(
+            f"queueing the disc job of association {association_id} to {called_ae} ({len(sop_uids)} instance(s))",
+            queue_job,
+        )

@@ -106,17 +106,26 @@ class Planner:
                     if self._place(_items(patient, study, [series])):
                         continue
                     for instance in series.instances:
-                        unit = _items(patient, study, [SeriesInfo(series.series_uid, series.modality, series.number,
-                                                                  series.description, [instance])])
+                        unit = _items(
+                            patient,
+                            study,
+                            [
+                                SeriesInfo(
+                                    series.series_uid, series.modality, series.number, series.description, [instance]
+                                )
+                            ],
+                        )
                         if not self._place(unit):
                             raise AuthoringError(
                                 f"instance {instance.sop_uid} ({self.size_of(instance) / 1e6:.1f} MB) is bigger "
-                                f"than a disc ({self.budget / 1e6:.1f} MB usable)")
+                                f"than a disc ({self.budget / 1e6:.1f} MB usable)"
+                            )
         return [d for d in self.discs if d.instances]
 
 
-def _items(patient: PatientInfo, study: StudyInfo,
-           series_list: Sequence[SeriesInfo]) -> list[tuple[InstanceInfo, tuple[str, ...]]]:
+def _items(
+    patient: PatientInfo, study: StudyInfo, series_list: Sequence[SeriesInfo]
+) -> list[tuple[InstanceInfo, tuple[str, ...]]]:
     keys_of = ("P" + patient.patient_id, "S" + study.study_uid)
     return [(i, (*keys_of, "E" + s.series_uid)) for s in series_list for i in s.instances]
 
@@ -128,8 +137,9 @@ def single_disc_estimate(content: Content, fixed: int, size_of: Callable[[Instan
     return plans[0].estimate if plans else fixed
 
 
-def choose_medium(needed: int, pinned: str, choices: Sequence[str], overrides: Mapping[str, float],
-                  margin_percent: float) -> str:
+def choose_medium(
+    needed: int, pinned: str, choices: Sequence[str], overrides: Mapping[str, float], margin_percent: float
+) -> str:
     """The medium for a job: the pinned one, else the smallest choice whose usable space holds ``needed``.
 
     When nothing holds it, the biggest choice is returned and the content spans several discs of it.

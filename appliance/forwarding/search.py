@@ -25,8 +25,12 @@ from pydicom.dataset import Dataset
 LOGGER = logging.getLogger("appliance.forwarding")
 
 #: The attribute that names one entity at each query level.
-UID_KEYWORDS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
-                "IMAGE": "SOPInstanceUID"}
+UID_KEYWORDS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
 UID_TAGS = {"PATIENT": 0x00100020, "STUDY": 0x0020000D, "SERIES": 0x0020000E, "IMAGE": 0x00080018}
 _RETRIEVE_AE = 0x00080054
 _AVAILABILITY = 0x00080056
@@ -79,8 +83,7 @@ class Pending:
         if self._thread.is_alive():
             self._error = TimeoutError(f"no complete answer within {cfg.timeout:g} s")
         if self._error is not None:
-            self.warning = (f"the regional server {cfg.regional_ae} did not answer ({self._error}); "
-                            "local results only")
+            self.warning = f"the regional server {cfg.regional_ae} did not answer ({self._error}); local results only"
             LOGGER.warning("extended search: %s", self.warning)
             return []
         seen = set(held)
@@ -171,8 +174,12 @@ class ExtendedSearch:
         try:
             moved = self.regional.move(query)
         except Exception as exc:
-            LOGGER.warning("extended search: fetching %s from the regional server %s failed: %s", level.lower(),
-                           self.regional_ae, exc)
+            LOGGER.warning(
+                "extended search: fetching %s from the regional server %s failed: %s",
+                level.lower(),
+                self.regional_ae,
+                exc,
+            )
             return 0
         LOGGER.info("extended search: %d instance(s) fetched from the regional server %s", moved, self.regional_ae)
         return moved
@@ -195,24 +202,35 @@ class ExtendedSearch:
         """
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyDate", "StudyTime",
-                        "AccessionNumber", "ModalitiesInStudy", "StudyDescription", "StudyInstanceUID",
-                        "NumberOfStudyRelatedInstances"):
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "ModalitiesInStudy",
+            "StudyDescription",
+            "StudyInstanceUID",
+            "NumberOfStudyRelatedInstances",
+        ):
             setattr(query, keyword, criteria.get(keyword, ""))
         pending = Pending(self, query, "STUDY")
         rows = []
         for answer in pending.extra((), holds):
-            rows.append({
-                "study_uid": str(answer.get("StudyInstanceUID", "")),
-                "patient_name": str(answer.get("PatientName", "")),
-                "patient_id": str(answer.get("PatientID", "")),
-                "birth_date": str(answer.get("PatientBirthDate", "")),
-                "study_date": str(answer.get("StudyDate", "")),
-                "modalities": "\\".join(_values(answer.get("ModalitiesInStudy"))),
-                "description": str(answer.get("StudyDescription", "")),
-                "accession": str(answer.get("AccessionNumber", "")),
-                "num_instances": str(answer.get("NumberOfStudyRelatedInstances", "")),
-            })
+            rows.append(
+                {
+                    "study_uid": str(answer.get("StudyInstanceUID", "")),
+                    "patient_name": str(answer.get("PatientName", "")),
+                    "patient_id": str(answer.get("PatientID", "")),
+                    "birth_date": str(answer.get("PatientBirthDate", "")),
+                    "study_date": str(answer.get("StudyDate", "")),
+                    "modalities": "\\".join(_values(answer.get("ModalitiesInStudy"))),
+                    "description": str(answer.get("StudyDescription", "")),
+                    "accession": str(answer.get("AccessionNumber", "")),
+                    "num_instances": str(answer.get("NumberOfStudyRelatedInstances", "")),
+                }
+            )
         return rows, pending.warning
 
 

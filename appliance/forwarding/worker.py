@@ -55,8 +55,9 @@ class Transport(Protocol):
         """C-STORE the instances over one association; raises ConnectionError when none can be made."""
         ...
 
-    def commit(self, instances: list[StoredInstance], transaction_uid: str,
-               reported: threading.Event | None = None) -> Report | None:
+    def commit(
+        self, instances: list[StoredInstance], transaction_uid: str, reported: threading.Event | None = None
+    ) -> Report | None:
         """Ask for Storage Commitment of the instances; the report when it came on the same association.
 
         ``reported`` is set when the report came on a new association meanwhile: no need to wait longer
@@ -82,8 +83,15 @@ class Forwarder:
         Whether the ``[maintenance] forwarding`` schedule allows sending now.
     """
 
-    def __init__(self, app: Appliance, config: ForwardingConfig, queue: ForwardQueue, transport: Transport,
-                 window_open: Callable[[], bool], poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        app: Appliance,
+        config: ForwardingConfig,
+        queue: ForwardQueue,
+        transport: Transport,
+        window_open: Callable[[], bool],
+        poll: float = 1.0,
+    ) -> None:
         self.app = app
         self.config = config
         self.queue = queue
@@ -105,11 +113,14 @@ class Forwarder:
         for it would only delay them.
         """
         if self.config.storage_commitment:
-            again = self.queue.expire_commitments(time.time(), 0.0, 0.0,
-                                                  "no storage commitment report before the appliance restarted")
+            again = self.queue.expire_commitments(
+                time.time(), 0.0, 0.0, "no storage commitment report before the appliance restarted"
+            )
             if again:
-                LOGGER.info("forwarding: %d instance(s) sent before the restart without a commitment report are "
-                            "sent again", again)
+                LOGGER.info(
+                    "forwarding: %d instance(s) sent before the restart without a commitment report are sent again",
+                    again,
+                )
         self._thread = threading.Thread(target=self._run, name="forwarding", daemon=True)
         self._thread.start()
 
@@ -126,11 +137,16 @@ class Forwarder:
 
     def on_report(self, report: Report) -> bool:
         """Apply a Storage Commitment report that came on a new association; False when not ours."""
-        ours = self.queue.apply_report(report.transaction_uid, report.committed, report.failed,
-                                       self.config.retry_min, self.config.retry_max)
+        ours = self.queue.apply_report(
+            report.transaction_uid, report.committed, report.failed, self.config.retry_min, self.config.retry_max
+        )
         if ours:
-            LOGGER.info("forwarding: regional server committed %d, failed %d (transaction %s)",
-                        len(report.committed), len(report.failed), report.transaction_uid)
+            LOGGER.info(
+                "forwarding: regional server committed %d, failed %d (transaction %s)",
+                len(report.committed),
+                len(report.failed),
+                report.transaction_uid,
+            )
             awaited = self._awaited.get(report.transaction_uid)
             if awaited is not None:
                 awaited.set()
@@ -150,8 +166,9 @@ class Forwarder:
     def run_once(self) -> bool:
         """Send one batch if the window is open and something is due; whether anything was attempted."""
         if self.config.storage_commitment:
-            self.queue.expire_commitments(time.time() - self.config.commitment_wait, self.config.retry_min,
-                                          self.config.retry_max)
+            self.queue.expire_commitments(
+                time.time() - self.config.commitment_wait, self.config.retry_min, self.config.retry_max
+            )
         if not self.window_open():
             return False
         waiting = self.queue.take(self.config.batch_size)
@@ -174,8 +191,14 @@ class Forwarder:
             result = self.transport.send(instances)
         except ConnectionError as exc:
             self.last_error = str(exc)
-            LOGGER.error("forwarding to %s (%s:%d) failed, %d instance(s) wait: %s", cfg.ae_title, cfg.host,
-                         cfg.port, len(instances), exc)
+            LOGGER.error(
+                "forwarding to %s (%s:%d) failed, %d instance(s) wait: %s",
+                cfg.ae_title,
+                cfg.host,
+                cfg.port,
+                len(instances),
+                exc,
+            )
             self.queue.mark_failed({i.sop_uid: str(exc) for i in instances}, cfg.retry_min, cfg.retry_max)
             return
         if result.failed:
@@ -187,8 +210,13 @@ class Forwarder:
         # before the N-ACTION's own answer.
         transaction = new_uid() if cfg.storage_commitment else ""
         self.queue.mark_sent(result.sent, transaction)
-        LOGGER.info("forwarding: %d instance(s) sent to %s, %d failed%s", len(result.sent), cfg.ae_title,
-                    len(result.failed), f", commitment asked (transaction {transaction})" if transaction else "")
+        LOGGER.info(
+            "forwarding: %d instance(s) sent to %s, %d failed%s",
+            len(result.sent),
+            cfg.ae_title,
+            len(result.failed),
+            f", commitment asked (transaction {transaction})" if transaction else "",
+        )
         if not transaction:
             return
         sent = [i for i in instances if i.sop_uid in set(result.sent)]
@@ -198,10 +226,12 @@ class Forwarder:
             report = self.transport.commit(sent, transaction, reported)
         except ConnectionError as exc:
             self.last_error = str(exc)
-            LOGGER.error("forwarding: storage commitment request to %s failed, the batch is sent again: %s",
-                         cfg.ae_title, exc)
-            self.queue.mark_failed({uid: f"storage commitment request failed: {exc}" for uid in result.sent},
-                                   cfg.retry_min, cfg.retry_max)
+            LOGGER.error(
+                "forwarding: storage commitment request to %s failed, the batch is sent again: %s", cfg.ae_title, exc
+            )
+            self.queue.mark_failed(
+                {uid: f"storage commitment request failed: {exc}" for uid in result.sent}, cfg.retry_min, cfg.retry_max
+            )
             return
         finally:
             self._awaited.pop(transaction, None)

@@ -95,8 +95,16 @@ class Archiver:
         Runs the recoding (a process pool uses both cores); default: in the calling thread.
     """
 
-    def __init__(self, db: Database, index: Index, storages: Storages, config: ArchivingConfig,
-                 implementation_version: str, pool: Executor | None = None, workers: int = 2) -> None:
+    def __init__(
+        self,
+        db: Database,
+        index: Index,
+        storages: Storages,
+        config: ArchivingConfig,
+        implementation_version: str,
+        pool: Executor | None = None,
+        workers: int = 2,
+    ) -> None:
         self.db = db
         self.index = index
         self.storages = storages
@@ -121,7 +129,8 @@ class Archiver:
             " LEFT JOIN archived_series a ON a.series_uid = s.series_uid"
             " WHERE (a.series_uid IS NULL OR a.compression = ?) AND i.transfer_syntax != ? AND i.received <= ?"
             " GROUP BY s.series_uid, i.transfer_syntax ORDER BY MIN(s.id)",
-            (self.config.compression, str(self.target), cutoff))
+            (self.config.compression, str(self.target), cutoff),
+        )
         return list(dict.fromkeys(uid for uid, ts in rows if codecs.should_archive(ts, self.target)))
 
     def restart(self) -> int:
@@ -136,8 +145,9 @@ class Archiver:
             return SeriesResult(0, 0, 0, "compression is none")
         compressed = skipped = saved = 0
         reasons: list[str] = []
-        todo = [i for i in self.index.instances_of("SERIES", series_uid)
-                if codecs.should_archive(i.transfer_syntax, target)]
+        todo = [
+            i for i in self.index.instances_of("SERIES", series_uid) if codecs.should_archive(i.transfer_syntax, target)
+        ]
         # Recoding (and writing the new files) runs ahead in the pool, both cores; the index is switched here,
         # several instances per transaction, in order.
         ahead = 2 * self.workers if self.pool is not None else 1
@@ -175,9 +185,11 @@ class Archiver:
             settle()
         switch()
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO archived_series (series_uid, compression, at) VALUES (?, ?, ?)"
-                         " ON CONFLICT (series_uid) DO UPDATE SET compression = excluded.compression, at = excluded.at",
-                         (series_uid, self.config.compression, _stamp(datetime.now(UTC))))
+            conn.execute(
+                "INSERT INTO archived_series (series_uid, compression, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (series_uid) DO UPDATE SET compression = excluded.compression, at = excluded.at",
+                (series_uid, self.config.compression, _stamp(datetime.now(UTC))),
+            )
         detail = f"{compressed} compressed, {skipped} left as they were, {saved // 1024} kB saved"
         if reasons:
             detail += "; " + "; ".join(reasons)
@@ -192,8 +204,12 @@ class Archiver:
 
     def _submit(self, inst: StoredInstance, target: str) -> Future[tuple[str, int]]:
         number, _ = split(inst.path)
-        args = (str(self.storages.path(inst.path)), str(self.storages.get(number).root), target,
-                self.implementation_version)
+        args = (
+            str(self.storages.path(inst.path)),
+            str(self.storages.get(number).root),
+            target,
+            self.implementation_version,
+        )
         if self.pool is not None and self.storages.is_available(inst.path):
             return self.pool.submit(recode_into, *args)
         done: Future[tuple[str, int]] = Future()
@@ -234,5 +250,9 @@ def process_pool(workers: int) -> Executor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_nice_worker, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_nice_worker,
+        initargs=(os.getpid(),),
+    )

@@ -47,8 +47,15 @@ class Deleter:
         ``[forwarding] storage_commitment``: a series counts as forwarded once committed (else once sent).
     """
 
-    def __init__(self, db: Database, index: Index, storages: Storages, config: DeletionConfig,
-                 today: Callable[[], date] | None = None, forwarding_commitment: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        index: Index,
+        storages: Storages,
+        config: DeletionConfig,
+        today: Callable[[], date] | None = None,
+        forwarding_commitment: bool = True,
+    ) -> None:
         self.db = db
         self.index = index
         self.storages = storages
@@ -58,8 +65,14 @@ class Deleter:
         self.listeners: list[DeletedListener] = []
 
     def _kept(self, uids: list[str]) -> dict[str, str]:
-        return rules.protected(self.db.conn, uids, self.config.delete_shared, self.config.remove_not_forwarded,
-                               self.today(), self.forwarding_commitment)
+        return rules.protected(
+            self.db.conn,
+            uids,
+            self.config.delete_shared,
+            self.config.remove_not_forwarded,
+            self.today(),
+            self.forwarding_commitment,
+        )
 
     def candidates(self, now: datetime | None = None) -> tuple[list[str], dict[str, str]]:
         """Series past ``store_days`` (by their newest instance's receipt), oldest first, and those of them kept
@@ -70,7 +83,9 @@ class Deleter:
         cutoff = _stamp(now - timedelta(days=self.config.store_days))
         rows = self.db.conn.execute(
             "SELECT s.series_uid FROM series s JOIN instances i ON i.series_fk = s.id GROUP BY s.id"
-            " HAVING MAX(i.received) <= ? ORDER BY MAX(i.received), s.id", (cutoff,))
+            " HAVING MAX(i.received) <= ? ORDER BY MAX(i.received), s.id",
+            (cutoff,),
+        )
         uids = [r[0] for r in rows]
         kept = self._kept(uids)
         return [u for u in uids if u not in kept], kept
@@ -87,15 +102,25 @@ class Deleter:
         int
             Instances deleted (0 when the series was gone already).
         """
+
         def in_transaction(conn: sqlite3.Connection, instances: list[StoredInstance]) -> None:
             now = _stamp(datetime.now(UTC))
-            conn.executemany("INSERT OR REPLACE INTO deletion_journal (path, sop_uid, at) VALUES (?, ?, ?)",
-                             [(i.path, i.sop_uid, now) for i in instances])
+            conn.executemany(
+                "INSERT OR REPLACE INTO deletion_journal (path, sop_uid, at) VALUES (?, ?, ?)",
+                [(i.path, i.sop_uid, now) for i in instances],
+            )
             size = sum(i.size for i in instances)
             conn.execute(
                 "INSERT INTO audit_log (time, actor, action, study_uid, detail, outcome) VALUES (?, ?, ?, ?, ?, ?)",
-                (now, actor, "series.delete", instances[0].study_uid,
-                 f"series {series_uid}: {len(instances)} instance(s), {size // 1024} kB; {why}"[:500], "success"))
+                (
+                    now,
+                    actor,
+                    "series.delete",
+                    instances[0].study_uid,
+                    f"series {series_uid}: {len(instances)} instance(s), {size // 1024} kB; {why}"[:500],
+                    "success",
+                ),
+            )
 
         instances = self.index.delete_series(series_uid, in_transaction)
         if not instances:
@@ -134,7 +159,9 @@ class Deleter:
         rows = self.db.conn.execute(
             f"SELECT s.series_uid FROM series s JOIN instances i ON i.series_fk = s.id WHERE s.id IN"
             f" (SELECT DISTINCT series_fk FROM instances i WHERE {where}) GROUP BY s.id"
-            f" ORDER BY MAX(i.received), s.id LIMIT ?", (*args, limit * 4))
+            f" ORDER BY MAX(i.received), s.id LIMIT ?",
+            (*args, limit * 4),
+        )
         uids = [r[0] for r in rows]
         kept = self._kept(uids)
         return [u for u in uids if u not in kept][:limit]
@@ -148,14 +175,20 @@ class Deleter:
             while storage.free_bytes() < limit:
                 batch = [u for u in self.oldest_on(storage) if u not in tried]
                 if not batch:
-                    LOGGER.error("storage %d at %s is below %d MB free and nothing more may be deleted",
-                                 storage.number, storage.root, self.config.low_space_threshold_mb)
+                    LOGGER.error(
+                        "storage %d at %s is below %d MB free and nothing more may be deleted",
+                        storage.number,
+                        storage.root,
+                        self.config.low_space_threshold_mb,
+                    )
                     break
                 for uid in batch:
                     tried.add(uid)
                     deleted += self.delete_series(
-                        uid, f"low space: storage {storage.number} had {storage.free_bytes() // _MB} MB free,"
-                             f" threshold {self.config.low_space_threshold_mb} MB")
+                        uid,
+                        f"low space: storage {storage.number} had {storage.free_bytes() // _MB} MB free,"
+                        f" threshold {self.config.low_space_threshold_mb} MB",
+                    )
                     if storage.free_bytes() >= limit:
                         break
         return deleted

@@ -61,9 +61,16 @@ class Maintenance:
         Local time now (the windows are in local time).
     """
 
-    def __init__(self, storages: Storages, tasks: TaskStore, archiver: Archiver, deleter: Deleter,
-                 schedules: dict[str, Schedule], clock: Callable[[], datetime] = datetime.now,
-                 tick: float = TICK) -> None:
+    def __init__(
+        self,
+        storages: Storages,
+        tasks: TaskStore,
+        archiver: Archiver,
+        deleter: Deleter,
+        schedules: dict[str, Schedule],
+        clock: Callable[[], datetime] = datetime.now,
+        tick: float = TICK,
+    ) -> None:
         self.storages = storages
         self.tasks = tasks
         self.archiver = archiver
@@ -206,6 +213,8 @@ class Maintenance:
             plan.next_window[kind] = schedule.next_open(now)
         plan.compress = self.archiver.due()
         plan.delete, plan.kept = self.deleter.candidates()
-        plan.low_space = [f"storage {s.number} at {s.root}: {s.free_bytes() // (1024 * 1024)} MB free"
-                          for s in self.deleter.low_storages()]
+        plan.low_space = [
+            f"storage {s.number} at {s.root}: {s.free_bytes() // (1024 * 1024)} MB free"
+            for s in self.deleter.low_storages()
+        ]
         return plan

@@ -26,7 +26,8 @@ def in_unfinished_disc_job(conn: sqlite3.Connection) -> set[str]:
         " JOIN instances i ON i.sop_uid = dji.sop_uid JOIN series s ON s.id = i.series_fk"
         " WHERE j.state NOT IN ('done', 'cancelled')"
         " UNION SELECT DISTINCT s.series_uid FROM burn_group_instances bgi JOIN burn_groups g ON g.id = bgi.group_id"
-        " JOIN instances i ON i.sop_uid = bgi.sop_uid JOIN series s ON s.id = i.series_fk WHERE g.state = 'pending'")
+        " JOIN instances i ON i.sop_uid = bgi.sop_uid JOIN series s ON s.id = i.series_fk WHERE g.state = 'pending'"
+    )
     return {r[0] for r in rows}
 
 
@@ -34,12 +35,20 @@ def with_live_patient_link(conn: sqlite3.Connection, today: date) -> set[str]:
     """Series of studies whose patient link still works (not revoked, not expired)."""
     rows = conn.execute(
         "SELECT s.series_uid FROM series s JOIN studies st ON st.id = s.study_fk JOIN tokens t"
-        " ON t.study_uid = st.study_uid WHERE t.revoked = '' AND t.valid_until >= ?", (today.isoformat(),))
+        " ON t.study_uid = st.study_uid WHERE t.revoked = '' AND t.valid_until >= ?",
+        (today.isoformat(),),
+    )
     return {r[0] for r in rows}
 
 
-def protected(conn: sqlite3.Connection, series_uids: Iterable[str], delete_shared: bool,
-              remove_not_forwarded: bool, today: date, forwarding_commitment: bool = True) -> dict[str, str]:
+def protected(
+    conn: sqlite3.Connection,
+    series_uids: Iterable[str],
+    delete_shared: bool,
+    remove_not_forwarded: bool,
+    today: date,
+    forwarding_commitment: bool = True,
+) -> dict[str, str]:
     """The series among ``series_uids`` that must be kept, with the reason.
 
     Parameters

@@ -59,11 +59,16 @@ class TaskStore:
         if not uids:
             return None
         with self.db.transaction() as conn:
-            task_id = int(conn.execute(
-                "INSERT INTO maintenance_tasks (kind, state, reason, setting, total, created) VALUES (?, ?, ?, ?, ?, ?)"
-                " RETURNING id", (kind, TaskState.QUEUED, reason, setting, len(uids), now_text())).fetchone()[0])
-            conn.executemany("INSERT INTO maintenance_items (task_id, series_uid) VALUES (?, ?)",
-                             [(task_id, uid) for uid in uids])
+            task_id = int(
+                conn.execute(
+                    "INSERT INTO maintenance_tasks (kind, state, reason, setting, total, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    (kind, TaskState.QUEUED, reason, setting, len(uids), now_text()),
+                ).fetchone()[0]
+            )
+            conn.executemany(
+                "INSERT INTO maintenance_items (task_id, series_uid) VALUES (?, ?)", [(task_id, uid) for uid in uids]
+            )
         return task_id
 
     def get(self, task_id: int) -> Task:
@@ -89,27 +94,35 @@ class TaskStore:
 
     def last(self, kind: str) -> Task | None:
         """The newest task of a kind."""
-        row = self.db.conn.execute("SELECT * FROM maintenance_tasks WHERE kind = ? ORDER BY id DESC LIMIT 1",
-                                   (kind,)).fetchone()
+        row = self.db.conn.execute(
+            "SELECT * FROM maintenance_tasks WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)
+        ).fetchone()
         return Task(**dict(row)) if row else None
 
     def pending(self, task_id: int) -> list[str]:
         """Series of a task not finished yet."""
-        rows = self.db.conn.execute("SELECT series_uid FROM maintenance_items WHERE task_id = ? AND state = 'pending'"
-                                    " ORDER BY rowid", (task_id,))
+        rows = self.db.conn.execute(
+            "SELECT series_uid FROM maintenance_items WHERE task_id = ? AND state = 'pending' ORDER BY rowid",
+            (task_id,),
+        )
         return [r[0] for r in rows]
 
     def start(self, task_id: int) -> None:
         """Mark a task running (again, after a restart)."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE maintenance_tasks SET state = 'running', started = CASE WHEN started = '' THEN ?"
-                         " ELSE started END WHERE id = ?", (now_text(), task_id))
+            conn.execute(
+                "UPDATE maintenance_tasks SET state = 'running', started = CASE WHEN started = '' THEN ?"
+                " ELSE started END WHERE id = ?",
+                (now_text(), task_id),
+            )
 
     def item_done(self, task_id: int, series_uid: str, state: str = "done", detail: str = "") -> None:
         """Mark one series of a task finished (state done, skipped or failed)."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE maintenance_items SET state = ?, detail = ? WHERE task_id = ? AND series_uid = ?",
-                         (state, detail[:500], task_id, series_uid))
+            conn.execute(
+                "UPDATE maintenance_items SET state = ?, detail = ? WHERE task_id = ? AND series_uid = ?",
+                (state, detail[:500], task_id, series_uid),
+            )
             conn.execute("UPDATE maintenance_tasks SET done = done + 1 WHERE id = ?", (task_id,))
             if state == "failed":
                 conn.execute("UPDATE maintenance_tasks SET error = ? WHERE id = ?", (detail[:500], task_id))
@@ -117,12 +130,15 @@ class TaskStore:
     def finish(self, task_id: int, error: str = "") -> None:
         """Mark a task done (or failed with a reason)."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE maintenance_tasks SET state = ?, finished = ?, error = CASE WHEN ? = '' THEN error"
-                         " ELSE ? END WHERE id = ?",
-                         (TaskState.FAILED if error else TaskState.DONE, now_text(), error, error[:500], task_id))
+            conn.execute(
+                "UPDATE maintenance_tasks SET state = ?, finished = ?, error = CASE WHEN ? = '' THEN error"
+                " ELSE ? END WHERE id = ?",
+                (TaskState.FAILED if error else TaskState.DONE, now_text(), error, error[:500], task_id),
+            )
 
     def items(self, task_id: int) -> list[tuple[str, str, str]]:
         """(series UID, state, detail) of every series of a task."""
-        rows = self.db.conn.execute("SELECT series_uid, state, detail FROM maintenance_items WHERE task_id = ?"
-                                    " ORDER BY rowid", (task_id,))
+        rows = self.db.conn.execute(
+            "SELECT series_uid, state, detail FROM maintenance_items WHERE task_id = ? ORDER BY rowid", (task_id,)
+        )
         return [(r[0], r[1], r[2]) for r in rows]

@@ -78,11 +78,18 @@ def parameters(cfg: AmqpConfig, ssl_context: ssl.SSLContext | None, name: str) -
     """
     ssl_options = pika.SSLOptions(ssl_context, cfg.host) if ssl_context is not None else None
     return pika.ConnectionParameters(
-        host=cfg.host, port=cfg.port, virtual_host=cfg.vhost,
+        host=cfg.host,
+        port=cfg.port,
+        virtual_host=cfg.vhost,
         credentials=pika.PlainCredentials(cfg.user, cfg.password, erase_on_connect=False),
-        heartbeat=cfg.heartbeat, socket_timeout=cfg.connect_timeout, stack_timeout=cfg.connect_timeout * 2,
-        blocked_connection_timeout=BLOCKED_TIMEOUT, connection_attempts=1, ssl_options=ssl_options,
-        client_properties={"connection_name": name, "product": "appliance"})
+        heartbeat=cfg.heartbeat,
+        socket_timeout=cfg.connect_timeout,
+        stack_timeout=cfg.connect_timeout * 2,
+        blocked_connection_timeout=BLOCKED_TIMEOUT,
+        connection_attempts=1,
+        ssl_options=ssl_options,
+        client_properties={"connection_name": name, "product": "appliance"},
+    )
 
 
 def explain(exc: BaseException, cfg: AmqpConfig) -> str:
@@ -91,8 +98,11 @@ def explain(exc: BaseException, cfg: AmqpConfig) -> str:
     inner: BaseException = exc
     # pika wraps the cause in AMQPConnectionError(workflow failure(phase error(socket error))): unwrap it.
     for _ in range(5):
-        if isinstance(inner, pika.exceptions.AMQPConnectionError) and inner.args and isinstance(
-                inner.args[0], BaseException):
+        if (
+            isinstance(inner, pika.exceptions.AMQPConnectionError)
+            and inner.args
+            and isinstance(inner.args[0], BaseException)
+        ):
             inner = inner.args[0]
         elif getattr(inner, "exceptions", None):
             inner = inner.exceptions[-1]  # type: ignore[attr-defined]
@@ -201,11 +211,17 @@ class _Link:
     def _connected(self) -> None:
         self.link.set("connected", "")
         if self._last_logged:
-            LOGGER.info("AMQP %s connected again to %s:%s (virtual host %s)", self.role, self.cfg.host,
-                        self.cfg.port, self.cfg.vhost)
+            LOGGER.info(
+                "AMQP %s connected again to %s:%s (virtual host %s)",
+                self.role,
+                self.cfg.host,
+                self.cfg.port,
+                self.cfg.vhost,
+            )
         else:
-            LOGGER.info("AMQP %s connected to %s:%s (virtual host %s)", self.role, self.cfg.host, self.cfg.port,
-                        self.cfg.vhost)
+            LOGGER.info(
+                "AMQP %s connected to %s:%s (virtual host %s)", self.role, self.cfg.host, self.cfg.port, self.cfg.vhost
+            )
         self._last_logged = ""
 
     def _failed(self, exc: BaseException) -> None:
@@ -222,8 +238,9 @@ class _Link:
     def _blocked(self, blocked: bool) -> None:
         if blocked:
             self.link.set("blocked", "the broker blocks publishing (memory or disk alarm)")
-            LOGGER.warning("AMQP %s: the broker blocks publishing (memory or disk alarm); events wait in the outbox",
-                           self.role)
+            LOGGER.warning(
+                "AMQP %s: the broker blocks publishing (memory or disk alarm); events wait in the outbox", self.role
+            )
         else:
             self.link.set("connected", "")
             LOGGER.info("AMQP %s: the broker takes messages again", self.role)
@@ -249,8 +266,9 @@ class Publisher(_Link):
 
     role = "publisher"
 
-    def __init__(self, cfg: AmqpConfig, outbox: Outbox, log: AmqpLog, ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+    def __init__(
+        self, cfg: AmqpConfig, outbox: Outbox, log: AmqpLog, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(cfg, ssl_context)
         self.outbox = outbox
         self.log = log
@@ -311,8 +329,9 @@ class Publisher(_Link):
             route = self.routes.get(event.kind)
             if route is not None:
                 body = self._publish(channel, event, route)
-                self._logged += self.log.rows("out", f"{route[0]} / {route[1]}", event.message_id, "published", "",
-                                              body)
+                self._logged += self.log.rows(
+                    "out", f"{route[0]} / {route[1]}", event.message_id, "published", "", body
+                )
                 with self.link.lock:
                     self.link.count += 1
             self._sent = event.id
@@ -334,13 +353,23 @@ class Publisher(_Link):
     def _publish(self, channel: BlockingChannel, event: Event, route: tuple[str, str]) -> bytes:
         counts: dict[str, object] = {}
         if self.cfg.format == "json":
-            counts = dict(self.outbox.study_counts(event.study_uid) if event.kind == STUDY else
-                          self.outbox.series_counts(event.uid) if event.kind == SERIES else {})
+            counts = dict(
+                self.outbox.study_counts(event.study_uid)
+                if event.kind == STUDY
+                else self.outbox.series_counts(event.uid)
+                if event.kind == SERIES
+                else {}
+            )
         body, content_type = render(event, self.cfg.format, counts)
-        props = pika.BasicProperties(content_type=content_type, content_encoding="utf-8", delivery_mode=2,
-                                     message_id=event.message_id, timestamp=int(time.time()),
-                                     type={STUDY: "new_study", SERIES: "new_series", MWL: "mwl_status"}[event.kind],
-                                     app_id="appliance")
+        props = pika.BasicProperties(
+            content_type=content_type,
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=event.message_id,
+            timestamp=int(time.time()),
+            type={STUDY: "new_study", SERIES: "new_series", MWL: "mwl_status"}[event.kind],
+            app_id="appliance",
+        )
         # Blocks until the broker confirms (raises NackError when it refuses): order is kept.
         channel.basic_publish(route[0], route[1], body, props)
         return body
@@ -371,8 +400,9 @@ class Consumer(_Link):
     #: Seconds to wait before a message the database could not take goes back to the queue.
     retry_delay = 1.0
 
-    def __init__(self, cfg: AmqpConfig, handler: InputHandler, log: AmqpLog,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, cfg: AmqpConfig, handler: InputHandler, log: AmqpLog, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(cfg, ssl_context)
         self.handler = handler
         self.log = log
@@ -400,14 +430,22 @@ class Consumer(_Link):
         address = self.cfg.mwl_queue
         limit = self.cfg.max_message_kb * 1024
         if len(body) > limit:
-            self._reject(channel, method.delivery_tag, message_id, body,
-                         f"message too large ({len(body)} bytes, limit {self.cfg.max_message_kb} KiB)")
+            self._reject(
+                channel,
+                method.delivery_tag,
+                message_id,
+                body,
+                f"message too large ({len(body)} bytes, limit {self.cfg.max_message_kb} KiB)",
+            )
             return
         try:
             handled = self.handler(body)
         except sqlite3.Error as exc:
-            LOGGER.error("AMQP input %s could not be applied, the database cannot be written: %s; it goes back to"
-                         " the queue", message_id or "(no message ID)", describe(exc))
+            LOGGER.error(
+                "AMQP input %s could not be applied, the database cannot be written: %s; it goes back to the queue",
+                message_id or "(no message ID)",
+                describe(exc),
+            )
             self._stop.wait(self.retry_delay)
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
@@ -424,23 +462,24 @@ class Consumer(_Link):
 
     def _reject(self, channel: BlockingChannel, tag: int, message_id: str, body: bytes, reason: str) -> None:
         channel.basic_reject(tag, requeue=False)
-        LOGGER.warning("AMQP input %s from %s rejected: %s", message_id or "(no message ID)", self.cfg.mwl_queue,
-                       reason)
+        LOGGER.warning(
+            "AMQP input %s from %s rejected: %s", message_id or "(no message ID)", self.cfg.mwl_queue, reason
+        )
         self._log(self.cfg.mwl_queue, message_id, "rejected", reason, body)
 
     def _log(self, address: str, message_id: str, outcome: str, text: str, body: bytes) -> None:
         # Written in batches (every quarter second at most): one more fsync'd transaction per message would
         # halve the input rate; a power cut can only lose the newest log rows, never a worklist change.
-        self._log_rows += self.log.rows("in", address, message_id, outcome, text if outcome == "rejected" else "",
-                                        body)
+        self._log_rows += self.log.rows("in", address, message_id, outcome, text if outcome == "rejected" else "", body)
 
     def _write_log(self) -> None:
         rows, self._log_rows = self._log_rows, []
         try:
             self.log.write(rows)
         except sqlite3.Error as exc:
-            LOGGER.error("AMQP input: %d message(s) could not be written to the message log: %s", len(rows),
-                         describe(exc))
+            LOGGER.error(
+                "AMQP input: %d message(s) could not be written to the message log: %s", len(rows), describe(exc)
+            )
 
 
 class Links:
@@ -460,8 +499,14 @@ class Links:
         For ``tls = true``.
     """
 
-    def __init__(self, cfg: AmqpConfig, outbox: Outbox, log: AmqpLog, handler: InputHandler | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AmqpConfig,
+        outbox: Outbox,
+        log: AmqpLog,
+        handler: InputHandler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.publisher = Publisher(cfg, outbox, log, ssl_context)
         self.consumer = Consumer(cfg, handler, log, ssl_context) if handler is not None else None
 
@@ -479,8 +524,10 @@ class Links:
 
     def snapshot(self) -> dict[str, Any]:
         """State of both links; the publisher's with the last event the broker confirmed (``sent``)."""
-        return {"publisher": {**self.publisher.link.snapshot(), "sent": self.publisher.sent},
-                "consumer": self.consumer.link.snapshot() if self.consumer is not None else None}
+        return {
+            "publisher": {**self.publisher.link.snapshot(), "sent": self.publisher.sent},
+            "consumer": self.consumer.link.snapshot() if self.consumer is not None else None,
+        }
 
 
 # -- appliance amqp test / declare --------------------------------------------------------------------------
@@ -527,9 +574,13 @@ def check(cfg: AmqpConfig, ssl_context: ssl.SSLContext | None = None) -> list[tu
             try:
                 frame = channel.queue_declare(name, passive=True)
                 role = " (input)" if name == cfg.mwl_queue else ""
-                lines.append((f"queue {name}{role}", True,
-                              f"present, {frame.method.message_count} message(s), "
-                              f"{frame.method.consumer_count} consumer(s)"))
+                lines.append(
+                    (
+                        f"queue {name}{role}",
+                        True,
+                        f"present, {frame.method.message_count} message(s), {frame.method.consumer_count} consumer(s)",
+                    )
+                )
                 channel.close()
             except pika.exceptions.ChannelClosedByBroker as exc:
                 lines.append((f"queue {name}", False, f"missing ({exc.reply_text})"))
@@ -558,10 +609,11 @@ def declare(cfg: AmqpConfig, ssl_context: ssl.SSLContext | None = None) -> list[
         for name in _names(cfg)[0]:
             channel.exchange_declare(name, exchange_type="direct", durable=True, auto_delete=False)
             done.append(f"exchange {name} (direct, durable)")
-        bindings = [(cfg.mwl_queue, cfg.ris_exchange, [cfg.mwl_routing_key]),
-                    (cfg.mwl_changed_queue, cfg.ris_exchange, [cfg.mwl_state_routing_key]),
-                    (cfg.studies_queue, cfg.request_exchange, [cfg.new_study_routing_key,
-                                                                cfg.new_series_routing_key])]
+        bindings = [
+            (cfg.mwl_queue, cfg.ris_exchange, [cfg.mwl_routing_key]),
+            (cfg.mwl_changed_queue, cfg.ris_exchange, [cfg.mwl_state_routing_key]),
+            (cfg.studies_queue, cfg.request_exchange, [cfg.new_study_routing_key, cfg.new_series_routing_key]),
+        ]
         for queue, exchange, keys in bindings:
             channel.queue_declare(queue, durable=True, auto_delete=False)
             for key in keys:

@@ -82,8 +82,9 @@ def send_now(cfg: EmailConfig, subject: str, body: str, timeout: float = 15.0) -
                 smtp.login(cfg.user, cfg.password)
             refused = smtp.send_message(msg)
         if refused:
-            return "refused for " + ", ".join(f"{addr} ({code} {text.decode(errors='replace')})"
-                                              for addr, (code, text) in refused.items())
+            return "refused for " + ", ".join(
+                f"{addr} ({code} {text.decode(errors='replace')})" for addr, (code, text) in refused.items()
+            )
         return ""
     except smtplib.SMTPResponseException as exc:
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
@@ -113,9 +114,14 @@ class MailQueue:
         Pause after the first failed attempt; it doubles with each further one, up to :data:`RETRY_MAX`.
     """
 
-    def __init__(self, db: Database, cfg: EmailConfig,
-                 send: Callable[[EmailConfig, str, str], str] | None = None, tick: float = 1.0,
-                 retry_first: float = RETRY_FIRST) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cfg: EmailConfig,
+        send: Callable[[EmailConfig, str, str], str] | None = None,
+        tick: float = 1.0,
+        retry_first: float = RETRY_FIRST,
+    ) -> None:
         self.db = db
         self.cfg = cfg
         self.send = send or send_now
@@ -142,19 +148,26 @@ class MailQueue:
         now = datetime.now(UTC)
         try:
             with self.db.transaction() as conn:
-                last = conn.execute("SELECT id, created, suppressed FROM email_queue WHERE event = ? AND object = ?"
-                                    " ORDER BY id DESC LIMIT 1", (event, obj)).fetchone()
+                last = conn.execute(
+                    "SELECT id, created, suppressed FROM email_queue WHERE event = ? AND object = ?"
+                    " ORDER BY id DESC LIMIT 1",
+                    (event, obj),
+                ).fetchone()
                 if last is not None and last["created"] > _stamp(now - RATE_WINDOW):
                     conn.execute("UPDATE email_queue SET suppressed = suppressed + 1 WHERE id = ?", (last["id"],))
                     return False
                 body = text.rstrip() + "\n"
                 if last is not None and last["suppressed"]:
-                    body += (f"\n{last['suppressed']} more alert(s) of this kind for {obj or 'this appliance'} were"
-                             f" not mailed since {last['created'][:16].replace('T', ' ')} UTC (one mail per hour).\n")
+                    body += (
+                        f"\n{last['suppressed']} more alert(s) of this kind for {obj or 'this appliance'} were"
+                        f" not mailed since {last['created'][:16].replace('T', ' ')} UTC (one mail per hour).\n"
+                    )
                 title = EVENT_TITLES.get(event, event)
                 subject = f"[appliance] {title}" + (f": {obj}" if obj else "")
-                conn.execute("INSERT INTO email_queue (event, object, subject, body, created) VALUES (?, ?, ?, ?, ?)",
-                             (event, obj, subject[:200], body, _stamp(now)))
+                conn.execute(
+                    "INSERT INTO email_queue (event, object, subject, body, created) VALUES (?, ?, ?, ?, ?)",
+                    (event, obj, subject[:200], body, _stamp(now)),
+                )
         except Exception as exc:
             LOGGER.error("e-mail alert %s for %s could not be queued: %s", event, obj, exc)
             return False
@@ -194,28 +207,39 @@ class MailQueue:
         if not self.enabled:
             return 0
         sent = 0
-        rows = self.db.conn.execute("SELECT id, subject, body, attempts FROM email_queue WHERE state = 'queued'"
-                                    " AND next_try <= ? ORDER BY id LIMIT 20", (time.time(),)).fetchall()
+        rows = self.db.conn.execute(
+            "SELECT id, subject, body, attempts FROM email_queue WHERE state = 'queued'"
+            " AND next_try <= ? ORDER BY id LIMIT 20",
+            (time.time(),),
+        ).fetchall()
         for row in rows:
             if self._stop.is_set():
                 break
             error = self.send(self.cfg, row["subject"], row["body"])
             with self.db.transaction() as conn:
                 if not error:
-                    conn.execute("UPDATE email_queue SET state = 'sent', sent = ?, error = '',"
-                                 " attempts = attempts + 1 WHERE id = ?", (_stamp(datetime.now(UTC)), row["id"]))
+                    conn.execute(
+                        "UPDATE email_queue SET state = 'sent', sent = ?, error = '',"
+                        " attempts = attempts + 1 WHERE id = ?",
+                        (_stamp(datetime.now(UTC)), row["id"]),
+                    )
                     sent += 1
                     continue
                 pause = min(RETRY_MAX, self.retry_first * 2 ** row["attempts"])
-                conn.execute("UPDATE email_queue SET attempts = attempts + 1, next_try = ?, error = ? WHERE id = ?",
-                             (time.time() + pause, error[:500], row["id"]))
+                conn.execute(
+                    "UPDATE email_queue SET attempts = attempts + 1, next_try = ?, error = ? WHERE id = ?",
+                    (time.time() + pause, error[:500], row["id"]),
+                )
             LOGGER.warning("e-mail %r not sent (%s); next try in %d s", row["subject"], error, pause)
         return sent
 
     def recent(self, limit: int = 20) -> list[dict[str, object]]:
         """The newest queued and sent mails, for the staff UI."""
-        rows = self.db.conn.execute("SELECT id, event, object, subject, state, attempts, error, suppressed, created,"
-                                    " sent FROM email_queue ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self.db.conn.execute(
+            "SELECT id, event, object, subject, state, attempts, error, suppressed, created,"
+            " sent FROM email_queue ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
         return [dict(r) for r in rows]
 
 
@@ -229,13 +253,19 @@ class DiscJobWatcher:
 
     def __call__(self) -> None:
         """Look at jobs changed since the last call."""
-        rows = self.db.conn.execute("SELECT id, state, error, message, needs_staff, patient_name, robot, updated"
-                                    " FROM disc_jobs WHERE updated > ? ORDER BY updated", (self.since,)).fetchall()
+        rows = self.db.conn.execute(
+            "SELECT id, state, error, message, needs_staff, patient_name, robot, updated"
+            " FROM disc_jobs WHERE updated > ? ORDER BY updated",
+            (self.since,),
+        ).fetchall()
         for row in rows:
             self.since = max(self.since, row["updated"])
             who = f"job {row['id']} ({display_name(row['patient_name'], 'no name')}, robot {row['robot']})"
             if row["state"] == "failed":
                 self.queue.alert("disc_job_failed", f"job {row['id']}", f"Disc {who} failed: {row['error']}")
             elif row["needs_staff"]:
-                self.queue.alert("robot_needs_staff", f"robot {row['robot']}",
-                                 f"Disc {who} waits for staff: {row['message'] or row['error']}")
+                self.queue.alert(
+                    "robot_needs_staff",
+                    f"robot {row['robot']}",
+                    f"Disc {who} waits for staff: {row['message'] or row['error']}",
+                )

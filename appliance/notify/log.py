@@ -19,8 +19,10 @@ LOGGER = logging.getLogger(__name__)
 #: Bodies longer than this are cut in the log (an oversized input message is not kept whole).
 MAX_LOGGED_BYTES = 64 * 1024
 
-INSERT_SQL = (f"INSERT INTO {AMQP_MESSAGES} (time, direction, address, message_id, outcome, error, body)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?)")
+INSERT_SQL = (
+    f"INSERT INTO {AMQP_MESSAGES} (time, direction, address, message_id, outcome, error, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,13 @@ class AmqpLog(RetainedLog):
     time_column = "time"
     label = "AMQP message log"
 
-    def rows(self, direction: str, address: str, message_id: str, outcome: str, error: str,
-             body: bytes) -> list[tuple[str, tuple[object, ...]]]:
+    def rows(
+        self, direction: str, address: str, message_id: str, outcome: str, error: str, body: bytes
+    ) -> list[tuple[str, tuple[object, ...]]]:
         """The statement that logs one message, for a caller's transaction ([] when retention is 0)."""
         if self.retention_days <= 0:
             return []
-        return [(INSERT_SQL, (now_text(), direction, address, message_id, outcome, error,
-                              body[:MAX_LOGGED_BYTES]))]
+        return [(INSERT_SQL, (now_text(), direction, address, message_id, outcome, error, body[:MAX_LOGGED_BYTES]))]
 
     def record(self, direction: str, address: str, message_id: str, outcome: str, error: str, body: bytes) -> None:
         """Keep one message in a transaction of its own."""
@@ -75,5 +77,16 @@ class AmqpLog(RetainedLog):
 
     def recent(self, limit: int = 100, direction: str | None = None) -> list[LoggedAmqpMessage]:
         """The newest entries first, optionally only ``in`` or ``out``."""
-        return [LoggedAmqpMessage(r["id"], r["time"], r["direction"], r["address"], r["message_id"], r["outcome"],
-                                  r["error"], bytes(r["body"])) for r in self.newest(limit, "direction", direction)]
+        return [
+            LoggedAmqpMessage(
+                r["id"],
+                r["time"],
+                r["direction"],
+                r["address"],
+                r["message_id"],
+                r["outcome"],
+                r["error"],
+                bytes(r["body"]),
+            )
+            for r in self.newest(limit, "direction", direction)
+        ]

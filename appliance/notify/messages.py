@@ -65,9 +65,12 @@ def render(event: Event, fmt: str, counts: Mapping[str, object] | None = None) -
         if event.kind == MWL:
             return _xml("mwl", accession_number=event.accession, status=status), "application/xml"
         return _xml(event.kind, uid=event.uid), "application/xml"
-    data: dict[str, Any] = {"event": {STUDY: "new_study", SERIES: "new_series", MWL: "mwl_status"}[event.kind],
-                            "study_uid": event.study_uid, "patient_id": event.patient_id,
-                            "accession_number": event.accession}
+    data: dict[str, Any] = {
+        "event": {STUDY: "new_study", SERIES: "new_series", MWL: "mwl_status"}[event.kind],
+        "study_uid": event.study_uid,
+        "patient_id": event.patient_id,
+        "accession_number": event.accession,
+    }
     if event.kind == SERIES:
         data.update(series_uid=event.uid, modality=event.modality)
     elif event.kind == MWL:
@@ -167,7 +170,8 @@ def _procedure(proc: ET.Element, index: int, hl7: HL7Config) -> Order:
         _put(sattrs, "Modality", modality)
         # The same station rules as HL7 orders: [hl7] station_aets by modality, then default_station_aet.
         station = _text(step, "station_aet") or (
-            (hl7.station_aets.get(modality) or hl7.default_station_aet or None) if modality else None)
+            (hl7.station_aets.get(modality) or hl7.default_station_aet or None) if modality else None
+        )
         _put(sattrs, "ScheduledStationAETitle", station)
         _put(sattrs, "ScheduledProcedureStepStartDate", _text(step, "start_date"))
         _put(sattrs, "ScheduledProcedureStepStartTime", _text(step, "start_time"))
@@ -189,8 +193,16 @@ def _procedure(proc: ET.Element, index: int, hl7: HL7Config) -> Order:
                 raise MessageError(f"{where}: <study_uid> and <accession_number> are missing")
             study_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, 'accession:' + accession).int}"
     charset = "" if ET.tostring(proc, encoding="unicode").isascii() else "ISO_IR 192"
-    return Order(study_uid, PatientRef(pid, _text(patient, "issuer") or ""), pattrs, attrs, tuple(steps),
-                 replace_steps=True, charset=charset, source="amqp")
+    return Order(
+        study_uid,
+        PatientRef(pid, _text(patient, "issuer") or ""),
+        pattrs,
+        attrs,
+        tuple(steps),
+        replace_steps=True,
+        charset=charset,
+        source="amqp",
+    )
 
 
 def _by_accession(conn: sqlite3.Connection, root: ET.Element, status: SpsStatus) -> list[Order]:
@@ -200,20 +212,26 @@ def _by_accession(conn: sqlite3.Connection, root: ET.Element, status: SpsStatus)
         raise MessageError(f"<{root.tag}> names no <accession_number>")
     orders: dict[str, tuple[PatientRef, list[StepOrder]]] = {}
     for accession in accessions:
-        rows = conn.execute(f"SELECT study_uid, sps_id, patient_id, issuer FROM {WORKLIST} WHERE accession = ?"
-                            " ORDER BY id", (accession,)).fetchall()
+        rows = conn.execute(
+            f"SELECT study_uid, sps_id, patient_id, issuer FROM {WORKLIST} WHERE accession = ? ORDER BY id",
+            (accession,),
+        ).fetchall()
         if not rows:
             raise MessageError(f"no worklist step has accession number {accession!r}")
         for study_uid, sps_id, patient_id, issuer in rows:
             orders.setdefault(study_uid, (PatientRef(patient_id, issuer), []))[1].append(StepOrder(sps_id, status))
-    return [Order(uid, ref, steps=tuple(steps), replace_steps=False, source="amqp")
-            for uid, (ref, steps) in orders.items()]
+    return [
+        Order(uid, ref, steps=tuple(steps), replace_steps=False, source="amqp") for uid, (ref, steps) in orders.items()
+    ]
 
 
 #: Root element -> the status its steps get.
-_STATUS_ROOTS = {"mwl-canceled": SpsStatus.CANCELED, "mwl-cancelled": SpsStatus.CANCELED,
-                 # The worklist has no MISSED status: a missed step will not be done, as a discontinued one.
-                 "mwl-missed": SpsStatus.DISCONTINUED}
+_STATUS_ROOTS = {
+    "mwl-canceled": SpsStatus.CANCELED,
+    "mwl-cancelled": SpsStatus.CANCELED,
+    # The worklist has no MISSED status: a missed step will not be done, as a discontinued one.
+    "mwl-missed": SpsStatus.DISCONTINUED,
+}
 
 
 def to_orders(root: ET.Element, worklist: Worklist, hl7: HL7Config) -> list[Order]:

@@ -139,7 +139,8 @@ class Outbox:
         rows = self.db.conn.execute(
             f"SELECT id, message_id, kind, uid, study_uid, patient_id, accession, modality, sps_id, status, created"
             f" FROM {OUTBOX} WHERE id > ? ORDER BY id LIMIT ?",
-            (self.position(channel) if after is None else after, int(limit))).fetchall()
+            (self.position(channel) if after is None else after, int(limit)),
+        ).fetchall()
         return [Event(*r) for r in rows]
 
     def backlog(self, channel: str) -> int:
@@ -163,24 +164,26 @@ class Outbox:
             More statements for the same transaction (the publisher's message log rows).
         """
         with self.db.transaction() as conn:
-            conn.execute(f"INSERT INTO {OUTBOX_CURSORS} (channel, last_id, updated) VALUES (?, ?, ?)"
-                         " ON CONFLICT (channel) DO UPDATE SET last_id = MAX(last_id, excluded.last_id),"
-                         " updated = excluded.updated", (channel, last_id, _now()))
+            conn.execute(
+                f"INSERT INTO {OUTBOX_CURSORS} (channel, last_id, updated) VALUES (?, ?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET last_id = MAX(last_id, excluded.last_id),"
+                " updated = excluded.updated",
+                (channel, last_id, _now()),
+            )
             conn.execute(f"DELETE FROM {OUTBOX} WHERE id <= (SELECT MIN(last_id) FROM {OUTBOX_CURSORS})")
             for sql, params in also:
                 conn.execute(sql, params)
 
     def study_counts(self, study_uid: str) -> dict[str, object]:
         """Series and instance counts and modalities of a study as the index knows them now ({} when gone)."""
-        row = self.db.conn.execute("SELECT num_series, num_instances, modalities FROM studies WHERE study_uid = ?",
-                                   (study_uid,)).fetchone()
+        row = self.db.conn.execute(
+            "SELECT num_series, num_instances, modalities FROM studies WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
         if row is None:
             return {}
         return {"series_count": row[0], "instance_count": row[1], "modalities": row[2]}
 
     def series_counts(self, series_uid: str) -> dict[str, object]:
         """The instance count of a series as the index knows it now ({} when gone)."""
-        row = self.db.conn.execute("SELECT num_instances FROM series WHERE series_uid = ?",
-                                   (series_uid,)).fetchone()
+        row = self.db.conn.execute("SELECT num_instances FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
         return {"instance_count": row[0]} if row else {}
-

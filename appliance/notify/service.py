@@ -114,11 +114,16 @@ class AmqpService:
     def start(self) -> None:
         """Start the child; it connects in the background."""
         self._stop.clear()
-        self._state = {"publisher": {"state": "starting", "last_error": "", "count": 0, "sent": 0},
-                       "consumer": {"state": "starting", "last_error": "", "count": 0} if self.consume else None}
-        self._process = self._ctx.Process(target=_child, name="appliance-amqp", daemon=True,
-                                          args=(self.cfg, self.consume, self._stop, self._states, self._logs,
-                                                os.getpid()))
+        self._state = {
+            "publisher": {"state": "starting", "last_error": "", "count": 0, "sent": 0},
+            "consumer": {"state": "starting", "last_error": "", "count": 0} if self.consume else None,
+        }
+        self._process = self._ctx.Process(
+            target=_child,
+            name="appliance-amqp",
+            daemon=True,
+            args=(self.cfg, self.consume, self._stop, self._states, self._logs, os.getpid()),
+        )
         self._process.start()
         self._listener = threading.Thread(target=self._relay_logs, name="amqp-log-relay", daemon=True)
         self._listener.start()
@@ -167,8 +172,11 @@ class AmqpService:
         with self._lock:
             state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._state.items()}
         if self._process is not None and not self._process.is_alive() and not state.get("stopped"):
-            state["publisher"] = {**state.get("publisher", {}), "state": "stopped",
-                                  "last_error": f"the AMQP process ended (exit code {self._process.exitcode})"}
+            state["publisher"] = {
+                **state.get("publisher", {}),
+                "state": "stopped",
+                "last_error": f"the AMQP process ended (exit code {self._process.exitcode})",
+            }
         publisher = state.get("publisher") or {}
         try:
             sent = max(int(publisher.get("sent", 0)), self._outbox.position("amqp"))
@@ -176,5 +184,9 @@ class AmqpService:
         except sqlite3.Error as exc:
             backlog = f"unknown ({describe(exc)})"
         a = self.cfg.amqp
-        return {"broker": f"{a.host}:{a.port} {a.vhost}", "publisher": publisher,
-                "consumer": state.get("consumer"), "backlog": backlog}
+        return {
+            "broker": f"{a.host}:{a.port} {a.vhost}",
+            "publisher": publisher,
+            "consumer": state.get("consumer"),
+            "backlog": backlog,
+        }

@@ -70,8 +70,9 @@ def effective_settings(cfg: Config) -> list[SettingsSection]:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            rows = [(g.name, _mask(g.name, getattr(value, g.name))) for g in dataclasses.fields(value)
-                    if g.name != "nodes"]
+            rows = [
+                (g.name, _mask(g.name, getattr(value, g.name))) for g in dataclasses.fields(value) if g.name != "nodes"
+            ]
             sections.append(SettingsSection(f.name, rows))
         elif isinstance(value, Mapping):
             demo = False
@@ -87,8 +88,11 @@ def effective_settings(cfg: Config) -> list[SettingsSection]:
                 sections.append(SettingsSection(f.name, flat))
             for name, table in value.items():
                 if isinstance(table, Mapping):
-                    sections.append(SettingsSection(f"{f.name}.{name}",
-                                                    [(str(k), _mask(str(k), v)) for k, v in table.items()], demo))
+                    sections.append(
+                        SettingsSection(
+                            f"{f.name}.{name}", [(str(k), _mask(str(k), v)) for k, v in table.items()], demo
+                        )
+                    )
         else:
             top.append((f.name, _mask(f.name, value)))
     return [SettingsSection("appliance", top), *sections]
@@ -141,14 +145,13 @@ class Admin:
     def log_files(self) -> list[Path]:
         """The log file and its rotated copies, oldest first."""
         folder = self.config.log_dir
-        files = sorted(folder.glob(LOG_FILE + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit()
-                       else 0)
+        files = sorted(folder.glob(LOG_FILE + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
         current = folder / LOG_FILE
         return files + ([current] if current.exists() else [])
 
     def log_records(self, min_level: str = "INFO", limit: int = 500) -> list[LogRecord]:
         """The newest ``limit`` records at ``min_level`` or above, newest first."""
-        wanted = set(LOG_LEVELS[LOG_LEVELS.index(min_level):]) | ({"CRITICAL"} if min_level != "TRACE" else set())
+        wanted = set(LOG_LEVELS[LOG_LEVELS.index(min_level) :]) | ({"CRITICAL"} if min_level != "TRACE" else set())
         records: list[LogRecord] = []
         for path in reversed(self.log_files()):
             for record in reversed(list(read_records(path))):
@@ -175,9 +178,17 @@ class Admin:
         if self.messaging is not None:
             state["status"] = self.messaging.status()
         state["messages"] = [
-            {"time": m.time, "direction": m.direction, "address": m.address, "message_id": m.message_id,
-             "outcome": m.outcome, "error": m.error, "text": m.body.decode("utf-8", "replace")[:2000]}
-            for m in AmqpLog(self.db).recent(50)]
+            {
+                "time": m.time,
+                "direction": m.direction,
+                "address": m.address,
+                "message_id": m.message_id,
+                "outcome": m.outcome,
+                "error": m.error,
+                "text": m.body.decode("utf-8", "replace")[:2000],
+            }
+            for m in AmqpLog(self.db).recent(50)
+        ]
         return state
 
     def cert_warnings(self) -> list[str]:
@@ -192,4 +203,3 @@ class Admin:
                 warnings = [f"The certificates could not be checked: {exc}"]
             self._cert_cache = (now, warnings)
         return self._cert_cache[1]
-

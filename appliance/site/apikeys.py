@@ -82,8 +82,16 @@ class ApiKeys:
 
     @staticmethod
     def _key(row: sqlite3.Row) -> ApiKey:
-        return ApiKey(row["id"], row["name"], row["kind"], row["role"], row["created"], row["expires"],
-                      row["revoked"], row["last_used"])
+        return ApiKey(
+            row["id"],
+            row["name"],
+            row["kind"],
+            row["role"],
+            row["created"],
+            row["expires"],
+            row["revoked"],
+            row["last_used"],
+        )
 
     def add(self, name: str, role: str, days: int = 0) -> tuple[ApiKey, str]:
         """Make a key for a client.
@@ -109,19 +117,21 @@ class ApiKeys:
         """
         name = name.strip()
         if not _NAME_RE.match(name) or name.lower() == MASTER_NAME:
-            raise InvalidValue("a key name has 1-64 characters: letters, digits, '.', '_', '@' or '-' (and is not "
-                               f"{MASTER_NAME!r})")
+            raise InvalidValue(
+                f"a key name has 1-64 characters: letters, digits, '.', '_', '@' or '-' (and is not {MASTER_NAME!r})"
+            )
         if role not in ROLES:
             raise InvalidValue(f"the role must be one of {', '.join(ROLES)}, not {role!r}")
         if days < 0:
             raise InvalidValue("--days must be 0 (never expires) or more")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        expires = ((dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                   if days else "")
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ") if days else ""
         try:
             with self.db.transaction() as conn:
-                conn.execute("INSERT INTO api_keys (name, kind, role, key_hash, created, expires) "
-                             "VALUES (?, 'key', ?, ?, ?, ?)", (name, role, hash_secret(secret), _now(), expires))
+                conn.execute(
+                    "INSERT INTO api_keys (name, kind, role, key_hash, created, expires) VALUES (?, 'key', ?, ?, ?, ?)",
+                    (name, role, hash_secret(secret), _now(), expires),
+                )
         except sqlite3.IntegrityError:
             raise InvalidValue(f"a key named {name!r} exists: revoke it first") from None
         key = self.by_name(name)
@@ -133,14 +143,17 @@ class ApiKeys:
         secret = secrets.token_urlsafe(32)
         with self.db.transaction() as conn:
             conn.execute("UPDATE api_keys SET revoked = ? WHERE kind = 'master' AND revoked = ''", (_now(),))
-            conn.execute("INSERT INTO api_keys (name, kind, role, key_hash, created) VALUES (?, 'master', 'admin', "
-                         "?, ?)", (MASTER_NAME, hash_secret(secret), _now()))
+            conn.execute(
+                "INSERT INTO api_keys (name, kind, role, key_hash, created) VALUES (?, 'master', 'admin', ?, ?)",
+                (MASTER_NAME, hash_secret(secret), _now()),
+            )
         return secret
 
     def by_name(self, name: str) -> ApiKey | None:
         """The active (not revoked) key with this name, if any."""
-        row = self.db.conn.execute("SELECT * FROM api_keys WHERE name = ? AND revoked = '' AND kind = 'key'",
-                                   (name.strip(),)).fetchone()
+        row = self.db.conn.execute(
+            "SELECT * FROM api_keys WHERE name = ? AND revoked = '' AND kind = 'key'", (name.strip(),)
+        ).fetchone()
         return self._key(row) if row else None
 
     def all(self, include_revoked: bool = False) -> list[ApiKey]:
@@ -158,8 +171,9 @@ class ApiKeys:
         """
         kind = "master" if name.strip().lower() == MASTER_NAME else "key"
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM api_keys WHERE name = ? AND kind = ? AND revoked = ''",
-                               (name.strip(), kind)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM api_keys WHERE name = ? AND kind = ? AND revoked = ''", (name.strip(), kind)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no active API key named {name!r}")
             conn.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (_now(), row["id"]))

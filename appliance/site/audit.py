@@ -23,14 +23,49 @@ LOGGER = logging.getLogger(__name__)
 
 #: Actions recorded, for filters in the staff UI.
 ACTIONS = (
-    "token.open", "token.failed", "token.rate_limited", "token.revoke", "token.extend", "token.regenerate",
-    "token.slip", "token.link", "study.view", "study.download", "series.download", "study.delete",
-    "series.delete", "staff.login", "staff.login_failed", "staff.logout", "user.add", "user.delete",
-    "user.password", "user.role", "node.add", "node.edit", "node.delete", "node.echo", "logs.download",
-    "dicomweb.search", "dicomweb.retrieve", "dicomweb.metadata", "dicomweb.frames", "dicomweb.bulkdata",
-    "dicomweb.rendered", "dicomweb.store", "dicomweb.wado", "access.refused", "api.read", "api.change",
-    "apikey.add", "apikey.revoke", "apikey.master",
-    "storage.add", "storage.enable", "storage.disable", "email.test",
+    "token.open",
+    "token.failed",
+    "token.rate_limited",
+    "token.revoke",
+    "token.extend",
+    "token.regenerate",
+    "token.slip",
+    "token.link",
+    "study.view",
+    "study.download",
+    "series.download",
+    "study.delete",
+    "series.delete",
+    "staff.login",
+    "staff.login_failed",
+    "staff.logout",
+    "user.add",
+    "user.delete",
+    "user.password",
+    "user.role",
+    "node.add",
+    "node.edit",
+    "node.delete",
+    "node.echo",
+    "logs.download",
+    "dicomweb.search",
+    "dicomweb.retrieve",
+    "dicomweb.metadata",
+    "dicomweb.frames",
+    "dicomweb.bulkdata",
+    "dicomweb.rendered",
+    "dicomweb.store",
+    "dicomweb.wado",
+    "access.refused",
+    "api.read",
+    "api.change",
+    "apikey.add",
+    "apikey.revoke",
+    "apikey.master",
+    "storage.add",
+    "storage.enable",
+    "storage.disable",
+    "email.test",
 )
 
 
@@ -136,9 +171,18 @@ class Audit:
         self.db = db
         self.writer = writer
 
-    def record(self, action: str, *, actor: str = "", address: str = "", user_agent: str = "",
-               study_uid: str = "", token_id: int | None = None, detail: str = "",
-               outcome: str = "success") -> None:
+    def record(
+        self,
+        action: str,
+        *,
+        actor: str = "",
+        address: str = "",
+        user_agent: str = "",
+        study_uid: str = "",
+        token_id: int | None = None,
+        detail: str = "",
+        outcome: str = "success",
+    ) -> None:
         """Append one row.
 
         Parameters
@@ -157,18 +201,20 @@ class Audit:
             Whether it worked.
         """
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        sql = ("INSERT INTO audit_log (time, actor, address, user_agent, action, study_uid, token_id, detail, outcome)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        params = (now, actor[:100], address[:100], user_agent[:200], action, study_uid, token_id, detail[:500],
-                  outcome)
+        sql = (
+            "INSERT INTO audit_log (time, actor, address, user_agent, action, study_uid, token_id, detail, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        params = (now, actor[:100], address[:100], user_agent[:200], action, study_uid, token_id, detail[:500], outcome)
         if self.writer is not None:
             self.writer.submit(sql, params)
             return
         with self.db.transaction() as conn:
             conn.execute(sql, params)
 
-    def entries(self, study_uid: str | None = None, action: str | None = None, limit: int = 200,
-                offset: int = 0) -> list[AuditEntry]:
+    def entries(
+        self, study_uid: str | None = None, action: str | None = None, limit: int = 200, offset: int = 0
+    ) -> list[AuditEntry]:
         """The newest rows first, for one study and/or one action."""
         if self.writer is not None:
             self.writer.flush()

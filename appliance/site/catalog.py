@@ -196,7 +196,8 @@ class Catalog:
             where.append("p.birth_date = ?")
             args.append(q.birth_date)
         sql_from = " FROM studies st JOIN patients p ON p.id = st.patient_fk" + (
-            " WHERE " + " AND ".join(where) if where else "")
+            " WHERE " + " AND ".join(where) if where else ""
+        )
         conn = self.db.conn
         total = int(conn.execute("SELECT COUNT(*)" + sql_from, args).fetchone()[0])
         per_page = max(1, min(q.per_page, 200))
@@ -206,7 +207,8 @@ class Catalog:
         rows = conn.execute(
             "SELECT st.study_uid, st.study_date, st.study_time, st.accession, st.description, st.modalities,"
             " st.num_series, st.num_instances, st.size, p.patient_id, p.patient_name, p.birth_date, p.sex"
-            + sql_from + f" ORDER BY {order} LIMIT ? OFFSET ?",
+            + sql_from
+            + f" ORDER BY {order} LIMIT ? OFFSET ?",
             (*args, per_page, (page - 1) * per_page),
         ).fetchall()
         return StudyPage([dict(r) for r in rows], total, page, pages)

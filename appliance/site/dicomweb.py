@@ -44,12 +44,33 @@ UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 LEVEL_OF = {"studies": "STUDY", "series": "SERIES", "instances": "IMAGE"}
 #: Attributes returned by default per level (PS3.18 Table 6.7.1-2, those the index holds).
 DEFAULT_FIELDS = {
-    "STUDY": ("StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
-              "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-              "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
-              "NumberOfStudyRelatedInstances"),
-    "SERIES": ("Modality", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID",
-               "NumberOfSeriesRelatedInstances", "SeriesDate", "SeriesTime", "BodyPartExamined"),
+    "STUDY": (
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "InstanceAvailability",
+        "ModalitiesInStudy",
+        "ReferringPhysicianName",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "StudyDescription",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    "SERIES": (
+        "Modality",
+        "SeriesDescription",
+        "SeriesNumber",
+        "SeriesInstanceUID",
+        "NumberOfSeriesRelatedInstances",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+    ),
     "IMAGE": ("SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "InstanceNumber", "NumberOfFrames"),
 }
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -111,8 +132,13 @@ class Search:
     ignored: tuple[str, ...] = ()
 
 
-def parse_search(resource: str, params: Iterable[tuple[str, str]], max_results: int,
-                 study_uid: str | None = None, series_uid: str | None = None) -> Search:
+def parse_search(
+    resource: str,
+    params: Iterable[tuple[str, str]],
+    max_results: int,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+) -> Search:
     """Parse QIDO-RS query parameters (PS3.18 8.3.4).
 
     Parameters
@@ -236,8 +262,9 @@ class DicomWeb:
             try:
                 ds.add_new(tag, vr, value if value != "" else None)
             except Exception as exc:
-                raise InvalidValue(f"{keyword_for_tag(tag) or f'{tag:08X}'}: value {value!r} is not valid for "
-                                   f"its VR {vr}: {exc}") from None
+                raise InvalidValue(
+                    f"{keyword_for_tag(tag) or f'{tag:08X}'}: value {value!r} is not valid for its VR {vr}: {exc}"
+                ) from None
         return ds
 
     def search(self, search: Search, base_url: str) -> Iterator[dict[str, Any]]:
@@ -250,8 +277,9 @@ class DicomWeb:
         """
         ident = self.identifier(search)
         try:
-            matches = find_rows(self.app.db.conn, ident, search.level, self.app.config.dicom.ae_title,
-                                search.offset + search.limit)
+            matches = find_rows(
+                self.app.db.conn, ident, search.level, self.app.config.dicom.ae_title, search.offset + search.limit
+            )
         except QueryError as exc:
             raise InvalidValue(str(exc)) from None
         keys = [(f"{f.tag:08X}", f.vr) for f in matches.fields]
@@ -273,8 +301,9 @@ class DicomWeb:
 
     # -- WADO-RS ----------------------------------------------------------------------------------
 
-    def instances(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-                  ) -> list[StoredInstance]:
+    def instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[StoredInstance]:
         """The stored instances of a study, series or instance (the C-MOVE/C-GET look-up).
 
         Raises
@@ -318,8 +347,9 @@ class DicomWeb:
         if not target or target == instance.transfer_syntax:
             return instance.transfer_syntax, self.read(instance)
         # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
-        body = conversion.convert(self.app.conversions, self.app.file_path(instance), target,
-                                  f"converting instance {instance.sop_uid}")
+        body = conversion.convert(
+            self.app.conversions, self.app.file_path(instance), target, f"converting instance {instance.sop_uid}"
+        )
         from appliance.core import IMPLEMENTATION_VERSION
 
         return target, file_meta(instance.sop_class_uid, instance.sop_uid, target, IMPLEMENTATION_VERSION) + body
@@ -335,8 +365,13 @@ class DicomWeb:
         if not target or target == instance.transfer_syntax:
             return codecs.frames(self.read(instance), numbers)
         # Decoding an untrusted instance: in the conversion service's budgeted worker, as for DIMSE retrieve.
-        return conversion.frames(self.app.conversions, self.app.file_path(instance), numbers, target,
-                                 f"converting frames of instance {instance.sop_uid}")
+        return conversion.frames(
+            self.app.conversions,
+            self.app.file_path(instance),
+            numbers,
+            target,
+            f"converting frames of instance {instance.sop_uid}",
+        )
 
     def metadata(self, instance: StoredInstance, base_url: str) -> dict[str, Any]:
         """An instance's attributes in DICOM JSON, bulk data (pixel data included) as BulkDataURI.
@@ -351,8 +386,10 @@ class DicomWeb:
             ds = dcmread(path, stop_before_pixels=True, defer_size=BULK_THRESHOLD)
         except Exception as exc:
             raise CodecError(f"stored file cannot be parsed: {exc}") from exc
-        uri = (f"{base_url}/studies/{instance.study_uid}/series/{instance.series_uid}/instances/"
-               f"{instance.sop_uid}/bulkdata/")
+        uri = (
+            f"{base_url}/studies/{instance.study_uid}/series/{instance.series_uid}/instances/"
+            f"{instance.sop_uid}/bulkdata/"
+        )
         out: dict[str, Any] = {}
         for tag in list(ds.keys()):
             raw = ds.get_item(tag)  # not converted: a deferred value stays on disk
@@ -387,7 +424,7 @@ class DicomWeb:
             raise InvalidValue(f"bulk data {tag[:40]!r} is not a tag of 8 hex digits")
         data = self.read(instance)
         try:
-            ds = codecs.as_dataset(memoryview(data)[codecs.dataset_offset(data):], instance.transfer_syntax)
+            ds = codecs.as_dataset(memoryview(data)[codecs.dataset_offset(data) :], instance.transfer_syntax)
             elem = ds.get(Tag(int(tag, 16)))
         except CodecError:
             raise
@@ -429,8 +466,9 @@ class DicomWeb:
 
     # -- STOW-RS ----------------------------------------------------------------------------------
 
-    def store(self, parts: Iterable[bytes | memoryview], study_uid: str | None, base_url: str,
-              who: str = "DICOMWEB") -> StowResult:
+    def store(
+        self, parts: Iterable[bytes | memoryview], study_uid: str | None, base_url: str, who: str = "DICOMWEB"
+    ) -> StowResult:
         """Store the Part 10 files of a STOW-RS request, each through the C-STORE path.
 
         Parameters
@@ -483,8 +521,11 @@ def _incoming(part: bytes | memoryview, number: int, study_uid: str | None) -> I
         uids = codecs.file_meta_uids(part[:start])
         if uids is None:  # an unusual meta group: pydicom reads it, or says what is wrong with it
             meta = dcmread(io.BytesIO(part[:start]), stop_before_pixels=True).file_meta
-            uids = (str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPClassUID),
-                    str(meta.MediaStorageSOPInstanceUID))
+            uids = (
+                str(meta.TransferSyntaxUID),
+                str(meta.MediaStorageSOPClassUID),
+                str(meta.MediaStorageSOPInstanceUID),
+            )
         ts, sop_class, sop_uid = uids
     except Exception as exc:
         LOGGER.warning("STOW-RS part %d is not a DICOM Part 10 file: %s", number, exc)
@@ -498,27 +539,39 @@ def _incoming(part: bytes | memoryview, number: int, study_uid: str | None) -> I
         except Exception as exc:
             return Failure(sop_class, sop_uid, FAIL_NOT_DICOM, f"part {number} cannot be parsed: {exc}")
         if found != study_uid:
-            return Failure(sop_class, sop_uid, FAIL_STUDY_MISMATCH,
-                           f"part {number} belongs to study {found or '(none)'}, not {study_uid}")
+            return Failure(
+                sop_class,
+                sop_uid,
+                FAIL_STUDY_MISMATCH,
+                f"part {number} belongs to study {found or '(none)'}, not {study_uid}",
+            )
     return Incoming(memoryview(part)[start:], ts, sop_class, sop_uid)
 
 
-def _outcome(outcome: StoreResult | Exception, item: Incoming, number: int, base_url: str, who: str
-             ) -> Stored | Failure:
+def _outcome(
+    outcome: StoreResult | Exception, item: Incoming, number: int, base_url: str, who: str
+) -> Stored | Failure:
     """What the answer says of a stored part."""
     if isinstance(outcome, InvalidDataset):
         return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_NOT_DICOM, f"part {number}: {outcome}")
     if isinstance(outcome, OutOfResources):
         return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_OUT_OF_RESOURCES, str(outcome))
     if isinstance(outcome, Exception):
-        LOGGER.error("STOW-RS part %d (%s) from %s could not be stored: %s", number, item.sop_instance_uid, who,
-                     outcome)
-        return Failure(item.sop_class_uid, item.sop_instance_uid, FAIL_PROCESSING,
-                       str(outcome) or type(outcome).__name__)
+        LOGGER.error(
+            "STOW-RS part %d (%s) from %s could not be stored: %s", number, item.sop_instance_uid, who, outcome
+        )
+        return Failure(
+            item.sop_class_uid, item.sop_instance_uid, FAIL_PROCESSING, str(outcome) or type(outcome).__name__
+        )
     rec = outcome.record
     url = f"{base_url}/studies/{rec.study_uid}/series/{rec.series_uid}/instances/{rec.sop_uid}"
-    return Stored(rec.sop_class_uid or item.sop_class_uid, rec.sop_uid, url, rec.study_uid,
-                  outcome.outcome is StoreOutcome.DUPLICATE)
+    return Stored(
+        rec.sop_class_uid or item.sop_class_uid,
+        rec.sop_uid,
+        url,
+        rec.study_uid,
+        outcome.outcome is StoreOutcome.DUPLICATE,
+    )
 
 
 @dataclass(frozen=True)
@@ -557,11 +610,12 @@ class StowResult:
         if study:
             out["00081190"] = {"vr": "UR", "Value": [f"{base_url}/studies/{study}"]}
         if self.failed:
-            out["00081198"] = {"vr": "SQ", "Value": [_item(f.sop_class_uid, f.sop_uid, reason=f.reason)
-                                                     for f in self.failed]}
+            out["00081198"] = {
+                "vr": "SQ",
+                "Value": [_item(f.sop_class_uid, f.sop_uid, reason=f.reason) for f in self.failed],
+            }
         if self.stored:
-            out["00081199"] = {"vr": "SQ", "Value": [_item(s.sop_class_uid, s.sop_uid, url=s.url)
-                                                     for s in self.stored]}
+            out["00081199"] = {"vr": "SQ", "Value": [_item(s.sop_class_uid, s.sop_uid, url=s.url) for s in self.stored]}
         return out
 
     @property

@@ -64,8 +64,14 @@ class Discs:
         self._wake: Callable[[], None] = lambda: None
         self._simulated: Collection[str] = ()
 
-    def use_robots(self, robots: Mapping[str, DiscRobot], publisher: Canceller, jobs: JobStore | None = None,
-                   wake: Callable[[], None] | None = None, simulated: Collection[str] = ()) -> None:
+    def use_robots(
+        self,
+        robots: Mapping[str, DiscRobot],
+        publisher: Canceller,
+        jobs: JobStore | None = None,
+        wake: Callable[[], None] | None = None,
+        simulated: Collection[str] = (),
+    ) -> None:
         """Use these robots, this publisher (to cancel), and ``wake`` to tell the job engine about new work."""
         self.robots = dict(robots)
         self._publisher = publisher
@@ -77,8 +83,9 @@ class Discs:
 
     def use_publishing(self, publishing: Publishing) -> None:
         """Use the running disc publishing of ``appliance serve`` (its robots, engine and publisher)."""
-        self.use_robots(publishing.robots, publishing.publisher, publishing.jobs, publishing.engine.wake,
-                        publishing.simulators)
+        self.use_robots(
+            publishing.robots, publishing.publisher, publishing.jobs, publishing.engine.wake, publishing.simulators
+        )
 
     def robot_names(self) -> list[str]:
         """Names of the configured robots, the default one first."""
@@ -126,8 +133,13 @@ class Discs:
         copies = self.config.burn.copies if copies is None else copies
         if not 1 <= copies <= 99:
             raise InvalidValue(f"copies must be 1-99, not {copies}")
-        job_id = self.jobs.create(robot, copies, uids, "manual",
-                                  reason=f"burn requested on the web by {actor or 'staff'}: {len(uids)} instance(s)")
+        job_id = self.jobs.create(
+            robot,
+            copies,
+            uids,
+            "manual",
+            reason=f"burn requested on the web by {actor or 'staff'}: {len(uids)} instance(s)",
+        )
         self._wake()
         return self.jobs.get(job_id)
 
@@ -144,13 +156,18 @@ class Discs:
         """``study_date``, ``description`` and ``modalities`` of each of these studies that is stored."""
         out: dict[str, dict[str, str]] = {}
         for start in range(0, len(study_uids), 500):
-            part = study_uids[start:start + 500]
+            part = study_uids[start : start + 500]
             rows = self.db.conn.execute(
                 f"SELECT study_uid, study_date, description, modalities FROM studies WHERE study_uid IN "
-                f"({','.join('?' * len(part))})", part)
+                f"({','.join('?' * len(part))})",
+                part,
+            )
             for row in rows:
-                out[row["study_uid"]] = {"study_date": row["study_date"], "description": row["description"],
-                                         "modalities": row["modalities"]}
+                out[row["study_uid"]] = {
+                    "study_date": row["study_date"],
+                    "description": row["description"],
+                    "modalities": row["modalities"],
+                }
         return out
 
     def job_rows(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -166,25 +183,42 @@ class Discs:
         info = self.study_info(sorted({s for job in recent for s in job.studies}))
         for job in recent:
             discs = self.jobs.discs(job.id)
-            rows.append({
-                "id": job.id, "state": job.state.value, "patient_name": job.patient_name,
-                "patient_id": job.patient_id, "studies": list(job.studies),
-                "study_info": [info.get(s) for s in job.studies], "robot": job.robot,
-                "media": job.media, "discs": job.disc_count, "copies": job.copies, "size": job.size,
-                "source": job.source, "parent_id": job.parent_id, "attempt": job.attempt,
-                "note": job.error if job.state.value == "failed" else job.message,
-                "needs_staff": job.needs_staff, "updated": job.updated,
-                "robot_discs": [{"number": d.number, "robot_state": d.robot_state, "reason": d.reason}
-                                for d in discs if d.ticket or d.robot_state],
-                "actions": [a for a, states in JOB_ACTIONS.items() if job.state.value in states],
-                "labels": [d.number for d in discs if _label_path(d.files) is not None],
-            })
+            rows.append(
+                {
+                    "id": job.id,
+                    "state": job.state.value,
+                    "patient_name": job.patient_name,
+                    "patient_id": job.patient_id,
+                    "studies": list(job.studies),
+                    "study_info": [info.get(s) for s in job.studies],
+                    "robot": job.robot,
+                    "media": job.media,
+                    "discs": job.disc_count,
+                    "copies": job.copies,
+                    "size": job.size,
+                    "source": job.source,
+                    "parent_id": job.parent_id,
+                    "attempt": job.attempt,
+                    "note": job.error if job.state.value == "failed" else job.message,
+                    "needs_staff": job.needs_staff,
+                    "updated": job.updated,
+                    "robot_discs": [
+                        {"number": d.number, "robot_state": d.robot_state, "reason": d.reason}
+                        for d in discs
+                        if d.ticket or d.robot_state
+                    ],
+                    "actions": [a for a, states in JOB_ACTIONS.items() if job.state.value in states],
+                    "labels": [d.number for d in discs if _label_path(d.files) is not None],
+                }
+            )
         return rows
 
     def queue_depths(self) -> dict[str, Any]:
         """``disc_jobs`` (jobs per state) and ``pending_burn_groups`` (delayed groups not yet a job), for health."""
-        jobs = {str(state): int(count) for state, count in
-                self.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state")}
+        jobs = {
+            str(state): int(count)
+            for state, count in self.db.conn.execute("SELECT state, COUNT(*) FROM disc_jobs GROUP BY state")
+        }
         pending = int(self.db.conn.execute("SELECT COUNT(*) FROM burn_groups").fetchone()[0])
         return {"disc_jobs": jobs, "pending_burn_groups": pending}
 
@@ -225,8 +259,10 @@ class Discs:
         job = self.jobs.get(job_id)
         by = f"on the web by {actor or 'staff'}"
         if job.state.value not in JOB_ACTIONS[action]:
-            raise InvalidTransition(f"job {job_id} is {job.state.value}; only {' or '.join(JOB_ACTIONS[action])} "
-                                    f"jobs can be {_DONE_WORDS[action]}")
+            raise InvalidTransition(
+                f"job {job_id} is {job.state.value}; only {' or '.join(JOB_ACTIONS[action])} "
+                f"jobs can be {_DONE_WORDS[action]}"
+            )
         if action == "retry":
             result = self.jobs.retry(job_id, f"retry requested {by}")
         elif action == "cancel":
@@ -246,17 +282,38 @@ class Discs:
 
         out = []
         for name, robot in self.robots.items():
-            row: dict[str, Any] = {"name": name, "vendor": robot.vendor, "location": robot.location,
-                                   "simulated": name in self._simulated}
+            row: dict[str, Any] = {
+                "name": name,
+                "vendor": robot.vendor,
+                "location": robot.location,
+                "simulated": name in self._simulated,
+            }
             try:
                 st = robot.status()
             except RobotError as exc:
-                row.update(online=False, state="unknown", reason=f"status unavailable: {exc}", ink={}, media={},
-                           media_unit="%", drives=[], errors=[], bridge="")
+                row.update(
+                    online=False,
+                    state="unknown",
+                    reason=f"status unavailable: {exc}",
+                    ink={},
+                    media={},
+                    media_unit="%",
+                    drives=[],
+                    errors=[],
+                    bridge="",
+                )
             else:
-                row.update(online=st.online, state=st.state.value, reason=st.reason, ink=dict(st.ink),
-                           media=dict(st.media), media_unit=st.media_unit, errors=list(st.errors), bridge=st.bridge,
-                           drives=[{"name": d.name, "state": d.state, "percent": d.percent} for d in st.drives])
+                row.update(
+                    online=st.online,
+                    state=st.state.value,
+                    reason=st.reason,
+                    ink=dict(st.ink),
+                    media=dict(st.media),
+                    media_unit=st.media_unit,
+                    errors=list(st.errors),
+                    bridge=st.bridge,
+                    drives=[{"name": d.name, "state": d.state, "percent": d.percent} for d in st.drives],
+                )
             out.append(row)
         return out
 

@@ -118,10 +118,13 @@ class Exporter:
             with tempfile.TemporaryDirectory(dir=self.work_dir) as staging:
                 written = Path(staging) / "fileset"
                 left_out = self._write_fileset(items, Path(staging) / "pool", written)
-                extra = ("\nThe images are compressed without loss (JPEG Lossless).\n"
-                         if self.compression == "jpeg-lossless" else "")
+                extra = (
+                    "\nThe images are compressed without loss (JPEG Lossless).\n"
+                    if self.compression == "jpeg-lossless"
+                    else ""
+                )
                 if left_out:
-                    extra += ("\nThe OTHER folder holds files that DICOMDIR cannot list; open them one by one.\n")
+                    extra += "\nThe OTHER folder holds files that DICOMDIR cannot list; open them one by one.\n"
                 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
                     zf.writestr("README.TXT", README.format(extra=extra).replace("\n", "\r\n"))
                     for path in sorted(written.rglob("*")):
@@ -158,8 +161,10 @@ class Exporter:
         except Exception:  # rare: find the instances no record can be made for, then write the rest
             bad = unlistable(staged)
             for inst in bad:
-                LOGGER.warning("instance %s is outside the DICOMDIR of the download: no directory record can be "
-                               "made for it", source[inst.path].name)
+                LOGGER.warning(
+                    "instance %s is outside the DICOMDIR of the download: no directory record can be made for it",
+                    source[inst.path].name,
+                )
             left_out += [source[inst.path] for inst in bad]
             write_fileset(root, FILESET_ID, [inst for inst in staged if inst not in bad])
         return left_out
@@ -190,8 +195,11 @@ class Exporter:
         try:
             out = self._temp()
             with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-                zf.writestr("README.TXT", "Pictures of your images, one JPEG per image, a folder per series.\r\n"
-                            "They are for looking at only; doctors need the DICOM download.\r\n")
+                zf.writestr(
+                    "README.TXT",
+                    "Pictures of your images, one JPEG per image, a folder per series.\r\n"
+                    "They are for looking at only; doctors need the DICOM download.\r\n",
+                )
                 for item in items:
                     data, _ = picture(item.file, VIEW_SIZE)
                     zf.writestr(f"{item.series_label}/IMG{item.number:04d}.jpg", data)

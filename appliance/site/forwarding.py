@@ -62,7 +62,12 @@ class Forwarding:
         if search is None:
             return None
         dates = f"{q.date_from}-{q.date_to}" if q.date_from or q.date_to else ""
-        criteria = {"PatientName": _wildcard(q.name.upper()), "PatientID": _wildcard(q.patient_id),
-                    "AccessionNumber": _wildcard(q.accession), "ModalitiesInStudy": q.modality.strip().upper(),
-                    "StudyDate": dates, "PatientBirthDate": q.birth_date}
+        criteria = {
+            "PatientName": _wildcard(q.name.upper()),
+            "PatientID": _wildcard(q.patient_id),
+            "AccessionNumber": _wildcard(q.accession),
+            "ModalitiesInStudy": q.modality.strip().upper(),
+            "StudyDate": dates,
+            "PatientBirthDate": q.birth_date,
+        }
         return search.studies(criteria, lambda uid: self.app.index.holds("STUDY", uid))

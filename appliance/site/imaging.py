@@ -108,9 +108,12 @@ def _native_frame(header: Dataset) -> np.ndarray | None:
     which costs about half of a thumbnail. Anything else returns None and goes through pydicom.
     """
     try:
-        if (str(header.file_meta.TransferSyntaxUID) not in _LITTLE_NATIVE
-                or int(header.get("SamplesPerPixel", 1)) != 1 or int(header.get("NumberOfFrames", 1) or 1) != 1
-                or int(header.BitsAllocated) not in (8, 16)):
+        if (
+            str(header.file_meta.TransferSyntaxUID) not in _LITTLE_NATIVE
+            or int(header.get("SamplesPerPixel", 1)) != 1
+            or int(header.get("NumberOfFrames", 1) or 1) != 1
+            or int(header.BitsAllocated) not in (8, 16)
+        ):
             return None
         rows, columns, allocated = int(header.Rows), int(header.Columns), int(header.BitsAllocated)
         stored = int(header.get("BitsStored", allocated))

@@ -113,8 +113,13 @@ class Links:
         info = self.tokens.get(study_uid)
         base = self.config.source.parent if self.config.source else None
         layout = LabelLayout.from_options(self.config.labels, base_dir=base)
-        fields = TokenSlipFields(link=link, patient_name=study["patient_name"], study_date=study["study_date"],
-                                 expires=info.valid_until if info else None, institution=self.config.institution)
+        fields = TokenSlipFields(
+            link=link,
+            patient_name=study["patient_name"],
+            study_date=study["study_date"],
+            expires=info.valid_until if info else None,
+            institution=self.config.institution,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             out = render_token_slip(fields, paper or self.config.web.slip_paper, Path(tmp) / "slip.pdf", layout)
             return out.read_bytes()

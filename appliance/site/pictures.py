@@ -113,8 +113,9 @@ class Pictures:
         self.thumbs.get(middle["sop_uid"], middle["path"], self.app.store_area.path(middle["path"]))
         return True
 
-    def view_image(self, sop_uid: str, study_uid: str | None = None, window: Window | None = None,
-                   size: int = VIEW_SIZE) -> tuple[bytes, Window | None]:
+    def view_image(
+        self, sop_uid: str, study_uid: str | None = None, window: Window | None = None, size: int = VIEW_SIZE
+    ) -> tuple[bytes, Window | None]:
         """JPEG of an instance for the viewer, with the window used.
 
         Raises

@@ -60,8 +60,9 @@ class Site:
         self.config: Config = appliance.config
         db = appliance.db
         self.writer = BatchWriter(db)
-        self.tokens = Tokens(db, self.config.data_dir / "secrets" / "token.key", self.config.web.token_days,
-                             writer=self.writer)
+        self.tokens = Tokens(
+            db, self.config.data_dir / "secrets" / "token.key", self.config.web.token_days, writer=self.writer
+        )
         self.users = Users(db)
         self.patient_sessions = PatientSessions(db)
         self.apikeys = ApiKeys(db)

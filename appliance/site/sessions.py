@@ -55,19 +55,24 @@ class PatientSessions:
         with self.db.transaction() as conn:
             if purge:
                 conn.execute(f"DELETE FROM {PATIENT_SESSIONS} WHERE expires < ?", (now,))
-            conn.execute(f"INSERT INTO {PATIENT_SESSIONS} (id_hash, token_id, expires) VALUES (?, ?, ?)",
-                         (_hash(session_id), token_id, now + seconds))
-            conn.execute(f"DELETE FROM {PATIENT_SESSIONS} WHERE token_id = ? AND id_hash NOT IN (SELECT id_hash FROM"
-                         f" {PATIENT_SESSIONS} WHERE token_id = ? ORDER BY expires DESC LIMIT {MAX_PER_TOKEN})",
-                         (token_id, token_id))
+            conn.execute(
+                f"INSERT INTO {PATIENT_SESSIONS} (id_hash, token_id, expires) VALUES (?, ?, ?)",
+                (_hash(session_id), token_id, now + seconds),
+            )
+            conn.execute(
+                f"DELETE FROM {PATIENT_SESSIONS} WHERE token_id = ? AND id_hash NOT IN (SELECT id_hash FROM"
+                f" {PATIENT_SESSIONS} WHERE token_id = ? ORDER BY expires DESC LIMIT {MAX_PER_TOKEN})",
+                (token_id, token_id),
+            )
         return session_id
 
     def token_of(self, session_id: str) -> int | None:
         """The token id of an open, unexpired session, else None."""
         if not session_id:
             return None
-        row = self.db.conn.execute(f"SELECT token_id, expires FROM {PATIENT_SESSIONS} WHERE id_hash = ?",
-                                   (_hash(session_id),)).fetchone()
+        row = self.db.conn.execute(
+            f"SELECT token_id, expires FROM {PATIENT_SESSIONS} WHERE id_hash = ?", (_hash(session_id),)
+        ).fetchone()
         if row is None or row["expires"] < self.clock():
             return None
         return int(row["token_id"])

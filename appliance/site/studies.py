@@ -171,6 +171,10 @@ class Studies:
         self.app.index.remove_paths([i.path for i in instances])
         if self.app.index.study(study_uid) is None:
             self.tokens.delete(study_uid)
-        LOGGER.info("deleted %d instance(s) of %s %s", len(instances), "series" if series_uid else "study",
-                    series_uid or study_uid)
+        LOGGER.info(
+            "deleted %d instance(s) of %s %s",
+            len(instances),
+            "series" if series_uid else "study",
+            series_uid or study_uid,
+        )
         return len(instances)

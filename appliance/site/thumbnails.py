@@ -129,8 +129,13 @@ class RenderProcess:
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.site.thumbnails", str(self.nice)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, bufsize=0, env=env, close_fds=True)
+            [sys.executable, "-m", "appliance.site.thumbnails", str(self.nice)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            env=env,
+            close_fds=True,
+        )
         if process.stdin is None or process.stdout is None:  # never: both are PIPE (this is for the type)
             raise RenderFailed("the render process has no pipes")
         pipes = (process.stdin, process.stdout)
@@ -174,8 +179,7 @@ class RenderProcess:
                 ready, _, _ = select.select([answers], [], [], self.timeout)
                 if not ready:
                     self._stop()
-                    raise RenderFailed(f"rendering {path.name} took over {self.timeout:g} s: render process "
-                                       "restarted")
+                    raise RenderFailed(f"rendering {path.name} took over {self.timeout:g} s: render process restarted")
                 reason = str(json.loads(_receive(answers))["reason"])
                 data = _receive(answers)
             except (EOFError, OSError, ValueError, KeyError, TypeError):
@@ -184,8 +188,7 @@ class RenderProcess:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         code = self._process.wait(1)
                 self._stop()
-                raise RenderFailed(f"the render process ended while rendering {path.name} (exit code {code})"
-                                   ) from None
+                raise RenderFailed(f"the render process ended while rendering {path.name} (exit code {code})") from None
         return data, reason
 
     def close(self) -> None:
@@ -211,8 +214,9 @@ class RenderPool:
         As for :class:`RenderProcess`.
     """
 
-    def __init__(self, processes: int = RENDER_PROCESSES, nice: int = RENDER_NICE,
-                 timeout: float = RENDER_TIMEOUT) -> None:
+    def __init__(
+        self, processes: int = RENDER_PROCESSES, nice: int = RENDER_NICE, timeout: float = RENDER_TIMEOUT
+    ) -> None:
         self.processes = [RenderProcess(nice, timeout) for _ in range(max(1, processes))]
         self._idle: queue.SimpleQueue[RenderProcess] = queue.SimpleQueue()
         for child in self.processes:
@@ -260,8 +264,12 @@ class PrerenderWorker:
         Jobs that may wait; more are dropped (with a warning at most once a minute).
     """
 
-    def __init__(self, series_of: Callable[[list[str]], list[str]], prerender: Callable[[str], bool],
-                 max_jobs: int = PRERENDER_QUEUE) -> None:
+    def __init__(
+        self,
+        series_of: Callable[[list[str]], list[str]],
+        prerender: Callable[[str], bool],
+        max_jobs: int = PRERENDER_QUEUE,
+    ) -> None:
         self.series_of = series_of
         self.prerender = prerender
         self._queue: queue.Queue[_Job | None] = queue.Queue(max_jobs)
@@ -300,8 +308,11 @@ class PrerenderWorker:
                 now = time.monotonic()
                 if now - self._last_full_warning >= _FULL_WARNING_SECONDS:
                     self._last_full_warning = now
-                    LOGGER.warning("thumbnail pre-render queue full (%d jobs): thumbnails of newly stored series "
-                                   "are rendered when first viewed", self._queue.maxsize)
+                    LOGGER.warning(
+                        "thumbnail pre-render queue full (%d jobs): thumbnails of newly stored series "
+                        "are rendered when first viewed",
+                        self._queue.maxsize,
+                    )
                 return False
             self._pending += 1
             if self._thread is None:

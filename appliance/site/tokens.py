@@ -165,8 +165,14 @@ class Tokens:
         Access counts go through it (in the background); without one they are committed at once.
     """
 
-    def __init__(self, db: Database, key_file: Path, validity: int | str = 60,
-                 today: Callable[[], dt.date] | None = None, writer: BatchWriter | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        key_file: Path,
+        validity: int | str = 60,
+        today: Callable[[], dt.date] | None = None,
+        writer: BatchWriter | None = None,
+    ) -> None:
         self.db = db
         self.writer = writer
         self.key_file = key_file
@@ -254,8 +260,16 @@ class Tokens:
     @staticmethod
     def _info(row: object) -> TokenInfo:
         r = dict(row)  # type: ignore[call-overload]
-        return TokenInfo(r["id"], r["study_uid"], r["created"], dt.date.fromisoformat(r["valid_until"]),
-                         r["revoked"], r["last_access"], r["accesses"], r["token_hash"][:8])
+        return TokenInfo(
+            r["id"],
+            r["study_uid"],
+            r["created"],
+            dt.date.fromisoformat(r["valid_until"]),
+            r["revoked"],
+            r["last_access"],
+            r["accesses"],
+            r["token_hash"][:8],
+        )
 
     def get(self, study_uid: str) -> TokenInfo | None:
         """The token record of a study, if it has one (access counts may lag by a batch of the writer)."""

@@ -68,12 +68,26 @@ class UpkeepView:
         counts = self.app.store_area.instance_counts()
         rows = []
         for s in self.app.store_area.all():
-            state = "unavailable" if not s.available else "moving" if s.moving else \
-                "enabled" if s.enabled else "disabled"
+            state = (
+                "unavailable" if not s.available else "moving" if s.moving else "enabled" if s.enabled else "disabled"
+            )
             total, free = s.total_bytes(), s.free_bytes()
             count, size = counts.get(s.number, (0, 0))
-            rows.append(StorageRow(s.number, str(s.root), state, s.problem, s.enabled, free // _MB, total // _MB,
-                                   (total - free) // _MB, s.free_space_limit_mb, count, size // _MB))
+            rows.append(
+                StorageRow(
+                    s.number,
+                    str(s.root),
+                    state,
+                    s.problem,
+                    s.enabled,
+                    free // _MB,
+                    total // _MB,
+                    (total - free) // _MB,
+                    s.free_space_limit_mb,
+                    count,
+                    size // _MB,
+                )
+            )
         return rows
 
     def add_storage(self, path: str, limit_mb: str) -> int:
@@ -108,9 +122,15 @@ class UpkeepView:
         rows = []
         for kind in ("archiving", "deletion", "forwarding"):
             windows = tuple(getattr(self.config.maintenance, kind))
-            rows.append(KindRow(kind, windows, Schedule(windows).grid(),
-                                [t for t in recent if t.kind == kind and t.state in ("queued", "running")],
-                                [t for t in recent if t.kind == kind][:10]))
+            rows.append(
+                KindRow(
+                    kind,
+                    windows,
+                    Schedule(windows).grid(),
+                    [t for t in recent if t.kind == kind and t.state in ("queued", "running")],
+                    [t for t in recent if t.kind == kind][:10],
+                )
+            )
         return rows
 
     def mail_enabled(self) -> bool:
@@ -129,5 +149,8 @@ class UpkeepView:
 
         if not self.mail_enabled():
             return "[email] smtp_host is not set in the config file"
-        return send_now(self.config.email, "appliance test mail",
-                        "This is a test mail from the appliance's staff UI: e-mail alerts reach you.\n")
+        return send_now(
+            self.config.email,
+            "appliance test mail",
+            "This is a test mail from the appliance's staff UI: e-mail alerts reach you.\n",
+        )

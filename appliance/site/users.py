@@ -81,8 +81,15 @@ class Users:
 
     @staticmethod
     def _user(row: sqlite3.Row) -> User:
-        return User(row["id"], row["name"], row["role"], row["created"], row["last_login"], row["session_gen"],
-                    bool(row["disabled"]))
+        return User(
+            row["id"],
+            row["name"],
+            row["role"],
+            row["created"],
+            row["last_login"],
+            row["session_gen"],
+            bool(row["disabled"]),
+        )
 
     def add(self, name: str, password: str, role: str) -> User:
         """Create an account.
@@ -100,8 +107,10 @@ class Users:
         check_password(password)
         try:
             with self.db.transaction() as conn:
-                conn.execute("INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
-                             (name, hash_password(password), role, _now()))
+                conn.execute(
+                    "INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)",
+                    (name, hash_password(password), role, _now()),
+                )
         except sqlite3.IntegrityError:
             raise InvalidValue(f"a user named {name!r} already exists") from None
         user = self.by_name(name)
@@ -146,8 +155,10 @@ class Users:
         """
         check_password(password)
         with self.db.transaction() as conn:
-            if not conn.execute("UPDATE users SET password_hash = ?, session_gen = session_gen + 1 WHERE id = ?",
-                                (hash_password(password), user_id)).rowcount:
+            if not conn.execute(
+                "UPDATE users SET password_hash = ?, session_gen = session_gen + 1 WHERE id = ?",
+                (hash_password(password), user_id),
+            ).rowcount:
                 raise NotFound(f"no user with id {user_id}")
 
     def end_sessions(self, user_id: int) -> None:
@@ -156,8 +167,11 @@ class Users:
             conn.execute("UPDATE users SET session_gen = session_gen + 1 WHERE id = ?", (user_id,))
 
     def _admins_besides(self, conn: sqlite3.Connection, user_id: int) -> int:
-        return int(conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled AND id != ?",
-                                (user_id,)).fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled AND id != ?", (user_id,)
+            ).fetchone()[0]
+        )
 
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         """Disable an account (it cannot sign in, its sessions end at once) or enable it again.
@@ -175,8 +189,9 @@ class Users:
                 raise NotFound(f"no user with id {user_id}")
             if disabled and row["role"] == "admin" and not self._admins_besides(conn, user_id):
                 raise InvalidValue("the last admin cannot be disabled")
-            conn.execute("UPDATE users SET disabled = ?, session_gen = session_gen + 1 WHERE id = ?",
-                         (int(disabled), user_id))
+            conn.execute(
+                "UPDATE users SET disabled = ?, session_gen = session_gen + 1 WHERE id = ?", (int(disabled), user_id)
+            )
 
     def set_role(self, user_id: int, role: str) -> None:
         """Change an account's role (its sessions end); the last admin keeps the admin role.
@@ -193,8 +208,9 @@ class Users:
         with self.db.transaction() as conn:
             if role != "admin" and not self._admins_besides(conn, user_id):
                 raise InvalidValue("the last admin cannot lose the admin role")
-            if not conn.execute("UPDATE users SET role = ?, session_gen = session_gen + 1 WHERE id = ?",
-                                (role, user_id)).rowcount:
+            if not conn.execute(
+                "UPDATE users SET role = ?, session_gen = session_gen + 1 WHERE id = ?", (role, user_id)
+            ).rowcount:
                 raise NotFound(f"no user with id {user_id}")
 
     def delete(self, user_id: int) -> None:

@@ -44,9 +44,17 @@ class Worklist:
         for row in self.app.worklist.items(status=status or None, patient=patient or None, date=date or None):
             if modality and row.modality.upper() != modality.upper():
                 continue
-            item = items.setdefault(row.study_uid, {
-                "study_uid": row.study_uid, "patient_name": row.patient_name, "patient_id": row.patient_id,
-                "accession": row.accession, "source": row.source, "steps": []})
+            item = items.setdefault(
+                row.study_uid,
+                {
+                    "study_uid": row.study_uid,
+                    "patient_name": row.patient_name,
+                    "patient_id": row.patient_id,
+                    "accession": row.accession,
+                    "source": row.source,
+                    "steps": [],
+                },
+            )
             item["steps"].append(dataclasses.asdict(row))
         return list(items.values())
 
@@ -95,9 +103,17 @@ class Worklist:
         """The newest HL7 messages and their ACKs, newest first (text with one segment a line)."""
         out = []
         for m in self.app.hl7_log.recent(limit, ack_code or None):
-            out.append({"id": m.id, "received": m.received, "peer": m.peer, "type": m.message_type,
-                        "control_id": m.control_id, "ack_code": m.ack_code, "error": m.error,
-                        "text": m.message.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").strip(),
-                        "ack": m.ack.replace("\r", "\n").strip()})
+            out.append(
+                {
+                    "id": m.id,
+                    "received": m.received,
+                    "peer": m.peer,
+                    "type": m.message_type,
+                    "control_id": m.control_id,
+                    "ack_code": m.ack_code,
+                    "error": m.error,
+                    "text": m.message.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").strip(),
+                    "ack": m.ack.replace("\r", "\n").strip(),
+                }
+            )
         return out
-

@@ -86,8 +86,9 @@ def _copy_missing(old: Path, new: Path) -> int:
     return copied
 
 
-def move_storage(db: Database, old: Path, new: Path, settle: float = 2 * REFRESH_SECONDS + 1,
-                 say: Callable[[str], None] = print) -> MoveReport:
+def move_storage(
+    db: Database, old: Path, new: Path, settle: float = 2 * REFRESH_SECONDS + 1, say: Callable[[str], None] = print
+) -> MoveReport:
     """Move the storage at ``old`` to ``new``.
 
     Parameters
@@ -148,12 +149,17 @@ def move_storage(db: Database, old: Path, new: Path, settle: float = 2 * REFRESH
         say(f"storage {number}: move failed; it stays at {old} and takes new files again")
         raise
     with db.transaction() as tx:
-        tx.execute("UPDATE storages SET path = ?, moved_from = CASE WHEN moved_from = '' THEN ? ELSE moved_from END,"
-                   " moving = '', updated = ? WHERE id = ?", (str(new), str(old), _stamp(), number))
+        tx.execute(
+            "UPDATE storages SET path = ?, moved_from = CASE WHEN moved_from = '' THEN ? ELSE moved_from END,"
+            " moving = '', updated = ? WHERE id = ?",
+            (str(new), str(old), _stamp(), number),
+        )
     LOGGER.info("storage %d moved from %s to %s (%d files)", number, old, new, len(files))
-    say(f"storage {number}: now at {new} ({len(files)} file(s), {size // (1024 * 1024)} MB verified);"
+    say(
+        f"storage {number}: now at {new} ({len(files)} file(s), {size // (1024 * 1024)} MB verified);"
         f" the old folder {old} is kept: 'appliance storage remove-old {old}' removes it after checking the"
-        " copy again")
+        " copy again"
+    )
     return MoveReport(number, old, new, len(files), size)
 
 
@@ -206,15 +212,17 @@ def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> R
     try:
         number = int((old / MARKER).read_text().split()[0])
     except (OSError, IndexError, ValueError):
-        raise ApplianceError(f"{old} has no readable {MARKER}: it is not a storage folder the appliance kept, "
-                             "so it is not removed") from None
+        raise ApplianceError(
+            f"{old} has no readable {MARKER}: it is not a storage folder the appliance kept, so it is not removed"
+        ) from None
     row = db.conn.execute("SELECT * FROM storages WHERE id = ?", (number,)).fetchone()
     if row is None:
         raise ApplianceError(f"{old} names storage {number}, which the appliance does not know; not removed")
     current = Path(row["path"]).absolute()
     if current == old:
-        raise ApplianceError(f"{old} is storage {number}'s folder now, not an old copy; use 'appliance storage "
-                             "move' first")
+        raise ApplianceError(
+            f"{old} is storage {number}'s folder now, not an old copy; use 'appliance storage move' first"
+        )
     if row["moving"]:
         raise ApplianceError(f"storage {number} is being moved to {row['moving']}; wait until the move is done")
     in_use = [Path(r[0]).absolute() for r in db.conn.execute("SELECT path FROM storages")]
@@ -226,8 +234,10 @@ def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> R
     except (OSError, IndexError):
         marker = ""
     if marker != str(number):
-        raise ApplianceError(f"storage {number}'s folder {current} is not there (no {MARKER}): the old copy is kept "
-                             "while the new one cannot be checked")
+        raise ApplianceError(
+            f"storage {number}'s folder {current} is not there (no {MARKER}): the old copy is kept "
+            "while the new one cannot be checked"
+        )
     indexed = _indexed(db, number)
     say(f"storage {number}: checking {len(indexed)} indexed file(s) in {current} against {old}")
     missing: list[str] = []
@@ -236,8 +246,9 @@ def remove_old(db: Database, old: Path, say: Callable[[str], None] = print) -> R
         new_file, old_file = current / rel, old / rel
         if not new_file.is_file():
             missing.append(rel)
-        elif old_file.is_file() and (old_file.stat().st_size != new_file.stat().st_size
-                                     or _digest(old_file) != _digest(new_file)):
+        elif old_file.is_file() and (
+            old_file.stat().st_size != new_file.stat().st_size or _digest(old_file) != _digest(new_file)
+        ):
             different.append(rel)
     if missing or different:
         problems = []

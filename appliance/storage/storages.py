@@ -113,8 +113,14 @@ class Storages:
         When ``temp_dir`` cannot be created or written (checked here, at start).
     """
 
-    def __init__(self, db: Database, default_root: Path, default_limit_mb: int,
-                 configured: Sequence[StorageConfig] = (), temp_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        default_root: Path,
+        default_limit_mb: int,
+        configured: Sequence[StorageConfig] = (),
+        temp_dir: Path | None = None,
+    ) -> None:
         self.db = db
         self.temp_dir = Path(temp_dir) if temp_dir else None
         if self.temp_dir is not None:
@@ -137,25 +143,41 @@ class Storages:
         now = _now()
         with self.db.transaction() as tx:
             if tx.execute("SELECT 1 FROM storages WHERE id = 0").fetchone() is None:
-                tx.execute("INSERT INTO storages (id, path, free_space_limit_mb, source, created, updated)"
-                           " VALUES (0, ?, 0, 'default', ?, ?)", (str(self._default_root), now, now))
+                tx.execute(
+                    "INSERT INTO storages (id, path, free_space_limit_mb, source, created, updated)"
+                    " VALUES (0, ?, 0, 'default', ?, ?)",
+                    (str(self._default_root), now, now),
+                )
             for entry in self._configured:
-                row = tx.execute("SELECT id, path FROM storages WHERE path = ? OR moved_from = ?",
-                                 (entry.path, entry.path)).fetchone()
+                row = tx.execute(
+                    "SELECT id, path FROM storages WHERE path = ? OR moved_from = ?", (entry.path, entry.path)
+                ).fetchone()
                 if row is None:
-                    tx.execute("INSERT INTO storages (path, free_space_limit_mb, created, updated) VALUES (?, ?, ?, ?)",
-                               (entry.path, entry.free_space_limit_mb, now, now))
+                    tx.execute(
+                        "INSERT INTO storages (path, free_space_limit_mb, created, updated) VALUES (?, ?, ?, ?)",
+                        (entry.path, entry.free_space_limit_mb, now, now),
+                    )
                 elif row["path"] != entry.path:
-                    LOGGER.warning("storage %s was moved to %s (appliance storage move): using %s; change the"
-                                   " [[storage]] path in the config file", entry.path, row["path"], row["path"])
+                    LOGGER.warning(
+                        "storage %s was moved to %s (appliance storage move): using %s; change the"
+                        " [[storage]] path in the config file",
+                        entry.path,
+                        row["path"],
+                        row["path"],
+                    )
         configured_numbers = []
         for entry in self._configured:
-            row = conn.execute("SELECT * FROM storages WHERE path = ? OR moved_from = ?",
-                               (entry.path, entry.path)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM storages WHERE path = ? OR moved_from = ?", (entry.path, entry.path)
+            ).fetchone()
             configured_numbers.append(row["id"])
-            self._by_number[row["id"]] = Storage(row["id"], Path(row["path"]), entry.enabled and bool(row["enabled"])
-                                                 and not row["moving"], entry.free_space_limit_mb,
-                                                 moving=row["moving"])
+            self._by_number[row["id"]] = Storage(
+                row["id"],
+                Path(row["path"]),
+                entry.enabled and bool(row["enabled"]) and not row["moving"],
+                entry.free_space_limit_mb,
+                moving=row["moving"],
+            )
         # Storages no longer configured (or added in the staff UI) stay readable; UI-added ones may take files.
         for row in conn.execute("SELECT * FROM storages ORDER BY id"):
             if row["id"] in self._by_number:
@@ -163,8 +185,9 @@ class Storages:
             if row["id"] == 0 and not self._has_rows(0) and not _holds_files(Path(row["path"])):
                 continue  # the data_dir store, replaced by [[storage]] before it held anything
             takes = row["source"] == "ui" and bool(row["enabled"]) and not row["moving"]
-            self._by_number[row["id"]] = Storage(row["id"], Path(row["path"]), takes, row["free_space_limit_mb"],
-                                                 moving=row["moving"])
+            self._by_number[row["id"]] = Storage(
+                row["id"], Path(row["path"]), takes, row["free_space_limit_mb"], moving=row["moving"]
+            )
         extra = [n for n in self._by_number if n not in configured_numbers]
         self._order = configured_numbers + sorted(extra)
         for storage in self._by_number.values():
@@ -175,8 +198,9 @@ class Storages:
             sql = "SELECT 1 FROM instances WHERE path NOT LIKE '@%' LIMIT 1"
             row = self.db.conn.execute(sql).fetchone()
         else:
-            row = self.db.conn.execute("SELECT 1 FROM instances WHERE path LIKE ? LIMIT 1",
-                                       (f"@{number}/%",)).fetchone()
+            row = self.db.conn.execute(
+                "SELECT 1 FROM instances WHERE path LIKE ? LIMIT 1", (f"@{number}/%",)
+            ).fetchone()
         return row is not None
 
     def _open(self, storage: Storage, first: bool = False) -> None:
@@ -191,8 +215,12 @@ class Storages:
             LOGGER.warning("storage %d at %s is available again", storage.number, storage.root)
             self._tell(storage, "")
         if not storage.available and (first or was):
-            LOGGER.error("storage %d at %s is unavailable: %s; its files stay in the index and are not written to",
-                         storage.number, storage.root, problem)
+            LOGGER.error(
+                "storage %d at %s is unavailable: %s; its files stay in the index and are not written to",
+                storage.number,
+                storage.root,
+                problem,
+            )
             self._tell(storage, problem)
 
     def _tell(self, storage: Storage, problem: str) -> None:
@@ -222,16 +250,19 @@ class Storages:
             if not storage.root.exists():
                 return "the folder does not exist (disk or share not mounted?)"
             if has_rows and not holds_files:
-                return (f"the folder is empty (no {MARKER}) while the index holds files in it"
-                        " (disk or share not mounted?)")
+                return (
+                    f"the folder is empty (no {MARKER}) while the index holds files in it (disk or share not mounted?)"
+                )
             return f"the folder has no {MARKER} (disk or share not mounted?)"
         # First use (or an existing data_dir store from before storages): claim the folder. A [[storage]] folder
         # is created only inside a folder that exists: a missing parent is more likely a share not mounted yet
         # than a place to start a new storage on the system disk (the data_dir store makes its parents).
         created = not storage.root.exists()
         if created and storage.number != 0 and not storage.root.parent.is_dir():
-            return (f"neither the folder nor its parent {storage.root.parent} exists (disk or share not mounted?);"
-                    " create the folder to start a new storage there")
+            return (
+                f"neither the folder nor its parent {storage.root.parent} exists (disk or share not mounted?);"
+                " create the folder to start a new storage there"
+            )
         try:
             storage.root.mkdir(parents=True, exist_ok=True)
             tmp = marker.with_suffix(".part")
@@ -242,11 +273,18 @@ class Storages:
         with self.db.transaction() as tx:
             tx.execute("UPDATE storages SET initialized = 1, updated = ? WHERE id = ?", (_now(), storage.number))
         if has_rows:
-            LOGGER.info("storage %d: marked %s, whose files were indexed before storages had markers",
-                        storage.number, storage.root)
+            LOGGER.info(
+                "storage %d: marked %s, whose files were indexed before storages had markers",
+                storage.number,
+                storage.root,
+            )
         else:
-            LOGGER.info("storage %d: %s %s as a new, empty storage (the index holds no file in it)",
-                        storage.number, "created" if created else "set up", storage.root)
+            LOGGER.info(
+                "storage %d: %s %s as a new, empty storage (the index holds no file in it)",
+                storage.number,
+                "created" if created else "set up",
+                storage.root,
+            )
         return ""
 
     def refresh(self) -> None:
@@ -274,9 +312,13 @@ class Storages:
                 base = configured.enabled if configured is not None else row["source"] == "ui"
                 enabled = base and bool(row["enabled"]) and not row["moving"]
                 if enabled != storage.enabled:
-                    LOGGER.info("storage %d at %s %s new files%s", number, storage.root,
-                                "takes" if enabled else "takes no", f" (moving to {row['moving']})"
-                                if row["moving"] else "")
+                    LOGGER.info(
+                        "storage %d at %s %s new files%s",
+                        number,
+                        storage.root,
+                        "takes" if enabled else "takes no",
+                        f" (moving to {row['moving']})" if row["moving"] else "",
+                    )
                 storage.enabled = enabled
                 storage.moving = row["moving"]
                 if configured is None:
@@ -425,8 +467,10 @@ class Storages:
     def instance_counts(self) -> dict[int, tuple[int, int]]:
         """Instances and bytes per storage number, from the index."""
         counts: dict[int, tuple[int, int]] = {n: (0, 0) for n in self._by_number}
-        sql = ("SELECT CASE WHEN path LIKE '@%' THEN CAST(substr(path, 2, instr(path, '/') - 2) AS INTEGER)"
-               " ELSE 0 END AS n, COUNT(*), COALESCE(SUM(size), 0) FROM instances GROUP BY n")
+        sql = (
+            "SELECT CASE WHEN path LIKE '@%' THEN CAST(substr(path, 2, instr(path, '/') - 2) AS INTEGER)"
+            " ELSE 0 END AS n, COUNT(*), COALESCE(SUM(size), 0) FROM instances GROUP BY n"
+        )
         for number, count, size in self.db.conn.execute(sql):
             counts[number] = (count, size)
         return counts
@@ -436,8 +480,12 @@ class Storages:
     def set_enabled(self, number: int, enabled: bool) -> None:
         """The admin's switch: a disabled storage takes no new files (still read)."""
         with self.db.transaction() as tx:
-            if tx.execute("UPDATE storages SET enabled = ?, updated = ? WHERE id = ?",
-                          (int(enabled), _now(), number)).rowcount == 0:
+            if (
+                tx.execute(
+                    "UPDATE storages SET enabled = ?, updated = ? WHERE id = ?", (int(enabled), _now(), number)
+                ).rowcount
+                == 0
+            ):
                 raise KeyError(f"no storage {number}")
         self.refresh()
 
@@ -450,9 +498,13 @@ class Storages:
         with self.db.transaction() as tx:
             if tx.execute("SELECT 1 FROM storages WHERE path = ?", (str(path),)).fetchone():
                 raise ConfigError(f"{path} is a storage already")
-            number = int(tx.execute("INSERT INTO storages (path, source, free_space_limit_mb, created, updated)"
-                                    " VALUES (?, 'ui', ?, ?, ?) RETURNING id",
-                                    (str(path), free_space_limit_mb, now, now)).fetchone()[0])
+            number = int(
+                tx.execute(
+                    "INSERT INTO storages (path, source, free_space_limit_mb, created, updated)"
+                    " VALUES (?, 'ui', ?, ?, ?) RETURNING id",
+                    (str(path), free_space_limit_mb, now, now),
+                ).fetchone()[0]
+            )
         self.refresh()
         return number
 

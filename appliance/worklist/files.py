@@ -47,8 +47,13 @@ WORKLIST_FILE_CLASS = "1.2.276.0.7230010.3.1.0.1"
 
 #: Values DCMTK's worklist clients need (``wlmscpfs`` without ``-dfr`` ignores files lacking one).
 _TYPE1_TOP = ("PatientName", "PatientID", "StudyInstanceUID", "RequestedProcedureID")
-_TYPE1_STEP = ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-               "Modality", "ScheduledProcedureStepID")
+_TYPE1_STEP = (
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "Modality",
+    "ScheduledProcedureStepID",
+)
 
 
 @dataclass(frozen=True)
@@ -112,25 +117,27 @@ def read_file(path: Path) -> tuple[list[FileItem], list[str]]:
     items = []
     for step in steps:
         step = dict(step)
-        missing += [f"{SPS_SEQUENCE} > {k}" for k in _TYPE1_STEP if not step.get(k)
-                    and f"{SPS_SEQUENCE} > {k}" not in missing]
+        missing += [
+            f"{SPS_SEQUENCE} > {k}" for k in _TYPE1_STEP if not step.get(k) and f"{SPS_SEQUENCE} > {k}" not in missing
+        ]
         raw_status = str(step.get("ScheduledProcedureStepStatus", "") or "").strip().upper()
         if not raw_status:
             step["_no_status"] = True  # answered as the file has it (absent), not as SCHEDULED
         elif raw_status not in SpsStatus.__members__:
-            notes.append(f"Scheduled Procedure Step Status {raw_status!r} is not a defined term (taken as "
-                         "SCHEDULED)")
+            notes.append(f"Scheduled Procedure Step Status {raw_status!r} is not a defined term (taken as SCHEDULED)")
         step.pop("ScheduledProcedureStepStatus", None)
         status = raw_status if raw_status in SpsStatus.__members__ else SpsStatus.SCHEDULED.value
         items.append(FileItem({**attrs, SPS_SEQUENCE: [step]}, status, charset))
     if missing:
-        notes.append(f"no value for {', '.join(missing)} (answered zero length; DCMTK-based modalities may "
-                     "ignore the item)")
+        notes.append(
+            f"no value for {', '.join(missing)} (answered zero length; DCMTK-based modalities may ignore the item)"
+        )
     return items, [f"{path}: {n}" for n in notes]
 
 
-def import_file(worklist: Worklist, path: Path, source: str = "file",
-                warnings_out: list[str] | None = None) -> list[ItemKey]:
+def import_file(
+    worklist: Worklist, path: Path, source: str = "file", warnings_out: list[str] | None = None
+) -> list[ItemKey]:
     """Add (or replace) the items of one DICOM worklist file.
 
     A file with several scheduled procedure steps becomes one item per step.
@@ -162,8 +169,9 @@ def import_file(worklist: Worklist, path: Path, source: str = "file",
         if source.startswith("folder:"):
             conn.execute(f"DELETE FROM {WORKLIST} WHERE source = ?", (source,))
         for n, item in enumerate(items):
-            keys.append(worklist.put_as_is(conn, item.attrs, item.status, item.charset, source,
-                                           fallback=f"{path.name}#{n + 1}"))
+            keys.append(
+                worklist.put_as_is(conn, item.attrs, item.status, item.charset, source, fallback=f"{path.name}#{n + 1}")
+            )
     return keys
 
 
@@ -171,8 +179,9 @@ def _wl_files(path: Path) -> Iterator[Path]:
     return iter(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wl"))
 
 
-def import_files(worklist: Worklist, paths: Iterable[Path],
-                 warnings_out: list[str] | None = None) -> tuple[list[ItemKey], list[tuple[Path, str]]]:
+def import_files(
+    worklist: Worklist, paths: Iterable[Path], warnings_out: list[str] | None = None
+) -> tuple[list[ItemKey], list[tuple[Path, str]]]:
     """Import every ``.wl`` file under the given files and folders (any depth).
 
     Parameters
@@ -250,7 +259,7 @@ class FolderWatcher:
             with self.worklist.db.transaction() as conn:
                 rows = conn.execute(f"SELECT DISTINCT source FROM {WORKLIST} WHERE source LIKE 'folder:%'")
                 for (source,) in list(rows):
-                    if source[len("folder:"):] not in now:
+                    if source[len("folder:") :] not in now:
                         conn.execute(f"DELETE FROM {WORKLIST} WHERE source = ?", (source,))
                         changed += 1
         for rel in sorted(set(self._seen) - set(now)):

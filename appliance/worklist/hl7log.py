@@ -16,7 +16,6 @@ from appliance.retention import RetainedLog, now_text
 LOGGER = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class LoggedMessage:
     """One message of the log."""
@@ -47,19 +46,34 @@ class MessageLog(RetainedLog):
     time_column = "received"
     label = "HL7 message log"
 
-    def record(self, peer: str, message_type: str, control_id: str, ack_code: str, error: str, message: bytes,
-               ack: str) -> None:
+    def record(
+        self, peer: str, message_type: str, control_id: str, ack_code: str, error: str, message: bytes, ack: str
+    ) -> None:
         """Keep one message and its ACK (nothing when retention is 0)."""
         if self.retention_days <= 0:
             return
         with self.db.transaction() as conn:
-            conn.execute(f"INSERT INTO {HL7_MESSAGES} (received, peer, message_type, control_id, ack_code, error,"
-                         " message, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (now_text(), peer, message_type, control_id, ack_code, error, message, ack))
+            conn.execute(
+                f"INSERT INTO {HL7_MESSAGES} (received, peer, message_type, control_id, ack_code, error,"
+                " message, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now_text(), peer, message_type, control_id, ack_code, error, message, ack),
+            )
         self.purge_if_due()
 
     def recent(self, limit: int = 100, ack_code: str | None = None) -> list[LoggedMessage]:
         """The newest entries first, optionally only those answered with ``ack_code`` (AA, AE, AR)."""
         rows = self.newest(limit, "ack_code", ack_code)
-        return [LoggedMessage(r["id"], r["received"], r["peer"], r["message_type"], r["control_id"], r["ack_code"],
-                              r["error"], bytes(r["message"]), r["ack"]) for r in rows]
+        return [
+            LoggedMessage(
+                r["id"],
+                r["received"],
+                r["peer"],
+                r["message_type"],
+                r["control_id"],
+                r["ack_code"],
+                r["error"],
+                bytes(r["message"]),
+                r["ack"],
+            )
+            for r in rows
+        ]

@@ -92,20 +92,56 @@ def step_of(item: Mapping[str, Any]) -> Attrs:
 
 #: Type 1 return keys of the MWL C-FIND (PS3.4 K.6-1) as DCMTK's worklist code checks them.
 _REQUIRED_TOP = ("PatientName", "PatientID", "StudyInstanceUID", "RequestedProcedureID")
-_REQUIRED_STEP = ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-                  "Modality", "ScheduledProcedureStepID")
+_REQUIRED_STEP = (
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "Modality",
+    "ScheduledProcedureStepID",
+)
 #: Type 2 return keys: present in every stored item, empty when unknown.
-TYPE2_TOP = ("AccessionNumber", "ReferringPhysicianName", "PatientBirthDate", "PatientSex", "PatientWeight",
-              "MedicalAlerts", "Allergies", "PregnancyStatus", "AdmissionID", "CurrentPatientLocation",
-              "PatientState", "RequestingPhysician", "RequestedProcedurePriority",
-              "PatientTransportArrangements")
+TYPE2_TOP = (
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientWeight",
+    "MedicalAlerts",
+    "Allergies",
+    "PregnancyStatus",
+    "AdmissionID",
+    "CurrentPatientLocation",
+    "PatientState",
+    "RequestingPhysician",
+    "RequestedProcedurePriority",
+    "PatientTransportArrangements",
+)
 TYPE2_SEQ = ("ReferencedStudySequence", "ReferencedPatientSequence")
-TYPE2_STEP = ("ScheduledPerformingPhysicianName", "ScheduledStationName", "ScheduledProcedureStepLocation",
-               "PreMedication", "RequestedContrastAgent")
+TYPE2_STEP = (
+    "ScheduledPerformingPhysicianName",
+    "ScheduledStationName",
+    "ScheduledProcedureStepLocation",
+    "PreMedication",
+    "RequestedContrastAgent",
+)
 
 #: Maximum value length per VR (PS3.5 6.2); PN is checked per component group.
-_MAX_LEN = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "PN": 64, "SH": 16, "ST": 1024,
-            "TM": 14, "UI": 64, "LT": 10240, "DT": 26}
+_MAX_LEN = {
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "IS": 12,
+    "LO": 64,
+    "PN": 64,
+    "SH": 16,
+    "ST": 1024,
+    "TM": 14,
+    "UI": 64,
+    "LT": 10240,
+    "DT": 26,
+}
 #: VRs that cannot hold a backslash (it separates values there).
 _NO_BACKSLASH = {"AE", "AS", "CS", "DA", "DS", "IS", "LO", "PN", "SH", "TM", "UI", "DT"}
 _DA_RE = re.compile(r"^\d{8}$")
@@ -157,11 +193,13 @@ def check_complete(item: Mapping[str, Any], station_required: bool = True) -> No
         if not item.get(keyword):
             raise IncompleteItem(f"{keyword} is missing", keyword)
     if not _desc_and_codes_complete(step, "ScheduledProcedureStepDescription", "ScheduledProtocolCodeSequence"):
-        raise IncompleteItem("the step needs a description or a complete protocol code",
-                             "ScheduledProcedureStepDescription")
+        raise IncompleteItem(
+            "the step needs a description or a complete protocol code", "ScheduledProcedureStepDescription"
+        )
     if not _desc_and_codes_complete(item, "RequestedProcedureDescription", "RequestedProcedureCodeSequence"):
-        raise IncompleteItem("the requested procedure needs a description or a complete code",
-                             "RequestedProcedureDescription")
+        raise IncompleteItem(
+            "the requested procedure needs a description or a complete code", "RequestedProcedureDescription"
+        )
     for keyword in TYPE2_SEQ:
         if keyword not in item:
             raise IncompleteItem(f"{keyword} is missing", keyword)
@@ -197,12 +235,14 @@ def _check_value(keyword: str, value: Any, policy: str, where: str) -> Any:
         if text and vr == "UI" and (not _UI_RE.match(text) or len(text) > 64):
             raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is not a valid UID", keyword)
         limit = _MAX_LEN.get(vr)
-        too_long = limit is not None and (max(len(g) for g in text.split("=")) > limit if vr == "PN"
-                                          else len(text) > limit)
+        too_long = limit is not None and (
+            max(len(g) for g in text.split("=")) > limit if vr == "PN" else len(text) > limit
+        )
         if too_long and limit is not None:
             if policy != "truncate":
-                raise InvalidItem(f"{where}{keyword} {clip(repr(text), 80)} is longer than {vr} allows ({limit})",
-                                  keyword)
+                raise InvalidItem(
+                    f"{where}{keyword} {clip(repr(text), 80)} is longer than {vr} allows ({limit})", keyword
+                )
             LOGGER.warning("%s%s %s truncated to %d characters", where, keyword, clip(repr(text), 80), limit)
             text = text[:limit]
         out.append(text)
@@ -230,5 +270,3 @@ def check_values(item: Mapping[str, Any], policy: str = "reject", where: str = "
 
 
 # -- the worklist ----------------------------------------------------------------------------------
-
-

@@ -28,8 +28,7 @@ IN_PROGRESS = "IN PROGRESS"
 COMPLETED = "COMPLETED"
 DISCONTINUED = "DISCONTINUED"
 PPS_STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
-_STEP_STATUS = {IN_PROGRESS: SpsStatus.STARTED, COMPLETED: SpsStatus.COMPLETED,
-                DISCONTINUED: SpsStatus.DISCONTINUED}
+_STEP_STATUS = {IN_PROGRESS: SpsStatus.STARTED, COMPLETED: SpsStatus.COMPLETED, DISCONTINUED: SpsStatus.DISCONTINUED}
 
 
 class MppsError(WorklistError):
@@ -125,13 +124,27 @@ class MppsService:
         with self.db.transaction() as conn:
             if conn.execute(f"SELECT 1 FROM {MPPS} WHERE sop_uid = ?", (sop_uid,)).fetchone():
                 raise MppsDuplicate(f"MPPS {sop_uid} exists already", "AffectedSOPInstanceUID")
-            conn.execute(f"INSERT INTO {MPPS} (sop_uid, status, calling_ae, steps, attrs, created, updated)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (sop_uid, status, calling_ae, json.dumps([[k.study_uid, k.sps_id] for k in steps]),
-                          json.dumps(dict(attrs), ensure_ascii=False), now, now))
+            conn.execute(
+                f"INSERT INTO {MPPS} (sop_uid, status, calling_ae, steps, attrs, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sop_uid,
+                    status,
+                    calling_ae,
+                    json.dumps([[k.study_uid, k.sps_id] for k in steps]),
+                    json.dumps(dict(attrs), ensure_ascii=False),
+                    now,
+                    now,
+                ),
+            )
             found = tuple(k for k in steps if self.worklist.set_step_status(conn, k, SpsStatus.STARTED))
-        LOGGER.info("MPPS %s from %s IN PROGRESS: %d linked step(s) started%s", sop_uid, calling_ae or "?",
-                    len(found), f", {len(steps) - len(found)} not on the worklist" if len(found) < len(steps) else "")
+        LOGGER.info(
+            "MPPS %s from %s IN PROGRESS: %d linked step(s) started%s",
+            sop_uid,
+            calling_ae or "?",
+            len(found),
+            f", {len(steps) - len(found)} not on the worklist" if len(found) < len(steps) else "",
+        )
         return MppsResult(sop_uid, status, steps, found)
 
     def set(self, sop_uid: str, changes: Mapping[str, Any]) -> MppsResult:
@@ -148,16 +161,19 @@ class MppsService:
             if row is None:
                 raise MppsUnknown(f"MPPS {sop_uid} does not exist", "RequestedSOPInstanceUID")
             if row["status"] != IN_PROGRESS:
-                raise MppsFinal(f"MPPS {sop_uid} is {row['status']} and may no longer be updated",
-                                "PerformedProcedureStepStatus")
+                raise MppsFinal(
+                    f"MPPS {sop_uid} is {row['status']} and may no longer be updated", "PerformedProcedureStepStatus"
+                )
             status = _status_of(changes) or IN_PROGRESS
             if status not in PPS_STATUSES:
                 raise MppsInvalidValue(f"{status!r} is not an MPPS status", "PerformedProcedureStepStatus")
             attrs = json.loads(row["attrs"])
             attrs.update(changes)
             attrs["PerformedProcedureStepStatus"] = status
-            conn.execute(f"UPDATE {MPPS} SET status = ?, attrs = ?, updated = ? WHERE sop_uid = ?",
-                         (status, json.dumps(attrs, ensure_ascii=False), now, sop_uid))
+            conn.execute(
+                f"UPDATE {MPPS} SET status = ?, attrs = ?, updated = ? WHERE sop_uid = ?",
+                (status, json.dumps(attrs, ensure_ascii=False), now, sop_uid),
+            )
             steps = tuple(ItemKey(s, p) for s, p in json.loads(row["steps"]))
             found: tuple[ItemKey, ...] = ()
             if status != IN_PROGRESS:

@@ -83,12 +83,24 @@ def _requested(identifier: Dataset) -> list[tuple[int, str, Any]]:
 #: What an empty sequence key (no item, or one empty item) stands for: wlmscpfs' own expansion.
 _CODE_KEYS = ("CodeValue", "CodingSchemeVersion", "CodingSchemeDesignator", "CodeMeaning")
 EXPANSION: dict[str, tuple[str, ...]] = {
-    SPS_SEQUENCE: ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-                   "Modality", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription",
-                   "ScheduledStationName", "ScheduledProcedureStepLocation", "PreMedication",
-                   "ScheduledProcedureStepID", "RequestedContrastAgent", "CommentsOnTheScheduledProcedureStep",
-                   "ScheduledProcedureStepStatus", "ScheduledProcedureStepEndDate", "ScheduledProcedureStepEndTime",
-                   "ScheduledProtocolCodeSequence"),
+    SPS_SEQUENCE: (
+        "ScheduledStationAETitle",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "Modality",
+        "ScheduledPerformingPhysicianName",
+        "ScheduledProcedureStepDescription",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "PreMedication",
+        "ScheduledProcedureStepID",
+        "RequestedContrastAgent",
+        "CommentsOnTheScheduledProcedureStep",
+        "ScheduledProcedureStepStatus",
+        "ScheduledProcedureStepEndDate",
+        "ScheduledProcedureStepEndTime",
+        "ScheduledProtocolCodeSequence",
+    ),
     "ScheduledProtocolCodeSequence": _CODE_KEYS,
     "RequestedProcedureCodeSequence": _CODE_KEYS,
     "ReferencedStudySequence": ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID"),
@@ -195,8 +207,12 @@ def _cleanup(answer: Dataset) -> None:
     for keyword in ("ReferencedStudySequence", "ReferencedPatientSequence"):
         if keyword in answer and len(answer[keyword].value) == 1:
             item = answer[keyword].value[0]
-            if ("ReferencedSOPClassUID" in item and not item.ReferencedSOPClassUID
-                    and "ReferencedSOPInstanceUID" in item and not item.ReferencedSOPInstanceUID):
+            if (
+                "ReferencedSOPClassUID" in item
+                and not item.ReferencedSOPClassUID
+                and "ReferencedSOPInstanceUID" in item
+                and not item.ReferencedSOPInstanceUID
+            ):
                 answer[keyword].value = DicomSequence([])
 
 
@@ -204,8 +220,13 @@ def _desc_and_codes(ds: Dataset, desc: str, codes: str) -> None:
     removed = False
     if codes in ds:
         seq = ds[codes].value
-        if len(seq) == 0 or (len(seq) == 1 and "CodeValue" in seq[0] and not seq[0].CodeValue
-                             and "CodingSchemeDesignator" in seq[0] and not seq[0].CodingSchemeDesignator):
+        if len(seq) == 0 or (
+            len(seq) == 1
+            and "CodeValue" in seq[0]
+            and not seq[0].CodeValue
+            and "CodingSchemeDesignator" in seq[0]
+            and not seq[0].CodingSchemeDesignator
+        ):
             del ds[codes]
             removed = True
     if not removed and desc in ds and not ds[desc].value:
@@ -222,8 +243,13 @@ def _has_char_string(ds: Dataset) -> bool:
     return False
 
 
-def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str, ...] = (),
-               limit: int = 0, pn_ignore_case: bool = False) -> Iterator[Dataset]:
+def find_items(
+    conn: sqlite3.Connection,
+    identifier: Dataset,
+    hidden: tuple[str, ...] = (),
+    limit: int = 0,
+    pn_ignore_case: bool = False,
+) -> Iterator[Dataset]:
     """Yield one answer per matching worklist step.
 
     Parameters
@@ -260,8 +286,9 @@ def find_items(conn: sqlite3.Connection, identifier: Dataset, hidden: tuple[str,
             cond = condition(key, _value_text(value), params)
             if cond:
                 conds.append(cond)
-    status_asked = any(kw == "ScheduledProcedureStepStatus" and _value_text(v).strip() not in ("", "*")
-                       for _, kw, v in step_keys)
+    status_asked = any(
+        kw == "ScheduledProcedureStepStatus" and _value_text(v).strip() not in ("", "*") for _, kw, v in step_keys
+    )
     if hidden and not status_asked:
         conds.append(f"status NOT IN ({', '.join('?' * len(hidden))})")
         params.extend(hidden)

@@ -303,12 +303,19 @@ class Worklist:
             raise IncompleteItem("the order has no procedure step", SPS_SEQUENCE)
         self._check_not_merged(conn, order.patient)
         study_uid = order.study_uid or self._reuse_or_new_uid(conn, order)
-        rows = {r["sps_id"]: r for r in conn.execute(
-            f"SELECT id, sps_id, patient_id, issuer, status, attrs FROM {WORKLIST} WHERE study_uid = ?", (study_uid,))}
+        rows = {
+            r["sps_id"]: r
+            for r in conn.execute(
+                f"SELECT id, sps_id, patient_id, issuer, status, attrs FROM {WORKLIST} WHERE study_uid = ?",
+                (study_uid,),
+            )
+        }
         for row in rows.values():
             if not _same_patient(row["patient_id"], row["issuer"], order.patient):
-                raise PatientMismatch(f"study {study_uid} belongs to patient {row['patient_id']}, not "
-                                      f"{order.patient.patient_id}", "StudyInstanceUID")
+                raise PatientMismatch(
+                    f"study {study_uid} belongs to patient {row['patient_id']}, not {order.patient.patient_id}",
+                    "StudyInstanceUID",
+                )
         now = _now()
         listed: set[str] = set()
         for step in self._merge_steps(order.steps):
@@ -320,10 +327,16 @@ class Worklist:
             else:
                 item = json.loads(row["attrs"])
                 status = SpsStatus(row["status"])
-                if (step.status in _WITHDRAWN and status == SpsStatus.COMPLETED
-                        and self.config.cancel_completed != "apply"):
-                    raise StepCompleted(f"step {step.sps_id} of study {study_uid} is already COMPLETED: "
-                                        f"{step.status.value} not applied", "ScheduledProcedureStepStatus")
+                if (
+                    step.status in _WITHDRAWN
+                    and status == SpsStatus.COMPLETED
+                    and self.config.cancel_completed != "apply"
+                ):
+                    raise StepCompleted(
+                        f"step {step.sps_id} of study {study_uid} is already COMPLETED: "
+                        f"{step.status.value} not applied",
+                        "ScheduledProcedureStepStatus",
+                    )
                 if not (step.status == SpsStatus.SCHEDULED and status in _PERFORMED):
                     status = step.status
             _apply(item, order.patient_attrs)
@@ -337,8 +350,9 @@ class Worklist:
             item[SPS_SEQUENCE] = [sps]
             item = self._validated(item)
             key = ItemKey(study_uid, step.sps_id)
-            self._write(conn, row["id"] if row is not None else None, item, status.value, order.charset,
-                        order.source, now)
+            self._write(
+                conn, row["id"] if row is not None else None, item, status.value, order.charset, order.source, now
+            )
             (result.created if row is None else result.updated).append(key)
         if order.replace_steps:
             for sps_id, row in rows.items():
@@ -346,8 +360,10 @@ class Worklist:
                     continue
                 key = ItemKey(study_uid, sps_id)
                 if self.config.dropped_steps == "cancel":
-                    conn.execute(f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?",
-                                 (SpsStatus.CANCELED.value, now, row["id"]))
+                    conn.execute(
+                        f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?",
+                        (SpsStatus.CANCELED.value, now, row["id"]),
+                    )
                 else:
                     conn.execute(f"DELETE FROM {WORKLIST} WHERE id = ?", (row["id"],))
                 result.removed.append(key)
@@ -372,8 +388,10 @@ class Worklist:
     def _reuse_or_new_uid(self, conn: sqlite3.Connection, order: Order) -> str:
         accession = as_text(order.attrs.get("AccessionNumber"))
         if accession:
-            row = conn.execute(f"SELECT study_uid FROM {WORKLIST} WHERE accession = ? AND patient_id = ? LIMIT 1",
-                               (accession, order.patient.patient_id)).fetchone()
+            row = conn.execute(
+                f"SELECT study_uid FROM {WORKLIST} WHERE accession = ? AND patient_id = ? LIMIT 1",
+                (accession, order.patient.patient_id),
+            ).fetchone()
             if row is not None:
                 return str(row[0])
         uid = new_uid()
@@ -387,7 +405,8 @@ class Worklist:
         sps: Attrs = {k: "" for k in TYPE2_STEP}
         sps["ScheduledStationAETitle"] = ""  # unknown station: present and empty, until an order names one
         if not step.attrs.get("ScheduledProcedureStepStartDate") and not step.attrs.get(
-                "ScheduledProcedureStepStartTime"):
+            "ScheduledProcedureStepStartTime"
+        ):
             # IHE lets the DSS default a missing start to "now"; worklist clients need one.
             now = datetime.now()
             sps["ScheduledProcedureStepStartDate"] = now.strftime("%Y%m%d")
@@ -396,8 +415,9 @@ class Worklist:
         item[SPS_SEQUENCE] = [sps]
         return item
 
-    def put_as_is(self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str,
-                  fallback: str) -> ItemKey:
+    def put_as_is(
+        self, conn: sqlite3.Connection, item: Attrs, status: str, charset: str, source: str, fallback: str
+    ) -> ItemKey:
         """Store an item of a worklist file as the file has it, unchecked (``wlmscpfs`` serves it so).
 
         An item without Study Instance UID or step ID is keyed by ``fallback`` (the file and step),
@@ -407,10 +427,10 @@ class Worklist:
         study = as_text(item.get("StudyInstanceUID")) or f"\\{fallback}"
         sps_id = as_text(step_of(item).get("ScheduledProcedureStepID")) or f"\\{fallback}"
         key = ItemKey(study, sps_id)
-        row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
-                           (study, sps_id)).fetchone()
-        self._write(conn, row[0] if row else None, item, status, charset, source, _now(),
-                    {"study_uid": study, "sps_id": sps_id})
+        row = conn.execute(f"SELECT id FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?", (study, sps_id)).fetchone()
+        self._write(
+            conn, row[0] if row else None, item, status, charset, source, _now(), {"study_uid": study, "sps_id": sps_id}
+        )
         return key
 
     def _validated(self, item: Attrs) -> Attrs:
@@ -418,8 +438,17 @@ class Worklist:
         check_complete(item, station_required=False)
         return item
 
-    def _write(self, conn: sqlite3.Connection, row_id: int | None, item: Attrs, status: str, charset: str,
-               source: str, now: str, keys: Mapping[str, str] | None = None) -> None:
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        row_id: int | None,
+        item: Attrs,
+        status: str,
+        charset: str,
+        source: str,
+        now: str,
+        keys: Mapping[str, str] | None = None,
+    ) -> None:
         cols = _columns(item, status)
         cols.update(keys or {})
         cols.update(charset=charset, attrs=json.dumps(item, ensure_ascii=False), updated=now)
@@ -428,8 +457,9 @@ class Worklist:
         if row_id is None:
             cols.update(created=now)
             names = ", ".join(cols)
-            conn.execute(f"INSERT INTO {WORKLIST} ({names}) VALUES ({', '.join('?' * len(cols))})",
-                         tuple(cols.values()))
+            conn.execute(
+                f"INSERT INTO {WORKLIST} ({names}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())
+            )
         else:
             sets = ", ".join(f"{k} = ?" for k in cols)
             conn.execute(f"UPDATE {WORKLIST} SET {sets} WHERE id = ?", (*cols.values(), row_id))
@@ -439,7 +469,8 @@ class Worklist:
             return
         row = conn.execute(
             f"SELECT merged_into FROM {MERGED_PATIENTS} WHERE patient_id = ? AND (issuer = ? OR issuer = '' OR ? = '')",
-            (ref.patient_id, ref.issuer, ref.issuer)).fetchone()
+            (ref.patient_id, ref.issuer, ref.issuer),
+        ).fetchone()
         if row is not None:
             raise UnknownPatient(f"patient ID {ref.patient_id} was merged into {row[0]}", "PatientID")
 
@@ -480,8 +511,7 @@ class Worklist:
                 prior_rows = self._patient_rows(conn, old, open_only=False)
                 known = bool(prior_rows)
                 if not known and unknown_is_error:
-                    raise UnknownPatient(f"prior patient ID {old.patient_id} has no worklist item",
-                                         "OtherPatientIDs")
+                    raise UnknownPatient(f"prior patient ID {old.patient_id} has no worklist item", "OtherPatientIDs")
                 for row in prior_rows:
                     item = json.loads(row["attrs"])
                     item["PatientID"] = update.patient.patient_id
@@ -489,37 +519,46 @@ class Worklist:
                         item["IssuerOfPatientID"] = update.patient.issuer
                     if SpsStatus(row["status"]) in OPEN_STATUSES:
                         _apply(item, update.patient_attrs)
-                    self._write(conn, row["id"], self._validated(item), row["status"],
-                                update.charset or row["charset"], "", now)
+                    self._write(
+                        conn, row["id"], self._validated(item), row["status"], update.charset or row["charset"], "", now
+                    )
                     changed += 1
                 conn.execute(
                     f"INSERT OR REPLACE INTO {MERGED_PATIENTS} (patient_id, issuer, merged_into, merged_into_issuer,"
                     f" merged) VALUES (?, ?, ?, ?, ?)",
-                    (old.patient_id, old.issuer, update.patient.patient_id, update.patient.issuer, now))
-                LOGGER.info("patient %s merged into %s: %d item(s) moved", old.patient_id,
-                            update.patient.patient_id, changed)
+                    (old.patient_id, old.issuer, update.patient.patient_id, update.patient.issuer, now),
+                )
+                LOGGER.info(
+                    "patient %s merged into %s: %d item(s) moved", old.patient_id, update.patient.patient_id, changed
+                )
             else:
-                known = conn.execute(
-                    f"SELECT 1 FROM {WORKLIST} WHERE patient_id = ? AND (issuer = '' OR ? = '' OR issuer = ?)"
-                    " LIMIT 1", (update.patient.patient_id, update.patient.issuer, update.patient.issuer)
-                ).fetchone() is not None
+                known = (
+                    conn.execute(
+                        f"SELECT 1 FROM {WORKLIST} WHERE patient_id = ? AND (issuer = '' OR ? = '' OR issuer = ?)"
+                        " LIMIT 1",
+                        (update.patient.patient_id, update.patient.issuer, update.patient.issuer),
+                    ).fetchone()
+                    is not None
+                )
                 if not known and unknown_is_error:
-                    raise UnknownPatient(f"patient ID {update.patient.patient_id} has no worklist item",
-                                         "PatientID")
+                    raise UnknownPatient(f"patient ID {update.patient.patient_id} has no worklist item", "PatientID")
             for row in self._patient_rows(conn, update.patient, open_only=True):
                 item = json.loads(row["attrs"])
                 before = dict(item)
                 _apply(item, update.patient_attrs)
                 if item != before:
-                    self._write(conn, row["id"], self._validated(item), row["status"],
-                                update.charset or row["charset"], "", now)
+                    self._write(
+                        conn, row["id"], self._validated(item), row["status"], update.charset or row["charset"], "", now
+                    )
                     changed += 1
         return PatientResult(changed, known)
 
     @staticmethod
     def _patient_rows(conn: sqlite3.Connection, ref: PatientRef, open_only: bool) -> list[sqlite3.Row]:
-        sql = (f"SELECT id, status, charset, attrs FROM {WORKLIST} WHERE patient_id = ?"
-               " AND (issuer = '' OR ? = '' OR issuer = ?)")
+        sql = (
+            f"SELECT id, status, charset, attrs FROM {WORKLIST} WHERE patient_id = ?"
+            " AND (issuer = '' OR ? = '' OR issuer = ?)"
+        )
         if open_only:
             sql += f" AND status IN ({', '.join(repr(s.value) for s in OPEN_STATUSES)})"
         return list(conn.execute(sql, (ref.patient_id, ref.issuer, ref.issuer)))
@@ -528,8 +567,10 @@ class Worklist:
 
     def set_step_status(self, conn: sqlite3.Connection, key: ItemKey, status: SpsStatus) -> bool:
         """Set one step's status inside the caller's transaction; False when no such step."""
-        cur = conn.execute(f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE study_uid = ? AND sps_id = ?",
-                           (status.value, _now(), key.study_uid, key.sps_id))
+        cur = conn.execute(
+            f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE study_uid = ? AND sps_id = ?",
+            (status.value, _now(), key.study_uid, key.sps_id),
+        )
         return cur.rowcount > 0
 
     def reset(self, ids: Iterable[int]) -> int:
@@ -540,8 +581,9 @@ class Worklist:
         NotFound
             When an ID does not exist; nothing was changed.
         """
-        return self._each_step(ids, f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?",
-                               SpsStatus.SCHEDULED.value, _now())
+        return self._each_step(
+            ids, f"UPDATE {WORKLIST} SET status = ?, updated = ? WHERE id = ?", SpsStatus.SCHEDULED.value, _now()
+        )
 
     # -- management -------------------------------------------------------------------------------
 
@@ -562,8 +604,14 @@ class Worklist:
                 conn.execute(sql, (*values, i))
         return len(ids)
 
-    def items(self, status: str | None = None, patient: str | None = None, date: str | None = None,
-              station: str | None = None, limit: int = 0) -> list[ItemRow]:
+    def items(
+        self,
+        status: str | None = None,
+        patient: str | None = None,
+        date: str | None = None,
+        station: str | None = None,
+        limit: int = 0,
+    ) -> list[ItemRow]:
         """List steps, earliest start first.
 
         Parameters
@@ -612,16 +660,32 @@ class Worklist:
         out = []
         for row in self.db.conn.execute(sql, params):
             step = step_of(json.loads(row["attrs"]))
-            out.append(ItemRow(row["id"], row["study_uid"], row["sps_id"], row["patient_id"], row["patient_name"],
-                               row["accession"], row["modality"], row["station_aet"], row["start_date"],
-                               as_text(step.get("ScheduledProcedureStepStartTime")), row["status"],
-                               as_text(step.get("ScheduledProcedureStepDescription")), row["source"], row["updated"]))
+            out.append(
+                ItemRow(
+                    row["id"],
+                    row["study_uid"],
+                    row["sps_id"],
+                    row["patient_id"],
+                    row["patient_name"],
+                    row["accession"],
+                    row["modality"],
+                    row["station_aet"],
+                    row["start_date"],
+                    as_text(step.get("ScheduledProcedureStepStartTime")),
+                    row["status"],
+                    as_text(step.get("ScheduledProcedureStepDescription")),
+                    row["source"],
+                    row["updated"],
+                )
+            )
         return out
 
     def item(self, key: ItemKey) -> tuple[Attrs, str, str] | None:
         """One item's data set (plain data), status and character set, or None."""
-        row = self.db.conn.execute(f"SELECT attrs, status, charset FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
-                                   (key.study_uid, key.sps_id)).fetchone()
+        row = self.db.conn.execute(
+            f"SELECT attrs, status, charset FROM {WORKLIST} WHERE study_uid = ? AND sps_id = ?",
+            (key.study_uid, key.sps_id),
+        ).fetchone()
         if row is None:
             return None
         return json.loads(row["attrs"]), row["status"], row["charset"]
@@ -654,8 +718,9 @@ class Worklist:
         """Delete every step in the given statuses (default: COMPLETED, DISCONTINUED, CANCELED)."""
         values = [s.value for s in statuses]
         with self.db.transaction() as conn:
-            return conn.execute(f"DELETE FROM {WORKLIST} WHERE status IN ({', '.join('?' * len(values))})",
-                                values).rowcount
+            return conn.execute(
+                f"DELETE FROM {WORKLIST} WHERE status IN ({', '.join('?' * len(values))})", values
+            ).rowcount
 
     def count(self) -> int:
         """Number of steps stored."""

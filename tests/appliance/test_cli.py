@@ -20,8 +20,9 @@ from conftest import HOST, Node, free_port
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_echo_online(node: Node, capsys) -> None:

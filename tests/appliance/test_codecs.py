@@ -100,8 +100,14 @@ def _decoded(data: bytes, syntax: str) -> Dataset:
     return ds
 
 
-KINDS = [(8, False, 1, False), (12, False, 1, False), (16, False, 1, False), (16, True, 1, False),
-         (12, False, 3, False), (8, False, 1, True)]
+KINDS = [
+    (8, False, 1, False),
+    (12, False, 1, False),
+    (16, False, 1, False),
+    (16, True, 1, False),
+    (12, False, 3, False),
+    (8, False, 1, True),
+]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=["8bit", "12bit", "16bit", "signed16", "multiframe", "rgb"])
@@ -128,8 +134,9 @@ def test_lossless_compression_round_trips(kind: tuple[int, bool, int, bool], tar
     np.testing.assert_array_equal(out.pixel_array, arr)
 
 
-@pytest.mark.parametrize(("target", "tool"), [(JPEGLSLossless, "dcmdjpls"), (RLELossless, "dcmdrle"),
-                                             (JPEGLosslessSV1, "dcmdjpeg")])
+@pytest.mark.parametrize(
+    ("target", "tool"), [(JPEGLSLossless, "dcmdjpls"), (RLELossless, "dcmdrle"), (JPEGLosslessSV1, "dcmdjpeg")]
+)
 def test_what_we_encode_decodes_with_dcmtk(tmp_path: Path, target: str, tool: str) -> None:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} (DCMTK) is not installed")
@@ -176,7 +183,7 @@ def test_jpeg2000_of_a_tiny_image_is_refused_with_the_reason() -> None:
 def test_same_syntax_returns_the_stored_bytes() -> None:
     ds, _ = _image(16, False, 1, False)
     data = _part10(ds, RLELossless)
-    assert codecs.convert(data, RLELossless) == data[codecs.dataset_offset(data):]
+    assert codecs.convert(data, RLELossless) == data[codecs.dataset_offset(data) :]
 
 
 def test_choose() -> None:
@@ -189,8 +196,10 @@ def test_choose() -> None:
     assert codecs.choose(ExplicitVRLittleEndian, [JPEGLosslessSV1]) == JPEGLosslessSV1  # GDCM encodes it
     assert codecs.choose(ExplicitVRLittleEndian, ["1.2.840.10008.1.2.4.57"]) is None  # no JPEG Lossless encoder
     assert codecs.choose(ExplicitVRLittleEndian, []) is None
-    assert codecs.choose(JPEG2000Lossless, [JPEG2000Lossless, *plain], preferred=ExplicitVRLittleEndian) == \
-        ExplicitVRLittleEndian
+    assert (
+        codecs.choose(JPEG2000Lossless, [JPEG2000Lossless, *plain], preferred=ExplicitVRLittleEndian)
+        == ExplicitVRLittleEndian
+    )
 
 
 def test_preferred_ts_names_cover_the_config_names() -> None:
@@ -209,7 +218,7 @@ def test_unreadable_and_broken_files_raise_codec_errors(tmp_path: Path) -> None:
     ds, _ = _image(16, False, 1, False)
     data = bytearray(_part10(ds, JPEG2000Lossless))
     start = data.index(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
-    data[start:start + 64] = bytes(64)  # a damaged codestream
+    data[start : start + 64] = bytes(64)  # a damaged codestream
     with pytest.raises(CodecError, match="cannot convert"):
         codecs.convert(bytes(data), ExplicitVRLittleEndian)
 
@@ -255,10 +264,13 @@ def test_jpeg_baseline_refuses_what_it_cannot_hold_with_the_reason(bits: int, si
         codecs.convert(_part10(ds, ExplicitVRLittleEndian), JPEGBaseline8Bit)
 
 
-@pytest.mark.parametrize(("source", "target", "expected"), [
-    ("RGB", JPEG2000Lossless, "YBR_RCT"), ("RGB", JPEG2000, "YBR_ICT"), ("YBR_FULL", JPEG2000, "YBR_ICT")])
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [("RGB", JPEG2000Lossless, "YBR_RCT"), ("RGB", JPEG2000, "YBR_ICT"), ("YBR_FULL", JPEG2000, "YBR_ICT")],
+)
 def test_colour_jpeg2000_gets_the_photometric_interpretation_of_its_transform(
-        source: str, target: str, expected: str) -> None:
+    source: str, target: str, expected: str
+) -> None:
     ds, _ = _image(8, False, 2, True)
     arr = _smooth(ds) if target == JPEG2000 else np.frombuffer(ds.PixelData, np.uint8).reshape(2, 40, 36, 3)
     if source == "YBR_FULL":

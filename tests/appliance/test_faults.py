@@ -138,6 +138,7 @@ def test_disk_full_or_failing_while_flushing_leaves_nothing(node: Node, monkeypa
     # A disk that fails the flush (delayed allocation finds the disk full, or an I/O error) must leave
     # neither a file nor a row.
     for code, expected in ((errno.ENOSPC, 0xA700), (errno.EIO, 0x0110)):
+
         def failing_fsync(fd: int, code: int = code) -> None:
             raise OSError(code, os.strerror(code))
 
@@ -207,8 +208,11 @@ def _write_config(path: Path, data_dir: Path, port: int) -> Path:
 
 
 def _serve(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _echo_ok(port: int, aet: str = "DISCPACS") -> bool:

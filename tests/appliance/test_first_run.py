@@ -17,8 +17,9 @@ from conftest import HOST, free_port, wait_until
 def test_links_name_the_first_reachable_interface_address() -> None:
     addresses = interface_addresses()
     assert "127.0.0.1" in addresses  # the list is read from the kernel, loopback included
-    reachable = [a for a in addresses if not (ipaddress.ip_address(a).is_loopback
-                                              or ipaddress.ip_address(a).is_link_local)]
+    reachable = [
+        a for a in addresses if not (ipaddress.ip_address(a).is_loopback or ipaddress.ip_address(a).is_link_local)
+    ]
     chosen = machine_address()
     if reachable:
         assert chosen.strip("[]") == sorted(reachable, key=lambda a: ipaddress.ip_address(a).version)[0]
@@ -35,13 +36,16 @@ def test_loopback_and_link_local_are_never_named() -> None:
 def test_the_console_names_the_staff_ui_and_how_to_make_the_first_admin(tmp_path: Path) -> None:
     web = free_port()
     config = tmp_path / "appliance.toml"
-    config.write_text(f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
-                      f'[dicom]\nbind = "{HOST}"\nport = {free_port()}\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                      f'[hl7]\nport = 0\n[web]\nbind = "{HOST}"\nport = {web}\n')
+    config.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = {free_port()}\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        f'[hl7]\nport = 0\n[web]\nbind = "{HOST}"\nport = {web}\n'
+    )
     log = tmp_path / "console.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             wait_until(lambda: "no staff user yet" in log.read_text(), timeout=60)
         finally:
@@ -50,4 +54,3 @@ def test_the_console_names_the_staff_ui_and_how_to_make_the_first_admin(tmp_path
     text = log.read_text()
     assert f"staff web UI: http://{HOST}:{web}/staff/" in text
     assert "appliance user add NAME --role admin" in text
-

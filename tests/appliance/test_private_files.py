@@ -27,8 +27,17 @@ from conftest import HOST, free_port, wait_until
 
 
 def _readable_by_others(path: Path) -> bool:
-    return subprocess.run(["/usr/bin/head", "-c1", str(path)], user="nobody", group="nogroup", extra_groups=[],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(
+            ["/usr/bin/head", "-c1", str(path)],
+            user="nobody",
+            group="nogroup",
+            extra_groups=[],
+            capture_output=True,
+            timeout=30,
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture
@@ -59,8 +68,14 @@ def test_serve_makes_an_earlier_runs_files_private(shared_tmp: Path) -> None:
     previous = os.umask(0o022)
     try:
         Database(data / "appliance.db").close()
-        for name in ("logs/appliance.log", "logs/appliance.log.1", "cache/thumbs/ab/1.2.3.jpg",
-                     "discs/7/disc.iso", "discs/7/label.pdf", "store/20260101/x.dcm"):
+        for name in (
+            "logs/appliance.log",
+            "logs/appliance.log.1",
+            "cache/thumbs/ab/1.2.3.jpg",
+            "discs/7/disc.iso",
+            "discs/7/label.pdf",
+            "store/20260101/x.dcm",
+        ):
             (data / name).parent.mkdir(parents=True, exist_ok=True)
             (data / name).write_bytes(b"patient data")
     finally:
@@ -69,11 +84,17 @@ def test_serve_makes_an_earlier_runs_files_private(shared_tmp: Path) -> None:
 
     port = free_port()
     cfg = shared_tmp / "appliance.toml"
-    cfg.write_text(f'[appliance]\ndata_dir = "{data}"\n[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\n'
-                   f'[hl7]\nbind = "{HOST}"\nport = {port}\nstation_aets = {{ MR = "MR1" }}\n[web]\nport = 0\n')
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "{data}"\n[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\n'
+        f'[hl7]\nbind = "{HOST}"\nport = {port}\nstation_aets = {{ MR = "MR1" }}\n[web]\nport = 0\n'
+    )
     out = (shared_tmp / "serve.out").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], stdout=out,
-                            stderr=subprocess.STDOUT, umask=0o022)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        umask=0o022,
+    )
     try:
         log = data / "logs" / "appliance.log"
         wait_until(lambda: b"running" in log.read_bytes(), timeout=60)
@@ -83,8 +104,16 @@ def test_serve_makes_an_earlier_runs_files_private(shared_tmp: Path) -> None:
         assert (data / "appliance.db-wal").exists()
         assert _loose(data, data / "store") == []
         assert stat.S_IMODE(data.stat().st_mode) == 0o750
-        for name in ("appliance.db", "appliance.db-wal", "logs/appliance.log", "logs/appliance.log.1",
-                     "cache/thumbs/ab/1.2.3.jpg", "discs/7/disc.iso", "discs/7/label.pdf", "store/20260101/x.dcm"):
+        for name in (
+            "appliance.db",
+            "appliance.db-wal",
+            "logs/appliance.log",
+            "logs/appliance.log.1",
+            "cache/thumbs/ab/1.2.3.jpg",
+            "discs/7/disc.iso",
+            "discs/7/label.pdf",
+            "store/20260101/x.dcm",
+        ):
             assert not _readable_by_others(data / name), name
         assert "made private" in log.read_text()
     finally:

@@ -144,18 +144,27 @@ class FullNode(PublishNode):
 
 def node_config(data_dir: Path, robots_dir: Path) -> Config:
     """DICOM and HL7 on loopback, a fast simulated Epson robot with its hot folder under ``robots_dir``."""
-    return parse_config({
-        "appliance": {"data_dir": str(data_dir)},
-        "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 0},
-        "hl7": {**HL7_TABLE, "port": free_port(), "free_space_limit_mb": 0},
-        "burn": {"poll_interval": 0.1, "staging_free_space_mb": 0},
-        "robots": {"epson": robot_table(robots_dir, "epson")},
-    })
+    return parse_config(
+        {
+            "appliance": {"data_dir": str(data_dir)},
+            "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 0},
+            "hl7": {**HL7_TABLE, "port": free_port(), "free_space_limit_mb": 0},
+            "burn": {"poll_interval": 0.1, "staging_free_space_mb": 0},
+            "robots": {"epson": robot_table(robots_dir, "epson")},
+        }
+    )
 
 
 def order(n: int) -> str:
-    return orm(msg_id=f"RO{n}", pid=f"PRO{n}", name=f"READ^ONLY{n}", zds=f"1.2.826.0.1.3680043.10.9.{n}",
-               accession=f"ACCRO{n}", rp_id=f"RPRO{n}", sps_id=f"SPRO{n}")
+    return orm(
+        msg_id=f"RO{n}",
+        pid=f"PRO{n}",
+        name=f"READ^ONLY{n}",
+        zds=f"1.2.826.0.1.3680043.10.9.{n}",
+        accession=f"ACCRO{n}",
+        rp_id=f"RPRO{n}",
+        sps_id=f"SPRO{n}",
+    )
 
 
 def ack_code(ack: str) -> str:
@@ -197,8 +206,10 @@ def store_matches_index(node: FullNode) -> None:
 
 # -- the database becomes read-only while running, and writable again ----------------------------------------------
 
+
 def test_database_made_read_only_while_running_fails_cleanly_and_recovers(
-        data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     node = FullNode(node_config(data_disk.mnt, data_disk.mnt))
     try:
         # Before: a disc job held at the robot (no blank discs), a worklist order over a connection kept open.
@@ -239,9 +250,10 @@ def test_database_made_read_only_while_running_fails_cleanly_and_recovers(
             assert node.jobs.get(1).state in (JobState.SUBMITTED, JobState.BURNING)
             # Clear log lines, nothing half-written or orphaned.
             uid = refused[0].sop_uid
-            assert (f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
-                    "the database is read-only"
-                    in caplog.text), caplog.text
+            assert (
+                f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
+                "the database is read-only" in caplog.text
+            ), caplog.text
             assert "HL7 ORM^O01 RO3 could not be applied: the database is read-only" in caplog.text
             assert "HL7 ORM^O01 RO2 could not be applied: the database cannot be written to disk" in caplog.text
             assert set(node.app.store_area.iter_files()) == stored_before
@@ -270,7 +282,8 @@ def test_database_made_read_only_while_running_fails_cleanly_and_recovers(
 
 
 def test_burn_association_ending_while_the_database_is_read_only_still_gets_its_disc(
-        data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The modality was told its association ended well: its disc job is queued once the database takes writes."""
     caplog.set_level(logging.INFO, "appliance.discs.routing")
     node = FullNode(node_config(data_disk.mnt, data_disk.mnt))
@@ -288,8 +301,10 @@ def test_burn_association_ending_while_the_database_is_read_only_still_gets_its_
         try:
             assoc.release()
             wait_until(lambda: "queueing the disc job of association" in caplog.text)
-            assert ("(2 instance(s)) failed: the database is read-only" in caplog.text
-                    or "(2 instance(s)) failed: the database cannot be written to disk" in caplog.text), caplog.text
+            assert (
+                "(2 instance(s)) failed: the database is read-only" in caplog.text
+                or "(2 instance(s)) failed: the database cannot be written to disk" in caplog.text
+            ), caplog.text
             assert node.publishing.router.pending()
             assert node.jobs.recent() == []
         finally:
@@ -305,8 +320,10 @@ def test_burn_association_ending_while_the_database_is_read_only_still_gets_its_
 
 # -- the disc job engine when a job's next state cannot be written ----------------------------------------------------
 
-def test_engine_keeps_a_job_whose_next_state_the_database_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+
+def test_engine_keeps_a_job_whose_next_state_the_database_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The author thread used to die here, leaving the job "authoring" until a restart."""
     db = Database(tmp_path / "appliance.db")
     jobs = JobStore(db)
@@ -335,8 +352,13 @@ def test_engine_keeps_a_job_whose_next_state_the_database_refused(tmp_path: Path
         wait_until(lambda: jobs.get(job_id).state is JobState.DONE)
         assert f"disc job {job_id}: its new state cannot be recorded" in caplog.text
         assert [(e.from_state, e.to_state) for e in jobs.events(job_id)] == [
-            ("", "queued"), ("queued", "authoring"), ("authoring", "queued"), ("queued", "authoring"),
-            ("authoring", "submitted"), ("submitted", "done")]
+            ("", "queued"),
+            ("queued", "authoring"),
+            ("authoring", "queued"),
+            ("queued", "authoring"),
+            ("authoring", "submitted"),
+            ("submitted", "done"),
+        ]
         assert jobs.events(job_id)[2].reason == "authoring was interrupted by a database failure"
     finally:
         engine.stop()
@@ -345,8 +367,10 @@ def test_engine_keeps_a_job_whose_next_state_the_database_refused(tmp_path: Path
 
 # -- the kernel remounts the database's disk read-only (ext4 error) -------------------------------------------------
 
-def test_database_disk_remounted_read_only_by_the_kernel(data_disk: Ext4Disk, tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+
+def test_database_disk_remounted_read_only_by_the_kernel(
+    data_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The received files live on another disk (bind-mounted into the data folder), so the database alone fails.
     store = tmp_path / "store-disk"
     store.mkdir()
@@ -368,9 +392,10 @@ def test_database_disk_remounted_read_only_by_the_kernel(data_disk: Ext4Disk, tm
 
         uid = refused[0].sop_uid
         refused_status(storescu(node, tmp_path / "refused" / f"{uid}.dcm"))
-        assert (f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
-                "the database is read-only"
-                in caplog.text), caplog.text
+        assert (
+            f"C-STORE {uid} from STORESCU failed, nothing stored (0x0110): index could not record {uid}: "
+            "the database is read-only" in caplog.text
+        ), caplog.text
         ack = client.request(order(12))
         assert ack_code(ack) == "AR" and "the database cannot be written to disk" in ack, ack
         client.close()
@@ -408,17 +433,24 @@ def test_database_disk_remounted_read_only_by_the_kernel(data_disk: Ext4Disk, tm
 
 # -- appliance serve on a read-only data folder or database ---------------------------------------------------------
 
+
 def serve_config(folder: Path, data_dir: Path) -> Path:
     config = folder / "appliance.toml"
-    config.write_text(f'[appliance]\ndata_dir = "{data_dir}"\n'
-                      f'[dicom]\nbind = "{HOST}"\nport = {free_port()}\ntls_port = 0\n[hl7]\nport = 0\n'
-                      "[web]\nport = 0\n")
+    config.write_text(
+        f'[appliance]\ndata_dir = "{data_dir}"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = {free_port()}\ntls_port = 0\n[hl7]\nport = 0\n'
+        "[web]\nport = 0\n"
+    )
     return config
 
 
 def serve(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

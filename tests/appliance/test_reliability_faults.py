@@ -33,9 +33,9 @@ from conftest import HOST, Node, free_port, wait_until
 
 # -- SIGKILL during disc authoring ---------------------------------------------------------------------------------
 
+
 @pytest.mark.dcmtk
-def test_sigkill_during_authoring_resumes_and_burns_once(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigkill_during_authoring_resumes_and_burns_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
     server = Serve(config)
     folder = tmp_path / "in"
@@ -48,8 +48,9 @@ def test_sigkill_during_authoring_resumes_and_burns_once(tmp_path: Path,
         server.send(folder, "_E")  # burn at once on the Epson robot
         # Kill as soon as the job has left the queue: authoring 100 CT images takes a while, so the kill most often
         # lands while it is authoring (the state it hit is printed); every later state must recover as well.
-        hit = wait_until(lambda: job_state(jobs, 1) not in (None, JobState.QUEUED) and job_state(jobs, 1),
-                         timeout=60, interval=0.002)
+        hit = wait_until(
+            lambda: job_state(jobs, 1) not in (None, JobState.QUEUED) and job_state(jobs, 1), timeout=60, interval=0.002
+        )
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         with capsys.disabled():
             print(f"\nSIGKILL landed with job 1 {hit}")
@@ -69,17 +70,23 @@ def test_sigkill_during_authoring_resumes_and_burns_once(tmp_path: Path,
 
 # -- SIGKILL during HL7 traffic ------------------------------------------------------------------------------------
 
+
 def _hl7_config(tmp_path: Path, dicom: int, hl7: int) -> Path:
     cfg = tmp_path / "appliance.toml"
-    cfg.write_text(f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
-                   f'[dicom]\nbind = "{HOST}"\nport = {dicom}\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                   f'[hl7]\nbind = "{HOST}"\nport = {hl7}\nstation_aets = {{ MR = "MR1" }}\n[web]\nport = 0\n')
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = {dicom}\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        f'[hl7]\nbind = "{HOST}"\nport = {hl7}\nstation_aets = {{ MR = "MR1" }}\n[web]\nport = 0\n'
+    )
     return cfg
 
 
 def _serve(cfg: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _listens(port: int) -> bool:
@@ -104,8 +111,11 @@ def _worklist(port: int) -> list[Dataset]:
     ae.add_requested_context(ModalityWorklistInformationFind)
     assoc = ae.associate(HOST, port, ae_title="DISCPACS")
     assert assoc.is_established
-    found = [ident for status, ident in assoc.send_c_find(ds, ModalityWorklistInformationFind)
-             if status is not None and status.Status in (0xFF00, 0xFF01) and ident is not None]
+    found = [
+        ident
+        for status, ident in assoc.send_c_find(ds, ModalityWorklistInformationFind)
+        if status is not None and status.Status in (0xFF00, 0xFF01) and ident is not None
+    ]
     assoc.release()
     return found
 
@@ -122,9 +132,18 @@ def test_sigkill_during_hl7_keeps_every_acked_order(tmp_path: Path) -> None:
         try:
             for n in range(100_000):
                 sent.append(n)
-                ack = client.request(orm(msg_id=f"MK{n}", pid=f"PKILL{n}", name=f"KILL^HL7{n}",
-                                         zds=f"1.2.826.0.1.3680043.10.7.{n}", accession=f"ACCK{n}",
-                                         rp_id=f"RPK{n}", sps_id=f"SPK{n}", modality="MR"))
+                ack = client.request(
+                    orm(
+                        msg_id=f"MK{n}",
+                        pid=f"PKILL{n}",
+                        name=f"KILL^HL7{n}",
+                        zds=f"1.2.826.0.1.3680043.10.7.{n}",
+                        accession=f"ACCK{n}",
+                        rp_id=f"RPK{n}",
+                        sps_id=f"SPK{n}",
+                        modality="MR",
+                    )
+                )
                 if segments(ack)["MSA"] == f"MSA|AA|MK{n}":
                     acked.append(n)
         except (OSError, ConnectionError):
@@ -165,6 +184,7 @@ def test_sigkill_during_hl7_keeps_every_acked_order(tmp_path: Path) -> None:
 
 # -- a real full disk (tmpfs) ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MB tmpfs mounted for the test; skipped where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
@@ -172,8 +192,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"this container does not allow mounting a tmpfs: {done.stderr.strip()}")
     try:
@@ -216,6 +235,7 @@ def test_store_on_a_full_disk_refuses_and_recovers(small_fs: Path, node_factory)
 
 # -- a locked index ------------------------------------------------------------------------------------------------
 
+
 def test_locked_index_fails_the_store_and_recovers(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     db = node.app.db
     connect = db._connect
@@ -251,13 +271,15 @@ def test_locked_index_fails_the_store_and_recovers(node: Node, monkeypatch: pyte
 
 # -- a read-only data disk (tmpfs remounted read-only) ---------------------------------------------------------------
 
+
 def mount_tmpfs(mnt: Path, size: str) -> None:
     """Mount a tmpfs of ``size`` on ``mnt`` (created if needed); skip the test where mounting is not allowed."""
     mnt.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"this container does not allow mounting a tmpfs: {done.stderr.strip()}")
 
@@ -282,8 +304,9 @@ def store_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_read_only_data_disk_fails_the_store_and_recovers(store_fs: Path, node_factory,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_read_only_data_disk_fails_the_store_and_recovers(
+    store_fs: Path, node_factory, caplog: pytest.LogCaptureFixture
+) -> None:
     node = node_factory(data_dir=store_fs.parent, free_space_limit_mb=0)
     first, second, third = dicomdata.study("PRO", "READ^ONLY", ("CT",), 3)
     ae = AE(ae_title="ROTEST")
@@ -318,6 +341,7 @@ def test_read_only_data_disk_fails_the_store_and_recovers(store_fs: Path, node_f
 
 
 # -- the disc staging disk fills up (tmpfs at <data_dir>/discs) ----------------------------------------------------
+
 
 def _tree_bytes(folder: Path, skip: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file() and p != skip}

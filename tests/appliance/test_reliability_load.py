@@ -36,7 +36,8 @@ def _config(tmp_path: Path, dicom: int, hl7: int, web: int) -> Path:
         f'[appliance]\ndata_dir = "{tmp_path / "var"}"\nlog_level = "INFO"\n'
         f'[dicom]\nbind = "{HOST}"\nport = {dicom}\ntls_port = 0\nfree_space_limit_mb = 1\nmax_associations = 32\n'
         f'[hl7]\nbind = "{HOST}"\nport = {hl7}\nstation_aets = {{ MR = "MR1" }}\n'
-        f'[web]\nbind = "{HOST}"\nport = {web}\nrate_limit = 100000\n')
+        f'[web]\nbind = "{HOST}"\nport = {web}\nrate_limit = 100000\n'
+    )
     return cfg
 
 
@@ -97,11 +98,22 @@ def _peak_rss_mb(pid: int) -> float:
 def test_twenty_stores_with_worklist_hl7_and_web(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dicom_port, hl7_port, web_port = free_port(), free_port(), free_port()
     cfg = _config(tmp_path, dicom_port, hl7_port, web_port)
-    server = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    studies = [dicomdata.study(f"PSTORE{i}", f"LOAD^STORE{i}", ("CT",), PER_ASSOCIATION,
-                               rows=SIZES[i % len(SIZES)], columns=SIZES[i % len(SIZES)])
-               for i in range(ASSOCIATIONS)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    studies = [
+        dicomdata.study(
+            f"PSTORE{i}",
+            f"LOAD^STORE{i}",
+            ("CT",),
+            PER_ASSOCIATION,
+            rows=SIZES[i % len(SIZES)],
+            columns=SIZES[i % len(SIZES)],
+        )
+        for i in range(ASSOCIATIONS)
+    ]
     acked: list[str] = []
     failures: list[str] = []
     hl7_acks: list[str] = []
@@ -141,9 +153,18 @@ def test_twenty_stores_with_worklist_hl7_and_web(tmp_path: Path, capsys: pytest.
         client = MLLPClient(hl7_port)
         start.wait(timeout=60)
         for n in range(ORDERS):
-            ack = client.request(orm(msg_id=f"MSGL{n}", pid=f"PLOAD{n}", name=f"LOAD^ORDER{n}",
-                                     zds=f"1.2.826.0.1.3680043.10.9.{n}", accession=f"ACCL{n}", rp_id=f"RPL{n}",
-                                     sps_id=f"SPSL{n}", modality="MR"))
+            ack = client.request(
+                orm(
+                    msg_id=f"MSGL{n}",
+                    pid=f"PLOAD{n}",
+                    name=f"LOAD^ORDER{n}",
+                    zds=f"1.2.826.0.1.3680043.10.9.{n}",
+                    accession=f"ACCL{n}",
+                    rp_id=f"RPL{n}",
+                    sps_id=f"SPSL{n}",
+                    modality="MR",
+                )
+            )
             with lock:
                 hl7_acks.append(segments(ack)["MSA"])
         client.close()
@@ -185,8 +206,10 @@ def test_twenty_stores_with_worklist_hl7_and_web(tmp_path: Path, capsys: pytest.
             except subprocess.TimeoutExpired:
                 server.kill()
     with capsys.disabled():
-        print(f"\nload: {len(acked)} instances over {ASSOCIATIONS} associations, {len(hl7_acks)} HL7 orders, "
-              f"{len(mwl_rounds)} worklist queries, {len(web_statuses)} web requests; server peak RSS {peak:.0f} MB")
+        print(
+            f"\nload: {len(acked)} instances over {ASSOCIATIONS} associations, {len(hl7_acks)} HL7 orders, "
+            f"{len(mwl_rounds)} worklist queries, {len(web_statuses)} web requests; server peak RSS {peak:.0f} MB"
+        )
     assert failures == []
     assert len(acked) == ASSOCIATIONS * PER_ASSOCIATION
     assert hl7_acks == [f"MSA|AA|MSGL{n}" for n in range(ORDERS)]

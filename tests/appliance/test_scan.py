@@ -94,15 +94,19 @@ def pydicom_meta(sop_class: str, sop_uid: str, ts: str, source_ae: str) -> bytes
 
 
 @pytest.mark.parametrize("source_ae", ["", "STORESCU", "ODD", "A B", "X" * 16])
-@pytest.mark.parametrize(("sop_class", "sop_uid"), [
-    ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.10.1234.5"),
-    ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.44"),
-    ("1.2.826.0.1.3680043.10.1234.99.1", " 1.2.3 "),
-])
+@pytest.mark.parametrize(
+    ("sop_class", "sop_uid"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.10.1234.5"),
+        ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.44"),
+        ("1.2.826.0.1.3680043.10.1234.99.1", " 1.2.3 "),
+    ],
+)
 def test_file_meta_is_byte_for_byte_pydicoms(sop_class: str, sop_uid: str, source_ae: str) -> None:
     for ts in (EXPLICIT_LE, IMPLICIT_LE, "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1.99"):
         assert file_meta(sop_class, sop_uid, ts, IMPLEMENTATION_VERSION, source_ae) == pydicom_meta(
-            sop_class, sop_uid, ts, source_ae)
+            sop_class, sop_uid, ts, source_ae
+        )
 
 
 # -- records equal to the pydicom path ------------------------------------------------------------------
@@ -148,7 +152,7 @@ def test_dcmtk_transfer_syntaxes(tmp_path: Path, label: str, command: list[str])
         content = sent.read_bytes()
         meta = dcmread(sent, stop_before_pixels=True).file_meta
         ts = UID(meta.TransferSyntaxUID)
-        data = content[132 + 12 + int(meta.FileMetaInformationGroupLength):]
+        data = content[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
         got = instance_record(data, ts.is_implicit_VR, ts.is_little_endian)
         assert got == extract(dcmread(sent, stop_before_pixels=True)), label
         checked += 1
@@ -185,8 +189,10 @@ def test_sequences(ts: str, undefined: bool) -> None:
 
 ODD_VALUES: list[dict[str, object]] = [
     {"PatientName": "YAMADA^TARO=山田^太郎=やまだ^たろう", "SpecificCharacterSet": "ISO_IR 192"},
-    {"PatientName": "Yamada^Tarou=\033$B;3ED\033(B^\033$BB@O:\033(B=\033$B$d$^$@\033(B^\033$B$?$m$&\033(B",
-     "SpecificCharacterSet": ["", "ISO 2022 IR 87"]},
+    {
+        "PatientName": "Yamada^Tarou=\033$B;3ED\033(B^\033$BB@O:\033(B=\033$B$d$^$@\033(B^\033$B$?$m$&\033(B",
+        "SpecificCharacterSet": ["", "ISO 2022 IR 87"],
+    },
     {"PatientName": "Wang^XiaoDong=王^小东", "SpecificCharacterSet": "GB18030"},
     {"PatientName": "Buc^Jérôme", "SpecificCharacterSet": "ISO_IR 100"},
     {"PatientName": "Люкceмбypг", "SpecificCharacterSet": "ISO_IR 144"},
@@ -225,22 +231,33 @@ def _element(tag: int, vr: str, value: bytes, implicit: bool = False) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
 
 
-UIDS = (_element(0x00080016, "UI", b"1.2.840.10008.5.1.4.1.1.7\x00") + _element(0x00080018, "UI", b"1.2.3.4\x00")
-        + _element(0x0020000D, "UI", b"1.2.3.5\x00") + _element(0x0020000E, "UI", b"1.2.3.6\x00"))
+UIDS = (
+    _element(0x00080016, "UI", b"1.2.840.10008.5.1.4.1.1.7\x00")
+    + _element(0x00080018, "UI", b"1.2.3.4\x00")
+    + _element(0x0020000D, "UI", b"1.2.3.5\x00")
+    + _element(0x0020000E, "UI", b"1.2.3.6\x00")
+)
 
 
-@pytest.mark.parametrize(("label", "data"), [
-    ("wrong explicit VR", _element(0x00080005, "CS", b"ISO_IR 100") + _element(0x00100010, "LO", b"B\xfcr^X ")
-     + UIDS),
-    ("UN for a known tag", _element(0x00100010, "UN", b"UN^NAME ") + UIDS),
-    ("indexed tag after pixel data", UIDS + _element(0x7FE00010, "OB", b"\x00\x01")
-     + _element(0x7FE10010, "LO", b"x ")),
-    ("repeated tag", UIDS + _element(0x00100020, "LO", b"FIRST ") + _element(0x00100020, "LO", b"SECOND")),
-    ("NUL inside a value", UIDS + _element(0x00100020, "LO", b"A\x00B ")),
-    ("unknown VR", UIDS + _element(0x00110010, "ZZ", b"AB")),
-    ("empty data set", b""),
-    ("no UIDs", _element(0x00100020, "LO", b"ID")),
-])
+@pytest.mark.parametrize(
+    ("label", "data"),
+    [
+        (
+            "wrong explicit VR",
+            _element(0x00080005, "CS", b"ISO_IR 100") + _element(0x00100010, "LO", b"B\xfcr^X ") + UIDS,
+        ),
+        ("UN for a known tag", _element(0x00100010, "UN", b"UN^NAME ") + UIDS),
+        (
+            "indexed tag after pixel data",
+            UIDS + _element(0x7FE00010, "OB", b"\x00\x01") + _element(0x7FE10010, "LO", b"x "),
+        ),
+        ("repeated tag", UIDS + _element(0x00100020, "LO", b"FIRST ") + _element(0x00100020, "LO", b"SECOND")),
+        ("NUL inside a value", UIDS + _element(0x00100020, "LO", b"A\x00B ")),
+        ("unknown VR", UIDS + _element(0x00110010, "ZZ", b"AB")),
+        ("empty data set", b""),
+        ("no UIDs", _element(0x00100020, "LO", b"ID")),
+    ],
+)
 def test_crafted_element_streams(label: str, data: bytes) -> None:
     assert_same(data, EXPLICIT_LE)
 
@@ -286,8 +303,11 @@ _CHARSETS = st.sampled_from([None, "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6", 
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(values=st.dictionaries(st.sampled_from(_KEYWORDS), _TEXT, max_size=8), charset=_CHARSETS,
-       ts=st.sampled_from(list(SYNTAXES)))
+@given(
+    values=st.dictionaries(st.sampled_from(_KEYWORDS), _TEXT, max_size=8),
+    charset=_CHARSETS,
+    ts=st.sampled_from(list(SYNTAXES)),
+)
 @example(values={"PatientName": "A^B \\C"}, charset=None, ts=EXPLICIT_LE)
 @example(values={"InstanceNumber": " 012 "}, charset=None, ts=IMPLICIT_LE)
 def test_random_values_give_pydicoms_record(values: dict[str, str], charset: object, ts: str) -> None:
@@ -319,8 +339,10 @@ _VALID = encode(dicomdata.study("PFUZ", "FUZ^ZED", ("CT",), 1)[0].dataset())
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6),
-       st.integers(0, len(_VALID)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+    st.integers(0, len(_VALID)),
+)
 def test_fuzz_mutated_data_sets(changes: list[tuple[int, int]], cut: int) -> None:
     """A valid data set with bytes changed and cut: agrees with the pydicom path or is refused by both."""
     data = bytearray(_VALID)

@@ -16,8 +16,12 @@ from conftest import HOST, dcmtk, free_port
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_second_instance_on_the_same_data_folder_exits_at_once_and_touches_nothing(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ def hl7_factory(tmp_path: Path) -> Iterator[Callable[..., HL7Node]]:
     """Start appliances with [hl7]/[worklist]/[dicom] overrides; all stopped at the end."""
     nodes: list[HL7Node] = []
 
-    def start(hl7: dict[str, Any] | None = None, worklist: dict[str, Any] | None = None, ssl_context: Any = None,
-              **dicom: Any) -> HL7Node:
+    def start(
+        hl7: dict[str, Any] | None = None, worklist: dict[str, Any] | None = None, ssl_context: Any = None, **dicom: Any
+    ) -> HL7Node:
         node = HL7Node(tmp_path / f"hl7node{len(nodes)}", hl7, worklist, ssl_context, **dicom)
         nodes.append(node)
         return node

@@ -44,8 +44,7 @@ def test_order_without_zds_gets_a_deterministic_uid(hl7_factory: Any, tmp_path: 
     [again] = first_node.app.worklist.items()
     assert (again.study_uid, again.start_date) == (row.study_uid, "20260907")
     # ...and a cancel of it finds the same step.
-    assert segments(client.request(orm("CA", "CA", msg_id="M3", zds=None, accession="ACC-9")))["MSA"] == \
-        "MSA|AA|M3"
+    assert segments(client.request(orm("CA", "CA", msg_id="M3", zds=None, accession="ACC-9")))["MSA"] == "MSA|AA|M3"
     assert first_node.app.worklist.items()[0].status == "CANCELED"
     client.close()
     # Another appliance makes the same UID for the same order (nothing random, nothing stored).
@@ -58,8 +57,9 @@ def test_order_without_zds_gets_a_deterministic_uid(hl7_factory: Any, tmp_path: 
     assert order_uid("ORD-2", "FIL-2", "ACC-10") != row.study_uid
 
 
-def test_order_without_station_is_accepted_with_a_warning(plain: HL7Node, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_order_without_station_is_accepted_with_a_warning(
+    plain: HL7Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     client = MLLPClient(plain.hl7_port)
     with caplog.at_level(logging.WARNING, logger="hl7"):
         seg = segments(client.request(orm(modality="US", zds=None)))
@@ -81,8 +81,10 @@ def test_station_comes_from_station_aets_then_default(hl7_factory: Any, tmp_path
     node = hl7_factory(hl7={"station_aets": {"US": "US1"}, "default_station_aet": "ANY1"})
     client = MLLPClient(node.hl7_port)
     assert segments(client.request(orm(modality="US")))["MSA"] == "MSA|AA|MSG0001"
-    assert segments(client.request(orm(msg_id="M2", modality="CT", zds="1.2.3.9", sps_id="S9",
-                                       accession="A9")))["MSA"] == "MSA|AA|M2"
+    assert (
+        segments(client.request(orm(msg_id="M2", modality="CT", zds="1.2.3.9", sps_id="S9", accession="A9")))["MSA"]
+        == "MSA|AA|M2"
+    )
     client.close()
     stations = {r.modality: r.station_aet for r in node.app.worklist.items()}
     assert stations == {"US": "US1", "CT": "ANY1"}
@@ -135,10 +137,16 @@ def test_cancel_of_a_completed_step_can_always_apply(hl7_factory: Any) -> None:
     assert node.app.worklist.items()[0].status == "CANCELED"
 
 
-A08_UNKNOWN = er7("MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905130000||ADT^A08|A1|P|2.5",
-                  "PID|||NOBODY^^^HOSP^MR||Nobody^Nora||19700101|F", "PV1||O")
-A40_UNKNOWN = er7("MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905140000||ADT^A40^ADT_A39|A2|P|2.5",
-                  "PID|||NEW7^^^HOSP^MR||Nobody^Nora", "MRG|GONE7^^^HOSP^MR")
+A08_UNKNOWN = er7(
+    "MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905130000||ADT^A08|A1|P|2.5",
+    "PID|||NOBODY^^^HOSP^MR||Nobody^Nora||19700101|F",
+    "PV1||O",
+)
+A40_UNKNOWN = er7(
+    "MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905140000||ADT^A40^ADT_A39|A2|P|2.5",
+    "PID|||NEW7^^^HOSP^MR||Nobody^Nora",
+    "MRG|GONE7^^^HOSP^MR",
+)
 
 
 def test_adt_for_unknown_patients_is_aa_nothing_to_update_by_default(plain: HL7Node) -> None:
@@ -160,8 +168,9 @@ def test_adt_for_unknown_patients_can_be_refused(hl7_factory: Any) -> None:
     client = MLLPClient(node.hl7_port)
     seg = segments(client.request(A08_UNKNOWN))
     assert seg["MSA"] == "MSA|AE|A1|patient ID NOBODY has no worklist item"
-    assert seg["ERR"] == ("ERR||PID^1^3^1^1|204^Unknown key identifier^HL70357|E||||"
-                          "patient ID NOBODY has no worklist item")
+    assert seg["ERR"] == (
+        "ERR||PID^1^3^1^1|204^Unknown key identifier^HL70357|E||||patient ID NOBODY has no worklist item"
+    )
     seg = segments(client.request(A40_UNKNOWN))
     assert seg["MSA"].startswith("MSA|AE|A2|prior patient ID GONE7")
     assert seg["ERR"].startswith("ERR||MRG^1^1^1^1|204^")

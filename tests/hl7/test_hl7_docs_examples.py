@@ -35,8 +35,14 @@ def blocks(language: str) -> list[str]:
 
 
 def _unreachable(output: str) -> bool:
-    markers = ("Could not find a version", "No matching distribution", "Failed to establish a new connection",
-               "Temporary failure in name resolution", "Network is unreachable", "ConnectionError")
+    markers = (
+        "Could not find a version",
+        "No matching distribution",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "ConnectionError",
+    )
     return any(m in output for m in markers)
 
 
@@ -51,8 +57,14 @@ def mllp_send() -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, env=env)
-        proc = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
-                               PYTHON_HL7], capture_output=True, text=True, timeout=300, env=env, cwd=cache)
+        proc = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", PYTHON_HL7],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=cache,
+        )
         if proc.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
             if _unreachable(proc.stdout + proc.stderr):
@@ -70,8 +82,9 @@ def findscu_as_documented(command: str, node: HL7Node, out: Path) -> list[Datase
     exe = shutil.which("findscu", path="/usr/bin:/bin")
     assert exe, "DCMTK findscu is not installed"
     out.mkdir()
-    proc = subprocess.run([exe, *args[1:-2], "-X", "-od", str(out), HOST, str(node.port)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [exe, *args[1:-2], "-X", "-od", str(out), HOST, str(node.port)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return [dcmread(p) for p in sorted(out.iterdir())]
 
@@ -82,8 +95,9 @@ def default_node(hl7_factory: Any) -> HL7Node:
     return hl7_factory(hl7={"station_aets": {}, "sending_facility": ""})
 
 
-def test_documented_orm_and_omi_are_found_by_the_documented_findscu(default_node: HL7Node, mllp_send: Path,
-                                                                    tmp_path: Path) -> None:
+def test_documented_orm_and_omi_are_found_by_the_documented_findscu(
+    default_node: HL7Node, mllp_send: Path, tmp_path: Path
+) -> None:
     orm, omi = blocks("hl7")
     find_ct, find_mr = [b for b in blocks("sh") if b.startswith("findscu -W")]
     assert orm.startswith("MSH|") and "ORM^O01" in orm and "ZDS" not in orm
@@ -92,9 +106,14 @@ def test_documented_orm_and_omi_are_found_by_the_documented_findscu(default_node
     (tmp_path / "order.hl7").write_text(orm)
     # Without our PYTHONPATH: our package ``hl7`` would shadow python-hl7's in the tool's interpreter.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(mllp_send), "--loose", "--file", str(tmp_path / "order.hl7"), "--port",
-                           str(default_node.hl7_port), HOST], capture_output=True, text=True, timeout=60, env=env,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [str(mllp_send), "--loose", "--file", str(tmp_path / "order.hl7"), "--port", str(default_node.hl7_port), HOST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     # mllp_send prints the ACK frame as received (MLLP start and end bytes included), segments on lines.
     ack = segments(proc.stdout.strip("\x0b\x1c\r\n").replace("\n", "\r"))
@@ -108,8 +127,11 @@ def test_documented_orm_and_omi_are_found_by_the_documented_findscu(default_node
     assert (ct.PatientID, ct.AccessionNumber, ct.RequestedProcedureID) == ("PAT001", "ACC001", "ACC001")
     assert str(ct.PatientName) == "Doe^Jane^^Mrs"
     step = sps(ct)
-    assert (step.ScheduledProcedureStepID, step.ScheduledProcedureStepStartDate,
-            step.ScheduledProcedureStepStartTime) == ("ACC001-1", "20261201", "093000")
+    assert (
+        step.ScheduledProcedureStepID,
+        step.ScheduledProcedureStepStartDate,
+        step.ScheduledProcedureStepStartTime,
+    ) == ("ACC001-1", "20261201", "093000")
     assert step.ScheduledStationAETitle in ("", None)
     assert ct.StudyInstanceUID == order_uid("ORD001", "", "ACC001")
     [mr] = findscu_as_documented(find_mr, default_node, tmp_path / "mr")

@@ -12,29 +12,35 @@ from hl7.mapping import MappingError, cnn, map_order, xcn, xpn
 SEPS = Separators()
 
 
-@pytest.mark.parametrize(("raw", "text"), [
-    ("CT Head \\T\\ Neck", "CT Head & Neck"),
-    ("a\\F\\b\\S\\c\\R\\d\\E\\e", "a|b^c~d\\e"),
-    ("Asthma\\.br\\Diabetes", "Asthma\r\nDiabetes"),
-    ("M\\X FC\\ller", "M\\X FC\\ller"),  # not hex: kept as sent
-    ("M\\XFC\\ller", "Müller"),
-    ("\\H\\bold\\N\\", "bold"),
-    ("unterminated \\F", "unterminated \\F"),
-    ("\\Z123\\x", "x"),
-])
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        ("CT Head \\T\\ Neck", "CT Head & Neck"),
+        ("a\\F\\b\\S\\c\\R\\d\\E\\e", "a|b^c~d\\e"),
+        ("Asthma\\.br\\Diabetes", "Asthma\r\nDiabetes"),
+        ("M\\X FC\\ller", "M\\X FC\\ller"),  # not hex: kept as sent
+        ("M\\XFC\\ller", "Müller"),
+        ("\\H\\bold\\N\\", "bold"),
+        ("unterminated \\F", "unterminated \\F"),
+        ("\\Z123\\x", "x"),
+    ],
+)
 def test_unescape(raw: str, text: str) -> None:
     assert unescape(raw, SEPS) == text
 
 
 def test_segments_fields_and_null() -> None:
-    msg = parse("MSH|^~\\&|RIS|HOSP|||20260905||ORM^O01|X1|P|2.3.1\nPID|||ID1^^^HOSP~ID2^^^OTHER||Doe^J|\"\"\r\n"
-                "ZZZ|a")
+    msg = parse('MSH|^~\\&|RIS|HOSP|||20260905||ORM^O01|X1|P|2.3.1\nPID|||ID1^^^HOSP~ID2^^^OTHER||Doe^J|""\r\nZZZ|a')
     assert [s.name for s in msg.segments] == ["MSH", "PID", "ZZZ"]
     assert msg.message_type == ("ORM", "O01") and msg.control_id == "X1" and msg.version == "2.3.1"
     pid = msg.first("PID")
     assert pid is not None
-    assert (pid.value(3), pid.value(3, 4), pid.value(3, 1, 1, 1), pid.value(3, 4, 1, 1)) == ("ID1", "HOSP", "ID2",
-                                                                                          "OTHER")
+    assert (pid.value(3), pid.value(3, 4), pid.value(3, 1, 1, 1), pid.value(3, 4, 1, 1)) == (
+        "ID1",
+        "HOSP",
+        "ID2",
+        "OTHER",
+    )
     assert pid.value(5, 2) == "J" and pid.value(5, 3) is None
     assert pid.value(6) == ""  # HL7 null
     assert pid.value(7) is None  # not sent
@@ -73,8 +79,10 @@ def test_charsets() -> None:
 
 
 def test_names() -> None:
-    seg = parse("MSH|^~\\&|A||||||ADT^A08\rPID|||1||Doe^Jane^Marie^Jr^Dr^PhD|\rPV1||||||||1234^Curie^Marie^^^Prof|\r"
-                "OBR" + "|" * 34 + "77&Tech&Tom").segments
+    seg = parse(
+        "MSH|^~\\&|A||||||ADT^A08\rPID|||1||Doe^Jane^Marie^Jr^Dr^PhD|\rPV1||||||||1234^Curie^Marie^^^Prof|\r"
+        "OBR" + "|" * 34 + "77&Tech&Tom"
+    ).segments
     assert xpn(seg[1], 5) == "Doe^Jane^Marie^Dr^Jr PhD"
     assert xcn(seg[2], 8) == "Curie^Marie^^Prof"
     assert cnn(seg[3], 34) == "Tech^Tom"
@@ -82,8 +90,10 @@ def test_names() -> None:
 
 
 def test_bad_start_time_names_the_field() -> None:
-    msg = parse("MSH|^~\\&|RIS|H|||1||ORM^O01|1|P|2.3.1\rPID|||P1||Doe\rORC|NW||||SC||^^^20260905T1100\r"
-                "OBR|||||||||||||||||A|R|S||||CT\rZDS|1.2.3")
+    msg = parse(
+        "MSH|^~\\&|RIS|H|||1||ORM^O01|1|P|2.3.1\rPID|||P1||Doe\rORC|NW||||SC||^^^20260905T1100\r"
+        "OBR|||||||||||||||||A|R|S||||CT\rZDS|1.2.3"
+    )
     with pytest.raises(MappingError) as info:
         map_order(msg, HL7Config(station_aets={"CT": "CT1"}))
     assert (info.value.code, info.value.location) == (102, "ORC^1^7^1^4")

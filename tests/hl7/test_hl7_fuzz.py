@@ -42,8 +42,15 @@ def answer(payload: bytes, port: int) -> str | None:
 def check_still_serving(node: HL7Node) -> None:
     n = next(_counter)
     client = MLLPClient(node.hl7_port, timeout=TIMEOUT)
-    ack = client.request(orm(msg_id=f"OK{n}", pid=f"VALID{n}", zds=f"1.2.826.0.1.3680043.10.9.{n}",
-                             accession=f"ACCOK{n}", sps_id=f"SPSOK{n}"))
+    ack = client.request(
+        orm(
+            msg_id=f"OK{n}",
+            pid=f"VALID{n}",
+            zds=f"1.2.826.0.1.3680043.10.9.{n}",
+            accession=f"ACCOK{n}",
+            sps_id=f"SPSOK{n}",
+        )
+    )
     client.close()
     assert segments(ack)["MSA"] == f"MSA|AA|OK{n}"
     item = next(r for r in node.app.worklist.items() if r.sps_id == f"SPSOK{n}")
@@ -52,10 +59,15 @@ def check_still_serving(node: HL7Node) -> None:
 
 # -- random bytes ------------------------------------------------------------------------------------------------
 
+
 @FUZZ
-@given(payload=st.one_of(st.binary(max_size=3000),
-                         st.binary(max_size=500).map(lambda b: b"MSH|^~\\&|" + b),
-                         st.lists(st.binary(max_size=80), max_size=20).map(lambda parts: b"\r".join(parts))))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=3000),
+        st.binary(max_size=500).map(lambda b: b"MSH|^~\\&|" + b),
+        st.lists(st.binary(max_size=80), max_size=20).map(lambda parts: b"\r".join(parts)),
+    )
+)
 def test_random_byte_frames_get_an_ack_or_a_close(hl7_node: HL7Node, payload: bytes) -> None:
     answer(payload, hl7_node.hl7_port)
     check_still_serving(hl7_node)
@@ -64,15 +76,44 @@ def test_random_byte_frames_get_an_ack_or_a_close(hl7_node: HL7Node, payload: by
 
 # -- random ER7-like messages ----------------------------------------------------------------------------------
 
-ESCAPES = ["\\F\\", "\\S\\", "\\T\\", "\\R\\", "\\E\\", "\\H\\", "\\N\\", "\\X41\\", "\\Xzz\\", "\\", "\\C2842\\",
-           "\\M2442\\", "\\.br\\", "\\Z99\\"]
+ESCAPES = [
+    "\\F\\",
+    "\\S\\",
+    "\\T\\",
+    "\\R\\",
+    "\\E\\",
+    "\\H\\",
+    "\\N\\",
+    "\\X41\\",
+    "\\Xzz\\",
+    "\\",
+    "\\C2842\\",
+    "\\M2442\\",
+    "\\.br\\",
+    "\\Z99\\",
+]
 TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x0b\x1c"), max_size=12)
-COMPONENT = st.one_of(TEXT, st.sampled_from(ESCAPES), st.sampled_from(["", "^", "&", "~", "|", "\"\"", "20260905",
-                                                                       "2026090511", "CT", "MR", "NW", "CA", "XO"]))
+COMPONENT = st.one_of(
+    TEXT,
+    st.sampled_from(ESCAPES),
+    st.sampled_from(["", "^", "&", "~", "|", '""', "20260905", "2026090511", "CT", "MR", "NW", "CA", "XO"]),
+)
 FIELD = st.lists(COMPONENT, max_size=5).map("".join)
 SEGMENT_NAMES = ["PID", "PV1", "ORC", "OBR", "ZDS", "NTE", "IPC", "TQ1", "MRG", "EVN", "MSA", "ZXX", "pid", "P1"]
-CHARSETS = ["", "8859/1", "8859/5", "8859/7", "UNICODE UTF-8", "UNICODE", "ISO IR87", "GB 18030", "KS X 1001",
-            "ASCII", "NONSENSE", "8859/1~UNICODE UTF-8"]
+CHARSETS = [
+    "",
+    "8859/1",
+    "8859/5",
+    "8859/7",
+    "UNICODE UTF-8",
+    "UNICODE",
+    "ISO IR87",
+    "GB 18030",
+    "KS X 1001",
+    "ASCII",
+    "NONSENSE",
+    "8859/1~UNICODE UTF-8",
+]
 TYPES = ["ORM^O01", "OMI^O23", "OMG^O19", "ADT^A08", "ADT^A40", "ADT^A31", "ORU^R01", "ORM", "^O01", "", "ZZZ^Z99"]
 
 
@@ -81,20 +122,24 @@ def er7_message(draw: st.DrawFn) -> tuple[str, bytes]:
     """A message with a well-formed MSH and random segments; PID-3 is unique so its worklist item can be traced."""
     n = next(_counter)
     pid = f"FZ{n}"
-    msh = (f"MSH|^~\\&|RIS|HOSP|PACS|HOSP|20260905120000||{draw(st.sampled_from(TYPES))}|FZMSG{n}|P|"
-           f"{draw(st.sampled_from(['2.3.1', '2.5', '2.5.1', '2.9', '', 'x']))}|||||"
-           f"{draw(st.sampled_from(CHARSETS))}")
+    msh = (
+        f"MSH|^~\\&|RIS|HOSP|PACS|HOSP|20260905120000||{draw(st.sampled_from(TYPES))}|FZMSG{n}|P|"
+        f"{draw(st.sampled_from(['2.3.1', '2.5', '2.5.1', '2.9', '', 'x']))}|||||"
+        f"{draw(st.sampled_from(CHARSETS))}"
+    )
     lines = [msh, f"PID|||{pid}^^^HOSP^MR||{draw(FIELD)}||{draw(FIELD)}|{draw(FIELD)}"]
     for _ in range(draw(st.integers(0, 6))):
         name = draw(st.sampled_from(SEGMENT_NAMES))
         fields = draw(st.lists(FIELD, max_size=25))
         lines.append("|".join([name, *fields]))
     if draw(st.booleans()):  # often enough a plausible order to exercise the mapping deeply
-        lines += [f"ORC|{draw(st.sampled_from(['NW', 'XO', 'CA', 'SC', 'DC', draw(FIELD)]))}|O{n}|F{n}||"
-                  f"{draw(st.sampled_from(['SC', 'IP', 'CM', 'CA', draw(FIELD)]))}||^^^{draw(FIELD)}",
-                  f"OBR||O{n}|F{n}|{draw(FIELD)}||||||||||{draw(FIELD)}||||||A{n}|RP{n}|"
-                  f"{draw(st.sampled_from([f'S{n}', '', draw(FIELD)]))}||||{draw(st.sampled_from(['CT', 'MR', '']))}",
-                  f"ZDS|{draw(st.sampled_from([f'1.2.826.0.1.3680043.10.8.{n}', '', draw(FIELD)]))}"]
+        lines += [
+            f"ORC|{draw(st.sampled_from(['NW', 'XO', 'CA', 'SC', 'DC', draw(FIELD)]))}|O{n}|F{n}||"
+            f"{draw(st.sampled_from(['SC', 'IP', 'CM', 'CA', draw(FIELD)]))}||^^^{draw(FIELD)}",
+            f"OBR||O{n}|F{n}|{draw(FIELD)}||||||||||{draw(FIELD)}||||||A{n}|RP{n}|"
+            f"{draw(st.sampled_from([f'S{n}', '', draw(FIELD)]))}||||{draw(st.sampled_from(['CT', 'MR', '']))}",
+            f"ZDS|{draw(st.sampled_from([f'1.2.826.0.1.3680043.10.8.{n}', '', draw(FIELD)]))}",
+        ]
     text = er7(*lines)
     if draw(st.booleans()):
         text = text.replace("\r", draw(st.sampled_from(["\n", "\r\n"])))

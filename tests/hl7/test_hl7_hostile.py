@@ -41,6 +41,7 @@ def _key(study: str, sps_id: str):
 
 # -- idle connections cannot shut senders out (finding 6) -------------------------------------------------------
 
+
 def _connect(port: int, source: str = HOST) -> socket.socket:
     sock = socket.socket()
     sock.bind((source, 0))
@@ -128,7 +129,7 @@ def test_when_every_connection_is_busy_new_ones_are_refused(hl7_factory) -> None
         wait_until(lambda: _closed_by_server(late))
         late.close()
         assert not any(_closed_by_server(s) for s in busy)
-        busy[0].sendall(orm(msg_id="DONE").encode("latin-1")[len("MSH|^~\\&|RIS|HOSP"):] + b"\x1c\x0d")
+        busy[0].sendall(orm(msg_id="DONE").encode("latin-1")[len("MSH|^~\\&|RIS|HOSP") :] + b"\x1c\x0d")
         reader = MLLPClient.__new__(MLLPClient)
         reader.sock, reader.buf = busy[0], b""
         assert segments(reader.ack())["MSA"] == "MSA|AA|DONE"
@@ -138,6 +139,7 @@ def test_when_every_connection_is_busy_new_ones_are_refused(hl7_factory) -> None
 
 
 # -- one huge field is not repeated whole (finding 7) -----------------------------------------------------------
+
 
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -168,11 +170,20 @@ station_aets = {{ MR = "MR1" }}
 port = 0
 """)
     out = (tmp_path / "serve.out").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], text=True,
-                            stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        text=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_until(lambda: (data / "logs" / "appliance.log").exists()
-                   and "HL7 listening" in (data / "logs" / "appliance.log").read_text(), timeout=60)
+        wait_until(
+            lambda: (
+                (data / "logs" / "appliance.log").exists()
+                and "HL7 listening" in (data / "logs" / "appliance.log").read_text()
+            ),
+            timeout=60,
+        )
         # A 10 MB name with a terminal escape and an escaped line break that would start a forged record.
         name = "Doe" + "1" * (10 * 1024 * 1024) + "\x1b[2J\\X0D0A\\2026 FORGED^Jo"
         client = MLLPClient(port, timeout=60)

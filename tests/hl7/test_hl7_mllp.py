@@ -18,22 +18,26 @@ from conftest import HOST, wait_until
 
 def order(msg_id: str, sps_id: str = "", lf: bool = False) -> str:
     sps_id = sps_id or msg_id
-    text = er7(f"MSH|^~\\&|RIS|HOSP|PACS|HOSP|20260905120000||ORM^O01|{msg_id}|P|2.3.1",
-               f"PID|||P-{msg_id}||Doe^{msg_id}", "PV1||O",
-               "ORC|NW|O1|F1||SC||^^^20260905110000^^R",
-               f"OBR||O1|F1|^^^CODE^Exam^L||||||||||||||A-{msg_id}|RP-{msg_id}|{sps_id}||||CT",
-               f"ZDS|1.2.826.0.1.{abs(hash(msg_id)) % 10**9}")
+    text = er7(
+        f"MSH|^~\\&|RIS|HOSP|PACS|HOSP|20260905120000||ORM^O01|{msg_id}|P|2.3.1",
+        f"PID|||P-{msg_id}||Doe^{msg_id}",
+        "PV1||O",
+        "ORC|NW|O1|F1||SC||^^^20260905110000^^R",
+        f"OBR||O1|F1|^^^CODE^Exam^L||||||||||||||A-{msg_id}|RP-{msg_id}|{sps_id}||||CT",
+        f"ZDS|1.2.826.0.1.{abs(hash(msg_id)) % 10**9}",
+    )
     return text.replace("\r", "\n") if lf else text
 
 
 # -- the frame reader --------------------------------------------------------------------------------
+
 
 def test_reader_byte_by_byte() -> None:
     reader = FrameReader()
     data = frame(b"MSH|one") + frame(b"MSH|two")
     out: list[object] = []
     for i in range(len(data)):
-        out += reader.feed(data[i:i + 1])
+        out += reader.feed(data[i : i + 1])
     assert out == [b"MSH|one", b"MSH|two"]
     assert reader.partial == 0 and reader.garbage == 0
 
@@ -65,6 +69,7 @@ def test_reader_oversize_is_reported_once() -> None:
 
 
 # -- over TCP ------------------------------------------------------------------------------------------
+
 
 def test_merged_split_and_lf_frames(hl7_node: HL7Node) -> None:
     client = MLLPClient(hl7_node.hl7_port)

@@ -17,13 +17,20 @@ def test_case1_orm_happy_path(hl7_node: HL7Node, client: MLLPClient, tmp_path: P
     assert re.fullmatch(r"MSH\|\^~\\&\|APPLIANCE\|CLINIC\|RIS\|HOSP\|\d{14}\|\|ACK\^O01\^ACK\|\w+\|P\|2\.3\.1", msh)
     assert msa == "MSA|AA|MSG0001"
     assert ack.endswith("\r") and ack.count("\r") == 2
-    [answer] = findscu_mwl(hl7_node, tmp_path, SAET_MR1,
-                           "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20260905")
+    [answer] = findscu_mwl(
+        hl7_node, tmp_path, SAET_MR1, "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20260905"
+    )
     step = sps(answer)
-    assert (answer.AccessionNumber, answer.RequestedProcedureID, answer.StudyInstanceUID) == ("ACC-1", "RP-1",
-                                                                                               "1.2.3.4")
-    assert (step.ScheduledProcedureStepID, step.ScheduledProcedureStepStartDate,
-            step.ScheduledProcedureStepStartTime) == ("SPS-1", "20260905", "110000")
+    assert (answer.AccessionNumber, answer.RequestedProcedureID, answer.StudyInstanceUID) == (
+        "ACC-1",
+        "RP-1",
+        "1.2.3.4",
+    )
+    assert (
+        step.ScheduledProcedureStepID,
+        step.ScheduledProcedureStepStartDate,
+        step.ScheduledProcedureStepStartTime,
+    ) == ("SPS-1", "20260905", "110000")
     assert (step.Modality, step.ScheduledProcedureStepDescription) == ("MR", "MRI head")
     assert answer.RequestedProcedurePriority == "ROUTINE"
     assert step.ScheduledProcedureStepStatus == "SCHEDULED"
@@ -88,13 +95,15 @@ def test_case4_update_drops_a_step(hl7_factory, tmp_path: Path, policy: str, exp
 
 
 @pytest.mark.parametrize(("control", "status"), [("CA", "CANCELED"), ("DC", "DISCONTINUED")])
-def test_case5_cancel_and_discontinue(hl7_node: HL7Node, client: MLLPClient, tmp_path: Path, control: str,
-                                      status: str) -> None:
+def test_case5_cancel_and_discontinue(
+    hl7_node: HL7Node, client: MLLPClient, tmp_path: Path, control: str, status: str
+) -> None:
     assert segments(client.request(orm()))["MSA"] == "MSA|AA|MSG0001"
     assert segments(client.request(orm(control, "CA", "MSG0005")))["MSA"] == "MSA|AA|MSG0005"
     assert findscu_mwl(hl7_node, tmp_path, SAET_MR1) == []
-    [answer] = findscu_mwl(hl7_node, tmp_path, SAET_MR1,
-                           f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus={status}")
+    [answer] = findscu_mwl(
+        hl7_node, tmp_path, SAET_MR1, f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus={status}"
+    )
     assert sps(answer).ScheduledProcedureStepStatus == status
     assert [r.status for r in hl7_node.app.worklist.items()] == [status]
 
@@ -161,8 +170,9 @@ def test_case8_latin1_without_msh18(hl7_node: HL7Node, client: MLLPClient, tmp_p
 def test_case8_utf8_and_cyrillic(hl7_node: HL7Node, client: MLLPClient, tmp_path: Path) -> None:
     utf8 = orm(name="Müller^Hans", charset="UNICODE UTF-8").encode("utf-8")
     assert segments(client.request(utf8, "utf-8"))["MSA"] == "MSA|AA|MSG0001"
-    cyrillic = orm(name="Иванов^Пётр", charset="8859/5", msg_id="M2", pid="CYR1", zds="1.2.3.9", sps_id="SPS-9",
-                   accession="ACC-9")
+    cyrillic = orm(
+        name="Иванов^Пётр", charset="8859/5", msg_id="M2", pid="CYR1", zds="1.2.3.9", sps_id="SPS-9", accession="ACC-9"
+    )
     ack = client.request(cyrillic.encode("iso8859-5"), "iso8859-5")
     assert segments(ack)["MSA"] == "MSA|AA|M2"
     assert "|8859/5" in ack.split("\r")[0]  # the ACK says which character set it is in
@@ -184,11 +194,11 @@ def test_case8_undecodable_bytes_get_an_ae(hl7_node: HL7Node, client: MLLPClient
 
 
 def test_case9_escapes(hl7_node: HL7Node, client: MLLPClient, tmp_path: Path) -> None:
-    msg = orm(name="O\\E\\Brien^Pat", obr4="CTHEAD^CT Head \\T\\ Neck^L", modality="CT",
-              obr13="Asthma\\.br\\Diabetes")
+    msg = orm(name="O\\E\\Brien^Pat", obr4="CTHEAD^CT Head \\T\\ Neck^L", modality="CT", obr13="Asthma\\.br\\Diabetes")
     assert segments(client.request(msg))["MSA"] == "MSA|AA|MSG0001"
-    [answer] = findscu_mwl(hl7_node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT1",
-                           "MedicalAlerts")
+    [answer] = findscu_mwl(
+        hl7_node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT1", "MedicalAlerts"
+    )
     assert sps(answer).ScheduledProcedureStepDescription == "CT Head & Neck"
     assert answer.MedicalAlerts == "Asthma Diabetes"
     # "\" separates DICOM values: PN cannot hold it, so it becomes a space.
@@ -209,8 +219,7 @@ def test_case11_demographics(hl7_node: HL7Node, client: MLLPClient, tmp_path: Pa
     assert segments(client.request(msg))["MSA"] == "MSA|AA|MSG0001"
     msg = orm(msg_id="M2", pid="U1", zds="1.2.3.11", sps_id="S11", accession="A11", pid_extra="19800101|U")
     assert segments(client.request(msg))["MSA"] == "MSA|AA|M2"
-    answers = {a.PatientID: a for a in findscu_mwl(hl7_node, tmp_path, SAET_MR1, "PregnancyStatus",
-                                                   "PatientWeight")}
+    answers = {a.PatientID: a for a in findscu_mwl(hl7_node, tmp_path, SAET_MR1, "PregnancyStatus", "PatientWeight")}
     first = answers["4MR1"]
     assert (first.PatientBirthDate, first.PatientSex, first.PregnancyStatus) == ("19700101", "O", 3)
     assert float(first.PatientWeight) == 62
@@ -223,7 +232,9 @@ def test_case12_priority_and_time(hl7_node: HL7Node, client: MLLPClient, tmp_pat
     assert segments(client.request(orm(orc7="^^^202609051130+0200^^S")))["MSA"] == "MSA|AA|MSG0001"
     [answer] = findscu_mwl(hl7_node, tmp_path, SAET_MR1)
     assert (sps(answer).ScheduledProcedureStepStartDate, sps(answer).ScheduledProcedureStepStartTime) == (
-        "20260905", "113000")
+        "20260905",
+        "113000",
+    )
     assert answer.RequestedProcedurePriority == "STAT"
     assert segments(client.request(omi(tq1_9="A")))["MSA"] == "MSA|AA|MSG0002"
     [high, _] = findscu_mwl(hl7_node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=MR1AE")
@@ -248,14 +259,20 @@ def test_case14_patient_update_and_merge(hl7_node: HL7Node, client: MLLPClient, 
     assert segments(client.request(orm()))["MSA"] == "MSA|AA|MSG0001"
     second = orm(msg_id="M2", zds="1.2.3.14", sps_id="SPS-14", accession="ACC-14")
     assert segments(client.request(second))["MSA"] == "MSA|AA|M2"
-    a08 = er7("MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905130000||ADT^A08|MSG0008|P|2.3.1",
-              "PID|||4MR1^^^HOSP^MR||Renamed^Anna||19700101|F", "PV1||O")
+    a08 = er7(
+        "MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905130000||ADT^A08|MSG0008|P|2.3.1",
+        "PID|||4MR1^^^HOSP^MR||Renamed^Anna||19700101|F",
+        "PV1||O",
+    )
     ack = client.request(a08)
     assert "|ACK^A08^ACK|" in ack and segments(ack)["MSA"] == "MSA|AA|MSG0008"
     answers = findscu_mwl(hl7_node, tmp_path, "PatientID=4MR1")
     assert [a.PatientName for a in answers] == ["Renamed^Anna", "Renamed^Anna"]
-    a40 = er7("MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905140000||ADT^A40^ADT_A39|MSG0040|P|2.5",
-              "PID|||NEW1^^^HOSP^MR||Renamed^Anna||19700101|F", "MRG|4MR1^^^HOSP^MR")
+    a40 = er7(
+        "MSH|^~\\&|HIS|HOSP|PACS|HOSP|20260905140000||ADT^A40^ADT_A39|MSG0040|P|2.5",
+        "PID|||NEW1^^^HOSP^MR||Renamed^Anna||19700101|F",
+        "MRG|4MR1^^^HOSP^MR",
+    )
     assert segments(client.request(a40))["MSA"] == "MSA|AA|MSG0040"
     assert findscu_mwl(hl7_node, tmp_path, "PatientID=4MR1") == []
     assert len(findscu_mwl(hl7_node, tmp_path, "PatientID=NEW1")) == 2
@@ -322,8 +339,10 @@ def test_log_keeps_messages_and_acks(hl7_node: HL7Node, client: MLLPClient) -> N
     client.request(orm())
     client.request(orm("HD", "HD", "MSG0002"))
     log = hl7_node.app.hl7_log.recent()
-    assert [(m.control_id, m.ack_code, m.message_type) for m in log] == [("MSG0002", "AE", "ORM^O01"),
-                                                                         ("MSG0001", "AA", "ORM^O01")]
+    assert [(m.control_id, m.ack_code, m.message_type) for m in log] == [
+        ("MSG0002", "AE", "ORM^O01"),
+        ("MSG0001", "AA", "ORM^O01"),
+    ]
     assert log[1].message.startswith(b"MSH|^~\\&|RIS|")
     assert "MSA|AA|MSG0001" in log[1].ack
     assert "Invalid order control" in log[0].error

@@ -15,7 +15,7 @@ from conftest import HOST, free_port, wait_until
 def _serve(tmp_path: Path, hl7_port: int) -> subprocess.Popen[str]:
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(f"""[appliance]
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 [dicom]
 bind = "{HOST}"
 port = {free_port()}
@@ -27,8 +27,12 @@ station_aets = {{ MR = "MR1" }}
 [web]
 port = 0
 """)
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _connects(port: int) -> bool:

@@ -92,9 +92,7 @@ def test_robot_images_have_the_pixel_size_of_their_dpi(
     dpi: int, tmp_path: Path, make_fields: Callable[..., DiscLabelFields]
 ) -> None:
     layout = LabelLayout.from_options({"primera_dpi": dpi, "epson_dpi": 150})
-    formats = [LabelFormat.PRIMERA_JPG, LabelFormat.EPSON_JPG] + (
-        [LabelFormat.PRIMERA_BMP] if dpi == 300 else []
-    )
+    formats = [LabelFormat.PRIMERA_JPG, LabelFormat.EPSON_JPG] + ([LabelFormat.PRIMERA_BMP] if dpi == 300 else [])
     rendered = render_disc_label(make_fields(), layout, tmp_path, formats)
     side = round(120 / 25.4 * dpi)
     with Image.open(tmp_path / "label-primera.jpg") as jpg:
@@ -135,8 +133,7 @@ def _overlong(make_fields: Callable[..., DiscLabelFields]) -> DiscLabelFields:
         institution="The Extraordinarily Long Named Regional University Hospital and Research Centre " * 2,
         department="Department of Diagnostic and Interventional Radiology and Nuclear Medicine",
         studies=tuple(
-            LabelStudy(f"2024050{i}", "Very long study description " * 6, ("CT", "MR", "PT", "SR"))
-            for i in range(1, 7)
+            LabelStudy(f"2024050{i}", "Very long study description " * 6, ("CT", "MR", "PT", "SR")) for i in range(1, 7)
         ),
         disc_number=12,
         disc_count=13,
@@ -245,9 +242,7 @@ def test_without_a_cjk_font_the_latin_name_remains(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        rendered = render_disc_label(
-            make_fields(patient_name="Yamada^Tarou=山田^太郎"), LabelLayout(), tmp_path
-        )
+        rendered = render_disc_label(make_fields(patient_name="Yamada^Tarou=山田^太郎"), LabelLayout(), tmp_path)
     assert "no font with Chinese/Japanese/Korean glyphs found" in caplog.text
     assert any("山田 太郎" in warning and "fonts-wqy-zenhei" in warning for warning in rendered.warnings)
     text = _squash(pdf_text(tmp_path / "label.pdf"))

@@ -134,9 +134,7 @@ def test_bad_values_are_named(tmp_path: Path, options: dict[str, object], messag
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(LabelConfigError) as raised:
-        LabelLayout.from_options(
-            {"jpeg_quality": 101, "logo": "notes.txt", "colour": "red"}, base_dir=tmp_path
-        )
+        LabelLayout.from_options({"jpeg_quality": 101, "logo": "notes.txt", "colour": "red"}, base_dir=tmp_path)
     lines = str(raised.value).splitlines()
     assert lines[0] == "invalid [labels] options:"
     assert len(lines) == 4

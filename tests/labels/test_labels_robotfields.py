@@ -99,9 +99,7 @@ def test_epson_name_falls_back_to_a_group_the_code_page_can_hold(
         "Epson field patientName: 'YAMADA Tarou (山田 太郎)' does not fit cp1252; wrote 'YAMADA Tarou'",
     )
 
-    data, _ = epson_field_file(
-        make_fields(patient_name="Yamada^Tarou=山田^太郎"), LabelLayout(epson_encoding="cp932")
-    )
+    data, _ = epson_field_file(make_fields(patient_name="Yamada^Tarou=山田^太郎"), LabelLayout(epson_encoding="cp932"))
     assert "patientName=YAMADA Tarou (山田 太郎)\r\n".encode("cp932") in data
 
 

@@ -75,9 +75,7 @@ def test_receipt_is_80mm_wide_and_as_long_as_its_content(
     assert decode_qr(image) == [LINK]
 
 
-def test_cjk_name_and_site_settings(
-    has_cjk_font: None, tmp_path: Path, pdf_text: Callable[[Path], str]
-) -> None:
+def test_cjk_name_and_site_settings(has_cjk_font: None, tmp_path: Path, pdf_text: Callable[[Path], str]) -> None:
     Image.new("RGB", (120, 40), "teal").save(tmp_path / "logo.png")
     layout = LabelLayout.from_options(
         {"logo": "logo.png", "date_format": "%d.%m.%Y", "name_style": "given_family"}, base_dir=tmp_path

@@ -33,9 +33,7 @@ def test_a_data_job_goes_through_every_state_and_uses_discs_and_ink(epson, make_
     progress = wait(record)
     assert sim.renames(ticket) == ["RJD", "INP", "DON"]
     assert seen[-1] == JobState.DONE and progress.copies_done == 2
-    assert seen == sorted(
-        seen, key=[JobState.PENDING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE].index
-    )
+    assert seen == sorted(seen, key=[JobState.PENDING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE].index)
     after = robot.status()
     assert after.online and after.state == RobotState.IDLE
     assert after.media["stacker 1 (CD)"] == before.media["stacker 1 (CD)"] - 4  # 2 of 50 discs = 4 %
@@ -116,9 +114,7 @@ def test_a_failing_fault_fails_the_job_with_a_readable_reason(
         ("JOB_ID=BAD1\r\nCOPIES=1\r\nDISC_TYPE=CD\r\nIMAGE={iso}\r\nLABEL={jpg}\r\n", "JDF1500"),
     ],
 )
-def test_the_simulator_rejects_a_malformed_job_file_like_td_bridge(
-    epson, disc, run_to_end, body, code
-) -> None:
+def test_the_simulator_rejects_a_malformed_job_file_like_td_bridge(epson, disc, run_to_end, body, code) -> None:
     robot, sim = epson
     text = body.format(iso=disc["iso"], jpg=disc["jpg"], missing=disc["root"] / "gone.iso")
     atomic_write(disc["hot"], "BAD1.JDF", text.encode())
@@ -181,9 +177,7 @@ def test_a_job_withdrawn_while_the_bridge_is_down_never_runs(rig, make_request, 
     assert sim.renames(ticket) == []
 
 
-def test_faults_through_the_control_file_from_another_process(
-    epson, disc, make_request, wait, run_to_end
-) -> None:
+def test_faults_through_the_control_file_from_another_process(epson, disc, make_request, wait, run_to_end) -> None:
     robot, _ = epson
     code = (
         "import sys; from pathlib import Path; from robots.simulator import send_control; "

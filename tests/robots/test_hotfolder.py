@@ -27,14 +27,10 @@ def test_job_files_match_the_base_exactly_and_the_extension_in_any_case(tmp_path
     assert sorted(job_files(tmp_path, "J1")) == ["DAT", "INP"]
 
 
-@pytest.mark.parametrize(
-    "partial", [b"", b"[TDB_INFO]\r\nVER", b"\x00\x00\x00\x00", b"[ACTIVE_JOB]\r\nJOB1=J1\r\n"]
-)
+@pytest.mark.parametrize("partial", [b"", b"[TDB_INFO]\r\nVER", b"\x00\x00\x00\x00", b"[ACTIVE_JOB]\r\nJOB1=J1\r\n"])
 def test_a_partial_status_read_is_retried(partial: bytes) -> None:
     reads = [partial, partial, STF]
-    ini = read_ini(
-        Path("TDBStatus.txt"), required=("TDB_INFO", "ACTIVE_JOB"), delay=0, reader=lambda _: reads.pop(0)
-    )
+    ini = read_ini(Path("TDBStatus.txt"), required=("TDB_INFO", "ACTIVE_JOB"), delay=0, reader=lambda _: reads.pop(0))
     assert ini is not None and ini["J1"] == {"STATUS": "2"} and reads == []
 
 
@@ -123,8 +119,10 @@ def test_running_state_never_goes_back(tmp_path) -> None:
     from robots.registry import create_robot
 
     robot = create_robot("epson", {"hotfolder": str(tmp_path)})
-    seen = [robot._forward_only("T1", JobProgress(state, "x")).state  # type: ignore[attr-defined]
-            for state in (JobState.PENDING, JobState.BURNING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE)]
+    seen = [
+        robot._forward_only("T1", JobProgress(state, "x")).state  # type: ignore[attr-defined]
+        for state in (JobState.PENDING, JobState.BURNING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE)
+    ]
     assert seen == [JobState.PENDING, JobState.BURNING, JobState.BURNING, JobState.BURNING, JobState.DONE]
     # A new job with the same ticket after a final state starts afresh.
     assert robot._forward_only("T1", JobProgress(JobState.ACCEPTED, "x")).state == JobState.ACCEPTED  # type: ignore[attr-defined]

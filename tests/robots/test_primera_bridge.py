@@ -29,9 +29,7 @@ def test_a_data_job_goes_through_every_state(primera, make_request, wait) -> Non
     done = wait(record)
     assert sim.renames(ticket) == ["QRJ", "INP", "DON"]
     assert (done.state, done.copies_done, done.reason) == (JobState.DONE, 2, "2 disc(s) published")
-    assert seen == sorted(
-        seen, key=[JobState.PENDING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE].index
-    )
+    assert seen == sorted(seen, key=[JobState.PENDING, JobState.ACCEPTED, JobState.BURNING, JobState.DONE].index)
     after = wait(lambda: (s := robot.status()).media["left bin"] < before.media["left bin"] and s)
     assert after.media == {"left bin": before.media["left bin"] - 2} and after.media_unit == "discs"
     assert after.ink["colour"] == before.ink["colour"] - 2
@@ -95,9 +93,7 @@ def test_a_job_error_fails_the_job(primera, make_request, run_to_end, fault, cod
         ("JobID = BAD1\r\nImageFile = {iso}, Session2\r\nData = {dicomdir}, Session2\r\n", 8),
     ],
 )
-def test_the_simulator_rejects_a_malformed_job_file_like_ptburn(
-    primera, disc, run_to_end, body, number
-) -> None:
+def test_the_simulator_rejects_a_malformed_job_file_like_ptburn(primera, disc, run_to_end, body, number) -> None:
     robot, sim = primera
     text = body.format(
         iso=disc["iso"],

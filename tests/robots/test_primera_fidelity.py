@@ -18,9 +18,7 @@ NAMES = {"name": "山田^太郎", "ru": "Иванов^Иван", "el": "Παπα
 
 
 def test_the_unicode_build_gets_utf16le_with_a_bom_and_every_name_intact() -> None:
-    robot = create_robot(
-        "primera", {"hotfolder": "/hot", "encoding": "utf-16", "label_template": "C:\\Labels\\p.std"}
-    )
+    robot = create_robot("primera", {"hotfolder": "/hot", "encoding": "utf-16", "label_template": "C:\\Labels\\p.std"})
     req = BurnRequest("J1", 1, "CD", "x", image_path=Path("/d.iso"), label=LabelFiles(fields=NAMES))
     data = robot.render(req)["J1.JRQ"]
     expected = (

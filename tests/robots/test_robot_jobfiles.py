@@ -89,9 +89,7 @@ def test_epson_merge_values_are_transliterated_to_the_ansi_code_page() -> None:
 
 
 def test_epson_without_template_prints_nothing_unless_image_labels_is_on() -> None:
-    req = BurnRequest(
-        "J4", 1, "CD", "x", image_path=Path("/d.iso"), label=LabelFiles(jpg=Path("/l/label.jpg"))
-    )
+    req = BurnRequest("J4", 1, "CD", "x", image_path=Path("/d.iso"), label=LabelFiles(jpg=Path("/l/label.jpg")))
     plain = create_robot("epson", {"hotfolder": "/hot"}).render(req)["J4.JDF"]
     assert b"LABEL=" not in plain
     images = create_robot("epson", {"hotfolder": "/hot", "image_labels": True}).render(req)["J4.JDF"]
@@ -107,9 +105,7 @@ def test_primera_image_job_with_our_rendered_label() -> None:
             "bridge_root": "\\\\PC\\PTBurnJobs\\discs",
         },
     )
-    req = BurnRequest(
-        "J3", 3, "CD", "x", image_path=ROOT / "J3/disc.iso", label=LabelFiles(jpg=ROOT / "J3/l.jpg")
-    )
+    req = BurnRequest("J3", 3, "CD", "x", image_path=ROOT / "J3/disc.iso", label=LabelFiles(jpg=ROOT / "J3/l.jpg"))
     assert robot.render(req) == {
         "J3.JRQ": (
             b"JobID = J3\r\n"
@@ -218,9 +214,7 @@ def test_a_template_given_as_a_windows_path_is_taken_as_the_bridge_pcs_own() -> 
             "label_template": "C:\\Labels\\patient.tdd",
         },
     )
-    req = BurnRequest(
-        "J9", 1, "CD", "x", image_path=ROOT / "J9/disc.iso", label=LabelFiles(fields={"n": "v"})
-    )
+    req = BurnRequest("J9", 1, "CD", "x", image_path=ROOT / "J9/disc.iso", label=LabelFiles(fields={"n": "v"}))
     assert robot.render(req)["J9.JDF"].endswith(
         b"LABEL=C:\\Labels\\patient.tdd\r\nREPLACE_FIELD=D:\\discs\\epson\\J9.DAT\r\n"
     )

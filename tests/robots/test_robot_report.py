@@ -16,10 +16,7 @@ def test_report_shows_bridges_levels_and_usb(rig, disc, wait) -> None:
     assert lines[0] == "Robots:"
     assert lines[1] == f"  epson: Epson (TD Bridge), hot folder {disc['hot']}"
     assert lines[2] == "    bridge: online (TD Bridge 9.9.0.0 (simulator)), idle: idle"
-    assert (
-        lines[3]
-        == "    ink: cyan 100%, magenta 100%, yellow 100%, light cyan 100%, light magenta 100%, black 100%"
-    )
+    assert lines[3] == "    ink: cyan 100%, magenta 100%, yellow 100%, light cyan 100%, light magenta 100%, black 100%"
     assert lines[4] == "    media: stacker 1 (CD) 100%, stacker 2 (DVD) 100%"
     assert "    media: left bin 50 discs" in lines
     assert lines[-2:] == ["USB devices:", '  04b8:0402 Seiko Epson Corp. "EPSON PP-100II" [disc publisher]']

@@ -100,8 +100,10 @@ def test_primera_and_robot_product_ids_come_from_the_site(monkeypatch: pytest.Mo
     scan = detect.detect_usb({site_vid: "Primera"}, usb_ids=usb_ids)
     assert [d.verdict for d in scan.devices] == ["unknown Primera device", "disc publisher"]
     known = detect.detect_usb({site_vid: "Primera"}, {(site_vid, 0x0011): "Disc Publisher SE"}, usb_ids=usb_ids)
-    assert known.devices[0].describe() == "fff0:0011 Primera (usb.ids: Disc Publisher SE) (bus 1 address 3) " \
+    assert (
+        known.devices[0].describe() == "fff0:0011 Primera (usb.ids: Disc Publisher SE) (bus 1 address 3) "
         "[disc publisher]"
+    )
 
 
 def test_load_usb_ids_reads_vendors_and_products_only(usb_ids: Path) -> None:

@@ -81,17 +81,13 @@ def make_cert(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName(name)]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName(name)]), critical=False)
         .sign(signer, hashes.SHA256())
     )
     files = CertFiles(directory / f"{name}.crt", directory / f"{name}.key")
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.key.chmod(0o600)
     return files
@@ -175,9 +171,7 @@ def tls_server() -> Iterator[Callable[..., LoopbackTLSServer]]:
         server.server_close()
 
 
-def roundtrip(
-    ctx: ssl.SSLContext, port: int, server_hostname: str = "localhost", timeout: float = 5.0
-) -> str:
+def roundtrip(ctx: ssl.SSLContext, port: int, server_hostname: str = "localhost", timeout: float = 5.0) -> str:
     """Connect, handshake, send b"ping" and expect it back; return the negotiated TLS version.
 
     Raises OSError (ssl.SSLError, ConnectionError, TimeoutError) when the server refuses. With TLS 1.3 a

@@ -338,9 +338,7 @@ def test_expiry_warnings(pki: Paths, expired_server: Any, tmp_path: Path) -> Non
     assert found[1].days_left is None and not found[1].expired
 
 
-def test_expiry_warnings_checks_every_certificate_of_a_bundle(
-    pki: Paths, expired_server: Any, tmp_path: Path
-) -> None:
+def test_expiry_warnings_checks_every_certificate_of_a_bundle(pki: Paths, expired_server: Any, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pki.ca_cert.read_bytes() + expired_server.cert.read_bytes())
     found = expiry_warnings([bundle])
@@ -349,8 +347,6 @@ def test_expiry_warnings_checks_every_certificate_of_a_bundle(
 
 def test_hand_made_self_signed_certificate_is_described(tmp_path: Path, make_cert: Any) -> None:
     now = dt.datetime.now(dt.UTC)
-    files = make_cert(
-        tmp_path, "selfie", issuer_paths=None, not_before=now, not_after=now + dt.timedelta(days=1)
-    )
+    files = make_cert(tmp_path, "selfie", issuer_paths=None, not_before=now, not_after=now + dt.timedelta(days=1))
     info = describe(files.cert, files.key)
     assert info.self_signed and info.key_matches and info.extended_key_usage == ("serverAuth",)

@@ -143,18 +143,14 @@ def test_certificate_expired(expired_server: Any) -> None:
 
 def test_certificate_not_yet_valid(pki: Paths, tmp_path: Path, make_cert: Any) -> None:
     start = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    future = make_cert(
-        tmp_path, "future", issuer_paths=pki, not_before=start, not_after=start + dt.timedelta(days=30)
-    )
+    future = make_cert(tmp_path, "future", issuer_paths=pki, not_before=start, not_after=start + dt.timedelta(days=30))
     with pytest.raises(CertificateNotYetValidError, match=f"Certificate not valid before {start.date()}"):
         server_context(future.cert, future.key)
 
 
 def test_weak_key_refused_by_policy(pki: Paths, tmp_path: Path, make_cert: Any) -> None:
     now = dt.datetime.now(dt.UTC)
-    weak = make_cert(
-        tmp_path, "weak", issuer_paths=pki, not_before=now, not_after=now + dt.timedelta(9), key_size=1024
-    )
+    weak = make_cert(tmp_path, "weak", issuer_paths=pki, not_before=now, not_after=now + dt.timedelta(9), key_size=1024)
     with pytest.raises(IncorrectCertificateError, match="refused by the TLS policy"):
         server_context(weak.cert, weak.key)
 
@@ -174,9 +170,7 @@ def test_client_key_without_certificate(pki: Paths) -> None:
 
 
 @pytest.mark.parametrize("policy", ["refuse", "warn", "ignore"])
-def test_key_permission_policy(
-    pki: Paths, tmp_path: Path, policy: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_key_permission_policy(pki: Paths, tmp_path: Path, policy: Any, caplog: pytest.LogCaptureFixture) -> None:
     key = tmp_path / "server.key"
     key.write_bytes(pki.server_key.read_bytes())
     key.chmod(0o644)

@@ -44,9 +44,7 @@ def _echoscu(port: int, pki: Paths, *extra: str) -> subprocess.CompletedProcess[
     )  # fmt: skip
 
 
-def test_dcmtk_default_profile_handshakes_with_client_certificate(
-    pki: Paths, tls_server: Callable[..., Any]
-) -> None:
+def test_dcmtk_default_profile_handshakes_with_client_certificate(pki: Paths, tls_server: Callable[..., Any]) -> None:
     """DCMTK's default Non-Downgrading BCP 195 profile, mutual TLS."""
     server = tls_server(server_context(pki.server_cert, pki.server_key, pki.ca_cert, verify_peer=True))
     _echoscu(server.port, pki)

@@ -176,9 +176,7 @@ def test_tls12_suite_without_forward_secrecy_refused(
     assert "none of the allowed suites" in str(server.failures.get(timeout=5))
 
 
-def test_ec_certificates_work(
-    tmp_path: Path, tls_server: Callable[..., Any], roundtrip: Callable[..., str]
-) -> None:
+def test_ec_certificates_work(tmp_path: Path, tls_server: Callable[..., Any], roundtrip: Callable[..., str]) -> None:
     paths = init_pki(tmp_path, ["localhost"], ["127.0.0.1"], key_type="ec")
     server = tls_server(server_context(paths.server_cert, paths.server_key, paths.ca_cert, verify_peer=True))
     client = client_context(paths.client_cert, paths.client_key, paths.ca_cert)

@@ -33,7 +33,7 @@ _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def phantom(rows: int, columns: int, number: int) -> np.ndarray:
     """A synthetic CT-like slice in HU (air, a body ellipse, two "lungs", a "spine"), varying with ``number``."""
-    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : columns * 1j]
     image = np.full((rows, columns), -1000.0)
     image[(x / 0.85) ** 2 + (y / 0.65) ** 2 < 1] = 40.0
     r = 0.22 + 0.03 * np.sin(number)
@@ -57,18 +57,29 @@ def store(app: Appliance, instances: list[dicomdata.Instance], realistic: bool =
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = True, False
         write_dataset(fp, ds)
-        app.store(fp.getvalue(), ExplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID, "MODALITY",
-                  app.config.dicom.ae_title, "test")
+        app.store(
+            fp.getvalue(),
+            ExplicitVRLittleEndian,
+            ds.SOPClassUID,
+            ds.SOPInstanceUID,
+            "MODALITY",
+            app.config.dicom.ae_title,
+            "test",
+        )
 
 
 def web_config(data_dir: Path, **web: Any) -> Config:
     """A configuration for web tests; ``web`` overrides [web] keys."""
     table: dict[str, Any] = {"bind": HOST, "port": free_port(), "rate_limit": 5, "rate_window": 60}
     table.update(web)
-    return parse_config({"appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital",
-                                       "log_level": "INFO"},
-                         "dicom": {"bind": HOST, "port": 0, "tls_port": 0, "free_space_limit_mb": 1},
-                         "hl7": {"port": 0, "station_aets": {"CT": "CT1", "MR": "MR1"}}, "web": table})
+    return parse_config(
+        {
+            "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital", "log_level": "INFO"},
+            "dicom": {"bind": HOST, "port": 0, "tls_port": 0, "free_space_limit_mb": 1},
+            "hl7": {"port": 0, "station_aets": {"CT": "CT1", "MR": "MR1"}},
+            "web": table,
+        }
+    )
 
 
 def csrf_of(text: str) -> str:
@@ -96,8 +107,10 @@ class WebEnv:
 
     def login(self, client: Any, who: tuple[str, str] = ADMIN) -> Any:
         page = client.get("/staff/login")
-        response = client.post("/staff/login", data={"name": who[0], "password": who[1],
-                                                     "csrf_token": csrf_of(page.get_data(as_text=True))})
+        response = client.post(
+            "/staff/login",
+            data={"name": who[0], "password": who[1], "csrf_token": csrf_of(page.get_data(as_text=True))},
+        )
         assert response.status_code == 302, response.get_data(as_text=True)
         return response
 
@@ -122,12 +135,29 @@ def make_env(tmp_path: Path, **web: Any) -> WebEnv:
     recent = today.strftime("%Y%m%d")
     old = (today - dt.timedelta(days=400)).strftime("%Y%m%d")
     env = WebEnv(cfg, app, site, flask)
-    ct = dicomdata.study("PID100", "SMITH^ANNA", ("CT", "CT"), 3, study_date=recent, accession="ACC-CT",
-                         study_description="CT THORAX", rows=96, columns=96)
-    mr = dicomdata.study("PID200", "JONES^BOB", ("MR",), 2, study_date=recent, accession="ACC-MR",
-                         study_description="MR KNEE")
-    expired = dicomdata.study("PID300", "OLD^OSCAR", ("CR",) if "CR" in dicomdata.SOP_CLASSES else ("OT",), 1,
-                              study_date=old, accession="ACC-OLD", study_description="CHEST XRAY")
+    ct = dicomdata.study(
+        "PID100",
+        "SMITH^ANNA",
+        ("CT", "CT"),
+        3,
+        study_date=recent,
+        accession="ACC-CT",
+        study_description="CT THORAX",
+        rows=96,
+        columns=96,
+    )
+    mr = dicomdata.study(
+        "PID200", "JONES^BOB", ("MR",), 2, study_date=recent, accession="ACC-MR", study_description="MR KNEE"
+    )
+    expired = dicomdata.study(
+        "PID300",
+        "OLD^OSCAR",
+        ("CR",) if "CR" in dicomdata.SOP_CLASSES else ("OT",),
+        1,
+        study_date=old,
+        accession="ACC-OLD",
+        study_description="CHEST XRAY",
+    )
     store(app, ct, realistic=True)
     store(app, mr + expired)
     env.studies = {"ct": ct[0].study_uid, "mr": mr[0].study_uid, "expired": expired[0].study_uid}
@@ -188,8 +218,16 @@ def store_fixture() -> Any:
     return store
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass

@@ -41,8 +41,12 @@ def test_openapi_describes_every_route(api: tuple[Any, str, str, str]) -> None:
     status, ctype, spec = curl(base + "/openapi.json")
     assert status == 200 and ctype.startswith("application/json")
     assert spec["openapi"].startswith("3.1") and spec["paths"]
-    rules = {(r.rule, m) for r in served.env.flask.url_map.iter_rules() if r.rule.startswith("/api/v1")
-             for m in r.methods - {"HEAD", "OPTIONS"}}
+    rules = {
+        (r.rule, m)
+        for r in served.env.flask.url_map.iter_rules()
+        if r.rule.startswith("/api/v1")
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
     documented = set()
     for path, ops in spec["paths"].items():
         for method in ops:
@@ -137,8 +141,9 @@ def test_jobs_and_robots(api: tuple[Any, str, str, str]) -> None:
     assert status == 400 and "copies" in bad["detail"]
     status, _, bad = curl(base + "/jobs", "-X", "POST", "-H", "Content-Type: text/plain", "--data", "x", key=desk)
     assert status == 415
-    status, _, bad = curl(base + "/jobs", "-X", "POST", "-H", "Content-Type: application/json", "--data", "{oops",
-                          key=desk)
+    status, _, bad = curl(
+        base + "/jobs", "-X", "POST", "-H", "Content-Type: application/json", "--data", "{oops", key=desk
+    )
     assert status == 400 and "JSON object" in bad["detail"]
     assert names and served.env.site.discs.job_rows() == []  # the refused requests made no job
     status, _, job = curl(base + "/jobs", key=desk, data={"study_uid": ct, "copies": 2})
@@ -153,11 +158,21 @@ def test_jobs_and_robots(api: tuple[Any, str, str, str]) -> None:
 
 def test_worklist(api: tuple[Any, str, str, str]) -> None:
     _served, base, admin, desk = api
-    item = {"PatientID": "WL1", "PatientName": "WORK^LIST", "AccessionNumber": "A-77",
-            "RequestedProcedureDescription": "CT HEAD",
-            "steps": [{"Modality": "CT", "ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate":
-                       "20300101", "ScheduledProcedureStepStartTime": "0900",
-                       "ScheduledProcedureStepDescription": "HEAD"}]}
+    item = {
+        "PatientID": "WL1",
+        "PatientName": "WORK^LIST",
+        "AccessionNumber": "A-77",
+        "RequestedProcedureDescription": "CT HEAD",
+        "steps": [
+            {
+                "Modality": "CT",
+                "ScheduledStationAETitle": "CT1",
+                "ScheduledProcedureStepStartDate": "20300101",
+                "ScheduledProcedureStepStartTime": "0900",
+                "ScheduledProcedureStepDescription": "HEAD",
+            }
+        ],
+    }
     status, _, created = curl(base + "/worklist", key=desk, data=item)
     assert status == 201, created
     study_uid = created["created"][0]["study_uid"]
@@ -166,8 +181,11 @@ def test_worklist(api: tuple[Any, str, str, str]) -> None:
     step_id = listed["items"][0]["steps"][0]["id"]
     status, _, reset = curl(f"{base}/worklist/steps/{step_id}/reset", "-X", "POST", key=desk)
     assert status == 200 and reset["reset_steps"] in (0, 1)
-    incomplete = {**{k: v for k, v in item.items() if k != "PatientName"}, "PatientID": "WL2",
-                  "AccessionNumber": "A-78"}
+    incomplete = {
+        **{k: v for k, v in item.items() if k != "PatientName"},
+        "PatientID": "WL2",
+        "AccessionNumber": "A-78",
+    }
     incomplete["steps"] = [*item["steps"], {"Modality": "MR"}]
     status, _, bad = curl(base + "/worklist", key=desk, data=incomplete)
     assert status == 400 and "PatientName" in bad["detail"], bad
@@ -190,15 +208,33 @@ def test_nodes(api: tuple[Any, str, str, str]) -> None:
 def test_staff_session_needs_csrf_to_change(api: tuple[Any, str, str, str], tmp_path: Any) -> None:
     served, base, _, _ = api
     jar = str(tmp_path / "cookies")
-    page = subprocess.run(["curl", "-s", "-c", jar, served.url + "/staff/login"], capture_output=True, text=True,
-                          check=True).stdout
+    page = subprocess.run(
+        ["curl", "-s", "-c", jar, served.url + "/staff/login"], capture_output=True, text=True, check=True
+    ).stdout
     csrf = served.env.csrf_of(page)
-    subprocess.run(["curl", "-s", "-b", jar, "-c", jar, "--data-urlencode", f"name={DESK[0]}", "--data-urlencode",
-                    f"password={DESK[1]}", "--data-urlencode", f"csrf_token={csrf}", served.url + "/staff/login"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-b",
+            jar,
+            "-c",
+            jar,
+            "--data-urlencode",
+            f"name={DESK[0]}",
+            "--data-urlencode",
+            f"password={DESK[1]}",
+            "--data-urlencode",
+            f"csrf_token={csrf}",
+            served.url + "/staff/login",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ct = served.env.studies["ct"]
-    staff_page = subprocess.run(["curl", "-s", "-b", jar, "-c", jar, served.url + "/staff/studies"],
-                                capture_output=True, text=True, check=True).stdout
+    staff_page = subprocess.run(
+        ["curl", "-s", "-b", jar, "-c", jar, served.url + "/staff/studies"], capture_output=True, text=True, check=True
+    ).stdout
     csrf = served.env.csrf_of(staff_page)  # the signed-in session's token
     status, _, body = curl(base + "/studies?name=smith", "-b", jar)
     assert status == 200 and body["total"] == 1

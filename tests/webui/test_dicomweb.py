@@ -76,14 +76,18 @@ def _cfind_studies(env: Any, **keys: str) -> set[str]:
 
 # -- QIDO-RS -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("filters", [
-    {"PatientName": "smith*"},  # PN matching is case-insensitive, as in C-FIND
-    {"PatientID": "PID2?0"},
-    {"ModalitiesInStudy": "MR"},
-    {"AccessionNumber": "ACC-CT"},
-    {"StudyDescription": "*X*"},
-    {},
-])
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"PatientName": "smith*"},  # PN matching is case-insensitive, as in C-FIND
+        {"PatientID": "PID2?0"},
+        {"ModalitiesInStudy": "MR"},
+        {"AccessionNumber": "ACC-CT"},
+        {"StudyDescription": "*X*"},
+        {},
+    ],
+)
 def test_qido_studies_match_as_cfind(dw: DW, filters: dict[str, str]) -> None:
     answers = dw.client().search_for_studies(search_filters=filters)
     got = {_uid(a, "0020000D") for a in answers}
@@ -112,11 +116,13 @@ def test_qido_study_answer_fields_and_includefield(dw: DW) -> None:
     assert answer["00201208"] == {"vr": "IS", "Value": [6]}
     assert answer["00081190"]["Value"][0] == f"{dw.root}/studies/{ct}"
     assert "00081030" in answer and "SOPClassesInStudy" not in answer
-    (more,) = dw.client().search_for_studies(search_filters={"StudyInstanceUID": ct},
-                                             fields=["SOPClassesInStudy", "00100040"])
+    (more,) = dw.client().search_for_studies(
+        search_filters={"StudyInstanceUID": ct}, fields=["SOPClassesInStudy", "00100040"]
+    )
     assert more["00080062"]["Value"] == [dicomdata.SOP_CLASSES["CT"]]
-    all_fields = requests.get(f"{dw.root}/studies", params={"StudyInstanceUID": ct, "includefield": "all"},
-                              headers=dw.auth(), timeout=30).json()[0]
+    all_fields = requests.get(
+        f"{dw.root}/studies", params={"StudyInstanceUID": ct, "includefield": "all"}, headers=dw.auth(), timeout=30
+    ).json()[0]
     assert "00080062" in all_fields and "00100021" in all_fields  # IssuerOfPatientID, held by the index
 
 
@@ -139,22 +145,30 @@ def test_qido_series_and_instances(dw: DW) -> None:
 
 def test_qido_xml_and_fuzzy_warning(dw: DW) -> None:
     ct = dw.env.studies["ct"]
-    reply = requests.get(f"{dw.root}/studies", params={"StudyInstanceUID": ct, "fuzzymatching": "true"},
-                         headers={**dw.auth(), "Accept": 'multipart/related; type="application/dicom+xml"'},
-                         timeout=30)
+    reply = requests.get(
+        f"{dw.root}/studies",
+        params={"StudyInstanceUID": ct, "fuzzymatching": "true"},
+        headers={**dw.auth(), "Accept": 'multipart/related; type="application/dicom+xml"'},
+        timeout=30,
+    )
     assert reply.status_code == 200
     assert reply.headers["Content-Type"].startswith("multipart/related")
-    assert b'<DicomAttribute tag="00100010" vr="PN" keyword="PatientName"><PersonName number="1"><Alphabetic>' \
-           b"<FamilyName>SMITH</FamilyName><GivenName>ANNA</GivenName>" in reply.content
+    assert (
+        b'<DicomAttribute tag="00100010" vr="PN" keyword="PatientName"><PersonName number="1"><Alphabetic>'
+        b"<FamilyName>SMITH</FamilyName><GivenName>ANNA</GivenName>" in reply.content
+    )
     assert "fuzzymatching" in reply.headers["Warning"]
 
 
-@pytest.mark.parametrize(("query", "reason"), [
-    ({"NoSuchKeyword": "x"}, "not a DICOM attribute"),
-    ({"limit": "-1"}, "whole number"),
-    ({"00100010.00100020": "x"}, "sequence paths"),
-    ({"fuzzymatching": "maybe"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ({"NoSuchKeyword": "x"}, "not a DICOM attribute"),
+        ({"limit": "-1"}, "whole number"),
+        ({"00100010.00100020": "x"}, "sequence paths"),
+        ({"fuzzymatching": "maybe"}, "true or false"),
+    ],
+)
 def test_qido_bad_queries(dw: DW, query: dict[str, str], reason: str) -> None:
     reply = requests.get(f"{dw.root}/studies", params=query, headers=dw.auth(), timeout=30)
     assert reply.status_code == 400
@@ -163,6 +177,7 @@ def test_qido_bad_queries(dw: DW, query: dict[str, str], reason: str) -> None:
 
 
 # -- WADO-RS -------------------------------------------------------------------------------------
+
 
 def test_wado_study_series_instance(dw: DW) -> None:
     ct = dw.env.studies["ct"]
@@ -184,15 +199,17 @@ def test_wado_study_series_instance(dw: DW) -> None:
 def test_wado_converts_to_a_requested_syntax_keeping_uids(dw: DW, syntax: str) -> None:
     ct = dw.env.studies["ct"]
     instance = dw.env.site.dicomweb.instances(ct)[0]
-    ds = dw.client().retrieve_instance(ct, instance.series_uid, instance.sop_uid,
-                                       media_types=(("application/dicom", syntax),))
+    ds = dw.client().retrieve_instance(
+        ct, instance.series_uid, instance.sop_uid, media_types=(("application/dicom", syntax),)
+    )
     assert ds.file_meta.TransferSyntaxUID == syntax
     assert ds.SOPInstanceUID == instance.sop_uid
     original = dcmread(dw.env.app.file_path(instance))
     assert np.array_equal(ds.pixel_array, original.pixel_array)  # lossless
     # transfer-syntax=* sends what is stored
-    stored = dw.client().retrieve_instance(ct, instance.series_uid, instance.sop_uid,
-                                           media_types=(("application/dicom", "*"),))
+    stored = dw.client().retrieve_instance(
+        ct, instance.series_uid, instance.sop_uid, media_types=(("application/dicom", "*"),)
+    )
     assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
 
 
@@ -230,20 +247,29 @@ def test_wado_frames_native_and_compressed(dw: DW) -> None:
     client.store_instances([dcmread(io.BytesIO(body))])
     stored = dw.env.app.index.lookup(inst.sop_uid)
     assert stored is not None and stored.transfer_syntax == JPEGLSLossless
-    native = client.retrieve_instance_frames(inst.study_uid, inst.series_uid, inst.sop_uid, [2, 4],
-                                             media_types=(("application/octet-stream", ExplicitVRLittleEndian),))
+    native = client.retrieve_instance_frames(
+        inst.study_uid,
+        inst.series_uid,
+        inst.sop_uid,
+        [2, 4],
+        media_types=(("application/octet-stream", ExplicitVRLittleEndian),),
+    )
     as_arrays = [np.frombuffer(f, "<u2").reshape(64, 64).tolist() for f in native]
     assert as_arrays == [cube[1].tolist(), cube[3].tolist()]
-    as_stored = client.retrieve_instance_frames(inst.study_uid, inst.series_uid, inst.sop_uid, [3],
-                                                media_types=(("image/jls", "*"),))
+    as_stored = client.retrieve_instance_frames(
+        inst.study_uid, inst.series_uid, inst.sop_uid, [3], media_types=(("image/jls", "*"),)
+    )
     assert as_stored[0][:2] == b"\xff\xd8"  # a JPEG-LS code stream
     from pydicom.pixels import get_decoder
 
     assert as_stored[0] != native[0]
     decoded, _ = get_decoder(JPEGLSLossless).as_array(dcmread(io.BytesIO(body)), index=2)
     assert decoded.tolist() == cube[2].tolist()
-    reply = requests.get(f"{dw.root}/studies/{inst.study_uid}/series/{inst.series_uid}/instances/{inst.sop_uid}"
-                         "/frames/9", headers=dw.auth(), timeout=30)
+    reply = requests.get(
+        f"{dw.root}/studies/{inst.study_uid}/series/{inst.series_uid}/instances/{inst.sop_uid}/frames/9",
+        headers=dw.auth(),
+        timeout=30,
+    )
     assert reply.status_code == 404 and "out of range" in reply.json()["detail"]
 
 
@@ -254,6 +280,7 @@ def test_wado_not_acceptable(dw: DW) -> None:
 
 
 # -- STOW-RS -------------------------------------------------------------------------------------
+
 
 def test_stow_stores_like_cstore_and_keeps_duplicates_once(dw: DW) -> None:
     instances = dicomdata.study("PID500", "STOW^SARA", ("MR",), 3)
@@ -292,10 +319,8 @@ def _part10(instance: dicomdata.Instance) -> bytes:
 STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b0undary'
 
 
-def _stow(dw: DW, body: bytes, content_type: str = STOW_TYPE,
-          path: str = "/studies") -> requests.Response:
-    return requests.post(dw.root + path, data=body, headers={**dw.auth(), "Content-Type": content_type},
-                         timeout=60)
+def _stow(dw: DW, body: bytes, content_type: str = STOW_TYPE, path: str = "/studies") -> requests.Response:
+    return requests.post(dw.root + path, data=body, headers={**dw.auth(), "Content-Type": content_type}, timeout=60)
 
 
 def test_stow_bad_input(dw: DW) -> None:
@@ -307,12 +332,16 @@ def test_stow_bad_input(dw: DW) -> None:
     # wrong content types
     reply = _stow(dw, _part10(good[0]), content_type="application/dicom")
     assert reply.status_code == 415 and reply.headers["Content-Type"] == "application/problem+json"
-    reply = _stow(dw, _multipart([("application/dicom+json", b"[]")]),
-                  'multipart/related; type="application/dicom+json"; boundary=b0undary')
+    reply = _stow(
+        dw,
+        _multipart([("application/dicom+json", b"[]")]),
+        'multipart/related; type="application/dicom+json"; boundary=b0undary',
+    )
     assert reply.status_code == 415
     # a non-DICOM part among good ones: stored what is DICOM, the rest in FailedSOPSequence
-    reply = _stow(dw, _multipart([("application/dicom", b"this is not DICOM"),
-                                  ("application/dicom", _part10(good[0]))]))
+    reply = _stow(
+        dw, _multipart([("application/dicom", b"this is not DICOM"), ("application/dicom", _part10(good[0]))])
+    )
     assert reply.status_code == 202
     answer = reply.json()
     assert answer["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
@@ -327,8 +356,12 @@ def test_stow_bad_input(dw: DW) -> None:
     after = dw.env.app.db.conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
     assert after == count + 1
     # path traversal and junk in UIDs
-    for path in ("/studies/..%5C..%5Cetc", "/studies/1.2.3%2A/series", "/studies/1.2.3/series/..%5C..%5Cetc/instances",
-                 "/studies/1.2.3/series/4.5/instances/..%5Cx/frames/1"):
+    for path in (
+        "/studies/..%5C..%5Cetc",
+        "/studies/1.2.3%2A/series",
+        "/studies/1.2.3/series/..%5C..%5Cetc/instances",
+        "/studies/1.2.3/series/4.5/instances/..%5Cx/frames/1",
+    ):
         reply = requests.get(dw.root + path, headers=dw.auth(), timeout=30)
         assert reply.status_code == 400, path
         assert "not a DICOM UID" in reply.json()["detail"]
@@ -343,8 +376,7 @@ def test_stow_oversized_body_is_refused_before_storing(env_factory: Any) -> None
     env = env_factory()
     import dataclasses
 
-    cfg = dataclasses.replace(env.site.config, dicomweb=dataclasses.replace(env.site.config.dicomweb,
-                                                                            max_upload_mb=1))
+    cfg = dataclasses.replace(env.site.config, dicomweb=dataclasses.replace(env.site.config.dicomweb, max_upload_mb=1))
     env.site.config = cfg
     server = WebServer(create_dicomweb_app(env.site), HOST, 0, threads=2)
     server.start()
@@ -353,8 +385,12 @@ def test_stow_oversized_body_is_refused_before_storing(env_factory: Any) -> None
         inst = dicomdata.study("PID700", "BIG^BODY", ("CT",), 1, rows=1024, columns=1024)[0]
         count = env.app.db.conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
         body = _multipart([("application/dicom", _part10(inst))])
-        reply = requests.post(server.url + "/dicom-web/studies", data=body, timeout=60,
-                              headers={"Authorization": f"Bearer {key}", "Content-Type": STOW_TYPE})
+        reply = requests.post(
+            server.url + "/dicom-web/studies",
+            data=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": STOW_TYPE},
+        )
         assert reply.status_code == 413 and "max_upload_mb" in reply.json()["detail"]
         assert env.app.db.conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == count
     finally:
@@ -362,6 +398,7 @@ def test_stow_oversized_body_is_refused_before_storing(env_factory: Any) -> None
 
 
 # -- who may -------------------------------------------------------------------------------------
+
 
 def test_credentials_required_and_checked(dw: DW) -> None:
     site = dw.env.site
@@ -375,8 +412,9 @@ def test_credentials_required_and_checked(dw: DW) -> None:
     assert reply.status_code == 401 and "revoked" in reply.json()["detail"]
     _, expiring = site.apikeys.add("expiring", "frontdesk")
     with site.app.db.transaction() as conn:  # its expiry passed
-        conn.execute("UPDATE api_keys SET expires = '2000-01-01T00:00:00Z' WHERE key_hash = ?",
-                     (hash_secret(expiring),))
+        conn.execute(
+            "UPDATE api_keys SET expires = '2000-01-01T00:00:00Z' WHERE key_hash = ?", (hash_secret(expiring),)
+        )
     reply = requests.get(f"{dw.root}/studies", headers=dw.auth(expiring), timeout=30)
     assert reply.status_code == 401 and "expired" in reply.json()["detail"]
     reply = requests.get(f"{dw.root}/studies", headers=dw.auth("apk_made-up"), timeout=30)
@@ -390,8 +428,9 @@ def test_master_cookie_only_from_listed_hosts(env_factory: Any) -> None:
 
     for hosts, expected in ((("10.9.9.9",), 403), ((HOST,), 200), ((), 200)):
         env = env_factory()
-        env.site.config = dataclasses.replace(env.site.config, api=dataclasses.replace(env.site.config.api,
-                                                                                       master_cookie_hosts=hosts))
+        env.site.config = dataclasses.replace(
+            env.site.config, api=dataclasses.replace(env.site.config.api, master_cookie_hosts=hosts)
+        )
         server = WebServer(create_dicomweb_app(env.site), HOST, 0, threads=2)
         server.start()
         try:
@@ -416,8 +455,11 @@ def test_staff_session_cookie_of_the_web_site(live: Any) -> None:
     try:
         session = requests.Session()
         page = session.get(site_live.url + "/staff/login", timeout=30)
-        session.post(site_live.url + "/staff/login", data={"name": DESK[0], "password": DESK[1],
-                                                           "csrf_token": env.csrf_of(page.text)}, timeout=30)
+        session.post(
+            site_live.url + "/staff/login",
+            data={"name": DESK[0], "password": DESK[1], "csrf_token": env.csrf_of(page.text)},
+            timeout=30,
+        )
         reply = session.get(server.url + "/dicom-web/studies", timeout=30)
         assert reply.status_code == 200 and len(reply.json()) == 3
         assert env.site.audit.entries(action="dicomweb.search")[0].actor == DESK[0]
@@ -436,9 +478,12 @@ def test_patient_token_reads_its_own_study_only(dw: DW) -> None:
         assert reply.status_code in (403, 404), path
     reply = requests.get(dw.root + "/studies", headers=dw.auth(token), timeout=30)
     assert reply.status_code == 403
-    reply = requests.post(dw.root + "/studies", data=b"", timeout=30,
-                          headers={**dw.auth(token), "Content-Type": 'multipart/related; type="application/dicom"; '
-                                                                     'boundary=x'})
+    reply = requests.post(
+        dw.root + "/studies",
+        data=b"",
+        timeout=30,
+        headers={**dw.auth(token), "Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
+    )
     assert reply.status_code == 403
     rows = dw.env.site.audit.entries(study_uid=ct, action="dicomweb.retrieve")
     assert rows[0].actor == "patient" and rows[0].token_id == dw.env.site.tokens.get(ct).id
@@ -448,6 +493,7 @@ def test_patient_token_reads_its_own_study_only(dw: DW) -> None:
 
 
 # -- WADO-URI and rendered, with curl -----------------------------------------------------------
+
 
 def _curl(*args: str) -> tuple[int, dict[str, str], bytes]:
     proc = subprocess.run(["curl", "-s", "-D", "-", *args], capture_output=True, timeout=60, check=True)
@@ -461,8 +507,7 @@ def test_wado_uri_and_rendered_with_curl(dw: DW) -> None:
     ct = dw.env.studies["ct"]
     instance = dw.env.site.dicomweb.instances(ct)[0]
     auth = f"Authorization: Bearer {dw.key}"
-    base = (f"{dw.url}/wado?requestType=WADO&studyUID={ct}&seriesUID={instance.series_uid}"
-            f"&objectUID={instance.sop_uid}")
+    base = f"{dw.url}/wado?requestType=WADO&studyUID={ct}&seriesUID={instance.series_uid}&objectUID={instance.sop_uid}"
     status, headers, body = _curl("-H", auth, base + "&contentType=application/dicom")
     assert status == 200 and headers["content-type"] == "application/dicom"
     assert dcmread(io.BytesIO(body)).SOPInstanceUID == instance.sop_uid

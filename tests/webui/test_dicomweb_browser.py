@@ -60,8 +60,9 @@ def test_patient_viewer_loads_a_frame_with_its_token(live: Any, browser: Any, sh
         ct, mr = env.studies["ct"], env.studies["mr"]
         token = env.token("ct")
         instance = env.site.dicomweb.instances(ct)[0]
-        frame_url = (f"{server.url}/dicom-web/studies/{ct}/series/{instance.series_uid}/instances/"
-                     f"{instance.sop_uid}/frames/1")
+        frame_url = (
+            f"{server.url}/dicom-web/studies/{ct}/series/{instance.series_uid}/instances/{instance.sop_uid}/frames/1"
+        )
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{site.url}/token?{token}")  # the patient's link: sets the patient cookie
@@ -75,8 +76,13 @@ def test_patient_viewer_loads_a_frame_with_its_token(live: Any, browser: Any, sh
         with_cookie = page.evaluate(FETCH_FRAME, [frame_url, ""])  # the patient cookie alone
         assert with_cookie["status"] == 200 and with_cookie["values"] == stored
         other = env.site.dicomweb.instances(mr)[0]
-        refused = page.evaluate(FETCH_FRAME, [f"{server.url}/dicom-web/studies/{mr}/series/{other.series_uid}/"
-                                              f"instances/{other.sop_uid}/frames/1", token])
+        refused = page.evaluate(
+            FETCH_FRAME,
+            [
+                f"{server.url}/dicom-web/studies/{mr}/series/{other.series_uid}/instances/{other.sop_uid}/frames/1",
+                token,
+            ],
+        )
         assert refused["status"] == 404 and mr in refused["detail"]
         assert np.array(with_token["values"]).std() > 0  # a real picture, not a blank frame
         context.close()

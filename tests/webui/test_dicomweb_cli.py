@@ -20,9 +20,11 @@ from conftest import HOST, free_port, wait_until
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "appliance.toml"
-    path.write_text(f'[appliance]\ndata_dir = "{tmp_path / "data"}"\n'
-                    f'[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                    f'[hl7]\nport = 0\n[web]\nbind = "{HOST}"\nport = {free_port()}\n{extra}')
+    path.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        f'[hl7]\nport = 0\n[web]\nbind = "{HOST}"\nport = {free_port()}\n{extra}'
+    )
     return path
 
 
@@ -63,8 +65,11 @@ def test_serve_dicomweb_over_https_with_the_tls_certificate(tmp_path: Path, stor
     certs = tmp_path / "certs"
     assert main(["tls", "init", str(certs)]) == 0
     port = free_port()
-    path = _config(tmp_path, f'[dicomweb]\nport = {port}\n[tls]\ncert = "{certs / "server.crt"}"\n'
-                             f'key = "{certs / "server.key"}"\nca = "{certs / "ca.crt"}"\n')
+    path = _config(
+        tmp_path,
+        f'[dicomweb]\nport = {port}\n[tls]\ncert = "{certs / "server.crt"}"\n'
+        f'key = "{certs / "server.key"}"\nca = "{certs / "ca.crt"}"\n',
+    )
     app = Appliance(load_config(path))
     from appliance.site.service import Site
 
@@ -72,15 +77,35 @@ def test_serve_dicomweb_over_https_with_the_tls_certificate(tmp_path: Path, stor
     items = dicomdata.study("PID1", "SERVE^DW", ("CT",), 2)
     store(app, items)  # type: ignore[operator]
     app.stop()
-    key = subprocess.run([sys.executable, "-m", "appliance", "apikey", "add", "pacs", "--role", "frontdesk",
-                          "--config", str(path)], capture_output=True, text=True, check=True).stdout.strip()
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    key = subprocess.run(
+        [sys.executable, "-m", "appliance", "apikey", "add", "pacs", "--role", "frontdesk", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def query() -> subprocess.CompletedProcess[str] | None:
-            done = subprocess.run(["curl", "-sS", "--cacert", str(certs / "ca.crt"), "-H",
-                                   f"Authorization: Bearer {key}", f"https://localhost:{port}/dicom-web/studies"],
-                                  capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--cacert",
+                    str(certs / "ca.crt"),
+                    "-H",
+                    f"Authorization: Bearer {key}",
+                    f"https://localhost:{port}/dicom-web/studies",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             return done if done.returncode == 0 else None
 
         done = wait_until(query, timeout=60)
@@ -88,9 +113,12 @@ def test_serve_dicomweb_over_https_with_the_tls_certificate(tmp_path: Path, stor
         assert [a["0020000D"]["Value"][0] for a in answers] == [items[0].study_uid]
         assert answers[0]["00081190"]["Value"][0].startswith(f"https://localhost:{port}/dicom-web/studies/")
         # plain HTTP is not served on the HTTPS port
-        plain = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                                f"http://{HOST}:{port}/dicom-web/studies"], capture_output=True, text=True,
-                               timeout=30)
+        plain = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{port}/dicom-web/studies"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert plain.stdout != "200"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -107,8 +135,12 @@ def test_busy_dicomweb_port_leaves_the_rest_running(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         path = _config(tmp_path, f"[dicomweb]\nport = {port}\n")
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             log = tmp_path / "data" / "logs" / "appliance.log"
             wait_until(lambda: log.exists() and "DICOMweb is off" in log.read_text(), timeout=60)

@@ -34,21 +34,24 @@ def served(env: Any) -> Iterator[tuple[Any, str, str]]:
 
 @pytest.fixture(scope="module")
 def orthanc_dw(orthanc_factory: Any) -> Orthanc:
-    return orthanc_factory(aet="ORTHANCDW", plugins=[DICOMWEB_PLUGIN],
-                           settings={"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+    return orthanc_factory(
+        aet="ORTHANCDW", plugins=[DICOMWEB_PLUGIN], settings={"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+    )
 
 
 def _register(orthanc: Orthanc, url: str, key: str) -> None:
-    orthanc.put("/dicom-web/servers/appliance", {"Url": url + "/dicom-web/",
-                                                 "HttpHeaders": {"Authorization": f"Bearer {key}"}})
+    orthanc.put(
+        "/dicom-web/servers/appliance", {"Url": url + "/dicom-web/", "HttpHeaders": {"Authorization": f"Bearer {key}"}}
+    )
 
 
 def test_orthanc_queries_and_retrieves_from_us(served: tuple[Any, str, str], orthanc_dw: Orthanc) -> None:
     env, url, key = served
     _register(orthanc_dw, url, key)
     ct = env.studies["ct"]
-    studies = orthanc_dw.post("/dicom-web/servers/appliance/get",
-                              {"Uri": "/studies", "Arguments": {"PatientName": "smith*"}})
+    studies = orthanc_dw.post(
+        "/dicom-web/servers/appliance/get", {"Uri": "/studies", "Arguments": {"PatientName": "smith*"}}
+    )
     assert [s["0020000D"]["Value"][0] for s in studies] == [ct]
     series = orthanc_dw.post("/dicom-web/servers/appliance/get", {"Uri": f"/studies/{ct}/series"})
     assert len(series) == 2

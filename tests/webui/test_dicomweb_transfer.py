@@ -86,9 +86,25 @@ def test_whole_study_as_stored_is_the_stored_files(served: tuple[Any, str, dict[
     study = instances[0].study_uid
     stored = {i.sop_uid: env.app.file_path(i).read_bytes() for i in env.site.dicomweb.instances(study)}
     out = tmp_path / "study.bin"
-    proc = subprocess.run(["curl", "-sS", "-D", "-", "-o", str(out), "-H", f"Authorization: {auth['Authorization']}",
-                           "-H", f"Accept: {AS_STORED}", f"{root}/studies/{study}"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            str(out),
+            "-H",
+            f"Authorization: {auth['Authorization']}",
+            "-H",
+            f"Accept: {AS_STORED}",
+            f"{root}/studies/{study}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     headers = dict(line.split(": ", 1) for line in proc.stdout.splitlines()[1:] if ": " in line)
     body = out.read_bytes()
     assert proc.stdout.startswith("HTTP/1.1 200")
@@ -106,14 +122,18 @@ def test_whole_study_as_stored_is_the_stored_files(served: tuple[Any, str, dict[
     # Audited as before; a patient token of another study gets nothing of it.
     rows = env.site.audit.entries(study_uid=study, action="dicomweb.retrieve")
     assert len(rows) == 3 and rows[0].actor == "apikey:bulk"
-    reply = requests.get(f"{root}/studies/{study}", headers={"Authorization": f"Bearer {env.token('mr')}",
-                                                             "Accept": AS_STORED}, timeout=60)
+    reply = requests.get(
+        f"{root}/studies/{study}",
+        headers={"Authorization": f"Bearer {env.token('mr')}", "Accept": AS_STORED},
+        timeout=60,
+    )
     assert reply.status_code == 404 and reply.headers["Content-Type"] == "application/problem+json"
 
 
 @pytest.mark.parametrize("change", ["grown", "shrunk", "removed"])
-def test_a_file_changed_since_indexing_cuts_the_answer_short(served: tuple[Any, str, dict[str, str]],
-                                                            caplog: pytest.LogCaptureFixture, change: str) -> None:
+def test_a_file_changed_since_indexing_cuts_the_answer_short(
+    served: tuple[Any, str, dict[str, str]], caplog: pytest.LogCaptureFixture, change: str
+) -> None:
     env, root, auth = served
     instances = _big_study(env, 3, "910")
     study = instances[0].study_uid
@@ -125,9 +145,24 @@ def test_a_file_changed_since_indexing_cuts_the_answer_short(served: tuple[Any, 
         os.truncate(path, 1000)
     else:
         path.unlink()
-    proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H",
-                           f"Authorization: {auth['Authorization']}", "-H", f"Accept: {AS_STORED}",
-                           f"{root}/studies/{study}"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "-H",
+            f"Authorization: {auth['Authorization']}",
+            "-H",
+            f"Accept: {AS_STORED}",
+            f"{root}/studies/{study}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 18, proc.stderr  # "partial file": fewer bytes than announced, never wrong ones
     assert int(proc.stdout) < sum(i.size for i in env.site.dicomweb.instances(study))
     assert any("ended early" in r.getMessage() for r in caplog.records)
@@ -141,32 +176,37 @@ def _files_with(env: Any, sop_uid: str) -> list[Path]:
 
 
 def test_stow_of_a_spooled_body_stores_the_good_parts_and_reports_the_bad(
-        served: tuple[Any, str, dict[str, str]]) -> None:
+    served: tuple[Any, str, dict[str, str]],
+) -> None:
     env, root, auth = served
     instances = dicomdata.study("PID920", "SPOOL^SAM", ("CT",), 4, rows=512, columns=512)
     files = [_part10(i) for i in instances]
-    broken = files[2][:len(files[2]) - 5000]  # its pixel data element runs past the end of the part
+    broken = files[2][: len(files[2]) - 5000]  # its pixel data element runs past the end of the part
     body = _multipart([files[0], files[1], broken, files[3]])
     assert len(body) > 1024 * 1024  # the server spools it to a file (past 512 KB)
-    reply = requests.post(f"{root}/studies", data=body, headers={**auth, "Content-Type": STOW_TYPE,
-                                                                 "Accept": "application/dicom+json"}, timeout=60)
+    reply = requests.post(
+        f"{root}/studies",
+        data=body,
+        headers={**auth, "Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
+        timeout=60,
+    )
     assert reply.status_code == 202, reply.text
     answer = reply.json()
     assert [f["00081155"]["Value"][0] for f in answer["00081198"]["Value"]] == [instances[2].sop_uid]
     assert answer["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
-    assert [r["00081155"]["Value"][0] for r in answer["00081199"]["Value"]] == [
-        instances[n].sop_uid for n in (0, 1, 3)]
+    assert [r["00081155"]["Value"][0] for r in answer["00081199"]["Value"]] == [instances[n].sop_uid for n in (0, 1, 3)]
     for n in (0, 1, 3):
         (path,) = _files_with(env, instances[n].sop_uid)
         stored = path.read_bytes()
-        assert stored[dicomdata_offset(stored):] == files[n][dicomdata_offset(files[n]):]  # the data set as sent
+        assert stored[dicomdata_offset(stored) :] == files[n][dicomdata_offset(files[n]) :]  # the data set as sent
     assert _files_with(env, instances[2].sop_uid) == []
     assert env.app.index.lookup(instances[2].sop_uid) is None
     assert not any((env.cfg.store_dir / "tmp").iterdir())  # nothing half-written
 
 
 def test_stow_batch_whose_index_transaction_fails_stores_each_on_its_own(
-        served: tuple[Any, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    served: tuple[Any, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env, root, auth = served
     instances = dicomdata.study("PID930", "INDEX^IDA", ("CT",), 3)
     bad = instances[1].sop_uid
@@ -183,14 +223,20 @@ def test_stow_batch_whose_index_transaction_fails_stores_each_on_its_own(
 
     monkeypatch.setattr(index, "record_many", batch_fails)
     monkeypatch.setattr(index, "record", one_fails)
-    reply = requests.post(f"{root}/studies", data=_multipart([_part10(i) for i in instances]),
-                          headers={**auth, "Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}, timeout=60)
+    reply = requests.post(
+        f"{root}/studies",
+        data=_multipart([_part10(i) for i in instances]),
+        headers={**auth, "Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
+        timeout=60,
+    )
     assert reply.status_code == 202, reply.text
     answer = reply.json()
     assert [f["00081155"]["Value"][0] for f in answer["00081198"]["Value"]] == [bad]
     assert answer["00081198"]["Value"][0]["00081197"]["Value"] == [0x0110]
     assert {r["00081155"]["Value"][0] for r in answer["00081199"]["Value"]} == {
-        instances[0].sop_uid, instances[2].sop_uid}
+        instances[0].sop_uid,
+        instances[2].sop_uid,
+    }
     for inst in (instances[0], instances[2]):
         assert env.app.index.lookup(inst.sop_uid) is not None
         assert len(_files_with(env, inst.sop_uid)) == 1

@@ -26,10 +26,12 @@ def test_multipart_round_trip_and_edge_cases() -> None:
     # a preamble before the first delimiter and a part without headers
     body = b"preamble\r\n--b\r\n\r\nno headers\r\n--b--\r\nepilogue"
     assert [(h, bytes(d)) for h, d in multipart.parse(body, "b")] == [({}, b"no headers")]
-    for bad, why in ((b"--b\r\nContent-Type: x\r\n\r\nnever closed", "truncated"),
-                     (b"no boundary at all", "does not contain"),
-                     (b"--b\r\nbroken header\r\n\r\nx\r\n--b--", "malformed header"),
-                     (b"--b\r\nContent-Type: x", "no end to its header")):
+    for bad, why in (
+        (b"--b\r\nContent-Type: x\r\n\r\nnever closed", "truncated"),
+        (b"no boundary at all", "does not contain"),
+        (b"--b\r\nbroken header\r\n\r\nx\r\n--b--", "malformed header"),
+        (b"--b\r\nContent-Type: x", "no end to its header"),
+    ):
         with pytest.raises(multipart.MultipartError, match=why):
             multipart.parse(bad, "b")
     with pytest.raises(multipart.MultipartError, match="boundary"):
@@ -37,8 +39,9 @@ def test_multipart_round_trip_and_edge_cases() -> None:
 
 
 def test_accept_header_order_and_parameters() -> None:
-    ranges = multipart.parse_accept('application/json;q=0.5, multipart/related; type="application/dicom"; '
-                                    "transfer-syntax=*, image/png;q=0")
+    ranges = multipart.parse_accept(
+        'application/json;q=0.5, multipart/related; type="application/dicom"; transfer-syntax=*, image/png;q=0'
+    )
     assert [r.media_type for r in ranges] == ["multipart/related", "application/json"]
     assert ranges[0].get("type") == "application/dicom" and ranges[0].get("transfer-syntax") == "*"
     assert multipart.parse_accept(None)[0].media_type == "*/*"
@@ -58,7 +61,7 @@ def _part10(**extra: object) -> bytes:
 def test_dataset_offset_with_and_without_group_length() -> None:
     data = _part10()
     offset = codecs.dataset_offset(data)
-    assert data[offset:offset + 2] == b"\x08\x00"  # the data set starts with group 0008
+    assert data[offset : offset + 2] == b"\x08\x00"  # the data set starts with group 0008
     # the same file without (0002,0000): the meta group is walked
     without = data[:132] + data[144:]
     assert codecs.dataset_offset(without) == offset - 12
@@ -89,9 +92,19 @@ def test_frames_native_encapsulated_and_out_of_range() -> None:
 
 
 def test_search_parameters() -> None:
-    search = parse_search("studies", [("PatientName", "DOE*"), ("00080050", "A1"), ("includefield", "00081030,all"),
-                                      ("limit", "5"), ("offset", "10"), ("StudyInstanceUID", "1.2"),
-                                      ("StudyInstanceUID", "1.3")], max_results=100)
+    search = parse_search(
+        "studies",
+        [
+            ("PatientName", "DOE*"),
+            ("00080050", "A1"),
+            ("includefield", "00081030,all"),
+            ("limit", "5"),
+            ("offset", "10"),
+            ("StudyInstanceUID", "1.2"),
+            ("StudyInstanceUID", "1.3"),
+        ],
+        max_results=100,
+    )
     assert search.match[0x00100010] == "DOE*" and search.match[0x00080050] == "A1"
     assert search.match[0x0020000D] == "1.2\\1.3"  # a repeated key is a list
     assert search.include_all and search.limit == 5 and search.offset == 10

@@ -43,8 +43,9 @@ class Client:
         self.host, self.port = parts.hostname or HOST, parts.port or 80
         self.cookies: dict[str, str] = dict(cookies or {})
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=20)
         sent = dict(headers or {})
         if self.cookies:
@@ -90,12 +91,18 @@ def _get(url: str, context: ssl.SSLContext | None = None, timeout: float = 10) -
 
 # -- [tls] verify_peer and the patient site (finding 12) ----------------------------------------------------
 
+
 def test_patient_https_site_needs_no_client_certificate(tmp_path: Path) -> None:
     """With ``verify_peer = true`` DICOM and HL7 demand client certificates; the web site never does."""
-    cfg = parse_config({"appliance": {"data_dir": str(tmp_path / "data")},
-                        "dicom": {"bind": HOST, "port": 0, "tls_port": 0},
-                        "hl7": {"port": 0}, "tls": {"verify_peer": True},
-                        "web": {"bind": HOST, "port": free_port(), "https": True}})
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(tmp_path / "data")},
+            "dicom": {"bind": HOST, "port": 0, "tls_port": 0},
+            "hl7": {"port": 0},
+            "tls": {"verify_peer": True},
+            "web": {"bind": HOST, "port": free_port(), "https": True},
+        }
+    )
     app = Appliance(cfg)
     app.start()
     web = WebService(app, cfg)
@@ -113,6 +120,7 @@ def test_patient_https_site_needs_no_client_certificate(tmp_path: Path) -> None:
 
 
 # -- revocable sessions (finding 8) ---------------------------------------------------------------------------
+
 
 def test_staff_cookie_stops_working_after_logout(live: Any) -> None:
     served = live()
@@ -214,6 +222,7 @@ def test_failed_sign_ins_never_refuse_staff_their_usual_browser(live: Any) -> No
 
 # -- slowly trickled headers (finding 5) ----------------------------------------------------------------------
 
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -311,16 +320,18 @@ def test_silent_and_stalled_tls_clients_do_not_shut_out_https(env_factory: Any, 
 
     env = env_factory(https=True)
     context = tls_contexts.server_context(env.cfg, verify_peer=False)
-    server = WebServer(env.flask, HOST, 0, threads=4, ssl_context=context, handshake_timeout=30,
-                       max_connections_per_client=20)
+    server = WebServer(
+        env.flask, HOST, 0, threads=4, ssl_context=context, handshake_timeout=30, max_connections_per_client=20
+    )
     server.start()
     client_context = ssl.create_default_context(cafile=str(env.cfg.data_dir / "tls-demo" / "ca.crt"))
     client_context.check_hostname = False
 
     def served(source: str = HOST) -> None:
         start = time.monotonic()
-        conn = http.client.HTTPSConnection(HOST, server.port, timeout=5, context=client_context,
-                                           source_address=(source, 0))
+        conn = http.client.HTTPSConnection(
+            HOST, server.port, timeout=5, context=client_context, source_address=(source, 0)
+        )
         try:
             conn.request("GET", "/robots.txt")
             assert conn.getresponse().status == 200

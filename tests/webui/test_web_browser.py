@@ -18,15 +18,14 @@ pytestmark = pytest.mark.browser
 ADMIN = ("admin", "admin-password-1")
 
 
-
 def wait_images(page) -> None:
     """Wait until every image on the page has loaded.
 
     Polled from Python: Playwright's wait_for_function evaluates its predicate with
     eval() inside the page, which the site's Content-Security-Policy (rightly) forbids.
     """
-    wait_until(lambda: page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)"),
-               timeout=30)
+    wait_until(lambda: page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)"), timeout=30)
+
 
 def sign_in(page, url: str, who: tuple[str, str] = ADMIN) -> None:
     page.goto(url + "/staff/login")
@@ -170,8 +169,9 @@ def test_wrong_links_are_rate_limited(live, browser, shot) -> None:
 
 def test_patient_page_on_a_phone(live, browser, shot) -> None:
     site = live()
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                  device_scale_factor=2)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
     page = context.new_page()
     page.goto(f"{site.url}/token?{site.env.token('ct')}")
     wait_images(page)

@@ -26,10 +26,12 @@ from conftest import HOST, free_port, wait_until
 
 def write_config(tmp_path: Path, web: str = "") -> Path:
     path = tmp_path / "appliance.toml"
-    path.write_text(f'[appliance]\ndata_dir = "{tmp_path / "data"}"\ninstitution = "St. Example"\n'
-                    f'[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                    f'[hl7]\nport = 0\n[dicomweb]\nport = 0\n'
-                    f'[web]\nbind = "{HOST}"\nserver_name = "pacs.example.org"\n{web}')
+    path.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "data"}"\ninstitution = "St. Example"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = 0\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        f"[hl7]\nport = 0\n[dicomweb]\nport = 0\n"
+        f'[web]\nbind = "{HOST}"\nserver_name = "pacs.example.org"\n{web}'
+    )
     return path
 
 
@@ -56,8 +58,22 @@ def test_token_prints_the_link(configured, capsys, tmp_path: Path) -> None:
     assert "valid until 2024-03-05 (expired)" in err
     assert main(["token", uid, "--config", str(path)]) == 0
     assert capsys.readouterr().out.strip() == link  # the same link every time
-    assert main(["token", uid, "--regenerate", "--slip", str(tmp_path / "slip.pdf"), "--paper", "receipt80",
-                 "--config", str(path)]) == 0
+    assert (
+        main(
+            [
+                "token",
+                uid,
+                "--regenerate",
+                "--slip",
+                str(tmp_path / "slip.pdf"),
+                "--paper",
+                "receipt80",
+                "--config",
+                str(path),
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out.strip() != link and "token slip written" in err
     assert (tmp_path / "slip.pdf").read_bytes().startswith(b"%PDF")
@@ -111,9 +127,13 @@ def serve():
     procs: list[subprocess.Popen[str]] = []
 
     def start(path: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=Path(__file__).resolve().parents[2])
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         procs.append(proc)
         return proc
 
@@ -168,8 +188,12 @@ def test_serve_https_with_the_demo_certificate(tmp_path: Path, serve) -> None:
         status, _, headers = wait_until(lambda: _try(f"https://{HOST}:{port}/api/health", context), timeout=60)
         assert status == 200 and headers["Strict-Transport-Security"].startswith("max-age")
         # A real client with full verification, host name included: curl --cacert.
-        curl = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(ca), f"https://localhost:{port}/api/health"],
-                              capture_output=True, text=True, timeout=60)
+        curl = subprocess.run(
+            ["curl", "-sS", "--fail", "--cacert", str(ca), f"https://localhost:{port}/api/health"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert curl.returncode == 0, curl.stderr
         assert "ok" in curl.stdout.lower()
         # A client that connects and says nothing does not hold up the others.

@@ -40,13 +40,16 @@ def test_users_hash_passwords_and_check_them(env) -> None:
     assert users.by_name("admin").last_login
 
 
-@pytest.mark.parametrize(("name", "password", "role", "message"), [
-    ("", "long-enough", "admin", "user name"),
-    ("has space", "long-enough", "admin", "user name"),
-    ("ok", "short", "admin", "at least 8"),
-    ("ok", "long-enough", "root", "role"),
-    ("admin", "long-enough", "admin", "already exists"),
-])
+@pytest.mark.parametrize(
+    ("name", "password", "role", "message"),
+    [
+        ("", "long-enough", "admin", "user name"),
+        ("has space", "long-enough", "admin", "user name"),
+        ("ok", "short", "admin", "at least 8"),
+        ("ok", "long-enough", "root", "role"),
+        ("admin", "long-enough", "admin", "already exists"),
+    ],
+)
 def test_user_validation(env, name: str, password: str, role: str, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
         env.site.users.add(name, password, role)
@@ -71,14 +74,17 @@ def test_last_admin_is_kept(env) -> None:
 
 # -- nodes ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[fe80::1]", "pacs", "pacs.example.org", "ct-1.lan.",
-                                  "2001:db8::7"])
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "::1", "[fe80::1]", "pacs", "pacs.example.org", "ct-1.lan.", "2001:db8::7"]
+)
 def test_valid_hosts(host: str) -> None:
     assert validate_host(host)
 
 
-@pytest.mark.parametrize("host", ["", "999.1.1.1", "1.2.3", "bad_host", "-lead.example", "a..b", "::g", "x" * 64,
-                                  "host name"])
+@pytest.mark.parametrize(
+    "host", ["", "999.1.1.1", "1.2.3", "bad_host", "-lead.example", "a..b", "::g", "x" * 64, "host name"]
+)
 def test_invalid_hosts(host: str) -> None:
     with pytest.raises(InvalidValue):
         validate_host(host)
@@ -87,8 +93,12 @@ def test_invalid_hosts(host: str) -> None:
 def test_ui_nodes_join_the_association_policy(tmp_path: Path) -> None:
     from appliance.core import Appliance
 
-    cfg = parse_config({"appliance": {"data_dir": str(tmp_path)},
-                        "dicom": {"accept_any_ae": False, "nodes": [{"ae_title": "CFGNODE", "find": False}]}})
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(tmp_path)},
+            "dicom": {"accept_any_ae": False, "nodes": [{"ae_title": "CFGNODE", "find": False}]},
+        }
+    )
     app = Appliance(cfg)
     try:
         registry = app.node_registry
@@ -116,22 +126,26 @@ def test_ui_nodes_join_the_association_policy(tmp_path: Path) -> None:
         app.stop()
 
 
-@pytest.mark.parametrize(("node", "message"), [
-    (NodeConfig("", "127.0.0.1", 104), "not valid"),
-    (NodeConfig("BACK\\SLASH", "127.0.0.1", 104), "not valid"),
-    (NodeConfig("X" * 17, "127.0.0.1", 104), "not valid"),
-    (NodeConfig(" LEAD", "127.0.0.1", 104), "spaces"),
-    (NodeConfig("OK", "127.0.0.1", 0), "TCP port"),
-    (NodeConfig("OK", "127.0.0.1", 70000), "TCP port"),
-    (NodeConfig("OK", "300.0.0.1", 104), "IPv4"),
-    (NodeConfig("OK", "127.0.0.1", 104, description="d" * 65), "64"),
-])
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (NodeConfig("", "127.0.0.1", 104), "not valid"),
+        (NodeConfig("BACK\\SLASH", "127.0.0.1", 104), "not valid"),
+        (NodeConfig("X" * 17, "127.0.0.1", 104), "not valid"),
+        (NodeConfig(" LEAD", "127.0.0.1", 104), "spaces"),
+        (NodeConfig("OK", "127.0.0.1", 0), "TCP port"),
+        (NodeConfig("OK", "127.0.0.1", 70000), "TCP port"),
+        (NodeConfig("OK", "300.0.0.1", 104), "IPv4"),
+        (NodeConfig("OK", "127.0.0.1", 104, description="d" * 65), "64"),
+    ],
+)
 def test_node_validation(env, node: NodeConfig, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
         env.site.nodes.add(node)
 
 
 # -- audit ------------------------------------------------------------------------------------------
+
 
 def test_audit_log_is_append_only(env) -> None:
     env.site.audit.record("study.view", actor="patient", address="127.0.0.1", study_uid="1.2")
@@ -144,6 +158,7 @@ def test_audit_log_is_append_only(env) -> None:
 
 
 # -- search -----------------------------------------------------------------------------------------
+
 
 def _names(env, **kwargs) -> list[str]:
     page = env.site.catalog.search(StudyQuery(**kwargs))
@@ -200,6 +215,7 @@ def test_period_ranges() -> None:
 
 
 # -- pictures ---------------------------------------------------------------------------------------
+
 
 def _ds(**extra):
     inst = dicomdata.study("P", "A^B", ("CT",), 1, rows=32, columns=32)[0]
@@ -267,8 +283,10 @@ def test_thumbnails_are_cached_on_disk(env) -> None:
 
 # -- JPEG Lossless ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("bits", "signed", "size"), [(12, False, (64, 48)), (16, True, (33, 17)), (8, False, (8, 8)),
-                                                      (16, False, (1, 1))])
+
+@pytest.mark.parametrize(
+    ("bits", "signed", "size"), [(12, False, (64, 48)), (16, True, (33, 17)), (8, False, (8, 8)), (16, False, (1, 1))]
+)
 def test_jpeg_lossless_round_trip(tmp_path: Path, bits: int, signed: bool, size: tuple[int, int]) -> None:
     ds = dicomdata.study("P", "A^B", ("CT",), 1, rows=size[0], columns=size[1])[0].dataset()
     rng = np.random.default_rng(bits)
@@ -292,11 +310,14 @@ def test_jpeg_lossless_round_trip(tmp_path: Path, bits: int, signed: bool, size:
 
 # -- zips -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("compression", ["none", "jpeg-lossless"])
 def test_dicom_zip_is_a_fileset_with_dicomdir(env, tmp_path: Path, compression: str) -> None:
     exporter = Exporter(tmp_path / "zips", compression, 1)
-    items = [ZipItem(env.app.file_path(i), "S01", n) for n, i in
-             enumerate(env.app.index.instances_of("STUDY", env.studies["ct"]), 1)]
+    items = [
+        ZipItem(env.app.file_path(i), "S01", n)
+        for n, i in enumerate(env.app.index.instances_of("STUDY", env.studies["ct"]), 1)
+    ]
     with exporter.dicom_zip(items) as handle, zipfile.ZipFile(handle) as zf:
         names = zf.namelist()
         assert "DICOMDIR" in names and "README.TXT" in names
@@ -325,10 +346,15 @@ def test_zip_name_has_no_patient_name() -> None:
 
 # -- settings ---------------------------------------------------------------------------------------
 
+
 def test_settings_mask_secrets(tmp_path: Path) -> None:
-    cfg = parse_config({"appliance": {"data_dir": str(tmp_path)},
-                        "robots": {"epson": {"hotfolder": "x", "password": "hunter2", "simulate": True}},
-                        "labels": {"logo": "l.png"}})
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(tmp_path)},
+            "robots": {"epson": {"hotfolder": "x", "password": "hunter2", "simulate": True}},
+            "labels": {"logo": "l.png"},
+        }
+    )
     sections = dict(settings_sections(effective_settings(cfg)))
     assert dict(sections["robots.epson"])["password"] == "••••••"
     assert dict(sections["robots.epson"])["hotfolder"] == "x"
@@ -351,8 +377,15 @@ def test_settings_show_values_as_the_config_file_spells_them_and_every_table(tmp
 def test_web_config_validation() -> None:
     from appliance.config import ConfigError
 
-    for table in ({"zip_compression": "zstd"}, {"slip_paper": "A5"}, {"threads": 0}, {"rate_limit": 0},
-                  {"port": 70000}, {"https": "yes"}, {"unknown": 1}):
+    for table in (
+        {"zip_compression": "zstd"},
+        {"slip_paper": "A5"},
+        {"threads": 0},
+        {"rate_limit": 0},
+        {"port": 70000},
+        {"https": "yes"},
+        {"unknown": 1},
+    ):
         with pytest.raises(ConfigError):
             parse_config({"web": table})
     web = parse_config({"web": {"https": True, "zip_compression": "jpeg-lossless", "slip_paper": "receipt80"}}).web
@@ -374,8 +407,11 @@ def test_site_download_and_delete(env) -> None:
     assert site.studies.delete(env.studies["ct"]) == 3
     assert env.app.index.study(env.studies["ct"]) is None
     assert site.tokens.get(env.studies["ct"]) is None
-    assert not list(env.cfg.store_dir.rglob("*.dcm")) or all(
-        "tmp" in p.parts for p in env.cfg.store_dir.rglob("*.dcm")) or len(list(env.cfg.store_dir.rglob("*.dcm"))) == 3
+    assert (
+        not list(env.cfg.store_dir.rglob("*.dcm"))
+        or all("tmp" in p.parts for p in env.cfg.store_dir.rglob("*.dcm"))
+        or len(list(env.cfg.store_dir.rglob("*.dcm"))) == 3
+    )
     with pytest.raises(NotFound):
         site.studies.delete(env.studies["ct"])
 
@@ -386,8 +422,11 @@ def test_zip_keeps_instances_that_lack_dicomdir_keys(tmp_path: Path) -> None:
     del bad.InstanceNumber, bad.SeriesNumber
     bad.save_as(tmp_path / "bad.dcm", enforce_file_format=True)
     (tmp_path / "junk.dcm").write_bytes(b"not dicom")
-    items = [ZipItem(good[0].write(tmp_path), "S01", 1), ZipItem(tmp_path / "bad.dcm", "S01", 2),
-             ZipItem(tmp_path / "junk.dcm", "S01", 3)]
+    items = [
+        ZipItem(good[0].write(tmp_path), "S01", 1),
+        ZipItem(tmp_path / "bad.dcm", "S01", 2),
+        ZipItem(tmp_path / "junk.dcm", "S01", 3),
+    ]
     with Exporter(tmp_path / "zips").dicom_zip(items) as handle, zipfile.ZipFile(handle) as zf:
         zf.extractall(tmp_path / "out")
         assert "OTHER/FILE0001" in zf.namelist()

@@ -46,6 +46,7 @@ def hl7_order(env: Any, **kwargs: Any) -> None:
 
 # -- routes need a login, CSRF and the right role --------------------------------------------------
 
+
 def test_new_pages_need_a_login(env, client) -> None:
     for path in ("/staff/jobs", "/staff/robots", "/staff/worklist", "/staff/hl7", "/staff/jobs/1/label.pdf"):
         response = client.get(path)
@@ -56,15 +57,21 @@ def test_new_pages_need_a_login(env, client) -> None:
 
 def test_posts_need_csrf(env, admin) -> None:
     ct = env.studies["ct"]
-    for path in (f"/staff/studies/{ct}/burn", "/staff/jobs/1/retry", "/staff/worklist/purge",
-                 "/staff/worklist/steps/1/reset", "/staff/worklist/steps/1/delete",
-                 "/staff/worklist/items/1.2.3/delete"):
+    for path in (
+        f"/staff/studies/{ct}/burn",
+        "/staff/jobs/1/retry",
+        "/staff/worklist/purge",
+        "/staff/worklist/steps/1/reset",
+        "/staff/worklist/steps/1/delete",
+        "/staff/worklist/items/1.2.3/delete",
+    ):
         response = admin.post(path, data={"robot": "epson"})
         assert response.status_code == 400 and "form has expired" in text(response), path
     assert env.site.discs.jobs.recent() == []
 
 
 # -- burn ------------------------------------------------------------------------------------------
+
 
 def test_study_page_has_the_burn_form(env, desk) -> None:
     page = text(desk.get(f"/staff/studies/{env.studies['ct']}"))
@@ -81,8 +88,7 @@ def test_burn_queues_a_job_like_the_cli(env, desk) -> None:
     assert "Disc job 1 queued on primera (2 copies)." in page
     assert 'href="/staff/jobs#job-1"' in page
     job = env.site.discs.jobs.get(1)
-    assert (job.state, job.robot, job.copies, job.source, job.instances) == (JobState.QUEUED, "primera", 2,
-                                                                              "manual", 6)
+    assert (job.state, job.robot, job.copies, job.source, job.instances) == (JobState.QUEUED, "primera", 2, "manual", 6)
     assert job.studies == (ct,) and job.patient_name == "SMITH^ANNA"
     assert "burn requested on the web by desk" in env.site.discs.jobs.events(1)[0].reason
     # Default robot and copies.
@@ -93,8 +99,12 @@ def test_burn_queues_a_job_like_the_cli(env, desk) -> None:
 
 def test_burn_refuses_bad_input(env, admin) -> None:
     ct = env.studies["ct"]
-    for data, message in (({"robot": "nope"}, "there is no robot 'nope'"), ({"copies": "0"}, "copies must be 1-99"),
-                          ({"copies": "100"}, "copies must be 1-99"), ({"copies": "x"}, "copies must be a number")):
+    for data, message in (
+        ({"robot": "nope"}, "there is no robot 'nope'"),
+        ({"copies": "0"}, "copies must be 1-99"),
+        ({"copies": "100"}, "copies must be 1-99"),
+        ({"copies": "x"}, "copies must be a number"),
+    ):
         response = post(env, admin, f"/staff/studies/{ct}/burn", data)
         assert response.status_code == 400 and message in text(response), data
     assert post(env, admin, "/staff/studies/1.2.3.4/burn", {}).status_code == 404
@@ -102,6 +112,7 @@ def test_burn_refuses_bad_input(env, admin) -> None:
 
 
 # -- burn queue ------------------------------------------------------------------------------------
+
 
 def test_queue_page_and_json(env, desk) -> None:
     job = env.site.discs.burn(env.studies["mr"], "epson", 1, "test")
@@ -128,7 +139,8 @@ def test_cancel_retry_reburn_reprint_follow_the_cli_rules(env, desk, tmp_path) -
     page = follow(desk, post(env, desk, f"/staff/jobs/{first}/cancel"))
     assert f"Job {first} is cancelled." in page and site.discs.jobs.get(first).state is JobState.CANCELLED
     assert "is cancelled; only queued or authoring or submitted or burning jobs can be cancelled" in follow(
-        desk, post(env, desk, f"/staff/jobs/{first}/cancel"))
+        desk, post(env, desk, f"/staff/jobs/{first}/cancel")
+    )
     page = follow(desk, post(env, desk, f"/staff/jobs/{first}/retry"))
     assert f"Job {first} is queued again." in page
     assert site.discs.jobs.get(first).state is JobState.QUEUED and site.discs.jobs.get(first).attempt == 2
@@ -172,6 +184,7 @@ def test_label_preview(env, desk, tmp_path) -> None:
 
 # -- robots ----------------------------------------------------------------------------------------
 
+
 def test_robots_page_shows_each_robot_and_usb(env, desk) -> None:
     page = text(desk.get("/staff/robots"))
     assert 'id="robot-epson"' in page and 'id="robot-primera"' in page
@@ -199,8 +212,11 @@ def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
     sim = create_simulator("epson", table)
     sim.start()
     try:
-        robot = hl7support.wait_for(lambda: next((r for r in desk.get("/api/robots").get_json()["robots"]
-                                                  if r["name"] == "epson" and r["online"]), None))
+        robot = hl7support.wait_for(
+            lambda: next(
+                (r for r in desk.get("/api/robots").get_json()["robots"] if r["name"] == "epson" and r["online"]), None
+            )
+        )
         assert robot["ink"] and robot["media"] and robot["state"] in ("idle", "busy")
         page = text(desk.get("/staff/robots"))
         assert "Bridge online" in page and "<meter" in page
@@ -210,10 +226,21 @@ def test_robots_with_a_running_simulator_show_levels(env, desk) -> None:
 
 # -- worklist --------------------------------------------------------------------------------------
 
+
 def test_worklist_shows_hl7_items_and_filters(env, desk) -> None:
     hl7_order(env)
-    hl7_order(env, msg_id="MSG0002", name="Brown^Carl", pid="P77", zds="1.2.3.77", accession="ACC-77",
-              rp_id="RP-77", sps_id="SPS-77", modality="CT", start="20260906090000")
+    hl7_order(
+        env,
+        msg_id="MSG0002",
+        name="Brown^Carl",
+        pid="P77",
+        zds="1.2.3.77",
+        accession="ACC-77",
+        rp_id="RP-77",
+        sps_id="SPS-77",
+        modality="CT",
+        start="20260906090000",
+    )
     page = text(desk.get("/staff/worklist"))
     assert "COMPRESSEDSAMPLES, MR1" in page and "BROWN, CARL" in page.upper() and "SPS-1" in page
     assert "2 item(s)" in page and "tone-open" in page
@@ -228,8 +255,17 @@ def test_worklist_shows_hl7_items_and_filters(env, desk) -> None:
 
 def test_worklist_status_colours_reset_and_delete(env, admin, desk) -> None:
     hl7_order(env)
-    hl7_order(env, msg_id="MSG0002", name="Brown^Carl", pid="P77", zds="1.2.3.77", accession="ACC-77",
-              rp_id="RP-77", sps_id="SPS-77", modality="CT")
+    hl7_order(
+        env,
+        msg_id="MSG0002",
+        name="Brown^Carl",
+        pid="P77",
+        zds="1.2.3.77",
+        accession="ACC-77",
+        rp_id="RP-77",
+        sps_id="SPS-77",
+        modality="CT",
+    )
     wl = env.app.worklist
     steps = {r.sps_id: r.id for r in wl.items()}
     with env.app.db.transaction() as conn:
@@ -246,12 +282,16 @@ def test_worklist_status_colours_reset_and_delete(env, admin, desk) -> None:
     assert "SCHEDULED again" in follow(desk, response)
     assert {r.sps_id: r.status for r in wl.items()}["SPS-1"] == "SCHEDULED"
     assert post(env, desk, "/staff/worklist/steps/999/reset").status_code == 404
-    for path in (f"/staff/worklist/steps/{steps['SPS-1']}/delete", "/staff/worklist/items/1.2.3.4/delete",
-                 "/staff/worklist/purge"):
+    for path in (
+        f"/staff/worklist/steps/{steps['SPS-1']}/delete",
+        "/staff/worklist/items/1.2.3.4/delete",
+        "/staff/worklist/purge",
+    ):
         assert post(env, desk, path).status_code == 403, path
     assert wl.count() == 2
     assert "1 completed, discontinued or cancelled step(s) deleted." in follow(
-        admin, post(env, admin, "/staff/worklist/purge"))
+        admin, post(env, admin, "/staff/worklist/purge")
+    )
     assert [r.sps_id for r in wl.items()] == ["SPS-1"]
     assert "The step was deleted." in follow(admin, post(env, admin, f"/staff/worklist/steps/{steps['SPS-1']}/delete"))
     assert post(env, admin, f"/staff/worklist/steps/{steps['SPS-1']}/delete").status_code == 404
@@ -262,6 +302,7 @@ def test_worklist_status_colours_reset_and_delete(env, admin, desk) -> None:
 
 
 # -- HL7 log and certificates ------------------------------------------------------------------------
+
 
 def test_hl7_log_for_admins(env, admin, desk) -> None:
     hl7_order(env)
@@ -279,8 +320,9 @@ def test_hl7_log_for_admins(env, admin, desk) -> None:
 def test_certificate_banner_for_admins_only(env, admin, desk, monkeypatch) -> None:
     from appliance import tls_contexts
 
-    monkeypatch.setattr(tls_contexts, "expiry_warnings",
-                        lambda cfg: ["certificate /x/server.crt expires in 12 days (2026-12-05)"])
+    monkeypatch.setattr(
+        tls_contexts, "expiry_warnings", lambda cfg: ["certificate /x/server.crt expires in 12 days (2026-12-05)"]
+    )
     env.site.admin._cert_cache = None
     page = text(admin.get("/staff/studies"))
     assert 'id="cert-warnings"' in page and "expires in 12 days" in page

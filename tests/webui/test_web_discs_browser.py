@@ -36,14 +36,16 @@ class PublishingSite:
 
     def __init__(self, data_dir: Path, store: Any) -> None:
         robots = {"epson": robot_table(data_dir, "epson"), "primera": robot_table(data_dir, "primera")}
-        self.cfg = parse_config({
-            "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital"},
-            "dicom": {"bind": HOST, "port": 0, "tls_port": 0, "free_space_limit_mb": 1},
-            "hl7": {"port": 0, "station_aets": {"CT": "CT1", "MR": "MR1"}},
-            "burn": {"delay": 2.0, "poll_interval": 0.1, "staging_free_space_mb": 0},
-            "robots": copy.deepcopy(robots),
-            "web": {"bind": HOST, "port": free_port()},
-        })
+        self.cfg = parse_config(
+            {
+                "appliance": {"data_dir": str(data_dir), "institution": "St. Example Hospital"},
+                "dicom": {"bind": HOST, "port": 0, "tls_port": 0, "free_space_limit_mb": 1},
+                "hl7": {"port": 0, "station_aets": {"CT": "CT1", "MR": "MR1"}},
+                "burn": {"delay": 2.0, "poll_interval": 0.1, "staging_free_space_mb": 0},
+                "robots": copy.deepcopy(robots),
+                "web": {"bind": HOST, "port": free_port()},
+            }
+        )
         self.app = Appliance(self.cfg)
         self.app.start()
         self.flask = create_app(self.cfg, self.app, {"TESTING": True})
@@ -52,8 +54,9 @@ class PublishingSite:
         self.publishing = build_publishing(self.app, self.cfg, housekeeping_interval=0.2)
         self.site.discs.use_publishing(self.publishing)
         self.publishing.start()
-        ct = dicomdata.study("PID100", "SMITH^ANNA", ("CT",), 2, accession="ACC-CT", study_description="CT THORAX",
-                             rows=64, columns=64)
+        ct = dicomdata.study(
+            "PID100", "SMITH^ANNA", ("CT",), 2, accession="ACC-CT", study_description="CT THORAX", rows=64, columns=64
+        )
         store(self.app, ct, realistic=True)
         self.study = ct[0].study_uid
         self.site.users.add(*ADMIN, "admin")

@@ -19,9 +19,14 @@ from conftest import HOST, free_port
 @pytest.fixture
 def site_without_users(tmp_path: Path) -> Iterator[Any]:
     """A web app on a fresh data folder: no staff user yet."""
-    cfg = parse_config({"appliance": {"data_dir": str(tmp_path / "data")},
-                        "dicom": {"bind": HOST, "port": 0, "tls_port": 0}, "hl7": {"port": 0},
-                        "web": {"bind": HOST, "port": free_port()}})
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(tmp_path / "data")},
+            "dicom": {"bind": HOST, "port": 0, "tls_port": 0},
+            "hl7": {"port": 0},
+            "web": {"bind": HOST, "port": free_port()},
+        }
+    )
     app = Appliance(cfg)
     app.start()
     flask = create_app(cfg, app, {"TESTING": True})

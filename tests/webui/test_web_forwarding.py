@@ -39,16 +39,17 @@ def test_forwarding_page_counts_errors_and_admin_buttons(env: Any, admin: Any, d
     queue.mark_failed({mr[0]: "connection refused by 127.0.0.1:104"}, 600, 600)
     page = text(desk.get("/staff/forwarding"))
     assert _row(page, "committed") == "Committed 6 2"
-    assert _row(page, "queued") == "Waiting 2 1"    # images: the MR's other one and the old one; series: the old one
+    assert _row(page, "queued") == "Waiting 2 1"  # images: the MR's other one and the old one; series: the old one
     assert _row(page, "failed") == "Failed 1 1"
     assert "connection refused by 127.0.0.1:104" in page
-    assert "Retry failed now" not in page           # buttons are the admins'
+    assert "Retry failed now" not in page  # buttons are the admins'
     token = env.csrf(desk, "/staff/forwarding")
     assert desk.post("/staff/forwarding/retry", data={"csrf_token": token}).status_code == 403
     # The study list says per study where it stands.
     studies = text(desk.get("/staff/studies"))
-    assert re.search(rf'{env.studies["ct"]}.*?forward-state"><span class="badge state-committed">Committed', studies,
-                     re.S)
+    assert re.search(
+        rf'{env.studies["ct"]}.*?forward-state"><span class="badge state-committed">Committed', studies, re.S
+    )
     assert re.search(rf'{env.studies["mr"]}.*?forward-state"><span class="badge state-failed">Failed', studies, re.S)
     token = env.csrf(admin, "/staff/forwarding")
     response = admin.post("/staff/forwarding/retry", data={"csrf_token": token}, follow_redirects=True)
@@ -60,10 +61,17 @@ def test_forwarding_page_counts_errors_and_admin_buttons(env: Any, admin: Any, d
 
 
 def _search(env: Any, port: int, timeout_ms: int = 30_000) -> ExtendedSearch:
-    fwd = ForwardingConfig(extended_search=True, ae_title="REGIONAL", host=HOST, port=port,
-                           dicom_timeout_ms=timeout_ms, tcp_timeout_ms=2000)
-    return ExtendedSearch(DicomRegional(fwd, env.cfg.dicom.ae_title), env.cfg.dicom.ae_title, "REGIONAL",
-                          timeout_ms / 1000)
+    fwd = ForwardingConfig(
+        extended_search=True,
+        ae_title="REGIONAL",
+        host=HOST,
+        port=port,
+        dicom_timeout_ms=timeout_ms,
+        tcp_timeout_ms=2000,
+    )
+    return ExtendedSearch(
+        DicomRegional(fwd, env.cfg.dicom.ae_title), env.cfg.dicom.ae_title, "REGIONAL", timeout_ms / 1000
+    )
 
 
 def test_study_list_shows_regional_only_studies(env: Any, desk: Any, orthanc_factory: Any, tmp_path: Path) -> None:

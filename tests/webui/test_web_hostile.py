@@ -16,8 +16,17 @@ from hypothesis import strategies as st
 
 from conftest import HOST
 
-TRAVERSAL = ["../../../../etc/passwd", "..%2f..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd",
-             "....//....//etc/passwd", "..\\..\\windows\\win.ini", "%00", "a" * 5000, "..%00/x", "%c0%ae%c0%ae/"]
+TRAVERSAL = [
+    "../../../../etc/passwd",
+    "..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e/%2e%2e/etc/passwd",
+    "....//....//etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "%00",
+    "a" * 5000,
+    "..%00/x",
+    "%c0%ae%c0%ae/",
+]
 
 
 def _clean(response: Any) -> None:
@@ -27,8 +36,16 @@ def _clean(response: Any) -> None:
 
 
 def test_bad_tokens_are_refused(client: Any) -> None:
-    for token in ["", "x", "A" * 4000, "%00", "'; DROP TABLE studies; --", "\u00e9\u00e8", "../../etc/passwd",
-                  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="]:
+    for token in [
+        "",
+        "x",
+        "A" * 4000,
+        "%00",
+        "'; DROP TABLE studies; --",
+        "\u00e9\u00e8",
+        "../../etc/passwd",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+    ]:
         response = client.get("/token?" + urllib.parse.quote(token, safe=""))
         _clean(response)
         assert response.status_code in (400, 403, 404, 410, 429), response.status_code
@@ -41,9 +58,15 @@ def test_path_traversal_in_downloads(client: Any, admin: Any, env: Any) -> None:
     for bad in TRAVERSAL:
         for path in (f"/study/download/{bad}.zip", f"/study/thumb/{bad}.jpg", f"/study/image/{bad}.jpg"):
             _clean(client.get(path))
-        for path in (f"/staff/studies/{study}/download/{bad}.zip", f"/staff/studies/{bad}/download/full.zip",
-                     f"/staff/thumb/{bad}.jpg", f"/staff/image/{bad}.jpg", f"/staff/studies/{bad}",
-                     f"/staff/series/{bad}", f"/staff/studies/{bad}/slip.pdf"):
+        for path in (
+            f"/staff/studies/{study}/download/{bad}.zip",
+            f"/staff/studies/{bad}/download/full.zip",
+            f"/staff/thumb/{bad}.jpg",
+            f"/staff/image/{bad}.jpg",
+            f"/staff/studies/{bad}",
+            f"/staff/series/{bad}",
+            f"/staff/studies/{bad}/slip.pdf",
+        ):
             response = admin.get(path)
             _clean(response)
             # A client error, or werkzeug's redirect that folds "//" (then a client error): never the file.
@@ -61,17 +84,26 @@ def test_oversized_requests(client: Any, env: Any) -> None:
 
 
 def test_bad_staff_input_without_session(client: Any) -> None:
-    for method, path in [("post", "/staff/login"), ("post", "/staff/logout"), ("get", "/staff/studies"),
-                         ("post", "/staff/studies/1.2.3/burn"), ("get", "/api/studies"), ("get", "/api/jobs"),
-                         ("post", "/api/nodes/X/echo"), ("get", "/staff/logs/download")]:
+    for method, path in [
+        ("post", "/staff/login"),
+        ("post", "/staff/logout"),
+        ("get", "/staff/studies"),
+        ("post", "/staff/studies/1.2.3/burn"),
+        ("get", "/api/studies"),
+        ("get", "/api/jobs"),
+        ("post", "/api/nodes/X/echo"),
+        ("get", "/staff/logs/download"),
+    ]:
         response = getattr(client, method)(path, data={"csrf_token": "forged"})
         _clean(response)
         assert response.status_code in (302, 303, 400, 401, 403, 404, 405), (path, response.status_code)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80),
-       prefix=st.sampled_from(["/", "/token?", "/study/", "/staff/", "/staff/studies/", "/api/", "/study/download/"]))
+@given(
+    path=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80),
+    prefix=st.sampled_from(["/", "/token?", "/study/", "/staff/", "/staff/studies/", "/api/", "/study/download/"]),
+)
 def test_random_paths_never_fail(admin: Any, path: str, prefix: str) -> None:
     response = admin.get(prefix + urllib.parse.quote(path, safe="/?=&%"))
     _clean(response)
@@ -99,10 +131,13 @@ def test_live_server_survives_hostile_requests(live: Any) -> None:
         conn.close()
         return out
 
-    for request in [b"GARBAGE\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-                    b"POST /staff/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\nab",
-                    b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                    b"GET /token?%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]:
+    for request in [
+        b"GARBAGE\r\n\r\n",
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /staff/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\nab",
+        b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /token?%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ]:
         answer = raw(request)
         if answer:
             status = int(answer.split(b" ", 2)[1])

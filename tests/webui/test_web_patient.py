@@ -23,8 +23,14 @@ def cookie_attrs(response) -> dict[str, str]:
     parsed = SimpleCookie()
     parsed.load(header)
     morsel = parsed["appliance_patient"]
-    return {"value": morsel.value, "httponly": str(morsel["httponly"]), "samesite": morsel["samesite"],
-            "max-age": morsel["max-age"], "path": morsel["path"], "secure": str(morsel["secure"])}
+    return {
+        "value": morsel.value,
+        "httponly": str(morsel["httponly"]),
+        "samesite": morsel["samesite"],
+        "max-age": morsel["max-age"],
+        "path": morsel["path"],
+        "secure": str(morsel["secure"]),
+    }
 
 
 def test_link_is_exchanged_for_a_cookie_and_a_clean_url(env, client) -> None:
@@ -66,8 +72,14 @@ def test_security_headers_on_every_page(env, client) -> None:
 def test_same_neutral_page_for_every_bad_token(env, client, kind: str) -> None:
     if kind == "revoked":
         env.site.tokens.revoke(env.studies["mr"])
-    token = {"unknown": "A" * 64, "malformed": "../../etc/passwd", "empty": "", "expired": env.token("expired"),
-             "revoked": env.token("mr"), "long": "B" * 5000}[kind]
+    token = {
+        "unknown": "A" * 64,
+        "malformed": "../../etc/passwd",
+        "empty": "",
+        "expired": env.token("expired"),
+        "revoked": env.token("mr"),
+        "long": "B" * 5000,
+    }[kind]
     response = open_link(client, token)
     assert response.status_code == 404
     text = response.get_data(as_text=True)
@@ -103,8 +115,13 @@ def test_failures_are_audited_without_the_token(env, client) -> None:
 def test_pages_without_session_are_neutral(env, client) -> None:
     series = env.site.catalog.series(env.studies["ct"])[0]["series_uid"]
     sop = env.site.catalog.instances(series)[0]["sop_uid"]
-    for path in ("/study", f"/study/series/{series}", f"/study/thumb/{series}.jpg", f"/study/image/{sop}.jpg",
-                 "/study/download/dicom.zip?consent=yes"):
+    for path in (
+        "/study",
+        f"/study/series/{series}",
+        f"/study/thumb/{series}.jpg",
+        f"/study/image/{sop}.jpg",
+        "/study/download/dicom.zip?consent=yes",
+    ):
         response = client.get(path)
         assert response.status_code == 404 and NEUTRAL in response.get_data(as_text=True), path
     client.set_cookie("appliance_patient", "forged.value.here")
@@ -128,8 +145,9 @@ def test_viewer_thumbnails_and_images(env, client) -> None:
     assert windowed.headers["X-Window"] == "-600/1500" and windowed.data != image.data
 
 
-@pytest.mark.parametrize("query", ["wc=abc&ww=10", "wc=10", "wc=1&ww=0", "wc=1&ww=-5", "size=big", "wc=nan&ww=nan",
-                                   "wc=1e300&ww=5"])
+@pytest.mark.parametrize(
+    "query", ["wc=abc&ww=10", "wc=10", "wc=1&ww=0", "wc=1&ww=-5", "size=big", "wc=nan&ww=nan", "wc=1e300&ww=5"]
+)
 def test_bad_viewer_parameters(env, client, query: str) -> None:
     open_link(client, env.token("ct"))
     series = env.site.catalog.series(env.studies["ct"])[0]["series_uid"]
@@ -143,8 +161,13 @@ def test_other_studies_stay_closed(env, client) -> None:
     open_link(client, env.token("ct"))
     other = env.site.catalog.series(env.studies["mr"])[0]["series_uid"]
     other_sop = env.site.catalog.instances(other)[0]["sop_uid"]
-    for path in (f"/study/series/{other}", f"/study/thumb/{other}.jpg", f"/study/image/{other_sop}.jpg",
-                 "/study/series/1.2.3", "/study/image/nonsense.jpg"):
+    for path in (
+        f"/study/series/{other}",
+        f"/study/thumb/{other}.jpg",
+        f"/study/image/{other_sop}.jpg",
+        "/study/series/1.2.3",
+        "/study/image/nonsense.jpg",
+    ):
         assert client.get(path).status_code == 404, path
 
 

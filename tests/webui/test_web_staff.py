@@ -30,9 +30,19 @@ def text(response) -> str:
 
 # -- sign-in ----------------------------------------------------------------------------------------
 
+
 def test_pages_need_a_login(env, client) -> None:
-    for path in ("/staff/", "/staff/studies", f"/staff/studies/{env.studies['ct']}", "/staff/nodes",
-                 "/staff/settings", "/staff/logs", "/staff/about", "/staff/users", "/staff/account"):
+    for path in (
+        "/staff/",
+        "/staff/studies",
+        f"/staff/studies/{env.studies['ct']}",
+        "/staff/nodes",
+        "/staff/settings",
+        "/staff/logs",
+        "/staff/about",
+        "/staff/users",
+        "/staff/account",
+    ):
         response = client.get(path)
         assert response.status_code == 302 and "/staff/login" in response.headers["Location"], path
     assert client.get("/api/studies").status_code == 401
@@ -43,8 +53,10 @@ def test_pages_need_a_login(env, client) -> None:
 def test_login_logout_and_next(env, client) -> None:
     page = client.get("/staff/login?next=/staff/nodes")
     assert 'name="next" value="/staff/nodes"' in text(page)
-    response = client.post("/staff/login", data={"name": "desk", "password": DESK[1], "next": "/staff/nodes",
-                                                 "csrf_token": env.csrf_of(text(page))})
+    response = client.post(
+        "/staff/login",
+        data={"name": "desk", "password": DESK[1], "next": "/staff/nodes", "csrf_token": env.csrf_of(text(page))},
+    )
     assert response.status_code == 302 and response.headers["Location"] == "/staff/nodes"
     [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("appliance_staff=")]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -59,20 +71,24 @@ def test_login_logout_and_next(env, client) -> None:
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)", "x"])
 def test_no_open_redirect_after_login(env, client, target: str) -> None:
     page = client.get("/staff/login")
-    response = client.post("/staff/login", data={"name": ADMIN[0], "password": ADMIN[1], "next": target,
-                                                 "csrf_token": env.csrf_of(text(page))})
+    response = client.post(
+        "/staff/login",
+        data={"name": ADMIN[0], "password": ADMIN[1], "next": target, "csrf_token": env.csrf_of(text(page))},
+    )
     assert response.headers["Location"] == "/staff/studies"
 
 
 def test_wrong_password_and_rate_limit(env, client) -> None:
     for _ in range(env.cfg.web.rate_limit):
         page = client.get("/staff/login")
-        response = client.post("/staff/login", data={"name": "admin", "password": "nope",
-                                                     "csrf_token": env.csrf_of(text(page))})
+        response = client.post(
+            "/staff/login", data={"name": "admin", "password": "nope", "csrf_token": env.csrf_of(text(page))}
+        )
         assert response.status_code == 401 and "Wrong user name or password" in text(response)
     page = client.get("/staff/login")
-    response = client.post("/staff/login", data={"name": ADMIN[0], "password": ADMIN[1],
-                                                 "csrf_token": env.csrf_of(text(page))})
+    response = client.post(
+        "/staff/login", data={"name": ADMIN[0], "password": ADMIN[1], "csrf_token": env.csrf_of(text(page))}
+    )
     assert response.status_code == 429 and response.headers["Retry-After"]
     assert len(env.site.audit.entries(action="staff.login_failed")) == env.cfg.web.rate_limit + 1
 
@@ -104,10 +120,17 @@ def test_deleted_user_loses_the_session(env, desk) -> None:
 
 # -- roles ------------------------------------------------------------------------------------------
 
+
 def test_front_desk_cannot_administer(env, desk) -> None:
     ct = env.studies["ct"]
-    for path in ("/staff/settings", "/staff/logs", "/staff/logs/download", "/staff/users", "/staff/nodes/new",
-                 f"/staff/studies/{ct}/delete"):
+    for path in (
+        "/staff/settings",
+        "/staff/logs",
+        "/staff/logs/download",
+        "/staff/users",
+        "/staff/nodes/new",
+        f"/staff/studies/{ct}/delete",
+    ):
         response = desk.get(path)
         assert response.status_code == 403 and "role does not allow" in text(response), path
     assert post(env, desk, f"/staff/studies/{ct}/delete", {"confirm": "yes"}).status_code == 403
@@ -119,6 +142,7 @@ def test_front_desk_cannot_administer(env, desk) -> None:
 
 
 # -- studies ----------------------------------------------------------------------------------------
+
 
 def rows(response) -> int:
     return text(response).count('class="strong"')
@@ -148,8 +172,10 @@ def test_study_search(env, admin, store) -> None:
     assert "page 1 of" not in sorted_page
 
 
-@pytest.mark.parametrize("query", ["period=exact&date=2024-02-30", "period=range&from=2024-02-01&to=2024-01-01",
-                                   "period=decade", "birth=yesterday"])
+@pytest.mark.parametrize(
+    "query",
+    ["period=exact&date=2024-02-30", "period=range&from=2024-02-01&to=2024-01-01", "period=decade", "birth=yesterday"],
+)
 def test_bad_search_input_is_explained(admin, query: str) -> None:
     response = admin.get(f"/staff/studies?{query}")
     assert response.status_code == 400 and 'class="flash flash-error"' in text(response)
@@ -173,8 +199,17 @@ def test_search_pagination(env, admin, store) -> None:
 def test_study_page(env, admin) -> None:
     ct = env.studies["ct"]
     page = text(admin.get(f"/staff/studies/{ct}"))
-    for expected in ("SMITH, ANNA", "PID100", "ACC-CT", "CT THORAX", "Print token slip", "Download DICOM zip",
-                     "Works", "burn-slot", "3 images"):
+    for expected in (
+        "SMITH, ANNA",
+        "PID100",
+        "ACC-CT",
+        "CT THORAX",
+        "Print token slip",
+        "Download DICOM zip",
+        "Works",
+        "burn-slot",
+        "3 images",
+    ):
         assert expected in page
     assert admin.get("/staff/studies/1.2.3.4").status_code == 404
     series = env.site.catalog.series(ct)[0]["series_uid"]
@@ -219,6 +254,7 @@ def test_delete_series_then_study_with_confirmation(env, admin) -> None:
 
 
 # -- patient link -----------------------------------------------------------------------------------
+
 
 def test_token_actions(env, desk) -> None:
     mr = env.studies["mr"]
@@ -275,9 +311,17 @@ def test_slip_and_link_pages(env, desk) -> None:
 
 # -- nodes ------------------------------------------------------------------------------------------
 
+
 def node_form(**overrides) -> dict:
-    form = {"ae_title": "VIEWER1", "host": "127.0.0.1", "port": "11112", "description": "Viewer",
-            "store": "on", "find": "on", "move": "on"}
+    form = {
+        "ae_title": "VIEWER1",
+        "host": "127.0.0.1",
+        "port": "11112",
+        "description": "Viewer",
+        "store": "on",
+        "find": "on",
+        "move": "on",
+    }
     form.update(overrides)
     return {k: v for k, v in form.items() if v is not None}
 
@@ -302,16 +346,19 @@ def test_node_crud(env, admin) -> None:
     assert [e.action for e in env.site.audit.entries()][:3] == ["node.delete", "node.edit", "node.add"]
 
 
-@pytest.mark.parametrize(("form", "message"), [
-    (node_form(ae_title=""), "not valid"),
-    (node_form(ae_title="A\\B"), "not valid"),
-    (node_form(host="300.1.1.1"), "not a valid IPv4"),
-    (node_form(host="bad host"), "not a valid host name"),
-    (node_form(host="fe80::zz"), "not a valid IPv6"),
-    (node_form(port="http"), "not a number"),
-    (node_form(port="0"), "not a TCP port"),
-    (node_form(port="65536"), "not a TCP port"),
-])
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        (node_form(ae_title=""), "not valid"),
+        (node_form(ae_title="A\\B"), "not valid"),
+        (node_form(host="300.1.1.1"), "not a valid IPv4"),
+        (node_form(host="bad host"), "not a valid host name"),
+        (node_form(host="fe80::zz"), "not a valid IPv6"),
+        (node_form(port="http"), "not a number"),
+        (node_form(port="0"), "not a TCP port"),
+        (node_form(port="65536"), "not a TCP port"),
+    ],
+)
 def test_node_validation_errors_are_shown(env, admin, form: dict, message: str) -> None:
     response = post(env, admin, "/staff/nodes/new", form)
     assert response.status_code == 400 and message in text(response)
@@ -346,6 +393,7 @@ def test_echo_online_and_offline(env, admin, node) -> None:
 
 
 # -- administration ---------------------------------------------------------------------------------
+
 
 def test_settings_page_masks_secrets(env, admin) -> None:
     page = text(admin.get("/staff/settings"))
@@ -405,8 +453,9 @@ def test_user_management(env, admin) -> None:
 
 def test_change_own_password(env, desk) -> None:
     def change(current: str, new: str, again: str):
-        return post(env, desk, "/staff/account", {"current": current, "password": new, "again": again},
-                    "/staff/account")
+        return post(
+            env, desk, "/staff/account", {"current": current, "password": new, "again": again}, "/staff/account"
+        )
 
     assert "current password is wrong" in text(change("nope", "new-password-1", "new-password-1"))
     assert "differ" in text(change(DESK[1], "new-password-1", "new-password-2"))

@@ -30,8 +30,15 @@ def send(env, instances: list[dicomdata.Instance], association: str, corrupt: bo
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = True, False
         write_dataset(fp, ds)
-        env.app.store(fp.getvalue(), ExplicitVRLittleEndian, ds.SOPClassUID, ds.SOPInstanceUID, "MODALITY",
-                      env.cfg.dicom.ae_title, association)
+        env.app.store(
+            fp.getvalue(),
+            ExplicitVRLittleEndian,
+            ds.SOPClassUID,
+            ds.SOPInstanceUID,
+            "MODALITY",
+            env.cfg.dicom.ae_title,
+            association,
+        )
     env.app.association_ended(env.cfg.dicom.ae_title, association)
 
 

@@ -76,16 +76,20 @@ def test_tokens_are_random(db: Database, tmp_path: Path) -> None:
     assert len(values) == 50
 
 
-@pytest.mark.parametrize(("validity", "study_date", "until"), [
-    (7, "20240105", dt.date(2024, 1, 12)),
-    ("14 days", "20240105", dt.date(2024, 1, 19)),
-    ("2 weeks", "20240105", dt.date(2024, 1, 19)),
-    ("6 months", "20240831", dt.date(2025, 2, 28)),
-    ("1 year", "20240229", dt.date(2025, 2, 28)),
-    ("1 month", "20240131", dt.date(2024, 2, 29)),
-])
-def test_expiry_from_study_date(db: Database, tmp_path: Path, validity: int | str, study_date: str,
-                                until: dt.date) -> None:
+@pytest.mark.parametrize(
+    ("validity", "study_date", "until"),
+    [
+        (7, "20240105", dt.date(2024, 1, 12)),
+        ("14 days", "20240105", dt.date(2024, 1, 19)),
+        ("2 weeks", "20240105", dt.date(2024, 1, 19)),
+        ("6 months", "20240831", dt.date(2025, 2, 28)),
+        ("1 year", "20240229", dt.date(2025, 2, 28)),
+        ("1 month", "20240131", dt.date(2024, 2, 29)),
+    ],
+)
+def test_expiry_from_study_date(
+    db: Database, tmp_path: Path, validity: int | str, study_date: str, until: dt.date
+) -> None:
     assert Tokens(db, tmp_path / "k", validity).valid_until(study_date) == until
 
 

@@ -20,7 +20,7 @@ def test_storages_page_lists_state_space_and_instances(env, admin) -> None:
     assert 'data-storage="0"' in page and str(env.cfg.store_dir) in page
     assert ">enabled<" in page
     count = env.app.index.counts()["instances"]
-    assert f"<td class=\"num\">{count} (" in page
+    assert f'<td class="num">{count} (' in page
 
 
 def test_admin_adds_and_disables_a_storage(env, admin, tmp_path: Path) -> None:
@@ -97,5 +97,15 @@ def _with_email(cfg, port: int):
 
     from appliance.config import EmailConfig
 
-    return replace(cfg, email=EmailConfig("127.0.0.1", port, "none", user="", password="s3cret-mail-pw",
-                                          sender="appliance@example.org", to=("desk@example.org",)))
+    return replace(
+        cfg,
+        email=EmailConfig(
+            "127.0.0.1",
+            port,
+            "none",
+            user="",
+            password="s3cret-mail-pw",
+            sender="appliance@example.org",
+            to=("desk@example.org",),
+        ),
+    )

@@ -76,8 +76,12 @@ def jobs() -> dict[str, Any]:
     Each row also carries ``patient_name_text`` and ``size_text``, shown as the server-drawn page shows them
     (one name rule, one size formatter; the page's script does not format them again).
     """
-    return {"jobs": [dict(row, patient_name_text=display_name(row["patient_name"]), size_text=human_size(row["size"]))
-                     for row in presenters.job_rows(get_site().discs.job_rows())]}
+    return {
+        "jobs": [
+            dict(row, patient_name_text=display_name(row["patient_name"]), size_text=human_size(row["size"]))
+            for row in presenters.job_rows(get_site().discs.job_rows())
+        ]
+    }
 
 
 @bp.get("/robots")

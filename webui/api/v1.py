@@ -102,6 +102,7 @@ def openapi() -> Response:
 
 # -- health ----------------------------------------------------------------------------------------
 
+
 def _listening(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -117,8 +118,12 @@ def health() -> Any:
     site = get_site()
     cfg = site.config
     services: dict[str, Any] = {"web": {"port": cfg.web.port, "up": True}}
-    for name, port in (("dicom", cfg.dicom.port), ("dicom_tls", cfg.dicom.tls_port), ("hl7", cfg.hl7.port),
-                       ("dicomweb", cfg.dicomweb.port)):
+    for name, port in (
+        ("dicom", cfg.dicom.port),
+        ("dicom_tls", cfg.dicom.tls_port),
+        ("hl7", cfg.hl7.port),
+        ("dicomweb", cfg.dicomweb.port),
+    ):
         if port:
             services[name] = {"port": port, "up": _listening(port)}
     queues = site.discs.queue_depths()
@@ -126,17 +131,24 @@ def health() -> Any:
     free = site.studies.free_space()
     limit = cfg.dicom.free_space_limit_mb * 1024 * 1024
     # A storage whose disk or share is not mounted: its images cannot be read until it is back.
-    storages = [{"number": s.number, "path": str(s.root), "available": s.available, "problem": s.problem}
-                for s in site.app.store_area.all()]
+    storages = [
+        {"number": s.number, "path": str(s.root), "available": s.available, "problem": s.problem}
+        for s in site.app.store_area.all()
+    ]
     ok = all(s["up"] for s in services.values()) and free > limit and all(s["available"] for s in storages)
     _read()
-    return {"status": "ok" if ok else "degraded", "version": __version__, "services": services,
-            "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.studies.counts(),
-                        "storages": storages},
-            "robots": robots, "queues": {**queues, "thumbnails": site.pictures.prerender.pending}}
+    return {
+        "status": "ok" if ok else "degraded",
+        "version": __version__,
+        "services": services,
+        "storage": {"free_bytes": free, "limit_bytes": limit, "counts": site.studies.counts(), "storages": storages},
+        "robots": robots,
+        "queues": {**queues, "thumbnails": site.pictures.prerender.pending},
+    }
 
 
 # -- studies ---------------------------------------------------------------------------------------
+
 
 @bp.get("/studies")
 def studies() -> Any:
@@ -175,6 +187,7 @@ def delete_study(study_uid: str) -> Any:
 
 
 # -- patient links ---------------------------------------------------------------------------------
+
 
 def _link_state(token: Any, site: Any) -> dict[str, Any]:
     return {"valid_until": token.valid_until.isoformat(), "state": token.state(site.links.today())}
@@ -231,6 +244,7 @@ def link_slip(study_uid: str) -> Response:
 
 # -- disc jobs and robots --------------------------------------------------------------------------
 
+
 @bp.get("/jobs")
 def jobs() -> Any:
     """The newest disc jobs (``?limit=``, at most 1000)."""
@@ -280,14 +294,16 @@ def robots() -> Any:
 
 # -- worklist --------------------------------------------------------------------------------------
 
+
 @bp.get("/worklist")
 def worklist() -> Any:
     """Worklist items with their steps: ``?status=&patient=&date=&modality=``."""
     _caller()
     args = request.args
     _read()
-    items = get_site().worklist.items(args.get("status", ""), args.get("patient", ""), args.get("date", ""),
-                                      args.get("modality", ""))
+    items = get_site().worklist.items(
+        args.get("status", ""), args.get("patient", ""), args.get("date", ""), args.get("modality", "")
+    )
     return {"items": _plain(presenters.worklist_items(items))}
 
 
@@ -319,14 +335,22 @@ def create_worklist_item() -> Any:
         sps_id = str(step.pop("ScheduledProcedureStepID", "") or f"SPS{number}")
         step_orders.append(StepOrder(sps_id, SpsStatus(status), step))
     # The HL7 order path: validated, a Study Instance UID made when none is given, all steps or none.
-    order = Order(str(body.get("StudyInstanceUID") or ""), PatientRef(patient_id, issuer),
-                  {"PatientID": patient_id, **patient_attrs}, attrs, tuple(step_orders), charset="ISO_IR 192",
-                  source="api")
+    order = Order(
+        str(body.get("StudyInstanceUID") or ""),
+        PatientRef(patient_id, issuer),
+        {"PatientID": patient_id, **patient_attrs},
+        attrs,
+        tuple(step_orders),
+        charset="ISO_IR 192",
+        source="api",
+    )
     result = site.worklist.apply_order(order)
     keys = result.created + result.updated
     _changed("worklist.add", "", ", ".join(str(k) for k in keys))
-    return {"created": [dataclasses.asdict(k) for k in result.created],
-            "updated": [dataclasses.asdict(k) for k in result.updated]}, 201
+    return {
+        "created": [dataclasses.asdict(k) for k in result.created],
+        "updated": [dataclasses.asdict(k) for k in result.updated],
+    }, 201
 
 
 @bp.delete("/worklist/<study_uid>")
@@ -348,6 +372,7 @@ def reset_worklist_step(step_id: int) -> Any:
 
 
 # -- nodes -----------------------------------------------------------------------------------------
+
 
 @bp.get("/nodes")
 def nodes() -> Any:
@@ -375,4 +400,3 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
-

@@ -43,15 +43,23 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 #: Media types of frames per transfer syntax (PS3.18 Table 8.7.3-5), and the default syntax of each type.
 FRAME_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
-FRAME_DEFAULT = {"application/octet-stream": str(ExplicitVRLittleEndian), "image/jpeg": "1.2.840.10008.1.2.4.50",
-                 "image/jls": "1.2.840.10008.1.2.4.80", "image/jp2": "1.2.840.10008.1.2.4.90",
-                 "image/dicom-rle": "1.2.840.10008.1.2.5"}
+FRAME_DEFAULT = {
+    "application/octet-stream": str(ExplicitVRLittleEndian),
+    "image/jpeg": "1.2.840.10008.1.2.4.50",
+    "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/dicom-rle": "1.2.840.10008.1.2.5",
+}
 _NATIVE_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
 
@@ -87,8 +95,9 @@ def create_dicomweb_app(site: Site, overrides: Mapping[str, Any] | None = None) 
     if overrides:
         app.config.update(overrides)
     app.session_interface = StaffSessionInterface()
-    app.extensions["appliance"] = WebContext(site, RateLimiter(web.rate_limit, web.rate_window),
-                                             RateLimiter(web.rate_limit, web.rate_window))
+    app.extensions["appliance"] = WebContext(
+        site, RateLimiter(web.rate_limit, web.rate_window), RateLimiter(web.rate_limit, web.rate_window)
+    )
     app.register_blueprint(bp)
     app.after_request(_headers)
 
@@ -170,6 +179,7 @@ def _study_allowed(principal: Principal, study_uid: str) -> None:
 
 # -- QIDO-RS ---------------------------------------------------------------------------------------
 
+
 def _search_format() -> str:
     """``json`` or ``xml`` from the Accept header (406 for anything else)."""
     for media in multipart.parse_accept(request.headers.get("Accept")):
@@ -178,8 +188,7 @@ def _search_format() -> str:
             return "json"
         if kind == DICOM_XML or (kind == "multipart/related" and media.get("type") == DICOM_XML):
             return "xml"
-    raise HTTPException(response=problem(406, f"searches answer {DICOM_JSON} or multipart/related; "
-                                              f"type=\"{DICOM_XML}\""))
+    raise HTTPException(response=problem(406, f'searches answer {DICOM_JSON} or multipart/related; type="{DICOM_XML}"'))
 
 
 def _search(resource: str, study: str | None = None, series: str | None = None) -> Response:
@@ -187,21 +196,25 @@ def _search(resource: str, study: str | None = None, series: str | None = None) 
     if not principal.may_search and (study is None or not principal.may_read(study)):
         raise Refused(403, "a patient token may search only within its own study (/studies/{study}/...)")
     fmt = _search_format()
-    search = parse_search(resource, request.args.items(multi=True), get_site().config.dicomweb.max_results,
-                          study, series)
+    search = parse_search(
+        resource, request.args.items(multi=True), get_site().config.dicomweb.max_results, study, series
+    )
     answers = list(get_site().dicomweb.search(search, base_url()))
-    audit("dicomweb.search", study_uid=study or "",
-          detail=f"{request.path}?{request.query_string.decode('latin-1', 'replace')}: {len(answers)} match(es)")
+    audit(
+        "dicomweb.search",
+        study_uid=study or "",
+        detail=f"{request.path}?{request.query_string.decode('latin-1', 'replace')}: {len(answers)} match(es)",
+    )
     if fmt == "xml":
         boundary = multipart.new_boundary()
         body = multipart.write(((DICOM_XML, to_xml(a)) for a in answers), boundary)
-        response = Response(b"".join(body), content_type=f'multipart/related; type="{DICOM_XML}"; '
-                                                         f"boundary={boundary}")
+        response = Response(b"".join(body), content_type=f'multipart/related; type="{DICOM_XML}"; boundary={boundary}')
     else:
         response = Response(json.dumps(answers, separators=(",", ":")), mimetype=DICOM_JSON)
     if "fuzzymatching" in search.ignored:
-        response.headers["Warning"] = ('299 appliance "The fuzzymatching parameter is not supported. Only literal '
-                                       'matching has been performed."')
+        response.headers["Warning"] = (
+            '299 appliance "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
+        )
     return response
 
 
@@ -243,6 +256,7 @@ def search_instances(study: str, series: str) -> Response:
 
 # -- WADO-RS: instances ------------------------------------------------------------------------------
 
+
 def _instance_syntax() -> str | None:
     """The transfer syntax asked for instances: a UID, or None for "as stored" (``transfer-syntax=*``).
 
@@ -260,8 +274,11 @@ def _instance_syntax() -> str | None:
             if not UID(ts).is_transfer_syntax:
                 raise HTTPException(response=problem(406, f"transfer-syntax {ts} is not a transfer syntax"))
             return ts
-    raise HTTPException(response=problem(406, 'instances are sent as multipart/related; type="application/dicom"'
-                                              "[; transfer-syntax=UID or *]"))
+    raise HTTPException(
+        response=problem(
+            406, 'instances are sent as multipart/related; type="application/dicom"[; transfer-syntax=UID or *]'
+        )
+    )
 
 
 def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> Response:
@@ -273,9 +290,13 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
     if target is not None:
         refused = [i for i in instances if not codecs.can_convert(i.transfer_syntax, target)]
         if refused:
-            raise HTTPException(response=problem(
-                406, f"{len(refused)} instance(s) cannot be sent in {UID(target).name} (stored in "
-                     f"{UID(refused[0].transfer_syntax).name}); ask for transfer-syntax=* to get them as stored"))
+            raise HTTPException(
+                response=problem(
+                    406,
+                    f"{len(refused)} instance(s) cannot be sent in {UID(target).name} (stored in "
+                    f"{UID(refused[0].transfer_syntax).name}); ask for transfer-syntax=* to get them as stored",
+                )
+            )
     audit("dicomweb.retrieve", study_uid=study, detail=f"{request.path}: {len(instances)} instance(s)")
     boundary = multipart.new_boundary()
     dicomweb = site.dicomweb
@@ -291,8 +312,11 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
             # Under our server the files go from the page cache to the socket (os.sendfile), one at a time.
             body: list[bytes | FilePart] = []
             for instance, (ctype, size) in zip(instances, types, strict=True):
-                body += [multipart.part_head(ctype, size, boundary), FilePart(str(dicomweb.path(instance)), size),
-                         b"\r\n"]
+                body += [
+                    multipart.part_head(ctype, size, boundary),
+                    FilePart(str(dicomweb.path(instance)), size),
+                    b"\r\n",
+                ]
             body.append(multipart.closing(boundary))
 
             def files() -> Iterator[bytes]:
@@ -307,8 +331,12 @@ def _retrieve(study: str, series: str | None = None, sop: str | None = None) -> 
             for instance, (ctype, size) in zip(instances, types, strict=True):
                 data = dicomweb.read(instance)
                 if len(data) != size:
-                    LOGGER.error("WADO-RS: %s is %d bytes on disk, %d in the index: response ended", instance.sop_uid,
-                                 len(data), size)
+                    LOGGER.error(
+                        "WADO-RS: %s is %d bytes on disk, %d in the index: response ended",
+                        instance.sop_uid,
+                        len(data),
+                        size,
+                    )
                     raise CodecError(f"stored file of {instance.sop_uid} changed size")
                 yield multipart.part_head(ctype, size, boundary) + data + b"\r\n"
             yield multipart.closing(boundary)
@@ -350,6 +378,7 @@ def retrieve_instance(study: str, series: str, sop: str) -> Response:
 
 # -- WADO-RS: metadata -----------------------------------------------------------------------------
 
+
 def _metadata(study: str, series: str | None = None, sop: str | None = None) -> Response:
     principal = authenticate()
     _study_allowed(principal, study)
@@ -361,8 +390,10 @@ def _metadata(study: str, series: str | None = None, sop: str | None = None) -> 
     audit("dicomweb.metadata", study_uid=study, detail=f"{request.path}: {len(answers)} instance(s)")
     if fmt == "xml":
         boundary = multipart.new_boundary()
-        return Response(b"".join(multipart.write(((DICOM_XML, to_xml(a)) for a in answers), boundary)),
-                        content_type=f'multipart/related; type="{DICOM_XML}"; boundary={boundary}')
+        return Response(
+            b"".join(multipart.write(((DICOM_XML, to_xml(a)) for a in answers), boundary)),
+            content_type=f'multipart/related; type="{DICOM_XML}"; boundary={boundary}',
+        )
     return Response(json.dumps(answers, separators=(",", ":")), mimetype=DICOM_JSON)
 
 
@@ -385,6 +416,7 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 
 
 # -- WADO-RS: frames and bulk data -----------------------------------------------------------------
+
 
 def _frame_syntax(stored: str) -> str | None:
     """The syntax asked for frames (None: as stored).
@@ -412,9 +444,14 @@ def _frame_syntax(stored: str) -> str | None:
         if part != "application/octet-stream" and FRAME_MEDIA.get(ts) != part:
             continue
         return ts
-    raise HTTPException(response=problem(406, "frames are sent as multipart/related; type=application/octet-stream "
-                                              "(native), image/jpeg, image/jls, image/jp2 or image/dicom-rle, with "
-                                              "an optional transfer-syntax (UID or *)"))
+    raise HTTPException(
+        response=problem(
+            406,
+            "frames are sent as multipart/related; type=application/octet-stream "
+            "(native), image/jpeg, image/jls, image/jp2 or image/dicom-rle, with "
+            "an optional transfer-syntax (UID or *)",
+        )
+    )
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -439,8 +476,11 @@ def frames(study: str, series: str, sop: str, frame_list: str) -> Response:
     instance = site.dicomweb.instances(study, series, sop)[0]
     target = _frame_syntax(instance.transfer_syntax)
     if target is not None and not codecs.can_convert(instance.transfer_syntax, target):
-        raise HTTPException(response=problem(406, f"the frames cannot be sent in {UID(target).name} (stored in "
-                                                  f"{UID(instance.transfer_syntax).name})"))
+        raise HTTPException(
+            response=problem(
+                406, f"the frames cannot be sent in {UID(target).name} (stored in {UID(instance.transfer_syntax).name})"
+            )
+        )
     try:
         syntax, data = site.dicomweb.frames(instance, numbers, target)
     except CodecError as exc:
@@ -480,7 +520,7 @@ def bulkdata(study: str, series: str, sop: str, tag: str) -> Response:
 
 def _frame_count(data: bytes, syntax: str) -> int:
     try:
-        ds = codecs.as_dataset(memoryview(data)[codecs.dataset_offset(data):], syntax)
+        ds = codecs.as_dataset(memoryview(data)[codecs.dataset_offset(data) :], syntax)
         return int(ds.get("NumberOfFrames") or 1)
     except CodecError:
         raise
@@ -489,6 +529,7 @@ def _frame_count(data: bytes, syntax: str) -> int:
 
 
 # -- rendered and thumbnails -----------------------------------------------------------------------
+
 
 def _window(center: str | None, width: str | None) -> Window | None:
     if center is None and width is None:
@@ -585,6 +626,7 @@ def study_thumbnail(study: str) -> Response:
 
 # -- STOW-RS ---------------------------------------------------------------------------------------
 
+
 def _stow(study: str | None) -> Response:
     principal = authenticate()
     if not principal.may_store:
@@ -593,11 +635,21 @@ def _stow(study: str | None) -> Response:
         check_uid(study, "Study Instance UID")
     content = multipart.parse_media_type(request.headers.get("Content-Type", ""))
     if content.media_type != "multipart/related":
-        raise HTTPException(response=problem(415, "STOW-RS takes multipart/related; type=\"application/dicom\" "
-                                                  f"(not {content.media_type or 'no Content-Type'})"))
+        raise HTTPException(
+            response=problem(
+                415,
+                'STOW-RS takes multipart/related; type="application/dicom" '
+                f"(not {content.media_type or 'no Content-Type'})",
+            )
+        )
     if content.get("type", "application/dicom") != "application/dicom":
-        raise HTTPException(response=problem(415, f"only Part 10 files are stored (type=\"application/dicom\"); "
-                                                  f"type={content.get('type')!r} is not supported"))
+        raise HTTPException(
+            response=problem(
+                415,
+                f'only Part 10 files are stored (type="application/dicom"); '
+                f"type={content.get('type')!r} is not supported",
+            )
+        )
     fmt = _search_format()
     body = _request_body()
     try:
@@ -608,10 +660,13 @@ def _stow(study: str | None) -> Response:
                 body.close()
     for failure in result.failed:
         LOGGER.info("STOW-RS from %s: %s", g.principal.actor, failure.text)
-    audit("dicomweb.store", study_uid=study or next((s.study_uid for s in result.stored), ""),
-          detail=f"{len(result.stored)} stored, {len(result.failed)} failed"
-                 + (f": {result.failed[0].text}" if result.failed else ""),
-          outcome="success" if not result.failed else "failure")
+    audit(
+        "dicomweb.store",
+        study_uid=study or next((s.study_uid for s in result.stored), ""),
+        detail=f"{len(result.stored)} stored, {len(result.failed)} failed"
+        + (f": {result.failed[0].text}" if result.failed else ""),
+        outcome="success" if not result.failed else "failure",
+    )
     answer = result.response(base_url(), study)
     if fmt == "xml":
         return Response(to_xml(answer), status=result.status, mimetype=DICOM_XML)
@@ -676,6 +731,7 @@ def stow_study(study: str) -> Response:
 
 # -- WADO-URI --------------------------------------------------------------------------------------
 
+
 @bp.get("/wado")
 @bp.get(f"{PREFIX}/wado")
 def wado_uri() -> Response:
@@ -705,11 +761,15 @@ def wado_uri() -> Response:
                 raise HTTPException(response=problem(406, f"the instance cannot be sent in {UID(target).name}"))
         _, data = site.dicomweb.part10(instance, target)
         audit("dicomweb.wado", study_uid=study, detail=f"WADO-URI {sop} as DICOM")
-        return Response(data, mimetype="application/dicom",
-                        headers={"Content-Disposition": f'attachment; filename="{sop}.dcm"'})
+        return Response(
+            data, mimetype="application/dicom", headers={"Content-Disposition": f'attachment; filename="{sop}.dcm"'}
+        )
     if content not in ("image/jpeg", "image/png"):
-        raise HTTPException(response=problem(406, f"contentType {content!r} is not supported: application/dicom, "
-                                                  "image/jpeg or image/png"))
+        raise HTTPException(
+            response=problem(
+                406, f"contentType {content!r} is not supported: application/dicom, image/jpeg or image/png"
+            )
+        )
     frame = args.get("frameNumber", "1")
     if not frame.isdigit() or int(frame) < 1:
         raise InvalidValue("frameNumber is a whole number from 1")
@@ -723,4 +783,3 @@ def wado_uri() -> Response:
     data = site.dicomweb.rendered(instance, int(frame), window, size, content.split("/")[1])
     audit("dicomweb.wado", study_uid=study, detail=f"WADO-URI {sop} as {content}")
     return Response(data, mimetype=content)
-

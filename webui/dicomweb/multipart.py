@@ -59,12 +59,14 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     if not header or not header.strip():
         return [MediaRange("*/*", {})]
     ranges = [parse_media_type(part) for part in _split(header, ",") if part.strip()]
+
     # Highest quality first; the sort is stable, so equal qualities keep the client's order.
     def quality(media: MediaRange) -> float:
         try:
             return float(media.get("q", "1"))
         except ValueError:
             return 1.0
+
     return sorted((m for m in ranges if quality(m) > 0), key=quality, reverse=True)
 
 
@@ -91,14 +93,14 @@ def parse(body: bytes | mmap.mmap, boundary: str) -> list[tuple[dict[str, str], 
     position = first + len(marker)
     delimiter = b"\r\n" + marker
     while True:
-        if body[position:position + 2] == b"--":
+        if body[position : position + 2] == b"--":
             return parts  # the close delimiter
         line_end = body.find(b"\r\n", position)
         if line_end < 0:
             break
         start = line_end + 2
         headers: dict[str, str] = {}
-        if body[start:start + 2] == b"\r\n":
+        if body[start : start + 2] == b"\r\n":
             content_start = start + 2  # a part without headers
         else:
             header_end = body.find(b"\r\n\r\n", start)
@@ -125,8 +127,15 @@ def new_boundary() -> str:
 
 def part_head(content_type: str, length: int, boundary: str) -> bytes:
     """The delimiter and headers that open one part."""
-    return (b"--" + boundary.encode("ascii") + b"\r\nContent-Type: " + content_type.encode("latin-1")
-            + b"\r\nContent-Length: " + str(length).encode("ascii") + b"\r\n\r\n")
+    return (
+        b"--"
+        + boundary.encode("ascii")
+        + b"\r\nContent-Type: "
+        + content_type.encode("latin-1")
+        + b"\r\nContent-Length: "
+        + str(length).encode("ascii")
+        + b"\r\n\r\n"
+    )
 
 
 def closing(boundary: str) -> bytes:

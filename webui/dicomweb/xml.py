@@ -29,8 +29,9 @@ def _attribute(tag: str, element: dict[str, Any]) -> str:
                 text = value.get(group) if isinstance(value, dict) else None
                 if text:
                     parts = str(text).split("^")
-                    inner = "".join(f"<{name}>{escape(part)}</{name}>" for name, part in zip(_PN_PARTS, parts,
-                                                                                            strict=False) if part)
+                    inner = "".join(
+                        f"<{name}>{escape(part)}</{name}>" for name, part in zip(_PN_PARTS, parts, strict=False) if part
+                    )
                     groups.append(f"<{group}>{inner}</{group}>")
             body.append(f'<PersonName number="{number}">{"".join(groups)}</PersonName>')
         else:
@@ -44,5 +45,8 @@ def _items(dataset: dict[str, Any]) -> str:
 
 def to_xml(dataset: dict[str, Any]) -> bytes:
     """One data set (DICOM JSON object) as a ``NativeDicomModel`` document, UTF-8."""
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<NativeDicomModel xml:space="preserve">'
-            + _items(dataset) + "</NativeDicomModel>\n").encode("utf-8")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<NativeDicomModel xml:space="preserve">'
+        + _items(dataset)
+        + "</NativeDicomModel>\n"
+    ).encode("utf-8")

@@ -40,9 +40,16 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def _audit(action: str, info: TokenInfo | None, detail: str = "", outcome: str = "success") -> None:
-    get_site().audit.record(action, actor="patient", address=client_address(), user_agent=user_agent(),
-                            study_uid=info.study_uid if info else "", token_id=info.id if info else None,
-                            detail=detail, outcome=outcome)
+    get_site().audit.record(
+        action,
+        actor="patient",
+        address=client_address(),
+        user_agent=user_agent(),
+        study_uid=info.study_uid if info else "",
+        token_id=info.id if info else None,
+        detail=detail,
+        outcome=outcome,
+    )
 
 
 def _token_from_query() -> str:
@@ -64,8 +71,11 @@ def get_token() -> TokenInfo:
         data = _serializer().loads(cookie, max_age=current_app.config["PATIENT_SESSION_SECONDS"])
         token_id = int(data["t"])
         # The row is the server's half of the session: "Leave" deleted it, whatever copies of the cookie exist.
-        info = site.tokens.is_usable(token_id, str(data["h"])) \
-            if site.patient_sessions.token_of(str(data["s"])) == token_id else None
+        info = (
+            site.tokens.is_usable(token_id, str(data["h"]))
+            if site.patient_sessions.token_of(str(data["s"])) == token_id
+            else None
+        )
     except (BadSignature, KeyError, TypeError, ValueError):
         info = None
     if info is None:
@@ -116,37 +126,49 @@ def token() -> Any:
         if limiter.blocked(address):
             g.retry_after = limiter.retry_after(address)
             _audit("token.rate_limited", None, outcome="failure")
-            abort(429, description="Too many wrong links were tried from this device. Please wait a minute and "
-                                   "open the link again.")
+            abort(
+                429,
+                description="Too many wrong links were tried from this device. Please wait a minute and "
+                "open the link again.",
+            )
         limiter.fail(address)
         # Never log the token: a hash prefix is enough to match a complaint to a link.
-        _audit("token.failed", None, detail=f"hash {hash_token(raw)[:8]}" if raw else "no token",
-               outcome="failure")
+        _audit("token.failed", None, detail=f"hash {hash_token(raw)[:8]}" if raw else "no token", outcome="failure")
         abort(404)
     context.site.tokens.touch(info.id)
     _audit("token.open", info)
     response = redirect(url_for("patient.study"), code=303)
     seconds = current_app.config["PATIENT_SESSION_SECONDS"]
     session_id = context.site.patient_sessions.open(info.id, seconds)
-    response.set_cookie(COOKIE, _serializer().dumps({"t": info.id, "h": info.hash_prefix, "s": session_id}),
-                        max_age=current_app.config["PATIENT_SESSION_SECONDS"], httponly=True,
-                        secure=current_app.config["APPLIANCE_HTTPS"], samesite="Strict", path="/")
+    response.set_cookie(
+        COOKIE,
+        _serializer().dumps({"t": info.id, "h": info.hash_prefix, "s": session_id}),
+        max_age=current_app.config["PATIENT_SESSION_SECONDS"],
+        httponly=True,
+        secure=current_app.config["APPLIANCE_HTTPS"],
+        samesite="Strict",
+        path="/",
+    )
     return response
 
 
 @bp.get("/study")
 def study() -> Any:
     """The patient's study: who, when, what, series thumbnails, viewer links and downloads."""
-    if COOKIE not in request.cookies and request.headers.get("Sec-Fetch-Site") == "cross-site" \
-            and "r" not in request.args:
+    if (
+        COOKIE not in request.cookies
+        and request.headers.get("Sec-Fetch-Site") == "cross-site"
+        and "r" not in request.args
+    ):
         # A link clicked on another site (webmail, chat): browsers withhold the SameSite=Strict cookie on the
         # redirect that follows such a navigation. One reload started by this page is same-site and has it.
         return render_template("patient/opening.html")
     info, study = get_study_for_token()
     site = get_site()
     _audit("study.view", info)
-    return render_template("patient/study.html", study=study, token=info,
-                           series=site.catalog.series(study["study_uid"]))
+    return render_template(
+        "patient/study.html", study=study, token=info, series=site.catalog.series(study["study_uid"])
+    )
 
 
 @bp.get("/study/series/<series_uid>")
@@ -159,8 +181,14 @@ def viewer(series_uid: str) -> str:
     site = get_site()
     series = site.studies.series(series_uid, info.study_uid)
     instances = [i["sop_uid"] for i in site.catalog.instances(series_uid)]
-    return render_template("patient/viewer.html", study=study, series=series, instances=instances,
-                           all_series=site.catalog.series(info.study_uid), token=info)
+    return render_template(
+        "patient/viewer.html",
+        study=study,
+        series=series,
+        instances=instances,
+        all_series=site.catalog.series(info.study_uid),
+        token=info,
+    )
 
 
 def parse_window() -> Window | None:
@@ -253,6 +281,7 @@ def leave() -> Response:
     except (BadSignature, KeyError, TypeError, ValueError):
         pass  # no session, or not ours: nothing to end
     response = Response(render_template("patient/left.html"))
-    response.delete_cookie(COOKIE, path="/", secure=current_app.config["APPLIANCE_HTTPS"], httponly=True,
-                           samesite="Strict")
+    response.delete_cookie(
+        COOKIE, path="/", secure=current_app.config["APPLIANCE_HTTPS"], httponly=True, samesite="Strict"
+    )
     return response

@@ -45,8 +45,15 @@ def load_user() -> Response | None:
 def audit(action: str, study_uid: str = "", detail: str = "", outcome: str = "success") -> None:
     """Record a staff action in the audit log."""
     user = g.get("user")
-    get_site().audit.record(action, actor=user.name if user else "", address=client_address(),
-                            user_agent=user_agent(), study_uid=study_uid, detail=detail, outcome=outcome)
+    get_site().audit.record(
+        action,
+        actor=user.name if user else "",
+        address=client_address(),
+        user_agent=user_agent(),
+        study_uid=study_uid,
+        detail=detail,
+        outcome=outcome,
+    )
 
 
 @bp.context_processor

@@ -25,8 +25,13 @@ def settings() -> str:
     """The effective configuration, secrets masked."""
     site = get_site()
     sections = presenters.settings_sections(site.admin.settings())
-    return render_template("staff/settings.html", sections=sections, source=site.config.source,
-                           nodes=site.nodes.all(), amqp=site.admin.amqp_state())
+    return render_template(
+        "staff/settings.html",
+        sections=sections,
+        source=site.config.source,
+        nodes=site.nodes.all(),
+        amqp=site.admin.amqp_state(),
+    )
 
 
 @bp.get("/logs")
@@ -49,8 +54,9 @@ def logs() -> Any:
 def logs_download() -> Response:
     """Every log file in one zip."""
     audit("logs.download")
-    return send_file(get_site().admin.logs_zip(), mimetype="application/zip", as_attachment=True,
-                     download_name="appliance-logs.zip")
+    return send_file(
+        get_site().admin.logs_zip(), mimetype="application/zip", as_attachment=True, download_name="appliance-logs.zip"
+    )
 
 
 def _version(dist: str) -> str:
@@ -66,9 +72,15 @@ def about() -> str:
     """Version, components, what is stored and the free disk space."""
     site = get_site()
     components = [("appliance", __version__), ("Python", platform.python_version())] + [
-        (name, _version(name)) for name in ("pydicom", "pynetdicom", "flask", "waitress", "pillow", "numpy")]
-    return render_template("staff/about.html", components=components, counts=site.studies.counts(),
-                           free=site.studies.free_space(), data_dir=site.config.data_dir.resolve())
+        (name, _version(name)) for name in ("pydicom", "pynetdicom", "flask", "waitress", "pillow", "numpy")
+    ]
+    return render_template(
+        "staff/about.html",
+        components=components,
+        counts=site.studies.counts(),
+        free=site.studies.free_space(),
+        data_dir=site.config.data_dir.resolve(),
+    )
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -79,15 +91,17 @@ def users() -> Any:
     error = ""
     if request.method == "POST":
         try:
-            user = site.users.add(request.form.get("name", ""), request.form.get("password", ""),
-                                  request.form.get("role", ""))
+            user = site.users.add(
+                request.form.get("name", ""), request.form.get("password", ""), request.form.get("role", "")
+            )
             audit("user.add", detail=f"{user.name} ({user.role})")
             flash(f"User {user.name} added.", "success")
             return redirect(url_for("staff.users"))
         except InvalidValue as exc:
             error = str(exc)
-    return render_template("staff/users.html", users=site.users.all(), roles=ROLES, error=error,
-                           form=request.form), 400 if error else 200
+    return render_template(
+        "staff/users.html", users=site.users.all(), roles=ROLES, error=error, form=request.form
+    ), 400 if error else 200
 
 
 @bp.post("/users/<int:user_id>/<action>")

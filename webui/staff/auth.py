@@ -59,8 +59,9 @@ def login() -> str | Response:
     if request.method == "GET":
         if g.user is not None:
             return redirect(url_for("staff.studies"))
-        return render_template("staff/login.html", next=request.args.get("next", ""),
-                               no_users=not get_context().site.users.all())
+        return render_template(
+            "staff/login.html", next=request.args.get("next", ""), no_users=not get_context().site.users.all()
+        )
     context = get_context()
     limiter = context.login_limiter
     name = request.form.get("name", "")
@@ -78,8 +79,12 @@ def login() -> str | Response:
         audit("staff.login_failed", detail=f"name {name[:64]!r}", outcome="failure")
         no_users = not context.site.users.all()
         flash("No staff user exists yet." if no_users else "Wrong user name or password.", "error")
-        return render_template("staff/login.html", next=request.form.get("next", ""), name=name,  # type: ignore[return-value]
-                               no_users=no_users), 401
+        return render_template(
+            "staff/login.html",
+            next=request.form.get("next", ""),
+            name=name,  # type: ignore[return-value]
+            no_users=no_users,
+        ), 401
     session.clear()
     session.permanent = True
     session["uid"] = user.id
@@ -90,9 +95,15 @@ def login() -> str | Response:
     audit("staff.login")
     response = redirect(_safe_next(request.form.get("next")))
     device = device or secrets.token_urlsafe(16)
-    response.set_cookie(DEVICE_COOKIE, _device_serializer().dumps({"u": user.id, "d": device}),
-                        max_age=DEVICE_DAYS * 86400, httponly=True, secure=current_app.config["APPLIANCE_HTTPS"],
-                        samesite="Strict", path="/staff/login")
+    response.set_cookie(
+        DEVICE_COOKIE,
+        _device_serializer().dumps({"u": user.id, "d": device}),
+        max_age=DEVICE_DAYS * 86400,
+        httponly=True,
+        secure=current_app.config["APPLIANCE_HTTPS"],
+        samesite="Strict",
+        path="/staff/login",
+    )
     return response
 
 

@@ -27,8 +27,7 @@ def burn(study_uid: str) -> Response:
         raise InvalidValue("copies must be a number from 1 to 99")
     job = get_site().discs.burn(study_uid, request.form.get("robot", ""), int(copies) if copies else None, g.user.name)
     audit("disc.burn", study_uid, detail=f"job {job.id}, robot {job.robot}, {job.copies} copies")
-    flash(f"Disc job {job.id} queued on {job.robot} ({job.copies} cop{'y' if job.copies == 1 else 'ies'}).",
-          "success")
+    flash(f"Disc job {job.id} queued on {job.robot} ({job.copies} cop{'y' if job.copies == 1 else 'ies'}).", "success")
     return redirect(url_for("staff.study", study_uid=study_uid, job=job.id))
 
 
@@ -53,9 +52,12 @@ def job_action(job_id: int, action: str) -> Response:
         flash(f"Job {job_id}: {exc}.", "error")
         return redirect(url_for("staff.jobs"))
     audit(f"disc.{action}", detail=f"job {job_id}" + (f" -> job {job.id}" if job.id != job_id else ""))
-    text = {"retry": f"Job {job_id} is queued again.", "cancel": f"Job {job_id} is cancelled.",
-            "reburn": f"Job {job.id} queued: job {job_id} burned again.",
-            "reprint": f"Job {job.id} queued: job {job_id} again with new labels."}[action]
+    text = {
+        "retry": f"Job {job_id} is queued again.",
+        "cancel": f"Job {job_id} is cancelled.",
+        "reburn": f"Job {job.id} queued: job {job_id} burned again.",
+        "reprint": f"Job {job.id} queued: job {job_id} again with new labels.",
+    }[action]
     flash(text, "success")
     return redirect(url_for("staff.jobs"))
 
@@ -78,5 +80,6 @@ def robots() -> str:
     """Each robot's bridge status, ink and media levels, drives and errors, set-up warnings, and the USB detection."""
     site = get_site()
     warnings = {name: list(robot.setup_warnings()) for name, robot in site.discs.robots.items()}
-    return render_template("staff/robots.html", robots=site.discs.robot_report(), usb=site.discs.usb_summary(),
-                           warnings=warnings)
+    return render_template(
+        "staff/robots.html", robots=site.discs.robot_report(), usb=site.discs.usb_summary(), warnings=warnings
+    )

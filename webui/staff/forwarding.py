@@ -30,8 +30,15 @@ def forwarding() -> str:
     """The forwarding queue: instances and series per state, the oldest waiting, the last error; admin buttons."""
     status = get_site().forwarding.status()
     waited = None if status.oldest_waiting is None else (time.time() - status.oldest_waiting) / 60
-    return render_template("staff/forwarding.html", cfg=get_site().config.forwarding, status=status, states=STATES,
-                           oldest=_when(status.oldest_waiting), waited=waited, next_try=_when(status.last_error_at))
+    return render_template(
+        "staff/forwarding.html",
+        cfg=get_site().config.forwarding,
+        status=status,
+        states=STATES,
+        oldest=_when(status.oldest_waiting),
+        waited=waited,
+        next_try=_when(status.last_error_at),
+    )
 
 
 @bp.post("/forwarding/retry")

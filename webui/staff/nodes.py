@@ -28,9 +28,14 @@ def node_from_form() -> NodeConfig:
     if not port.isdigit():
         raise InvalidValue(f"port {port!r} is not a number")
     rights: dict[str, Any] = {right: form.get(right) == "on" for right in RIGHTS}
-    return NodeConfig(ae_title=form.get("ae_title", "").strip(), host=form.get("host", "").strip(),
-                      port=int(port), tls=form.get("tls") == "on", description=form.get("description", "").strip(),
-                      **rights)
+    return NodeConfig(
+        ae_title=form.get("ae_title", "").strip(),
+        host=form.get("host", "").strip(),
+        port=int(port),
+        tls=form.get("tls") == "on",
+        description=form.get("description", "").strip(),
+        **rights,
+    )
 
 
 @bp.get("/nodes")
@@ -49,8 +54,7 @@ def node_new() -> Any:
     try:
         node = get_site().nodes.add(node_from_form())
     except InvalidValue as exc:
-        return render_template("staff/node_form.html", node=None, form=request.form, rights=RIGHTS,
-                               error=str(exc)), 400
+        return render_template("staff/node_form.html", node=None, form=request.form, rights=RIGHTS, error=str(exc)), 400
     audit("node.add", detail=f"{node.ae_title} {node.host}:{node.port}")
     flash(f"Node {node.ae_title} added.", "success")
     return redirect(url_for("staff.nodes"))
@@ -84,8 +88,9 @@ def node_edit(ae_title: str) -> Any:
     try:
         node = get_site().nodes.update(ae_title, node_from_form())
     except InvalidValue as exc:
-        return render_template("staff/node_form.html", node=known.node, form=request.form, rights=RIGHTS,
-                               error=str(exc)), 400
+        return render_template(
+            "staff/node_form.html", node=known.node, form=request.form, rights=RIGHTS, error=str(exc)
+        ), 400
     audit("node.edit", detail=f"{ae_title} -> {node.ae_title} {node.host}:{node.port}")
     flash(f"Node {node.ae_title} saved.", "success")
     return redirect(url_for("staff.nodes"))

@@ -21,20 +21,29 @@ MODALITIES = ("", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "O
 
 def _query_from_args() -> tuple[StudyQuery, dict[str, str], str]:
     """The search form's values, the query they make, and an error message for bad input ('' if none)."""
-    args = {k: request.args.get(k, "").strip() for k in
-            ("name", "pid", "acc", "modality", "period", "date", "from", "to", "birth", "sort", "dir", "page")}
+    args = {
+        k: request.args.get(k, "").strip()
+        for k in ("name", "pid", "acc", "modality", "period", "date", "from", "to", "birth", "sort", "dir", "page")
+    }
     args["period"] = args["period"] or "any"
     args["sort"] = args["sort"] if args["sort"] in SORTS else "date"
     args["dir"] = "asc" if args["dir"] == "asc" else "desc"
-    q = StudyQuery(name=args["name"], patient_id=args["pid"], accession=args["acc"],
-                   modality=args["modality"][:16], sort=args["sort"], descending=args["dir"] == "desc",
-                   page=int(args["page"]) if args["page"].isdigit() else 1)
+    q = StudyQuery(
+        name=args["name"],
+        patient_id=args["pid"],
+        accession=args["acc"],
+        modality=args["modality"][:16],
+        sort=args["sort"],
+        descending=args["dir"] == "desc",
+        page=int(args["page"]) if args["page"].isdigit() else 1,
+    )
     error = ""
     try:
         if args["period"] not in PERIODS:
             raise InvalidValue(f"unknown date period {args['period']!r}")
-        q.date_from, q.date_to = period_range(args["period"], get_site().links.today(), args["date"], args["from"],
-                                              args["to"])
+        q.date_from, q.date_to = period_range(
+            args["period"], get_site().links.today(), args["date"], args["from"], args["to"]
+        )
         if args["birth"]:
             q.birth_date = parse_date(args["birth"], "birth date")
     except InvalidValue as exc:
@@ -51,8 +60,16 @@ def studies() -> Any:
     status = 400 if error else 200
     # Links (sorting, pages) carry only what was typed, so they stay short and readable.
     query = {k: v for k, v in args.items() if v and k != "page" and (k, v) not in (("period", "any"),)}
-    return render_template("staff/studies.html", page=page, args=args, query=query, error=error, periods=PERIODS,
-                           modalities=MODALITIES, **study_list_extras(q, page)), status
+    return render_template(
+        "staff/studies.html",
+        page=page,
+        args=args,
+        query=query,
+        error=error,
+        periods=PERIODS,
+        modalities=MODALITIES,
+        **study_list_extras(q, page),
+    ), status
 
 
 @bp.get("/studies/<study_uid>")
@@ -66,13 +83,20 @@ def study(study_uid: str) -> str:
     study = site.studies.study(study_uid)
     accesses = site.audit.entries(study_uid=study_uid, limit=50)  # first: it commits queued access counts
     token = site.tokens.get(study_uid)
-    return render_template("staff/study.html", study=study, series=site.catalog.series(study_uid), token=token,
-                           token_state=token.state(site.links.today()) if token else "none",
-                           accesses=accesses, today=site.links.today(), robot_names=site.discs.robot_names(),
-                           default_copies=site.config.burn.copies,
-                           queued_job=request.args.get("job", "") if request.args.get("job", "").isdigit() else "",
-                           default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")),
-                           token_days=site.config.web.token_days)
+    return render_template(
+        "staff/study.html",
+        study=study,
+        series=site.catalog.series(study_uid),
+        token=token,
+        token_state=token.state(site.links.today()) if token else "none",
+        accesses=accesses,
+        today=site.links.today(),
+        robot_names=site.discs.robot_names(),
+        default_copies=site.config.burn.copies,
+        queued_job=request.args.get("job", "") if request.args.get("job", "").isdigit() else "",
+        default_until=site.tokens.valid_until(dt.date.today().strftime("%Y%m%d")),
+        token_days=site.config.web.token_days,
+    )
 
 
 @bp.get("/thumb/<series_uid>.jpg")
@@ -106,8 +130,13 @@ def viewer(series_uid: str) -> str:
     series = site.studies.series(series_uid)
     study = site.studies.study(series["study_uid"])
     instances = [i["sop_uid"] for i in site.catalog.instances(series_uid)]
-    return render_template("staff/viewer.html", study=study, series=series, instances=instances,
-                           all_series=site.catalog.series(study["study_uid"]))
+    return render_template(
+        "staff/viewer.html",
+        study=study,
+        series=series,
+        instances=instances,
+        all_series=site.catalog.series(study["study_uid"]),
+    )
 
 
 @bp.get("/studies/<study_uid>/download/<kind>.zip")
@@ -120,8 +149,11 @@ def download(study_uid: str, kind: str, series_uid: str | None = None) -> Respon
     :raise 503: too many downloads are being prepared.
     """
     handle, name = get_site().studies.download(kind, study_uid, series_uid)
-    audit("series.download" if series_uid else "study.download", study_uid,
-          detail=f"{kind} zip" + (f" of series {series_uid}" if series_uid else ""))
+    audit(
+        "series.download" if series_uid else "study.download",
+        study_uid,
+        detail=f"{kind} zip" + (f" of series {series_uid}" if series_uid else ""),
+    )
     return send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name)
 
 
@@ -142,8 +174,11 @@ def delete(study_uid: str, series_uid: str | None = None) -> Any:
         flash("Nothing was deleted: tick the box to confirm.", "error")
         return redirect(request.path)
     count = site.studies.delete(study_uid, series_uid)
-    audit("series.delete" if series_uid else "study.delete", study_uid,
-          detail=f"{count} instance(s)" + (f" of series {series_uid}" if series_uid else ""))
+    audit(
+        "series.delete" if series_uid else "study.delete",
+        study_uid,
+        detail=f"{count} instance(s)" + (f" of series {series_uid}" if series_uid else ""),
+    )
     flash(f"Deleted {count} image(s).", "success")
     if series_uid and site.studies.find(study_uid) is not None:
         return redirect(url_for("staff.study", study_uid=study_uid))
@@ -151,6 +186,7 @@ def delete(study_uid: str, series_uid: str | None = None) -> Any:
 
 
 # -- patient link -----------------------------------------------------------------------------------
+
 
 @bp.post("/studies/<study_uid>/token/<action>")
 @login_required
@@ -175,8 +211,11 @@ def token_action(study_uid: str, action: str) -> BaseResponse:
         flash(f"The patient link now works until {info.valid_until.isoformat()}.", "success")
     elif action == "regenerate":
         info = site.tokens.regenerate(study_uid)
-        flash(f"A new patient link was made (valid until {info.valid_until.isoformat()}); the old one no "
-              "longer works. Print a new slip for the patient.", "success")
+        flash(
+            f"A new patient link was made (valid until {info.valid_until.isoformat()}); the old one no "
+            "longer works. Print a new slip for the patient.",
+            "success",
+        )
     else:
         abort(404)
     audit(f"token.{action}", study_uid, detail=request.form.get("until", ""))
@@ -212,5 +251,4 @@ def link(study_uid: str) -> str:
     study = site.studies.study(study_uid)
     url = site.links.link(study_uid)
     audit("token.link", study_uid)
-    return render_template("staff/link.html", study=study, link=url, token=site.tokens.get(study_uid),
-                           user=g.user)
+    return render_template("staff/link.html", study=study, link=url, token=site.tokens.get(study_uid), user=g.user)

@@ -34,8 +34,9 @@ def storages() -> Any:
             return redirect(url_for("staff.storages"))
         except InvalidValue as exc:
             error = str(exc)
-    return render_template("staff/storages.html", storages=view.storages(), error=error,
-                           form=request.form), 400 if error else 200
+    return render_template(
+        "staff/storages.html", storages=view.storages(), error=error, form=request.form
+    ), 400 if error else 200
 
 
 @bp.post("/storages/<int:number>/<action>")

@@ -45,11 +45,17 @@ def worklist() -> Any:
     :raise 400: a bad status or date.
     """
     args, error = _filters()
-    items = [] if error else presenters.worklist_items(get_site().worklist.items(
-        args["status"], args["patient"], args["date_value"], args["modality"]))
+    items = (
+        []
+        if error
+        else presenters.worklist_items(
+            get_site().worklist.items(args["status"], args["patient"], args["date_value"], args["modality"])
+        )
+    )
     query = {k: args[k] for k in ("date", "modality", "status", "patient") if args[k]}
-    return render_template("staff/worklist.html", items=items, args=args, error=error, query=query,
-                           statuses=STATUSES), 400 if error else 200
+    return render_template(
+        "staff/worklist.html", items=items, args=args, error=error, query=query, statuses=STATUSES
+    ), 400 if error else 200
 
 
 @bp.post("/worklist/steps/<int:step_id>/reset")
@@ -112,5 +118,9 @@ def hl7() -> str:
     if ack not in ("", "AA", "AE", "AR"):
         abort(400, description="The ACK code must be AA, AE or AR.")
     site = get_site()
-    return render_template("staff/hl7.html", messages=site.worklist.hl7_messages(200, ack), ack=ack,
-                           retention_days=site.config.hl7.log_retention_days)
+    return render_template(
+        "staff/hl7.html",
+        messages=site.worklist.hl7_messages(200, ack),
+        ack=ack,
+        retention_days=site.config.hl7.log_retention_days,
+    )

@@ -47,5 +47,14 @@ from appliance.dicom.fast.accept import MAX_REQUEST, Prefixed, Unassociated, ser
 from appliance.dicom.fast.association import FastAssociation, Registry
 from appliance.dicom.fast.wire import abort_pdu, recv_exact
 
-__all__ = ["MAX_REQUEST", "FastAssociation", "Prefixed", "Registry", "Unassociated", "abort_pdu", "recv_exact",
-           "serve", "take_prefix"]
+__all__ = [
+    "MAX_REQUEST",
+    "FastAssociation",
+    "Prefixed",
+    "Registry",
+    "Unassociated",
+    "abort_pdu",
+    "recv_exact",
+    "serve",
+    "take_prefix",
+]

@@ -26,8 +26,17 @@ MAX_REQUEST = 256 * 1024
 #: Connections per listener that may be waiting to send their A-ASSOCIATE-RQ at once (see :class:`Unassociated`).
 MAX_UNASSOCIATED = 64
 #: Notification events the fast path triggers; a handler bound to any other one sends associations to pynetdicom.
-EMITTED = frozenset({evt.EVT_CONN_OPEN, evt.EVT_ACCEPTED, evt.EVT_ESTABLISHED, evt.EVT_RELEASED, evt.EVT_ABORTED,
-                     evt.EVT_CONN_CLOSE, evt.EVT_REJECTED})
+EMITTED = frozenset(
+    {
+        evt.EVT_CONN_OPEN,
+        evt.EVT_ACCEPTED,
+        evt.EVT_ESTABLISHED,
+        evt.EVT_RELEASED,
+        evt.EVT_ABORTED,
+        evt.EVT_CONN_CLOSE,
+        evt.EVT_REJECTED,
+    }
+)
 
 
 class Prefixed:
@@ -57,8 +66,12 @@ def take_prefix(request: Any) -> tuple[socket.socket, bytearray]:
     return cast(socket.socket, request), bytearray()
 
 
-def serve(server: ApplianceServer, request: socket.socket, address: tuple[str, int],
-          associated: Callable[[], None] = lambda: None) -> Any | None:
+def serve(
+    server: ApplianceServer,
+    request: socket.socket,
+    address: tuple[str, int],
+    associated: Callable[[], None] = lambda: None,
+) -> Any | None:
     """Read a new connection's A-ASSOCIATE-RQ; serve the association here when it qualifies.
 
     Every connection's request is read here, whichever path serves it, so that what may arrive
@@ -98,14 +111,21 @@ def serve(server: ApplianceServer, request: socket.socket, address: tuple[str, i
         length = int.from_bytes(header[2:6], "big")
         if kind != 0x01:
             if kind != 0x07:  # an A-ABORT is answered by closing
-                LOGGER.info("connection from %s closed: %s before an association", peer,
-                            f"PDU type 0x{kind:02X}" if kind <= 0x07 else "not DICOM")
+                LOGGER.info(
+                    "connection from %s closed: %s before an association",
+                    peer,
+                    f"PDU type 0x{kind:02X}" if kind <= 0x07 else "not DICOM",
+                )
                 _abort(request, 0x02 if kind <= 0x07 else 0x01)
             close(request)
             return None
         if length > MAX_REQUEST:
-            LOGGER.warning("connection from %s aborted: A-ASSOCIATE-RQ of %d bytes (at most %d are read)", peer,
-                           length, MAX_REQUEST)
+            LOGGER.warning(
+                "connection from %s aborted: A-ASSOCIATE-RQ of %d bytes (at most %d are read)",
+                peer,
+                length,
+                MAX_REQUEST,
+            )
             _abort(request, 0x06)
             close(request)
             return None
@@ -190,8 +210,13 @@ class Unassociated:
             peer = sock.getpeername()[0]
         except OSError:
             peer = "?"
-        LOGGER.warning("connection from %s closed: more than %d connections without an association (%d closed so"
-                       " since the last such line)", peer, self.limit, self._evicted)
+        LOGGER.warning(
+            "connection from %s closed: more than %d connections without an association (%d closed so"
+            " since the last such line)",
+            peer,
+            self.limit,
+            self._evicted,
+        )
         self._logged, self._evicted = now, 0
 
     def remove(self, sock: socket.socket) -> None:
@@ -210,5 +235,8 @@ def _handlers_allow(server: ApplianceServer) -> bool:
 
 def blocking_handlers(server: Any) -> list[str]:
     """Names of the bound notification events the fast path does not emit (each sends associations to pynetdicom)."""
-    return sorted(event.name for event, bound in compat.server_handlers(server).items()
-                  if isinstance(event, evt.NotificationEvent) and bound and event not in EMITTED)
+    return sorted(
+        event.name
+        for event, bound in compat.server_handlers(server).items()
+        if isinstance(event, evt.NotificationEvent) and bound and event not in EMITTED
+    )

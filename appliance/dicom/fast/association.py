@@ -63,8 +63,12 @@ VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
 _STORAGE_UIDS = compat.STORAGE_CLASS_UIDS
-_PLAIN_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
-                     ImplementationVersionNameNotification, SCP_SCU_RoleSelectionNegotiation)
+_PLAIN_USER_ITEMS = (
+    MaximumLengthNotification,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
 _C_STORE_RQ, _C_FIND_RQ, _C_ECHO_RQ, _C_CANCEL_RQ = 0x0001, 0x0020, 0x0030, 0x0FFF
 #: A C-STORE data set beyond this many bytes is written to a temporary file as it arrives (see _Message).
 SPOOL_AT = 8 * 1024 * 1024
@@ -93,8 +97,9 @@ class Request:
         #: ``pdu.to_primitive()``, made by the first negotiation (what it raises is that negotiation's).
         self.primitive: A_ASSOCIATE | None = None
         #: Negotiation key -> (accepted contexts, rejected contexts, role items, A-ASSOCIATE-AC bytes).
-        self.outcomes: dict[tuple[Any, ...], tuple[list[PresentationContext], list[PresentationContext],
-                                                   list[Any], bytes]] = {}
+        self.outcomes: dict[
+            tuple[Any, ...], tuple[list[PresentationContext], list[PresentationContext], list[Any], bytes]
+        ] = {}
 
 
 class Registry:
@@ -169,8 +174,9 @@ def _is_storage(uid: UID) -> bool:
     return bool(uid.is_private or uid in _STORAGE_UIDS or not hasattr(SOP_CLASS_MODULE, uid.keyword))
 
 
-def _negotiate(server: ApplianceServer, rq: A_ASSOCIATE, denied: set[str], negotiate: Callable[..., Any]
-               ) -> tuple[list[PresentationContext], list[PresentationContext], list[Any], bytes]:
+def _negotiate(
+    server: ApplianceServer, rq: A_ASSOCIATE, denied: set[str], negotiate: Callable[..., Any]
+) -> tuple[list[PresentationContext], list[PresentationContext], list[Any], bytes]:
     """The negotiation the pynetdicom path runs for ``rq``: the same supported contexts less the services the calling
     AE has no right to (``denied``), then the contexts of those services accepted as storage-like refused.
 
@@ -181,8 +187,11 @@ def _negotiate(server: ApplianceServer, rq: A_ASSOCIATE, denied: set[str], negot
     """
     proposed = rq.presentation_context_definition_list
     supported = [cx for cx in server.contexts if str(cx.abstract_syntax) not in denied]
-    rq_roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role) for item in rq.user_information
-                if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+    rq_roles = {
+        UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
+        for item in rq.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
     result, roles = negotiate(proposed, supported, rq_roles)
     by_id = {cast(int, cx.context_id): cx for cx in result if cx.result == 0x00}
     rejected = [cx for cx in result if cx.result != 0x00]
@@ -235,8 +244,16 @@ class FastAssociation:
 
     is_acceptor = True
 
-    def __init__(self, server: ApplianceServer, sock: socket.socket, rq: A_ASSOCIATE,
-                 accepted: list[PresentationContext], ac_pdu: bytes, requestor: _User, acceptor: _User) -> None:
+    def __init__(
+        self,
+        server: ApplianceServer,
+        sock: socket.socket,
+        rq: A_ASSOCIATE,
+        accepted: list[PresentationContext],
+        ac_pdu: bytes,
+        requestor: _User,
+        acceptor: _User,
+    ) -> None:
         self.server = server
         self.sock = sock
         self.name = f"Acceptor@{datetime.now():%Y%m%d%H%M%S}"
@@ -268,8 +285,14 @@ class FastAssociation:
     # -- negotiation ------------------------------------------------------------------------------
 
     @classmethod
-    def negotiate(cls, server: ApplianceServer, sock: socket.socket, address: tuple[str, int],
-                  raw: bytes, pdu: A_ASSOCIATE_RQ | None = None) -> FastAssociation | None:
+    def negotiate(
+        cls,
+        server: ApplianceServer,
+        sock: socket.socket,
+        address: tuple[str, int],
+        raw: bytes,
+        pdu: A_ASSOCIATE_RQ | None = None,
+    ) -> FastAssociation | None:
         """Examine an A-ASSOCIATE-RQ; return the association to serve here, or None for pynetdicom.
 
         Parameters
@@ -300,8 +323,9 @@ class FastAssociation:
             return None
         if any(cx.abstract_syntax in FIND_CLASSES for cx in proposed) and not fast_find.handler_is_ours(server):
             return None  # another C-FIND handler is bound: pynetdicom calls it
-        if (any(cx.abstract_syntax in fast_retrieve.RETRIEVE_CLASSES for cx in proposed)
-                and not fast_retrieve.handlers_are_ours(server)):
+        if any(
+            cx.abstract_syntax in fast_retrieve.RETRIEVE_CLASSES for cx in proposed
+        ) and not fast_retrieve.handlers_are_ours(server):
             return None  # another C-MOVE/C-GET handler is bound: pynetdicom calls it
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
@@ -311,8 +335,13 @@ class FastAssociation:
         denied = server.policy.denied(calling)
         negotiate = negotiate_unrestricted if compat.unrestricted_storage() else negotiate_as_acceptor
         ae = server.ae
-        key = (frozenset(denied), negotiate, ae.maximum_pdu_size, ae.implementation_class_uid,
-               ae.implementation_version_name)
+        key = (
+            frozenset(denied),
+            negotiate,
+            ae.maximum_pdu_size,
+            ae.implementation_class_uid,
+            ae.implementation_version_name,
+        )
         outcome = request.outcomes.get(key)
         if outcome is None:
             outcome = request.outcomes.setdefault(key, _negotiate(server, rq, denied, negotiate))
@@ -370,8 +399,9 @@ class FastAssociation:
         """Accept the association and serve it until it is released, aborted or closed."""
         self._thread = threading.current_thread()
         try:
-            evt.trigger(cast("Association", self), evt.EVT_CONN_OPEN,
-                        {"address": (self.requestor.address, self.requestor.port)})
+            evt.trigger(
+                cast("Association", self), evt.EVT_CONN_OPEN, {"address": (self.requestor.address, self.requestor.port)}
+            )
             self._send(self._ac_pdu)
             self.is_established = True
             evt.trigger(cast("Association", self), evt.EVT_ACCEPTED, {})
@@ -421,8 +451,12 @@ class FastAssociation:
             limit = self.acceptor.maximum_length
             if limit and length > limit:
                 # Longer than the maximum we advertised: refused before anything is allocated for it.
-                LOGGER.error("fast path: association from %s aborted: PDU of %d bytes, more than the %d we accept",
-                             self.requestor.ae_title, length, limit)
+                LOGGER.error(
+                    "fast path: association from %s aborted: PDU of %d bytes, more than the %d we accept",
+                    self.requestor.ae_title,
+                    length,
+                    limit,
+                )
                 self._abort(0x02, 0x06)
                 self._ended(released=False)
                 return None
@@ -502,15 +536,23 @@ class FastAssociation:
             self._ended(released=False)
             return False
         except OSError as exc:  # reset, closed, or aborted by DicomNode.stop()
-            LOGGER.info("fast path: association from %s ended while it was being answered: %s",
-                        self.requestor.ae_title, exc)
+            LOGGER.info(
+                "fast path: association from %s ended while it was being answered: %s", self.requestor.ae_title, exc
+            )
             self._abort(0x00, 0x00)
             self._ended(released=False)
             return False
         return True
 
-    def store_to_peer(self, message_id: int, sop_class: str, sop_uid: str, context_id: int,
-                      data: bytes | memoryview, get_message_id: int) -> tuple[int | None, str, bool]:
+    def store_to_peer(
+        self,
+        message_id: int,
+        sop_class: str,
+        sop_uid: str,
+        context_id: int,
+        data: bytes | memoryview,
+        get_message_id: int,
+    ) -> tuple[int | None, str, bool]:
         """A C-GET sub-operation: send a C-STORE-RQ on this association and wait for its response.
 
         A C-CANCEL-RQ for the C-GET (``get_message_id``) that arrives meanwhile is noted; other
@@ -526,8 +568,15 @@ class FastAssociation:
             return None, "", False
         return self.store_response(message_id, get_message_id)
 
-    def send_store(self, message_id: int, sop_class: str, sop_uid: str, context_id: int, data: bytes | memoryview,
-                   before: bytes = b"") -> bool:
+    def send_store(
+        self,
+        message_id: int,
+        sop_class: str,
+        sop_uid: str,
+        context_id: int,
+        data: bytes | memoryview,
+        before: bytes = b"",
+    ) -> bool:
         """Send a C-STORE-RQ of a C-GET on this association, after the PDUs ``before`` (in the same system call).
 
         Returns
@@ -536,13 +585,15 @@ class FastAssociation:
             False when the association has ended (it is then aborted); :meth:`store_response` waits for the answer.
         """
         try:
-            command = pdata_pdus(encode_store_request(message_id, sop_class, sop_uid), context_id,
-                                 self.requestor.maximum_length)
+            command = pdata_pdus(
+                encode_store_request(message_id, sop_class, sop_uid), context_id, self.requestor.maximum_length
+            )
             with self._send_lock:
                 if self._closed:
                     raise ConnectionAbortedError("association closed")
-                send_buffers(self.sock, [before, command, *pdv_buffers(data, context_id,
-                                                                       self.requestor.maximum_length)])
+                send_buffers(
+                    self.sock, [before, command, *pdv_buffers(data, context_id, self.requestor.maximum_length)]
+                )
         except OSError as exc:
             LOGGER.info("fast path: association from %s ended during a C-GET: %s", self.requestor.ae_title, exc)
             self._abort(0x00, 0x00)
@@ -577,8 +628,11 @@ class FastAssociation:
             for fields in commands:
                 if fields.get(0x0100) == STORE_RSP_FIELD and fields.get(0x0120) == message_id:
                     return int(fields.get(0x0900, 0xFFFF)), str(fields.get(0x0902, "")), cancelled
-                LOGGER.warning("fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
-                               self.requestor.ae_title, fields.get(0x0100, 0))
+                LOGGER.warning(
+                    "fast path: unexpected message from %s during a C-GET (Command Field 0x%04X)",
+                    self.requestor.ae_title,
+                    fields.get(0x0100, 0),
+                )
 
     def storage_contexts(self) -> dict[str, list[tuple[int, str]]]:
         """Accepted storage contexts on which we may send C-STORE (the requestor took the SCP role)."""
@@ -607,12 +661,12 @@ class FastAssociation:
         while pos < end:
             if pos + 6 > end:
                 return self._protocol_error("PDV header cut off")
-            item_length = int.from_bytes(view[pos:pos + 4], "big")
+            item_length = int.from_bytes(view[pos : pos + 4], "big")
             if item_length < 2 or pos + 4 + item_length > end:
                 return self._protocol_error("PDV length runs past the PDU")
             context_id = view[pos + 4]
             control = view[pos + 5]
-            fragment = view[pos + 6:pos + 4 + item_length]
+            fragment = view[pos + 6 : pos + 4 + item_length]
             pos += 4 + item_length
             if control & 0x01:
                 if message.command_done:
@@ -631,8 +685,10 @@ class FastAssociation:
                 if not message.command_done or not message.expects_data:
                     return self._protocol_error("data set fragment without a command")
                 if not message.add_data(fragment, self.server.app.store_area.spool):
-                    return self._protocol_error(f"data set of a command 0x{message.fields.get(0x0100, 0):04X} larger"
-                                                f" than {SPOOL_AT // (1024 * 1024)} MB")
+                    return self._protocol_error(
+                        f"data set of a command 0x{message.fields.get(0x0100, 0):04X} larger"
+                        f" than {SPOOL_AT // (1024 * 1024)} MB"
+                    )
                 if control & 0x02 and not self._dispatch(message):
                     return False
         return True
@@ -679,13 +735,17 @@ class FastAssociation:
             return fast_find.serve_find(self, command, data if isinstance(data, bytes) else None, context)
         if field in (C_MOVE_RQ, C_GET_RQ) and self._retrieves:
             return fast_retrieve.serve_retrieve(self, command, data if isinstance(data, bytes) else None, context)
-        LOGGER.error("fast path: association from %s aborted: command 0x%04X is not served on a storage association",
-                     self.requestor.ae_title, field)
+        LOGGER.error(
+            "fast path: association from %s aborted: command 0x%04X is not served on a storage association",
+            self.requestor.ae_title,
+            field,
+        )
         self._abort(0x00, 0x00)
         return False
 
-    def _store(self, command: dict[int, Any], data: bytes | Spool | OSError | None,
-               context: PresentationContext) -> bytes:
+    def _store(
+        self, command: dict[int, Any], data: bytes | Spool | OSError | None, context: PresentationContext
+    ) -> bytes:
         req = C_STORE()
         req.MessageID = command.get(0x0110)
         req.AffectedSOPClassUID = command.get(0x0002)
@@ -696,8 +756,12 @@ class FastAssociation:
         if 0x1031 in command:
             req.MoveOriginatorMessageID = command[0x1031]
         if isinstance(data, OSError):
-            LOGGER.error("C-STORE %s from %s refused, nothing stored: spooling the data set failed: %s",
-                         command.get(0x1000), self.requestor.ae_title, data.strerror or data)
+            LOGGER.error(
+                "C-STORE %s from %s refused, nothing stored: spooling the data set failed: %s",
+                command.get(0x1000),
+                self.requestor.ae_title,
+                data.strerror or data,
+            )
             return self._response(0x8001, command, 0xA700, context)  # out of resources
         # BytesIO shares the bytes object: the handler's getvalue() returns it without a copy. A large data
         # set arrives as the Spool it was written to (appliance.dicom.handlers.handle_store takes either).
@@ -707,8 +771,9 @@ class FastAssociation:
             # No data set (Command Data Set Type 0x0101): an empty one, as pynetdicom hands it to the handler.
             req.DataSet = io.BytesIO(data if data is not None else b"")
         try:
-            result = evt.trigger(cast("Association", self), evt.EVT_C_STORE,
-                                 {"request": req, "context": context.as_tuple})
+            result = evt.trigger(
+                cast("Association", self), evt.EVT_C_STORE, {"request": req, "context": context.as_tuple}
+            )
         except Exception as exc:  # pynetdicom's attempt(): 0xC211 for an exception in the handler
             LOGGER.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             LOGGER.exception(exc)
@@ -723,15 +788,17 @@ class FastAssociation:
         req.MessageID = command.get(0x0110)
         req.AffectedSOPClassUID = command.get(0x0002)
         try:
-            result = evt.trigger(cast("Association", self), evt.EVT_C_ECHO,
-                                 {"request": req, "context": context.as_tuple})
+            result = evt.trigger(
+                cast("Association", self), evt.EVT_C_ECHO, {"request": req, "context": context.as_tuple}
+            )
         except Exception as exc:  # pynetdicom answers Success when the echo handler fails
             LOGGER.exception(exc)
             result = 0x0000
         return self._response(0x8030, command, result, context)
 
-    def _response(self, command_field: int, request: dict[int, Any], result: Any,
-                  context: PresentationContext) -> bytes:
+    def _response(
+        self, command_field: int, request: dict[int, Any], result: Any, context: PresentationContext
+    ) -> bytes:
         """The P-DATA-TF PDU(s) answering a request with a handler's result.
 
         The usual result (a status, maybe with an error comment) is encoded by hand: pynetdicom's
@@ -742,8 +809,9 @@ class FastAssociation:
         store = command_field == 0x8001
         status, comment = simple_status(result)
         if status is not None:
-            command = encode_response(command_field, request[0x0110], request[0x0002], status, comment,
-                                      request[0x1000] if store else None)
+            command = encode_response(
+                command_field, request[0x0110], request[0x0002], status, comment, request[0x1000] if store else None
+            )
             return pdata_pdus(command, context_id, self.requestor.maximum_length)
         # Anything else (a status data set with other elements, an invalid value): pynetdicom's own
         # status check and encoder, exactly as its service class would answer.

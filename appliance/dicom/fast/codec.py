@@ -85,8 +85,7 @@ class AnswerEncoder:
         encodings: list[str] | None = None
         out = bytearray()
         for i, (field, value) in enumerate(zip(self.fields, answer.values, strict=True)):
-            if i == self._charset_at and charset and not _element(out, self._charset_header,
-                                                                  _string(charset_values)):
+            if i == self._charset_at and charset and not _element(out, self._charset_header, _string(charset_values)):
                 return None
             vr = field.vr
             if value is None or value == "" or (isinstance(value, list) and not value):
@@ -105,8 +104,11 @@ class AnswerEncoder:
                 raw = None  # a value of another VR (none of the index's keys has one): pydicom's
             if not _element(out, self._headers[i], raw):
                 return None
-        if self._charset_at == len(self.fields) and charset and not _element(
-                out, self._charset_header, _string(charset_values)):
+        if (
+            self._charset_at == len(self.fields)
+            and charset
+            and not _element(out, self._charset_header, _string(charset_values))
+        ):
             return None
         return bytes(out)
 

@@ -48,7 +48,7 @@ def decode_command(data: bytes) -> dict[int, Any]:
         if pos + length > end:
             raise ValueError("command set element runs past its end")
         if group == 0x0000:
-            value = data[pos:pos + length]
+            value = data[pos : pos + length]
             if element in _US and length == 2:
                 fields[element] = int.from_bytes(value, "little")
             elif element in _UI:
@@ -68,8 +68,11 @@ def simple_status(result: Any) -> tuple[int | None, str | None]:
     if isinstance(result, Dataset) and "Status" in result and set(result.keys()) <= {0x00000900, 0x00000902}:
         status = result.Status
         comment = result.get("ErrorComment")
-        if isinstance(status, int) and 0 <= status <= 0xFFFF and (
-                comment is None or (isinstance(comment, str) and comment.isascii() and len(comment) <= 64)):
+        if (
+            isinstance(status, int)
+            and 0 <= status <= 0xFFFF
+            and (comment is None or (isinstance(comment, str) and comment.isascii() and len(comment) <= 64))
+        ):
             return status, comment
     return None, None
 
@@ -83,8 +86,9 @@ def _text(value: str, pad: bytes) -> bytes:
     return raw + pad if len(raw) % 2 else raw
 
 
-def _response_head(command_field: int, message_id: int, sop_class: str, status: int, comment: str | None,
-                   data_set: bool) -> list[bytes]:
+def _response_head(
+    command_field: int, message_id: int, sop_class: str, status: int, comment: str | None, data_set: bool
+) -> list[bytes]:
     """The elements every response starts with, in tag order, up to Error Comment."""
     parts = [
         _implicit(0x0002, _text(sop_class, b"\x00")),
@@ -98,8 +102,15 @@ def _response_head(command_field: int, message_id: int, sop_class: str, status: 
     return parts
 
 
-def encode_response(command_field: int, message_id: int, sop_class: str, status: int, comment: str | None,
-                    sop_instance: str | None, data_set: bool = False) -> bytes:
+def encode_response(
+    command_field: int,
+    message_id: int,
+    sop_class: str,
+    status: int,
+    comment: str | None,
+    sop_instance: str | None,
+    data_set: bool = False,
+) -> bytes:
     """A C-STORE-RSP, C-ECHO-RSP or C-FIND-RSP command set, byte for byte as pynetdicom encodes it.
 
     Parameters
@@ -131,8 +142,13 @@ def _command(parts: list[bytes]) -> bytes:
     return _implicit(0x0000, struct.pack("<I", len(body))) + body
 
 
-def encode_store_request(message_id: int, sop_class: str, sop_instance: str, priority: int = 0,
-                         move_originator: tuple[str, int] | None = None) -> bytes:
+def encode_store_request(
+    message_id: int,
+    sop_class: str,
+    sop_instance: str,
+    priority: int = 0,
+    move_originator: tuple[str, int] | None = None,
+) -> bytes:
     """A C-STORE-RQ command set, byte for byte as pynetdicom encodes it.
 
     Parameters
@@ -160,9 +176,15 @@ def encode_store_request(message_id: int, sop_class: str, sop_instance: str, pri
     return _command(parts)
 
 
-def encode_retrieve_response(command_field: int, message_id: int, sop_class: str, status: int,
-                             counts: tuple[int | None, int, int, int], comment: str | None = None,
-                             data_set: bool = False) -> bytes:
+def encode_retrieve_response(
+    command_field: int,
+    message_id: int,
+    sop_class: str,
+    status: int,
+    counts: tuple[int | None, int, int, int],
+    comment: str | None = None,
+    data_set: bool = False,
+) -> bytes:
     """A C-MOVE-RSP or C-GET-RSP command set.
 
     Parameters
@@ -184,8 +206,7 @@ def encode_retrieve_response(command_field: int, message_id: int, sop_class: str
         Whether an identifier follows (the Failed SOP Instance UID List).
     """
     remaining, completed, failed, warning = counts
-    parts = _response_head(command_field, message_id, sop_class, status, comment[:64] if comment else comment,
-                           data_set)
+    parts = _response_head(command_field, message_id, sop_class, status, comment[:64] if comment else comment, data_set)
     if remaining is not None:
         parts.append(_implicit(0x1020, struct.pack("<H", remaining)))
     parts.append(_implicit(0x1021, struct.pack("<H", completed)))
@@ -211,12 +232,12 @@ class CommandReader:
         done: list[dict[int, Any]] = []
         pos = 0
         while pos + 6 <= len(body):
-            length = int.from_bytes(body[pos:pos + 4], "big")
+            length = int.from_bytes(body[pos : pos + 4], "big")
             if length < 2 or pos + 4 + length > len(body):
                 raise ValueError("PDV length runs past the PDU")
             control = body[pos + 5]
             if control & 0x01:  # data set fragments are not awaited here
-                self._fragments.append(bytes(body[pos + 6:pos + 4 + length]))
+                self._fragments.append(bytes(body[pos + 6 : pos + 4 + length]))
                 if control & 0x02:
                     done.append(decode_command(b"".join(self._fragments)))
                     self._fragments = []
@@ -224,8 +245,9 @@ class CommandReader:
         return done
 
 
-def pdv_buffers(data: bytes | memoryview, context_id: int, max_length: int, data_set: bool = True
-                ) -> list[bytes | memoryview]:
+def pdv_buffers(
+    data: bytes | memoryview, context_id: int, max_length: int, data_set: bool = True
+) -> list[bytes | memoryview]:
     """Like :func:`pdata_pdus`, as a list of headers and slices of ``data`` (no copy of the data)."""
     view = memoryview(data)
     size = len(view) if max_length == 0 else max(1, max_length - 6)
@@ -233,10 +255,12 @@ def pdv_buffers(data: bytes | memoryview, context_id: int, max_length: int, data
     out: list[bytes | memoryview] = []
     total = len(view)
     for start in range(0, max(total, 1), size):
-        chunk = view[start:start + size]
+        chunk = view[start : start + size]
         last = start + size >= total
-        out.append(b"\x04\x00" + struct.pack(">IIBB", len(chunk) + 6, len(chunk) + 2, context_id,
-                                                kind | (0x02 if last else 0x00)))
+        out.append(
+            b"\x04\x00"
+            + struct.pack(">IIBB", len(chunk) + 6, len(chunk) + 2, context_id, kind | (0x02 if last else 0x00))
+        )
         out.append(chunk)
     return out
 
@@ -259,7 +283,7 @@ def pdata_pdus(encoded: bytes, context_id: int, max_length: int, data_set: bool 
     kind = 0x00 if data_set else 0x01
     out = []
     for start in range(0, len(encoded), size):
-        chunk = encoded[start:start + size]
+        chunk = encoded[start : start + size]
         last = start + size >= len(encoded)
         item = struct.pack(">IBB", len(chunk) + 2, context_id, kind | (0x02 if last else 0x00)) + chunk
         out.append(b"\x04\x00" + struct.pack(">I", len(item)) + item)

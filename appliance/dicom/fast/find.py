@@ -66,8 +66,11 @@ def serves(sop_class: str, abstract_syntax: str) -> bool:
     context that service does not list.
     """
     service = uid_to_service_class(sop_class)
-    return (issubclass(service, QueryRetrieveServiceClass) and service.SCP in _SCPS
-            and abstract_syntax in service._SUPPORTED_UIDS["C-FIND"])
+    return (
+        issubclass(service, QueryRetrieveServiceClass)
+        and service.SCP in _SCPS
+        and abstract_syntax in service._SUPPORTED_UIDS["C-FIND"]
+    )
 
 
 class _Peer:
@@ -89,8 +92,9 @@ class _Peer:
         return False
 
 
-def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | None,
-               context: PresentationContext) -> bool:
+def serve_find(
+    assoc: FastAssociation, command: dict[int, Any], data: bytes | None, context: PresentationContext
+) -> bool:
     """Answer one C-FIND-RQ, streaming its responses.
 
     Parameters
@@ -114,8 +118,12 @@ def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | No
         LOGGER.warning("Received unexpected C-FIND service message")  # pynetdicom ignores it too
         return True
     if not serves(sop_class, str(context.abstract_syntax)):
-        LOGGER.error("fast path: association from %s aborted: C-FIND for %s on a %s context",
-                     assoc.requestor.ae_title, sop_class, context.abstract_syntax)
+        LOGGER.error(
+            "fast path: association from %s aborted: C-FIND for %s on a %s context",
+            assoc.requestor.ae_title,
+            sop_class,
+            context.abstract_syntax,
+        )
         assoc.abort()
         return False
     syntax = cast(UID, context.transfer_syntax[0])
@@ -129,8 +137,9 @@ def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | No
         return ds
 
     peer = _Peer(assoc, message_id)
-    responses = find_handlers.find_responses(assoc.server.app, assoc.requestor.ae_title, sop_class, identifier,
-                                                 peer.cancelled)
+    responses = find_handlers.find_responses(
+        assoc.server.app, assoc.requestor.ae_title, sop_class, identifier, peer.cancelled
+    )
     stream = _Stream(assoc, message_id, sop_class, cast(int, context.context_id), syntax)
     return stream.run(responses, peer)
 
@@ -138,8 +147,7 @@ def serve_find(assoc: FastAssociation, command: dict[int, Any], data: bytes | No
 class _Stream:
     """The responses of one C-FIND, as pynetdicom's ``_c_find_scp`` sends them."""
 
-    def __init__(self, assoc: FastAssociation, message_id: int, sop_class: str, context_id: int,
-                 syntax: UID) -> None:
+    def __init__(self, assoc: FastAssociation, message_id: int, sop_class: str, context_id: int, syntax: UID) -> None:
         self.assoc = assoc
         self.message_id = message_id
         self.sop_class = sop_class
@@ -168,8 +176,7 @@ class _Stream:
                     try:
                         flags = self.syntax.is_implicit_VR, self.syntax.is_little_endian, self.syntax.is_deflated
                     except ValueError as exc:  # not a transfer syntax: pynetdicom's service class raises, aborts
-                        LOGGER.error("fast path: association from %s aborted: %s", self.assoc.requestor.ae_title,
-                                     exc)
+                        LOGGER.error("fast path: association from %s aborted: %s", self.assoc.requestor.ae_title, exc)
                         self.assoc.abort()
                         return False
                     try:
@@ -188,8 +195,9 @@ class _Stream:
             if close is not None:
                 close()  # a generator: stop it where it is (no log line, as under pynetdicom)
 
-    def _identifier(self, answer: Answer | Dataset | None, implicit: bool, little: bool,
-                    deflated: bool) -> bytes | None:
+    def _identifier(
+        self, answer: Answer | Dataset | None, implicit: bool, little: bool, deflated: bool
+    ) -> bytes | None:
         """A pending answer's data set bytes (None when it cannot be encoded: 0xC312)."""
         if answer is None:
             return None
@@ -260,5 +268,8 @@ def _is_pending(result: Any) -> bool:
 def _log_handler_error(exc: BaseException) -> None:
     """pynetdicom's log of an exception raised while the handler's answers were taken."""
     LOGGER.error("Exception in handler bound to 'evt.EVT_C_FIND'")
-    LOGGER.error("\nTraceback (most recent call last):\n" + "".join(traceback.format_tb(exc.__traceback__))
-                 + f"{type(exc).__name__}: {exc}")
+    LOGGER.error(
+        "\nTraceback (most recent call last):\n"
+        + "".join(traceback.format_tb(exc.__traceback__))
+        + f"{type(exc).__name__}: {exc}"
+    )

@@ -56,8 +56,9 @@ def handlers_are_ours(server: ApplianceServer) -> bool:
 class _Responder:
     """Writes the C-MOVE-RSP / C-GET-RSP messages of one request."""
 
-    def __init__(self, assoc: FastAssociation, field: int, message_id: int, sop_class: str, context_id: int,
-                 syntax: UID) -> None:
+    def __init__(
+        self, assoc: FastAssociation, field: int, message_id: int, sop_class: str, context_id: int, syntax: UID
+    ) -> None:
         self.assoc = assoc
         self.field = C_MOVE_RSP if field == C_MOVE_RQ else C_GET_RSP
         self.message_id = message_id
@@ -65,28 +66,41 @@ class _Responder:
         self.context_id = context_id
         self.syntax = syntax
 
-    def send(self, code: int, counts: tuple[int | None, int, int, int], comment: str | None = None,
-             identifier: Dataset | None = None, before: bytes = b"") -> bool:
+    def send(
+        self,
+        code: int,
+        counts: tuple[int | None, int, int, int],
+        comment: str | None = None,
+        identifier: Dataset | None = None,
+        before: bytes = b"",
+    ) -> bool:
         """Send one response (after the PDUs ``before``, in the same system call); False when the association
         has ended."""
         return self.assoc.send_or_end(before + self.encode(code, counts, comment, identifier))
 
-    def encode(self, code: int, counts: tuple[int | None, int, int, int], comment: str | None = None,
-               identifier: Dataset | None = None) -> bytes:
+    def encode(
+        self,
+        code: int,
+        counts: tuple[int | None, int, int, int],
+        comment: str | None = None,
+        identifier: Dataset | None = None,
+    ) -> bytes:
         """The P-DATA-TF PDU(s) of one response."""
         data = None
         if identifier is not None:
             data = encode(identifier, self.syntax.is_implicit_VR, self.syntax.is_little_endian, self.syntax.is_deflated)
-        command = encode_retrieve_response(self.field, self.message_id, self.sop_class, code, counts, comment,
-                                           data_set=data is not None)
+        command = encode_retrieve_response(
+            self.field, self.message_id, self.sop_class, code, counts, comment, data_set=data is not None
+        )
         out = pdata_pdus(command, self.context_id, self.assoc.requestor.maximum_length)
         if data is not None:
             out += pdata_pdus(data, self.context_id, self.assoc.requestor.maximum_length, data_set=True)
         return out
 
 
-def serve_retrieve(assoc: FastAssociation, command: dict[int, Any], data: bytes | None,
-                   context: PresentationContext) -> bool:
+def serve_retrieve(
+    assoc: FastAssociation, command: dict[int, Any], data: bytes | None, context: PresentationContext
+) -> bool:
     """Answer one C-MOVE-RQ or C-GET-RQ: its sub-operations, pending responses and final response.
 
     Returns
@@ -98,13 +112,22 @@ def serve_retrieve(assoc: FastAssociation, command: dict[int, Any], data: bytes 
     message_id, sop_class = command.get(0x0110), command.get(0x0002)
     service = "C-MOVE" if field == C_MOVE_RQ else "C-GET"
     classes = MOVE_CLASSES if field == C_MOVE_RQ else GET_CLASSES
-    if message_id is None or sop_class is None or 0x0700 not in command or (
-            field == C_MOVE_RQ and 0x0600 not in command):
+    if (
+        message_id is None
+        or sop_class is None
+        or 0x0700 not in command
+        or (field == C_MOVE_RQ and 0x0600 not in command)
+    ):
         LOGGER.warning("Received unexpected %s service message", service)  # pynetdicom ignores it too
         return True
     if sop_class not in classes or str(context.abstract_syntax) != sop_class:
-        LOGGER.error("fast path: association from %s aborted: %s for %s on a %s context",
-                     assoc.requestor.ae_title, service, sop_class, context.abstract_syntax)
+        LOGGER.error(
+            "fast path: association from %s aborted: %s for %s on a %s context",
+            assoc.requestor.ae_title,
+            service,
+            sop_class,
+            context.abstract_syntax,
+        )
         assoc.abort()
         return False
     syntax = cast(UID, context.transfer_syntax[0])
@@ -130,15 +153,28 @@ def serve_retrieve(assoc: FastAssociation, command: dict[int, Any], data: bytes 
     return _get(assoc, out, app, instances, ops, started)
 
 
-def _move(assoc: FastAssociation, out: _Responder, app: Appliance, node: Any, instances: list[Any],
-          ops: retrieve.SubOperations, started: float) -> bool:
+def _move(
+    assoc: FastAssociation,
+    out: _Responder,
+    app: Appliance,
+    node: Any,
+    instances: list[Any],
+    ops: retrieve.SubOperations,
+    started: float,
+) -> bool:
     peer = assoc.requestor.ae_title
     prefer = retrieve.preferred(node)
     cfg = app.config.dicom
     sender = StoreSCU(
-        node.host, node.port, node.ae_title,
-        Identity(cfg.ae_title, assoc.server.ae.implementation_class_uid, assoc.server.ae.implementation_version_name
-                 or "", cfg.max_pdu),
+        node.host,
+        node.port,
+        node.ae_title,
+        Identity(
+            cfg.ae_title,
+            assoc.server.ae.implementation_class_uid,
+            assoc.server.ae.implementation_version_name or "",
+            cfg.max_pdu,
+        ),
         retrieve.store_contexts(instances, prefer),
         Timeouts(connect=min(cfg.acse_timeout, 30.0), acse=cfg.acse_timeout, dimse=cfg.dimse_timeout),
         app.client_tls() if node.tls and app.client_tls is not None else None,
@@ -146,13 +182,19 @@ def _move(assoc: FastAssociation, out: _Responder, app: Appliance, node: Any, in
     try:
         sender.open()
     except AssociationFailed as exc:
-        LOGGER.error("C-MOVE from %s to %s failed, %d sub-operation(s) not done: %s", peer, node.ae_title,
-                     len(instances), exc)
+        LOGGER.error(
+            "C-MOVE from %s to %s failed, %d sub-operation(s) not done: %s", peer, node.ae_title, len(instances), exc
+        )
         ops.fail_rest(inst.sop_uid for inst in instances)
-        return out.send(ops.final_status(), (None, ops.completed, ops.failed, ops.warning),
-                        guard.error_comment(str(exc)), ops.failed_list())
-    LOGGER.info("C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), node.ae_title, node.host,
-                node.port)
+        return out.send(
+            ops.final_status(),
+            (None, ops.completed, ops.failed, ops.warning),
+            guard.error_comment(str(exc)),
+            ops.failed_list(),
+        )
+    LOGGER.info(
+        "C-MOVE from %s: %d instance(s) to %s (%s:%d)", peer, len(instances), node.ae_title, node.host, node.port
+    )
     accepted = sender.accepted
     originator = (peer, out.message_id)
 
@@ -179,8 +221,14 @@ def _move(assoc: FastAssociation, out: _Responder, app: Appliance, node: Any, in
         sender.release()
 
 
-def _get(assoc: FastAssociation, out: _Responder, app: Appliance, instances: list[Any],
-         ops: retrieve.SubOperations, started: float) -> bool:
+def _get(
+    assoc: FastAssociation,
+    out: _Responder,
+    app: Appliance,
+    instances: list[Any],
+    ops: retrieve.SubOperations,
+    started: float,
+) -> bool:
     accepted = assoc.storage_contexts()
     LOGGER.info("C-GET from %s: %d instance(s)", assoc.requestor.ae_title, len(instances))
 
@@ -204,14 +252,18 @@ class _Link:
     Error Comment, whether a C-CANCEL-RQ arrived meanwhile).
     """
 
-    def __init__(self, send: Callable[[Any, int, bytes | memoryview, int, bytes], bool | None],
-                 result: Callable[[int], tuple[int | None, str, bool]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[Any, int, bytes | memoryview, int, bytes], bool | None],
+        result: Callable[[int], tuple[int | None, str, bool]],
+    ) -> None:
         self.send = send
         self.result = result
 
 
-def _prepare(payloads: retrieve.Payloads, index: int, accepted: dict[str, list[tuple[int, str]]]
-             ) -> tuple[int, bytes | memoryview] | CodecError:
+def _prepare(
+    payloads: retrieve.Payloads, index: int, accepted: dict[str, list[tuple[int, str]]]
+) -> tuple[int, bytes | memoryview] | CodecError:
     """The context ID and data set bytes to send instance ``index`` with, or why it cannot be sent (the one place
     instances are read and converted)."""
     contexts = accepted.get(payloads.instances[index].sop_class_uid, [])
@@ -222,9 +274,18 @@ def _prepare(payloads: retrieve.Payloads, index: int, accepted: dict[str, list[t
     return next(cx for cx, ts in contexts if ts == syntax), data
 
 
-def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: list[Any], ops: retrieve.SubOperations,
-         accepted: dict[str, list[tuple[int, str]]], prefer: str | None, link: _Link, service: str,
-         started: float) -> bool:
+def _run(
+    assoc: FastAssociation,
+    out: _Responder,
+    app: Appliance,
+    instances: list[Any],
+    ops: retrieve.SubOperations,
+    accepted: dict[str, list[tuple[int, str]]],
+    prefer: str | None,
+    link: _Link,
+    service: str,
+    started: float,
+) -> bool:
     """The sub-operations, one at a time as PS3.7 has them without asynchronous operations negotiated.
 
     Each instance is read (and converted) while the receiver takes the one before, and each pending
@@ -235,8 +296,9 @@ def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: lis
     pending = b""  # the last sub-operation's pending response, not sent yet
     # Conversions run in the budgeted workers (appliance.conversion), the next ones while this one is sent; at
     # most one per worker is left running when the loop ends early.
-    payloads = retrieve.Payloads(app, instances, {sop_class: [ts for _, ts in contexts]
-                                                  for sop_class, contexts in accepted.items()}, prefer)
+    payloads = retrieve.Payloads(
+        app, instances, {sop_class: [ts for _, ts in contexts] for sop_class, contexts in accepted.items()}, prefer
+    )
     ready = _prepare(payloads, 0, accepted)
     for index, inst in enumerate(instances):
         if index and assoc.poll(out.message_id) == "cancel":
@@ -266,14 +328,15 @@ def _run(assoc: FastAssociation, out: _Responder, app: Appliance, instances: lis
             code, comment, cancelled = link.result(msg_id) if sent else (None, "", False)
             if code is None:  # association lost: the rest cannot be sent
                 ops.record(inst.sop_uid, None)
-                ops.fail_rest(i.sop_uid for i in instances[index + 1:])
+                ops.fail_rest(i.sop_uid for i in instances[index + 1 :])
                 break
             if code not in (0x0000, 0xB000, 0xB006, 0xB007):
-                LOGGER.error("%s from %s: %s refused by the receiver: 0x%04X %s", service, peer, inst.sop_uid, code,
-                             comment)
+                LOGGER.error(
+                    "%s from %s: %s refused by the receiver: 0x%04X %s", service, peer, inst.sop_uid, code, comment
+                )
             ops.record(inst.sop_uid, code)
             if cancelled:
-                return _cancelled(out, ops, service, peer, instances[index + 1:])
+                return _cancelled(out, ops, service, peer, instances[index + 1 :])
         pending = out.encode(status.PENDING, (ops.remaining, ops.completed, ops.failed, ops.warning))
     if not assoc.is_alive():
         return False

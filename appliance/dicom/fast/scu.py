@@ -119,8 +119,9 @@ class StoreSCU:
         except ConnectionRefusedError as exc:
             raise AssociationFailed(f"connection refused by {self.host}:{self.port}") from exc
         except TimeoutError as exc:
-            raise AssociationFailed(f"no answer from {self.host}:{self.port} within {self.timeouts.connect:g} s"
-                                    ) from exc
+            raise AssociationFailed(
+                f"no answer from {self.host}:{self.port} within {self.timeouts.connect:g} s"
+            ) from exc
         except OSError as exc:
             raise AssociationFailed(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -132,17 +133,18 @@ class StoreSCU:
             pdu_type, body = self._read_pdu(sock)
         except (OSError, ssl.SSLError) as exc:
             close(sock)
-            raise AssociationFailed(f"association with {self.called_ae}@{self.host}:{self.port} failed: {exc}") \
-                from exc
+            raise AssociationFailed(f"association with {self.called_ae}@{self.host}:{self.port} failed: {exc}") from exc
         if pdu_type == 0x03:
             close(sock)
             rj = A_ASSOCIATE_RJ()
             rj.decode(b"\x03\x00" + len(body).to_bytes(4, "big") + bytes(body))
             kind = "permanently" if rj.result == 1 else "transiently"
-            reason = REJECT_REASONS.get((cast(int, rj.source), cast(int, rj.reason_diagnostic)),
-                                         f"reason {rj.source}/{rj.reason_diagnostic}")
-            raise AssociationFailed(f"{self.called_ae}@{self.host}:{self.port} rejected the association {kind}: "
-                                    f"{reason}")
+            reason = REJECT_REASONS.get(
+                (cast(int, rj.source), cast(int, rj.reason_diagnostic)), f"reason {rj.source}/{rj.reason_diagnostic}"
+            )
+            raise AssociationFailed(
+                f"{self.called_ae}@{self.host}:{self.port} rejected the association {kind}: {reason}"
+            )
         if pdu_type != 0x02:
             close(sock)
             raise AssociationFailed(f"{self.called_ae}@{self.host}:{self.port} aborted the association request")
@@ -154,12 +156,15 @@ class StoreSCU:
         for cx in primitive.presentation_context_definition_results_list:
             if cx.result == 0x00 and cx.context_id in proposed and cx.transfer_syntax:
                 self.accepted.setdefault(proposed[cast(int, cx.context_id)], []).append(
-                    (cast(int, cx.context_id), str(cx.transfer_syntax[0])))
+                    (cast(int, cx.context_id), str(cx.transfer_syntax[0]))
+                )
         self._sock = sock
         if not self.accepted:
             self.abort()
-            raise AssociationFailed(f"{self.called_ae}@{self.host}:{self.port} accepted none of the "
-                                    f"{len(self.contexts)} presentation context(s) proposed")
+            raise AssociationFailed(
+                f"{self.called_ae}@{self.host}:{self.port} accepted none of the "
+                f"{len(self.contexts)} presentation context(s) proposed"
+            )
 
     def _request(self) -> bytes:
         rq = A_ASSOCIATE()
@@ -201,8 +206,15 @@ class StoreSCU:
             raise ConnectionResetError("the peer closed the connection")
         return header[0], body
 
-    def store(self, message_id: int, sop_class: str, sop_instance: str, context_id: int,
-              data: bytes | memoryview, move_originator: tuple[str, int] | None = None) -> tuple[int, str]:
+    def store(
+        self,
+        message_id: int,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        data: bytes | memoryview,
+        move_originator: tuple[str, int] | None = None,
+    ) -> tuple[int, str]:
         """Send one C-STORE-RQ with its data set and wait for the response.
 
         Returns
@@ -218,8 +230,15 @@ class StoreSCU:
         self.send(message_id, sop_class, sop_instance, context_id, data, move_originator)
         return self.response(message_id)
 
-    def send(self, message_id: int, sop_class: str, sop_instance: str, context_id: int,
-             data: bytes | memoryview, move_originator: tuple[str, int] | None = None) -> None:
+    def send(
+        self,
+        message_id: int,
+        sop_class: str,
+        sop_instance: str,
+        context_id: int,
+        data: bytes | memoryview,
+        move_originator: tuple[str, int] | None = None,
+    ) -> None:
         """Send one C-STORE-RQ with its data set (:meth:`response` then waits for its answer).
 
         Raises
@@ -230,15 +249,17 @@ class StoreSCU:
         sock = self._sock
         if sock is None:
             raise AssociationLost("the association is not open")
-        command = pdata_pdus(encode_store_request(message_id, sop_class, sop_instance, 0, move_originator),
-                             context_id, self._peer_max)
+        command = pdata_pdus(
+            encode_store_request(message_id, sop_class, sop_instance, 0, move_originator), context_id, self._peer_max
+        )
         try:
             sock.settimeout(self.timeouts.dimse)
             send_buffers(sock, [command, *pdv_buffers(data, context_id, self._peer_max)])
         except TimeoutError as exc:
             self.abort()
-            raise AssociationLost(f"no C-STORE response within {self.timeouts.dimse:g} s (association aborted)") \
-                from exc
+            raise AssociationLost(
+                f"no C-STORE response within {self.timeouts.dimse:g} s (association aborted)"
+            ) from exc
         except OSError as exc:
             self.abort()
             raise AssociationLost(f"association lost while sending: {exc}") from exc
@@ -263,8 +284,9 @@ class StoreSCU:
             return self._response(sock, message_id)
         except TimeoutError as exc:
             self.abort()
-            raise AssociationLost(f"no C-STORE response within {self.timeouts.dimse:g} s (association aborted)") \
-                from exc
+            raise AssociationLost(
+                f"no C-STORE response within {self.timeouts.dimse:g} s (association aborted)"
+            ) from exc
         except (OSError, ValueError) as exc:
             self.abort()
             raise AssociationLost(f"association lost while sending: {exc}") from exc

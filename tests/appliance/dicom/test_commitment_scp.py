@@ -58,15 +58,17 @@ def test_commitment_on_the_same_association(node: Node) -> None:
     reports: list[tuple[int, Dataset]] = []
     done = threading.Event()
     ae = _modality()
-    assoc = ae.associate(HOST, node.port, ae_title=node.aet,
-                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))])
+    assoc = ae.associate(
+        HOST, node.port, ae_title=node.aet, evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))]
+    )
     assert assoc.is_established
     for inst in stored:
         assert assoc.send_c_store(inst.dataset()).Status == 0
     missing = generate_uid()
-    request = _request([(CTImageStorage, i.sop_uid) for i in stored] + [(CTImageStorage, missing),
-                                                                           ("1.2.840.10008.5.1.4.1.1.4",
-                                                                            stored[0].sop_uid)])
+    request = _request(
+        [(CTImageStorage, i.sop_uid) for i in stored]
+        + [(CTImageStorage, missing), ("1.2.840.10008.5.1.4.1.1.4", stored[0].sop_uid)]
+    )
     answer, _ = assoc.send_n_action(request, 1, COMMITMENT, COMMITMENT_INSTANCE)
     assert answer.Status == 0x0000
     assert done.wait(20), "no N-EVENT-REPORT on the association"
@@ -87,8 +89,9 @@ def test_commitment_report_on_a_new_association_to_a_known_node(node_factory: Ca
     done = threading.Event()
     receiver = AE(ae_title="MODALITY")
     receiver.add_supported_context(COMMITMENT, scu_role=True, scp_role=True)
-    server = receiver.start_server((HOST, listen), block=False,
-                                   evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))])
+    server = receiver.start_server(
+        (HOST, listen), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))]
+    )
     assert server is not None
     try:
         ae = _modality()
@@ -112,8 +115,9 @@ def test_a_file_gone_from_the_store_is_not_committed(node: Node) -> None:
     inst = dicomdata.study("PCOMMIT3", "COMMIT^GONE", ("CT",), 1)[0]
     reports: list[tuple[int, Dataset]] = []
     done = threading.Event()
-    assoc = _modality().associate(HOST, node.port, ae_title=node.aet,
-                                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))])
+    assoc = _modality().associate(
+        HOST, node.port, ae_title=node.aet, evt_handlers=[(evt.EVT_N_EVENT_REPORT, _on_report(reports, done))]
+    )
     assert assoc.send_c_store(inst.dataset()).Status == 0
     found = node.app.index.lookup(inst.sop_uid)
     assert found is not None
@@ -130,10 +134,13 @@ def _without_transaction() -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize(("action_type", "info", "code"), [
-    (2, _request([(CTImageStorage, "1.2.3")]), 0x0123),
-    (1, _without_transaction(), 0x0120),
-])
+@pytest.mark.parametrize(
+    ("action_type", "info", "code"),
+    [
+        (2, _request([(CTImageStorage, "1.2.3")]), 0x0123),
+        (1, _without_transaction(), 0x0120),
+    ],
+)
 def test_bad_requests_are_refused(node: Node, action_type: int, info: Dataset, code: int) -> None:
     assoc = _modality().associate(HOST, node.port, ae_title=node.aet)
     answer, _ = assoc.send_n_action(info, action_type, COMMITMENT, COMMITMENT_INSTANCE)
@@ -142,8 +149,9 @@ def test_bad_requests_are_refused(node: Node, action_type: int, info: Dataset, c
 
 
 def test_a_node_without_the_commit_right_has_the_context_rejected(node_factory: Callable[..., Node]) -> None:
-    node = node_factory(accept_any_ae=False, nodes=[{"ae_title": "MODALITY", "host": HOST, "port": 104,
-                                                     "commit": False}])
+    node = node_factory(
+        accept_any_ae=False, nodes=[{"ae_title": "MODALITY", "host": HOST, "port": 104, "commit": False}]
+    )
     assoc = _modality().associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
     assert COMMITMENT not in {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
@@ -162,11 +170,13 @@ def test_orthanc_asks_us_to_commit_what_it_sent(node_factory: Callable[..., Node
         buffer = BytesIO()
         inst.dataset().save_as(buffer, enforce_file_format=True)
         ids.append(orthanc.post("/instances", buffer.getvalue())["ID"])
-    job = orthanc.post("/modalities/appliance/store", {"Resources": ids, "StorageCommitment": True,
-                                                          "Synchronous": True})
+    job = orthanc.post(
+        "/modalities/appliance/store", {"Resources": ids, "StorageCommitment": True, "Synchronous": True}
+    )
     transaction = job.get("StorageCommitmentTransactionUID")
     assert transaction, job
-    state = wait_until(lambda: (s := orthanc.get(f"/storage-commitment/{transaction}"))["Status"] != "Pending"
-                       and s, timeout=30)
+    state = wait_until(
+        lambda: (s := orthanc.get(f"/storage-commitment/{transaction}"))["Status"] != "Pending" and s, timeout=30
+    )
     assert state["Status"] == "Success", state
     assert all(node.app.index.lookup(i.sop_uid) is not None for i in stored)

@@ -26,27 +26,31 @@ from appliance.query import QueryError
 from appliance.worklist.mpps import MppsDuplicate, MppsFinal
 
 
-@pytest.mark.parametrize(("service", "error", "code"), [
-    ("C-STORE", InvalidDataset("truncated"), 0xC000),
-    ("C-STORE", OutOfResources("disk full"), 0xA700),
-    ("C-STORE", IndexFailure("locked"), 0x0110),
-    ("C-STORE", OSError(5, "I/O error"), 0x0110),
-    ("C-FIND", QueryError("bad level"), 0xA900),
-    ("C-FIND", DatabaseError("read-only"), 0xA700),
-    ("C-FIND", KeyError("x"), 0xC001),
-    ("MWL", QueryError("bad"), 0xA900),
-    ("C-MOVE", NotFound("unknown destination"), 0xA801),
-    ("C-MOVE", QueryError("bad level"), 0xA900),
-    ("C-MOVE", DatabaseError("locked"), 0xA701),
-    ("C-MOVE", RuntimeError("bug"), 0xC000),
-    ("C-GET", QueryError("bad level"), 0xA900),
-    ("C-GET", ZeroDivisionError(), 0xC000),
-    ("MPPS", MppsDuplicate("twice"), 0x0111),
-    ("MPPS", MppsFinal("completed"), 0x0110),
-    ("sub-operation", CodecError("no decoder"), 0x0110),
-])
-def test_every_failure_has_its_status_and_never_success(service: str, error: Exception, code: int,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("service", "error", "code"),
+    [
+        ("C-STORE", InvalidDataset("truncated"), 0xC000),
+        ("C-STORE", OutOfResources("disk full"), 0xA700),
+        ("C-STORE", IndexFailure("locked"), 0x0110),
+        ("C-STORE", OSError(5, "I/O error"), 0x0110),
+        ("C-FIND", QueryError("bad level"), 0xA900),
+        ("C-FIND", DatabaseError("read-only"), 0xA700),
+        ("C-FIND", KeyError("x"), 0xC001),
+        ("MWL", QueryError("bad"), 0xA900),
+        ("C-MOVE", NotFound("unknown destination"), 0xA801),
+        ("C-MOVE", QueryError("bad level"), 0xA900),
+        ("C-MOVE", DatabaseError("locked"), 0xA701),
+        ("C-MOVE", RuntimeError("bug"), 0xC000),
+        ("C-GET", QueryError("bad level"), 0xA900),
+        ("C-GET", ZeroDivisionError(), 0xC000),
+        ("MPPS", MppsDuplicate("twice"), 0x0111),
+        ("MPPS", MppsFinal("completed"), 0x0110),
+        ("sub-operation", CodecError("no decoder"), 0x0110),
+    ],
+)
+def test_every_failure_has_its_status_and_never_success(
+    service: str, error: Exception, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR, logger="appliance.dicom"):
         answer = guard.failure(service, error, "PEER", "1.2.3")
     assert answer.Status == code != 0x0000
@@ -56,7 +60,8 @@ def test_every_failure_has_its_status_and_never_success(service: str, error: Exc
 
 
 def test_an_unexpected_error_is_logged_with_its_traceback_but_not_told_to_the_peer(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.ERROR, logger="appliance.dicom"):
         answer = guard.failure("C-FIND", KeyError("secret internals"), "PEER")
     assert "internal error" in answer.ErrorComment and "secret" not in answer.ErrorComment
@@ -73,19 +78,32 @@ def _stored(sop_class: str, syntax: str, n: int = 1) -> StoredInstance:
 
 
 def test_contexts_propose_each_stored_syntax_alone_and_the_uncompressed_pair() -> None:
-    contexts = retrieve.store_contexts([_stored(CTImageStorage, JPEG2000Lossless),
-                                        _stored(CTImageStorage, JPEGLSLossless),
-                                        _stored(MRImageStorage, ExplicitVRLittleEndian)])
+    contexts = retrieve.store_contexts(
+        [
+            _stored(CTImageStorage, JPEG2000Lossless),
+            _stored(CTImageStorage, JPEGLSLossless),
+            _stored(MRImageStorage, ExplicitVRLittleEndian),
+        ]
+    )
     plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-    assert contexts == [(CTImageStorage, [JPEG2000Lossless]), (CTImageStorage, [JPEGLSLossless]),
-                        (CTImageStorage, plain), (MRImageStorage, plain)]
-    assert retrieve.store_contexts([_stored(CTImageStorage, ExplicitVRLittleEndian)], prefer=JPEG2000Lossless) == \
-        [(CTImageStorage, [JPEG2000Lossless]), (CTImageStorage, plain)]
+    assert contexts == [
+        (CTImageStorage, [JPEG2000Lossless]),
+        (CTImageStorage, [JPEGLSLossless]),
+        (CTImageStorage, plain),
+        (MRImageStorage, plain),
+    ]
+    assert retrieve.store_contexts([_stored(CTImageStorage, ExplicitVRLittleEndian)], prefer=JPEG2000Lossless) == [
+        (CTImageStorage, [JPEG2000Lossless]),
+        (CTImageStorage, plain),
+    ]
 
 
 def test_contexts_keep_every_class_sendable_past_128() -> None:
-    many = [_stored(f"1.2.840.10008.5.1.4.1.1.{n}", s, n) for n in range(100) for s in (JPEG2000Lossless,
-                                                                                       ExplicitVRLittleEndian)]
+    many = [
+        _stored(f"1.2.840.10008.5.1.4.1.1.{n}", s, n)
+        for n in range(100)
+        for s in (JPEG2000Lossless, ExplicitVRLittleEndian)
+    ]
     contexts = retrieve.store_contexts(many)
     assert len(contexts) == 128
     plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -124,9 +142,11 @@ def test_store_request_and_retrieve_responses_are_encoded_as_pynetdicom_does() -
     store.MoveOriginatorApplicationEntityTitle, store.MoveOriginatorMessageID = "MOVER", 3
     store.DataSet = BytesIO(b"")
     ours = dimse.pdata_pdus(dimse.encode_store_request(7, CTImageStorage, "1.2.3.4", 0, ("MOVER", 3)), 1, 16384)
-    assert _pynetdicom_pdus(C_STORE_RQ(), store)[:len(ours)] == ours  # the command set; the data set follows
-    for field, primitive, message in ((dimse.C_MOVE_RSP, C_MOVE(), C_MOVE_RSP()), (dimse.C_GET_RSP, C_GET(),
-                                                                                  C_GET_RSP())):
+    assert _pynetdicom_pdus(C_STORE_RQ(), store)[: len(ours)] == ours  # the command set; the data set follows
+    for field, primitive, message in (
+        (dimse.C_MOVE_RSP, C_MOVE(), C_MOVE_RSP()),
+        (dimse.C_GET_RSP, C_GET(), C_GET_RSP()),
+    ):
         primitive.MessageIDBeingRespondedTo = 5
         primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
         primitive.Status = 0xFF00
@@ -134,6 +154,7 @@ def test_store_request_and_retrieve_responses_are_encoded_as_pynetdicom_does() -
         primitive.NumberOfCompletedSuboperations = 1
         primitive.NumberOfFailedSuboperations = 0
         primitive.NumberOfWarningSuboperations = 2
-        ours = dimse.pdata_pdus(dimse.encode_retrieve_response(field, 5, "1.2.840.10008.5.1.4.1.2.2.2", 0xFF00,
-                                                               (3, 1, 0, 2)), 1, 16384)
+        ours = dimse.pdata_pdus(
+            dimse.encode_retrieve_response(field, 5, "1.2.840.10008.5.1.4.1.2.2.2", 0xFF00, (3, 1, 0, 2)), 1, 16384
+        )
         assert ours == _pynetdicom_pdus(message, primitive)

@@ -40,11 +40,33 @@ def test_echo_store_find_over_tls_with_client_certificate(node_factory, pki: tls
     inst = dicomdata.study("PTLS", "TLS^PATIENT", ("CT",), 2)
     for i in inst:
         i.write(tmp_path)
-    dcmtk("storescu", *_tls_args(pki), "-aec", node.aet + "_E", HOST, str(node.tls_port), *map(str,
-          tmp_path.glob("*.dcm")), check=True)
+    dcmtk(
+        "storescu",
+        *_tls_args(pki),
+        "-aec",
+        node.aet + "_E",
+        HOST,
+        str(node.tls_port),
+        *map(str, tmp_path.glob("*.dcm")),
+        check=True,
+    )
     assert node.app.index.counts()["instances"] == 2
-    proc = dcmtk("findscu", *_tls_args(pki), "-S", "-aec", node.aet, "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", "PatientID=PTLS", "-k", "PatientName", HOST, str(node.tls_port), check=True)
+    proc = dcmtk(
+        "findscu",
+        *_tls_args(pki),
+        "-S",
+        "-aec",
+        node.aet,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientID=PTLS",
+        "-k",
+        "PatientName",
+        HOST,
+        str(node.tls_port),
+        check=True,
+    )
     assert "TLS^PATIENT" in proc.stderr
     # The plain port works at the same time.
     dcmtk("echoscu", "-aec", node.aet, HOST, str(node.port), check=True)
@@ -83,14 +105,30 @@ def test_expired_client_certificate_is_refused(node_factory, pki: tls.Paths, tmp
     import datetime as dt
 
     # Same CA name, but a client certificate that expired years ago.
-    old = tls.init_pki(tmp_path / "old", ["localhost"], ["127.0.0.1"], days=30,
-                       now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
-    node = node_factory(server_tls=tls.server_context(pki.server_cert, pki.server_key, old.ca_cert,
-                                                      verify_peer=True), tls_port=free_port())
+    old = tls.init_pki(
+        tmp_path / "old", ["localhost"], ["127.0.0.1"], days=30, now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    )
+    node = node_factory(
+        server_tls=tls.server_context(pki.server_cert, pki.server_key, old.ca_cert, verify_peer=True),
+        tls_port=free_port(),
+    )
     expired = ["+tls", str(old.client_key), str(old.client_cert), "+cf", str(pki.ca_cert)]
     assert dcmtk("echoscu", *expired, "-aec", node.aet, HOST, str(node.tls_port)).returncode != 0
-    assert dcmtk("echoscu", "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert), "-aec",
-                 node.aet, HOST, str(node.tls_port)).returncode != 0  # signed by another CA
+    assert (
+        dcmtk(
+            "echoscu",
+            "+tls",
+            str(pki.client_key),
+            str(pki.client_cert),
+            "+cf",
+            str(pki.ca_cert),
+            "-aec",
+            node.aet,
+            HOST,
+            str(node.tls_port),
+        ).returncode
+        != 0
+    )  # signed by another CA
 
 
 def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path) -> None:
@@ -107,9 +145,12 @@ def test_cmove_to_a_tls_destination(node_factory, pki: tls.Paths, tmp_path: Path
     dest_port = free_port()
     dest = AE(ae_title="TLSDEST")
     dest.supported_contexts = StoragePresentationContexts
-    server = dest.start_server((HOST, dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
-                               ssl_context=tls.server_context(pki.server_cert, pki.server_key, pki.ca_cert,
-                                                              verify_peer=True))
+    server = dest.start_server(
+        (HOST, dest_port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=tls.server_context(pki.server_cert, pki.server_key, pki.ca_cert, verify_peer=True),
+    )
     assert server is not None
     try:
         node = node_factory(nodes=[{"ae_title": "TLSDEST", "host": HOST, "port": dest_port, "tls": True}])
@@ -139,12 +180,43 @@ def test_cli_echo_over_tls(node_factory, pki: tls.Paths, tmp_path: Path) -> None
     node = _node(node_factory, pki, verify=True)
     cfg = tmp_path / "client.toml"
     cfg.write_text(f'[tls]\nclient_cert = "{pki.client_cert}"\nclient_key = "{pki.client_key}"\nca = "{pki.ca_cert}"\n')
-    proc = subprocess.run([sys.executable, "-m", "appliance", "echo", "--config", str(cfg), "--tls", "localhost",
-                           str(node.tls_port), node.aet], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "echo",
+            "--config",
+            str(cfg),
+            "--tls",
+            "localhost",
+            str(node.tls_port),
+            node.aet,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Online" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "appliance", "echo", "--config", str(cfg), "localhost",
-                           str(node.tls_port), node.aet, "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "echo",
+            "--config",
+            str(cfg),
+            "localhost",
+            str(node.tls_port),
+            node.aet,
+            "--timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "Offline" in proc.stdout
 
 
@@ -157,14 +229,23 @@ def test_serve_makes_demo_certificates(tmp_path: Path) -> None:
 
     port, tls_port = free_port(), free_port()
     cfg = tmp_path / "appliance.toml"
-    cfg.write_text(f'[appliance]\ndata_dir = "var"\n[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = {tls_port}\n'
-                   "free_space_limit_mb = 1\n[hl7]\nport = 0\n[web]\nport = 0\n")
-    server = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "var"\n[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = {tls_port}\n'
+        "free_space_limit_mb = 1\n[hl7]\nport = 0\n[web]\nport = 0\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         demo = tmp_path / "var" / "tls-demo"
-        wait_until(lambda: (demo / "ca.crt").exists() and
-                   dcmtk("echoscu", "-aec", "DISCPACS", HOST, str(port)).returncode == 0, timeout=60)
+        wait_until(
+            lambda: (
+                (demo / "ca.crt").exists() and dcmtk("echoscu", "-aec", "DISCPACS", HOST, str(port)).returncode == 0
+            ),
+            timeout=60,
+        )
         proc = dcmtk("echoscu", "+tla", "+cf", str(demo / "ca.crt"), "-aec", "DISCPACS", HOST, str(tls_port))
         assert proc.returncode == 0, proc.stderr
     finally:
@@ -184,9 +265,27 @@ def test_cli_import_over_tls(node_factory, pki: tls.Paths, tmp_path: Path) -> No
         inst.write(folder)
     cfg = tmp_path / "client.toml"
     cfg.write_text(f'[tls]\nclient_cert = "{pki.client_cert}"\nclient_key = "{pki.client_key}"\nca = "{pki.ca_cert}"\n')
-    proc = subprocess.run([sys.executable, "-m", "appliance", "import", str(folder), "--config", str(cfg), "--tls",
-                           "--host", "localhost", "--port", str(node.tls_port), "--aet", node.aet],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "import",
+            str(folder),
+            "--config",
+            str(cfg),
+            "--tls",
+            "--host",
+            "localhost",
+            "--port",
+            str(node.tls_port),
+            "--aet",
+            node.aet,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 instance(s) sent" in proc.stdout
     assert node.app.index.counts()["instances"] == 3

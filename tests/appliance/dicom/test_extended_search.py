@@ -38,11 +38,26 @@ def _upload(orthanc: Any, instances: list[dicomdata.Instance], folder: Path) -> 
         orthanc.post("/instances", inst.write(folder).read_bytes())
 
 
-def _node(appliance: Callable[..., Appliance_], regional: Any, fast_path: bool = True,
-          nodes: list[dict[str, Any]] | None = None, forwarding: bool = False) -> Appliance_:
+def _node(
+    appliance: Callable[..., Appliance_],
+    regional: Any,
+    fast_path: bool = True,
+    nodes: list[dict[str, Any]] | None = None,
+    forwarding: bool = False,
+) -> Appliance_:
     # With forwarding on, its worker is not started: the test looks at what is queued.
-    node = appliance({"enabled": forwarding, "extended_search": True, "ae_title": "REGIONAL", "host": HOST,
-                      "port": regional.dicom_port}, nodes=nodes, dicom={"fast_path": fast_path}, hold=True)
+    node = appliance(
+        {
+            "enabled": forwarding,
+            "extended_search": True,
+            "ae_title": "REGIONAL",
+            "host": HOST,
+            "port": regional.dicom_port,
+        },
+        nodes=nodes,
+        dicom={"fast_path": fast_path},
+        hold=True,
+    )
     # The regional server moves to us by our AE title.
     regional.put_modality("appliance", node.cfg.dicom.ae_title, node.port)
     return node
@@ -78,10 +93,11 @@ def _study_query(patient_id: str) -> Dataset:
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "pynetdicom"])
 def test_find_merges_regional_answers_one_per_uid_local_counts_win(
-        appliance: Callable[..., Appliance_], regional: Any, tmp_path: Path, fast_path: bool) -> None:
+    appliance: Callable[..., Appliance_], regional: Any, tmp_path: Path, fast_path: bool
+) -> None:
     pid = f"PEXT{int(fast_path)}"
-    local = study(pid, 3)        # held here (3 instances); the regional server has only one of them
-    remote = study(pid, 2)       # held only regionally
+    local = study(pid, 3)  # held here (3 instances); the regional server has only one of them
+    remote = study(pid, 2)  # held only regionally
     node = _node(appliance, regional, fast_path)
     node.store(local)
     _upload(regional, local[:1] + remote, tmp_path / "up")
@@ -114,8 +130,7 @@ def test_find_merges_regional_answers_one_per_uid_local_counts_win(
     q.NumberOfSeriesRelatedInstances = ""
     series, final = _find(node, q)
     assert final == 0x0000
-    assert [(s.SeriesInstanceUID, int(s.NumberOfSeriesRelatedInstances)) for s in series] == \
-        [(remote[0].series_uid, 2)]
+    assert [(s.SeriesInstanceUID, int(s.NumberOfSeriesRelatedInstances)) for s in series] == [(remote[0].series_uid, 2)]
 
 
 class Workstation:
@@ -145,9 +160,14 @@ def workstation() -> Iterator[Workstation]:
 
 
 def test_move_and_get_of_a_regional_only_study_fetch_it_then_pass_it_on(
-        appliance: Callable[..., Appliance_], regional: Any, workstation: Workstation, tmp_path: Path) -> None:
-    node = _node(appliance, regional, nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": workstation.port}],
-                 forwarding=True)
+    appliance: Callable[..., Appliance_], regional: Any, workstation: Workstation, tmp_path: Path
+) -> None:
+    node = _node(
+        appliance,
+        regional,
+        nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": workstation.port}],
+        forwarding=True,
+    )
     moved, got = study("PEXTMOVE", 3), study("PEXTGET", 2)
     _upload(regional, moved + got, tmp_path / "up")
     ae = AE(ae_title="WORKSTATION")
@@ -161,9 +181,13 @@ def test_move_and_get_of_a_regional_only_study_fetch_it_then_pass_it_on(
         received.append(str(event.request.AffectedSOPInstanceUID))
         return 0
 
-    assoc = ae.associate(HOST, node.port, ae_title=node.cfg.dicom.ae_title,
-                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        HOST,
+        node.port,
+        ae_title=node.cfg.dicom.ae_title,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     q = Dataset()
     q.QueryRetrieveLevel = "STUDY"
@@ -182,15 +206,24 @@ def test_move_and_get_of_a_regional_only_study_fetch_it_then_pass_it_on(
 
 
 def test_a_silent_regional_server_leaves_local_answers_within_the_timeout(
-        appliance: Callable[..., Appliance_], caplog: pytest.LogCaptureFixture) -> None:
+    appliance: Callable[..., Appliance_], caplog: pytest.LogCaptureFixture
+) -> None:
     # A port that takes the TCP connection (the kernel's backlog) and never says a word.
     silent = socket.socket()
     silent.bind((HOST, 0))
     silent.listen(8)
     try:
-        node = appliance({"enabled": False, "extended_search": True, "ae_title": "REGIONAL", "host": HOST,
-                          "port": silent.getsockname()[1], "dicom_timeout_ms": 1000},
-                         nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": free_port()}])
+        node = appliance(
+            {
+                "enabled": False,
+                "extended_search": True,
+                "ae_title": "REGIONAL",
+                "host": HOST,
+                "port": silent.getsockname()[1],
+                "dicom_timeout_ms": 1000,
+            },
+            nodes=[{"ae_title": "WORKSTATION", "host": HOST, "port": free_port()}],
+        )
         local = study("PEXTDOWN", 2)
         node.store(local)
         caplog.set_level(logging.WARNING, "appliance.forwarding")

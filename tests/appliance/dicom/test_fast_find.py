@@ -61,8 +61,15 @@ def set_fast_path(node: Node, on: bool) -> None:
 # -- a raw peer that reads whole responses ---------------------------------------------------------------
 
 
-def find_pdus(query: Dataset | bytes, sop_class: str, context_id: int, message_id: int = 1, implicit: bool = True,
-              little: bool = True, max_pdu: int = 16384) -> bytes:
+def find_pdus(
+    query: Dataset | bytes,
+    sop_class: str,
+    context_id: int,
+    message_id: int = 1,
+    implicit: bool = True,
+    little: bool = True,
+    max_pdu: int = 16384,
+) -> bytes:
     req = C_FIND()
     req.MessageID = message_id
     req.AffectedSOPClassUID = sop_class
@@ -93,8 +100,8 @@ def pdvs(pdu: bytes) -> Iterator[tuple[int, bytes]]:
     """(control header, fragment) of each PDV of a P-DATA-TF PDU."""
     pos = 6
     while pos < len(pdu):
-        length = int.from_bytes(pdu[pos:pos + 4], "big")
-        yield pdu[pos + 5], pdu[pos + 6:pos + 4 + length]
+        length = int.from_bytes(pdu[pos : pos + 4], "big")
+        yield pdu[pos + 5], pdu[pos + 6 : pos + 4 + length]
         pos += 4 + length
 
 
@@ -196,30 +203,88 @@ def _with_private_and_sequence(ds: Dataset) -> Dataset:
 
 def qr_queries(study_uids: list[str]) -> list[tuple[str, Dataset]]:
     """(SOP class, identifier): every level, both roots, the matching rules and the character-set choices."""
-    study = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription", "StudyID",
-             "ReferringPhysicianName", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
-             "NumberOfStudyRelatedInstances", "SOPClassesInStudy", "RetrieveAETitle", "InstanceAvailability")
+    study = (
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyDescription",
+        "StudyID",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "SOPClassesInStudy",
+        "RetrieveAETitle",
+        "InstanceAvailability",
+    )
     every = {k: "" for k in study}
     return [
-        (PATIENT_ROOT, q("PATIENT", PatientID="", PatientName="", PatientSex="", PatientBirthDate="",
-                         IssuerOfPatientID="", NumberOfPatientRelatedStudies="", NumberOfPatientRelatedSeries="",
-                         NumberOfPatientRelatedInstances="", PatientComments="")),
+        (
+            PATIENT_ROOT,
+            q(
+                "PATIENT",
+                PatientID="",
+                PatientName="",
+                PatientSex="",
+                PatientBirthDate="",
+                IssuerOfPatientID="",
+                NumberOfPatientRelatedStudies="",
+                NumberOfPatientRelatedSeries="",
+                NumberOfPatientRelatedInstances="",
+                PatientComments="",
+            ),
+        ),
         (STUDY_ROOT, _with_private_and_sequence(q("STUDY", PatientName="DOE*", PatientID="", **every))),
         (STUDY_ROOT, q("STUDY", PatientName="", **{**every, "StudyDate": "20070101-20071231"})),
         (STUDY_ROOT, q("STUDY", PatientName="", **{**every, "StudyDate": "20070101-"})),
         (STUDY_ROOT, q("STUDY", StudyTime="-0830", StudyDescription="")),
         (STUDY_ROOT, q("STUDY", StudyInstanceUID="\\".join([*study_uids, "1.2.3.4.5.6.7"]), AccessionNumber="A1*")),
         (STUDY_ROOT, q("STUDY", ModalitiesInStudy="PT", PatientName="d?e^j*")),
-        (STUDY_ROOT, q("SERIES", Modality="MR\\PT", SeriesInstanceUID="", SeriesNumber="", SeriesDescription="",
-                       BodyPartExamined="", SeriesDate="", SeriesTime="", NumberOfSeriesRelatedInstances="",
-                       StudyInstanceUID="")),
-        (STUDY_ROOT, q("IMAGE", SOPInstanceUID="", SOPClassUID="", InstanceNumber="", NumberOfFrames="",
-                       RetrieveAETitle="", InstanceAvailability="", SeriesInstanceUID="")),
+        (
+            STUDY_ROOT,
+            q(
+                "SERIES",
+                Modality="MR\\PT",
+                SeriesInstanceUID="",
+                SeriesNumber="",
+                SeriesDescription="",
+                BodyPartExamined="",
+                SeriesDate="",
+                SeriesTime="",
+                NumberOfSeriesRelatedInstances="",
+                StudyInstanceUID="",
+            ),
+        ),
+        (
+            STUDY_ROOT,
+            q(
+                "IMAGE",
+                SOPInstanceUID="",
+                SOPClassUID="",
+                InstanceNumber="",
+                NumberOfFrames="",
+                RetrieveAETitle="",
+                InstanceAvailability="",
+                SeriesInstanceUID="",
+            ),
+        ),
         (PATIENT_ROOT, q("STUDY", PatientID="PID00?", StudyInstanceUID="", StudyDate="")),
-        (PATIENT_ROOT, q("SERIES", PatientID="PID002", StudyInstanceUID=study_uids[-1], SeriesInstanceUID="",
-                         Modality="")),
-        (PATIENT_ROOT, q("IMAGE", PatientID="PID001", StudyInstanceUID=study_uids[0], SeriesInstanceUID="",
-                         SOPInstanceUID="", InstanceNumber="")),
+        (
+            PATIENT_ROOT,
+            q("SERIES", PatientID="PID002", StudyInstanceUID=study_uids[-1], SeriesInstanceUID="", Modality=""),
+        ),
+        (
+            PATIENT_ROOT,
+            q(
+                "IMAGE",
+                PatientID="PID001",
+                StudyInstanceUID=study_uids[0],
+                SeriesInstanceUID="",
+                SOPInstanceUID="",
+                InstanceNumber="",
+            ),
+        ),
         # Character sets: the caller's when the answer fits, else ISO_IR 192; non-ASCII through pydicom's codecs.
         (STUDY_ROOT, q("STUDY", "ISO_IR 100", PatientName="Müller*", StudyDescription="", PatientID="")),
         (STUDY_ROOT, q("STUDY", "ISO_IR 192", PatientName="Test-éü*", StudyDescription="", PatientID="")),
@@ -245,12 +310,14 @@ def test_qr_answers_are_pynetdicoms(loaded_node: Node, fast_runs: list, monkeypa
 
     monkeypatch.setattr(AnswerEncoder, "encode", counted)
     study_uids = sorted({i.study_uid for i in dicomdata.sample_archive() if i.patient_id in ("PID001", "PID002")})
-    contexts = [build_context(STUDY_ROOT, [ImplicitVRLittleEndian]),  # 1
-                build_context(STUDY_ROOT, [ExplicitVRLittleEndian]),  # 3
-                build_context(PATIENT_ROOT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),  # 5
-                build_context(PATIENT_ROOT, [ImplicitVRLittleEndian]),  # 7
-                build_context(STUDY_ROOT, [ExplicitVRBigEndian]),  # 9: no big endian for Q/R: rejected
-                build_context(Verification)]  # 11
+    contexts = [
+        build_context(STUDY_ROOT, [ImplicitVRLittleEndian]),  # 1
+        build_context(STUDY_ROOT, [ExplicitVRLittleEndian]),  # 3
+        build_context(PATIENT_ROOT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),  # 5
+        build_context(PATIENT_ROOT, [ImplicitVRLittleEndian]),  # 7
+        build_context(STUDY_ROOT, [ExplicitVRBigEndian]),  # 9: no big endian for Q/R: rejected
+        build_context(Verification),
+    ]  # 11
     requests = []
     for n, (sop_class, query) in enumerate(qr_queries(study_uids)):
         for cx_id, implicit in ((1, True), (3, False)) if sop_class == STUDY_ROOT else ((5, False), (7, True)):
@@ -275,15 +342,19 @@ def test_small_pdus_fragment_the_same_way(loaded_node: Node, fast_runs: list) ->
     node = loaded_node
     contexts = [build_context(STUDY_ROOT, [ExplicitVRLittleEndian])]
     query = q("IMAGE", SOPInstanceUID="", SOPClassUID="", RetrieveAETitle="", StudyInstanceUID="")
-    answers = both_ways(node, associate_rq(node.aet, "TINYPDU", contexts, max_length=64),
-                        [find_pdus(query, STUDY_ROOT, 1, implicit=False)])
+    answers = both_ways(
+        node,
+        associate_rq(node.aet, "TINYPDU", contexts, max_length=64),
+        [find_pdus(query, STUDY_ROOT, 1, implicit=False)],
+    )
     assert statuses(answers[1]) == [0xFF00] * 12 + [0x0000]
     assert max(len(pdu) for pdu in answers[1]) == 64 + 6  # every answer cut into 58-byte fragments
     assert len(fast_runs) == 1
 
 
-def _worklist_file(folder: Path, name: str, pid: str, patient: str, charset: str, sps_id: str, modality: str,
-                   date: str) -> Path:
+def _worklist_file(
+    folder: Path, name: str, pid: str, patient: str, charset: str, sps_id: str, modality: str, date: str
+) -> Path:
     ds = Dataset()
     ds.SpecificCharacterSet = charset
     ds.AccessionNumber = f"ACC{sps_id}"
@@ -324,14 +395,32 @@ def mwl_node(node: Node, tmp_path: Path) -> Node:
     return node
 
 
-def _mwl_query(charset: str | None = None, top: dict[str, str] | None = None,
-               step: dict[str, str] | None = None) -> Dataset:
-    keys = {k: "" for k in ("PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID", "RequestedProcedureID",
-                            "PatientBirthDate")}
+def _mwl_query(
+    charset: str | None = None, top: dict[str, str] | None = None, step: dict[str, str] | None = None
+) -> Dataset:
+    keys = {
+        k: ""
+        for k in (
+            "PatientName",
+            "PatientID",
+            "AccessionNumber",
+            "StudyInstanceUID",
+            "RequestedProcedureID",
+            "PatientBirthDate",
+        )
+    }
     ds = q(None, charset, **{**keys, **(top or {})})
     item = Dataset()
-    step_keys = {k: "" for k in ("ScheduledStationAETitle", "Modality", "ScheduledProcedureStepID",
-                                 "ScheduledProcedureStepStartDate", "ScheduledProcedureStepDescription")}
+    step_keys = {
+        k: ""
+        for k in (
+            "ScheduledStationAETitle",
+            "Modality",
+            "ScheduledProcedureStepID",
+            "ScheduledProcedureStepStartDate",
+            "ScheduledProcedureStepDescription",
+        )
+    }
     for key, value in {**step_keys, **(step or {})}.items():
         setattr(item, key, value)
     ds.ScheduledProcedureStepSequence = [item]
@@ -340,12 +429,16 @@ def _mwl_query(charset: str | None = None, top: dict[str, str] | None = None,
 
 def test_worklist_answers_are_pynetdicoms(mwl_node: Node, fast_runs: list) -> None:
     node = mwl_node
-    contexts = [build_context(MWL, [ImplicitVRLittleEndian]),  # 1
-                build_context(MWL, [ExplicitVRBigEndian])]  # 3: pynetdicom accepts MWL as storage-like, any syntax
-    requests = [find_pdus(_mwl_query(), MWL, 1),
-                find_pdus(_mwl_query("ISO_IR 100", step={"Modality": "MR"}), MWL, 1, message_id=2),
-                find_pdus(_mwl_query("ISO_IR 100"), MWL, 3, message_id=3, implicit=False, little=False),
-                find_pdus(_mwl_query(top={"PatientName": "M*"}), STUDY_ROOT, 1, message_id=4)]  # Q/R on MWL: A-ABORT
+    contexts = [
+        build_context(MWL, [ImplicitVRLittleEndian]),  # 1
+        build_context(MWL, [ExplicitVRBigEndian]),
+    ]  # 3: pynetdicom accepts MWL as storage-like, any syntax
+    requests = [
+        find_pdus(_mwl_query(), MWL, 1),
+        find_pdus(_mwl_query("ISO_IR 100", step={"Modality": "MR"}), MWL, 1, message_id=2),
+        find_pdus(_mwl_query("ISO_IR 100"), MWL, 3, message_id=3, implicit=False, little=False),
+        find_pdus(_mwl_query(top={"PatientName": "M*"}), STUDY_ROOT, 1, message_id=4),
+    ]  # Q/R on MWL: A-ABORT
     answers = both_ways(node, associate_rq(node.aet, "MODALITY", contexts), requests)
     assert statuses(answers[1]) == [0xFF00] * 3 + [0x0000]
     assert statuses(answers[3]) == [0xFF00] * 3 + [0x0000]
@@ -356,8 +449,9 @@ def test_worklist_answers_are_pynetdicoms(mwl_node: Node, fast_runs: list) -> No
 # -- real clients through the fast path ------------------------------------------------------------------
 
 
-def findscu(node: Node, out: Path, *keys: str, model: str = "-S", port: int | None = None,
-            extra: tuple[str, ...] = ()) -> list[Dataset]:
+def findscu(
+    node: Node, out: Path, *keys: str, model: str = "-S", port: int | None = None, extra: tuple[str, ...] = ()
+) -> list[Dataset]:
     out.mkdir()
     args = [*extra, model, "-aec", node.aet, "-X", "-od", str(out)]
     for key in keys:
@@ -367,15 +461,42 @@ def findscu(node: Node, out: Path, *keys: str, model: str = "-S", port: int | No
 
 
 def test_findscu_patient_and_study_root(loaded_node: Node, tmp_path: Path, fast_runs: list) -> None:
-    patients = findscu(loaded_node, tmp_path / "p", "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName",
-                       "NumberOfPatientRelatedStudies", model="-P")
+    patients = findscu(
+        loaded_node,
+        tmp_path / "p",
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID",
+        "PatientName",
+        "NumberOfPatientRelatedStudies",
+        model="-P",
+    )
     assert {a.PatientID: a.NumberOfPatientRelatedStudies for a in patients} == {
-        "PID001": 2, "PID002": 1, "PID003": 1, "PID004": 1, "PID_5%": 1}
-    studies = findscu(loaded_node, tmp_path / "s", "QueryRetrieveLevel=STUDY", "PatientName=DOE^J*",
-                      "StudyDate=20070101-20071231", "StudyDescription", "ModalitiesInStudy", "StudyInstanceUID")
+        "PID001": 2,
+        "PID002": 1,
+        "PID003": 1,
+        "PID004": 1,
+        "PID_5%": 1,
+    }
+    studies = findscu(
+        loaded_node,
+        tmp_path / "s",
+        "QueryRetrieveLevel=STUDY",
+        "PatientName=DOE^J*",
+        "StudyDate=20070101-20071231",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "StudyInstanceUID",
+    )
     assert sorted((a.StudyDescription, a["ModalitiesInStudy"].VM) for a in studies) == [("MR HEAD", 1), ("PET CT", 2)]
-    [utf8] = findscu(loaded_node, tmp_path / "u", "QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 100",
-                     "PatientID=PID004", "PatientName", "StudyDescription")
+    [utf8] = findscu(
+        loaded_node,
+        tmp_path / "u",
+        "QueryRetrieveLevel=STUDY",
+        "SpecificCharacterSet=ISO_IR 100",
+        "PatientID=PID004",
+        "PatientName",
+        "StudyDescription",
+    )
     assert utf8.SpecificCharacterSet == "ISO_IR 192" and str(utf8.PatientName) == "Test-éüäöò^ΔЖ"
     assert len(fast_runs) == 3
 
@@ -390,8 +511,17 @@ def test_findscu_over_tls(node_factory, pki: tls.Paths, archive_dir: Path, tmp_p
     node = node_factory(server_tls=ctx, tls_port=free_port())
     dcmtk("storescu", "-aec", node.aet, "+sd", HOST, str(node.port), str(archive_dir), check=True)
     args = ("+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert))
-    images = findscu(node, tmp_path / "i", "QueryRetrieveLevel=IMAGE", "PatientID=PID001", "SOPInstanceUID",
-                     "InstanceNumber", model="-P", port=node.tls_port, extra=args)
+    images = findscu(
+        node,
+        tmp_path / "i",
+        "QueryRetrieveLevel=IMAGE",
+        "PatientID=PID001",
+        "SOPInstanceUID",
+        "InstanceNumber",
+        model="-P",
+        port=node.tls_port,
+        extra=args,
+    )
     assert len(images) == 7
     assert len(fast_runs) == 2
 
@@ -406,7 +536,8 @@ def test_pynetdicom_scu_with_small_pdus(loaded_node: Node, fast_runs: list) -> N
     archive = dicomdata.sample_archive()
     assert [s.Status for s, _ in found] == [0xFF00] * len({i.series_uid for i in archive}) + [0x0000]
     assert sorted(str(ds.Modality) for _, ds in found[:-1] if ds is not None) == sorted(
-        {i.series_uid: i.modality for i in archive}.values())
+        {i.series_uid: i.modality for i in archive}.values()
+    )
     assert len(fast_runs) == 1
 
 
@@ -446,8 +577,9 @@ ALL_IMAGES = q("IMAGE", SOPInstanceUID="", InstanceNumber="")
 
 def test_cancel_midstream_then_the_association_goes_on(loaded_node: Node, paused, fast_runs: list) -> None:
     paused(3)
-    assoc = requesting_ae("CANCELLER", STUDY_ROOT, Verification).associate(HOST, loaded_node.port,
-                                                                            ae_title=loaded_node.aet)
+    assoc = requesting_ae("CANCELLER", STUDY_ROOT, Verification).associate(
+        HOST, loaded_node.port, ae_title=loaded_node.aet
+    )
     context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == STUDY_ROOT)
     codes = []
     for status, _ in assoc.send_c_find(ALL_IMAGES, STUDY_ROOT, msg_id=7):
@@ -477,8 +609,9 @@ def test_cancel_for_another_message_is_ignored(loaded_node: Node, paused, fast_r
 
 
 @pytest.mark.parametrize("how", ["a-abort", "close"])
-def test_peer_gone_midstream_frees_the_worker(loaded_node: Node, paused, fast_runs: list, how: str,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_peer_gone_midstream_frees_the_worker(
+    loaded_node: Node, paused, fast_runs: list, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
     paused(2)
     with socket.create_connection((HOST, loaded_node.port), timeout=20) as sock:
         sock.sendall(associate_rq(loaded_node.aet, "GONE", [build_context(STUDY_ROOT, [ImplicitVRLittleEndian])]))
@@ -512,18 +645,26 @@ def test_release_midstream_ends_the_answers_with_success(loaded_node: Node, paus
 
 # -- rights and handlers ---------------------------------------------------------------------------------
 
-NODES = [{"ae_title": "NOFIND", "host": HOST, "port": 104, "find": False},
-         {"ae_title": "NOMWL", "host": HOST, "port": 104, "mwl": False},
-         {"ae_title": "ALL", "host": HOST, "port": 104}]
+NODES = [
+    {"ae_title": "NOFIND", "host": HOST, "port": 104, "find": False},
+    {"ae_title": "NOMWL", "host": HOST, "port": 104, "mwl": False},
+    {"ae_title": "ALL", "host": HOST, "port": 104},
+]
 
 
 @pytest.mark.parametrize("calling", ["NOFIND", "NOMWL", "ALL"])
 def test_rights_refuse_the_same_contexts(node_factory, fast_runs: list, calling: str) -> None:
     node = node_factory(accept_any_ae=False, nodes=NODES)
-    contexts: list[PresentationContext] = [build_context(cx, [ImplicitVRLittleEndian])  # 1, 3, 5, 7
-                                           for cx in (STUDY_ROOT, PATIENT_ROOT, MWL, Verification)]
-    requests = [echo_pdus(7), find_pdus(_mwl_query(), MWL, 5), find_pdus(q("PATIENT", PatientID=""), PATIENT_ROOT, 3),
-                find_pdus(q("STUDY", PatientID=""), STUDY_ROOT, 1)]
+    contexts: list[PresentationContext] = [
+        build_context(cx, [ImplicitVRLittleEndian])  # 1, 3, 5, 7
+        for cx in (STUDY_ROOT, PATIENT_ROOT, MWL, Verification)
+    ]
+    requests = [
+        echo_pdus(7),
+        find_pdus(_mwl_query(), MWL, 5),
+        find_pdus(q("PATIENT", PatientID=""), PATIENT_ROOT, 3),
+        find_pdus(q("STUDY", PatientID=""), STUDY_ROOT, 1),
+    ]
     answers = both_ways(node, associate_rq(node.aet, calling, contexts), requests)
     assert len(fast_runs) == 1
     refused = answers[-1][-1][:1] in (b"", b"\x07")  # a request on a refused context: A-ABORT

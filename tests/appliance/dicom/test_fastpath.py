@@ -99,8 +99,7 @@ def dataset_bytes(inst: dicomdata.Instance) -> bytes:
 MPPS = "1.2.840.10008.3.1.2.3.3"
 
 
-def test_storescu_and_echoscu_take_the_fast_path(node: Node, tmp_path: Path, fast_runs: list,
-                                                 released: list) -> None:
+def test_storescu_and_echoscu_take_the_fast_path(node: Node, tmp_path: Path, fast_runs: list, released: list) -> None:
     items = dicomdata.study("PFAST", "FAST^PATH", ("CT", "MR"), 2)
     for inst in items:
         inst.write(tmp_path)
@@ -148,14 +147,18 @@ def test_private_sop_class_and_small_pdus(node_factory, fast_runs: list) -> None
 
 def test_query_and_retrieve_contexts_take_the_fast_path(node: Node, fast_runs: list) -> None:
     inst = dicomdata.study("PQRY", "QUERY^PATH", ("CT",), 1)[0]
-    assoc = requesting_ae("QR", CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
-                          StudyRootQueryRetrieveInformationModelMove).associate(HOST, node.port, ae_title=node.aet)
+    assoc = requesting_ae(
+        "QR", CTImageStorage, StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove
+    ).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.send_c_store(inst.dataset()).Status == 0
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = inst.study_uid
-    answers = [ds for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-               if status.Status == 0xFF00]
+    answers = [
+        ds
+        for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        if status.Status == 0xFF00
+    ]
     assoc.release()
     assert len(fast_runs) == 1
     assert [a.StudyInstanceUID if a is not None else None for a in answers] == [inst.study_uid]
@@ -168,8 +171,11 @@ def test_mpps_goes_to_pynetdicom(node: Node, fast_runs: list) -> None:
     assert fast_runs == []
 
 
-@pytest.mark.parametrize("other", [StudyRootQueryRetrieveInformationModelMove,
-                                   StudyRootQueryRetrieveInformationModelGet], ids=["move", "get"])
+@pytest.mark.parametrize(
+    "other",
+    [StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet],
+    ids=["move", "get"],
+)
 def test_move_and_get_take_the_fast_path(node: Node, fast_runs: list, other: str) -> None:
     assoc = requesting_ae("MODALITY", other, CTImageStorage).associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
@@ -177,8 +183,9 @@ def test_move_and_get_take_the_fast_path(node: Node, fast_runs: list, other: str
     assert len(fast_runs) == 1
 
 
-def test_fast_path_off_serves_everything_with_pynetdicom(node_factory, fast_runs: list,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_fast_path_off_serves_everything_with_pynetdicom(
+    node_factory, fast_runs: list, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="appliance.dicom"):
         node = node_factory(fast_path=False)  # [dicom] fast_path = false
     assert "fast path off ([dicom] fast_path = false)" in caplog.text
@@ -188,9 +195,9 @@ def test_fast_path_off_serves_everything_with_pynetdicom(node_factory, fast_runs
     assert fast_runs == []
 
 
-def test_a_low_level_handler_turns_the_fast_path_off_and_says_so(fast_runs: list,
-                                                                  caplog: pytest.LogCaptureFixture,
-                                                                  tmp_path: Path) -> None:
+def test_a_low_level_handler_turns_the_fast_path_off_and_says_so(
+    fast_runs: list, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     class Debugging(DicomNode):
         def _handlers(self) -> list:
             return [*super()._handlers(), (evt.EVT_PDU_RECV, lambda event: None)]
@@ -247,8 +254,16 @@ def test_same_bytes_as_pynetdicom(node_factory, fast_runs: list) -> None:
 def test_a_repeated_request_is_answered_as_the_rights_are_now(node: Node, fast_runs: list) -> None:
     """The same A-ASSOCIATE-RQ bytes again (a workstation's next C-GET) get the same A-ASSOCIATE-AC, until the
     calling AE's rights change: then the new rights are applied, as to a request never seen."""
-    steps = [associate_rq(node.aet, "WS1", [build_context(StudyRootQueryRetrieveInformationModelGet, [IMPLICIT_LE]),
-                                             build_context(CTImageStorage, [IMPLICIT_LE])])]
+    steps = [
+        associate_rq(
+            node.aet,
+            "WS1",
+            [
+                build_context(StudyRootQueryRetrieveInformationModelGet, [IMPLICIT_LE]),
+                build_context(CTImageStorage, [IMPLICIT_LE]),
+            ],
+        )
+    ]
 
     def results() -> dict[int, int]:
         ac = A_ASSOCIATE_AC()
@@ -265,8 +280,12 @@ def test_a_repeated_request_is_answered_as_the_rights_are_now(node: Node, fast_r
 
 
 def test_encode_response_matches_pynetdicom() -> None:
-    cases = [(0x0000, None, "1.2.3.4"), (0xA700, "store disk has 10 MB free, limit is 500 MB", "1.2.3.44"),
-             (0xC000, "odd", "1.2.840.10008.5.1.4.1.1.2.1.5"), (0x0124, "calling AE has no store right", "1.2")]
+    cases = [
+        (0x0000, None, "1.2.3.4"),
+        (0xA700, "store disk has 10 MB free, limit is 500 MB", "1.2.3.44"),
+        (0xC000, "odd", "1.2.840.10008.5.1.4.1.1.2.1.5"),
+        (0x0124, "calling AE has no store right", "1.2"),
+    ]
     for status, comment, uid in cases:
         rsp = C_STORE()
         rsp.MessageIDBeingRespondedTo = 9
@@ -283,16 +302,25 @@ def test_encode_response_matches_pynetdicom() -> None:
     echo.MessageIDBeingRespondedTo = 3
     echo.AffectedSOPClassUID = Verification
     echo.Status = 0
-    assert [dimse_codec.pdata_pdus(dimse_codec.encode_response(0x8030, 3, Verification, 0, None, None), 1, 0)] == \
-        message_pdus(C_ECHO_RSP(), echo, 1, 0)
+    assert [
+        dimse_codec.pdata_pdus(dimse_codec.encode_response(0x8030, 3, Verification, 0, None, None), 1, 0)
+    ] == message_pdus(C_ECHO_RSP(), echo, 1, 0)
 
 
 @pytest.mark.parametrize("max_pdu", [16384, 64, 0])
-@pytest.mark.parametrize(("status", "comment", "identifier"), [
-    (0xFF00, None, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " * 30), (0x0000, None, None), (0xFE00, None, None),
-    (0xA900, "unsupported QueryRetrieveLevel 'FOO'", None), (0xC001, "identifier cannot be decoded", None)])
-def test_find_response_matches_pynetdicom(max_pdu: int, status: int, comment: str | None,
-                                          identifier: bytes | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "comment", "identifier"),
+    [
+        (0xFF00, None, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " * 30),
+        (0x0000, None, None),
+        (0xFE00, None, None),
+        (0xA900, "unsupported QueryRetrieveLevel 'FOO'", None),
+        (0xC001, "identifier cannot be decoded", None),
+    ],
+)
+def test_find_response_matches_pynetdicom(
+    max_pdu: int, status: int, comment: str | None, identifier: bytes | None
+) -> None:
     rsp = C_FIND()
     rsp.MessageIDBeingRespondedTo = 11
     rsp.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
@@ -301,8 +329,9 @@ def test_find_response_matches_pynetdicom(max_pdu: int, status: int, comment: st
         rsp.ErrorComment = comment  # type: ignore[assignment]  # pynetdicom types it as None only
     if identifier:
         rsp.Identifier = BytesIO(identifier)
-    command = dimse_codec.encode_response(0x8020, 11, StudyRootQueryRetrieveInformationModelFind, status, comment,
-                                          None, identifier is not None)
+    command = dimse_codec.encode_response(
+        0x8020, 11, StudyRootQueryRetrieveInformationModelFind, status, comment, None, identifier is not None
+    )
     ours = dimse_codec.pdata_pdus(command, 3, max_pdu)
     if identifier:
         ours += dimse_codec.pdata_pdus(identifier, 3, max_pdu, data_set=True)
@@ -385,13 +414,16 @@ def test_abort_mid_dataset_leaves_nothing(node: Node, fast_runs: list, released:
     assert len(fast_runs) == 1
 
 
-@pytest.mark.parametrize(("label", "send"), [
-    ("second A-ASSOCIATE-RQ", lambda aet: associate_rq(aet, "AGAIN", [build_context(Verification)])),
-    ("unknown PDU type", lambda aet: b"\x09\x00\x00\x00\x00\x02\x00\x00"),
-    ("PDV longer than its PDU", lambda aet: b"\x04\x00\x00\x00\x00\x10\x00\x00\x10\x00\x01\x03" + bytes(10)),
-    ("C-FIND on a storage context", lambda aet: b"".join(message_pdus(C_FIND_RQ(), _find(), 1))),
-    ("unaccepted context ID", lambda aet: b"".join(store_pdus(_TINY, "1.2.3", context_id=99))),
-])
+@pytest.mark.parametrize(
+    ("label", "send"),
+    [
+        ("second A-ASSOCIATE-RQ", lambda aet: associate_rq(aet, "AGAIN", [build_context(Verification)])),
+        ("unknown PDU type", lambda aet: b"\x09\x00\x00\x00\x00\x02\x00\x00"),
+        ("PDV longer than its PDU", lambda aet: b"\x04\x00\x00\x00\x00\x10\x00\x00\x10\x00\x01\x03" + bytes(10)),
+        ("C-FIND on a storage context", lambda aet: b"".join(message_pdus(C_FIND_RQ(), _find(), 1))),
+        ("unaccepted context ID", lambda aet: b"".join(store_pdus(_TINY, "1.2.3", context_id=99))),
+    ],
+)
 def test_protocol_errors_abort(node: Node, fast_runs: list, label: str, send: Callable[[str], bytes]) -> None:
     with _open(node) as sock:
         sock.sendall(send(node.aet))
@@ -469,14 +501,29 @@ def test_tls_storage_takes_the_fast_path(node_factory, pki: tls.Paths, tmp_path:
     assert len(fast_runs) == 1
     assert node.app.index.counts()["instances"] == 3
     # A query on the TLS port takes the fast path too (tests/appliance/dicom/test_fast_find.py for its answers).
-    proc = dcmtk("findscu", *args, "-S", "-aec", node.aet, "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PTLSF",
-                 "-k", "PatientName", HOST, str(node.tls_port), check=True)
+    proc = dcmtk(
+        "findscu",
+        *args,
+        "-S",
+        "-aec",
+        node.aet,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientID=PTLSF",
+        "-k",
+        "PatientName",
+        HOST,
+        str(node.tls_port),
+        check=True,
+    )
     assert "TLS^FAST" in proc.stderr
     assert len(fast_runs) == 2
     # A retrieve goes to pynetdicom with the request bytes the fast path read replayed.
     ctx = tls.client_context(pki.client_cert, pki.client_key, pki.ca_cert)
     assoc = requesting_ae("MOVER", StudyRootQueryRetrieveInformationModelMove).associate(
-        HOST, node.tls_port, ae_title=node.aet, tls_args=(ctx, "localhost"))
+        HOST, node.tls_port, ae_title=node.aet, tls_args=(ctx, "localhost")
+    )
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = items[0].study_uid

@@ -29,8 +29,16 @@ def findscu(node: Node, tmp_path: Path, *keys: str, model: str = "-S", extra: tu
 
 
 def test_study_level_wildcard_answers_each_study_once(loaded_node: Node, tmp_path: Path) -> None:
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "PatientName=DOE*", "StudyInstanceUID",
-                      "StudyDescription", "PatientBirthDate", "PatientComments")
+    answers = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "PatientName=DOE*",
+        "StudyInstanceUID",
+        "StudyDescription",
+        "PatientBirthDate",
+        "PatientComments",
+    )
     assert sorted(a.StudyDescription for a in answers) == ["CT CHEST", "MR HEAD", "PET CT"]
     assert len({a.StudyInstanceUID for a in answers}) == 3
     for a in answers:
@@ -49,8 +57,9 @@ def test_pn_is_case_insensitive_but_lo_is_case_sensitive(loaded_node: Node, tmp_
 
 
 def test_sql_metacharacters_match_literally(loaded_node: Node, tmp_path: Path) -> None:
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientName=MyName[*]", "PatientID",
-                      model="-P")
+    answers = findscu(
+        loaded_node, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientName=MyName[*]", "PatientID", model="-P"
+    )
     assert [a.PatientID for a in answers] == ["PID_5%"]
     # "?" matches any one character, "*" included; "[" and "]" only match themselves.
     assert len(findscu(loaded_node, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientName=MyName[?]", model="-P")) == 1
@@ -70,19 +79,32 @@ def test_universal_and_empty_values(loaded_node: Node, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("19980312-", 3), ("-19980312", 1), ("19980312-19980312", 1), ("20070209-20070209", 0), ("20070208", 2),
-     ("20070101-20071231", 2)],
+    [
+        ("19980312-", 3),
+        ("-19980312", 1),
+        ("19980312-19980312", 1),
+        ("20070209-20070209", 0),
+        ("20070208", 2),
+        ("20070101-20071231", 2),
+    ],
 )
 def test_date_ranges(loaded_node: Node, tmp_path: Path, value: str, expected: int) -> None:
     # Studies of PID001/PID002: 1998-03-12, 2007-02-08, 2007-02-08.
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", f"StudyDate={value}", "PatientID=PID00?",
-                      "PatientName=DOE*")
+    answers = findscu(
+        loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", f"StudyDate={value}", "PatientID=PID00?", "PatientName=DOE*"
+    )
     assert len(answers) == expected
 
 
 def test_date_and_time_together(loaded_node: Node, tmp_path: Path) -> None:
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "StudyDate=20070208", "StudyTime=0800-1200",
-                      "StudyDescription")
+    answers = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "StudyDate=20070208",
+        "StudyTime=0800-1200",
+        "StudyDescription",
+    )
     assert [a.StudyDescription for a in answers] == ["MR HEAD"]
     answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "StudyTime=-0830", "StudyDescription")
     assert [a.StudyDescription for a in answers] == ["CT CHEST"]
@@ -98,44 +120,82 @@ def test_uid_lists_and_multi_values(loaded_node: Node, tmp_path: Path) -> None:
     assert len(pet) == 1
     [both] = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "AccessionNumber=A200", "ModalitiesInStudy")
     assert list(both.ModalitiesInStudy) == ["CT", "PT"]
-    either = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=SERIES", "Modality=MR\\PT",
-                     "StudyInstanceUID=")
+    either = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=SERIES", "Modality=MR\\PT", "StudyInstanceUID=")
     assert sorted(a.Modality for a in either) == ["MR", "PT"]
 
 
 def test_computed_counts(loaded_node: Node, tmp_path: Path) -> None:
-    [patient] = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=PID001",
-                        "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
-                        "NumberOfPatientRelatedInstances", model="-P")
-    assert (patient.NumberOfPatientRelatedStudies, patient.NumberOfPatientRelatedSeries,
-            patient.NumberOfPatientRelatedInstances) == (2, 3, 7)
-    [study] = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "AccessionNumber=A100",
-                      "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "SOPClassesInStudy",
-                      "StudyInstanceUID")
+    [patient] = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID=PID001",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedSeries",
+        "NumberOfPatientRelatedInstances",
+        model="-P",
+    )
+    assert (
+        patient.NumberOfPatientRelatedStudies,
+        patient.NumberOfPatientRelatedSeries,
+        patient.NumberOfPatientRelatedInstances,
+    ) == (2, 3, 7)
+    [study] = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "AccessionNumber=A100",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "SOPClassesInStudy",
+        "StudyInstanceUID",
+    )
     assert (study.NumberOfStudyRelatedSeries, study.NumberOfStudyRelatedInstances) == (2, 4)
     assert study.SOPClassesInStudy == "1.2.840.10008.5.1.4.1.1.2"
-    series = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study.StudyInstanceUID}",
-                     "SeriesInstanceUID", "NumberOfSeriesRelatedInstances")
+    series = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={study.StudyInstanceUID}",
+        "SeriesInstanceUID",
+        "NumberOfSeriesRelatedInstances",
+    )
     assert [s.NumberOfSeriesRelatedInstances for s in series] == [2, 2]
-    images = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=IMAGE",
-                     f"SeriesInstanceUID={series[0].SeriesInstanceUID}", "SOPInstanceUID", "InstanceNumber",
-                     "RetrieveAETitle")
+    images = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=IMAGE",
+        f"SeriesInstanceUID={series[0].SeriesInstanceUID}",
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "RetrieveAETitle",
+    )
     assert [i.InstanceNumber for i in images] == [1, 2]
     assert {i.RetrieveAETitle for i in images} == {loaded_node.aet}
 
 
 def test_patient_root_levels(loaded_node: Node, tmp_path: Path) -> None:
-    studies = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=PID002", "StudyInstanceUID",
-                      model="-P")
+    studies = findscu(
+        loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=PID002", "StudyInstanceUID", model="-P"
+    )
     assert len(studies) == 1
-    series = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=SERIES", "PatientID=PID002",
-                     f"StudyInstanceUID={studies[0].StudyInstanceUID}", "SeriesInstanceUID", "Modality", model="-P")
+    series = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=SERIES",
+        "PatientID=PID002",
+        f"StudyInstanceUID={studies[0].StudyInstanceUID}",
+        "SeriesInstanceUID",
+        "Modality",
+        model="-P",
+    )
     assert sorted(s.Modality for s in series) == ["CT", "PT"]
 
 
 def test_group_length_and_meta_never_come_back(loaded_node: Node, tmp_path: Path) -> None:
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=PID002", "(0008,0000)=",
-                      "StudyInstanceUID")
+    answers = findscu(
+        loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=PID002", "(0008,0000)=", "StudyInstanceUID"
+    )
     assert len(answers) == 1
     assert all(e.tag.element != 0 for e in answers[0])
 
@@ -172,8 +232,14 @@ def test_character_sets_utf8_and_latin1(loaded_node: Node) -> None:
 
 def test_findscu_non_ascii_query(loaded_node: Node, tmp_path: Path) -> None:
     # findscu sends the key in the character set named by the query (here UTF-8).
-    answers = findscu(loaded_node, tmp_path, "QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 192",
-                      "PatientName=Test-éü*", "PatientID")
+    answers = findscu(
+        loaded_node,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "SpecificCharacterSet=ISO_IR 192",
+        "PatientName=Test-éü*",
+        "PatientID",
+    )
     assert [a.PatientID for a in answers] == ["PID004"]
 
 

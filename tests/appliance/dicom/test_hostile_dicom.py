@@ -39,6 +39,7 @@ def _ae_field(title: str) -> bytes:
 
 def associate_rq(called: str, calling: str = "PARROT", abstract: str = CTImageStorage) -> bytes:
     """A minimal A-ASSOCIATE-RQ PDU proposing one context with Explicit VR Little Endian."""
+
     def item(kind: int, body: bytes) -> bytes:
         return struct.pack(">BBH", kind, 0, len(body)) + body
 
@@ -162,8 +163,7 @@ def test_parser_fuzz_any_bytes(data: bytes, implicit: bool, little: bool) -> Non
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0x0008, 0x0030), st.integers(0, 0xFFFF), st.binary(max_size=40)),
-                max_size=12))
+@given(st.lists(st.tuples(st.integers(0x0008, 0x0030), st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=12))
 def test_parser_fuzz_element_streams(elements: list[tuple[int, int, bytes]]) -> None:
     """Well-framed elements with arbitrary values: either a record or InvalidDataset from extract."""
     from io import BytesIO
@@ -172,7 +172,7 @@ def test_parser_fuzz_element_streams(elements: list[tuple[int, int, bytes]]) -> 
 
     body = b"".join(struct.pack("<HHI", g, e, len(v)) + v for g, e, v in sorted(elements))
     check_structure(body, True, True)
-    meta = (b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x12\x001.2.840.10008.1.2\x00")
+    meta = b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x12\x001.2.840.10008.1.2\x00"
     try:
         ds = dcmread(BytesIO(meta + body), force=True)
         extract(ds)
@@ -189,16 +189,23 @@ def _sequence(tag: tuple[int, int], inner: bytes, defined: bool, explicit: bool)
         item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
         length = len(item)
     else:
-        item = (struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + inner + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
-                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        item = (
+            struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+            + inner
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        )
         length = 0xFFFFFFFF
     head = struct.pack("<HH2sHI", *tag, b"SQ", 0, length) if explicit else struct.pack("<HHI", *tag, length)
     return head + item
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=2 * 32 + 4), st.booleans(),
-       st.binary(min_size=0, max_size=24))
+@given(
+    st.lists(st.tuples(st.booleans(), st.booleans()), max_size=2 * 32 + 4),
+    st.booleans(),
+    st.binary(min_size=0, max_size=24),
+)
 def test_nested_sequence_fuzz(levels: list[tuple[bool, bool]], explicit: bool, leaf: bytes) -> None:
     """Sequences nested at random depths, lengths defined or not, standard or private tags, both VR encodings.
 
@@ -213,13 +220,19 @@ def test_nested_sequence_fuzz(levels: list[tuple[bool, bool]], explicit: bool, l
     from appliance.validate import MAX_DEPTH, TooDeep
 
     value = leaf + b" " * (len(leaf) % 2)
-    inner = (struct.pack("<HH2sHI", 0x0040, 0xA160, b"UT", 0, len(value)) if explicit
-             else struct.pack("<HHI", 0x0040, 0xA160, len(value))) + value
+    inner = (
+        struct.pack("<HH2sHI", 0x0040, 0xA160, b"UT", 0, len(value))
+        if explicit
+        else struct.pack("<HHI", 0x0040, 0xA160, len(value))
+    ) + value
     for defined, private in levels:
         inner = _sequence((0x0029, 0x1010) if private else (0x0040, 0xA730), inner, defined, explicit)
     if any(private for _, private in levels):
-        inner = (struct.pack("<HH2sH", 0x0029, 0x0010, b"LO", 4) + b"TEST" if explicit
-                 else struct.pack("<HHI", 0x0029, 0x0010, 4) + b"TEST") + inner
+        inner = (
+            struct.pack("<HH2sH", 0x0029, 0x0010, b"LO", 4) + b"TEST"
+            if explicit
+            else struct.pack("<HHI", 0x0029, 0x0010, 4) + b"TEST"
+        ) + inner
     if len(levels) > MAX_DEPTH:
         with pytest.raises(TooDeep):
             check_structure(inner, not explicit, True)
@@ -244,10 +257,15 @@ def _pdu_answer(node: Node, payload: bytes, associate: bool) -> int:
             return -1
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 255), st.one_of(st.integers(0, 64), st.integers(2 ** 20, 2 ** 32 - 1)),
-       st.binary(max_size=32), st.booleans())
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(0, 255),
+    st.one_of(st.integers(0, 64), st.integers(2**20, 2**32 - 1)),
+    st.binary(max_size=32),
+    st.booleans(),
+)
 def test_pdu_length_fuzz(node_factory, kind: int, length: int, body: bytes, associate: bool) -> None:
     """Any PDU type and declared length, before or after the association: an answer within the timeouts,
     memory that follows what arrived (not what was declared), and the listener still serving."""

@@ -59,13 +59,22 @@ def _explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", group, element, vr, len(value)) + value
 
 
-def header(sop_uid: str, explicit: bool = False, study: str = "1.2.826.0.1.3680043.10.1234.1",
-           series: str = "1.2.826.0.1.3680043.10.1234.1.1") -> bytes:
+def header(
+    sop_uid: str,
+    explicit: bool = False,
+    study: str = "1.2.826.0.1.3680043.10.1234.1",
+    series: str = "1.2.826.0.1.3680043.10.1234.1.1",
+) -> bytes:
     """The top-level elements every instance needs: SOP Class/Instance, patient, study, series."""
-    values = [((0x0008, 0x0016), b"UI", CTImageStorage.encode()), ((0x0008, 0x0018), b"UI", sop_uid.encode()),
-              ((0x0008, 0x0060), b"CS", b"SR"), ((0x0010, 0x0010), b"PN", b"NEST^TEST"),
-              ((0x0010, 0x0020), b"LO", b"PNEST"), ((0x0020, 0x000D), b"UI", study.encode()),
-              ((0x0020, 0x000E), b"UI", series.encode())]
+    values = [
+        ((0x0008, 0x0016), b"UI", CTImageStorage.encode()),
+        ((0x0008, 0x0018), b"UI", sop_uid.encode()),
+        ((0x0008, 0x0060), b"CS", b"SR"),
+        ((0x0010, 0x0010), b"PN", b"NEST^TEST"),
+        ((0x0010, 0x0020), b"LO", b"PNEST"),
+        ((0x0020, 0x000D), b"UI", study.encode()),
+        ((0x0020, 0x000E), b"UI", series.encode()),
+    ]
     if explicit:
         return b"".join(_explicit(g, e, vr, v) for (g, e), vr, v in values)
     return b"".join(_implicit(g, e, v) for (g, e), _, v in values)
@@ -75,8 +84,7 @@ def nested(depth: int, defined: bool = True, explicit: bool = False, tag: tuple[
     """A sequence nested ``depth`` levels deep (each item holds the next sequence), built inside out."""
     inner = _explicit(0x0040, 0xA160, b"UT", b"LEAF") if explicit else _implicit(0x0040, 0xA160, b"LEAF")
     if not defined:  # no lengths to nest: headers, the leaf, delimiters (linear, not quadratic, to build)
-        head = struct.pack("<HH2sHI", *tag, b"SQ", 0, 0xFFFFFFFF) if explicit else struct.pack(
-            "<HHI", *tag, 0xFFFFFFFF)
+        head = struct.pack("<HH2sHI", *tag, b"SQ", 0, 0xFFFFFFFF) if explicit else struct.pack("<HHI", *tag, 0xFFFFFFFF)
         head += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
         tail = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
         return head * depth + inner + tail * depth
@@ -109,17 +117,18 @@ def command_fields(pdu: bytes) -> dict[int, bytes]:
     """The elements of the command set in a P-DATA-TF answer (one PDV, Implicit VR Little Endian)."""
     assert pdu[:1] == b"\x04", f"expected P-DATA-TF, got {pdu[:16]!r}"
     (pdv_length,) = struct.unpack(">I", pdu[6:10])
-    body = pdu[12:10 + pdv_length]
+    body = pdu[12 : 10 + pdv_length]
     fields, pos = {}, 0
     while pos + 8 <= len(body):
         group, element, length = struct.unpack_from("<HHI", body, pos)
-        fields[(group << 16) | element] = body[pos + 8:pos + 8 + length]
+        fields[(group << 16) | element] = body[pos + 8 : pos + 8 + length]
         pos += 8 + length
     return fields
 
 
-def store_raw(port: int, aet: str, ds_bytes: bytes, sop_uid: str, syntax: str = IMPLICIT_LE,
-              calling: str = "HOSTILE") -> tuple[int, str]:
+def store_raw(
+    port: int, aet: str, ds_bytes: bytes, sop_uid: str, syntax: str = IMPLICIT_LE, calling: str = "HOSTILE"
+) -> tuple[int, str]:
     """One C-STORE over a raw association: the response's status and error comment."""
     with socket.create_connection((HOST, port), timeout=30) as sock:
         sock.sendall(associate_rq(aet, calling, [build_context(CTImageStorage, [syntax])]))
@@ -287,14 +296,30 @@ class ServeChild:
         config = folder / "appliance.toml"
         config.write_text("\n".join(lines) + "\n")
         self.out = open(folder / "serve.out", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                                     stdout=self.out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
         wait_until(self.echo, timeout=60)
 
     def echo(self, timeout: float = 30) -> bool:
         assert self.proc.poll() is None, (self.folder / "serve.out").read_text()
-        return dcmtk("echoscu", "-to", str(timeout), "-aet", "PROBE", "-aec", "DISCPACS", HOST, str(self.port),
-                     timeout=timeout + 10).returncode == 0
+        return (
+            dcmtk(
+                "echoscu",
+                "-to",
+                str(timeout),
+                "-aet",
+                "PROBE",
+                "-aec",
+                "DISCPACS",
+                HOST,
+                str(self.port),
+                timeout=timeout + 10,
+            ).returncode
+            == 0
+        )
 
     @property
     def log(self) -> str:
@@ -430,12 +455,25 @@ def test_header_only_connections_do_not_shut_dicom_out(serve, tmp_path: Path, fa
     try:
         for n in range(20):
             sock = _connect(child.port)
-            sock.sendall(struct.pack(">BBI", 0x01, 0, 300 if n % 2 else HUGE)[: 6])
+            sock.sendall(struct.pack(">BBI", 0x01, 0, 300 if n % 2 else HUGE)[:6])
             held.append(sock)
         for _ in range(2):
             assert child.echo(timeout=10)
-            dcmtk("storescu", "-to", "10", "-aet", "PROBE", "-aec", "DISCPACS", "+sd", HOST, str(child.port),
-                  str(study), check=True, timeout=30)
+            dcmtk(
+                "storescu",
+                "-to",
+                "10",
+                "-aet",
+                "PROBE",
+                "-aec",
+                "DISCPACS",
+                "+sd",
+                HOST,
+                str(child.port),
+                str(study),
+                check=True,
+                timeout=30,
+            )
         # ARTIM from the first byte: none of them outlives acse_timeout by much.
         assert [_answer(sock, timeout=30) for sock in held] in ([-1] * 20, [-1, 0x07] * 10, [0x07, -1] * 10)
     finally:
@@ -545,9 +583,14 @@ def test_large_stores_are_streamed_to_disk(serve, tmp_path: Path) -> None:
     child = serve()
     sent = [_large_instance(tmp_path, n, 64) for n in (1, 2)]
     before = vm_kb(child.proc.pid, "VmHWM")
-    senders = [subprocess.Popen(["/usr/bin/storescu", "-aet", "PROBE", "-aec", "DISCPACS", HOST, str(child.port),
-                                 str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for path, _, _ in sent]
+    senders = [
+        subprocess.Popen(
+            ["/usr/bin/storescu", "-aet", "PROBE", "-aec", "DISCPACS", HOST, str(child.port), str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for path, _, _ in sent
+    ]
     for proc in senders:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
@@ -560,8 +603,7 @@ def test_large_stores_are_streamed_to_disk(serve, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["mpps-proposed", "fast-path-off"])
-def test_large_stores_served_by_pynetdicom_are_streamed_to_disk(serve, tmp_path: Path, monkeypatch,
-                                                                path: str) -> None:
+def test_large_stores_served_by_pynetdicom_are_streamed_to_disk(serve, tmp_path: Path, monkeypatch, path: str) -> None:
     """A 64 MB C-STORE on an association pynetdicom serves (it also proposes MPPS, or the fast path is off):
     stored byte for byte as sent, the server's peak memory grows by far less than the instance."""
     from pynetdicom import AE, _config
@@ -586,7 +628,7 @@ def test_large_stores_served_by_pynetdicom_are_streamed_to_disk(serve, tmp_path:
     assert grown < 32 * 1024, f"peak memory grew by {grown} kB for a 64 MB instance"
     (stored,) = (child.folder / "var" / "store").glob("????/??/??/*.dcm")
     sent, kept = source.read_bytes(), stored.read_bytes()
-    assert kept[dataset_offset(kept):] == sent[dataset_offset(sent):]
+    assert kept[dataset_offset(kept) :] == sent[dataset_offset(sent) :]
     assert str(dcmread(stored, stop_before_pixels=True).SOPInstanceUID) == uid
     assert not list((child.folder / "var" / "store" / "tmp").iterdir())  # pynetdicom's file is removed
 
@@ -634,15 +676,14 @@ def test_a_conversion_runs_within_a_memory_and_time_budget(tmp_path: Path) -> No
     budget = Budget(memory_mb=1024, seconds=3)
     try:
         with pytest.raises(BudgetExceeded, match="needed more than 1024 MB"):
-            budget.run(bytearray, 2 * 1024 ** 3, what="allocating 2 GB")
+            budget.run(bytearray, 2 * 1024**3, what="allocating 2 GB")
         with pytest.raises(BudgetExceeded, match="took longer than 3 s and was stopped"):
             budget.run(time.sleep, 60, what="sleeping a minute")
         assert budget.run(len, b"still working") == 13
         # A real conversion through the budget (as disc authoring does it): Implicit VR to Explicit VR.
         uid = "1.2.826.0.1.3680043.10.1234.1.7"
         source = _part10(tmp_path / "implicit.dcm", header(uid) + nested(3), uid)
-        staged = stage_instance(source, tmp_path / "explicit.dcm", uid, IMPLICIT_LE, frozenset({EXPLICIT_LE}),
-                                budget)
+        staged = stage_instance(source, tmp_path / "explicit.dcm", uid, IMPLICIT_LE, frozenset({EXPLICIT_LE}), budget)
         assert staged.transcoded and staged.transfer_syntax == EXPLICIT_LE
         assert dcmread(staged.path).ContentSequence[0].ContentSequence[0].ContentSequence[0].TextValue == "LEAF"
     finally:
@@ -665,8 +706,9 @@ def test_a_burn_converts_received_instances_in_the_budget_worker(publish_node, t
     job = node.wait_state(1, JobState.DONE, JobState.FAILED)
     assert (job.state, job.error) == (JobState.DONE, "")
     files = iso_files(node.job_dir(1) / "disc1" / "disc.iso")
-    on_disc = [dcmread(BytesIO(data)) for name, data in files.items() if "DICOMDIR" not in name
-               and data[128:132] == b"DICM"]
+    on_disc = [
+        dcmread(BytesIO(data)) for name, data in files.items() if "DICOMDIR" not in name and data[128:132] == b"DICM"
+    ]
     assert [(str(ds.SOPInstanceUID), ds.file_meta.TransferSyntaxUID) for ds in on_disc] == [(uid, EXPLICIT_LE)]
     assert node.publishing.author.settings.budget._pool is not None  # the worker process did the conversion
 
@@ -686,12 +728,12 @@ def test_large_reads_grow_with_what_arrives_and_keep_their_deadline() -> None:
         sender.join()
 
         def send_and_close() -> None:
-            theirs.sendall(payload[:CHUNK + 5])
+            theirs.sendall(payload[: CHUNK + 5])
             theirs.shutdown(socket.SHUT_WR)
 
         sender = threading.Thread(target=send_and_close)
         sender.start()
-        assert recv_exact(ours, 2 * CHUNK + 1) == payload[:CHUNK + 5]  # the peer closed: what arrived
+        assert recv_exact(ours, 2 * CHUNK + 1) == payload[: CHUNK + 5]  # the peer closed: what arrived
         sender.join()
     ours, theirs = socket.socketpair()
     with ours, theirs:

@@ -86,7 +86,7 @@ def _dataset_bytes(path: Path) -> bytes:
     from appliance.codecs import dataset_offset
 
     data = path.read_bytes()
-    return data[dataset_offset(data):]
+    return data[dataset_offset(data) :]
 
 
 def _declare_huge(ds: Dataset) -> None:
@@ -125,8 +125,11 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     out = tmp_path / "storescp"
     out.mkdir()
-    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def listening() -> bool:
         with socket.socket() as s:
@@ -171,8 +174,13 @@ def _get_explicit_only(node: Node, study_uid: str) -> tuple[Dataset, Dataset | N
     ae.dimse_timeout = ae.network_timeout = 120
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate(HOST, node.port, ae_title=node.aet, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        HOST,
+        node.port,
+        ae_title=node.aet,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     try:
         answers = list(assoc.send_c_get(_study(study_uid), StudyRootQueryRetrieveInformationModelGet))
@@ -182,8 +190,9 @@ def _get_explicit_only(node: Node, study_uid: str) -> tuple[Dataset, Dataset | N
     return final, identifier, received
 
 
-def _assert_only_hostile_failed(final: Dataset, identifier: Dataset | None, received: Mapping[str, Dataset],
-                                hostile: Study) -> None:
+def _assert_only_hostile_failed(
+    final: Dataset, identifier: Dataset | None, received: Mapping[str, Dataset], hostile: Study
+) -> None:
     assert hex(final.Status) == hex(0xB000)
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (3, 2)
     assert _failed_uids(identifier) == {hostile.bomb, hostile.corrupt}
@@ -194,8 +203,7 @@ def _assert_only_hostile_failed(final: Dataset, identifier: Dataset | None, rece
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "pynetdicom"])
-def test_a_pixel_bomb_fails_only_its_c_get_sub_operation(tmp_path: Path, hostile: Study, caplog,
-                                                         fast: bool) -> None:
+def test_a_pixel_bomb_fails_only_its_c_get_sub_operation(tmp_path: Path, hostile: Study, caplog, fast: bool) -> None:
     node = _node(tmp_path / "node", fast)
     try:
         hostile.store(node)
@@ -213,8 +221,7 @@ def test_a_pixel_bomb_fails_only_its_c_get_sub_operation(tmp_path: Path, hostile
         node.stop()
 
 
-def test_a_pixel_bomb_fails_only_its_c_move_sub_operation_to_dcmtk(tmp_path: Path, hostile: Study,
-                                                                   storescp) -> None:
+def test_a_pixel_bomb_fails_only_its_c_move_sub_operation_to_dcmtk(tmp_path: Path, hostile: Study, storescp) -> None:
     port, out = storescp
     node = _node(tmp_path / "node", nodes=[{"ae_title": "DEST", "host": HOST, "port": port, "move": True}])
     try:
@@ -236,7 +243,7 @@ def test_the_conversion_service_recovers_from_crashes_memory_and_time() -> None:
         with pytest.raises(CodecError, match=r"crashing stopped its worker process \(exit code 3\)"):
             service.call(os._exit, 3, what="crashing").result()
         with pytest.raises(CodecError, match="needed more than 512 MB"):
-            service.call(bytearray, 1024 ** 3, what="allocating 1 GB").result()
+            service.call(bytearray, 1024**3, what="allocating 1 GB").result()
         started = time.monotonic()
         with pytest.raises(CodecError, match="took longer than 3 s and was stopped"):
             service.call(time.sleep, 60, what="sleeping").result()

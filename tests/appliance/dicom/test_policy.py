@@ -70,8 +70,18 @@ def test_query_right_is_enforced_at_negotiation(strict: Node) -> None:
     assoc.release()
     assert CTImageStorage in accepted
     assert StudyRootQueryRetrieveInformationModelFind in rejected
-    proc = dcmtk("findscu", "-S", "-aet", "STOREONLY", "-aec", strict.aet, "-k", "QueryRetrieveLevel=STUDY", HOST,
-                 str(strict.port))
+    proc = dcmtk(
+        "findscu",
+        "-S",
+        "-aet",
+        "STOREONLY",
+        "-aec",
+        strict.aet,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        HOST,
+        str(strict.port),
+    )
     assert proc.returncode != 0
     assert "Find Response" not in proc.stderr
 

@@ -66,9 +66,16 @@ REAL_WORLD = (
     "JPEG2000.dcm",  # JPEG 2000 lossy, Lossy Image Compression 01
 )
 #: The configuration keys' names of preferred_ts (issue 13) and the syntax each must deliver.
-PREFERRED = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian,
-             "deflated": DeflatedExplicitVRLittleEndian, "as-is": None, "jpeg2000-lossless": JPEG2000Lossless,
-             "jpeg-ls-lossless": JPEGLSLossless, "rle": RLELossless, "jpeg-lossless": JPEGLosslessSV1}
+PREFERRED = {
+    "explicit": ExplicitVRLittleEndian,
+    "implicit": ImplicitVRLittleEndian,
+    "deflated": DeflatedExplicitVRLittleEndian,
+    "as-is": None,
+    "jpeg2000-lossless": JPEG2000Lossless,
+    "jpeg-ls-lossless": JPEGLSLossless,
+    "rle": RLELossless,
+    "jpeg-lossless": JPEGLosslessSV1,
+}
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,15 @@ class Mixed:
 
 def _source(path: Path) -> Source:
     ds = dcmread(path)
-    return Source(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID),
-                  ds.pixel_array.copy(), bytes(ds.PixelData), str(ds.get("LossyImageCompression", "")) == "01", path)
+    return Source(
+        str(ds.SOPInstanceUID),
+        str(ds.SOPClassUID),
+        str(ds.file_meta.TransferSyntaxUID),
+        ds.pixel_array.copy(),
+        bytes(ds.PixelData),
+        str(ds.get("LossyImageCompression", "")) == "01",
+        path,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +121,11 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Mixed:
     folder = tmp_path_factory.mktemp("mixed")
     made = dicomdata.study(PATIENT_ID, "RETRIEVE^MIXED", ("CT",), 4, rows=64, columns=64, accession="RTV1")
     study_uid = made[0].study_uid
-    for inst, (syntax, plugin) in zip(made, [(JPEG2000Lossless, "pylibjpeg"), (JPEGLSLossless, "pyjpegls"),
-                                             (RLELossless, "pydicom"), (None, "")], strict=True):
+    for inst, (syntax, plugin) in zip(
+        made,
+        [(JPEG2000Lossless, "pylibjpeg"), (JPEGLSLossless, "pyjpegls"), (RLELossless, "pydicom"), (None, "")],
+        strict=True,
+    ):
         ds = inst.dataset()
         if syntax is not None:
             ds.compress(syntax, encoding_plugin=plugin, generate_instance_uid=False)
@@ -126,8 +143,14 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Mixed:
 
 
 #: storescu's option proposing each stored syntax (-R: only the contexts the files need, plus uncompressed).
-STORESCU_PROPOSE: dict[str, str] = {JPEG2000Lossless: "-xv", JPEG2000: "-xw", JPEGLSLossless: "-xt", RLELossless: "-xr",
-                                    JPEGLosslessSV1: "-xs", ExplicitVRLittleEndian: "-xe"}
+STORESCU_PROPOSE: dict[str, str] = {
+    JPEG2000Lossless: "-xv",
+    JPEG2000: "-xw",
+    JPEGLSLossless: "-xt",
+    RLELossless: "-xr",
+    JPEGLosslessSV1: "-xs",
+    ExplicitVRLittleEndian: "-xe",
+}
 
 
 def _store(node: Node, mixed: Mixed) -> None:
@@ -158,9 +181,14 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Path]]]:
         out = tmp_path / f"{aet.lower()}-{len(procs)}"
         out.mkdir()
         log = open(tmp_path / f"{out.name}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen(["/usr/bin/storescp", "-aet", aet, "-od", str(out), "-v", *options,
-                                       str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                      env=dict(os.environ, TCP_NODELAY="1")))
+        procs.append(
+            subprocess.Popen(
+                ["/usr/bin/storescp", "-aet", aet, "-od", str(out), "-v", *options, str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, TCP_NODELAY="1"),
+            )
+        )
         log.close()
         wait_until(lambda: _listening(port))
         return port, out
@@ -209,8 +237,9 @@ def assert_success(final: Dataset, count: int) -> None:
     assert got == (hex(0), count, 0, 0), f"final status, completed, failed, warning: {got}; {final}"
 
 
-def assert_arrived(datasets: dict[str, Dataset], mixed: Mixed, syntax: str | None = None,
-                   as_stored: bool = False) -> None:
+def assert_arrived(
+    datasets: dict[str, Dataset], mixed: Mixed, syntax: str | None = None, as_stored: bool = False
+) -> None:
     """Every instance arrived with its UIDs, decoded pixels equal to the stored ones; ``syntax``: the
     transfer syntax every one must have; ``as_stored``: each in its stored syntax with identical pixel bytes."""
     assert set(datasets) == set(mixed.sources), "SOP Instance UIDs received differ from the stored ones"
@@ -264,8 +293,21 @@ def test_movescu_compressed_study_to_default_storescp(node_factory, mixed: Mixed
     port, out = storescp("DEST")
     node = node_factory(nodes=_nodes(DEST={"port": port}))
     _store(node, mixed)
-    proc = dcmtk("movescu", "-S", "-aec", node.aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={mixed.study_uid}", "-v", HOST, str(node.port))
+    proc = dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        node.aet,
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={mixed.study_uid}",
+        "-v",
+        HOST,
+        str(node.port),
+    )
     assert "Received Final Move Response (Success)" in proc.stderr, proc.stderr[-3000:]
     assert_arrived(_read_folder(out), mixed)
 
@@ -292,8 +334,9 @@ def test_move_to_node_with_preferred_ts(node_factory, mixed: Mixed, storescp, na
     assert_arrived(_read_folder(out), mixed, syntax=wanted, as_stored=wanted is None)
 
 
-def test_preferred_jpeg_baseline_sends_what_it_can_hold_and_the_rest_as_usual(node_factory, mixed: Mixed,
-                                                                                storescp) -> None:
+def test_preferred_jpeg_baseline_sends_what_it_can_hold_and_the_rest_as_usual(
+    node_factory, mixed: Mixed, storescp
+) -> None:
     """``preferred_ts = "jpeg-baseline"`` (8-bit only): the 8-bit images arrive in JPEG Baseline, marked lossy,
     same UIDs; the deeper ones arrive as they would without a preference, pixels unchanged."""
     port, out = storescp("PREF", "+xa")
@@ -343,8 +386,24 @@ def test_import_sends_every_encoding(mixed: Mixed, storescp, options: tuple[str,
     """``appliance import`` to storescp: every file arrives with its UIDs and pixels; in its stored syntax when
     the receiver accepts it, uncompressed otherwise."""
     port, out = storescp("DEST", *options)
-    proc = subprocess.run([sys.executable, "-m", "appliance", "import", str(mixed.folder), "--host", HOST,
-                           "--port", str(port), "--aet", "DEST"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "import",
+            str(mixed.folder),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--aet",
+            "DEST",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(mixed.sources)} instance(s) sent" in proc.stdout, proc.stdout
     datasets = _read_folder(out)
@@ -362,10 +421,23 @@ def test_getscu_defaults_gets_compressed_study(node_factory, mixed: Mixed, tmp_p
     _store(node, mixed)
     out = tmp_path / "get"
     out.mkdir()
-    proc = dcmtk("getscu", "-v", "-S", "-aec", node.aet, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={mixed.study_uid}", HOST, str(node.port))
+    proc = dcmtk(
+        "getscu",
+        "-v",
+        "-S",
+        "-aec",
+        node.aet,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={mixed.study_uid}",
+        HOST,
+        str(node.port),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = proc.stderr[proc.stderr.rfind("Received C-GET Response"):]
+    report = proc.stderr[proc.stderr.rfind("Received C-GET Response") :]
     assert report.startswith("Received C-GET Response (Success)"), proc.stderr[-3000:]
     assert f"Number of Completed Suboperations : {len(mixed.sources)}\n" in report, report
     assert "Number of Failed Suboperations    : 0\n" in report, report
@@ -374,8 +446,9 @@ def test_getscu_defaults_gets_compressed_study(node_factory, mixed: Mixed, tmp_p
     assert not any(ds.file_meta.TransferSyntaxUID.is_compressed for ds in datasets.values())
 
 
-def c_get_one_syntax(node: Node, mixed: Mixed, syntax: str = ExplicitVRLittleEndian,
-                     query: Dataset | None = None) -> tuple[list[tuple[Dataset, Dataset | None]], dict[str, Dataset]]:
+def c_get_one_syntax(
+    node: Node, mixed: Mixed, syntax: str = ExplicitVRLittleEndian, query: Dataset | None = None
+) -> tuple[list[tuple[Dataset, Dataset | None]], dict[str, Dataset]]:
     """C-GET with a pynetdicom SCU that accepts, for each storage class, ``syntax`` only."""
     received: dict[str, Dataset] = {}
     syntaxes: list[str] = []
@@ -394,8 +467,7 @@ def c_get_one_syntax(node: Node, mixed: Mixed, syntax: str = ExplicitVRLittleEnd
     for sop_class in sorted({s.sop_class for s in mixed.sources.values()}):
         ae.add_requested_context(sop_class, [syntax])
         roles.append(build_role(sop_class, scp_role=True))
-    assoc = ae.associate(HOST, node.port, ae_title=node.aet, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(HOST, node.port, ae_title=node.aet, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert assoc.is_established
     try:
         answers = list(assoc.send_c_get(query or _study(mixed.study_uid), StudyRootQueryRetrieveInformationModelGet))
@@ -440,8 +512,10 @@ def test_get_twice_gives_the_same_uids(node_factory, mixed: Mixed) -> None:
     assert set(first) == set(second) == set(mixed.sources)
     for sop in first:
         for ds in (first[sop], second[sop]):
-            assert (ds.StudyInstanceUID, ds.SeriesInstanceUID) == (first[sop].StudyInstanceUID,
-                                                                   first[sop].SeriesInstanceUID)
+            assert (ds.StudyInstanceUID, ds.SeriesInstanceUID) == (
+                first[sop].StudyInstanceUID,
+                first[sop].SeriesInstanceUID,
+            )
             assert ds.file_meta.MediaStorageSOPInstanceUID == sop
 
 
@@ -466,8 +540,9 @@ def test_move_to_orthanc(node_factory, mixed: Mixed, orthanc: Orthanc) -> None:
 
 
 def test_move_to_orthanc_accepting_uncompressed_only(node_factory, mixed: Mixed, orthanc_factory) -> None:
-    plain = orthanc_factory(aet="ORTHPLAIN", settings={
-        "AcceptedTransferSyntaxes": [ImplicitVRLittleEndian, ExplicitVRLittleEndian]})
+    plain = orthanc_factory(
+        aet="ORTHPLAIN", settings={"AcceptedTransferSyntaxes": [ImplicitVRLittleEndian, ExplicitVRLittleEndian]}
+    )
     node = node_factory(nodes=_nodes(ORTHPLAIN={"port": plain.dicom_port}))
     _store(node, mixed)
     final, _ = c_move(node, "ORTHPLAIN", _study(mixed.study_uid))[-1]
@@ -599,8 +674,8 @@ def _reject_every_context(conn: socket.socket) -> None:
         assert kind == 1, f"expected A-ASSOCIATE-RQ, got PDU type {kind}"
         header, items, pos = body[:68], b"", 68
         while pos < len(body):
-            item_type, length = body[pos], int.from_bytes(body[pos + 2:pos + 4], "big")
-            value = body[pos + 4:pos + 4 + length]
+            item_type, length = body[pos], int.from_bytes(body[pos + 2 : pos + 4], "big")
+            value = body[pos + 4 : pos + 4 + length]
             if item_type == 0x10:  # application context: echoed
                 items += _item(0x10, value)
             elif item_type == 0x20:  # presentation context: rejected, with a transfer syntax sub-item
@@ -656,9 +731,17 @@ def raw_listener() -> Iterator[Callable[[str], int]]:
         s.close()
 
 
-ALL_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless,
-                "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.81",
-                "1.2.840.10008.1.2.4.50"]
+ALL_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.50",
+]
 
 
 FAULT_TIMEOUTS = {"acse_timeout": 3, "dimse_timeout": 3, "network_timeout": 3}
@@ -740,13 +823,14 @@ def test_move_with_undecodable_stored_file_to_uncompressed_receiver(node_factory
     port, out = storescp("DEST")
     node = node_factory(nodes=_nodes(DEST={"port": port}))
     _store(node, mixed)
-    broken = next(s for s in mixed.sources.values() if s.transfer_syntax == JPEG2000Lossless
-                  and s.pixels.size < 100_000).sop_uid
+    broken = next(
+        s for s in mixed.sources.values() if s.transfer_syntax == JPEG2000Lossless and s.pixels.size < 100_000
+    ).sop_uid
     path = _stored_path(node, broken)
     raw = bytearray(path.read_bytes())
     start = raw.find(b"\xff\x4f\xff\x51")  # J2K SOC + SIZ markers: without them no decoder reads the frame
     assert start > 0
-    raw[start:start + 64] = bytes(64)
+    raw[start : start + 64] = bytes(64)
     path.write_bytes(bytes(raw))
     final, identifier = c_move(node, "DEST", _study(mixed.study_uid))[-1]
     n = len(mixed.sources)

@@ -25,8 +25,11 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     out = tmp_path / "dest"
     out.mkdir()
-    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), "-v",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), "-v", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_until(lambda: _listening(port))
     yield port, out
     proc.terminate()
@@ -60,8 +63,21 @@ def _study_uid(node: Node, accession: str) -> str:
 def test_movescu_study_to_storescp(mover: Node, storescp: tuple[int, Path]) -> None:
     _, out = storescp
     uid = _study_uid(mover, "A100")
-    proc = dcmtk("movescu", "-S", "-aec", mover.aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={uid}", "-v", HOST, str(mover.port))
+    proc = dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={uid}",
+        "-v",
+        HOST,
+        str(mover.port),
+    )
     assert proc.returncode == 0, proc.stderr
     files = wait_until(lambda: list(out.iterdir()) if len(list(out.iterdir())) == 4 else None)
     assert {dcmread(f).StudyInstanceUID for f in files} == {uid}
@@ -72,16 +88,50 @@ def test_movescu_study_to_storescp(mover: Node, storescp: tuple[int, Path]) -> N
 def test_movescu_series_and_instance_levels(mover: Node, storescp: tuple[int, Path]) -> None:
     _, out = storescp
     study = _study_uid(mover, "A100")
-    series = [r[0] for r in mover.app.db.conn.execute(
-        "SELECT series_uid FROM series s JOIN studies st ON st.id = s.study_fk WHERE st.study_uid = ?", (study,))]
-    dcmtk("movescu", "-S", "-aec", mover.aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=SERIES",
-          "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series[0]}", HOST, str(mover.port),
-          check=True)
+    series = [
+        r[0]
+        for r in mover.app.db.conn.execute(
+            "SELECT series_uid FROM series s JOIN studies st ON st.id = s.study_fk WHERE st.study_uid = ?", (study,)
+        )
+    ]
+    dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "-k",
+        f"SeriesInstanceUID={series[0]}",
+        HOST,
+        str(mover.port),
+        check=True,
+    )
     wait_until(lambda: len(list(out.iterdir())) == 2)
     sop = mover.app.index.instances_of("SERIES", series[1])[0].sop_uid
-    dcmtk("movescu", "-S", "-aec", mover.aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=IMAGE",
-          "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series[1]}", "-k", f"SOPInstanceUID={sop}",
-          HOST, str(mover.port), check=True)
+    dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=IMAGE",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "-k",
+        f"SeriesInstanceUID={series[1]}",
+        "-k",
+        f"SOPInstanceUID={sop}",
+        HOST,
+        str(mover.port),
+        check=True,
+    )
     wait_until(lambda: len(list(out.iterdir())) == 3)
 
 
@@ -90,8 +140,9 @@ def _pymove(node: Node, destination: str, query: Dataset) -> list[Dataset]:
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate(HOST, node.port, ae_title=node.aet)
     assert assoc.is_established
-    responses = [status for status, _ in assoc.send_c_move(query, destination,
-                                                            StudyRootQueryRetrieveInformationModelMove)]
+    responses = [
+        status for status, _ in assoc.send_c_move(query, destination, StudyRootQueryRetrieveInformationModelMove)
+    ]
     assoc.release()
     return responses
 
@@ -119,8 +170,21 @@ def test_move_statuses(mover: Node) -> None:
 
 
 def test_movescu_unknown_destination_is_reported(mover: Node) -> None:
-    proc = dcmtk("movescu", "-S", "-aec", mover.aet, "-aem", "NOBODY", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={_study_uid(mover, 'A100')}", "-v", HOST, str(mover.port))
+    proc = dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-aem",
+        "NOBODY",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={_study_uid(mover, 'A100')}",
+        "-v",
+        HOST,
+        str(mover.port),
+    )
     assert "Final Move Response (Refused: MoveDestinationUnknown)" in proc.stderr
 
 
@@ -130,9 +194,27 @@ def test_move_back_to_callers_own_scp(node_factory, archive_dir: Path, tmp_path:
     dcmtk("storescu", "-aec", node.aet, "+sd", HOST, str(node.port), str(archive_dir), check=True)
     out = tmp_path / "back"
     out.mkdir()
-    dcmtk("movescu", "-S", "-aet", "MOVER", "-aec", node.aet, "-aem", "MOVER", "--port", str(port), "-od", str(out),
-          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={_study_uid(node, 'A200')}", HOST,
-          str(node.port), check=True)
+    dcmtk(
+        "movescu",
+        "-S",
+        "-aet",
+        "MOVER",
+        "-aec",
+        node.aet,
+        "-aem",
+        "MOVER",
+        "--port",
+        str(port),
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={_study_uid(node, 'A200')}",
+        HOST,
+        str(node.port),
+        check=True,
+    )
     assert len(list(out.iterdir())) == 2
 
 
@@ -166,21 +248,65 @@ def test_getscu_study_series_instance(mover: Node, tmp_path: Path) -> None:
     study = _study_uid(mover, "A100")
     out = tmp_path / "get"
     out.mkdir()
-    dcmtk("getscu", "-S", "-aec", mover.aet, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-          "-k", f"StudyInstanceUID={study}", HOST, str(mover.port), check=True)
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study}",
+        HOST,
+        str(mover.port),
+        check=True,
+    )
     assert len(list(out.iterdir())) == 4
     series = mover.app.index.instances_of("STUDY", study)[0].series_uid
     out2 = tmp_path / "get2"
     out2.mkdir()
-    dcmtk("getscu", "-S", "-aec", mover.aet, "-od", str(out2), "-k", "QueryRetrieveLevel=SERIES",
-          "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", HOST, str(mover.port), check=True)
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-od",
+        str(out2),
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "-k",
+        f"SeriesInstanceUID={series}",
+        HOST,
+        str(mover.port),
+        check=True,
+    )
     assert len(list(out2.iterdir())) == 2
     sop = mover.app.index.instances_of("SERIES", series)[1].sop_uid
     out3 = tmp_path / "get3"
     out3.mkdir()
-    dcmtk("getscu", "-S", "-aec", mover.aet, "-od", str(out3), "-k", "QueryRetrieveLevel=IMAGE",
-          "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", "-k", f"SOPInstanceUID={sop}",
-          HOST, str(mover.port), check=True)
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        mover.aet,
+        "-od",
+        str(out3),
+        "-k",
+        "QueryRetrieveLevel=IMAGE",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "-k",
+        f"SeriesInstanceUID={series}",
+        "-k",
+        f"SOPInstanceUID={sop}",
+        HOST,
+        str(mover.port),
+        check=True,
+    )
     [only] = list(out3.iterdir())
     assert dcmread(only).SOPInstanceUID == sop
 
@@ -194,8 +320,21 @@ def test_getscu_gets_compressed_instance_decompressed(node: Node, tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     # getscu proposes only uncompressed transfer syntaxes by default.
-    dcmtk("getscu", "-S", "-aec", node.aet, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-          "-k", f"StudyInstanceUID={inst.study_uid}", HOST, str(node.port), check=True)
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        node.aet,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={inst.study_uid}",
+        HOST,
+        str(node.port),
+        check=True,
+    )
     [got] = list(out.iterdir())
     ds = dcmread(got)
     assert not ds.file_meta.TransferSyntaxUID.is_compressed

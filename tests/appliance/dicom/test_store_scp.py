@@ -62,8 +62,9 @@ CODECS = [
 
 
 @pytest.mark.parametrize(("label", "command", "propose", "ts"), CODECS, ids=[c[0] for c in CODECS])
-def test_transfer_syntaxes_are_stored_as_received(node: Node, tmp_path: Path, label: str, command: list[str],
-                                                  propose: str, ts: str) -> None:
+def test_transfer_syntaxes_are_stored_as_received(
+    node: Node, tmp_path: Path, label: str, command: list[str], propose: str, ts: str
+) -> None:
     inst = dicomdata.study("PTS", "TS^TEST", ("CT",), 1, rows=32, columns=32)[0]
     if label == "jpeg-baseline":
         inst.extra = {"BitsStored": 8, "HighBit": 7}
@@ -163,7 +164,10 @@ def test_store_then_find_sees_it_immediately(node: Node, tmp_path: Path) -> None
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = inst.study_uid
-    answers = [ds for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-               if status.Status == 0xFF00]
+    answers = [
+        ds
+        for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        if status.Status == 0xFF00
+    ]
     assoc.release()
     assert [a.StudyInstanceUID if a is not None else None for a in answers] == [inst.study_uid]

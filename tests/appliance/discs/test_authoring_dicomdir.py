@@ -96,5 +96,7 @@ def test_written_fileset_validates_with_dcmtk_and_pydicom(tmp_path: Path) -> Non
     assert dump.count("[IMAGE]") == 5 and dump.count("[ENCAP DOC]") == 1
     fs = FileSet(dcmread(root / "DICOMDIR"))
     assert len(fs) == len(paths) and {str(i.SOPInstanceUID) for i in fs} == {
-        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in root.rglob("*") if p.is_file()
-        and p.name != "DICOMDIR"}
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "DICOMDIR"
+    }

@@ -57,8 +57,9 @@ def instance_file(folder: Path, ts: str = ExplicitVRLittleEndian, name: str = "a
     return path
 
 
-@pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, RLELossless, JPEG2000Lossless, JPEGLosslessSV1,
-                                "1.2.840.10008.1.2.2"])
+@pytest.mark.parametrize(
+    "ts", [ImplicitVRLittleEndian, RLELossless, JPEG2000Lossless, JPEGLosslessSV1, "1.2.840.10008.1.2.2"]
+)
 def test_instances_are_transcoded_losslessly_for_std_gen_cd(tmp_path: Path, ts: str) -> None:
     reference = dcmread(instance_file(tmp_path, ExplicitVRLittleEndian, "ref.dcm"))
     source = instance_file(tmp_path, ts)
@@ -145,8 +146,13 @@ def test_validation_refuses_a_transfer_syntax_the_profile_does_not_allow(tmp_pat
     source = instance_file(tmp_path, RLELossless)
     pool = tmp_path / "pool"
     pool.mkdir()
-    kept = stage_instance(source, pool / "a", str(dcmread(source).SOPInstanceUID), RLELossless,
-                          frozenset({ExplicitVRLittleEndian, RLELossless}))
+    kept = stage_instance(
+        source,
+        pool / "a",
+        str(dcmread(source).SOPInstanceUID),
+        RLELossless,
+        frozenset({ExplicitVRLittleEndian, RLELossless}),
+    )
     write_fileset(tmp_path / "fs", "RLE", [kept])
     with pytest.raises(AuthoringError, match="not allowed by the media profile"):
         validate_fileset(tmp_path / "fs", CD, None)
@@ -182,10 +188,13 @@ def _content(sizes: list[list[int]]) -> Content:
     """One patient; one study per entry; one series per study with instances of the given sizes."""
     studies = []
     for s, series_sizes in enumerate(sizes):
-        instances = [InstanceInfo(f"{s}.{i}", "1.2", ExplicitVRLittleEndian, "", size, str(i))
-                     for i, size in enumerate(series_sizes)]
-        studies.append(StudyInfo(f"st{s}", "20240101", "", "", "", "1", [SeriesInfo(f"se{s}", "CT", "1", "",
-                                                                                      instances)]))
+        instances = [
+            InstanceInfo(f"{s}.{i}", "1.2", ExplicitVRLittleEndian, "", size, str(i))
+            for i, size in enumerate(series_sizes)
+        ]
+        studies.append(
+            StudyInfo(f"st{s}", "20240101", "", "", "", "1", [SeriesInfo(f"se{s}", "CT", "1", "", instances)])
+        )
     return Content([PatientInfo("P", "N", "", "", studies)])
 
 
@@ -220,8 +229,9 @@ def test_disc_with_a_viewer_and_implicit_vr_input(publish_node, tmp_path: Path) 
     (viewer / "bin" / "Start Viewer.exe").write_bytes(b"MZ viewer")
     (viewer / "autorun.inf").write_text("[autorun]\nopen=bin\\Start Viewer.exe\n")
     (viewer / "README.TXT").write_text("the viewer's own readme must not replace ours")
-    node: PublishNode = publish_node(burn={"viewer_dir": str(viewer), "viewer_entry": "bin/Start Viewer.exe",
-                                           "contact": "Radiology, +1 555 0100"})
+    node: PublishNode = publish_node(
+        burn={"viewer_dir": str(viewer), "viewer_entry": "bin/Start Viewer.exe", "contact": "Radiology, +1 555 0100"}
+    )
     src = tmp_path / "in"
     src.mkdir()
     items = dicomdata.study("PIDI", "IMPLICIT^VR", ("CT",), 2)

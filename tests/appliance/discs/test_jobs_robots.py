@@ -185,8 +185,9 @@ def test_a_job_for_instances_gone_from_the_store_fails_with_the_reason(publish_n
     assert uids and failed.error.startswith("2 of the job's 2 instance(s) are no longer in the store (e.g. 1.2.826")
 
 
-def test_a_disk_that_fills_up_while_imaging_fails_the_job_and_cleans_up(publish_node, tmp_path: Path,
-                                                                      monkeypatch) -> None:
+def test_a_disk_that_fills_up_while_imaging_fails_the_job_and_cleans_up(
+    publish_node, tmp_path: Path, monkeypatch
+) -> None:
     import errno
 
     import pycdlib
@@ -200,8 +201,11 @@ def test_a_disk_that_fills_up_while_imaging_fails_the_job_and_cleans_up(publish_
     failed = node.wait_state(1, JobState.FAILED)
     assert failed.error == "the data disk filled up while staging the disc(s): No space left on device"
     folder = node.job_dir(1)
-    assert not (folder / "pool").exists() and not list(folder.glob("disc*/disc.iso*")) \
+    assert (
+        not (folder / "pool").exists()
+        and not list(folder.glob("disc*/disc.iso*"))
         and not list(folder.glob("disc*/.disc.iso.part"))
+    )
     assert node.app.index.counts()["instances"] == 2
     monkeypatch.undo()
     node.jobs.retry(1)

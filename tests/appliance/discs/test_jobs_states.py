@@ -42,8 +42,13 @@ def test_a_job_moves_only_along_allowed_transitions(jobs: JobStore) -> None:
     assert (again.state, again.attempt, again.error) == (JobState.QUEUED, 2, "")
     events = jobs.events(job_id)
     assert [(e.from_state, e.to_state) for e in events] == [
-        ("", "queued"), ("queued", "authoring"), ("authoring", "submitted"), ("submitted", "burning"),
-        ("burning", "failed"), ("failed", "queued")]
+        ("", "queued"),
+        ("queued", "authoring"),
+        ("authoring", "submitted"),
+        ("submitted", "burning"),
+        ("burning", "failed"),
+        ("failed", "queued"),
+    ]
     assert [e.at for e in events] == sorted(e.at for e in events) and all(e.at.endswith("Z") for e in events)
     assert events[4].reason == "ink out"
 
@@ -59,7 +64,12 @@ def test_done_is_final_and_reburn_makes_a_new_job(jobs: JobStore) -> None:
         jobs.retry(job_id)
     child = jobs.get(jobs.repeat(job_id, "reprint", copies=3, robot="epson"))
     assert (child.parent_id, child.source, child.copies, child.robot, child.called_ae) == (
-        job_id, "reprint", 3, "epson", "DISCPACS_P")
+        job_id,
+        "reprint",
+        3,
+        "epson",
+        "DISCPACS_P",
+    )
     assert jobs.instances(child.id) == ["1.2.9"]
     assert TRANSITIONS[JobState.DONE] == frozenset()
 

@@ -24,8 +24,9 @@ from conftest import HOST, dcmtk, wait_until
 
 
 def _qr(image: Path) -> list[str]:
-    done = subprocess.run(["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(image)],
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        ["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(image)], capture_output=True, timeout=60
+    )
     return [line for line in done.stdout.decode().splitlines() if line]
 
 
@@ -48,10 +49,10 @@ def test_a_burned_disc_label_carries_the_patient_link(tmp_path: Path, suffix: st
         folder.mkdir()
         for inst in study:
             inst.write(folder)
-        dcmtk("storescu", "-aec", cfg.dicom.ae_title + suffix, "+sd", HOST, str(cfg.dicom.port), str(folder),
-              check=True)
-        wait_until(lambda: publishing.jobs.recent() and publishing.jobs.recent()[0].state == JobState.DONE,
-                   timeout=90)
+        dcmtk(
+            "storescu", "-aec", cfg.dicom.ae_title + suffix, "+sd", HOST, str(cfg.dicom.port), str(folder), check=True
+        )
+        wait_until(lambda: publishing.jobs.recent() and publishing.jobs.recent()[0].state == JobState.DONE, timeout=90)
         job = publishing.jobs.recent()[0]
         disc = cfg.data_dir / "discs" / str(job.id) / "disc1"
         labels = sorted(disc.rglob("*.jpg")) + sorted(disc.rglob("*.JPG"))
@@ -60,10 +61,14 @@ def test_a_burned_disc_label_carries_the_patient_link(tmp_path: Path, suffix: st
         assert _qr(labels[0]) == ([link] if qr else [])  # the label image the Primera robot prints
         # The robots' merge data of the same disc, as a site template (.tdd / .std) would receive it.
         content, _ = load_content(app.db, publishing.jobs.instances(job.id))
-        labeler = DiscLabeler(label_layout(cfg), {"epson": LabelPlan((LabelFormat.PDF, LabelFormat.EPSON_FIELDS),
-                                                                     EPSON_MERGE),
-                                                  "primera": LabelPlan((LabelFormat.PDF,), PRIMERA_MERGE)},
-                              links=site.links.link)
+        labeler = DiscLabeler(
+            label_layout(cfg),
+            {
+                "epson": LabelPlan((LabelFormat.PDF, LabelFormat.EPSON_FIELDS), EPSON_MERGE),
+                "primera": LabelPlan((LabelFormat.PDF,), PRIMERA_MERGE),
+            },
+            links=site.links.link,
+        )
         epson = labeler.render("epson", content, 1, 1, False, tmp_path / "epson")["fields"]
         primera = labeler.render("primera", content, 1, 1, False, tmp_path / "primera")["fields"]
         assert epson["tokenUrl"] == (link if qr else "")

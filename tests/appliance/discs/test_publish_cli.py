@@ -24,8 +24,9 @@ pytestmark = pytest.mark.dcmtk
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", *args, "--config", str(config)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args, "--config", str(config)], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture

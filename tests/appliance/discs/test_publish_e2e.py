@@ -34,8 +34,14 @@ pytestmark = pytest.mark.dcmtk
 __all__ = ["publish_node"]
 
 
-def write_study(folder: Path, patient_id: str, name: str, modalities: tuple[str, ...] = ("CT",), per_series: int = 2,
-                **kwargs: object) -> list[dicomdata.Instance]:
+def write_study(
+    folder: Path,
+    patient_id: str,
+    name: str,
+    modalities: tuple[str, ...] = ("CT",),
+    per_series: int = 2,
+    **kwargs: object,
+) -> list[dicomdata.Instance]:
     folder.mkdir(parents=True, exist_ok=True)
     items = dicomdata.study(patient_id, name, modalities, per_series, **kwargs)
     for inst in items:
@@ -69,8 +75,9 @@ def check_disc(node: PublishNode, job_id: int, number: int = 1) -> set[str]:
     files = iso_files(iso)
     assert {"/DICOMDIR", "/README.TXT", "/INDEX.HTM"} <= set(files)
     assert files["/DICOMDIR"] == dicomdir.read_bytes()
-    listing = subprocess.run(["/usr/bin/xorriso", "-indev", str(iso), "-find", "/", "-type", "f"],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["/usr/bin/xorriso", "-indev", str(iso), "-find", "/", "-type", "f"], capture_output=True, text=True, check=True
+    ).stdout
     assert "'/DICOMDIR'" in listing and "'/README.TXT'" in listing
     uids = disc_uids(iso)
     assert uids == {str(i.SOPInstanceUID) for i in fs}
@@ -231,8 +238,9 @@ def test_spanning_never_splits_a_series_that_fits_on_a_disc(publish_node, tmp_pa
 def test_custom_route_suffix_is_data_driven(publish_node, tmp_path: Path) -> None:
     data = tmp_path / "pub"
     robots = {"epson": robot_table(data, "epson"), "epson-2": robot_table(data, "epson-2", kind="epson")}
-    node = publish_node(publish_config(data, robots=robots,
-                                       burn={"routes": {"_E2": {"robot": "epson-2", "copies": 2}}}))
+    node = publish_node(
+        publish_config(data, robots=robots, burn={"routes": {"_E2": {"robot": "epson-2", "copies": 2}}})
+    )
     write_study(tmp_path / "in", "PIDQ", "SECOND^ROBOT")
     node.send(tmp_path / "in", "_E2")
     job = node.wait_state(1, JobState.DONE)

@@ -26,8 +26,10 @@ COMMITMENT = "1.2.840.10008.1.20.1"
 
 def test_every_instance_ends_committed_at_orthanc(appliance: Callable[..., Appliance_], orthanc_factory: Any) -> None:
     regional = orthanc_factory(aet="REGIONAL")
-    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port},
-                     nodes=[{"ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port}])
+    node = appliance(
+        {"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port},
+        nodes=[{"ae_title": "REGIONAL", "host": HOST, "port": regional.dicom_port}],
+    )
     regional.put_modality("appliance", node.cfg.dicom.ae_title, node.port)
     studies = study("PFWD1", 3) + study("PFWD2", 2)
     node.store(studies)
@@ -39,16 +41,16 @@ def test_every_instance_ends_committed_at_orthanc(appliance: Callable[..., Appli
     assert not_forwarded(node.app.db.conn, {i.series_uid for i in studies}, commitment=True) == set()
 
 
-def test_without_commitment_storescp_gets_everything_once(appliance: Callable[..., Appliance_],
-                                                          tmp_path: Path) -> None:
+def test_without_commitment_storescp_gets_everything_once(appliance: Callable[..., Appliance_], tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "regional"
     out.mkdir()
     proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "REGIONAL", "-od", str(out), str(port)])
     try:
         wait_until(lambda: _listening(port))
-        node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": port,
-                          "storage_commitment": False})
+        node = appliance(
+            {"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": port, "storage_commitment": False}
+        )
         studies = study("PFWD3", 4)
         node.store(studies)
         wait_until(lambda: node.queue.status().counts["sent"] == 4, timeout=60)
@@ -66,11 +68,20 @@ def _listening(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def test_a_regional_server_that_is_down_gets_the_series_when_it_is_back(appliance: Callable[..., Appliance_],
-                                                                        tmp_path: Path) -> None:
+def test_a_regional_server_that_is_down_gets_the_series_when_it_is_back(
+    appliance: Callable[..., Appliance_], tmp_path: Path
+) -> None:
     port = free_port()
-    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": port,
-                      "storage_commitment": False, "tcp_timeout_ms": 2000})
+    node = appliance(
+        {
+            "enabled": True,
+            "ae_title": "REGIONAL",
+            "host": HOST,
+            "port": port,
+            "storage_commitment": False,
+            "tcp_timeout_ms": 2000,
+        }
+    )
     studies = study("PFWD4", 2)
     node.store(studies)
     failed = wait_until(lambda: (s := node.queue.status()).counts["failed"] == 2 and s, timeout=30)
@@ -98,8 +109,11 @@ class PartialCommitter:
         ae = AE(ae_title="REGIONAL")
         ae.add_supported_context(CTImageStorage)
         ae.add_supported_context(COMMITMENT, scu_role=True, scp_role=True)
-        self.server = ae.start_server((HOST, self.port), block=False, evt_handlers=[
-            (evt.EVT_C_STORE, self._store), (evt.EVT_N_ACTION, self._action)])
+        self.server = ae.start_server(
+            (HOST, self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_N_ACTION, self._action)],
+        )
 
     def _store(self, event: Any) -> int:
         self.stored.append(str(event.request.AffectedSOPInstanceUID))
@@ -144,7 +158,8 @@ def test_instances_not_committed_are_sent_again_until_they_are(appliance: Callab
 
 
 def test_restart_sends_everything_again_and_disabled_forwarding_queues_nothing(
-        appliance: Callable[..., Appliance_], tmp_path: Path) -> None:
+    appliance: Callable[..., Appliance_], tmp_path: Path
+) -> None:
     off = appliance({"enabled": False})
     off.store(study("PFWD6", 2))
     assert off.queue.status().counts == {"queued": 0, "sent": 0, "committed": 0, "failed": 0}
@@ -156,10 +171,16 @@ def test_forwarding_status_command(tmp_path: Path) -> None:
     import sys
 
     cfg = tmp_path / "appliance.toml"
-    cfg.write_text(f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n[forwarding]\nenabled = true\n'
-                   'ae_title = "REGIONAL"\nhost = "127.0.0.1"\nport = 11112\n')
-    proc = subprocess.run([sys.executable, "-m", "appliance", "forwarding", "status", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60)
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n[forwarding]\nenabled = true\n'
+        'ae_title = "REGIONAL"\nhost = "127.0.0.1"\nport = 11112\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "forwarding", "status", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "forwarding to REGIONAL@127.0.0.1:11112, storage commitment" in proc.stdout
     assert "committed" in proc.stdout

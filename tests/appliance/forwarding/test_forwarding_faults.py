@@ -39,7 +39,8 @@ def _failed(node: Appliance_, count: int) -> Any:
 
 
 def test_a_rejecting_server_fails_the_batch_with_the_reason_then_gets_it(
-        appliance: Callable[..., Appliance_], regional: FaultyRegional) -> None:
+    appliance: Callable[..., Appliance_], regional: FaultyRegional
+) -> None:
     regional.reject(True)
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.port})
     studies = study("PFLT1", 3)
@@ -52,11 +53,21 @@ def test_a_rejecting_server_fails_the_batch_with_the_reason_then_gets_it(
     assert sorted(regional.stored) == sorted(i.sop_uid for i in studies)
 
 
-def test_an_abort_mid_batch_fails_the_rest_and_sends_it_again(appliance: Callable[..., Appliance_],
-                                                              regional: FaultyRegional) -> None:
+def test_an_abort_mid_batch_fails_the_rest_and_sends_it_again(
+    appliance: Callable[..., Appliance_], regional: FaultyRegional
+) -> None:
     regional.abort_at = 3
-    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.port,
-                      "retry_min": 2.0, "retry_max": 2.0}, hold=True)
+    node = appliance(
+        {
+            "enabled": True,
+            "ae_title": "REGIONAL",
+            "host": HOST,
+            "port": regional.port,
+            "retry_min": 2.0,
+            "retry_max": 2.0,
+        },
+        hold=True,
+    )
     studies = study("PFLT2", 6)
     node.store(studies)
     assert node.forwarder is not None
@@ -70,11 +81,20 @@ def test_an_abort_mid_batch_fails_the_rest_and_sends_it_again(appliance: Callabl
     assert node.queue.status().counts == {"queued": 0, "sent": 0, "committed": 6, "failed": 0}
 
 
-def test_a_server_slower_than_the_transfer_timeout_frees_the_worker(appliance: Callable[..., Appliance_],
-                                                                    regional: FaultyRegional) -> None:
+def test_a_server_slower_than_the_transfer_timeout_frees_the_worker(
+    appliance: Callable[..., Appliance_], regional: FaultyRegional
+) -> None:
     regional.slow = 8.0
-    node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": regional.port,
-                      "transfer_timeout_ms": 1000, "retry_min": 1.0})
+    node = appliance(
+        {
+            "enabled": True,
+            "ae_title": "REGIONAL",
+            "host": HOST,
+            "port": regional.port,
+            "transfer_timeout_ms": 1000,
+            "retry_min": 1.0,
+        }
+    )
     studies = study("PFLT3", 3)
     node.store(studies)
     # The worker gave up on the silent server after the transfer timeout, long before it answered.
@@ -94,21 +114,25 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> tls.Paths:
     return tls.init_pki(tmp_path_factory.mktemp("other"), ["localhost"], ["127.0.0.1"])
 
 
-def test_tls_forwarding_with_client_certificate(appliance: Callable[..., Appliance_], pki: tls.Paths,
-                                                other_pki: tls.Paths) -> None:
+def test_tls_forwarding_with_client_certificate(
+    appliance: Callable[..., Appliance_], pki: tls.Paths, other_pki: tls.Paths
+) -> None:
     # The regional server asks for our client certificate and verifies it against its CA.
     server = FaultyRegional(tls.server_context(pki.server_cert, pki.server_key, pki.ca_cert, verify_peer=True))
     try:
         table = {"ca": str(pki.ca_cert), "client_cert": str(pki.client_cert), "client_key": str(pki.client_key)}
-        node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": server.port,
-                          "tls": True}, tls=table)
+        node = appliance(
+            {"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": server.port, "tls": True}, tls=table
+        )
         studies = study("PFLT4", 3)
         node.store(studies)
         wait_until(lambda: node.queue.status().counts["committed"] == 3, timeout=30)
         assert sorted(server.stored) == sorted(i.sop_uid for i in studies)
         # A node that does not trust the server's CA sends nothing, and says why.
-        stranger = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": server.port,
-                              "tls": True}, tls={**table, "ca": str(other_pki.ca_cert)})
+        stranger = appliance(
+            {"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": server.port, "tls": True},
+            tls={**table, "ca": str(other_pki.ca_cert)},
+        )
         stranger.store(study("PFLT5", 1))
         status = _failed(stranger, 1)
         assert "CERTIFICATE_VERIFY_FAILED" in status.last_error, status.last_error
@@ -121,7 +145,7 @@ def _serve_config(folder: Path, regional_port: int) -> Path:
     port = free_port()
     text = f"""
 [appliance]
-data_dir = "{folder / 'var'}"
+data_dir = "{folder / "var"}"
 [dicom]
 bind = "{HOST}"
 port = {port}
@@ -194,7 +218,8 @@ def test_sigkill_mid_batch_then_restart_commits_everything_once(tmp_path: Path, 
 
 
 def test_a_report_on_a_new_association_ends_the_wait_for_one_on_the_request_association(
-        appliance: Callable[..., Appliance_]) -> None:
+    appliance: Callable[..., Appliance_],
+) -> None:
     # The regional server (Orthanc does this) reports on a new association while the N-ACTION's association is still
     # open: the transport is told at once, instead of waiting its few seconds for a report that will not come there.
     seen: list[bool] = []
@@ -223,7 +248,8 @@ def test_a_report_on_a_new_association_ends_the_wait_for_one_on_the_request_asso
 
 
 def test_instances_awaiting_commitment_at_a_restart_are_sent_again_at_once(
-        appliance: Callable[..., Appliance_]) -> None:
+    appliance: Callable[..., Appliance_],
+) -> None:
     # Sent before a stop, report never received (it went to an appliance that was down): the next start sends them
     # again instead of waiting commitment_wait (600 s by default) for a report that will not come.
     node = appliance({"enabled": True, "ae_title": "REGIONAL", "host": HOST, "port": free_port()}, hold=True)

@@ -58,8 +58,9 @@ def test_windows_cover_the_hours_of_the_week() -> None:
     assert len(grid) == 7 and all(len(row) == 24 for row in grid) and all(grid[5]) and not grid[2][12]
 
 
-@pytest.mark.parametrize("bad", ["Mon-Fri 22:30-06:00", "Monday 22:00-06:00", "Mon 25:00-01:00", "Mon 06:00-06:00",
-                                 "22:00-06:00"])
+@pytest.mark.parametrize(
+    "bad", ["Mon-Fri 22:30-06:00", "Monday 22:00-06:00", "Mon 25:00-01:00", "Mon 06:00-06:00", "22:00-06:00"]
+)
 def test_bad_windows_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="maintenance"):
         config(tmp_path, maintenance={"archiving": [bad]})
@@ -74,8 +75,15 @@ def test_lossy_archiving_needs_confirmation(tmp_path: Path) -> None:
 # -- archiving -------------------------------------------------------------------------------------------------
 
 #: (bits stored, signed, frames, photometric interpretation)
-KINDS = [(8, False, 1, "MONOCHROME2"), (12, False, 1, "MONOCHROME2"), (16, False, 1, "MONOCHROME2"),
-         (16, True, 1, "MONOCHROME2"), (12, True, 3, "MONOCHROME2"), (8, False, 1, "RGB"), (8, False, 2, "YBR_FULL")]
+KINDS = [
+    (8, False, 1, "MONOCHROME2"),
+    (12, False, 1, "MONOCHROME2"),
+    (16, False, 1, "MONOCHROME2"),
+    (16, True, 1, "MONOCHROME2"),
+    (12, True, 3, "MONOCHROME2"),
+    (8, False, 1, "RGB"),
+    (8, False, 2, "YBR_FULL"),
+]
 
 
 def _image(study_uid: str, series_uid: str, bits: int, signed: bool, frames: int, photometric: str) -> Dataset:
@@ -104,8 +112,9 @@ def _image(study_uid: str, series_uid: str, bits: int, signed: bool, frames: int
     count = int(np.prod(shape))
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     values = (np.arange(count, dtype=np.int64) * 7919) % (high - low + 1) + low
-    dtype = {(8, False): np.uint8, (8, True): np.int8}.get((ds.BitsAllocated, signed),
-                                                          np.int16 if signed else np.uint16)
+    dtype = {(8, False): np.uint8, (8, True): np.int8}.get(
+        (ds.BitsAllocated, signed), np.int16 if signed else np.uint16
+    )
     ds.PixelData = values.astype(dtype).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -167,10 +176,16 @@ def _second_decoder(path: Path, target: str, out: Path) -> Dataset:
     return dcmread(out)
 
 
-@pytest.mark.parametrize("compression,target", [("rle", RLELossless), ("jpeg-ls-lossless", JPEGLSLossless),
-                                                ("jpeg2000-lossless", JPEG2000Lossless),
-                                                ("jpeg-lossless", JPEGLosslessSV1),
-                                                ("deflate", DeflatedExplicitVRLittleEndian)])
+@pytest.mark.parametrize(
+    "compression,target",
+    [
+        ("rle", RLELossless),
+        ("jpeg-ls-lossless", JPEGLSLossless),
+        ("jpeg2000-lossless", JPEG2000Lossless),
+        ("jpeg-lossless", JPEGLosslessSV1),
+        ("deflate", DeflatedExplicitVRLittleEndian),
+    ],
+)
 def test_lossless_archiving_keeps_uids_and_pixels(tmp_path: Path, compression: str, target: str) -> None:
     cfg = config(tmp_path / "var", archiving={"compression": compression})
     node = started(cfg)
@@ -258,21 +273,27 @@ def test_uncompressed_days_new_images_and_a_changed_level(tmp_path: Path) -> Non
         assert {syntaxes[u] for u in ct} == {RLELossless}
         assert RLELossless not in {s for u, s in syntaxes.items() if u not in ct}, "too young to compress"
         # A new image in the compressed series is compressed at the next window.
-        late = dicomdata.Instance("PDAYS", "DAYS^TEST", items[0].study_uid, items[0].series_uid, dicomdata.uid(),
-                                  instance_number=9)
+        late = dicomdata.Instance(
+            "PDAYS", "DAYS^TEST", items[0].study_uid, items[0].series_uid, dicomdata.uid(), instance_number=9
+        )
         assert store(node.port, [late]) == [0]
         _received_days_ago(node, [late.sop_uid], 4)
         _run_window(node, cfg)
         assert indexed(node.app, late.sop_uid).transfer_syntax == RLELossless
         # A changed level leaves archived series alone until "appliance maintenance restart archiving".
         node.stop()
-        cfg2 = config(tmp_path / "var", node.port, archiving={"compression": "jpeg-ls-lossless",
-                                                              "uncompressed_days": 3})
+        cfg2 = config(
+            tmp_path / "var", node.port, archiving={"compression": "jpeg-ls-lossless", "uncompressed_days": 3}
+        )
         node = started(cfg2)
         _run_window(node, cfg2)
         assert {indexed(node.app, u).transfer_syntax for u in ct} == {RLELossless}
-        toml = write_toml(tmp_path / "a.toml", tmp_path / "var", node.port,
-                          archiving={"compression": "jpeg-ls-lossless", "uncompressed_days": 3})
+        toml = write_toml(
+            tmp_path / "a.toml",
+            tmp_path / "var",
+            node.port,
+            archiving={"compression": "jpeg-ls-lossless", "uncompressed_days": 3},
+        )
         done = cli("maintenance", "restart", "archiving", "--config", str(toml))
         assert done.returncode == 0, done.stderr
         _run_window(node, cfg2)
@@ -366,9 +387,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_low_space_removal_deletes_the_oldest_at_once(small_disk: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path / "var", storage=[{"path": str(small_disk / "s"), "free_space_limit_mb": 1}],
-                 deletion={"low_space_removal": True, "low_space_threshold_mb": 4},
-                 maintenance={"deletion": ["Mon 03:00-04:00"]})
+    cfg = config(
+        tmp_path / "var",
+        storage=[{"path": str(small_disk / "s"), "free_space_limit_mb": 1}],
+        deletion={"low_space_removal": True, "low_space_threshold_mb": 4},
+        maintenance={"deletion": ["Mon 03:00-04:00"]},
+    )
     node = started(cfg)
     try:
         series = [dicomdata.study(f"PLOW{n}", "LOW^SPACE", ("CT",), 4, rows=256, columns=256) for n in range(8)]
@@ -381,7 +405,7 @@ def test_low_space_removal_deletes_the_oldest_at_once(small_disk: Path, tmp_path
         upkeep.engine.run_once()  # no window is open: low space is handled anyway
         assert storage.free_bytes() >= 4 * 1024 * 1024
         gone = [s for s in series if node.app.index.lookup(s[0].sop_uid) is None]
-        assert gone and gone == series[:len(gone)], "not the oldest series were deleted"
+        assert gone and gone == series[: len(gone)], "not the oldest series were deleted"
         assert len(gone) < len(series)
         assert all("low space" in a["detail"] for a in _audit(node)) and len(_audit(node)) == len(gone)
         assert set(node.app.store_area.iter_files()) == node.app.index.all_paths()
@@ -477,8 +501,7 @@ def test_remove_not_forwarded_lifts_the_forwarding_rule(tmp_path: Path) -> None:
 
 
 def test_a_window_collects_once_and_a_started_task_runs_to_its_end(tmp_path: Path) -> None:
-    cfg = config(tmp_path / "var", archiving={"compression": "rle"},
-                 maintenance={"archiving": ["Mon-Fri 22:00-06:00"]})
+    cfg = config(tmp_path / "var", archiving={"compression": "rle"}, maintenance={"archiving": ["Mon-Fri 22:00-06:00"]})
     node = started(cfg)
     try:
         first = dicomdata.study("PWIN", "WINDOW^ONE", ("CT",), 2)

@@ -86,8 +86,13 @@ def test_sigkill_during_compression_then_restart(tmp_path: Path) -> None:
         assert set(store(port, items)) == {0}
     finally:
         _stop(server)
-    packing = write_toml(tmp_path / "pack.toml", data_dir, port, archiving={"compression": "jpeg-ls-lossless"},
-                         maintenance={"archiving": ALWAYS, "deletion": NEVER_SOON})
+    packing = write_toml(
+        tmp_path / "pack.toml",
+        data_dir,
+        port,
+        archiving={"compression": "jpeg-ls-lossless"},
+        maintenance={"archiving": ALWAYS, "deletion": NEVER_SOON},
+    )
     server = _start(packing, port, tmp_path / "serve2.log")
     sql = "SELECT COUNT(*) FROM instances WHERE transfer_syntax = ?"
     watch = _db(data_dir)
@@ -107,8 +112,9 @@ def test_sigkill_during_compression_then_restart(tmp_path: Path) -> None:
         wait_until(lambda: _count(data_dir, sql, JPEGLSLossless) == len(items), timeout=240, interval=0.2)
         rows = _every_row_readable(data_dir, originals)
         assert {syntax for _path, syntax in rows.values()} == {JPEGLSLossless}
-        wait_until(lambda: _count(data_dir, "SELECT COUNT(*) FROM maintenance_tasks WHERE state != 'done'") == 0,
-                   timeout=60)
+        wait_until(
+            lambda: _count(data_dir, "SELECT COUNT(*) FROM maintenance_tasks WHERE state != 'done'") == 0, timeout=60
+        )
         # The duplicates a kill leaves (new file not yet indexed, or old file not yet removed) are gone.
         assert _files_on_disk(data_dir / "store") == {p for p, _s in rows.values()}
         # One task, resumed rather than started twice.
@@ -142,8 +148,13 @@ def test_sigkill_during_deletion_then_restart(tmp_path: Path) -> None:
     finally:
         _stop(server)
 
-    deleting = write_toml(tmp_path / "del.toml", data_dir, port, deletion={"store_days": 30},
-                          maintenance={"deletion": ALWAYS, "archiving": NEVER_SOON})
+    deleting = write_toml(
+        tmp_path / "del.toml",
+        data_dir,
+        port,
+        deletion={"store_days": 30},
+        maintenance={"deletion": ALWAYS, "archiving": NEVER_SOON},
+    )
     series_sql = "SELECT COUNT(*) FROM series"
     server = _start(deleting, port, tmp_path / "serve3.log")
     watch = _db(data_dir)  # one open connection: each look costs a query, not a connect

@@ -35,8 +35,10 @@ def test_test_says_what_is_missing_and_declare_creates_it(broker: Broker, tmp_pa
     assert "5 missing" in out
     assert main(["amqp", "declare", "--config", cfg]) == 0
     out = capsys.readouterr().out
-    assert f"queue {table['studies_queue']} (durable) bound to {table['request_exchange']} with " \
-           "pacs_new_study_rk, pacs_new_series_rk" in out
+    assert (
+        f"queue {table['studies_queue']} (durable) bound to {table['request_exchange']} with "
+        "pacs_new_study_rk, pacs_new_series_rk" in out
+    )
     assert main(["amqp", "test", "--config", cfg]) == 0
     out = capsys.readouterr().out
     assert "MISSING" not in out and f"ok      queue {table['mwl_queue']} (input): present" in out
@@ -46,8 +48,12 @@ def test_test_says_what_is_missing_and_declare_creates_it(broker: Broker, tmp_pa
         ch = conn.channel()
         assert ch.queue_declare(table["studies_queue"], durable=True, passive=True).method.message_count == 0
         ch.confirm_delivery()
-        ch.basic_publish(table["request_exchange"], "pacs_new_series_rk", b"<series><uid>1</uid></series>",
-                         pika.BasicProperties(delivery_mode=2))
+        ch.basic_publish(
+            table["request_exchange"],
+            "pacs_new_series_rk",
+            b"<series><uid>1</uid></series>",
+            pika.BasicProperties(delivery_mode=2),
+        )
         _, _, body = ch.basic_get(table["studies_queue"], auto_ack=True)
         assert body == b"<series><uid>1</uid></series>"
     finally:
@@ -70,16 +76,45 @@ def test_unreachable_broker_and_wrong_password(broker: Broker, tmp_path: Path, c
 def test_settings() -> None:
     cfg = parse_config({}).amqp
     assert (cfg.enabled, cfg.host, cfg.port, cfg.vhost, cfg.user, cfg.password, cfg.format) == (
-        False, "127.0.0.1", 5672, "/", "guest", "guest", "xml")
-    assert (cfg.ris_exchange, cfg.request_exchange, cfg.mwl_queue, cfg.mwl_routing_key, cfg.mwl_changed_queue,
-            cfg.mwl_state_routing_key, cfg.studies_queue, cfg.new_study_routing_key, cfg.new_series_routing_key) == (
-        "appliance.RIS", "appliance.request", "appliance.MWL", "MWL", "appliance.MWL_changed", "mwl_state_rk",
-        "appliance.Studies", "pacs_new_study_rk", "pacs_new_series_rk")
+        False,
+        "127.0.0.1",
+        5672,
+        "/",
+        "guest",
+        "guest",
+        "xml",
+    )
+    assert (
+        cfg.ris_exchange,
+        cfg.request_exchange,
+        cfg.mwl_queue,
+        cfg.mwl_routing_key,
+        cfg.mwl_changed_queue,
+        cfg.mwl_state_routing_key,
+        cfg.studies_queue,
+        cfg.new_study_routing_key,
+        cfg.new_series_routing_key,
+    ) == (
+        "appliance.RIS",
+        "appliance.request",
+        "appliance.MWL",
+        "MWL",
+        "appliance.MWL_changed",
+        "mwl_state_rk",
+        "appliance.Studies",
+        "pacs_new_study_rk",
+        "pacs_new_series_rk",
+    )
     assert parse_config({"amqp": {"tls": True}}).amqp.port == 5671
     assert parse_config({"amqp": {"tls": True, "port": 5999}}).amqp.port == 5999
     assert parse_config({"amqp": {"host": "::1"}}).amqp.host == "::1"
-    for bad, text in (({"format": "yaml"}, "format"), ({"port": 70000}, "port"), ({"prefetch": 0}, "prefetch"),
-                      ({"mwl_queue": ""}, "mwl_queue"), ({"colour": "red"}, "unknown key")):
+    for bad, text in (
+        ({"format": "yaml"}, "format"),
+        ({"port": 70000}, "port"),
+        ({"prefetch": 0}, "prefetch"),
+        ({"mwl_queue": ""}, "mwl_queue"),
+        ({"colour": "red"}, "unknown key"),
+    ):
         with pytest.raises(ConfigError, match=text):
             parse_config({"amqp": bad})
 
@@ -102,7 +137,9 @@ def test_tls_with_the_tls_files(broker: Broker, running, tmp_path: Path, capsys)
     r.store(inst)
     wait_until(lambda: r.backlog() == 0, timeout=60)
     assert [b.decode() for b, _ in drain(broker, table["studies_queue"])] == [
-        f"<study><uid>{inst.study_uid}</uid></study>", f"<series><uid>{inst.series_uid}</uid></series>"]
+        f"<study><uid>{inst.study_uid}</uid></study>",
+        f"<series><uid>{inst.series_uid}</uid></series>",
+    ]
     # A CA that did not sign the broker's certificate: refused, and said so.
     other = tmp_path / "other-ca"
     import tls

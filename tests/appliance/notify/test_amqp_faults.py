@@ -106,8 +106,12 @@ def test_memory_alarm_blocks_publishing_not_ingest(broker: Broker, running, tmp_
 
 
 def _serve(cfg_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg_file)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg_file)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_sigkill_between_commit_and_publish(broker: Broker, tmp_path: Path) -> None:
@@ -115,11 +119,16 @@ def test_sigkill_between_commit_and_publish(broker: Broker, tmp_path: Path) -> N
     table = amqp_table(broker, vhost=vhost)
     port = free_port()
     cfg_file = tmp_path / "appliance.toml"
-    lines = [f'[appliance]\ndata_dir = "{tmp_path / "data"}"',
-             f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1',
-             "[hl7]\nport = 0", "[web]\nport = 0", "[amqp]"]
-    lines += [f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {str(v).lower()}"
-              for k, v in table.items()]
+    lines = [
+        f'[appliance]\ndata_dir = "{tmp_path / "data"}"',
+        f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1',
+        "[hl7]\nport = 0",
+        "[web]\nport = 0",
+        "[amqp]",
+    ]
+    lines += [
+        f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {str(v).lower()}" for k, v in table.items()
+    ]
     cfg_file.write_text("\n".join(lines) + "\n")
     files = tmp_path / "files"
     files.mkdir()

@@ -15,13 +15,21 @@ from appliance.worklist.store import ItemKey
 from conftest import wait_until
 
 
-def procedure(accession: str = "ACC-100", study_uid: str = ":SERVER", patient: str = "PAT100",
-              steps: str = "", name: str = "MÜLLER^ANNA") -> bytes:
-    steps = steps or """
+def procedure(
+    accession: str = "ACC-100",
+    study_uid: str = ":SERVER",
+    patient: str = "PAT100",
+    steps: str = "",
+    name: str = "MÜLLER^ANNA",
+) -> bytes:
+    steps = (
+        steps
+        or """
       <step><id>SPS-1</id><modality>CT</modality><station_aet>CT1</station_aet><start_date>20261204</start_date>
         <start_time>093000</start_time><description>CT head plain</description><physician>WHO^DR</physician>
         <protocol_code><code>P1</code><scheme>99LOCAL</scheme><meaning>Head protocol</meaning></protocol_code>
       </step>"""
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <mwl><procedure>
   <patient><id>{patient}</id><name>{name}</name><birth_date>19750302</birth_date><sex>F</sex></patient>
@@ -42,8 +50,9 @@ def publish(broker: Broker, table: dict, *bodies: bytes) -> None:
         channel = conn.channel()
         channel.confirm_delivery()
         for n, body in enumerate(bodies):
-            channel.basic_publish(table["ris_exchange"], "MWL", body,
-                                  pika.BasicProperties(delivery_mode=2, message_id=f"in-{n}"))
+            channel.basic_publish(
+                table["ris_exchange"], "MWL", body, pika.BasicProperties(delivery_mode=2, message_id=f"in-{n}")
+            )
     finally:
         conn.close()
 
@@ -94,15 +103,21 @@ def test_cancel_and_missed_by_accession(broker: Broker, running, tmp_path: Path)
     r = running(make_cfg(tmp_path / "data", table))
     publish(broker, table, procedure("ACC-200"), procedure("ACC-201", patient="PAT201"))
     wait_until(lambda: logged_in(r.app, 2))
-    publish(broker, table, b"<mwl-canceled><accession_number>ACC-200</accession_number></mwl-canceled>",
-            b"<mwl-missed><accession_number>ACC-201</accession_number></mwl-missed>")
+    publish(
+        broker,
+        table,
+        b"<mwl-canceled><accession_number>ACC-200</accession_number></mwl-canceled>",
+        b"<mwl-missed><accession_number>ACC-201</accession_number></mwl-missed>",
+    )
     wait_until(lambda: logged_in(r.app, 4))
     status = {i.accession: i.status for i in r.app.worklist.items()}
     assert status == {"ACC-200": "CANCELED", "ACC-201": "DISCONTINUED"}
     # The status changes go out like any other.
     wait_until(lambda: r.backlog() == 0)
-    out = [(ET.fromstring(b).findtext("accession_number"), ET.fromstring(b).findtext("status"))
-           for b, _ in drain(broker, table["mwl_changed_queue"])]
+    out = [
+        (ET.fromstring(b).findtext("accession_number"), ET.fromstring(b).findtext("status"))
+        for b, _ in drain(broker, table["mwl_changed_queue"])
+    ]
     assert out == [("ACC-200", "CANCELED"), ("ACC-201", "DISCONTINUED")]
 
 

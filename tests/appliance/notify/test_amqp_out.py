@@ -15,21 +15,37 @@ from conftest import HOST, dcmtk, free_port, wait_until
 
 
 def _order(accession: str, study_uid: str = "", sps: str = "S1") -> Order:
-    return Order(study_uid, PatientRef("PAT1"), {"PatientName": "DOE^JANE", "PatientBirthDate": "19800101",
-                                                 "PatientSex": "F"},
-                 {"AccessionNumber": accession, "RequestedProcedureID": f"RP-{accession}",
-                  "RequestedProcedureDescription": "CT head"},
-                 (StepOrder(sps, SpsStatus.SCHEDULED, {"Modality": "CT", "ScheduledStationAETitle": "CT1",
-                                                       "ScheduledProcedureStepStartDate": "20261204",
-                                                       "ScheduledProcedureStepStartTime": "101500",
-                                                       "ScheduledProcedureStepDescription": "head"}),),
-                 source="test")
+    return Order(
+        study_uid,
+        PatientRef("PAT1"),
+        {"PatientName": "DOE^JANE", "PatientBirthDate": "19800101", "PatientSex": "F"},
+        {
+            "AccessionNumber": accession,
+            "RequestedProcedureID": f"RP-{accession}",
+            "RequestedProcedureDescription": "CT head",
+        },
+        (
+            StepOrder(
+                sps,
+                SpsStatus.SCHEDULED,
+                {
+                    "Modality": "CT",
+                    "ScheduledStationAETitle": "CT1",
+                    "ScheduledProcedureStepStartDate": "20261204",
+                    "ScheduledProcedureStepStartTime": "101500",
+                    "ScheduledProcedureStepDescription": "head",
+                },
+            ),
+        ),
+        source="test",
+    )
 
 
 def test_new_study_and_series_from_c_store(broker: Broker, running, tmp_path: Path) -> None:
     table = amqp_table(broker)
-    cfg = make_cfg(tmp_path / "data", table, dicom={"bind": HOST, "port": free_port(), "tls_port": 0,
-                                                   "free_space_limit_mb": 1})
+    cfg = make_cfg(
+        tmp_path / "data", table, dicom={"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1}
+    )
     r = running(cfg)
     from appliance.dicom.server import DicomNode
 
@@ -49,7 +65,8 @@ def test_new_study_and_series_from_c_store(broker: Broker, running, tmp_path: Pa
     bodies = [ET.fromstring(b) for b, _ in got]
     # One study and two series, nothing for the four instances as such.
     assert sorted((e.tag, e.findtext("uid")) for e in bodies) == sorted(
-        [("study", insts[0].study_uid), ("series", insts[0].series_uid), ("series", insts[2].series_uid)])
+        [("study", insts[0].study_uid), ("series", insts[0].series_uid), ("series", insts[2].series_uid)]
+    )
     assert bodies[0].tag == "study"  # the study is reported before its series
     for body, props in got:
         assert props.delivery_mode == 2
@@ -82,7 +99,9 @@ def test_worklist_status_changes_and_json(broker: Broker, running, tmp_path: Pat
     wait_until(lambda: r.backlog() == 0)
     states = [json.loads(b) for b, _ in drain(broker, table["mwl_changed_queue"])]
     assert [(s["event"], s["accession_number"], s["status"]) for s in states] == [
-        ("mwl_status", "ACC-9", "IN_PROGRESS"), ("mwl_status", "ACC-9", "COMPLETED")]
+        ("mwl_status", "ACC-9", "IN_PROGRESS"),
+        ("mwl_status", "ACC-9", "COMPLETED"),
+    ]
     assert states[0]["sps_id"] == "S1" and states[0]["patient_id"] == "PAT1" and states[0]["modality"] == "CT"
     studies = [json.loads(b) for b, _ in drain(broker, table["studies_queue"])]
     assert len(studies) == 1  # new series are off
@@ -136,17 +155,36 @@ def test_status_changes_from_mpps_hl7_and_staff(broker: Broker, running, tmp_pat
     from hl7.handlers import MessageProcessor
 
     table = amqp_table(broker, notify_new_study=False, notify_new_series=False)
-    cfg = make_cfg(tmp_path / "data", table, dicom={"bind": HOST, "port": free_port(), "tls_port": 0,
-                                                   "free_space_limit_mb": 1})
+    cfg = make_cfg(
+        tmp_path / "data", table, dicom={"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1}
+    )
     r = running(cfg)
     study = "1.2.826.0.1.3680043.2.1125.55"
-    steps = tuple(StepOrder(s, SpsStatus.SCHEDULED, {
-        "Modality": "CT", "ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate": "20261204",
-        "ScheduledProcedureStepStartTime": "110000", "ScheduledProcedureStepDescription": f"step {s}"})
-        for s in ("S1", "S2"))
-    r.app.worklist.apply_orders([Order(study, PatientRef("MPPS1"), {"PatientName": "Doe^Jane"},
-                                       {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT",
-                                        "AccessionNumber": "ACC1"}, steps)])
+    steps = tuple(
+        StepOrder(
+            s,
+            SpsStatus.SCHEDULED,
+            {
+                "Modality": "CT",
+                "ScheduledStationAETitle": "CT1",
+                "ScheduledProcedureStepStartDate": "20261204",
+                "ScheduledProcedureStepStartTime": "110000",
+                "ScheduledProcedureStepDescription": f"step {s}",
+            },
+        )
+        for s in ("S1", "S2")
+    )
+    r.app.worklist.apply_orders(
+        [
+            Order(
+                study,
+                PatientRef("MPPS1"),
+                {"PatientName": "Doe^Jane"},
+                {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT", "AccessionNumber": "ACC1"},
+                steps,
+            )
+        ]
+    )
     node = DicomNode(r.app, None)
     node.start()
     try:
@@ -173,13 +211,24 @@ def test_status_changes_from_mpps_hl7_and_staff(broker: Broker, running, tmp_pat
         assoc.release()
     finally:
         node.stop(grace=2.0)
-    cancel = orm(control="CA", status="CA", msg_id="C1", pid="MPPS1", zds=study, accession="ACC1", rp_id="RP1",
-                 sps_id="S2", modality="CT")
+    cancel = orm(
+        control="CA",
+        status="CA",
+        msg_id="C1",
+        pid="MPPS1",
+        zds=study,
+        accession="ACC1",
+        rp_id="RP1",
+        sps_id="S2",
+        modality="CT",
+    )
     ack = MessageProcessor(r.app, cfg.hl7)(cancel.encode(), "test")
     assert ack is not None and b"MSA|AA" in ack
     s2 = next(i for i in r.app.worklist.items() if i.sps_id == "S2")
     assert r.app.worklist.reset([s2.id]) == 1  # the staff UI's "set back to SCHEDULED"
     wait_until(lambda: r.backlog() == 0)
-    got = [(ET.fromstring(b).findtext("accession_number"), ET.fromstring(b).findtext("status"))
-           for b, _ in drain(broker, table["mwl_changed_queue"])]
+    got = [
+        (ET.fromstring(b).findtext("accession_number"), ET.fromstring(b).findtext("status"))
+        for b, _ in drain(broker, table["mwl_changed_queue"])
+    ]
     assert got == [("ACC1", "IN_PROGRESS"), ("ACC1", "COMPLETED"), ("ACC1", "CANCELED"), ("ACC1", "SCHEDULED")]

@@ -34,7 +34,7 @@ def _admin(flask, site):
 def _card(client) -> str:
     page = client.get("/staff/settings").get_data(as_text=True)
     start = page.index('id="amqp"')
-    return html.unescape(page[start:page.index("</section>", start)])
+    return html.unescape(page[start : page.index("</section>", start)])
 
 
 def test_settings_page_shows_state_backlog_and_log(broker: Broker, running, tmp_path: Path) -> None:
@@ -53,8 +53,9 @@ def _check_page(broker: Broker, r, table: dict, site, client) -> None:
     inst = dicomdata.study("PAGE1", "PAGE^TEST", ("CT",), 1)[0]
     r.store(inst)
     conn = broker.client()
-    conn.channel().basic_publish(table["ris_exchange"], "MWL", b"<mwl><oops/></mwl>",
-                                 pika.BasicProperties(message_id="bad-1"))
+    conn.channel().basic_publish(
+        table["ris_exchange"], "MWL", b"<mwl><oops/></mwl>", pika.BasicProperties(message_id="bad-1")
+    )
     conn.close()
     wait_until(lambda: r.backlog() == 0 and AmqpLog(r.app.db).recent(10, "in"))
     wait_until(lambda: r.link("consumer")["state"] == "connected")

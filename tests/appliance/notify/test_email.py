@@ -37,8 +37,10 @@ class SmtpServer:
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
     def mails(self) -> list[Message]:
-        return [email.message_from_bytes(p.read_bytes()) for p in sorted(self.folder.glob("*.eml"),
-                                                                           key=lambda p: int(p.stem))]
+        return [
+            email.message_from_bytes(p.read_bytes())
+            for p in sorted(self.folder.glob("*.eml"), key=lambda p: int(p.stem))
+        ]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -60,8 +62,13 @@ def smtp(tmp_path: Path) -> Iterator[Callable[..., SmtpServer]]:
 
 
 def _email(port: int, **extra: object) -> dict[str, object]:
-    table: dict[str, object] = {"smtp_host": "127.0.0.1", "smtp_port": port, "security": "none",
-                                "from": "appliance@example.org", "to": ["desk@example.org", "admin@example.org"]}
+    table: dict[str, object] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "security": "none",
+        "from": "appliance@example.org",
+        "to": ["desk@example.org", "admin@example.org"],
+    }
     table.update(extra)
     return table
 
@@ -91,8 +98,9 @@ def test_email_test_reports_a_refusing_and_a_down_server(tmp_path: Path, smtp) -
     done = cli("email", "test", "--config", str(cfg))
     assert done.returncode == 1 and "554" in done.stderr and "refused" in done.stderr
     down = free_port()
-    cfg = write_toml(tmp_path / "b.toml", tmp_path / "var", free_port(),
-                     email=_email(down, user="alerts", password=SECRET))
+    cfg = write_toml(
+        tmp_path / "b.toml", tmp_path / "var", free_port(), email=_email(down, user="alerts", password=SECRET)
+    )
     done = cli("email", "test", "--config", str(cfg))
     assert done.returncode == 1 and f"cannot reach 127.0.0.1:{down}" in done.stderr
     assert SECRET not in done.stderr + done.stdout
@@ -164,8 +172,9 @@ def test_a_full_storage_mails_the_staff_and_store_answers_at_once(tmp_path: Path
     mount_tmpfs(disk, "4m")
     server = smtp()
     try:
-        cfg = config(tmp_path / "var", storage=[{"path": str(disk / "s"), "free_space_limit_mb": 2}],
-                     email=_email(server.port))
+        cfg = config(
+            tmp_path / "var", storage=[{"path": str(disk / "s"), "free_space_limit_mb": 2}], email=_email(server.port)
+        )
         node = started(cfg)
         upkeep = Upkeep(node.app, cfg, workers=0)
         upkeep.mail.tick = 0.1
@@ -214,8 +223,11 @@ def test_a_storage_that_vanishes_while_running_is_mailed(tmp_path: Path, smtp) -
     mount_tmpfs(share, "2m")
     server = smtp()
     try:
-        cfg = config(tmp_path / "var", storage=[{"path": str(share)}, {"path": str(tmp_path / "local")}],
-                     email=_email(server.port))
+        cfg = config(
+            tmp_path / "var",
+            storage=[{"path": str(share)}, {"path": str(tmp_path / "local")}],
+            email=_email(server.port),
+        )
         node = started(cfg)
         upkeep = Upkeep(node.app, cfg, workers=0)
         upkeep.mail.tick = 0.1
@@ -257,8 +269,10 @@ def test_disc_jobs_that_fail_or_need_staff_are_mailed(tmp_path: Path, smtp) -> N
     watcher()
     queue.deliver_due()
     subjects = sorted(m["Subject"] for m in server.mails())
-    assert subjects == [f"[appliance] a disc job failed: job {failing}",
-                        "[appliance] a disc robot needs staff: robot primera"]
+    assert subjects == [
+        f"[appliance] a disc job failed: job {failing}",
+        "[appliance] a disc robot needs staff: robot primera",
+    ]
     bodies = " ".join(_body(m) for m in server.mails())
     assert "does not fit on a BD" in bodies and "Load discs" in bodies
     watcher()  # nothing changed since: no second mail
@@ -276,17 +290,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_starttls_and_tls_with_a_login(tmp_path: Path, smtp, certs: Path, security: str) -> None:
-    server = smtp(extra=(f"--{security}", str(certs / "server.crt"), str(certs / "server.key"),
-                         "--login", "alerts", SECRET))
+    server = smtp(
+        extra=(f"--{security}", str(certs / "server.crt"), str(certs / "server.key"), "--login", "alerts", SECRET)
+    )
     trust = {"SSL_CERT_FILE": str(certs / "ca.crt")}  # the SMTP server's CA, as a site would install it
-    cfg = write_toml(tmp_path / "a.toml", tmp_path / "var", free_port(),
-                     email=_email(server.port, security=security, user="alerts", password=SECRET))
+    cfg = write_toml(
+        tmp_path / "a.toml",
+        tmp_path / "var",
+        free_port(),
+        email=_email(server.port, security=security, user="alerts", password=SECRET),
+    )
     done = cli("email", "test", "--config", str(cfg), env=trust)
     assert done.returncode == 0, done.stderr
     wait_until(lambda: server.mails(), timeout=20)
     assert server.mails()[0]["Subject"] == "appliance test mail"
-    wrong = write_toml(tmp_path / "b.toml", tmp_path / "var", free_port(),
-                       email=_email(server.port, security=security, user="alerts", password="not-" + SECRET))
+    wrong = write_toml(
+        tmp_path / "b.toml",
+        tmp_path / "var",
+        free_port(),
+        email=_email(server.port, security=security, user="alerts", password="not-" + SECRET),
+    )
     done = cli("email", "test", "--config", str(wrong), env=trust)
     assert done.returncode == 1 and "535" in done.stderr
     assert SECRET not in done.stderr + done.stdout

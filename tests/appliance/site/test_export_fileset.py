@@ -36,8 +36,19 @@ def test_download_dicomdir_is_read_by_dcmdump_and_lists_every_instance(tmp_path:
     with Exporter(tmp_path / "zips", compression, 1).dicom_zip(items) as handle, zipfile.ZipFile(handle) as zf:
         assert not any(name.startswith("OTHER/") for name in zf.namelist())
         zf.extractall(tmp_path / "out")
-    dump = dcmtk("dcmdump", "-q", "-Un", "+P", "0004,1500", "+P", "0004,1511", "+P", "0004,1512",
-                 str(tmp_path / "out" / "DICOMDIR"), check=True)
+    dump = dcmtk(
+        "dcmdump",
+        "-q",
+        "-Un",
+        "+P",
+        "0004,1500",
+        "+P",
+        "0004,1511",
+        "+P",
+        "0004,1512",
+        str(tmp_path / "out" / "DICOMDIR"),
+        check=True,
+    )
     assert "E:" not in dump.stderr
     listed = re.findall(r"\(0004,1511\) UI \[([0-9.]+)\]", dump.stdout)
     assert sorted(listed) == sorted(expected)

@@ -28,8 +28,10 @@ def test_our_hash_is_werkzeugs_format_and_verifies_there_too() -> None:
     assert hash_password("a-long-password-1") != stored  # salted
 
 
-@pytest.mark.parametrize("stored", ["", "plain", "md5$salt$abc", "scrypt:1:2$salt$00", "pbkdf2:sha256:x$s$00",
-                                    "pbkdf2:nohash:10$s$00", "scrypt$salt"])
+@pytest.mark.parametrize(
+    "stored",
+    ["", "plain", "md5$salt$abc", "scrypt:1:2$salt$00", "pbkdf2:sha256:x$s$00", "pbkdf2:nohash:10$s$00", "scrypt$salt"],
+)
 def test_an_unreadable_hash_never_verifies(stored: str) -> None:
     assert not verify_password(stored, "anything")
 
@@ -40,8 +42,10 @@ def test_a_user_stored_by_an_earlier_version_signs_in(tmp_path: Path) -> None:
     users = Users(db)
     user = users.add("desk", "placeholder-password", "frontdesk")
     with db.transaction() as conn:
-        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",
-                     (generate_password_hash("old-werkzeug-password"), user.id))
+        conn.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ?",
+            (generate_password_hash("old-werkzeug-password"), user.id),
+        )
     assert users.authenticate("desk", "old-werkzeug-password") is not None
     assert users.authenticate("desk", "placeholder-password") is None
     users.set_password(user.id, "new-password-1")

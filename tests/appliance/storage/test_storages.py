@@ -44,8 +44,10 @@ def _instances(n: int, pid: str = "PSTOR") -> list[dicomdata.Instance]:
 
 def test_new_files_fill_the_first_storage_then_the_next_then_are_refused(two_disks, tmp_path: Path) -> None:
     a, b = two_disks
-    cfg = config(tmp_path / "var", storage=[{"path": str(a / "s"), "free_space_limit_mb": 5},
-                                            {"path": str(b / "s"), "free_space_limit_mb": 5}])
+    cfg = config(
+        tmp_path / "var",
+        storage=[{"path": str(a / "s"), "free_space_limit_mb": 5}, {"path": str(b / "s"), "free_space_limit_mb": 5}],
+    )
     node = started(cfg)
     try:
         items = _instances(60)
@@ -85,8 +87,12 @@ def test_a_disabled_storage_takes_no_files_but_is_still_read(tmp_path: Path) -> 
     assert len(list(a.rglob("*.dcm"))) == 3
     node = started(config(tmp_path / "var", port, storage=[{"path": str(a), "enabled": False}, {"path": str(b)}]))
     try:
-        more = [dicomdata.Instance("PDIS", "STORAGE^TEST", first[0].study_uid, first[0].series_uid, dicomdata.uid(),
-                                   instance_number=10 + n) for n in range(2)]
+        more = [
+            dicomdata.Instance(
+                "PDIS", "STORAGE^TEST", first[0].study_uid, first[0].series_uid, dicomdata.uid(), instance_number=10 + n
+            )
+            for n in range(2)
+        ]
         assert store(port, more) == [0, 0]
         assert len(list(a.rglob("*.dcm"))) == 3
         assert len(list(b.rglob("*.dcm"))) == 2
@@ -109,8 +115,9 @@ def test_a_vanished_storage_is_reported_and_keeps_its_rows(tmp_path: Path, caplo
     mount_tmpfs(share, "1m")  # the share "unmounted": an empty folder where it was
     try:
         with caplog.at_level(logging.WARNING):
-            node = started(config(tmp_path / "var", port, storage=[{"path": str(share)},
-                                                                    {"path": str(tmp_path / "local")}]))
+            node = started(
+                config(tmp_path / "var", port, storage=[{"path": str(share)}, {"path": str(tmp_path / "local")}])
+            )
         try:
             assert any("storage 1" in r.message and "unavailable" in r.message for r in caplog.records)
             assert node.app.index.counts()["instances"] == 4, "rows of an unmounted storage were dropped"
@@ -134,8 +141,12 @@ def test_a_vanished_storage_is_reported_and_keeps_its_rows(tmp_path: Path, caplo
 
 
 def _toml_of(tmp_path: Path, port: int, share: Path) -> Path:
-    return write_toml(tmp_path / "list.toml", tmp_path / "var", port,
-                      storages=[{"path": str(share)}, {"path": str(tmp_path / "local")}])
+    return write_toml(
+        tmp_path / "list.toml",
+        tmp_path / "var",
+        port,
+        storages=[{"path": str(share)}, {"path": str(tmp_path / "local")}],
+    )
 
 
 def test_temp_dir_on_another_file_system(tmp_path: Path) -> None:
@@ -185,8 +196,16 @@ def test_storage_move_while_serving(tmp_path: Path) -> None:
         def keep_storing() -> None:
             n = 0
             while not stop.is_set():
-                inst = dicomdata.Instance("PMOVE", "STORAGE^TEST", before[0].study_uid, before[0].series_uid,
-                                          dicomdata.uid(), instance_number=100 + n, rows=64, columns=64)
+                inst = dicomdata.Instance(
+                    "PMOVE",
+                    "STORAGE^TEST",
+                    before[0].study_uid,
+                    before[0].series_uid,
+                    dicomdata.uid(),
+                    instance_number=100 + n,
+                    rows=64,
+                    columns=64,
+                )
                 statuses.extend(store(port, [inst]))
                 during.append(inst)
                 n += 1
@@ -244,8 +263,11 @@ def test_a_disc_is_burned_from_files_on_several_storages(tmp_path: Path) -> None
             inst.write(tmp_path / "in1")
         node.send(tmp_path / "in1")  # plain AE title: only stored, on the first storage
         node.app.store_area.set_enabled(1, False)  # the first storage takes no more files
-        late = [dicomdata.Instance("PDISC", "DISC^SPLIT", early[0].study_uid, dicomdata.uid(), dicomdata.uid(),
-                                   series_number=2)]
+        late = [
+            dicomdata.Instance(
+                "PDISC", "DISC^SPLIT", early[0].study_uid, dicomdata.uid(), dicomdata.uid(), series_number=2
+            )
+        ]
         (tmp_path / "in2").mkdir()
         late[0].write(tmp_path / "in2")
         node.send(tmp_path / "in2")
@@ -255,8 +277,11 @@ def test_a_disc_is_burned_from_files_on_several_storages(tmp_path: Path) -> None
         node.publishing.engine.wake()
         node.wait_state(job_id, JobState.DONE)
         files = iso_files(node.job_dir(job_id) / "disc1" / "disc.iso")
-        on_disc = {str(dcmread(io.BytesIO(data)).SOPInstanceUID): dcmread(io.BytesIO(data)).PixelData
-                   for name, data in files.items() if name.startswith("/PT")}
+        on_disc = {
+            str(dcmread(io.BytesIO(data)).SOPInstanceUID): dcmread(io.BytesIO(data)).PixelData
+            for name, data in files.items()
+            if name.startswith("/PT")
+        }
         assert on_disc == {i.sop_uid: i.dataset().PixelData for i in early + late}
     finally:
         node.stop()
@@ -334,14 +359,14 @@ def test_the_old_folder_of_a_move_is_removed_only_when_the_new_one_holds_every_f
     node = started(config(tmp_path / "var", port, storage=[{"path": str(new)}]))
     try:
         got = getscu_study(port, items[0].study_uid, tmp_path / "get")
-        assert {str(dcmread(p).SOPInstanceUID): dcmread(p).PixelData for p in got} == \
-            {i.sop_uid: i.dataset().PixelData for i in items}
+        assert {str(dcmread(p).SOPInstanceUID): dcmread(p).PixelData for p in got} == {
+            i.sop_uid: i.dataset().PixelData for i in items
+        }
     finally:
         node.stop()
 
 
-def test_a_storage_folder_missing_at_start_is_not_made_again_when_the_index_holds_files(tmp_path: Path,
-                                                                                      caplog) -> None:
+def test_a_storage_folder_missing_at_start_is_not_made_again_when_the_index_holds_files(tmp_path: Path, caplog) -> None:
     share, local = tmp_path / "share", tmp_path / "local"
     items = _instances(3, "PMISS")
     port = free_port()
@@ -363,11 +388,17 @@ def test_a_storage_folder_missing_at_start_is_not_made_again_when_the_index_hold
         row = next(r for r in UpkeepView(node.app, cfg).storages() if r.number == 1)
         assert (row.state, row.problem) == ("unavailable", first.problem)
         assert not share.exists(), "an empty folder was made where the storage's files belong"
-        assert any("storage 1" in r.message and "unavailable" in r.message and r.levelno >= logging.ERROR
-                   for r in caplog.records)
+        assert any(
+            "storage 1" in r.message and "unavailable" in r.message and r.levelno >= logging.ERROR
+            for r in caplog.records
+        )
         assert node.app.index.counts()["instances"] == 3, "index rows of the missing storage were dropped"
-        listing = cli("storage", "list", "--config", str(write_toml(tmp_path / "l.toml", tmp_path / "var", port,
-                                                                   storages=storages)))
+        listing = cli(
+            "storage",
+            "list",
+            "--config",
+            str(write_toml(tmp_path / "l.toml", tmp_path / "var", port, storages=storages)),
+        )
         assert "unavailable" in listing.stdout and "does not exist" in listing.stdout
         more = _instances(1, "PMISS2")
         assert store(port, more) == [0]

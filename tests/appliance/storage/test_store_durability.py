@@ -25,7 +25,7 @@ from conftest import HOST, free_port, indexed, wait_until
 def _dataset_bytes(path: Path) -> bytes:
     """A Part 10 file's data set: what follows the preamble and the file meta group."""
     raw = path.read_bytes()
-    return raw[144 + int.from_bytes(raw[140:144], "little"):]
+    return raw[144 + int.from_bytes(raw[140:144], "little") :]
 
 
 def _images(port: int, study_uid: str) -> set[str]:
@@ -39,9 +39,11 @@ def _images(port: int, study_uid: str) -> set[str]:
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate(HOST, port, ae_title="DISCPACS")
     assert assoc.is_established
-    found = {str(ident.SOPInstanceUID) for status, ident in
-             assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-             if status is not None and status.Status in (0xFF00, 0xFF01) and ident is not None}
+    found = {
+        str(ident.SOPInstanceUID)
+        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        if status is not None and status.Status in (0xFF00, 0xFF01) and ident is not None
+    }
     assoc.release()
     return found
 
@@ -49,15 +51,20 @@ def _images(port: int, study_uid: str) -> set[str]:
 def test_sigkill_right_after_the_last_success_loses_no_acknowledged_instance(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "appliance.toml"
-    cfg.write_text(f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
-                   f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1\n'
-                   "[hl7]\nport = 0\n[web]\nport = 0\n[burn]\ndelay = 3600\n")
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
+        f'[dicom]\nbind = "{HOST}"\nport = {port}\ntls_port = 0\nfree_space_limit_mb = 1\n'
+        "[hl7]\nport = 0\n[web]\nport = 0\n[burn]\ndelay = 3600\n"
+    )
     plain = dicomdata.study("PKILL", "KILL^STORE", ("CT",), 20)
     burned = dicomdata.study("PKILLTE", "KILL^BURN", ("CT",), 10)
 
     def serve() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         ae = AE(ae_title="PROBE")
         ae.add_requested_context(CTImageStorage)
 
@@ -95,9 +102,13 @@ def test_sigkill_right_after_the_last_success_loses_no_acknowledged_instance(tmp
     db = sqlite3.connect(tmp_path / "var" / "appliance.db")
     try:
         paths = dict(db.execute("SELECT sop_uid, path FROM instances").fetchall())
-        grouped = {row[0] for row in db.execute(
-            "SELECT i.sop_uid FROM burn_group_instances i JOIN burn_groups g ON g.id = i.group_id"
-            " WHERE g.called_ae = 'DISCPACS_TE'")}
+        grouped = {
+            row[0]
+            for row in db.execute(
+                "SELECT i.sop_uid FROM burn_group_instances i JOIN burn_groups g ON g.id = i.group_id"
+                " WHERE g.called_ae = 'DISCPACS_TE'"
+            )
+        }
     finally:
         db.close()
     assert grouped == {i.sop_uid for i in burned}

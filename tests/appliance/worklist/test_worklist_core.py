@@ -25,15 +25,37 @@ from appliance.worklist.store import (
 STUDY = "1.2.826.0.1.3680043.99.7"
 
 
-def order(status: SpsStatus = SpsStatus.SCHEDULED, name: str = "Doe^Jane", *sps_ids: str,
-          patient: str = "P1", start: str = "110000", study: str = STUDY, **attrs: str) -> Order:
-    steps = tuple(StepOrder(s, status, {"Modality": "CT", "ScheduledStationAETitle": "CT1",
-                                        "ScheduledProcedureStepStartDate": "20260905",
-                                        "ScheduledProcedureStepStartTime": start,
-                                        "ScheduledProcedureStepDescription": "CT"}) for s in sps_ids or ("S1",))
-    return Order(study, PatientRef(patient), {"PatientName": name},
-                 {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT", **attrs}, steps,
-                 replace_steps=status == SpsStatus.SCHEDULED)
+def order(
+    status: SpsStatus = SpsStatus.SCHEDULED,
+    name: str = "Doe^Jane",
+    *sps_ids: str,
+    patient: str = "P1",
+    start: str = "110000",
+    study: str = STUDY,
+    **attrs: str,
+) -> Order:
+    steps = tuple(
+        StepOrder(
+            s,
+            status,
+            {
+                "Modality": "CT",
+                "ScheduledStationAETitle": "CT1",
+                "ScheduledProcedureStepStartDate": "20260905",
+                "ScheduledProcedureStepStartTime": start,
+                "ScheduledProcedureStepDescription": "CT",
+            },
+        )
+        for s in sps_ids or ("S1",)
+    )
+    return Order(
+        study,
+        PatientRef(patient),
+        {"PatientName": name},
+        {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT", **attrs},
+        steps,
+        replace_steps=status == SpsStatus.SCHEDULED,
+    )
 
 
 @pytest.fixture
@@ -99,17 +121,20 @@ def test_message_log_retention(tmp_path: Path) -> None:
     assert off.recent() == []
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ({"hl7": {"missing_study_uid": "maybe"}}, "missing_study_uid"),
-    ({"hl7": {"station_aets": {"CT": 5}}}, "station_aets"),
-    ({"hl7": {"station_aets": {"CT": "BAD\\AE"}}}, "station_aets CT"),
-    ({"hl7": {"accepted_senders": "RIS"}}, "accepted_senders"),
-    ({"hl7": {"port": 70000}}, "[hl7] port"),
-    ({"hl7": {"send_ack": "no"}}, "send_ack"),
-    ({"hl7": {"unknown": 1}}, "unknown key"),
-    ({"worklist": {"hidden_statuses": ["DONE"]}}, "hidden_statuses"),
-    ({"worklist": {"dropped_steps": "keep"}}, "dropped_steps"),
-])
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"hl7": {"missing_study_uid": "maybe"}}, "missing_study_uid"),
+        ({"hl7": {"station_aets": {"CT": 5}}}, "station_aets"),
+        ({"hl7": {"station_aets": {"CT": "BAD\\AE"}}}, "station_aets CT"),
+        ({"hl7": {"accepted_senders": "RIS"}}, "accepted_senders"),
+        ({"hl7": {"port": 70000}}, "[hl7] port"),
+        ({"hl7": {"send_ack": "no"}}, "send_ack"),
+        ({"hl7": {"unknown": 1}}, "unknown key"),
+        ({"worklist": {"hidden_statuses": ["DONE"]}}, "hidden_statuses"),
+        ({"worklist": {"dropped_steps": "keep"}}, "dropped_steps"),
+    ],
+)
 def test_config_errors(table: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(table)

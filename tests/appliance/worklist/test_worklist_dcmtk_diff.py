@@ -36,8 +36,18 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return ds
 
 
-def _item(n: int, name: str, pid: str, aet: str | list[str], modality: str, date: str, time: str,
-          charset: str | None = "ISO_IR 100", status: str | None = "SCHEDULED", **extra: Any) -> Dataset:
+def _item(
+    n: int,
+    name: str,
+    pid: str,
+    aet: str | list[str],
+    modality: str,
+    date: str,
+    time: str,
+    charset: str | None = "ISO_IR 100",
+    status: str | None = "SCHEDULED",
+    **extra: Any,
+) -> Dataset:
     ds = Dataset()
     if charset:
         ds.SpecificCharacterSet = charset
@@ -77,24 +87,76 @@ def items() -> list[Dataset]:
     ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
     ref.ReferencedSOPInstanceUID = f"{UID_ROOT}99"
     return [
-        _item(1, "Doe^Jane", "P001", ["AA32", "AA33"], "CT", "20260905", "080000", PatientSex="F",
-              PatientBirthDate="19700101", ReferringPhysicianName="Ref^Rita", RequestedProcedurePriority="ROUTINE",
-              sps_ScheduledProcedureStepDescription="CT Head",
-              sps_ScheduledProtocolCodeSequence=[_code("CT01", "99LOCAL", "Head")]),
+        _item(
+            1,
+            "Doe^Jane",
+            "P001",
+            ["AA32", "AA33"],
+            "CT",
+            "20260905",
+            "080000",
+            PatientSex="F",
+            PatientBirthDate="19700101",
+            ReferringPhysicianName="Ref^Rita",
+            RequestedProcedurePriority="ROUTINE",
+            sps_ScheduledProcedureStepDescription="CT Head",
+            sps_ScheduledProtocolCodeSequence=[_code("CT01", "99LOCAL", "Head")],
+        ),
         # No step description (protocol code only), no RP description (code only), no status, no referring
         # physician, no Referenced Patient Sequence (Type 2, absent).
-        _item(2, "DOE^JOHN", "P002", "CT1", "CT", "20260905", "235900", status=None, PatientSex="M",
-              PatientBirthDate="19811224", ReferencedPatientSequence=None,
-              sps_ScheduledProtocolCodeSequence=[_code("CT02", "99LOCAL", "Chest")],
-              RequestedProcedureCodeSequence=[_code("RPC2", "99LOCAL", "CT chest")]),
-        _item(3, "M\u00fcller^Hans", "P003", "MR1", "MR", "20260906", "001500", PatientSex="M",
-              RequestedProcedurePriority="STAT", PatientBirthDate="19650310"),
-        _item(4, "roe^richard", "P004", "MR1", "MR", "20260906", "120000", status="STARTED",
-              ReferencedStudySequence=[ref], PatientBirthDate="19991231", AdmissionID="ADM4"),
-        _item(5, "Smith^Anna^^Dr", "P005", "US1", "US", "20260907", "093000", AccessionNumber="",
-              AdmissionID="ADM5", ReferringPhysicianName="ref^rita"),
-        _item(6, "Xu^Li", "X006", "CT1", "CT", "20260904", "1400", charset=None, status="COMPLETED",
-              PatientSex="O"),
+        _item(
+            2,
+            "DOE^JOHN",
+            "P002",
+            "CT1",
+            "CT",
+            "20260905",
+            "235900",
+            status=None,
+            PatientSex="M",
+            PatientBirthDate="19811224",
+            ReferencedPatientSequence=None,
+            sps_ScheduledProtocolCodeSequence=[_code("CT02", "99LOCAL", "Chest")],
+            RequestedProcedureCodeSequence=[_code("RPC2", "99LOCAL", "CT chest")],
+        ),
+        _item(
+            3,
+            "M\u00fcller^Hans",
+            "P003",
+            "MR1",
+            "MR",
+            "20260906",
+            "001500",
+            PatientSex="M",
+            RequestedProcedurePriority="STAT",
+            PatientBirthDate="19650310",
+        ),
+        _item(
+            4,
+            "roe^richard",
+            "P004",
+            "MR1",
+            "MR",
+            "20260906",
+            "120000",
+            status="STARTED",
+            ReferencedStudySequence=[ref],
+            PatientBirthDate="19991231",
+            AdmissionID="ADM4",
+        ),
+        _item(
+            5,
+            "Smith^Anna^^Dr",
+            "P005",
+            "US1",
+            "US",
+            "20260907",
+            "093000",
+            AccessionNumber="",
+            AdmissionID="ADM5",
+            ReferringPhysicianName="ref^rita",
+        ),
+        _item(6, "Xu^Li", "X006", "CT1", "CT", "20260904", "1400", charset=None, status="COMPLETED", PatientSex="O"),
     ]
 
 
@@ -111,9 +173,15 @@ def orthanc(wl_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> I
     folder.mkdir()
     for file in wl_files:
         (folder / file.name).write_bytes(file.read_bytes())
-    server = Orthanc(root / "server", plugins=[WORKLIST_PLUGIN],
-                     settings={"Worklists": {"Enable": True, "Database": str(folder)},
-                               "DicomAlwaysAllowFindWorklist": True, "DicomAlwaysAllowFind": True})
+    server = Orthanc(
+        root / "server",
+        plugins=[WORKLIST_PLUGIN],
+        settings={
+            "Worklists": {"Enable": True, "Database": str(folder)},
+            "DicomAlwaysAllowFindWorklist": True,
+            "DicomAlwaysAllowFind": True,
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -124,16 +192,21 @@ def peers(wl_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("mwl_diff")
     files = wl_files
     reference = Wlmscpfs(root, files)
-    cfg = parse_config({"appliance": {"data_dir": str(root / "appliance")},
-                        "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
-                        "worklist": {"hidden_statuses": []}})
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(root / "appliance")},
+            "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+            "worklist": {"hidden_statuses": []},
+        }
+    )
     node = Node(cfg)
     notes: list[str] = []
     stored, failed = import_files(node.app.worklist, files, notes)
     assert failed == [] and len(stored) == len(files)
     # item2.wl lacks the Referenced Patient Sequence: taken, with a warning, as wlmscpfs takes it.
-    assert [n for n in notes if "ReferencedPatientSequence absent" in n] and all("item2.wl" in n for n in notes
-                                                                                if "absent" in n)
+    assert [n for n in notes if "ReferencedPatientSequence absent" in n] and all(
+        "item2.wl" in n for n in notes if "absent" in n
+    )
     yield node, reference
     node.stop()
     reference.stop()
@@ -141,9 +214,19 @@ def peers(wl_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def _return_keys(ds: Dataset, step: Dataset | None = None) -> Dataset:
     """The keys a modality asks for (all supported by wlmscpfs), around the matching keys given."""
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyInstanceUID",
-                "RequestedProcedureID", "RequestedProcedureDescription", "RequestedProcedurePriority",
-                "ReferringPhysicianName", "AdmissionID"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "RequestedProcedurePriority",
+        "ReferringPhysicianName",
+        "AdmissionID",
+    ):
         if key not in ds:
             setattr(ds, key, "")
     for key in ("ReferencedStudySequence", "ReferencedPatientSequence", "RequestedProcedureCodeSequence"):
@@ -151,9 +234,16 @@ def _return_keys(ds: Dataset, step: Dataset | None = None) -> Dataset:
             setattr(ds, key, [])
     if "ScheduledProcedureStepSequence" not in ds:
         step = step if step is not None else Dataset()
-        for key in ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
-                    "Modality", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription",
-                    "ScheduledProcedureStepID", "ScheduledProcedureStepStatus"):
+        for key in (
+            "ScheduledStationAETitle",
+            "ScheduledProcedureStepStartDate",
+            "ScheduledProcedureStepStartTime",
+            "Modality",
+            "ScheduledPerformingPhysicianName",
+            "ScheduledProcedureStepDescription",
+            "ScheduledProcedureStepID",
+            "ScheduledProcedureStepStatus",
+        ):
             if key not in step:
                 setattr(step, key, "")
         if "ScheduledProtocolCodeSequence" not in step:
@@ -312,10 +402,16 @@ def _raw_query(**top: Any) -> Dataset:
 
 def test_empty_sequence_keys_are_expanded_as_wlmscpfs(peers: tuple[Node, Wlmscpfs]) -> None:
     node, reference = peers
-    for ds in (_raw_query(PatientID="P001", ScheduledProcedureStepSequence=[]),
-               _raw_query(PatientID="P002", ScheduledProcedureStepSequence=[Dataset()], ReferencedStudySequence=[],
-                          RequestedProcedureCodeSequence=[Dataset()]),
-               _raw_query(PatientID="P004", ReferencedStudySequence=[], ReferencedPatientSequence=[])):
+    for ds in (
+        _raw_query(PatientID="P001", ScheduledProcedureStepSequence=[]),
+        _raw_query(
+            PatientID="P002",
+            ScheduledProcedureStepSequence=[Dataset()],
+            ReferencedStudySequence=[],
+            RequestedProcedureCodeSequence=[Dataset()],
+        ),
+        _raw_query(PatientID="P004", ReferencedStudySequence=[], ReferencedPatientSequence=[]),
+    ):
         ours, theirs = c_find(node.port, node.aet, ds)[1], c_find(reference.port, reference.aet, ds)[1]
         assert ours == theirs and len(ours) == 1
 
@@ -332,20 +428,34 @@ def test_sequence_item_keys_and_absent_return_keys(peers: tuple[Node, Wlmscpfs])
     ds = _raw_query(PatientName="", AdmissionID="", ScheduledProcedureStepSequence=[step])
     ours, theirs = c_find(node.port, node.aet, ds)[1], c_find(reference.port, reference.aet, ds)[1]
     assert ours == theirs and len(ours) == 3
-    assert all(a["AdmissionID"] == "" and a["ScheduledProcedureStepSequence"][0]["ScheduledStationName"] == ""
-               for a in ours)
+    assert all(
+        a["AdmissionID"] == "" and a["ScheduledProcedureStepSequence"][0]["ScheduledStationName"] == "" for a in ours
+    )
 
 
 def test_findscu_w_gets_the_same_files(peers: tuple[Node, Wlmscpfs], tmp_path: Path) -> None:
     node, reference = peers
-    keys = ["-k", "PatientName=*", "-k", "PatientID", "-k", "ScheduledProcedureStepSequence[0].Modality=MR",
-            "-k", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
-            "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20260906",
-            "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime",
-            "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription"]
+    keys = [
+        "-k",
+        "PatientName=*",
+        "-k",
+        "PatientID",
+        "-k",
+        "ScheduledProcedureStepSequence[0].Modality=MR",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20260906",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription",
+    ]
     results = []
-    for port, aet, out in ((node.port, node.aet, tmp_path / "ours"), (reference.port, reference.aet,
-                                                                       tmp_path / "theirs")):
+    for port, aet, out in (
+        (node.port, node.aet, tmp_path / "ours"),
+        (reference.port, reference.aet, tmp_path / "theirs"),
+    ):
         out.mkdir()
         dcmtk("findscu", "-W", "-aec", aet, "-X", "-od", str(out), *keys, HOST, str(port), check=True)
         results.append(sorted((canon(dcmread(p)) for p in out.iterdir()), key=repr))

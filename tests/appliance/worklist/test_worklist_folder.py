@@ -79,7 +79,7 @@ def test_serve_watches_the_folder(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(f"""[appliance]
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 [dicom]
 bind = "{HOST}"
 port = {port}
@@ -92,8 +92,12 @@ port = 0
 folder = "worklists"
 folder_poll = 0.2
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(cfg)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
     peer = Peer("DISCPACS", port)
     try:

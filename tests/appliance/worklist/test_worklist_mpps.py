@@ -22,13 +22,31 @@ STUDY = "1.2.826.0.1.3680043.99.1"
 
 def schedule(node: Node, *sps_ids: str) -> None:
     """Put steps on the worklist through the core, as an HL7 order would."""
-    steps = tuple(StepOrder(s, SpsStatus.SCHEDULED, {
-        "Modality": "CT", "ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate": "20260905",
-        "ScheduledProcedureStepStartTime": "110000", "ScheduledProcedureStepDescription": f"step {s}"})
-        for s in sps_ids)
-    node.app.worklist.apply_orders([Order(STUDY, PatientRef("MPPS1"), {"PatientName": "Doe^Jane"},
-                                          {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT",
-                                           "AccessionNumber": "ACC1"}, steps)])
+    steps = tuple(
+        StepOrder(
+            s,
+            SpsStatus.SCHEDULED,
+            {
+                "Modality": "CT",
+                "ScheduledStationAETitle": "CT1",
+                "ScheduledProcedureStepStartDate": "20260905",
+                "ScheduledProcedureStepStartTime": "110000",
+                "ScheduledProcedureStepDescription": f"step {s}",
+            },
+        )
+        for s in sps_ids
+    )
+    node.app.worklist.apply_orders(
+        [
+            Order(
+                STUDY,
+                PatientRef("MPPS1"),
+                {"PatientName": "Doe^Jane"},
+                {"RequestedProcedureID": "RP1", "RequestedProcedureDescription": "CT", "AccessionNumber": "ACC1"},
+                steps,
+            )
+        ]
+    )
 
 
 def status_of(node: Node, sps_id: str) -> str:
@@ -173,5 +191,6 @@ def test_mpps_needs_the_mwl_right(node_factory) -> None:
     assert assoc.is_established
     assert [str(cx.abstract_syntax) for cx in assoc.accepted_contexts] == [Verification]
     assert [(str(cx.abstract_syntax), cx.result) for cx in assoc.rejected_contexts] == [
-        (ModalityPerformedProcedureStep, 0x03)]  # abstract syntax not supported (for this AE)
+        (ModalityPerformedProcedureStep, 0x03)
+    ]  # abstract syntax not supported (for this AE)
     assoc.release()

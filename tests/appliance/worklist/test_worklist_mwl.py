@@ -32,10 +32,12 @@ STEP = """(0040,0100) SQ (Sequence with undefined length #=1)
 """
 
 
-def wl_dump(pid: str, name: str, study: str, steps: list[dict[str, str]], accession: str = "", rp: str = "RP1",
-            extra: str = "") -> str:
-    items = "".join(STEP.format(**s).split("\n", 1)[1].rsplit("  (fffe,e00d)", 1)[0] + "  (fffe,e00d) na\n"
-                    for s in steps)
+def wl_dump(
+    pid: str, name: str, study: str, steps: list[dict[str, str]], accession: str = "", rp: str = "RP1", extra: str = ""
+) -> str:
+    items = "".join(
+        STEP.format(**s).split("\n", 1)[1].rsplit("  (fffe,e00d)", 1)[0] + "  (fffe,e00d) na\n" for s in steps
+    )
     return f"""(0008,0005) CS [ISO_IR 100]
 (0008,0050) SH [{accession}]
 (0008,1110) SQ (Sequence with undefined length #=0)
@@ -64,21 +66,43 @@ def make_wl(folder: Path, name: str, dump: str) -> Path:
     return out
 
 
-def step(sps_id: str, aet: str = "CT1", date: str = "20260905", time: str = "1100", modality: str = "CT",
-         desc: str = "CT Abdomen") -> dict[str, str]:
+def step(
+    sps_id: str,
+    aet: str = "CT1",
+    date: str = "20260905",
+    time: str = "1100",
+    modality: str = "CT",
+    desc: str = "CT Abdomen",
+) -> dict[str, str]:
     return {"sps": sps_id, "aet": aet, "date": date, "time": time, "modality": modality, "desc": desc}
 
 
 @pytest.fixture
 def wl_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "worklists"
-    make_wl(folder, "one", wl_dump("WL001", "DOE^JANE", "1.2.826.0.1.1", [step("S1", aet="AA32\\AA33")],
-                                   accession="ACC-WL-1"))
-    make_wl(folder, "two", wl_dump("WL002", "M\xfcller^Hans", "1.2.826.0.1.2",
-                                   [step("S2", date="20260906", time="0830", modality="MR", aet="MR1"),
-                                    step("S3", date="20260906", time="1400", modality="MR", aet="MR1")]))
-    make_wl(folder / "sub", "three", wl_dump("XY003", "ROE^RICHARD", "1.2.826.0.1.3",
-                                             [step("S4", date="20260907", time="235959")]))
+    make_wl(
+        folder,
+        "one",
+        wl_dump("WL001", "DOE^JANE", "1.2.826.0.1.1", [step("S1", aet="AA32\\AA33")], accession="ACC-WL-1"),
+    )
+    make_wl(
+        folder,
+        "two",
+        wl_dump(
+            "WL002",
+            "M\xfcller^Hans",
+            "1.2.826.0.1.2",
+            [
+                step("S2", date="20260906", time="0830", modality="MR", aet="MR1"),
+                step("S3", date="20260906", time="1400", modality="MR", aet="MR1"),
+            ],
+        ),
+    )
+    make_wl(
+        folder / "sub",
+        "three",
+        wl_dump("XY003", "ROE^RICHARD", "1.2.826.0.1.3", [step("S4", date="20260907", time="235959")]),
+    )
     return folder
 
 
@@ -118,32 +142,35 @@ def test_imported_files_are_answered(wl_node: Node, tmp_path: Path) -> None:
         assert sps(a).ScheduledProcedureStepStatus == ""
 
 
-@pytest.mark.parametrize(("keys", "expected"), [
-    (("PatientName=doe*",), []),  # PN: case-sensitive, as wlmscpfs ([worklist] pn_ignore_case)
-    (("PatientName=DOE*",), ["S1"]),
-    (("PatientName=*^Hans",), ["S2", "S3"]),
-    (("PatientID=wl001",), []),  # LO: case-sensitive
-    (("PatientID=WL00?",), []),  # no wildcards on Patient ID, station and modality (wlmscpfs)
-    (("PatientID=WL001",), ["S1"]),
-    ((f"{SAET}=AA33",), ["S1"]),  # one value of a multi-valued station AE title
-    ((f"{SAET}=MR1",), ["S2", "S3"]),
-    ((f"{MODALITY}=CT",), ["S1", "S4"]),
-    ((f"{MODALITY}=MR\\CT",), ["S1", "S2", "S3", "S4"]),
-    ((f"{DATE}=20260905-20260906",), ["S1", "S2", "S3"]),
-    ((f"{DATE}=20260906-",), ["S2", "S3", "S4"]),
-    ((f"{DATE}=-20260905",), ["S1"]),
-    ((f"{DATE}=20260906", f"{TIME}=1000-"), ["S3"]),
-    ((f"{TIME}=-0830",), ["S2"]),
-    ((f"{TIME}=235959",), ["S4"]),
-    (("AccessionNumber=ACC-WL-*",), ["S1"]),
-    (("StudyInstanceUID=1.2.826.0.1.2\\1.2.826.0.1.3",), ["S2", "S3", "S4"]),
-    (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepID=S?",), ["S1", "S2", "S3", "S4"]),
-    (("ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName=Tech*",), ["S1", "S2", "S3", "S4"]),
-    (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription=CT*",), ["S1", "S2", "S3", "S4"]),
-    (("PatientBirthDate=19700101",), ["S1", "S2", "S3", "S4"]),
-    (("PatientSex=M",), []),  # matched on the stored data set (no column)
-    (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus=CANCELED",), []),
-])
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (("PatientName=doe*",), []),  # PN: case-sensitive, as wlmscpfs ([worklist] pn_ignore_case)
+        (("PatientName=DOE*",), ["S1"]),
+        (("PatientName=*^Hans",), ["S2", "S3"]),
+        (("PatientID=wl001",), []),  # LO: case-sensitive
+        (("PatientID=WL00?",), []),  # no wildcards on Patient ID, station and modality (wlmscpfs)
+        (("PatientID=WL001",), ["S1"]),
+        ((f"{SAET}=AA33",), ["S1"]),  # one value of a multi-valued station AE title
+        ((f"{SAET}=MR1",), ["S2", "S3"]),
+        ((f"{MODALITY}=CT",), ["S1", "S4"]),
+        ((f"{MODALITY}=MR\\CT",), ["S1", "S2", "S3", "S4"]),
+        ((f"{DATE}=20260905-20260906",), ["S1", "S2", "S3"]),
+        ((f"{DATE}=20260906-",), ["S2", "S3", "S4"]),
+        ((f"{DATE}=-20260905",), ["S1"]),
+        ((f"{DATE}=20260906", f"{TIME}=1000-"), ["S3"]),
+        ((f"{TIME}=-0830",), ["S2"]),
+        ((f"{TIME}=235959",), ["S4"]),
+        (("AccessionNumber=ACC-WL-*",), ["S1"]),
+        (("StudyInstanceUID=1.2.826.0.1.2\\1.2.826.0.1.3",), ["S2", "S3", "S4"]),
+        (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepID=S?",), ["S1", "S2", "S3", "S4"]),
+        (("ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName=Tech*",), ["S1", "S2", "S3", "S4"]),
+        (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription=CT*",), ["S1", "S2", "S3", "S4"]),
+        (("PatientBirthDate=19700101",), ["S1", "S2", "S3", "S4"]),
+        (("PatientSex=M",), []),  # matched on the stored data set (no column)
+        (("ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus=CANCELED",), []),
+    ],
+)
 def test_matching(wl_node: Node, tmp_path: Path, keys: tuple[str, ...], expected: list[str]) -> None:
     assert ids(findscu_mwl(wl_node, tmp_path, *keys)) == expected
 
@@ -165,29 +192,47 @@ def test_answer_holds_exactly_the_requested_keys(wl_node: Node) -> None:
     [answer] = answers
     assert answer is not None
     # The empty code sequence goes, as wlmscpfs drops it when the item has none (it has a description).
-    assert sorted(e.keyword for e in answer) == ["PatientComments", "PatientName", "ScheduledProcedureStepSequence",
-                                                 "SpecificCharacterSet"]
+    assert sorted(e.keyword for e in answer) == [
+        "PatientComments",
+        "PatientName",
+        "ScheduledProcedureStepSequence",
+        "SpecificCharacterSet",
+    ]
     assert [e.keyword for e in answer.ScheduledProcedureStepSequence[0]] == ["ScheduledStationAETitle"]
     assert answer.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT1"
     assert answer.PatientComments in ("", None)
 
 
-def test_files_are_taken_as_wlmscpfs_serves_them(node: Node, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_files_are_taken_as_wlmscpfs_serves_them(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "mixed"
     # No station, no Referenced Study Sequence (Type 2), no Patient's Name: wlmscpfs serves such files
     # (-dfr; it adds the missing Type 2 sequence itself), so they are taken, with a warning each.
     make_wl(folder, "nosaet", wl_dump("BAD1", "BAD^ONE", "1.2.826.0.9.1", [step("B1", aet="")]))
-    make_wl(folder, "noref", wl_dump("NR1", "NO^REF", "1.2.826.0.9.3", [step("N1")]).replace(
-        "(0008,1110) SQ (Sequence with undefined length #=0)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""))
+    make_wl(
+        folder,
+        "noref",
+        wl_dump("NR1", "NO^REF", "1.2.826.0.9.3", [step("N1")]).replace(
+            "(0008,1110) SQ (Sequence with undefined length #=0)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""
+        ),
+    )
     make_wl(folder, "noname", wl_dump("NN1", "", "1.2.826.0.9.4", [step("M1")]).replace("(0010,0010) PN []\n", ""))
     make_wl(folder, "good", wl_dump("OK1", "GOOD^ONE", "1.2.826.0.9.2", [step("G1")]))
     # Refused: not DICOM; no Scheduled Procedure Step Sequence; bytes foreign to the character set.
     (folder / "junk.wl").write_bytes(b"not dicom at all")
-    make_wl(folder, "nosps", wl_dump("NS1", "NO^SPS", "1.2.826.0.9.5", []).replace(
-        "(0040,0100) SQ (Sequence with undefined length #=1)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""))
-    make_wl(folder, "badtext", wl_dump("BT1", "Bad\xe9^Text", "1.2.826.0.9.6", [step("T1")]).replace(
-        "ISO_IR 100", "ISO_IR 192"))
+    make_wl(
+        folder,
+        "nosps",
+        wl_dump("NS1", "NO^SPS", "1.2.826.0.9.5", []).replace(
+            "(0040,0100) SQ (Sequence with undefined length #=1)\n(fffe,e0dd) na (SequenceDelimitationItem)\n", ""
+        ),
+    )
+    make_wl(
+        folder,
+        "badtext",
+        wl_dump("BT1", "Bad\xe9^Text", "1.2.826.0.9.6", [step("T1")]).replace("ISO_IR 100", "ISO_IR 192"),
+    )
     assert main(["worklist", "import", str(folder), "--config", config_file(node, tmp_path)]) == 1
     out = capsys.readouterr()
     assert "4 worklist item(s) imported, 3 file(s) refused" in out.out
@@ -196,8 +241,9 @@ def test_files_are_taken_as_wlmscpfs_serves_them(node: Node, tmp_path: Path,
     assert any("noref.wl: ReferencedStudySequence absent (answered empty)" in w for w in warnings)
     assert any("noname.wl: " in w and "PatientName" in w for w in warnings)
     assert not any("good.wl" in w for w in warnings)
-    refused = {line.split(": ", 2)[1].rsplit("/", 1)[-1]: line for line in out.err.splitlines()
-               if line.startswith("refused: ")}
+    refused = {
+        line.split(": ", 2)[1].rsplit("/", 1)[-1]: line for line in out.err.splitlines() if line.startswith("refused: ")
+    }
     assert set(refused) == {"junk.wl", "nosps.wl", "badtext.wl"}
     assert "not a DICOM worklist file" in refused["junk.wl"]
     assert "no Scheduled Procedure Step Sequence" in refused["nosps.wl"]
@@ -213,16 +259,28 @@ def test_files_are_taken_as_wlmscpfs_serves_them(node: Node, tmp_path: Path,
 
 def test_completeness_rules() -> None:
     complete: dict[str, Any] = {
-        "PatientName": "A^B", "PatientID": "1", "StudyInstanceUID": "1.2", "RequestedProcedureID": "R",
-        "RequestedProcedureDescription": "desc", "ReferencedStudySequence": [], "ReferencedPatientSequence": [],
-        "ScheduledProcedureStepSequence": [{"ScheduledStationAETitle": "CT1", "ScheduledProcedureStepStartDate":
-                                            "20260905", "ScheduledProcedureStepStartTime": "1100", "Modality": "CT",
-                                            "ScheduledProcedureStepID": "S", "ScheduledProcedureStepDescription":
-                                            "x"}],
+        "PatientName": "A^B",
+        "PatientID": "1",
+        "StudyInstanceUID": "1.2",
+        "RequestedProcedureID": "R",
+        "RequestedProcedureDescription": "desc",
+        "ReferencedStudySequence": [],
+        "ReferencedPatientSequence": [],
+        "ScheduledProcedureStepSequence": [
+            {
+                "ScheduledStationAETitle": "CT1",
+                "ScheduledProcedureStepStartDate": "20260905",
+                "ScheduledProcedureStepStartTime": "1100",
+                "Modality": "CT",
+                "ScheduledProcedureStepID": "S",
+                "ScheduledProcedureStepDescription": "x",
+            }
+        ],
     }
     check_complete(complete)
     broken = [
-        ("PatientID", "", "PatientID"), ("RequestedProcedureDescription", "", "RequestedProcedureDescription"),
+        ("PatientID", "", "PatientID"),
+        ("RequestedProcedureDescription", "", "RequestedProcedureDescription"),
         ("ReferencedStudySequence", None, "ReferencedStudySequence"),
         ("ReferencedPatientSequence", [{"ReferencedSOPClassUID": "1.2"}], "ReferencedPatientSequence"),
         # DCMTK refuses an empty code sequence even when the description is there.
@@ -264,8 +322,9 @@ def test_mwl_right(node_factory, wl_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode != 0
 
 
-def test_worklist_queries_are_not_logged_by_default(node_factory, wl_dir: Path, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_worklist_queries_are_not_logged_by_default(
+    node_factory, wl_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     quiet = node_factory()
     loud = node_factory(log_worklist_queries=True)
     for n in (quiet, loud):
@@ -331,9 +390,16 @@ def _node_with(tmp_path: Path, worklist: dict[str, Any]) -> Node:
     from appliance.config import parse_config
 
     from conftest import free_port
-    return Node(parse_config({"appliance": {"data_dir": str(tmp_path / "wlcfg")},
-                              "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
-                              "worklist": worklist}))
+
+    return Node(
+        parse_config(
+            {
+                "appliance": {"data_dir": str(tmp_path / "wlcfg")},
+                "dicom": {"bind": HOST, "port": free_port(), "tls_port": 0, "free_space_limit_mb": 1},
+                "worklist": worklist,
+            }
+        )
+    )
 
 
 def test_hidden_statuses_default_and_off(node: Node, wl_dir: Path, tmp_path: Path) -> None:
@@ -345,15 +411,15 @@ def test_hidden_statuses_default_and_off(node: Node, wl_dir: Path, tmp_path: Pat
             key = next(k for k in stored if k.sps_id == sps_id)
             node.app.worklist.set_step_status(conn, key, wl_status(status))
     assert ids(findscu_mwl(node, tmp_path)) == ["S4"]
-    assert ids(findscu_mwl(node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus="
-                                           "COMPLETED")) == ["S3"]
+    assert ids(
+        findscu_mwl(node, tmp_path, "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus=COMPLETED")
+    ) == ["S3"]
     # hidden_statuses = []: every step, as wlmscpfs answers every file.
     other = _node_with(tmp_path, {"hidden_statuses": []})
     try:
         import_files(other.app.worklist, [wl_dir])
         with other.app.db.transaction() as conn:
-            other.app.worklist.set_step_status(conn, next(k for k in stored if k.sps_id == "S1"),
-                                               wl_status("CANCELED"))
+            other.app.worklist.set_step_status(conn, next(k for k in stored if k.sps_id == "S1"), wl_status("CANCELED"))
         assert ids(findscu_mwl(other, tmp_path)) == ["S1", "S2", "S3", "S4"]
     finally:
         other.stop()
