@@ -59,6 +59,7 @@ def test_every_config_key_is_documented() -> None:
         "archiving": config.ArchivingConfig,
         "deletion": config.DeletionConfig,
         "email": config.EmailConfig,
+        "limits": config.LimitsConfig,
     }
     skip = {
         "dicom",
@@ -80,6 +81,7 @@ def test_every_config_key_is_documented() -> None:
         "archiving",
         "deletion",
         "email",
+        "limits",
     }
     for table, cls in tables.items():
         heading = f"\n## `[{table}]`" if table != "dicom.nodes" else "\n### `[[dicom.nodes]]`"

@@ -149,10 +149,11 @@ _DICOMWEB_RECV_BYTES = 256 * 1024
 
 
 def _dicomweb_server(site: Any, cfg: Config) -> Any:
-    """The DICOMweb server on ``[dicomweb] port``, or None (with an error line) when the port cannot be opened.
+    """The DICOMweb server on ``[dicomweb] port``.
 
     DICOMweb shares the web site's core (users, patient tokens, audit), so it runs only with the web site.
-    A port in use does not stop the rest of the appliance: the log says why DICOMweb is off.
+    A port that cannot be opened ends the start like every other listener's (one line, exit code 9): a
+    configured service that is silently off is found only when a viewer fails.
     """
     from appliance import tls_contexts
     from webui.dicomweb import create_dicomweb_app
@@ -178,10 +179,7 @@ def _dicomweb_server(site: Any, cfg: Config) -> Any:
             recv_bytes=_DICOMWEB_RECV_BYTES,
         )
     except OSError as exc:
-        LOGGER.error(
-            "[dicomweb] port %d on %s cannot be opened (%s): DICOMweb is off", dw.port, bind, exc.strerror or exc
-        )
-        return None
+        raise ListenerError.port("DICOMweb", "[dicomweb] port", bind, dw.port, exc) from None
 
 
 def build_site(app: Any, cfg: Config, robots: bool = False) -> Site:

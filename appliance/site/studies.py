@@ -76,10 +76,7 @@ class Studies:
         NotFound
             If there is no such series in that study.
         """
-        info = self.catalog.series_info(series_uid)
-        if info is None or (study_uid is not None and info["study_uid"] != study_uid):
-            raise NotFound(f"series {series_uid} is not stored")
-        return info
+        return _of_study(self.catalog.series_info(series_uid), study_uid, f"series {series_uid}")
 
     def instance(self, sop_uid: str, study_uid: str | None = None) -> dict[str, Any]:
         """An instance (of ``study_uid``, when given).
@@ -89,10 +86,7 @@ class Studies:
         NotFound
             If there is no such instance in that study.
         """
-        info = self.catalog.instance(sop_uid)
-        if info is None or (study_uid is not None and info["study_uid"] != study_uid):
-            raise NotFound(f"instance {sop_uid} is not stored")
-        return info
+        return _of_study(self.catalog.instance(sop_uid), study_uid, f"instance {sop_uid}")
 
     def counts(self) -> dict[str, int]:
         """Patients, studies, series and instances stored."""
@@ -178,3 +172,10 @@ class Studies:
             series_uid or study_uid,
         )
         return len(instances)
+
+
+def _of_study(info: dict[str, Any] | None, study_uid: str | None, what: str) -> dict[str, Any]:
+    """``info`` when it exists and belongs to ``study_uid`` (when given); NotFound naming ``what`` otherwise."""
+    if info is None or (study_uid is not None and info["study_uid"] != study_uid):
+        raise NotFound(f"{what} is not stored")
+    return info
