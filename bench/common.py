@@ -17,7 +17,9 @@ from pathlib import Path
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out"
-sys.path.insert(0, str(ROOT.parent / "tests"))  # dicomdata: synthetic test data
+# dicomdata (synthetic test data) from tests/; the repository itself first, so that our packages are never taken for
+# the namespace folders of the same names under tests/ (an editable install's finder comes after those).
+sys.path[:0] = [str(ROOT.parent), str(ROOT.parent / "tests")]
 
 
 def free_port() -> int:
