@@ -71,6 +71,20 @@ TS_NAMES = (
     "jpeg2000",
     "rle",
 )
+#: What the staff UI shows for each of :data:`TS_NAMES`.
+TS_LABELS = {
+    "as-is": "As stored",
+    "implicit": "Implicit VR Little Endian",
+    "explicit": "Explicit VR Little Endian",
+    "deflated": "Deflated Explicit VR Little Endian",
+    "jpeg-baseline": "JPEG Baseline (lossy, 8-bit)",
+    "jpeg-lossless": "JPEG Lossless",
+    "jpeg-ls-lossless": "JPEG-LS Lossless",
+    "jpeg-ls-near-lossless": "JPEG-LS Near-Lossless (lossy)",
+    "jpeg2000-lossless": "JPEG 2000 Lossless",
+    "jpeg2000": "JPEG 2000 (lossy)",
+    "rle": "RLE Lossless",
+}
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,7 @@ class NodeConfig:
     preferred_ts: str = field(default="", kw_only=True)
 
     def may(self, right: str) -> bool:
-        """Return whether this node holds ``right`` (store/find/move/get/mwl)."""
+        """Return whether this node holds ``right`` (store/find/move/get/mwl/commit)."""
         return bool(getattr(self, right))
 
 

@@ -548,6 +548,19 @@ def _m_upkeep(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m_node_settings(conn: sqlite3.Connection) -> None:
+    # The two settings [[dicom.nodes]] of the config file have, for nodes added in the staff UI, with the same
+    # defaults as NodeConfig: may ask for Storage Commitment, transfer syntax as stored. "commit" is an SQL
+    # keyword, hence the quotes.
+    run_script(
+        conn,
+        """
+        ALTER TABLE dicom_nodes ADD COLUMN "commit" INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE dicom_nodes ADD COLUMN preferred_ts TEXT NOT NULL DEFAULT ''
+        """,
+    )
+
+
 #: Ordered schema migrations; entry ``n`` brings the schema to version ``n + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_index,
@@ -559,6 +572,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m_api_keys,
     _m_notify,
     _m_upkeep,
+    _m_node_settings,
 ]
 
 

@@ -14,11 +14,17 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from appliance.config import NodeConfig, validate_ae_title
+from appliance.config import TS_NAMES, NodeConfig, validate_ae_title
 from appliance.db import Database
 from appliance.errors import ConfigError, InvalidValue, NotFound
 
-RIGHTS = ("store", "find", "move", "get", "mwl")
+#: The rights of a node, each a boolean of :class:`NodeConfig` and a column of ``dicom_nodes``; the association
+#: policy (:data:`appliance.dicom.policy.RIGHTS`) maps SOP classes to these names.
+RIGHTS = ("store", "find", "move", "get", "mwl", "commit")
+#: The columns written by :meth:`NodeRegistry.add` / ``update`` after the AE title ("commit" is an SQL keyword).
+_COLUMNS = ("host", "port", "tls", "description", *RIGHTS, "preferred_ts")
+_QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)
+_SET = ", ".join(f'"{c}" = ?' for c in _COLUMNS)
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -67,7 +73,7 @@ def validate_node(node: NodeConfig) -> NodeConfig:
     Raises
     ------
     InvalidValue
-        For a bad AE title, host, port or description.
+        For a bad AE title, host, port, description or preferred transfer syntax.
     """
     try:
         validate_ae_title(node.ae_title)
@@ -77,6 +83,8 @@ def validate_node(node: NodeConfig) -> NodeConfig:
         raise InvalidValue(f"port {node.port} is not a TCP port (1-65535)")
     if len(node.description) > 64:
         raise InvalidValue("the description has more than 64 characters")
+    if node.preferred_ts and node.preferred_ts not in TS_NAMES:
+        raise InvalidValue(f"preferred transfer syntax {node.preferred_ts!r} is not one of: {', '.join(TS_NAMES)}")
     return NodeConfig(**{**{f.name: getattr(node, f.name) for f in fields(node)}, "host": validate_host(node.host)})
 
 
@@ -108,6 +116,7 @@ class NodeRegistry:
             bool(row["tls"]),
             row["description"],
             *(bool(row[r]) for r in RIGHTS),
+            preferred_ts=row["preferred_ts"],
         )
 
     def get(self, ae_title: str) -> NodeConfig | None:
@@ -134,7 +143,14 @@ class NodeRegistry:
         return KnownNode(node, "ui") if node else None
 
     def _values(self, node: NodeConfig) -> tuple[object, ...]:
-        return (node.host, node.port, int(node.tls), node.description, *(int(getattr(node, r)) for r in RIGHTS))
+        return (
+            node.host,
+            node.port,
+            int(node.tls),
+            node.description,
+            *(int(getattr(node, r)) for r in RIGHTS),
+            node.preferred_ts,
+        )
 
     def add(self, node: NodeConfig) -> NodeConfig:
         """Add a UI node.
@@ -151,8 +167,8 @@ class NodeRegistry:
         try:
             with self.db.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO dicom_nodes (ae_title, host, port, tls, description, store, find, move, get, mwl,"
-                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO dicom_nodes (ae_title, {_QUOTED}, created, updated)"
+                    f" VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
                     (node.ae_title, *self._values(node), now, now),
                 )
         except sqlite3.IntegrityError:
@@ -181,8 +197,7 @@ class NodeRegistry:
             raise InvalidValue(f"a node with AE title {node.ae_title!r} already exists")
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE dicom_nodes SET ae_title = ?, host = ?, port = ?, tls = ?, description = ?, store = ?,"
-                " find = ?, move = ?, get = ?, mwl = ?, updated = ? WHERE ae_title = ?",
+                f"UPDATE dicom_nodes SET ae_title = ?, {_SET}, updated = ? WHERE ae_title = ?",
                 (node.ae_title, *self._values(node), _now(), ae_title),
             )
         return node

@@ -357,12 +357,43 @@ def test_node_crud(env, admin) -> None:
         (node_form(port="http"), "not a number"),
         (node_form(port="0"), "not a TCP port"),
         (node_form(port="65536"), "not a TCP port"),
+        (node_form(preferred_ts="jpeg-2000"), "preferred transfer syntax &#39;jpeg-2000&#39; is not one of"),
     ],
 )
 def test_node_validation_errors_are_shown(env, admin, form: dict, message: str) -> None:
     response = post(env, admin, "/staff/nodes/new", form)
     assert response.status_code == 400 and message in text(response)
     assert 'id="form-error"' in text(response) and env.site.nodes.all() == []
+
+
+def test_node_commitment_and_preferred_syntax(env, admin) -> None:
+    """The form offers Storage Commitment (on by default, as in the config file) and the preferred syntax; the
+    list shows both; an edit keeps them."""
+    form = text(admin.get("/staff/nodes/new"))
+    assert 'name="commit" checked' in form and '<option value="explicit">Explicit VR Little Endian</option>' in form
+    post(env, admin, "/staff/nodes/new", node_form(ae_title="DEFAULTS", commit="on"))
+    assert env.site.nodes.get("DEFAULTS").commit and env.site.nodes.get("DEFAULTS").preferred_ts == ""
+    post(env, admin, "/staff/nodes/new", node_form(preferred_ts="explicit"))
+    node = env.site.nodes.get("VIEWER1")
+    assert node.preferred_ts == "explicit" and not node.commit and not env.app.may("VIEWER1", "commit")
+    page = text(admin.get("/staff/nodes"))
+    row = page[page.index('<tr data-ae="VIEWER1">') :].split("</tr>")[0]
+    assert '<td class="center" data-right="commit">–</td>' in row
+    assert '<td class="preferred-ts">Explicit VR Little Endian</td>' in row
+    default_row = page[page.index('<tr data-ae="DEFAULTS">') :].split("</tr>")[0]
+    assert '<td class="center" data-right="commit">✓</td>' in default_row and ">As stored</td>" in default_row
+    edit = text(admin.get("/staff/nodes/VIEWER1/edit"))
+    assert '<option value="explicit" selected>' in edit and 'name="commit" >' in edit
+    post(env, admin, "/staff/nodes/VIEWER1/edit", node_form(preferred_ts="rle", commit="on"))
+    node = env.site.nodes.get("VIEWER1")
+    assert node.preferred_ts == "rle" and node.commit
+    response = post(env, admin, "/staff/nodes/VIEWER1/edit", node_form(preferred_ts="jpeg-2000"))
+    assert response.status_code == 400 and "is not one of" in text(response)
+    assert env.site.nodes.get("VIEWER1").preferred_ts == "rle"
+    api = admin.get("/api/v1/nodes")
+    if api.status_code == 200:
+        listed = {n["ae_title"]: n for n in api.get_json()["nodes"]}
+        assert (listed["VIEWER1"]["preferred_ts"], listed["VIEWER1"]["commit"]) == ("rle", True)
 
 
 def test_config_nodes_are_read_only(env_factory) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from appliance.config import NodeConfig
+from appliance.config import TS_LABELS, NodeConfig
 from appliance.errors import InvalidValue
 from appliance.nodes import RIGHTS
 from webui.extensions import get_site
@@ -35,6 +35,7 @@ def node_from_form() -> NodeConfig:
         tls=form.get("tls") == "on",
         description=form.get("description", "").strip(),
         **rights,
+        preferred_ts=form.get("preferred_ts", "").strip(),
     )
 
 
@@ -42,19 +43,21 @@ def node_from_form() -> NodeConfig:
 @login_required
 def nodes() -> str:
     """Known nodes with their rights; config-file ones are marked read-only."""
-    return render_template("staff/nodes.html", nodes=get_site().nodes.all(), rights=RIGHTS)
+    return render_template("staff/nodes.html", nodes=get_site().nodes.all(), rights=RIGHTS, ts_labels=TS_LABELS)
 
 
 @bp.route("/nodes/new", methods=["GET", "POST"])
 @admin_required
 def node_new() -> Any:
-    """Add a node (form, then validation: AE title, host, port)."""
+    """Add a node (form, then validation: AE title, host, port, preferred transfer syntax)."""
     if request.method == "GET":
-        return render_template("staff/node_form.html", node=None, rights=RIGHTS, error="")
+        return render_template("staff/node_form.html", node=None, rights=RIGHTS, ts_labels=TS_LABELS, error="")
     try:
         node = get_site().nodes.add(node_from_form())
     except InvalidValue as exc:
-        return render_template("staff/node_form.html", node=None, form=request.form, rights=RIGHTS, error=str(exc)), 400
+        return render_template(
+            "staff/node_form.html", node=None, form=request.form, rights=RIGHTS, ts_labels=TS_LABELS, error=str(exc)
+        ), 400
     audit("node.add", detail=f"{node.ae_title} {node.host}:{node.port}")
     flash(f"Node {node.ae_title} added.", "success")
     return redirect(url_for("staff.nodes"))
@@ -84,12 +87,17 @@ def node_edit(ae_title: str) -> Any:
     """
     known = _editable(ae_title)
     if request.method == "GET":
-        return render_template("staff/node_form.html", node=known.node, rights=RIGHTS, error="")
+        return render_template("staff/node_form.html", node=known.node, rights=RIGHTS, ts_labels=TS_LABELS, error="")
     try:
         node = get_site().nodes.update(ae_title, node_from_form())
     except InvalidValue as exc:
         return render_template(
-            "staff/node_form.html", node=known.node, form=request.form, rights=RIGHTS, error=str(exc)
+            "staff/node_form.html",
+            node=known.node,
+            form=request.form,
+            rights=RIGHTS,
+            ts_labels=TS_LABELS,
+            error=str(exc),
         ), 400
     audit("node.edit", detail=f"{ae_title} -> {node.ae_title} {node.host}:{node.port}")
     flash(f"Node {node.ae_title} saved.", "success")
