@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import sqlite3
 import zipfile
 
 import pytest
 
 from appliance.config import NodeConfig
+from appliance.db import MIGRATIONS, Database
 from appliance.log import setup_logging
+from appliance.nodes import NodeRegistry
 
 from conftest import HOST, free_port
 
@@ -394,6 +397,23 @@ def test_node_commitment_and_preferred_syntax(env, admin) -> None:
     assert api.status_code == 200, "a staff session reads the API"
     listed = {n["ae_title"]: n for n in api.get_json()["nodes"]}
     assert (listed["VIEWER1"]["preferred_ts"], listed["VIEWER1"]["commit"]) == ("rle", True)
+
+
+def test_nodes_added_before_the_upgrade_keep_commitment_and_stored_syntax(tmp_path) -> None:
+    """A database of the previous version: its UI nodes get the config file's defaults (commit on, as stored)."""
+    path = tmp_path / "appliance.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, step in enumerate(MIGRATIONS[:-1], start=1):
+        conn.execute("BEGIN")
+        step(conn)
+        conn.execute(f"PRAGMA user_version={number}")
+        conn.execute("COMMIT")
+    conn.execute("INSERT INTO dicom_nodes (ae_title, host, port, created, updated) VALUES ('OLD', '::1', 104, '', '')")
+    conn.close()
+    upgraded = Database(path)
+    node = NodeRegistry(upgraded, []).get("OLD")
+    upgraded.close()
+    assert node is not None and node.commit and node.preferred_ts == "" and node.store
 
 
 def test_config_nodes_are_read_only(env_factory) -> None:
