@@ -7,7 +7,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification  # type: ignore[attr-defined]
 
-from appliance.config import ConfigError, parse_config, validate_ae_title
+from appliance.config import ConfigError, NodeConfig, parse_config, validate_ae_title
+from appliance.dicom.policy import RIGHTS as POLICY_RIGHTS
+from appliance.nodes import RIGHTS
 
 import dicomdata
 from conftest import HOST, Node, dcmtk
@@ -141,3 +143,9 @@ def test_the_error_shows_the_title_as_typed() -> None:
 def test_valid_ae_titles() -> None:
     for title in ("A", "X" * 16, "MOD-1_CT.2", "lower case"):
         assert validate_ae_title(title) == title
+
+
+def test_every_right_the_policy_checks_is_a_node_setting_the_staff_ui_edits() -> None:
+    """The association policy asks for rights by name; each is a field of a node and a box of the node form."""
+    assert set(POLICY_RIGHTS.values()) <= set(RIGHTS)
+    assert all(isinstance(getattr(NodeConfig("X"), right), bool) for right in RIGHTS)
