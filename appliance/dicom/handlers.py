@@ -296,4 +296,5 @@ def handle_get(event: Event, app: Appliance) -> Iterator[Any]:
     yield len(instances)
     LOGGER.info("C-GET from %s: %d instance(s)", peer, len(instances))
     accepted = _accepted(event.assoc.accepted_contexts, as_scu=True)
-    yield from _sub_operations(event, app, instances, accepted, None, "C-GET")
+    # A known node's preferred syntax applies to C-GET too, when it proposed (and so accepted) that syntax.
+    yield from _sub_operations(event, app, instances, accepted, retrieve.preferred(app.node(peer)), "C-GET")

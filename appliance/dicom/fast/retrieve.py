@@ -239,7 +239,9 @@ def _get(
     def result(msg_id: int) -> tuple[int | None, str, bool]:
         return assoc.store_response(msg_id, out.message_id)
 
-    return _run(assoc, out, app, instances, ops, accepted, None, _Link(send, result), "C-GET", started)
+    # A known node's preferred syntax applies to C-GET too, when it proposed (and so accepted) that syntax.
+    prefer = retrieve.preferred(app.node(assoc.requestor.ae_title))
+    return _run(assoc, out, app, instances, ops, accepted, prefer, _Link(send, result), "C-GET", started)
 
 
 class _Link:

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -447,9 +447,15 @@ def test_getscu_defaults_gets_compressed_study(node_factory, mixed: Mixed, tmp_p
 
 
 def c_get_one_syntax(
-    node: Node, mixed: Mixed, syntax: str = ExplicitVRLittleEndian, query: Dataset | None = None
+    node: Node,
+    mixed: Mixed,
+    syntax: str = ExplicitVRLittleEndian,
+    query: Dataset | None = None,
+    also: Sequence[str] = (),
+    ae_title: str = "ONESYNTAX",
 ) -> tuple[list[tuple[Dataset, Dataset | None]], dict[str, Dataset]]:
-    """C-GET with a pynetdicom SCU that accepts, for each storage class, ``syntax`` only."""
+    """C-GET with a pynetdicom SCU that accepts, for each storage class, ``syntax`` only (and each of ``also``, on
+    a context of its own)."""
     received: dict[str, Dataset] = {}
     syntaxes: list[str] = []
 
@@ -460,12 +466,13 @@ def c_get_one_syntax(
         received[str(ds.SOPInstanceUID)] = ds
         return 0x0000
 
-    ae = AE(ae_title="ONESYNTAX")
+    ae = AE(ae_title=ae_title)
     ae.dimse_timeout = ae.network_timeout = 120
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     roles: list[Any] = []  # pynetdicom types ext_neg items with a private union
     for sop_class in sorted({s.sop_class for s in mixed.sources.values()}):
-        ae.add_requested_context(sop_class, [syntax])
+        for proposed in (syntax, *also):
+            ae.add_requested_context(sop_class, [proposed])
         roles.append(build_role(sop_class, scp_role=True))
     assoc = ae.associate(HOST, node.port, ae_title=node.aet, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert assoc.is_established
@@ -473,8 +480,21 @@ def c_get_one_syntax(
         answers = list(assoc.send_c_get(query or _study(mixed.study_uid), StudyRootQueryRetrieveInformationModelGet))
     finally:
         assoc.release()
-    assert set(syntaxes) <= {syntax}
+    assert set(syntaxes) <= {syntax, *also}
     return answers, received
+
+
+def test_get_by_node_with_preferred_ts_gets_that_syntax(node_factory, mixed: Mixed) -> None:
+    """``preferred_ts`` of a known node applies to its C-GET too: offered Explicit VR LE and RLE on separate
+    contexts, it gets every instance in RLE (its preference), UIDs and pixels kept."""
+    node = node_factory(nodes=_nodes(GETPREF={"port": 104, "preferred_ts": "rle"}))
+    _store(node, mixed)
+    answers, received = c_get_one_syntax(node, mixed, ExplicitVRLittleEndian, also=[RLELossless], ae_title="GETPREF")
+    assert_success(answers[-1][0], len(mixed.sources))
+    assert_arrived(received, mixed, syntax=RLELossless)
+    # Without a preference the same SCU gets each instance in the first syntax it accepts that can carry it.
+    _, plain = c_get_one_syntax(node, mixed, ExplicitVRLittleEndian, also=[RLELossless])
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in plain.values()} != {RLELossless}
 
 
 def test_get_with_scu_accepting_explicit_only(node_factory, mixed: Mixed) -> None:
