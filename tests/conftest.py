@@ -45,6 +45,40 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on ``port`` of :data:`HOST`."""
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Path]]]:
+    """Start DCMTK storescp (AE as given, options such as ``+xa``) writing into a fresh folder; (port, folder)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(aet: str = "DEST", *options: str) -> tuple[int, Path]:
+        port = free_port()
+        out = tmp_path / f"{aet.lower()}-{len(procs)}"
+        out.mkdir()
+        log = open(tmp_path / f"{out.name}.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                ["/usr/bin/storescp", "-aet", aet, "-od", str(out), "-v", *options, str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, TCP_NODELAY="1"),
+            )
+        )
+        log.close()
+        wait_until(lambda: listening(port))
+        return port, out
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def dcmtk(
     tool: str, *args: str, timeout: float = 120, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

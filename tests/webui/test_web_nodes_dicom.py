@@ -6,10 +6,7 @@ Commitment: a C-MOVE to it delivers RLE-stored images in that syntax, and it can
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,42 +25,10 @@ from appliance.site.service import Site
 from webui import create_app
 
 import dicomdata
-from conftest import HOST, Node, free_port, wait_until
+from conftest import HOST, Node
 
 ADMIN = ("admin", "admin-password-1")
 COMMITMENT = "1.2.840.10008.1.20.1"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((HOST, port)) == 0
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[[str], tuple[int, Path]]]:
-    """DCMTK storescp accepting every transfer syntax (``+xa``), so that what arrives is what we chose to send."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(aet: str) -> tuple[int, Path]:
-        port = free_port()
-        out = tmp_path / f"received-{aet.lower()}"
-        out.mkdir()
-        log = open(tmp_path / f"storescp-{aet.lower()}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                ["/usr/bin/storescp", "-aet", aet, "-od", str(out), "+xa", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
-        wait_until(lambda: _listening(port))
-        return port, out
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -114,7 +79,7 @@ def _associate(node: Node, aet: str) -> Any:
 
 def test_ui_node_gets_its_preferred_syntax_and_no_storage_commitment(web_node, storescp) -> None:
     node, client = web_node
-    port, out = storescp("VIEWUI")
+    port, out = storescp("VIEWUI", "+xa")  # every syntax: what arrives is what we chose to send
     _add_node(client, ae_title="VIEWUI", port=str(port), preferred_ts="explicit")  # commit box left unticked
     _add_node(client, ae_title="MODUI", port="104", commit="on")
     row = client.get("/staff/nodes").get_data(as_text=True).split('<tr data-ae="VIEWUI">', 1)[1].split("</tr>")[0]

@@ -15,7 +15,6 @@ has in C-FIND, pixels that decode to the stored ones, the right final status and
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
 )
 
 import dicomdata
-from conftest import HOST, Node, dcmtk, free_port, make_config, wait_until
+from conftest import HOST, Node, dcmtk, free_port, make_config
 from orthanc_support import Orthanc, OrthancError
 
 pytestmark = pytest.mark.dcmtk
@@ -164,39 +163,6 @@ def _store(node: Node, mixed: Mixed) -> None:
 
 def _nodes(**dest: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"ae_title": ae, "host": HOST, **opts} for ae, opts in dest.items()]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((HOST, port)) == 0
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Path]]]:
-    """Start DCMTK storescp (AE as given, options such as ``+xa``) writing into a fresh folder."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(aet: str = "DEST", *options: str) -> tuple[int, Path]:
-        port = free_port()
-        out = tmp_path / f"{aet.lower()}-{len(procs)}"
-        out.mkdir()
-        log = open(tmp_path / f"{out.name}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                ["/usr/bin/storescp", "-aet", aet, "-od", str(out), "-v", *options, str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, TCP_NODELAY="1"),
-            )
-        )
-        log.close()
-        wait_until(lambda: _listening(port))
-        return port, out
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _study(uid: str) -> Dataset:
