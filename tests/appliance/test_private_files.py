@@ -97,7 +97,7 @@ def test_serve_makes_an_earlier_runs_files_private(shared_tmp: Path) -> None:
     )
     try:
         log = data / "logs" / "appliance.log"
-        wait_until(lambda: b"running" in log.read_bytes(), timeout=60)
+        wait_until(lambda: b"running, data in" in log.read_bytes(), timeout=60)
         client = MLLPClient(port)
         assert segments(client.request(orm()))["MSA"] == "MSA|AA|MSG0001"  # the database and its WAL are written
         client.close()

@@ -66,7 +66,7 @@ def test_serve_takes_orders_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_port_zero_disables_the_listener(tmp_path: Path) -> None:
     proc = _serve(tmp_path, 0)
     try:
-        wait_until(lambda: "running" in (proc.stdout.readline() if proc.stdout else ""), timeout=60)
+        wait_until(lambda: "running, data in" in (proc.stdout.readline() if proc.stdout else ""), timeout=60)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
