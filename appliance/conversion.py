@@ -52,11 +52,7 @@ def convert_file(path: str, target: str) -> bytes:
     CodecError
         When the file cannot be read, checked, decoded or encoded (the reason says which).
     """
-    try:
-        check_file(Path(path))
-    except (InvalidDataset, OSError) as exc:
-        raise CodecError(f"instance cannot be converted: {exc}") from exc
-    return codecs.convert(codecs.read_stored(Path(path)), target)
+    return codecs.convert(_checked(path), target)
 
 
 def frames_of_file(path: str, numbers: list[int], target: str) -> tuple[str, list[bytes]]:
@@ -67,11 +63,16 @@ def frames_of_file(path: str, numbers: list[int], target: str) -> tuple[str, lis
     CodecError
         As :func:`convert_file`, or when a frame number is out of range.
     """
+    return codecs.frames(_checked(path), numbers, target)
+
+
+def _checked(path: str) -> bytes:
+    """The stored file's bytes once its structure passed :func:`appliance.validate.check_file` (CodecError if not)."""
     try:
         check_file(Path(path))
     except (InvalidDataset, OSError) as exc:
         raise CodecError(f"instance cannot be converted: {exc}") from exc
-    return codecs.frames(codecs.read_stored(Path(path)), numbers, target)
+    return codecs.read_stored(Path(path))
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:

@@ -9,16 +9,15 @@ final status from the sub-operation counts (PS3.4 C.4.2.1.5-6, C.4.3.1.4).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydicom.dataset import Dataset
 
-from appliance import codecs
+from appliance import codecs, conversion
 from appliance.config import NodeConfig
-from appliance.conversion import convert_file
 from appliance.core import Appliance
 from appliance.dicom import status
 from appliance.errors import CodecError, NotFound
@@ -118,12 +117,7 @@ def payload(
     syntax = target_syntax(inst, accepted, prefer)
     if syntax == inst.transfer_syntax:
         return syntax, _as_stored(app, inst)
-    try:
-        return syntax, _convert(app, inst, syntax).result()
-    except CodecError as exc:
-        if not prefer or syntax != prefer:
-            raise
-        return _without_preference(app, inst, accepted, prefer, exc)
+    return _converted(app, inst, accepted, prefer, syntax, lambda: _convert(app, inst, syntax))
 
 
 def _as_stored(app: Appliance, inst: StoredInstance) -> memoryview:
@@ -131,19 +125,33 @@ def _as_stored(app: Appliance, inst: StoredInstance) -> memoryview:
     return memoryview(data)[codecs.dataset_offset(data) :]
 
 
-def _without_preference(
-    app: Appliance, inst: StoredInstance, accepted: Sequence[str], prefer: str, exc: CodecError
+def _convert(app: Appliance, inst: StoredInstance, syntax: str) -> bytes:
+    return conversion.convert(app.conversions, app.file_path(inst), syntax, f"converting instance {inst.sop_uid}")
+
+
+def _converted(
+    app: Appliance,
+    inst: StoredInstance,
+    accepted: Sequence[str],
+    prefer: str | None,
+    syntax: str,
+    result: Callable[[], bytes],
 ) -> tuple[str, bytes | memoryview]:
-    """The node's preferred syntax cannot hold ``inst`` (a 16-bit CT in 8-bit JPEG Baseline): the receiver gets it
-    as it would without a preference."""
-    fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
-    if fallback is None:
-        raise CodecError(
-            f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted syntax can carry it"
-        ) from exc
+    """``syntax`` and the bytes ``result`` converts ``inst`` to; when that is the node's preferred syntax and it
+    cannot hold ``inst`` (a 16-bit CT in 8-bit JPEG Baseline), the receiver gets it as without a preference."""
+    try:
+        return syntax, result()
+    except CodecError as exc:
+        if not prefer or syntax != prefer:
+            raise
+        fallback = codecs.choose(inst.transfer_syntax, [ts for ts in accepted if ts != prefer])
+        if fallback is None:
+            raise CodecError(
+                f"{inst.sop_uid} cannot be encoded in the preferred {prefer} and no other accepted syntax can carry it"
+            ) from exc
     if fallback == inst.transfer_syntax:
         return fallback, _as_stored(app, inst)
-    return fallback, _convert(app, inst, fallback).result()
+    return fallback, _convert(app, inst, fallback)
 
 
 def target_syntax(inst: StoredInstance, accepted: Sequence[str], prefer: str | None = None) -> str:
@@ -155,18 +163,6 @@ def target_syntax(inst: StoredInstance, accepted: Sequence[str], prefer: str | N
             f"no accepted presentation context can carry {inst.transfer_syntax} (accepted for its SOP class: {offered})"
         )
     return syntax
-
-
-def _convert(app: Appliance, inst: StoredInstance, syntax: str) -> Future[bytes]:
-    path = app.file_path(inst)
-    if app.conversions is not None:
-        return app.conversions.submit(path, syntax, f"converting instance {inst.sop_uid}")
-    done: Future[bytes] = Future()  # no service (an embedding without the CLI): here, unbudgeted
-    try:
-        done.set_result(convert_file(str(path), syntax))
-    except CodecError as exc:
-        done.set_exception(exc)
-    return done
 
 
 class Payloads:
@@ -201,24 +197,19 @@ class Payloads:
         self.accepted = accepted
         self.prefer = prefer
         self.ahead = app.conversions.workers if app.conversions is not None else 0
-        self._pending: dict[int, Future[bytes]] = {}
+        self._pending: dict[int, tuple[str, Future[bytes]]] = {}  # index -> (target syntax, its conversion)
         self._next = 0  # the first index not yet looked at for a conversion to start
 
     def get(self, index: int) -> tuple[str, bytes | memoryview]:
         """The transfer syntax and bytes of instance ``index`` (as :func:`payload`; CodecError likewise)."""
         inst = self.instances[index]
         self._start_until(index + 1 + self.ahead)
-        future = self._pending.pop(index, None)
-        if future is None:
-            return payload(self.app, inst, self.accepted.get(inst.sop_class_uid, ()), self.prefer)
         accepted = self.accepted.get(inst.sop_class_uid, ())
-        syntax = target_syntax(inst, accepted, self.prefer)
-        try:
-            return syntax, future.result()
-        except CodecError as exc:
-            if not self.prefer or syntax != self.prefer:
-                raise
-            return _without_preference(self.app, inst, accepted, self.prefer, exc)
+        started = self._pending.pop(index, None)
+        if started is None:
+            return payload(self.app, inst, accepted, self.prefer)
+        syntax, future = started
+        return _converted(self.app, inst, accepted, self.prefer, syntax, future.result)
 
     def _start_until(self, end: int) -> None:
         end = min(end, len(self.instances))
@@ -231,15 +222,16 @@ class Payloads:
                 continue  # get() raises it for that instance
             if syntax != inst.transfer_syntax and self.app.conversions is not None:
                 try:
-                    self._pending[index] = self.app.conversions.submit(
+                    future = self.app.conversions.submit(
                         self.app.file_path(inst), syntax, f"converting instance {inst.sop_uid}"
                     )
+                    self._pending[index] = (syntax, future)
                 except CodecError:
                     continue  # the service has stopped: get() converts it (and fails) on its own
 
     def close(self) -> None:
         """Drop the conversions not collected (a cancelled or cut-off retrieve)."""
-        for future in self._pending.values():
+        for _, future in self._pending.values():
             future.cancel()
         self._pending.clear()
 
