@@ -101,6 +101,11 @@ _DISCONNECTED = frozenset(
 )
 
 
+def _length(part: bytes | FilePart) -> int:
+    """How many bytes a part of a :class:`PartsBuffer` body adds."""
+    return part.size if isinstance(part, FilePart) else len(part)
+
+
 class FileChanged(OSError):
     """A file of a :class:`PartsBuffer` is missing or has another length than announced."""
 
@@ -115,8 +120,8 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
     """
 
     def __init__(self, parts: Sequence[bytes | FilePart]) -> None:  # no super(): there is no single file
-        self.parts: deque[bytes | FilePart] = deque(p for p in parts if (p.size if isinstance(p, FilePart) else p))
-        self.remain = sum(p.size if isinstance(p, FilePart) else len(p) for p in self.parts)
+        self.parts: deque[bytes | FilePart] = deque(p for p in parts if _length(p))
+        self.remain = sum(map(_length, self.parts))
         self.file = None
         self._fd = -1
         self._offset = 0  # into the first part
@@ -138,7 +143,7 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
         part = self.parts[0]
         self._offset += count
         self.remain -= count
-        if self._offset == (part.size if isinstance(part, FilePart) else len(part)):
+        if self._offset == _length(part):
             self.parts.popleft()
             self._offset = 0
             if self._fd >= 0:
@@ -165,7 +170,7 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
         if not self.parts:
             return b""
         part = self.parts[0]
-        size = part.size if isinstance(part, FilePart) else len(part)
+        size = _length(part)
         count = size - self._offset if numbytes < 0 else min(numbytes, size - self._offset)
         if isinstance(part, FilePart):
             data = os.pread(self._open(part), count, self._offset)
@@ -181,7 +186,7 @@ class PartsBuffer(ReadOnlyFileBasedBuffer):
         """Drop ``numbytes`` already sent (waitress's buffer protocol)."""
         while numbytes:
             part = self.parts[0]
-            count = min(numbytes, (part.size if isinstance(part, FilePart) else len(part)) - self._offset)
+            count = min(numbytes, _length(part) - self._offset)
             self._advance(count)
             numbytes -= count
 

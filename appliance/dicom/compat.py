@@ -150,7 +150,8 @@ def spool_received_datasets() -> None:
 
 
 def received_dataset(event: evt.Event) -> Path | None:
-    """The file pynetdicom wrote a C-STORE's data set to (file meta first), None when it is in memory."""
+    """The file pynetdicom wrote a C-STORE's data set to (the data set only, see :class:`_DataSetFile`), None when
+    it is in memory."""
     try:
         path = event.dataset_path
     except AttributeError:
